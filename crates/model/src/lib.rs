@@ -1,0 +1,17 @@
+//! The Flotilla data model: resource keys (which carry their cluster), the event envelope that
+//! ingest agents publish and the store folds, and the typed resources parsed from Kubernetes
+//! YAML. No IO lives here.
+
+pub mod event;
+pub mod gateway;
+pub mod key;
+pub mod parse;
+pub mod resource;
+
+pub use event::{EventBody, ResourceEvent};
+pub use key::{Kind, ResourceKey};
+pub use parse::{parse_documents, parse_object, ParseError};
+pub use resource::{Object, Resource};
+
+/// Group of the Kubernetes Gateway API.
+pub const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";

@@ -1,0 +1,230 @@
+//! Parsing Kubernetes YAML/JSON into typed resources, with errors that say where: file,
+//! document index, kind/name and the field path.
+
+use crate::resource::{Object, Resource};
+use crate::{Kind, ResourceKey};
+use serde::de::DeserializeOwned;
+use std::fmt;
+
+/// The largest object accepted, as serialized JSON. Kubernetes itself refuses objects over
+/// ~1.5 MiB (etcd's request limit); anything this large in a file is a mistake, and holding it
+/// would cost every replica and every snapshot.
+pub const MAX_OBJECT_BYTES: usize = 1536 * 1024;
+
+/// Why one document could not be accepted. Every field that is known is filled, so the
+/// message names the object as precisely as the input allows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParseError {
+    pub file: Option<String>,
+    /// 0-based index of the YAML document within the file.
+    pub document: Option<usize>,
+    pub kind: Option<String>,
+    /// `namespace/name` or `name`.
+    pub name: Option<String>,
+    /// Path of the offending field, e.g. `spec.rules[0].matches[1].path`.
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl ParseError {
+    fn new(message: impl Into<String>) -> Self {
+        Self {
+            file: None,
+            document: None,
+            kind: None,
+            name: None,
+            field: None,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut sep = "";
+        if let Some(file) = &self.file {
+            write!(f, "{file}")?;
+            sep = ": ";
+        }
+        if let Some(doc) = self.document {
+            write!(f, "{sep}document {doc}")?;
+            sep = ": ";
+        }
+        match (&self.kind, &self.name) {
+            (Some(k), Some(n)) => write!(f, " ({k} {n})")?,
+            (Some(k), None) => write!(f, " ({k})")?,
+            (None, Some(n)) => write!(f, " ({n})")?,
+            (None, None) => {}
+        }
+        if let Some(field) = &self.field {
+            write!(f, "{sep}field {field}")?;
+            sep = ": ";
+        }
+        write!(f, "{sep}{}", self.message)
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+/// Parses a multi-document YAML (or JSON) text. Returns every document that parsed and an
+/// error for each one that did not; one bad document never hides the others. Empty documents
+/// are skipped.
+pub fn parse_documents(
+    file: &str,
+    text: &str,
+    cluster: &str,
+) -> (Vec<Resource>, Vec<ParseError>) {
+    let mut resources = Vec::new();
+    let mut errors = Vec::new();
+    for (index, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+        let located = |mut e: ParseError| {
+            e.file = Some(file.to_string());
+            e.document = Some(index);
+            e
+        };
+        let value = match serde_json::Value::deserialize_from_yaml(doc) {
+            Ok(v) => v,
+            Err(e) => {
+                errors.push(located(ParseError::new(format!("invalid YAML: {e}"))));
+                // A syntax error leaves the YAML stream in an unknown place: stop here
+                // rather than report a cascade of follow-on errors.
+                break;
+            }
+        };
+        if value.is_null() {
+            continue;
+        }
+        match parse_object(cluster, value) {
+            Ok(r) => resources.push(r),
+            Err(e) => errors.push(located(e)),
+        }
+    }
+    (resources, errors)
+}
+
+trait FromYaml: Sized {
+    fn deserialize_from_yaml(doc: serde_yaml_ng::Deserializer<'_>) -> Result<Self, String>;
+}
+
+impl FromYaml for serde_json::Value {
+    fn deserialize_from_yaml(doc: serde_yaml_ng::Deserializer<'_>) -> Result<Self, String> {
+        use serde::Deserialize;
+        serde_json::Value::deserialize(doc).map_err(|e| e.to_string())
+    }
+}
+
+/// Parses one Kubernetes object (as JSON) of cluster `cluster` into a typed resource.
+pub fn parse_object(cluster: &str, value: serde_json::Value) -> Result<Resource, ParseError> {
+    let str_at = |ptr: &str| value.pointer(ptr).and_then(|v| v.as_str()).map(str::to_string);
+    let kind_name = str_at("/kind");
+    let api_version = str_at("/apiVersion");
+    let name = str_at("/metadata/name");
+    let namespace = str_at("/metadata/namespace");
+    let display_name = match (&namespace, &name) {
+        (Some(ns), Some(n)) => Some(format!("{ns}/{n}")),
+        (None, Some(n)) => Some(n.clone()),
+        _ => None,
+    };
+    let err = |field: Option<&str>, message: String| ParseError {
+        file: None,
+        document: None,
+        kind: kind_name.clone(),
+        name: display_name.clone(),
+        field: field.map(str::to_string),
+        message,
+    };
+
+    if !value.is_object() {
+        return Err(err(None, "a document must be a mapping (a Kubernetes object)".into()));
+    }
+    let Some(kind_str) = kind_name.as_deref() else {
+        return Err(err(Some("kind"), "missing kind".into()));
+    };
+    let Some(api_version) = api_version else {
+        return Err(err(Some("apiVersion"), "missing apiVersion".into()));
+    };
+    let Some(kind) = Kind::ALL.into_iter().find(|k| k.as_str() == kind_str) else {
+        return Err(err(
+            Some("kind"),
+            format!(
+                "unknown kind {kind_str:?} (known: {})",
+                Kind::ALL.map(Kind::as_str).join(", ")
+            ),
+        ));
+    };
+    if !kind.accepts_api_version(&api_version) {
+        return Err(err(
+            Some("apiVersion"),
+            format!(
+                "apiVersion {api_version:?} is not in group {:?} of kind {kind}",
+                kind.group()
+            ),
+        ));
+    }
+    let Some(name) = name.filter(|n| !n.is_empty()) else {
+        return Err(err(Some("metadata.name"), "missing metadata.name".into()));
+    };
+    let size = serde_json::to_vec(&value).map(|v| v.len()).unwrap_or(usize::MAX);
+    if size > MAX_OBJECT_BYTES {
+        return Err(err(
+            None,
+            format!("object is {size} bytes, over the limit of {MAX_OBJECT_BYTES}"),
+        ));
+    }
+
+    let object = match kind {
+        Kind::GatewayClass => Object::GatewayClass(typed(&value).map_err(|(f, m)| err(f.as_deref(), m))?),
+        Kind::Gateway => Object::Gateway(typed(&value).map_err(|(f, m)| err(f.as_deref(), m))?),
+        Kind::HTTPRoute => Object::HTTPRoute(typed(&value).map_err(|(f, m)| err(f.as_deref(), m))?),
+        Kind::Service => Object::Service(typed(&value).map_err(|(f, m)| err(f.as_deref(), m))?),
+        Kind::EndpointSlice => Object::EndpointSlice(typed(&value).map_err(|(f, m)| err(f.as_deref(), m))?),
+        Kind::Namespace => Object::Namespace(typed(&value).map_err(|(f, m)| err(f.as_deref(), m))?),
+        Kind::Secret => Object::Secret(typed(&value).map_err(|(f, m)| err(f.as_deref(), m))?),
+    };
+    let namespace = if kind.cluster_scoped() {
+        String::new()
+    } else {
+        namespace
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "default".to_string())
+    };
+    let mut raw = value;
+    // The key's namespace is authoritative: write the defaulted namespace back so the stored
+    // object agrees with its key.
+    if !kind.cluster_scoped() {
+        if let Some(meta) = raw.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+            meta.insert("namespace".into(), serde_json::Value::String(namespace.clone()));
+        }
+    }
+    let object = with_namespace(object, &namespace);
+    Ok(Resource {
+        key: ResourceKey::new(cluster, kind, namespace, name),
+        object,
+        raw,
+    })
+}
+
+fn with_namespace(mut object: Object, namespace: &str) -> Object {
+    let meta = match &mut object {
+        Object::GatewayClass(_) | Object::Namespace(_) => return object,
+        Object::Gateway(o) => &mut o.metadata,
+        Object::HTTPRoute(o) => &mut o.metadata,
+        Object::Service(o) => &mut o.metadata,
+        Object::EndpointSlice(o) => &mut o.metadata,
+        Object::Secret(o) => &mut o.metadata,
+    };
+    meta.namespace = Some(namespace.to_string());
+    object
+}
+
+/// Deserializes into `T`, returning the path of the offending field on failure.
+fn typed<T: DeserializeOwned>(value: &serde_json::Value) -> Result<T, (Option<String>, String)> {
+    serde_path_to_error::deserialize::<_, T>(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        ((path != ".").then_some(path), inner)
+    })
+}
+
+#[cfg(test)]
+mod tests;
