@@ -6,9 +6,18 @@
 //! records (through the dependency index) which gateways they can affect; [`Translator::recompute`]
 //! retranslates only those and reports what changed.
 
+mod envoy;
+mod gateway;
+mod index;
+
+pub use gateway::CONTROLLER_NAME;
+
 use bytes::Bytes;
-use flotilla_model::{ResourceEvent, ResourceKey};
-use std::collections::BTreeMap;
+use flotilla_model::gateway::Condition;
+use flotilla_model::{parse_object, EventBody, Kind, Object, Resource, ResourceEvent, ResourceKey};
+use gateway::translate_gateway;
+use index::Index;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 /// Type URLs of the resources Flotilla serves.
@@ -73,9 +82,15 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// The resource index plus the translated output of every gateway.
 #[derive(Default)]
 pub struct Translator {
-    resources: BTreeMap<ResourceKey, Arc<flotilla_model::Resource>>,
+    index: Index,
     gateways: BTreeMap<String, Arc<GatewayXds>>,
     statuses: BTreeMap<ResourceKey, serde_json::Value>,
+    /// Route parent statuses by route, then by the gateway that computed them.
+    route_parents: BTreeMap<ResourceKey, BTreeMap<ResourceKey, Vec<(usize, serde_json::Value)>>>,
+    /// Gateways to retranslate at the next `recompute`.
+    dirty: BTreeSet<ResourceKey>,
+    /// Resources whose own status must be recomputed (classes, deleted objects).
+    dirty_status: BTreeSet<ResourceKey>,
 }
 
 impl Translator {
@@ -83,24 +98,173 @@ impl Translator {
         Self::default()
     }
 
+    /// Builds a translator from stored objects (a snapshot), translating everything.
+    pub fn from_resources(
+        resources: impl IntoIterator<Item = (ResourceKey, serde_json::Value)>,
+    ) -> Result<(Self, Changes)> {
+        let mut t = Self::new();
+        for (key, raw) in resources {
+            let r = parse_object(&key.cluster, raw)
+                .map_err(|source| Error::InvalidObject { key: key.clone(), source })?;
+            t.upsert(r);
+        }
+        let changes = t.recompute();
+        Ok((t, changes))
+    }
+
     /// Folds one event into the index and marks the gateways it can affect.
     pub fn apply(&mut self, event: &ResourceEvent) -> Result<()> {
-        let _ = event;
-        todo!("translate: apply")
+        event.validate().map_err(|message| Error::InvalidEvent {
+            source_id: event.source.clone(),
+            cluster: event.cluster.clone(),
+            message,
+        })?;
+        match &event.body {
+            EventBody::Upsert { key, object } => {
+                let r = parse_object(&event.cluster, object.clone())
+                    .map_err(|source| Error::InvalidObject { key: key.clone(), source })?;
+                if r.key != *key {
+                    return Err(Error::InvalidEvent {
+                        source_id: event.source.clone(),
+                        cluster: event.cluster.clone(),
+                        message: format!("event key {key} does not match its object ({})", r.key),
+                    });
+                }
+                self.upsert(r);
+            }
+            EventBody::Delete { key } => self.delete(key),
+            EventBody::Resync { keys } => {
+                let keep: BTreeSet<&ResourceKey> = keys.iter().collect();
+                let gone: Vec<ResourceKey> = self
+                    .index
+                    .resources
+                    .keys()
+                    .filter(|k| k.cluster == event.cluster && !keep.contains(k))
+                    .cloned()
+                    .collect();
+                for k in &gone {
+                    self.delete(k);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn upsert(&mut self, r: Resource) {
+        let r = Arc::new(r);
+        if self.index.resources.get(&r.key).is_some_and(|old| old.raw == r.raw) {
+            return;
+        }
+        let key = r.key.clone();
+        if let Some(old) = self.index.insert(r.clone()) {
+            self.index.affected_gateways(&old, &mut self.dirty);
+        }
+        self.index.affected_gateways(&r, &mut self.dirty);
+        self.dirty_status.insert(key);
+    }
+
+    fn delete(&mut self, key: &ResourceKey) {
+        if let Some(old) = self.index.remove(key) {
+            self.index.affected_gateways(&old, &mut self.dirty);
+            self.dirty_status.insert(key.clone());
+        }
+    }
+
+    fn class_is_ours(&self, cluster: &str, class: &str) -> bool {
+        let k = ResourceKey::new(cluster, Kind::GatewayClass, "", class);
+        matches!(self.index.resources.get(&k).map(|r| &r.object),
+            Some(Object::GatewayClass(c)) if c.spec.controller_name == CONTROLLER_NAME)
     }
 
     /// Retranslates every gateway marked since the last call.
     pub fn recompute(&mut self) -> Changes {
-        todo!("translate: recompute")
+        let mut changes = Changes::default();
+        let mut routes_touched: BTreeSet<ResourceKey> = BTreeSet::new();
+        let dirty = std::mem::take(&mut self.dirty);
+        for gw_key in dirty {
+            let id = gw_key.gateway_id();
+            let gw = match self.index.resources.get(&gw_key).map(|r| &r.object) {
+                Some(Object::Gateway(g)) if self.class_is_ours(&gw_key.cluster, &g.spec.gateway_class_name) => Some(g),
+                _ => None,
+            };
+            // Drop what this gateway said about routes before; it is said anew below.
+            for (route, by_gw) in self.route_parents.iter_mut() {
+                if by_gw.remove(&gw_key).is_some() {
+                    routes_touched.insert(route.clone());
+                }
+            }
+            match gw {
+                Some(gw) => {
+                    let result = translate_gateway(&self.index, &gw_key, gw);
+                    for (route, parents) in result.route_parents {
+                        routes_touched.insert(route.clone());
+                        self.route_parents.entry(route).or_default().insert(gw_key.clone(), parents);
+                    }
+                    self.set_status(&gw_key, Some(result.status), &mut changes);
+                    if self.gateways.get(&id).map(|g| g.as_ref()) != Some(&result.xds) {
+                        let xds = Arc::new(result.xds);
+                        self.gateways.insert(id, xds.clone());
+                        changes.updated.push(xds);
+                    }
+                }
+                None => {
+                    self.set_status(&gw_key, None, &mut changes);
+                    if self.gateways.remove(&id).is_some() {
+                        changes.removed.push(id);
+                    }
+                }
+            }
+        }
+        self.route_parents.retain(|_, by_gw| !by_gw.is_empty());
+        let dirty_status = std::mem::take(&mut self.dirty_status);
+        for key in dirty_status {
+            match key.kind {
+                Kind::HTTPRoute => {
+                    routes_touched.insert(key);
+                }
+                Kind::GatewayClass => {
+                    let status = match self.index.resources.get(&key).map(|r| &r.object) {
+                        Some(Object::GatewayClass(c)) if c.spec.controller_name == CONTROLLER_NAME => {
+                            Some(serde_json::json!({"conditions": [Condition::new(
+                                "Accepted", true, "Accepted", "Valid GatewayClass",
+                                c.metadata.generation)]}))
+                        }
+                        _ => None,
+                    };
+                    self.set_status(&key, status, &mut changes);
+                }
+                _ => {}
+            }
+        }
+        for route in routes_touched {
+            let status = self.route_parents.get(&route).map(|by_gw| {
+                let mut parents: Vec<&(usize, serde_json::Value)> = by_gw.values().flatten().collect();
+                parents.sort_by_key(|(i, _)| *i);
+                serde_json::json!({"parents": parents.into_iter().map(|(_, v)| v).collect::<Vec<_>>()})
+            });
+            let status = status.filter(|_| self.index.resources.contains_key(&route));
+            self.set_status(&route, status, &mut changes);
+        }
+        changes
+    }
+
+    fn set_status(&mut self, key: &ResourceKey, status: Option<serde_json::Value>, changes: &mut Changes) {
+        let changed = match status {
+            Some(s) => self.statuses.insert(key.clone(), s.clone()).as_ref() != Some(&s),
+            None => self.statuses.remove(key).is_some(),
+        };
+        if changed {
+            changes.status_changed.push(key.clone());
+        }
     }
 
     /// Every stored resource, in key order (for snapshots and queries).
-    pub fn resources(&self) -> impl Iterator<Item = &Arc<flotilla_model::Resource>> {
-        self.resources.values()
+    pub fn resources(&self) -> impl Iterator<Item = &Arc<Resource>> {
+        self.index.resources.values()
     }
 
-    pub fn resource(&self, key: &ResourceKey) -> Option<&Arc<flotilla_model::Resource>> {
-        self.resources.get(key)
+    pub fn resource(&self, key: &ResourceKey) -> Option<&Arc<Resource>> {
+        self.index.resources.get(key)
     }
 
     /// The computed `status` of a resource (Gateway, HTTPRoute, GatewayClass), as Kubernetes
@@ -114,3 +278,6 @@ impl Translator {
         &self.gateways
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,158 @@
+//! Builders for the Envoy resources Flotilla emits, and their encoding. Everything here is
+//! deterministic: no map-typed proto fields are filled (prost encodes `HashMap`s in iteration
+//! order, which would make two replicas produce different bytes for the same input).
+
+use crate::{type_url, XdsResource};
+use bytes::Bytes;
+use envoy_types::pb::envoy::config::cluster::v3::{cluster, Cluster};
+use envoy_types::pb::envoy::config::core::v3::{
+    address, config_source, socket_address, Address, AggregatedConfigSource, ApiVersion,
+    ConfigSource, HealthStatus, SocketAddress,
+};
+use envoy_types::pb::envoy::config::endpoint::v3::{
+    lb_endpoint, ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints,
+};
+use envoy_types::pb::envoy::config::listener::v3::{filter, Filter, FilterChain, Listener};
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    http_connection_manager, http_filter, HttpConnectionManager, HttpFilter, Rds,
+};
+use envoy_types::pb::google::protobuf::{Any, Duration};
+use prost::Message;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+
+/// Encodes `msg` once and names its version by content hash.
+pub fn encode<M: Message>(type_url: &str, name: &str, msg: &M) -> Arc<XdsResource> {
+    let body = Bytes::from(msg.encode_to_vec());
+    let digest = Sha256::digest(&body);
+    Arc::new(XdsResource {
+        type_url: type_url.to_string(),
+        name: name.to_string(),
+        version: hex::encode(&digest[..8]),
+        body,
+    })
+}
+
+pub fn any<M: Message>(type_url: &str, msg: &M) -> Any {
+    Any {
+        type_url: type_url.to_string(),
+        value: msg.encode_to_vec(),
+    }
+}
+
+fn ads() -> ConfigSource {
+    ConfigSource {
+        config_source_specifier: Some(config_source::ConfigSourceSpecifier::Ads(
+            AggregatedConfigSource {},
+        )),
+        resource_api_version: ApiVersion::V3 as i32,
+        ..Default::default()
+    }
+}
+
+pub fn socket_address(ip: &str, port: u32) -> Address {
+    Address {
+        address: Some(address::Address::SocketAddress(SocketAddress {
+            address: ip.to_string(),
+            port_specifier: Some(socket_address::PortSpecifier::PortValue(port)),
+            ..Default::default()
+        })),
+    }
+}
+
+/// An HTTP listener on `ip:port` whose routes come from RDS resource `route_name`.
+pub fn http_listener(name: &str, ip: &str, port: u32, route_name: &str) -> Arc<XdsResource> {
+    let hcm = HttpConnectionManager {
+        stat_prefix: name.to_string(),
+        route_specifier: Some(http_connection_manager::RouteSpecifier::Rds(Rds {
+            config_source: Some(ads()),
+            route_config_name: route_name.to_string(),
+        })),
+        http_filters: vec![HttpFilter {
+            name: "envoy.filters.http.router".to_string(),
+            config_type: Some(http_filter::ConfigType::TypedConfig(any(
+                "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
+                &Router::default(),
+            ))),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let listener = Listener {
+        name: name.to_string(),
+        address: Some(socket_address(ip, port)),
+        filter_chains: vec![FilterChain {
+            filters: vec![Filter {
+                name: "envoy.filters.network.http_connection_manager".to_string(),
+                config_type: Some(filter::ConfigType::TypedConfig(any(
+                    "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                    &hcm,
+                ))),
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    encode(type_url::LISTENER, name, &listener)
+}
+
+pub fn route_configuration(rc: &RouteConfiguration) -> Arc<XdsResource> {
+    encode(type_url::ROUTE, &rc.name, rc)
+}
+
+/// An EDS cluster named `name` (its endpoints come as a ClusterLoadAssignment of that name).
+pub fn eds_cluster(name: &str) -> Arc<XdsResource> {
+    let c = Cluster {
+        name: name.to_string(),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::Eds as i32,
+        )),
+        eds_cluster_config: Some(cluster::EdsClusterConfig {
+            eds_config: Some(ads()),
+            service_name: name.to_string(),
+        }),
+        connect_timeout: Some(Duration {
+            seconds: 10,
+            nanos: 0,
+        }),
+        lb_policy: cluster::LbPolicy::RoundRobin as i32,
+        ..Default::default()
+    };
+    encode(type_url::CLUSTER, name, &c)
+}
+
+/// One endpoint address of a backend.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct EndpointAddr {
+    pub ip: String,
+    pub port: u32,
+    pub ready: bool,
+}
+
+pub fn load_assignment(name: &str, endpoints: &[EndpointAddr]) -> Arc<XdsResource> {
+    let cla = ClusterLoadAssignment {
+        cluster_name: name.to_string(),
+        endpoints: vec![LocalityLbEndpoints {
+            lb_endpoints: endpoints
+                .iter()
+                .map(|e| LbEndpoint {
+                    host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
+                        address: Some(socket_address(&e.ip, e.port)),
+                        ..Default::default()
+                    })),
+                    health_status: if e.ready {
+                        HealthStatus::Healthy as i32
+                    } else {
+                        HealthStatus::Unhealthy as i32
+                    },
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    encode(type_url::ENDPOINT, name, &cla)
+}

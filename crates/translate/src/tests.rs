@@ -1,0 +1,253 @@
+use super::*;
+use envoy_types::pb::envoy::config::route::v3::{route, route_action, RouteConfiguration};
+use prost::Message;
+
+const BASE: &str = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: eg}
+spec: {controllerName: gateway.envoyproxy.io/gatewayclass-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: infra}
+spec:
+  gatewayClassName: eg
+  addresses: [{type: IPAddress, value: 127.0.0.2}]
+  listeners:
+  - {name: http, port: 8080, protocol: HTTP, allowedRoutes: {namespaces: {from: All}}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: app}
+spec: {ports: [{name: http, port: 80}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-1, namespace: app, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+ports: [{name: http, port: 9000}]
+endpoints: [{addresses: [127.0.0.1]}]
+"#;
+
+fn mk_route(name: &str, path: &str, backends: &[(&str, i32)]) -> String {
+    let refs: Vec<String> = backends
+        .iter()
+        .map(|(b, w)| format!("{{name: {b}, port: 80, weight: {w}}}"))
+        .collect();
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}, namespace: app}}\nspec:\n  parentRefs: [{{name: gw, namespace: infra}}]\n  rules:\n  - matches: [{{path: {{type: PathPrefix, value: {path}}}}}]\n    backendRefs: [{}]\n",
+        refs.join(", ")
+    )
+}
+
+fn events(cluster: &str, text: &str) -> Vec<ResourceEvent> {
+    let (rs, errs) = flotilla_model::parse_documents("test.yaml", text, cluster);
+    assert!(errs.is_empty(), "{errs:?}");
+    rs.into_iter()
+        .map(|r| ResourceEvent {
+            cluster: cluster.into(),
+            source: "test".into(),
+            body: EventBody::Upsert {
+                key: r.key,
+                object: r.raw,
+            },
+        })
+        .collect()
+}
+
+fn apply_all(t: &mut Translator, evs: &[ResourceEvent]) -> Changes {
+    for e in evs {
+        t.apply(e).unwrap();
+    }
+    t.recompute()
+}
+
+fn route_config(t: &Translator, gw: &str) -> RouteConfiguration {
+    let g = &t.gateways()[gw];
+    let r = g
+        .resources
+        .iter()
+        .find(|r| r.type_url == type_url::ROUTE)
+        .expect("a route configuration");
+    RouteConfiguration::decode(r.body.clone()).unwrap()
+}
+
+fn key(kind: Kind, ns: &str, name: &str) -> ResourceKey {
+    ResourceKey::new("c1", kind, ns, name)
+}
+
+#[test]
+fn route_to_service_produces_listener_route_cluster_endpoints() {
+    let mut t = Translator::new();
+    let ch = apply_all(&mut t, &events("c1", &format!("{BASE}---\n{}", mk_route("r", "/app", &[("web", 1)]))));
+    assert_eq!(ch.updated.len(), 1);
+    let g = &t.gateways()["c1/infra/gw"];
+    let kinds: Vec<(&str, &str)> = g
+        .resources
+        .iter()
+        .map(|r| (r.type_url.rsplit('.').next().unwrap(), r.name.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("Cluster", "app/web/80"),
+            ("ClusterLoadAssignment", "app/web/80"),
+            ("Listener", "http-8080"),
+            ("RouteConfiguration", "http-8080"),
+        ]
+    );
+    let rc = route_config(&t, "c1/infra/gw");
+    assert_eq!(rc.virtual_hosts.len(), 1);
+    assert_eq!(rc.virtual_hosts[0].domains, vec!["*"]);
+    let st = t.status(&key(Kind::HTTPRoute, "app", "r")).unwrap();
+    assert_eq!(st["parents"][0]["conditions"][0]["type"], "Accepted");
+    assert_eq!(st["parents"][0]["conditions"][0]["status"], "True");
+    assert_eq!(st["parents"][0]["conditions"][1]["reason"], "ResolvedRefs");
+    let gs = t.status(&key(Kind::Gateway, "infra", "gw")).unwrap();
+    assert_eq!(gs["listeners"][0]["attachedRoutes"], 1);
+}
+
+#[test]
+fn missing_service_is_backend_not_found_and_500() {
+    let mut t = Translator::new();
+    apply_all(&mut t, &events("c1", &format!("{BASE}---\n{}", mk_route("r", "/x", &[("nope", 1)]))));
+    let st = t.status(&key(Kind::HTTPRoute, "app", "r")).unwrap();
+    let rr = &st["parents"][0]["conditions"][1];
+    assert_eq!(rr["status"], "False");
+    assert_eq!(rr["reason"], "BackendNotFound");
+    assert_eq!(
+        rr["message"],
+        "Failed to process route rule 0 backendRef 0: service app/nope not found."
+    );
+    let rc = route_config(&t, "c1/infra/gw");
+    let action = rc.virtual_hosts[0].routes[0].action.clone().unwrap();
+    assert!(matches!(action, route::Action::DirectResponse(d) if d.status == 500));
+}
+
+#[test]
+fn weights_become_weighted_clusters_and_change_versions() {
+    let mut t = Translator::new();
+    apply_all(&mut t, &events("c1", &format!("{BASE}---\n{}", mk_route("r", "/a", &[("web", 1)]))));
+    let before = t.gateways()["c1/infra/gw"].clone();
+    let svc2 = "apiVersion: v1\nkind: Service\nmetadata: {name: web2, namespace: app}\nspec: {ports: [{name: http, port: 80}]}\n";
+    let ch = apply_all(&mut t, &events("c1", &format!("{svc2}---\n{}", mk_route("r", "/a", &[("web", 3), ("web2", 1)]))));
+    assert_eq!(ch.updated.len(), 1);
+    let rc = route_config(&t, "c1/infra/gw");
+    let Some(route::Action::Route(ra)) = rc.virtual_hosts[0].routes[0].action.clone() else {
+        panic!("not a route action")
+    };
+    let Some(route_action::ClusterSpecifier::WeightedClusters(wc)) = ra.cluster_specifier else {
+        panic!("not weighted")
+    };
+    let w: Vec<(String, u32)> = wc.clusters.iter().map(|c| (c.name.clone(), c.weight.unwrap().value)).collect();
+    assert_eq!(w, vec![("app/web/80".into(), 3), ("app/web2/80".into(), 1)]);
+    // The listener did not change, so it keeps its version; the route config did.
+    let after = &t.gateways()["c1/infra/gw"];
+    let ver = |g: &GatewayXds, ty: &str| g.resources.iter().find(|r| r.type_url == ty).unwrap().version.clone();
+    assert_eq!(ver(&before, type_url::LISTENER), ver(after, type_url::LISTENER));
+    assert_ne!(ver(&before, type_url::ROUTE), ver(after, type_url::ROUTE));
+}
+
+#[test]
+fn unchanged_input_changes_nothing() {
+    let mut t = Translator::new();
+    let evs = events("c1", &format!("{BASE}---\n{}", mk_route("r", "/a", &[("web", 1)])));
+    apply_all(&mut t, &evs);
+    let ch = apply_all(&mut t, &evs);
+    assert_eq!(ch, Changes::default());
+}
+
+#[test]
+fn endpoint_change_touches_only_gateways_using_the_service() {
+    let mut t = Translator::new();
+    let other = BASE.replace("name: gw, namespace: infra", "name: gw2, namespace: infra").replace("127.0.0.2", "127.0.0.3");
+    apply_all(&mut t, &events("c1", &format!("{BASE}---\n{other}---\n{}", mk_route("r", "/a", &[("web", 1)]))));
+    assert_eq!(t.gateways().len(), 2);
+    let slice = "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: web-1, namespace: app, labels: {kubernetes.io/service-name: web}}\naddressType: IPv4\nports: [{name: http, port: 9001}]\nendpoints: [{addresses: [127.0.0.1]}]\n";
+    let ch = apply_all(&mut t, &events("c1", slice));
+    let ids: Vec<&str> = ch.updated.iter().map(|g| g.gateway.as_str()).collect();
+    assert_eq!(ids, vec!["c1/infra/gw"]);
+}
+
+#[test]
+fn invalid_regex_drops_the_rule_and_keeps_the_rest() {
+    let mut t = Translator::new();
+    let route = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: app}\nspec:\n  parentRefs: [{name: gw, namespace: infra}]\n  rules:\n  - matches: [{path: {type: PathPrefix, value: /ok}}]\n    backendRefs: [{name: web, port: 80}]\n  - matches: [{path: {type: RegularExpression, value: '*regex*'}}]\n    backendRefs: [{name: web, port: 80}]\n";
+    apply_all(&mut t, &events("c1", &format!("{BASE}---\n{route}")));
+    let st = t.status(&key(Kind::HTTPRoute, "app", "r")).unwrap();
+    let conds = st["parents"][0]["conditions"].as_array().unwrap();
+    assert_eq!(conds[0]["status"], "True");
+    assert_eq!(conds[1]["type"], "PartiallyInvalid");
+    assert_eq!(conds[1]["reason"], "UnsupportedValue");
+    let msg = conds[1]["message"].as_str().unwrap();
+    assert!(msg.starts_with("Dropped Rule(s) [1]: Failed to process route rule 1: regex \"*regex*\" is invalid"), "{msg}");
+    let rc = route_config(&t, "c1/infra/gw");
+    assert_eq!(rc.virtual_hosts[0].routes.len(), 1);
+}
+
+#[test]
+fn precedence_exact_then_longest_prefix() {
+    let mut t = Translator::new();
+    let text = format!(
+        "{BASE}---\n{}---\n{}---\n{}",
+        mk_route("a", "/", &[("web", 1)]),
+        mk_route("b", "/long/er", &[("web", 1)]),
+        mk_route("c", "/long", &[("web", 1)])
+    );
+    apply_all(&mut t, &events("c1", &text));
+    let rc = route_config(&t, "c1/infra/gw");
+    let names: Vec<&str> = rc.virtual_hosts[0].routes.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(
+        names,
+        vec![
+            "httproute/app/b/rule/0/match/0",
+            "httproute/app/c/rule/0/match/0",
+            "httproute/app/a/rule/0/match/0"
+        ]
+    );
+}
+
+#[test]
+fn deletes_and_resync_remove_output() {
+    let mut t = Translator::new();
+    apply_all(&mut t, &events("c1", &format!("{BASE}---\n{}", mk_route("r", "/a", &[("web", 1)]))));
+    let resync = ResourceEvent {
+        cluster: "c1".into(),
+        source: "test".into(),
+        body: EventBody::Resync { keys: vec![key(Kind::HTTPRoute, "app", "r")] },
+    };
+    let ch = apply_all(&mut t, &[resync]);
+    assert_eq!(ch.removed, vec!["c1/infra/gw".to_string()]);
+    assert!(t.gateways().is_empty());
+    assert_eq!(t.resources().count(), 1);
+    // The route's parent is gone, so it has no status.
+    assert!(t.status(&key(Kind::HTTPRoute, "app", "r")).is_none());
+}
+
+#[test]
+fn sibling_cluster_with_same_names_is_independent() {
+    let mut t = Translator::new();
+    apply_all(&mut t, &events("c1", &format!("{BASE}---\n{}", mk_route("r", "/a", &[("web", 1)]))));
+    apply_all(&mut t, &events("c2", &format!("{BASE}---\n{}", mk_route("r", "/b", &[("web", 1)]))));
+    assert_eq!(t.gateways().len(), 2);
+    let del = ResourceEvent {
+        cluster: "c2".into(),
+        source: "test".into(),
+        body: EventBody::Delete { key: ResourceKey::new("c2", Kind::HTTPRoute, "app", "r") },
+    };
+    let ch = apply_all(&mut t, &[del]);
+    let ids: Vec<&str> = ch.updated.iter().map(|g| g.gateway.as_str()).collect();
+    assert_eq!(ids, vec!["c2/infra/gw"]);
+}
+
+#[test]
+fn event_key_must_belong_to_its_cluster() {
+    let mut t = Translator::new();
+    let bad = ResourceEvent {
+        cluster: "c1".into(),
+        source: "test".into(),
+        body: EventBody::Delete { key: ResourceKey::new("c2", Kind::HTTPRoute, "app", "r") },
+    };
+    assert!(matches!(t.apply(&bad), Err(Error::InvalidEvent { .. })));
+}
