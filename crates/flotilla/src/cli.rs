@@ -1,0 +1,169 @@
+//! Command-line interface. Every flag has a default and an environment variable.
+
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(name = "flotilla", version, about = "Multi-cluster control plane for Envoy fleets")]
+pub struct Cli {
+    /// Log as JSON lines instead of text.
+    #[arg(long, global = true, env = "FLOTILLA_LOG_JSON", default_value_t = false)]
+    pub log_json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Watch a directory of Kubernetes YAML and publish its resources to NATS JetStream.
+    Ingest(IngestArgs),
+    /// Run one node of the Raft-replicated store.
+    Store(StoreArgs),
+    /// Serve xDS (delta and state-of-the-world ADS) to Envoy proxies from the store's watch.
+    Edge(EdgeArgs),
+    /// File ingest, a one-node store, an edge and the API in one process.
+    Standalone(StandaloneArgs),
+    /// Print an Envoy bootstrap for a proxy of one gateway.
+    Bootstrap(BootstrapArgs),
+    /// Translate a YAML file offline and print statuses or xDS resources.
+    Translate(TranslateArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct NatsArgs {
+    /// NATS server URL.
+    #[arg(long, env = "FLOTILLA_NATS", default_value = "nats://127.0.0.1:4222")]
+    pub nats: String,
+}
+
+#[derive(Args, Debug)]
+pub struct IngestArgs {
+    /// Name of the cluster this agent speaks for (a NATS subject token: no '.', '*', '>').
+    #[arg(long, env = "FLOTILLA_CLUSTER", default_value = "local")]
+    pub cluster: String,
+    /// Directory of YAML files (watched recursively).
+    #[arg(long, env = "FLOTILLA_DIR", default_value = ".")]
+    pub dir: PathBuf,
+    #[command(flatten)]
+    pub nats: NatsArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct StoreArgs {
+    /// This node's Raft id (unique, > 0).
+    #[arg(long, env = "FLOTILLA_NODE_ID", default_value_t = 1)]
+    pub id: u64,
+    /// Where the Raft log and snapshots live.
+    #[arg(long, env = "FLOTILLA_DATA_DIR", default_value = "./flotilla-data")]
+    pub data_dir: PathBuf,
+    /// gRPC address (Raft transport and the watch API for edges).
+    #[arg(long, env = "FLOTILLA_GRPC", default_value = "127.0.0.1:7001")]
+    pub grpc: SocketAddr,
+    /// REST API address.
+    #[arg(long, env = "FLOTILLA_API", default_value = "127.0.0.1:8081")]
+    pub api: SocketAddr,
+    /// Every member of the cluster as ID=HOST:PORT (gRPC), comma separated, this node included.
+    #[arg(long, env = "FLOTILLA_PEERS", default_value = "1=127.0.0.1:7001", value_delimiter = ',')]
+    pub peers: Vec<String>,
+    #[command(flatten)]
+    pub nats: NatsArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct EdgeArgs {
+    /// Store watch endpoints (gRPC HOST:PORT), comma separated; the edge fails over between them.
+    #[arg(long, env = "FLOTILLA_STORES", default_value = "127.0.0.1:7001", value_delimiter = ',')]
+    pub stores: Vec<String>,
+    /// Where Envoy proxies connect for ADS.
+    #[arg(long, env = "FLOTILLA_XDS", default_value = "127.0.0.1:18000")]
+    pub xds: SocketAddr,
+    /// Admin HTTP address: /healthz, /stats (JSON), /metrics (Prometheus).
+    #[arg(long, env = "FLOTILLA_ADMIN", default_value = "127.0.0.1:19000")]
+    pub admin: SocketAddr,
+    /// Name of this edge in logs and on the store.
+    #[arg(long, env = "FLOTILLA_EDGE_ID", default_value = "edge")]
+    pub id: String,
+}
+
+#[derive(Args, Debug)]
+pub struct StandaloneArgs {
+    /// Directory of YAML files (watched recursively).
+    #[arg(long, short = 'f', env = "FLOTILLA_DIR", default_value = "./examples/standalone")]
+    pub dir: PathBuf,
+    /// Cluster name given to the files' resources.
+    #[arg(long, env = "FLOTILLA_CLUSTER", default_value = "local")]
+    pub cluster: String,
+    /// Where Envoy proxies connect for ADS.
+    #[arg(long, env = "FLOTILLA_XDS", default_value = "127.0.0.1:18000")]
+    pub xds: SocketAddr,
+    /// REST API address.
+    #[arg(long, env = "FLOTILLA_API", default_value = "127.0.0.1:8081")]
+    pub api: SocketAddr,
+    /// Internal gRPC address of the one-node store (watch API); port 0 picks a free one.
+    #[arg(long, env = "FLOTILLA_GRPC", default_value = "127.0.0.1:0")]
+    pub grpc: SocketAddr,
+    /// Where the one-node store keeps its log; default: a fresh temporary directory.
+    #[arg(long, env = "FLOTILLA_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct BootstrapArgs {
+    /// The gateway this proxy serves: CLUSTER/NAMESPACE/NAME.
+    #[arg(long, env = "FLOTILLA_GATEWAY")]
+    pub gateway: String,
+    /// Edge address(es) HOST:PORT, comma separated.
+    #[arg(long, env = "FLOTILLA_XDS", default_value = "127.0.0.1:18000", value_delimiter = ',')]
+    pub xds: Vec<String>,
+    /// Envoy admin port (bound on 127.0.0.1).
+    #[arg(long, env = "FLOTILLA_ADMIN_PORT", default_value_t = 19901)]
+    pub admin_port: u16,
+    /// Envoy node id; default: the gateway id.
+    #[arg(long, env = "FLOTILLA_NODE_ID")]
+    pub node_id: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct TranslateArgs {
+    /// Multi-document YAML input.
+    #[arg(long, short = 'f')]
+    pub file: PathBuf,
+    #[arg(long, short = 'o', value_enum, default_value = "yaml")]
+    pub output: crate::translate_cmd::Format,
+    #[arg(long, value_enum, default_value = "status")]
+    pub to: crate::translate_cmd::Output,
+    /// Cluster name given to the resources.
+    #[arg(long, default_value = "local")]
+    pub cluster: String,
+}
+
+/// Runs the command; logs the error chain and exits non-zero on failure.
+pub fn run(cli: Cli) -> ExitCode {
+    crate::telemetry::init_logging(cli.log_json);
+    let result = match cli.command {
+        Command::Bootstrap(a) => crate::bootstrap::bootstrap(
+            &a.gateway,
+            &a.xds,
+            a.admin_port,
+            a.node_id.as_deref(),
+        )
+        .map_err(anyhow::Error::from)
+        .and_then(|b| {
+            println!("{}", serde_json::to_string_pretty(&b)?);
+            Ok(())
+        }),
+        Command::Translate(a) => {
+            crate::translate_cmd::run(&a.file, &a.cluster, a.output, a.to)
+        }
+        other => crate::runtime::run_async(other),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! Wiring for the `flotilla` binary: every component (ingest, store, edge, standalone) is
+//! assembled here from the library crates; `main.rs` only parses arguments.
+
+pub mod bootstrap;
+pub mod cli;
+pub mod runtime;
+pub mod telemetry;
+pub mod translate_cmd;
