@@ -41,7 +41,10 @@ pub fn router(state: Arc<dyn StateReader>) -> Router {
         .route("/readyz", get(readyz))
         .route("/api/v1/revision", get(revision))
         .route("/api/v1/resources", get(list))
-        .route("/api/v1/resources/{cluster}/{kind}/{namespace}/{name}", get(one))
+        .route(
+            "/api/v1/resources/{cluster}/{kind}/{namespace}/{name}",
+            get(one),
+        )
         .route("/api/v1/gateways", get(gateways))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .with_state(state)
@@ -129,7 +132,11 @@ async fn one(
     Path((cluster, kind, namespace, name)): Path<(String, String, String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let kind = parse_kind(&kind)?;
-    let namespace = if namespace == "-" { String::new() } else { namespace };
+    let namespace = if namespace == "-" {
+        String::new()
+    } else {
+        namespace
+    };
     let key = ResourceKey::new(cluster, kind, namespace, name);
     let mut found = None;
     s.read(&mut |t| found = view(t, &key));

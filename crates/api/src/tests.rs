@@ -32,7 +32,10 @@ fn state(ready: bool) -> Arc<dyn StateReader> {
         t.apply(&ResourceEvent {
             cluster: "east".into(),
             source: "t".into(),
-            body: EventBody::Upsert { key: r.key, object: r.raw },
+            body: EventBody::Upsert {
+                key: r.key,
+                object: r.raw,
+            },
         })
         .unwrap();
     }
@@ -52,7 +55,10 @@ async fn get_json(s: Arc<dyn StateReader>, uri: &str) -> (StatusCode, Value) {
 
 #[tokio::test]
 async fn readyz_follows_restore() {
-    assert_eq!(get_json(state(false), "/readyz").await.0, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        get_json(state(false), "/readyz").await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
     assert_eq!(get_json(state(true), "/readyz").await.0, StatusCode::OK);
 }
 
@@ -61,7 +67,10 @@ async fn one_resource_carries_its_status() {
     let (code, v) = get_json(state(true), "/api/v1/resources/east/HTTPRoute/app/r").await;
     assert_eq!(code, StatusCode::OK);
     assert_eq!(v["revision"], 7);
-    assert_eq!(v["object"]["status"]["parents"][0]["conditions"][0]["reason"], "Accepted");
+    assert_eq!(
+        v["object"]["status"]["parents"][0]["conditions"][0]["reason"],
+        "Accepted"
+    );
     let (code, v) = get_json(state(true), "/api/v1/resources/east/gatewayclass/-/eg").await;
     assert_eq!(code, StatusCode::OK, "{v}");
 }
@@ -78,7 +87,10 @@ async fn list_filters_by_kind_and_cluster() {
 async fn errors_are_json_with_a_message() {
     let (code, v) = get_json(state(true), "/api/v1/resources?kind=Frob").await;
     assert_eq!(code, StatusCode::BAD_REQUEST);
-    assert!(v["error"].as_str().unwrap().contains("unknown kind \"Frob\""));
+    assert!(v["error"]
+        .as_str()
+        .unwrap()
+        .contains("unknown kind \"Frob\""));
     let (code, v) = get_json(state(true), "/api/v1/resources/east/Service/app/missing").await;
     assert_eq!(code, StatusCode::NOT_FOUND);
     assert_eq!(v["error"], "east/Service/app/missing not found");

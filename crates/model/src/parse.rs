@@ -69,11 +69,7 @@ impl std::error::Error for ParseError {}
 /// Parses a multi-document YAML (or JSON) text. Returns every document that parsed and an
 /// error for each one that did not; one bad document never hides the others. Empty documents
 /// are skipped.
-pub fn parse_documents(
-    file: &str,
-    text: &str,
-    cluster: &str,
-) -> (Vec<Resource>, Vec<ParseError>) {
+pub fn parse_documents(file: &str, text: &str, cluster: &str) -> (Vec<Resource>, Vec<ParseError>) {
     let mut resources = Vec::new();
     let mut errors = Vec::new();
     for (index, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
@@ -114,8 +110,16 @@ impl FromYaml for serde_json::Value {
 }
 
 /// Parses one Kubernetes object (as JSON) of cluster `cluster` into a typed resource.
+// The error is large (it names file, document, kind, name and field) but is built only on
+// bad input, never on the hot path, so boxing it would only add noise to every caller.
+#[allow(clippy::result_large_err)]
 pub fn parse_object(cluster: &str, value: serde_json::Value) -> Result<Resource, ParseError> {
-    let str_at = |ptr: &str| value.pointer(ptr).and_then(|v| v.as_str()).map(str::to_string);
+    let str_at = |ptr: &str| {
+        value
+            .pointer(ptr)
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+    };
     let kind_name = str_at("/kind");
     let api_version = str_at("/apiVersion");
     let name = str_at("/metadata/name");
@@ -135,7 +139,10 @@ pub fn parse_object(cluster: &str, value: serde_json::Value) -> Result<Resource,
     };
 
     if !value.is_object() {
-        return Err(err(None, "a document must be a mapping (a Kubernetes object)".into()));
+        return Err(err(
+            None,
+            "a document must be a mapping (a Kubernetes object)".into(),
+        ));
     }
     let Some(kind_str) = kind_name.as_deref() else {
         return Err(err(Some("kind"), "missing kind".into()));
@@ -164,7 +171,9 @@ pub fn parse_object(cluster: &str, value: serde_json::Value) -> Result<Resource,
     let Some(name) = name.filter(|n| !n.is_empty()) else {
         return Err(err(Some("metadata.name"), "missing metadata.name".into()));
     };
-    let size = serde_json::to_vec(&value).map(|v| v.len()).unwrap_or(usize::MAX);
+    let size = serde_json::to_vec(&value)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX);
     if size > MAX_OBJECT_BYTES {
         return Err(err(
             None,
@@ -173,11 +182,15 @@ pub fn parse_object(cluster: &str, value: serde_json::Value) -> Result<Resource,
     }
 
     let object = match kind {
-        Kind::GatewayClass => Object::GatewayClass(typed(&value).map_err(|(f, m)| err(f.as_deref(), m))?),
+        Kind::GatewayClass => {
+            Object::GatewayClass(typed(&value).map_err(|(f, m)| err(f.as_deref(), m))?)
+        }
         Kind::Gateway => Object::Gateway(typed(&value).map_err(|(f, m)| err(f.as_deref(), m))?),
         Kind::HTTPRoute => Object::HTTPRoute(typed(&value).map_err(|(f, m)| err(f.as_deref(), m))?),
         Kind::Service => Object::Service(typed(&value).map_err(|(f, m)| err(f.as_deref(), m))?),
-        Kind::EndpointSlice => Object::EndpointSlice(typed(&value).map_err(|(f, m)| err(f.as_deref(), m))?),
+        Kind::EndpointSlice => {
+            Object::EndpointSlice(typed(&value).map_err(|(f, m)| err(f.as_deref(), m))?)
+        }
         Kind::Namespace => Object::Namespace(typed(&value).map_err(|(f, m)| err(f.as_deref(), m))?),
         Kind::Secret => Object::Secret(typed(&value).map_err(|(f, m)| err(f.as_deref(), m))?),
     };
@@ -193,7 +206,10 @@ pub fn parse_object(cluster: &str, value: serde_json::Value) -> Result<Resource,
     // object agrees with its key.
     if !kind.cluster_scoped() {
         if let Some(meta) = raw.get_mut("metadata").and_then(|m| m.as_object_mut()) {
-            meta.insert("namespace".into(), serde_json::Value::String(namespace.clone()));
+            meta.insert(
+                "namespace".into(),
+                serde_json::Value::String(namespace.clone()),
+            );
         }
     }
     let object = with_namespace(object, &namespace);

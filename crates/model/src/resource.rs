@@ -7,6 +7,9 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 /// A parsed object of one of the kinds Flotilla understands.
+// Variants differ in size, but every Object lives once inside an `Arc<Resource>`; boxing the
+// variants would add an allocation and an indirection for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum Object {
     GatewayClass(GatewayClass),

@@ -9,9 +9,7 @@ use envoy_types::pb::envoy::config::route::v3::{
     DirectResponseAction, HeaderMatcher, QueryParameterMatcher, Route, RouteAction,
     RouteConfiguration, RouteMatch, VirtualHost, WeightedCluster,
 };
-use envoy_types::pb::envoy::r#type::matcher::v3::{
-    string_matcher, RegexMatcher, StringMatcher,
-};
+use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher, RegexMatcher, StringMatcher};
 use envoy_types::pb::google::protobuf::UInt32Value;
 use flotilla_model::gateway::{
     Condition, Gateway, HttpBackendRef, HttpRoute, HttpRouteMatch, HttpRouteRule, Listener,
@@ -97,8 +95,15 @@ pub(crate) fn translate_gateway(ix: &Index, gw_key: &ResourceKey, gw: &Gateway) 
             if !refers_to(pref, &route_key.namespace, gw_key) {
                 continue;
             }
-            let (accepted, attach_to) =
-                attach(ix, &listeners, pref, &gw_key.namespace, route_key, route, rgen);
+            let (accepted, attach_to) = attach(
+                ix,
+                &listeners,
+                pref,
+                &gw_key.namespace,
+                route_key,
+                route,
+                rgen,
+            );
             let mut conds = vec![accepted.clone()];
             if accepted.status == "True" {
                 for (li, hostnames) in &attach_to {
@@ -161,14 +166,17 @@ pub(crate) fn translate_gateway(ix: &Index, gw_key: &ResourceKey, gw: &Gateway) 
                     rgen,
                 ),
             });
-            route_parents.entry((*route_key).clone()).or_default().push((
-                pi,
-                json!({
-                    "parentRef": pref,
-                    "controllerName": CONTROLLER_NAME,
-                    "conditions": conds,
-                }),
-            ));
+            route_parents
+                .entry((*route_key).clone())
+                .or_default()
+                .push((
+                    pi,
+                    json!({
+                        "parentRef": pref,
+                        "controllerName": CONTROLLER_NAME,
+                        "conditions": conds,
+                    }),
+                ));
         }
     }
 
@@ -417,7 +425,8 @@ fn attach(
     }
     let mut attach_to = Vec::new();
     for i in allowed {
-        let hosts = intersect_hostnames(listeners[i].spec.hostname.as_deref(), &route.spec.hostnames);
+        let hosts =
+            intersect_hostnames(listeners[i].spec.hostname.as_deref(), &route.spec.hostnames);
         if !hosts.is_empty() {
             attach_to.push((i, hosts));
         }
@@ -445,7 +454,8 @@ fn allows(ix: &Index, l: &Listener, gw_ns: &str, route_key: &ResourceKey) -> boo
     if let Some(kinds) = ar.and_then(|a| a.kinds.as_ref()) {
         if !kinds.is_empty()
             && !kinds.iter().any(|k| {
-                k.kind == "HTTPRoute" && k.group.as_deref().unwrap_or(GATEWAY_GROUP) == GATEWAY_GROUP
+                k.kind == "HTTPRoute"
+                    && k.group.as_deref().unwrap_or(GATEWAY_GROUP) == GATEWAY_GROUP
             })
         {
             return false;
@@ -571,7 +581,7 @@ fn resolve_backend(
 ) -> Result<(String, Vec<EndpointAddr>), (&'static str, String)> {
     let group = b.group.as_deref().unwrap_or("");
     let kind = b.kind.as_deref().unwrap_or("Service");
-    if group != "" || kind != "Service" {
+    if !group.is_empty() || kind != "Service" {
         return Err((
             "InvalidKind",
             format!("{group}/{kind} is not a supported backend kind (Service)"),
@@ -589,7 +599,10 @@ fn resolve_backend(
     }
     let svc_key = ResourceKey::new(&route.cluster, Kind::Service, ns, &b.name);
     let Some(svc) = ix.service(&svc_key) else {
-        return Err(("BackendNotFound", format!("service {ns}/{} not found", b.name)));
+        return Err((
+            "BackendNotFound",
+            format!("service {ns}/{} not found", b.name),
+        ));
     };
     let Some(port) = b.port else {
         return Err((
@@ -649,7 +662,10 @@ fn string_match(type_: Option<&str>, value: &str) -> Result<StringMatcher, Strin
 fn route_match_of(m: &HttpRouteMatch) -> Result<RouteMatch, String> {
     let path = m.path.as_ref();
     let value = path.and_then(|p| p.value.as_deref()).unwrap_or("/");
-    let path_specifier = match path.and_then(|p| p.type_.as_deref()).unwrap_or("PathPrefix") {
+    let path_specifier = match path
+        .and_then(|p| p.type_.as_deref())
+        .unwrap_or("PathPrefix")
+    {
         "Exact" => route_match::PathSpecifier::Path(value.to_string()),
         "PathPrefix" => {
             if !value.starts_with('/') {
@@ -723,7 +739,10 @@ impl PrecedenceKey {
     fn new(m: Option<&HttpRouteMatch>, rank: usize, rule: usize, matched: usize) -> Self {
         let path = m.and_then(|m| m.path.as_ref());
         let value = path.and_then(|p| p.value.as_deref()).unwrap_or("/");
-        let path_kind = match path.and_then(|p| p.type_.as_deref()).unwrap_or("PathPrefix") {
+        let path_kind = match path
+            .and_then(|p| p.type_.as_deref())
+            .unwrap_or("PathPrefix")
+        {
             "Exact" => 0,
             "RegularExpression" => 1,
             _ => 2,

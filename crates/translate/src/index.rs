@@ -203,11 +203,7 @@ impl Index {
                 continue;
             };
             for ep in slice.endpoints.iter().flatten() {
-                let ready = ep
-                    .conditions
-                    .as_ref()
-                    .and_then(|c| c.ready)
-                    .unwrap_or(true);
+                let ready = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
                 for ip in &ep.addresses {
                     out.insert(EndpointAddr {
                         ip: ip.clone(),

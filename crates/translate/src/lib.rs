@@ -25,8 +25,7 @@ pub mod type_url {
     pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
     pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
     pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
-    pub const ENDPOINT: &str =
-        "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+    pub const ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
 }
 
 /// One encoded Envoy resource. Encoded once per version and shared (behind `Arc`) by every
@@ -73,7 +72,7 @@ pub enum Error {
     InvalidObject {
         key: ResourceKey,
         #[source]
-        source: flotilla_model::ParseError,
+        source: Box<flotilla_model::ParseError>,
     },
 }
 
@@ -104,8 +103,10 @@ impl Translator {
     ) -> Result<(Self, Changes)> {
         let mut t = Self::new();
         for (key, raw) in resources {
-            let r = parse_object(&key.cluster, raw)
-                .map_err(|source| Error::InvalidObject { key: key.clone(), source })?;
+            let r = parse_object(&key.cluster, raw).map_err(|e| Error::InvalidObject {
+                key: key.clone(),
+                source: Box::new(e),
+            })?;
             t.upsert(r);
         }
         let changes = t.recompute();
@@ -121,8 +122,12 @@ impl Translator {
         })?;
         match &event.body {
             EventBody::Upsert { key, object } => {
-                let r = parse_object(&event.cluster, object.clone())
-                    .map_err(|source| Error::InvalidObject { key: key.clone(), source })?;
+                let r = parse_object(&event.cluster, object.clone()).map_err(|e| {
+                    Error::InvalidObject {
+                        key: key.clone(),
+                        source: Box::new(e),
+                    }
+                })?;
                 if r.key != *key {
                     return Err(Error::InvalidEvent {
                         source_id: event.source.clone(),
@@ -152,7 +157,12 @@ impl Translator {
 
     fn upsert(&mut self, r: Resource) {
         let r = Arc::new(r);
-        if self.index.resources.get(&r.key).is_some_and(|old| old.raw == r.raw) {
+        if self
+            .index
+            .resources
+            .get(&r.key)
+            .is_some_and(|old| old.raw == r.raw)
+        {
             return;
         }
         let key = r.key.clone();
@@ -184,7 +194,11 @@ impl Translator {
         for gw_key in dirty {
             let id = gw_key.gateway_id();
             let gw = match self.index.resources.get(&gw_key).map(|r| &r.object) {
-                Some(Object::Gateway(g)) if self.class_is_ours(&gw_key.cluster, &g.spec.gateway_class_name) => Some(g),
+                Some(Object::Gateway(g))
+                    if self.class_is_ours(&gw_key.cluster, &g.spec.gateway_class_name) =>
+                {
+                    Some(g)
+                }
                 _ => None,
             };
             // Drop what this gateway said about routes before; it is said anew below.
@@ -198,7 +212,10 @@ impl Translator {
                     let result = translate_gateway(&self.index, &gw_key, gw);
                     for (route, parents) in result.route_parents {
                         routes_touched.insert(route.clone());
-                        self.route_parents.entry(route).or_default().insert(gw_key.clone(), parents);
+                        self.route_parents
+                            .entry(route)
+                            .or_default()
+                            .insert(gw_key.clone(), parents);
                     }
                     self.set_status(&gw_key, Some(result.status), &mut changes);
                     if self.gateways.get(&id).map(|g| g.as_ref()) != Some(&result.xds) {
@@ -224,7 +241,9 @@ impl Translator {
                 }
                 Kind::GatewayClass => {
                     let status = match self.index.resources.get(&key).map(|r| &r.object) {
-                        Some(Object::GatewayClass(c)) if c.spec.controller_name == CONTROLLER_NAME => {
+                        Some(Object::GatewayClass(c))
+                            if c.spec.controller_name == CONTROLLER_NAME =>
+                        {
                             Some(serde_json::json!({"conditions": [Condition::new(
                                 "Accepted", true, "Accepted", "Valid GatewayClass",
                                 c.metadata.generation)]}))
@@ -248,7 +267,12 @@ impl Translator {
         changes
     }
 
-    fn set_status(&mut self, key: &ResourceKey, status: Option<serde_json::Value>, changes: &mut Changes) {
+    fn set_status(
+        &mut self,
+        key: &ResourceKey,
+        status: Option<serde_json::Value>,
+        changes: &mut Changes,
+    ) {
         let changed = match status {
             Some(s) => self.statuses.insert(key.clone(), s.clone()).as_ref() != Some(&s),
             None => self.statuses.remove(key).is_some(),

@@ -80,7 +80,13 @@ fn key(kind: Kind, ns: &str, name: &str) -> ResourceKey {
 #[test]
 fn route_to_service_produces_listener_route_cluster_endpoints() {
     let mut t = Translator::new();
-    let ch = apply_all(&mut t, &events("c1", &format!("{BASE}---\n{}", mk_route("r", "/app", &[("web", 1)]))));
+    let ch = apply_all(
+        &mut t,
+        &events(
+            "c1",
+            &format!("{BASE}---\n{}", mk_route("r", "/app", &[("web", 1)])),
+        ),
+    );
     assert_eq!(ch.updated.len(), 1);
     let g = &t.gateways()["c1/infra/gw"];
     let kinds: Vec<(&str, &str)> = g
@@ -111,7 +117,13 @@ fn route_to_service_produces_listener_route_cluster_endpoints() {
 #[test]
 fn missing_service_is_backend_not_found_and_500() {
     let mut t = Translator::new();
-    apply_all(&mut t, &events("c1", &format!("{BASE}---\n{}", mk_route("r", "/x", &[("nope", 1)]))));
+    apply_all(
+        &mut t,
+        &events(
+            "c1",
+            &format!("{BASE}---\n{}", mk_route("r", "/x", &[("nope", 1)])),
+        ),
+    );
     let st = t.status(&key(Kind::HTTPRoute, "app", "r")).unwrap();
     let rr = &st["parents"][0]["conditions"][1];
     assert_eq!(rr["status"], "False");
@@ -128,10 +140,25 @@ fn missing_service_is_backend_not_found_and_500() {
 #[test]
 fn weights_become_weighted_clusters_and_change_versions() {
     let mut t = Translator::new();
-    apply_all(&mut t, &events("c1", &format!("{BASE}---\n{}", mk_route("r", "/a", &[("web", 1)]))));
+    apply_all(
+        &mut t,
+        &events(
+            "c1",
+            &format!("{BASE}---\n{}", mk_route("r", "/a", &[("web", 1)])),
+        ),
+    );
     let before = t.gateways()["c1/infra/gw"].clone();
     let svc2 = "apiVersion: v1\nkind: Service\nmetadata: {name: web2, namespace: app}\nspec: {ports: [{name: http, port: 80}]}\n";
-    let ch = apply_all(&mut t, &events("c1", &format!("{svc2}---\n{}", mk_route("r", "/a", &[("web", 3), ("web2", 1)]))));
+    let ch = apply_all(
+        &mut t,
+        &events(
+            "c1",
+            &format!(
+                "{svc2}---\n{}",
+                mk_route("r", "/a", &[("web", 3), ("web2", 1)])
+            ),
+        ),
+    );
     assert_eq!(ch.updated.len(), 1);
     let rc = route_config(&t, "c1/infra/gw");
     let Some(route::Action::Route(ra)) = rc.virtual_hosts[0].routes[0].action.clone() else {
@@ -140,19 +167,36 @@ fn weights_become_weighted_clusters_and_change_versions() {
     let Some(route_action::ClusterSpecifier::WeightedClusters(wc)) = ra.cluster_specifier else {
         panic!("not weighted")
     };
-    let w: Vec<(String, u32)> = wc.clusters.iter().map(|c| (c.name.clone(), c.weight.unwrap().value)).collect();
+    let w: Vec<(String, u32)> = wc
+        .clusters
+        .iter()
+        .map(|c| (c.name.clone(), c.weight.unwrap().value))
+        .collect();
     assert_eq!(w, vec![("app/web/80".into(), 3), ("app/web2/80".into(), 1)]);
     // The listener did not change, so it keeps its version; the route config did.
     let after = &t.gateways()["c1/infra/gw"];
-    let ver = |g: &GatewayXds, ty: &str| g.resources.iter().find(|r| r.type_url == ty).unwrap().version.clone();
-    assert_eq!(ver(&before, type_url::LISTENER), ver(after, type_url::LISTENER));
+    let ver = |g: &GatewayXds, ty: &str| {
+        g.resources
+            .iter()
+            .find(|r| r.type_url == ty)
+            .unwrap()
+            .version
+            .clone()
+    };
+    assert_eq!(
+        ver(&before, type_url::LISTENER),
+        ver(after, type_url::LISTENER)
+    );
     assert_ne!(ver(&before, type_url::ROUTE), ver(after, type_url::ROUTE));
 }
 
 #[test]
 fn unchanged_input_changes_nothing() {
     let mut t = Translator::new();
-    let evs = events("c1", &format!("{BASE}---\n{}", mk_route("r", "/a", &[("web", 1)])));
+    let evs = events(
+        "c1",
+        &format!("{BASE}---\n{}", mk_route("r", "/a", &[("web", 1)])),
+    );
     apply_all(&mut t, &evs);
     let ch = apply_all(&mut t, &evs);
     assert_eq!(ch, Changes::default());
@@ -161,8 +205,19 @@ fn unchanged_input_changes_nothing() {
 #[test]
 fn endpoint_change_touches_only_gateways_using_the_service() {
     let mut t = Translator::new();
-    let other = BASE.replace("name: gw, namespace: infra", "name: gw2, namespace: infra").replace("127.0.0.2", "127.0.0.3");
-    apply_all(&mut t, &events("c1", &format!("{BASE}---\n{other}---\n{}", mk_route("r", "/a", &[("web", 1)]))));
+    let other = BASE
+        .replace("name: gw, namespace: infra", "name: gw2, namespace: infra")
+        .replace("127.0.0.2", "127.0.0.3");
+    apply_all(
+        &mut t,
+        &events(
+            "c1",
+            &format!(
+                "{BASE}---\n{other}---\n{}",
+                mk_route("r", "/a", &[("web", 1)])
+            ),
+        ),
+    );
     assert_eq!(t.gateways().len(), 2);
     let slice = "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: web-1, namespace: app, labels: {kubernetes.io/service-name: web}}\naddressType: IPv4\nports: [{name: http, port: 9001}]\nendpoints: [{addresses: [127.0.0.1]}]\n";
     let ch = apply_all(&mut t, &events("c1", slice));
@@ -181,7 +236,12 @@ fn invalid_regex_drops_the_rule_and_keeps_the_rest() {
     assert_eq!(conds[1]["type"], "PartiallyInvalid");
     assert_eq!(conds[1]["reason"], "UnsupportedValue");
     let msg = conds[1]["message"].as_str().unwrap();
-    assert!(msg.starts_with("Dropped Rule(s) [1]: Failed to process route rule 1: regex \"*regex*\" is invalid"), "{msg}");
+    assert!(
+        msg.starts_with(
+            "Dropped Rule(s) [1]: Failed to process route rule 1: regex \"*regex*\" is invalid"
+        ),
+        "{msg}"
+    );
     let rc = route_config(&t, "c1/infra/gw");
     assert_eq!(rc.virtual_hosts[0].routes.len(), 1);
 }
@@ -197,7 +257,11 @@ fn precedence_exact_then_longest_prefix() {
     );
     apply_all(&mut t, &events("c1", &text));
     let rc = route_config(&t, "c1/infra/gw");
-    let names: Vec<&str> = rc.virtual_hosts[0].routes.iter().map(|r| r.name.as_str()).collect();
+    let names: Vec<&str> = rc.virtual_hosts[0]
+        .routes
+        .iter()
+        .map(|r| r.name.as_str())
+        .collect();
     assert_eq!(
         names,
         vec![
@@ -211,11 +275,19 @@ fn precedence_exact_then_longest_prefix() {
 #[test]
 fn deletes_and_resync_remove_output() {
     let mut t = Translator::new();
-    apply_all(&mut t, &events("c1", &format!("{BASE}---\n{}", mk_route("r", "/a", &[("web", 1)]))));
+    apply_all(
+        &mut t,
+        &events(
+            "c1",
+            &format!("{BASE}---\n{}", mk_route("r", "/a", &[("web", 1)])),
+        ),
+    );
     let resync = ResourceEvent {
         cluster: "c1".into(),
         source: "test".into(),
-        body: EventBody::Resync { keys: vec![key(Kind::HTTPRoute, "app", "r")] },
+        body: EventBody::Resync {
+            keys: vec![key(Kind::HTTPRoute, "app", "r")],
+        },
     };
     let ch = apply_all(&mut t, &[resync]);
     assert_eq!(ch.removed, vec!["c1/infra/gw".to_string()]);
@@ -228,13 +300,27 @@ fn deletes_and_resync_remove_output() {
 #[test]
 fn sibling_cluster_with_same_names_is_independent() {
     let mut t = Translator::new();
-    apply_all(&mut t, &events("c1", &format!("{BASE}---\n{}", mk_route("r", "/a", &[("web", 1)]))));
-    apply_all(&mut t, &events("c2", &format!("{BASE}---\n{}", mk_route("r", "/b", &[("web", 1)]))));
+    apply_all(
+        &mut t,
+        &events(
+            "c1",
+            &format!("{BASE}---\n{}", mk_route("r", "/a", &[("web", 1)])),
+        ),
+    );
+    apply_all(
+        &mut t,
+        &events(
+            "c2",
+            &format!("{BASE}---\n{}", mk_route("r", "/b", &[("web", 1)])),
+        ),
+    );
     assert_eq!(t.gateways().len(), 2);
     let del = ResourceEvent {
         cluster: "c2".into(),
         source: "test".into(),
-        body: EventBody::Delete { key: ResourceKey::new("c2", Kind::HTTPRoute, "app", "r") },
+        body: EventBody::Delete {
+            key: ResourceKey::new("c2", Kind::HTTPRoute, "app", "r"),
+        },
     };
     let ch = apply_all(&mut t, &[del]);
     let ids: Vec<&str> = ch.updated.iter().map(|g| g.gateway.as_str()).collect();
@@ -247,7 +333,9 @@ fn event_key_must_belong_to_its_cluster() {
     let bad = ResourceEvent {
         cluster: "c1".into(),
         source: "test".into(),
-        body: EventBody::Delete { key: ResourceKey::new("c2", Kind::HTTPRoute, "app", "r") },
+        body: EventBody::Delete {
+            key: ResourceKey::new("c2", Kind::HTTPRoute, "app", "r"),
+        },
     };
     assert!(matches!(t.apply(&bad), Err(Error::InvalidEvent { .. })));
 }

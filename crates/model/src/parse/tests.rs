@@ -17,7 +17,10 @@ fn parses_route_with_default_namespace() {
     let (rs, errs) = parse_documents("a.yaml", ROUTE, "east");
     assert!(errs.is_empty(), "{errs:?}");
     assert_eq!(rs.len(), 1);
-    assert_eq!(rs[0].key, ResourceKey::new("east", Kind::HTTPRoute, "default", "web"));
+    assert_eq!(
+        rs[0].key,
+        ResourceKey::new("east", Kind::HTTPRoute, "default", "web")
+    );
     assert_eq!(rs[0].raw["metadata"]["namespace"], "default");
     let Object::HTTPRoute(r) = &rs[0].object else {
         panic!("not a route")
@@ -35,13 +38,20 @@ fn bad_document_does_not_hide_the_others() {
     assert_eq!(rs.len(), 1);
     assert_eq!(errs.len(), 2, "{errs:?}");
     assert_eq!(errs[0].document, Some(1));
-    assert!(errs[0].message.contains("unknown kind \"Frobnicator\""), "{}", errs[0]);
+    assert!(
+        errs[0].message.contains("unknown kind \"Frobnicator\""),
+        "{}",
+        errs[0]
+    );
     assert_eq!(errs[1].document, Some(2));
     assert_eq!(errs[1].kind.as_deref(), Some("Gateway"));
     assert_eq!(errs[1].name.as_deref(), Some("n/g"));
     assert_eq!(errs[1].field.as_deref(), Some("spec.listeners[0].port"));
     let shown = errs[1].to_string();
-    assert!(shown.starts_with("dir/b.yaml: document 2 (Gateway n/g)"), "{shown}");
+    assert!(
+        shown.starts_with("dir/b.yaml: document 2 (Gateway n/g)"),
+        "{shown}"
+    );
 }
 
 #[test]

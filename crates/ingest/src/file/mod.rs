@@ -1,0 +1,493 @@
+//! The file source: a directory of Kubernetes YAML/JSON files, watched, turned into events.
+//!
+//! Start: scan everything, publish an upsert per object, then one resync with the full key
+//! set. Then: filesystem notifications (coalesced until [`DEFAULT_QUIET_TIME`] passes without
+//! a new one) re-read the touched paths, and a periodic rescan catches anything the watcher
+//! missed. What to publish is decided by the synchronous [`index`] module; this module does
+//! the IO and the publishing, one event at a time, in order.
+
+mod index;
+mod scan;
+#[cfg(test)]
+mod tests;
+
+pub use scan::MAX_FILE_BYTES;
+
+use crate::{validate_cluster, DedupIds, Error, IngestStats, Publisher, Result};
+use flotilla_model::{EventBody, ResourceEvent};
+use index::{FileIndex, FileRead};
+use notify::event::{AccessKind, AccessMode};
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
+use scan::{Listing, Stamp};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// A burst of filesystem events (an editor's save, `git checkout`, `kubectl`-style writes)
+/// is processed once no new event came for this long. Short, so one edit reaches proxies in
+/// milliseconds; long enough that a save's write+rename+chmod are read together.
+pub const DEFAULT_QUIET_TIME: Duration = Duration::from_millis(20);
+/// A never-ending stream of events is still processed at least this often.
+pub const MAX_COALESCE: Duration = Duration::from_millis(250);
+/// Safety net for missed notifications (inotify queue overflow, network filesystems).
+/// Unchanged files (same mtime and size) are not re-read, so a rescan costs one `stat` each.
+pub const DEFAULT_RESCAN_INTERVAL: Duration = Duration::from_secs(30);
+/// Bound on distinct paths remembered between two processing rounds; past it the round
+/// becomes a full rescan, which covers every path anyway.
+pub const MAX_PENDING_PATHS: usize = 4096;
+
+const PUBLISH_BACKOFF_START: Duration = Duration::from_millis(100);
+const PUBLISH_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Watches `dir` (recursively) and publishes the objects of cluster `cluster`.
+#[derive(Debug)]
+pub struct FileSource {
+    cluster: String,
+    dir: PathBuf,
+    quiet_time: Duration,
+    rescan_interval: Duration,
+    ids: Arc<DedupIds>,
+    stats: Arc<IngestStats>,
+}
+
+impl FileSource {
+    pub fn new(cluster: impl Into<String>, dir: impl Into<PathBuf>) -> Self {
+        Self {
+            cluster: cluster.into(),
+            dir: dir.into(),
+            quiet_time: DEFAULT_QUIET_TIME,
+            rescan_interval: DEFAULT_RESCAN_INTERVAL,
+            ids: Arc::new(DedupIds::new()),
+            stats: Arc::default(),
+        }
+    }
+
+    pub fn with_quiet_time(mut self, quiet_time: Duration) -> Self {
+        self.quiet_time = quiet_time;
+        self
+    }
+
+    pub fn with_rescan_interval(mut self, interval: Duration) -> Self {
+        // tokio's interval panics on zero.
+        self.rescan_interval = interval.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Uses these dedup ids (and their agent id as the events' `source`).
+    pub fn with_dedup_ids(mut self, ids: DedupIds) -> Self {
+        self.ids = Arc::new(ids);
+        self
+    }
+
+    pub fn cluster(&self) -> &str {
+        &self.cluster
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The id of this agent: the `source` of its events and the prefix of its dedup ids.
+    pub fn agent_id(&self) -> &str {
+        self.ids.agent_id()
+    }
+
+    /// Counters, readable while `run` runs.
+    pub fn stats(&self) -> Arc<IngestStats> {
+        self.stats.clone()
+    }
+
+    /// Runs until `shutdown` is cancelled. Returns an error only when it cannot work at all:
+    /// an invalid cluster name, a directory that cannot be watched, a crashed loader. Bad
+    /// files and publish failures are logged and retried, never returned.
+    pub async fn run<P: Publisher>(self, publisher: P, shutdown: CancellationToken) -> Result<()> {
+        let span =
+            tracing::info_span!("file_source", cluster = %self.cluster, dir = %self.dir.display());
+        self.run_inner(publisher, shutdown).instrument(span).await
+    }
+
+    async fn run_inner<P: Publisher>(
+        self,
+        publisher: P,
+        shutdown: CancellationToken,
+    ) -> Result<()> {
+        validate_cluster(&self.cluster)?;
+        let root = std::fs::canonicalize(&self.dir).map_err(|source| Error::Io {
+            path: self.dir.clone(),
+            source,
+        })?;
+        if !root.is_dir() {
+            return Err(Error::Io {
+                path: root,
+                source: std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory"),
+            });
+        }
+        // Watch before the first scan, so nothing written during the scan is missed.
+        let changes = Arc::new(Changes::default());
+        let _watcher = watch(&root, changes.clone())?;
+
+        let emitter = Emitter {
+            publisher,
+            ids: self.ids.clone(),
+            cluster: self.cluster.clone(),
+            stats: self.stats.clone(),
+            shutdown: shutdown.clone(),
+        };
+        let mut loader = Loader {
+            root,
+            cluster: self.cluster.clone(),
+            index: FileIndex::default(),
+            stamps: BTreeMap::new(),
+            stats: self.stats.clone(),
+        };
+        let mut resync = ResyncState::Due { warned: false };
+        let mut targets = Targets::All {
+            skip_unchanged: false,
+        };
+        let mut rescan =
+            tokio::time::interval_at(Instant::now() + self.rescan_interval, self.rescan_interval);
+        rescan.set_missed_tick_behavior(MissedTickBehavior::Delay);
+
+        loop {
+            let (next, events) = loader.process_blocking(targets).await?;
+            loader = next;
+            if emitter.emit_all(events).await.is_err() {
+                break;
+            }
+            if let ResyncState::Due { warned } = &mut resync {
+                let unhealthy: Vec<&str> = loader.index.unhealthy_files().take(10).collect();
+                if unhealthy.is_empty() {
+                    let keys = loader.index.keys();
+                    tracing::info!(objects = keys.len(), "initial scan done, publishing resync");
+                    if emitter.emit(EventBody::Resync { keys }).await.is_err() {
+                        break;
+                    }
+                    resync = ResyncState::Done;
+                } else if !*warned {
+                    // A resync now would delete what those files produced in this agent's
+                    // previous life (we cannot know it): better stale than gone.
+                    tracing::warn!(files = ?unhealthy, "resync deferred until these files are fully accepted");
+                    *warned = true;
+                }
+            }
+
+            targets = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = changes.notify.notified() => {
+                    if !settle(&changes.notify, self.quiet_time, &shutdown).await {
+                        break;
+                    }
+                    match changes.take() {
+                        Some(t) => t,
+                        None => continue_with_nothing(),
+                    }
+                }
+                _ = rescan.tick() => Targets::All { skip_unchanged: true },
+            };
+        }
+        tracing::info!("file source stopped");
+        Ok(())
+    }
+}
+
+/// An empty round: no path to read (keeps the loop shape simple).
+fn continue_with_nothing() -> Targets {
+    Targets::Paths(BTreeSet::new())
+}
+
+enum ResyncState {
+    Due { warned: bool },
+    Done,
+}
+
+/// Waits until `quiet` passes without a notification (or [`MAX_COALESCE`] in total).
+/// Returns false on shutdown.
+async fn settle(notify: &Notify, quiet: Duration, shutdown: &CancellationToken) -> bool {
+    let deadline = Instant::now() + MAX_COALESCE;
+    loop {
+        let until = (Instant::now() + quiet).min(deadline);
+        tokio::select! {
+            _ = shutdown.cancelled() => return false,
+            _ = tokio::time::sleep_until(until) => return true,
+            _ = notify.notified() => {
+                if Instant::now() >= deadline {
+                    return true;
+                }
+            }
+        }
+    }
+}
+
+/// Paths touched since the last round, filled by the watcher's thread.
+#[derive(Default)]
+struct Changes {
+    pending: Mutex<Pending>,
+    notify: Notify,
+}
+
+#[derive(Default)]
+struct Pending {
+    paths: BTreeSet<PathBuf>,
+    full_rescan: bool,
+}
+
+impl Changes {
+    fn record(&self, event: notify::Result<notify::Event>) {
+        {
+            let mut p = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+            match event {
+                Ok(event) => {
+                    // Opening and reading (our own reads included) change nothing.
+                    if matches!(event.kind, EventKind::Access(a) if a != AccessKind::Close(AccessMode::Write))
+                    {
+                        return;
+                    }
+                    if event.need_rescan() {
+                        p.full_rescan = true;
+                    }
+                    for path in event.paths {
+                        if p.full_rescan {
+                            break;
+                        }
+                        if p.paths.len() >= MAX_PENDING_PATHS {
+                            p.full_rescan = true;
+                            p.paths.clear();
+                            break;
+                        }
+                        p.paths.insert(path);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "file watcher error; rescanning");
+                    p.full_rescan = true;
+                }
+            }
+        }
+        self.notify.notify_one();
+    }
+
+    fn take(&self) -> Option<Targets> {
+        let mut p = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        let p = std::mem::take(&mut *p);
+        if p.full_rescan {
+            Some(Targets::All {
+                skip_unchanged: true,
+            })
+        } else if p.paths.is_empty() {
+            None
+        } else {
+            Some(Targets::Paths(p.paths))
+        }
+    }
+}
+
+fn watch(root: &Path, changes: Arc<Changes>) -> Result<RecommendedWatcher> {
+    let watch_err = |source| Error::Watch {
+        path: root.to_path_buf(),
+        source,
+    };
+    let mut watcher =
+        notify::recommended_watcher(move |event| changes.record(event)).map_err(watch_err)?;
+    watcher
+        .watch(root, RecursiveMode::Recursive)
+        .map_err(watch_err)?;
+    Ok(watcher)
+}
+
+#[derive(Debug)]
+enum Targets {
+    /// The whole directory; `skip_unchanged` skips files whose mtime and size are as before.
+    All { skip_unchanged: bool },
+    /// These absolute paths (files or directories, existing or not).
+    Paths(BTreeSet<PathBuf>),
+}
+
+/// Owns the index and does the blocking IO; moved into `spawn_blocking` and back each round.
+struct Loader {
+    root: PathBuf,
+    cluster: String,
+    index: FileIndex,
+    stamps: BTreeMap<String, Stamp>,
+    stats: Arc<IngestStats>,
+}
+
+impl Loader {
+    async fn process_blocking(mut self, targets: Targets) -> Result<(Self, Vec<EventBody>)> {
+        if matches!(&targets, Targets::Paths(p) if p.is_empty()) {
+            return Ok((self, Vec::new()));
+        }
+        let span = tracing::Span::current();
+        let done = tokio::task::spawn_blocking(move || {
+            let _entered = span.enter();
+            let events = self.process(targets);
+            (self, events)
+        })
+        .await?;
+        Ok(done)
+    }
+
+    /// Reads what `targets` names and returns the events to publish: files that exist are
+    /// read first, then vanished ones are removed, so an object moved between files (a
+    /// rename) is never deleted in between.
+    fn process(&mut self, targets: Targets) -> Vec<EventBody> {
+        let mut listing = Listing::default();
+        let mut candidates = BTreeSet::new();
+        let mut skip_unchanged = false;
+        match targets {
+            Targets::All {
+                skip_unchanged: skip,
+            } => {
+                skip_unchanged = skip;
+                listing.walk(&self.root, "");
+                candidates.extend(self.index.paths_under(""));
+            }
+            Targets::Paths(paths) => {
+                for abs in paths {
+                    let Some(rel) = scan::relative(&self.root, &abs) else {
+                        continue;
+                    };
+                    if rel.is_empty() {
+                        return self.process(Targets::All {
+                            skip_unchanged: true,
+                        });
+                    }
+                    if rel.split('/').any(|c| c.starts_with("..")) {
+                        // Kubernetes ConfigMap volumes swap a hidden `..data` symlink: the
+                        // visible files changed without an event of their own.
+                        return self.process(Targets::All {
+                            skip_unchanged: true,
+                        });
+                    }
+                    if rel.split('/').any(scan::is_hidden) {
+                        continue;
+                    }
+                    match std::fs::metadata(&abs) {
+                        Ok(meta) if meta.is_dir() => listing.walk(&abs, &rel),
+                        Ok(meta) => listing.add_file(rel.clone(), abs.clone(), &meta),
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => {
+                            tracing::error!(file = %rel, error = %e, "cannot stat; keeping what it produced before");
+                            listing.failed_dirs.push(rel.clone());
+                        }
+                    }
+                    candidates.extend(self.index.paths_under(&rel));
+                }
+            }
+        }
+
+        let mut out = Vec::new();
+        for (rel, (abs, stamp)) in &listing.files {
+            if skip_unchanged && self.stamps.get(rel) == Some(stamp) {
+                continue;
+            }
+            let read = scan::read_file(abs, rel, &self.cluster);
+            match &read {
+                FileRead::Parsed { errors, .. } => {
+                    for e in errors {
+                        tracing::error!("{e}");
+                    }
+                    self.stats.add_parse_errors(errors.len() as u64);
+                    if !errors.is_empty() {
+                        tracing::warn!(file = %rel, "file not fully accepted: the objects it produced before stay published");
+                    }
+                    self.stamps.insert(rel.clone(), *stamp);
+                }
+                FileRead::Unreadable(why) => {
+                    tracing::error!(file = %rel, "{why}; keeping what it produced before");
+                    self.stats.read_error();
+                    self.stamps.insert(rel.clone(), *stamp);
+                }
+                FileRead::Missing => {
+                    self.stamps.remove(rel);
+                }
+            }
+            self.index.apply(rel, read, &mut out);
+        }
+        for rel in candidates {
+            if listing.files.contains_key(&rel) || listing.covers_failed(&rel) {
+                continue;
+            }
+            tracing::debug!(file = %rel, "file gone");
+            self.stamps.remove(&rel);
+            self.index.apply(&rel, FileRead::Missing, &mut out);
+        }
+        self.stats
+            .set_sizes(self.index.file_count(), self.index.object_count());
+        out
+    }
+}
+
+/// Publishes events one at a time, in order, retrying transient failures with backoff and
+/// the same dedup id until they succeed or the source shuts down.
+struct Emitter<P> {
+    publisher: P,
+    ids: Arc<DedupIds>,
+    cluster: String,
+    stats: Arc<IngestStats>,
+    shutdown: CancellationToken,
+}
+
+/// The source is shutting down; the event in flight may or may not have been stored.
+struct Stopped;
+
+impl<P: Publisher> Emitter<P> {
+    async fn emit_all(&self, events: Vec<EventBody>) -> Result<(), Stopped> {
+        for body in events {
+            self.emit(body).await?;
+        }
+        Ok(())
+    }
+
+    async fn emit(&self, body: EventBody) -> Result<(), Stopped> {
+        let resync = matches!(body, EventBody::Resync { .. });
+        let event = ResourceEvent {
+            cluster: self.cluster.clone(),
+            source: self.ids.agent_id().to_string(),
+            body,
+        };
+        let dedup_id = self.ids.next_id();
+        let mut backoff = PUBLISH_BACKOFF_START;
+        loop {
+            let result = tokio::select! {
+                _ = self.shutdown.cancelled() => return Err(Stopped),
+                r = self.publisher.publish(event.clone(), dedup_id.clone()) => r,
+            };
+            match result {
+                Ok(()) => {
+                    self.stats.published(resync);
+                    tracing::debug!(%dedup_id, event = describe(&event.body), "published");
+                    return Ok(());
+                }
+                Err(e) if e.is_transient() => {
+                    self.stats.publish_retry();
+                    tracing::warn!(%dedup_id, event = describe(&event.body), error = %e, retry_in = ?backoff, "publish failed, retrying");
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => return Err(Stopped),
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(PUBLISH_BACKOFF_MAX);
+                }
+                Err(e) => {
+                    // Retrying cannot help (e.g. the object exceeds the server's max
+                    // payload); holding every later event back behind it would be worse.
+                    self.stats.publish_failure();
+                    tracing::error!(%dedup_id, event = describe(&event.body), error = %e, "publish failed permanently, event dropped");
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+fn describe(body: &EventBody) -> String {
+    match body {
+        EventBody::Upsert { key, .. } => format!("upsert {key}"),
+        EventBody::Delete { key } => format!("delete {key}"),
+        EventBody::Resync { keys } => format!("resync of {} keys", keys.len()),
+    }
+}
