@@ -32,6 +32,10 @@ pub trait StateReader: Send + Sync + 'static {
     fn leader(&self) -> Option<u64>;
     /// Runs `f` on the translator under the store's read lock (never across an await).
     fn read(&self, f: &mut dyn FnMut(&Translator));
+    /// Event-stream counters merged into `/api/v1/revision` (e.g. `lastSeq`, `eventsSeen`).
+    fn counters(&self) -> Value {
+        json!({})
+    }
 }
 
 /// Builds the router; mount it with `axum::serve`.
@@ -83,7 +87,11 @@ async fn readyz(State(s): S) -> Response {
 }
 
 async fn revision(State(s): S) -> Json<Value> {
-    Json(json!({"revision": s.revision(), "ready": s.is_ready(), "leader": s.leader()}))
+    let mut v = json!({"revision": s.revision(), "ready": s.is_ready(), "leader": s.leader()});
+    if let (Some(m), Value::Object(extra)) = (v.as_object_mut(), s.counters()) {
+        m.extend(extra);
+    }
+    Json(v)
 }
 
 #[derive(Deserialize)]

@@ -101,6 +101,9 @@ pub struct StandaloneArgs {
     /// REST API address.
     #[arg(long, env = "FLOTILLA_API", default_value = "127.0.0.1:8081")]
     pub api: SocketAddr,
+    /// Admin HTTP address of the edge: /healthz, /stats (JSON), /metrics (Prometheus).
+    #[arg(long, env = "FLOTILLA_ADMIN", default_value = "127.0.0.1:19000")]
+    pub admin: SocketAddr,
     /// Internal gRPC address of the one-node store (watch API); port 0 picks a free one.
     #[arg(long, env = "FLOTILLA_GRPC", default_value = "127.0.0.1:0")]
     pub grpc: SocketAddr,

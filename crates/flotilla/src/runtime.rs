@@ -1,13 +1,255 @@
-//! Assembles the long-running components from the library crates.
+//! Assembles the long-running components from the library crates: one function per
+//! subcommand, one cancellation token for all, and a non-zero exit when a critical task dies.
 
-use crate::cli::Command;
-use anyhow::Result;
+use crate::cli::{Command, EdgeArgs, IngestArgs, StandaloneArgs, StoreArgs};
+use anyhow::{anyhow, bail, Context, Result};
+use flotilla_ingest::{FileSource, NatsPublisher, Publisher};
+use flotilla_model::ResourceEvent;
+use flotilla_store::{EmbeddedBus, NatsSource, StoreConfig, StoreNode};
+use flotilla_translate::Translator;
+use flotilla_xds_edge::{Edge, EdgeConfig};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, Instrument};
 
 pub fn run_async(cmd: Command) -> Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(cancel_on_signal(shutdown.clone()));
         match cmd {
-            _ => anyhow::bail!("not wired yet"),
+            Command::Ingest(a) => ingest(a, shutdown).await,
+            Command::Store(a) => store(a, shutdown).await,
+            Command::Edge(a) => edge(a, shutdown).await,
+            Command::Standalone(a) => standalone(a, shutdown).await,
+            Command::Bootstrap(_) | Command::Translate(_) => bail!("not a long-running command"),
         }
     })
+}
+
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+    info!("shutting down");
+    shutdown.cancel();
+}
+
+/// Runs every task until shutdown; the first task to fail (or to end before shutdown) stops
+/// the others and makes the process exit non-zero.
+async fn supervise(mut tasks: JoinSet<Result<()>>, shutdown: CancellationToken) -> Result<()> {
+    let mut first_error = None;
+    while let Some(done) = tasks.join_next().await {
+        let outcome: Result<()> = match done {
+            Ok(Ok(())) if shutdown.is_cancelled() => continue,
+            Ok(Ok(())) => Err(anyhow!("a critical task ended unexpectedly")),
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(anyhow!("a critical task panicked: {e}")),
+        };
+        if let Err(e) = outcome {
+            tracing::error!("{e:#}");
+            first_error.get_or_insert(e);
+            shutdown.cancel();
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the {what} address {addr}"))
+}
+
+async fn ingest(a: IngestArgs, shutdown: CancellationToken) -> Result<()> {
+    flotilla_ingest::validate_cluster(&a.cluster)?;
+    let client = connect_nats(&a.nats.nats).await?;
+    let js = async_nats::jetstream::new(client);
+    flotilla_ingest::nats::ensure_stream(&js).await?;
+    let source = FileSource::new(a.cluster.clone(), a.dir.clone());
+    info!(cluster = %a.cluster, dir = %a.dir.display(), "ingesting files");
+    source.run(NatsPublisher::new(js), shutdown).await?;
+    Ok(())
+}
+
+async fn connect_nats(url: &str) -> Result<async_nats::Client> {
+    async_nats::ConnectOptions::new()
+        .retry_on_initial_connect()
+        .connect(url)
+        .await
+        .with_context(|| format!("connecting to NATS at {url}"))
+}
+
+fn parse_peers(peers: &[String]) -> Result<BTreeMap<u64, String>> {
+    let mut out = BTreeMap::new();
+    for p in peers {
+        let (id, addr) = p
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--peers entry {p:?} is not ID=HOST:PORT"))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .with_context(|| format!("--peers entry {p:?}: bad id"))?;
+        if out.insert(id, addr.trim().to_string()).is_some() {
+            bail!("--peers names node {id} twice");
+        }
+    }
+    Ok(out)
+}
+
+async fn store(a: StoreArgs, shutdown: CancellationToken) -> Result<()> {
+    let peers = parse_peers(&a.peers)?;
+    let source = Arc::new(
+        NatsSource::connect(&a.nats.nats, flotilla_ingest::nats::STREAM)
+            .await
+            .with_context(|| format!("connecting to NATS at {}", a.nats.nats))?,
+    );
+    let cfg = StoreConfig {
+        node_id: a.id,
+        data_dir: a.data_dir.clone(),
+        grpc_addr: a.grpc,
+        peers,
+    };
+    let node = StoreNode::start(cfg, source, shutdown.clone()).await?;
+    info!(node = a.id, grpc = %a.grpc, api = %a.api, "store node started");
+    let api = bind(a.api, "API").await?;
+    let mut tasks = JoinSet::new();
+    tasks.spawn(serve_api(api, node.clone(), shutdown.clone()).instrument(tracing::info_span!("api")));
+    let n = node.clone();
+    tasks.spawn(async move { n.stopped().await.map_err(anyhow::Error::from) });
+    supervise(tasks, shutdown).await
+}
+
+/// The API's view of a store node.
+struct NodeReader(StoreNode);
+
+impl flotilla_api::StateReader for NodeReader {
+    fn revision(&self) -> u64 {
+        self.0.revision()
+    }
+    fn is_ready(&self) -> bool {
+        self.0.is_ready()
+    }
+    fn leader(&self) -> Option<u64> {
+        self.0.leader()
+    }
+    fn read(&self, f: &mut dyn FnMut(&Translator)) {
+        self.0.with_state(|st| f(st.translator()))
+    }
+    fn counters(&self) -> serde_json::Value {
+        self.0.with_state(|st| {
+            serde_json::json!({"lastSeq": st.last_seq(), "eventsSeen": st.events_seen(), "eventsApplied": st.events_applied()})
+        })
+    }
+}
+
+async fn serve_api(listener: TcpListener, node: StoreNode, shutdown: CancellationToken) -> Result<()> {
+    let app = flotilla_api::router(Arc::new(NodeReader(node)));
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+        .context("API server")
+}
+
+async fn edge(a: EdgeArgs, shutdown: CancellationToken) -> Result<()> {
+    let stores = a.stores.iter().map(|s| with_scheme(s)).collect();
+    let edge = Edge::new(EdgeConfig {
+        xds_addr: a.xds,
+        stores,
+        edge_id: a.id.clone(),
+    })?;
+    let xds = bind(a.xds, "xDS").await?;
+    let admin = bind(a.admin, "admin").await?;
+    info!(xds = %a.xds, admin = %a.admin, "edge started");
+    let mut tasks = JoinSet::new();
+    let run = edge.run(xds, shutdown.clone());
+    tasks.spawn(async move { run.await.map_err(anyhow::Error::from) });
+    tasks.spawn(crate::telemetry::serve_admin(admin, edge, shutdown.clone()));
+    supervise(tasks, shutdown).await
+}
+
+fn with_scheme(s: &str) -> String {
+    if s.starts_with("http://") || s.starts_with("https://") {
+        s.to_string()
+    } else {
+        format!("http://{s}")
+    }
+}
+
+/// The embedded event bus as an ingest publisher (standalone mode: no NATS).
+struct BusPublisher(Arc<EmbeddedBus>);
+
+impl Publisher for BusPublisher {
+    async fn publish(&self, event: ResourceEvent, _dedup_id: String) -> flotilla_ingest::Result<()> {
+        // The bus is in-process and cannot fail or redeliver, so the dedup id has nothing to do.
+        self.0.publish(event);
+        Ok(())
+    }
+}
+
+async fn standalone(a: StandaloneArgs, shutdown: CancellationToken) -> Result<()> {
+    flotilla_ingest::validate_cluster(&a.cluster)?;
+    let (_tmp, data_dir) = match &a.data_dir {
+        Some(d) => (None, d.clone()),
+        None => {
+            let t = tempfile::tempdir().context("creating a temporary data dir")?;
+            let p = t.path().to_path_buf();
+            (Some(t), p)
+        }
+    };
+    let bus = Arc::new(EmbeddedBus::new());
+    let grpc = bind(a.grpc, "internal store gRPC").await?;
+    let grpc_addr = grpc.local_addr()?;
+    let cfg = StoreConfig {
+        node_id: 1,
+        data_dir,
+        grpc_addr,
+        peers: BTreeMap::from([(1, grpc_addr.to_string())]),
+    };
+    let node = StoreNode::start_with_listener(cfg, grpc, bus.clone(), shutdown.clone()).await?;
+    let edge = Edge::new(EdgeConfig {
+        xds_addr: a.xds,
+        stores: vec![format!("http://{grpc_addr}")],
+        edge_id: "standalone".into(),
+    })?;
+    let xds = bind(a.xds, "xDS").await?;
+    let api = bind(a.api, "API").await?;
+    let admin = bind(a.admin, "admin").await?;
+
+    let mut tasks = JoinSet::new();
+    let n = node.clone();
+    tasks.spawn(async move { n.stopped().await.map_err(anyhow::Error::from) });
+    tasks.spawn(serve_api(api, node.clone(), shutdown.clone()).instrument(tracing::info_span!("api")));
+    let run = edge.run(xds, shutdown.clone());
+    tasks.spawn(async move { run.await.map_err(anyhow::Error::from) });
+    tasks.spawn(crate::telemetry::serve_admin(admin, edge, shutdown.clone()));
+    let source = FileSource::new(a.cluster.clone(), a.dir.clone());
+    let sd = shutdown.clone();
+    tasks.spawn(async move {
+        source.run(BusPublisher(bus), sd).await.map_err(anyhow::Error::from)
+    });
+
+    println!("flotilla standalone: watching {} as cluster {:?}", a.dir.display(), a.cluster);
+    println!("  xDS listening on {} (delta and state-of-the-world ADS)", a.xds);
+    println!("  API on http://{}/api/v1/resources, edge admin on http://{}/stats", a.api, a.admin);
+    println!(
+        "  Envoy bootstrap: flotilla bootstrap --gateway {}/NAMESPACE/NAME --xds {} > envoy.json && envoy -c envoy.json",
+        a.cluster, a.xds
+    );
+    supervise(tasks, shutdown).await
 }

@@ -12,3 +12,89 @@ pub fn init_logging(json: bool) {
         builder.try_init()
     };
 }
+
+use anyhow::{Context, Result};
+use axum::routing::get;
+use axum::Json;
+use flotilla_xds_edge::{Edge, EdgeStats};
+use prometheus::{Encoder, IntCounter, IntGauge, Registry, TextEncoder};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// The edge's metrics, typed in one place. Values are copied from [`EdgeStats`] at scrape time.
+struct EdgeMetrics {
+    registry: Registry,
+    revision: IntGauge,
+    max_revision_served: IntGauge,
+    streams: IntGauge,
+    acks: IntCounter,
+    nacks: IntCounter,
+    synced: IntGauge,
+}
+
+impl EdgeMetrics {
+    fn new() -> Result<Self> {
+        let registry = Registry::new();
+        let m = Self {
+            revision: IntGauge::new("flotilla_edge_revision", "Store revision of the edge's cache")?,
+            max_revision_served: IntGauge::new(
+                "flotilla_edge_max_revision_served",
+                "Highest store revision sent to a proxy",
+            )?,
+            streams: IntGauge::new("flotilla_edge_streams", "Open ADS streams")?,
+            acks: IntCounter::new("flotilla_edge_acks_total", "ACKs received from proxies")?,
+            nacks: IntCounter::new("flotilla_edge_nacks_total", "NACKs received from proxies")?,
+            synced: IntGauge::new("flotilla_edge_synced", "1 once the first full state arrived")?,
+            registry,
+        };
+        m.registry.register(Box::new(m.revision.clone()))?;
+        m.registry.register(Box::new(m.max_revision_served.clone()))?;
+        m.registry.register(Box::new(m.streams.clone()))?;
+        m.registry.register(Box::new(m.acks.clone()))?;
+        m.registry.register(Box::new(m.nacks.clone()))?;
+        m.registry.register(Box::new(m.synced.clone()))?;
+        Ok(m)
+    }
+
+    fn render(&self, s: &EdgeStats) -> String {
+        let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.revision.set(clamp(s.revision));
+        self.max_revision_served.set(clamp(s.max_revision_served));
+        self.streams.set(clamp(s.streams as u64));
+        self.acks.inc_by(s.acks.saturating_sub(self.acks.get()));
+        self.nacks.inc_by(s.nacks.saturating_sub(self.nacks.get()));
+        self.synced.set(i64::from(s.synced));
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+}
+
+fn stats_json(s: &EdgeStats) -> serde_json::Value {
+    serde_json::json!({
+        "revision": s.revision,
+        "maxRevisionServed": s.max_revision_served,
+        "streams": s.streams,
+        "acks": s.acks,
+        "nacks": s.nacks,
+        "synced": s.synced,
+    })
+}
+
+/// The edge's admin server: `/healthz`, `/stats` (JSON), `/metrics` (Prometheus text).
+pub async fn serve_admin(listener: TcpListener, edge: Edge, shutdown: CancellationToken) -> Result<()> {
+    let metrics = std::sync::Arc::new(EdgeMetrics::new()?);
+    let e1 = edge.clone();
+    let e2 = edge;
+    let app = axum::Router::new()
+        .route("/healthz", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
+        .route("/stats", get(move || async move { Json(stats_json(&e1.stats())) }))
+        .route(
+            "/metrics",
+            get(move || async move { metrics.render(&e2.stats()) }),
+        );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+        .context("admin server")
+}

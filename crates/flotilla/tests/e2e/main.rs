@@ -1,0 +1,8 @@
+//! End-to-end tests with the real parts: nats-server, three `flotilla store` processes
+//! (openraft over real sockets, logs on disk), `flotilla edge`, `flotilla ingest` watching a
+//! directory, and the real Envoy routing real HTTP to local backends.
+
+mod bad_input;
+mod spine;
+mod standalone;
+mod support;

