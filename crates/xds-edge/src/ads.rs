@@ -1,0 +1,226 @@
+//! The Aggregated Discovery Service: both the incremental (delta) and the state-of-the-world
+//! RPC. Each stream runs in its own task, owns its per-type protocol state and reads its
+//! gateway's resources from the [`Cache`] through that gateway's `watch` channel; no lock is
+//! held across a send, so a slow proxy only slows its own stream.
+//!
+//! # Proxy → gateway mapping
+//! A proxy names its gateway in its Envoy node: `node.cluster = "CLUSTER/NAMESPACE/GATEWAY"`
+//! (e.g. `east/infra/public`), the same id the store uses (`ResourceKey::gateway_id()`). The
+//! node must be present in the first request of a stream; a missing node, an empty cluster or
+//! one that is not exactly three non-empty `/`-separated parts fails the stream with
+//! `INVALID_ARGUMENT`.
+//!
+//! xDS is served only once the cache has the store's full state: a stream opened earlier
+//! waits, so a proxy that reconnects during an edge restart keeps its config instead of
+//! receiving an empty one.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::{
+    aggregated_discovery_service_server::AggregatedDiscoveryService, DeltaDiscoveryRequest,
+    DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
+use futures::Stream;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
+
+use crate::cache::Cache;
+use crate::stats::StatsInner;
+
+pub(crate) mod delta;
+pub(crate) mod sotw;
+
+/// Responses queued per stream before the stream task waits for the proxy to read. A few
+/// suffice: one push is at most one response per type (~6), and the `watch` channel coalesces
+/// further changes while the task waits, so a slow proxy costs memory of one state only.
+pub(crate) const STREAM_RESPONSE_BUFFER: usize = 8;
+/// Distinct type URLs one stream may subscribe to; bounds the per-stream state a garbage
+/// client can create (Envoy uses at most ~8).
+pub(crate) const MAX_TYPES_PER_STREAM: usize = 16;
+/// Unacknowledged responses remembered per type; older ones are forgotten (a proxy that does
+/// not ACK must not grow our memory).
+pub(crate) const MAX_IN_FLIGHT_PER_TYPE: usize = 16;
+/// Longest type URL accepted.
+pub(crate) const MAX_TYPE_URL_LEN: usize = 256;
+
+pub const CLUSTER_TYPE: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+pub const ENDPOINT_TYPE: &str =
+    "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+pub const LISTENER_TYPE: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+pub const ROUTE_TYPE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+pub const SECRET_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
+
+/// Types whose empty first subscription means "everything" (legacy wildcard).
+pub(crate) fn is_wildcard_type(type_url: &str) -> bool {
+    type_url == CLUSTER_TYPE || type_url == LISTENER_TYPE
+}
+
+/// Push order (make before break): clusters, endpoints, secrets, listeners, routes, rest.
+pub(crate) fn type_rank(type_url: &str) -> u8 {
+    match type_url {
+        CLUSTER_TYPE => 0,
+        ENDPOINT_TYPE => 1,
+        SECRET_TYPE => 2,
+        LISTENER_TYPE => 3,
+        ROUTE_TYPE => 4,
+        _ => 5,
+    }
+}
+
+/// Types whose removals are sent last, after listeners and routes stopped using them.
+pub(crate) fn removal_is_late(type_url: &str) -> bool {
+    matches!(type_url, CLUSTER_TYPE | ENDPOINT_TYPE | SECRET_TYPE)
+}
+
+/// A type URL we are willing to track; anything else is logged and ignored.
+pub(crate) fn valid_type_url(type_url: &str) -> bool {
+    type_url.len() <= MAX_TYPE_URL_LEN
+        && type_url
+            .strip_prefix("type.googleapis.com/")
+            .is_some_and(|t| !t.is_empty() && !t.contains('/'))
+}
+
+/// Gateway id from the node: `node.cluster = "CLUSTER/NAMESPACE/GATEWAY"`.
+pub fn gateway_of(node: Option<&Node>) -> Result<String, Status> {
+    let Some(node) = node else {
+        return Err(Status::invalid_argument(
+            "the first xDS request must carry a node whose `cluster` names the gateway as \
+             \"CLUSTER/NAMESPACE/GATEWAY\"",
+        ));
+    };
+    let id = node.cluster.as_str();
+    let parts: Vec<&str> = id.split('/').collect();
+    if parts.len() != 3 || parts.iter().any(|p| p.is_empty()) {
+        return Err(Status::invalid_argument(format!(
+            "node.cluster {id:?} (node id {:?}) does not name a gateway: expected \
+             \"CLUSTER/NAMESPACE/GATEWAY\"",
+            node.id
+        )));
+    }
+    Ok(id.to_owned())
+}
+
+/// Shared context of all streams.
+#[derive(Debug, Clone)]
+pub(crate) struct Ctx {
+    pub(crate) cache: Arc<Cache>,
+    pub(crate) stats: Arc<StatsInner>,
+    pub(crate) shutdown: CancellationToken,
+}
+
+impl Ctx {
+    /// Waits until the cache is synced; false if shut down first.
+    pub(crate) async fn wait_synced(&self) -> bool {
+        let mut rx = self.cache.synced_rx();
+        tokio::select! {
+            r = rx.wait_for(|s| *s) => r.is_ok(),
+            () = self.shutdown.cancelled() => false,
+        }
+    }
+}
+
+/// The ADS gRPC service.
+#[derive(Debug, Clone)]
+pub struct AdsService {
+    pub(crate) ctx: Ctx,
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// What a stream task queues for its proxy. Boxed so the channel's slots stay pointer-sized:
+/// tokio allocates them in blocks of 32, and unboxed responses/statuses would cost ~10 KiB
+/// per stream, a large share of the per-stream memory budget.
+pub(crate) type Out<T> = Result<Box<T>, Box<Status>>;
+
+fn unbox<T>(r: Out<T>) -> Result<T, Status> {
+    r.map(|b| *b).map_err(|s| *s)
+}
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for AdsService {
+    type StreamAggregatedResourcesStream = BoxStream<DiscoveryResponse>;
+    type DeltaAggregatedResourcesStream = BoxStream<DeltaDiscoveryResponse>;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        let peer = request.remote_addr();
+        let inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(STREAM_RESPONSE_BUFFER);
+        let span = tracing::info_span!("sotw", peer = ?peer, gateway = tracing::field::Empty);
+        tokio::spawn(sotw::run(self.ctx.clone(), inbound, tx).instrument(span));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx).map(unbox))))
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        let peer = request.remote_addr();
+        let inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(STREAM_RESPONSE_BUFFER);
+        let span = tracing::info_span!("delta", peer = ?peer, gateway = tracing::field::Empty);
+        tokio::spawn(delta::run(self.ctx.clone(), inbound, tx).instrument(span));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx).map(unbox))))
+    }
+}
+
+/// Stable 64-bit FNV-1a, for SotW version strings (same set -> same version on every edge).
+pub(crate) struct Fnv(u64);
+
+impl Fnv {
+    pub(crate) fn new() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+    pub(crate) fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+        // Separator so ("ab","c") and ("a","bc") differ.
+        self.0 ^= 0xff;
+        self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+    }
+    pub(crate) fn finish(&self) -> String {
+        format!("{:016x}", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gateway_of_node() {
+        let node = |c: &str| Node {
+            id: "p1".into(),
+            cluster: c.into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            gateway_of(Some(&node("east/ns/gw"))).ok(),
+            Some("east/ns/gw".to_owned())
+        );
+        for bad in ["", "east/ns", "east//gw", "a/b/c/d", "/ns/gw"] {
+            let err = gateway_of(Some(&node(bad))).err().map(|s| s.code());
+            assert_eq!(err, Some(tonic::Code::InvalidArgument), "{bad:?}");
+        }
+        assert!(gateway_of(None).is_err());
+    }
+
+    #[test]
+    fn type_urls() {
+        assert!(valid_type_url(CLUSTER_TYPE));
+        assert!(!valid_type_url(""));
+        assert!(!valid_type_url("garbage"));
+        assert!(!valid_type_url("type.googleapis.com/"));
+    }
+}

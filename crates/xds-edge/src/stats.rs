@@ -1,0 +1,80 @@
+//! The edge's counters: one place, plain atomics, read as an [`EdgeStats`] snapshot (the binary
+//! turns it into JSON and Prometheus metrics).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use serde::Serialize;
+
+/// A snapshot of the edge's state and counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct EdgeStats {
+    /// Store revision of the cache.
+    pub revision: u64,
+    /// Highest store revision carried by a response sent to a proxy.
+    pub max_revision_served: u64,
+    /// ADS streams currently open (delta + SotW).
+    pub streams: usize,
+    /// ACKs received from proxies.
+    pub acks: u64,
+    /// NACKs received from proxies.
+    pub nacks: u64,
+    /// True once the first full state from the store has been applied.
+    pub synced: bool,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct StatsInner {
+    revision: AtomicU64,
+    max_revision_served: AtomicU64,
+    streams: AtomicUsize,
+    acks: AtomicU64,
+    nacks: AtomicU64,
+    synced: AtomicBool,
+}
+
+impl StatsInner {
+    pub(crate) fn snapshot(&self) -> EdgeStats {
+        EdgeStats {
+            revision: self.revision.load(Ordering::Relaxed),
+            max_revision_served: self.max_revision_served.load(Ordering::Relaxed),
+            streams: self.streams.load(Ordering::Relaxed),
+            acks: self.acks.load(Ordering::Relaxed),
+            nacks: self.nacks.load(Ordering::Relaxed),
+            synced: self.synced.load(Ordering::Relaxed),
+        }
+    }
+
+    pub(crate) fn set_revision(&self, rev: u64) {
+        self.revision.store(rev, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_synced(&self, synced: bool) {
+        self.synced.store(synced, Ordering::Relaxed);
+    }
+
+    pub(crate) fn served(&self, rev: u64) {
+        self.max_revision_served.fetch_max(rev, Ordering::Relaxed);
+    }
+
+    pub(crate) fn ack(&self) {
+        self.acks.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn nack(&self) {
+        self.nacks.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a stream as open until the guard is dropped.
+    pub(crate) fn stream_guard(self: &std::sync::Arc<Self>) -> StreamGuard {
+        self.streams.fetch_add(1, Ordering::Relaxed);
+        StreamGuard(self.clone())
+    }
+}
+
+pub(crate) struct StreamGuard(std::sync::Arc<StatsInner>);
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.0.streams.fetch_sub(1, Ordering::Relaxed);
+    }
+}
