@@ -153,7 +153,7 @@ impl flotilla_api::StateReader for NodeReader {
     }
     fn counters(&self) -> serde_json::Value {
         self.0.with_state(|st| {
-            serde_json::json!({"lastSeq": st.last_seq(), "eventsSeen": st.events_seen(), "eventsApplied": st.events_applied()})
+            serde_json::json!({"lastSeq": st.last_seq(), "eventsApplied": st.events_applied()})
         })
     }
 }

@@ -1,1 +1,33 @@
-//! placeholder
+//! The Flotilla store: an openraft cluster whose log is the event history.
+//!
+//! - [`log_store`]: the Raft log on disk (redb).
+//! - [`state`] / [`state_machine`]: the fold of committed event batches into the translator,
+//!   snapshots, and the revision publication.
+//! - [`network`]: Raft over gRPC.
+//! - [`source`] / [`nats`]: where events come from (JetStream, or the in-process bus).
+//! - [`leader`]: the loop that moves events from the source into the log while leading.
+//! - [`watch`]: the "changes since revision R" service edges consume.
+//! - [`node`]: [`StoreNode`], which wires it all.
+
+pub mod leader;
+pub mod log_store;
+pub mod nats;
+pub mod network;
+pub mod node;
+pub mod source;
+pub mod state;
+pub mod state_machine;
+pub mod types;
+pub mod watch;
+
+pub use nats::NatsSource;
+pub use node::{StoreConfig, StoreMetrics, StoreNode};
+pub use source::{EmbeddedBus, EventSource, SourcedEvent};
+pub use state::{Delta, StateView};
+pub use types::{ApplyResponse, EventBatch, TypeConfig};
+pub use watch::WatchService;
+
+/// The crate's top-level error (that of [`StoreNode`]).
+pub use node::Error;
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -116,8 +116,10 @@ pub fn envoy_bin() -> PathBuf {
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
-pub fn start_nats(dir: &Path) -> (Proc, String) {
+/// Starts nats-server with JetStream; returns (process, client URL, monitoring port).
+pub fn start_nats(dir: &Path) -> (Proc, String, u16) {
     let port = free_port();
+    let monitor = free_port();
     let store = dir.join("nats");
     std::fs::create_dir_all(&store).expect("nats dir");
     let p = Proc::spawn(
@@ -132,10 +134,12 @@ pub fn start_nats(dir: &Path) -> (Proc, String) {
             "-js".into(),
             "-sd".into(),
             store.display().to_string(),
+            "-m".into(),
+            monitor.to_string(),
         ],
     );
     wait_tcp(&format!("127.0.0.1:{port}"), Duration::from_secs(10));
-    (p, format!("nats://127.0.0.1:{port}"))
+    (p, format!("nats://127.0.0.1:{port}"), monitor)
 }
 
 /// Starts Envoy with the bootstrap `flotilla bootstrap` prints for `gateway`.

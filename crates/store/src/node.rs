@@ -1,0 +1,463 @@
+//! [`StoreNode`]: wires log storage, state machine, Raft, the gRPC server (raft + watch), the
+//! leader loop and cluster formation, and exposes the read interface the API crate uses.
+
+use crate::log_store::LogStore;
+use crate::network::{NetworkFactory, RaftService};
+use crate::source::EventSource;
+use crate::state::StateView;
+use crate::state_machine::{Shared, StateMachine};
+use crate::types::{NodeId, Raft, RaftMetrics};
+use crate::watch::WatchService;
+use openraft::{BasicNode, Config, ServerState, SnapshotPolicy};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+/// Raft heartbeat. With the election timeout below, a dead leader is replaced in well under a
+/// second.
+pub const HEARTBEAT_MS: u64 = 100;
+pub const ELECTION_TIMEOUT_MIN_MS: u64 = 300;
+pub const ELECTION_TIMEOUT_MAX_MS: u64 = 600;
+/// Build a snapshot every this many entries. Entries are batches, so this is up to ~5M events
+/// of log between snapshots; restart replays at most this many entries.
+pub const SNAPSHOT_EVERY: u64 = 5000;
+/// Entries replicated per AppendEntries. Each can be a 1024-event batch; 16 keeps a request at
+/// tens of MiB worst case while still catching a lagging follower up quickly.
+const MAX_PAYLOAD_ENTRIES: u64 = 16;
+/// Snapshot transfer chunk. Chunks are JSON-encoded (bytes as number arrays, ~3.5x), so 1 MiB
+/// raw stays far below the message size limit.
+const SNAPSHOT_CHUNK_BYTES: u64 = 1024 * 1024;
+
+const LOG_FILE: &str = "raft-log.redb";
+/// How long [`StoreNode::stopped`] waits for openraft's background tasks to release the log.
+const LOG_CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How a store node runs.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    pub node_id: u64,
+    pub data_dir: PathBuf,
+    /// Raft + watch gRPC listen address.
+    pub grpc_addr: SocketAddr,
+    /// id -> "host:port" gRPC address of every node, this one included.
+    pub peers: BTreeMap<u64, String>,
+}
+
+/// Why a store node could not start (or stopped).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("data dir {path}: {source}")]
+    DataDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("peers do not include this node ({0})")]
+    NotAPeer(u64),
+    #[error(transparent)]
+    Log(#[from] crate::log_store::Error),
+    #[error(transparent)]
+    StateMachine(#[from] crate::state_machine::Error),
+    #[error("raft log: {0}")]
+    Storage(String),
+    #[error("raft config: {0}")]
+    Config(String),
+    #[error("raft: {0}")]
+    Raft(String),
+    #[error("task failed: {0}")]
+    Task(String),
+    #[error("critical task stopped: {0}")]
+    Failed(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A summary of the node's Raft state, for the API and metrics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreMetrics {
+    pub node_id: u64,
+    pub leader: Option<u64>,
+    pub is_leader: bool,
+    /// "Leader", "Follower", "Candidate", "Learner", "Shutdown".
+    pub state: String,
+    pub term: u64,
+    pub last_log_index: Option<u64>,
+    pub last_applied: Option<u64>,
+    pub snapshot_index: Option<u64>,
+    pub revision: u64,
+    pub last_seq: u64,
+    pub ready: bool,
+}
+
+/// A running store node. Clone-able handle; everything stops when the `shutdown` token given
+/// to [`StoreNode::start`] is cancelled.
+#[derive(Clone)]
+pub struct StoreNode {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    node_id: u64,
+    raft: Raft,
+    shared: Arc<Shared>,
+    ready: watch::Receiver<bool>,
+    watch_service: WatchService,
+    tasks: TaskTracker,
+    failure: Mutex<Option<String>>,
+    local_addr: SocketAddr,
+    /// Alive while any clone of the log store is (Raft's core, replication tasks).
+    log_db: std::sync::Weak<redb::Database>,
+}
+
+/// Opens the log, waiting up to [`LOG_CLOSE_WAIT`] for a previous instance in this process
+/// (a restart in place) to finish closing it.
+fn open_log(path: &std::path::Path) -> Result<LogStore> {
+    let deadline = std::time::Instant::now() + LOG_CLOSE_WAIT;
+    loop {
+        match LogStore::open(path) {
+            Err(crate::log_store::Error::Open {
+                source: redb::DatabaseError::DatabaseAlreadyOpen,
+                ..
+            }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
+fn raft_config() -> Result<Config> {
+    Config {
+        cluster_name: "flotilla".to_string(),
+        heartbeat_interval: HEARTBEAT_MS,
+        election_timeout_min: ELECTION_TIMEOUT_MIN_MS,
+        election_timeout_max: ELECTION_TIMEOUT_MAX_MS,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY),
+        max_payload_entries: MAX_PAYLOAD_ENTRIES,
+        snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| Error::Config(e.to_string()))
+}
+
+impl StoreNode {
+    /// Starts a node listening on `cfg.grpc_addr`. For standalone mode, give one peer (this
+    /// node) and an [`crate::EmbeddedBus`] as the source.
+    pub async fn start<S: EventSource>(
+        cfg: StoreConfig,
+        source: Arc<S>,
+        shutdown: CancellationToken,
+    ) -> Result<StoreNode> {
+        let listener = TcpListener::bind(cfg.grpc_addr)
+            .await
+            .map_err(|source| Error::Bind {
+                addr: cfg.grpc_addr,
+                source,
+            })?;
+        Self::start_with_listener(cfg, listener, source, shutdown).await
+    }
+
+    /// Like [`StoreNode::start`] on an already bound listener (tests bind `127.0.0.1:0`).
+    pub async fn start_with_listener<S: EventSource>(
+        cfg: StoreConfig,
+        listener: TcpListener,
+        source: Arc<S>,
+        shutdown: CancellationToken,
+    ) -> Result<StoreNode> {
+        let span = tracing::info_span!("store", node = cfg.node_id);
+        Self::start_inner(cfg, listener, source, shutdown)
+            .instrument(span)
+            .await
+    }
+
+    async fn start_inner<S: EventSource>(
+        cfg: StoreConfig,
+        listener: TcpListener,
+        source: Arc<S>,
+        shutdown: CancellationToken,
+    ) -> Result<StoreNode> {
+        if !cfg.peers.contains_key(&cfg.node_id) {
+            return Err(Error::NotAPeer(cfg.node_id));
+        }
+        let local_addr = listener.local_addr().map_err(|source| Error::Bind {
+            addr: cfg.grpc_addr,
+            source,
+        })?;
+        std::fs::create_dir_all(&cfg.data_dir).map_err(|source| Error::DataDir {
+            path: cfg.data_dir.display().to_string(),
+            source,
+        })?;
+
+        // Opening the log and loading the snapshot (which re-translates everything) are
+        // blocking and can take a while: keep them off the runtime workers.
+        let dir = cfg.data_dir.clone();
+        let (mut log, sm) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let log = open_log(&dir.join(LOG_FILE))?;
+            let sm = StateMachine::open(&dir)?;
+            Ok((log, sm))
+        })
+        .await
+        .map_err(|e| Error::Task(e.to_string()))??;
+        let start_committed = {
+            use openraft::storage::RaftLogStorage;
+            log.read_committed()
+                .await
+                .map_err(|e| Error::Storage(e.to_string()))?
+                .map(|l| l.index)
+        };
+        let shared = sm.shared();
+        let log_db = log.open_handle();
+
+        let raft = Raft::new(
+            cfg.node_id,
+            Arc::new(raft_config()?),
+            NetworkFactory::new(),
+            log,
+            sm,
+        )
+        .await
+        .map_err(|e| Error::Raft(e.to_string()))?;
+
+        let (ready_tx, ready_rx) = watch::channel(false);
+        let watch_service = WatchService::new(shared.clone(), ready_rx.clone(), shutdown.clone());
+        let tasks = TaskTracker::new();
+        let inner = Arc::new(Inner {
+            node_id: cfg.node_id,
+            raft: raft.clone(),
+            shared: shared.clone(),
+            ready: ready_rx,
+            watch_service: watch_service.clone(),
+            tasks: tasks.clone(),
+            failure: Mutex::new(None),
+            local_addr,
+            log_db,
+        });
+        let node = StoreNode { inner };
+
+        // gRPC server: raft transport + watch.
+        {
+            let node = node.clone();
+            let shutdown = shutdown.clone();
+            let router = tonic::transport::Server::builder()
+                .add_service(RaftService::new(raft.clone()).into_server())
+                .add_service(watch_service.into_server());
+            tasks.spawn(
+                async move {
+                    let incoming = TcpListenerStream::new(listener);
+                    let res = router
+                        .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned())
+                        .await;
+                    if let Err(e) = res {
+                        node.fail(format!("grpc server: {e}"), &shutdown);
+                    }
+                }
+                .instrument(tracing::info_span!("grpc", addr = %local_addr)),
+            );
+        }
+
+        // Readiness and health: ready once the log is re-applied up to the committed index
+        // read at start; a Raft fatal error stops the node.
+        {
+            let node = node.clone();
+            let shutdown = shutdown.clone();
+            let mut metrics = raft.metrics();
+            tasks.spawn(
+                async move {
+                    loop {
+                        {
+                            let m = metrics.borrow_and_update();
+                            let applied = m.last_applied.map(|l| l.index);
+                            if !*ready_tx.borrow() && applied >= start_committed {
+                                tracing::info!(?applied, ?start_committed, "state restored; ready");
+                                ready_tx.send_replace(true);
+                            }
+                            if let Err(e) = &m.running_state {
+                                let msg = format!("raft stopped: {e}");
+                                drop(m);
+                                if !shutdown.is_cancelled() {
+                                    node.fail(msg, &shutdown);
+                                }
+                                return;
+                            }
+                        }
+                        tokio::select! {
+                            r = metrics.changed() => if r.is_err() { return },
+                            _ = shutdown.cancelled() => return,
+                        }
+                    }
+                }
+                .instrument(tracing::info_span!("health")),
+            );
+        }
+
+        // Leader loop.
+        tasks.spawn(
+            crate::leader::run(
+                raft.clone(),
+                shared.clone(),
+                source,
+                cfg.node_id,
+                shutdown.clone(),
+            )
+            .instrument(tracing::info_span!("leader_loop")),
+        );
+
+        // Shutdown: stop Raft once the token fires (the server stops on its own).
+        {
+            let raft = raft.clone();
+            let shutdown = shutdown.clone();
+            tasks.spawn(
+                async move {
+                    shutdown.cancelled().await;
+                    if let Err(e) = raft.shutdown().await {
+                        tracing::warn!(error = %e, "raft shutdown");
+                    }
+                    tracing::info!("raft stopped");
+                }
+                .instrument(tracing::info_span!("shutdown")),
+            );
+        }
+        tasks.close();
+
+        // Cluster formation: the lowest id initializes a pristine cluster with every peer.
+        let lowest = cfg.peers.keys().next().copied();
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| Error::Raft(e.to_string()))?;
+        if !initialized && lowest == Some(cfg.node_id) {
+            let members: BTreeMap<NodeId, BasicNode> = cfg
+                .peers
+                .iter()
+                .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
+                .collect();
+            tracing::info!(?members, "initializing cluster");
+            if let Err(e) = raft.initialize(members).await {
+                // NotAllowed: already initialized (e.g. by a concurrent start); fine.
+                tracing::info!(error = %e, "initialize skipped");
+            }
+        }
+        Ok(node)
+    }
+
+    fn fail(&self, msg: String, shutdown: &CancellationToken) {
+        tracing::error!(error = %msg, "critical task failed; stopping node");
+        *self.inner.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(msg);
+        shutdown.cancel();
+    }
+
+    /// Waits until every task of this node has stopped (after the shutdown token fired, or a
+    /// critical task failed, which cancels the token). `Err` if a critical task failed.
+    pub async fn stopped(&self) -> Result<()> {
+        self.inner.tasks.wait().await;
+        // openraft's shutdown joins its core task, but replication and snapshot tasks may drop
+        // their log readers a little later. The log file is locked until the last one goes:
+        // wait for it, so that "stopped" means the data dir can be reopened.
+        let deadline = tokio::time::Instant::now() + LOG_CLOSE_WAIT;
+        while self.inner.log_db.strong_count() > 0 {
+            if tokio::time::Instant::now() > deadline {
+                tracing::warn!("raft log still open after shutdown");
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        match self
+            .inner
+            .failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            Some(msg) => Err(Error::Failed(msg)),
+            None => Ok(()),
+        }
+    }
+
+    pub fn node_id(&self) -> u64 {
+        self.inner.node_id
+    }
+
+    /// The address the gRPC server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local_addr
+    }
+
+    /// Raft log index of the last applied entry.
+    pub fn revision(&self) -> u64 {
+        *self.inner.shared.revision_tx.borrow()
+    }
+
+    /// A receiver that changes whenever the revision does.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.inner.shared.subscribe()
+    }
+
+    /// State restored: the log is re-applied up to the committed index read at start.
+    pub fn is_ready(&self) -> bool {
+        *self.inner.ready.borrow()
+    }
+
+    /// Waits until [`StoreNode::is_ready`].
+    pub async fn wait_ready(&self) {
+        let mut r = self.inner.ready.clone();
+        let _ = r.wait_for(|r| *r).await;
+    }
+
+    /// The current leader, as this node knows it.
+    pub fn leader(&self) -> Option<u64> {
+        self.inner.raft.metrics().borrow().current_leader
+    }
+
+    /// Runs `f` on the current state under a read lock. Keep `f` short and never block in it:
+    /// it delays the state machine.
+    pub fn with_state<R>(&self, f: impl FnOnce(&StateView) -> R) -> R {
+        f(&self.inner.shared.read())
+    }
+
+    pub fn metrics(&self) -> StoreMetrics {
+        let (revision, last_seq) = self.with_state(|s| (s.revision(), s.last_seq()));
+        let m = self.inner.raft.metrics().borrow().clone();
+        StoreMetrics {
+            node_id: self.inner.node_id,
+            leader: m.current_leader,
+            is_leader: m.state == ServerState::Leader,
+            state: format!("{:?}", m.state),
+            term: m.current_term,
+            last_log_index: m.last_log_index,
+            last_applied: m.last_applied.map(|l| l.index),
+            snapshot_index: m.snapshot.map(|l| l.index),
+            revision,
+            last_seq,
+            ready: self.is_ready(),
+        }
+    }
+
+    /// openraft's own metrics.
+    pub fn raft_metrics(&self) -> RaftMetrics {
+        self.inner.raft.metrics().borrow().clone()
+    }
+
+    /// The Raft handle (tests, admin operations).
+    pub fn raft(&self) -> &Raft {
+        &self.inner.raft
+    }
+
+    /// The watch service, to host it on another server as well.
+    pub fn watch_service(&self) -> WatchService {
+        self.inner.watch_service.clone()
+    }
+}

@@ -1,0 +1,189 @@
+//! The watch service edges consume: "changes since revision R", then a live stream.
+//!
+//! Each stream has its own task and a small bounded channel. The task computes what to send
+//! only when the channel has room (`reserve` first, then read the state): while an edge is
+//! slow, revisions pile up in the state, not in its channel, and when it catches up it gets one
+//! coalesced delta from the revision it last received (or the full state if it fell behind the
+//! history window). So a slow edge costs nothing to the others (no shared lock is held across
+//! a send) and its backlog is bounded by [`STREAM_BUFFER`] messages.
+
+use crate::state::Delta;
+use crate::state_machine::Shared;
+use flotilla_proto::watch::watch_server::{Watch, WatchServer};
+use flotilla_proto::watch::{GatewayResources, WatchRequest, WatchResponse, XdsResource};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+/// Responses queued per stream. Small on purpose: anything more than a couple of messages
+/// behind is better served as one coalesced delta computed when the edge catches up.
+pub const STREAM_BUFFER: usize = 2;
+/// How long a watcher that asks for a revision newer than this replica has (it talked to a
+/// more advanced replica before) waits for this replica to catch up before getting the full
+/// state at this replica's revision. Serving older state rolls edges back; waiting forever
+/// would hang an edge whose store was rebuilt from scratch.
+pub const AHEAD_WAIT: Duration = Duration::from_secs(30);
+
+/// The gRPC watch service of one store node.
+#[derive(Clone)]
+pub struct WatchService {
+    shared: Arc<Shared>,
+    ready: watch::Receiver<bool>,
+    shutdown: CancellationToken,
+}
+
+impl WatchService {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        ready: watch::Receiver<bool>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            shared,
+            ready,
+            shutdown,
+        }
+    }
+
+    pub fn into_server(self) -> WatchServer<Self> {
+        // Full states of large fleets are big; the edge raises its limit too.
+        WatchServer::new(self).max_encoding_message_size(crate::network::MAX_MESSAGE_BYTES)
+    }
+}
+
+/// Converts a delta to the wire message. Cheap: names and versions are short strings and the
+/// bodies are reference-counted `Bytes`.
+pub fn to_proto(d: &Delta) -> WatchResponse {
+    WatchResponse {
+        revision: d.revision,
+        full_state: d.full_state,
+        gateways: d
+            .gateways
+            .iter()
+            .map(|g| GatewayResources {
+                gateway: g.gateway.clone(),
+                resources: g
+                    .resources
+                    .iter()
+                    .map(|r| XdsResource {
+                        type_url: r.type_url.clone(),
+                        name: r.name.clone(),
+                        version: r.version.clone(),
+                        body: r.body.clone(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+        removed_gateways: d.removed.clone(),
+    }
+}
+
+#[tonic::async_trait]
+impl Watch for WatchService {
+    type WatchStream = ReceiverStream<Result<WatchResponse, Status>>;
+
+    async fn watch(
+        &self,
+        request: Request<WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let req = request.into_inner();
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let span = tracing::info_span!("watch", edge = %req.edge_id, since = req.since_revision);
+        tokio::spawn(
+            serve_stream(
+                self.shared.clone(),
+                self.ready.clone(),
+                req.since_revision,
+                tx,
+                self.shutdown.clone(),
+            )
+            .instrument(span),
+        );
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+async fn serve_stream(
+    shared: Arc<Shared>,
+    mut ready: watch::Receiver<bool>,
+    since: u64,
+    tx: mpsc::Sender<Result<WatchResponse, Status>>,
+    shutdown: CancellationToken,
+) {
+    // Serve nothing until the state is restored: an edge must never see a revision older
+    // than what this node had before it restarted.
+    tokio::select! {
+        r = ready.wait_for(|r| *r) => if r.is_err() { return },
+        _ = shutdown.cancelled() => return,
+        _ = tx.closed() => return,
+    }
+    let mut revisions = shared.subscribe();
+    if since > *revisions.borrow() {
+        let caught_up = tokio::time::timeout(AHEAD_WAIT, async {
+            tokio::select! {
+                r = revisions.wait_for(|r| *r >= since) => r.is_ok(),
+                _ = shutdown.cancelled() => false,
+                _ = tx.closed() => false,
+            }
+        })
+        .await;
+        match caught_up {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(_) => {
+                tracing::warn!("replica still behind the edge's revision; sending full state")
+            }
+        }
+    }
+    let mut sent = since;
+    let mut first = true;
+    loop {
+        let permit = tokio::select! {
+            p = tx.reserve() => match p { Ok(p) => p, Err(_) => return },
+            _ = shutdown.cancelled() => return,
+        };
+        // Mark the current revision seen *before* reading the state, so a change landing
+        // after the read wakes us again.
+        revisions.borrow_and_update();
+        let delta = {
+            let st = shared.read();
+            if first && since > st.revision() {
+                // Timed out waiting for this replica to catch up.
+                Some(st.full_state())
+            } else {
+                st.delta_since(sent).or_else(|| {
+                    // The first answer always goes out, even when empty, so the edge knows
+                    // it is connected and at which revision.
+                    first.then(|| Delta {
+                        revision: st.revision().max(sent),
+                        ..Delta::default()
+                    })
+                })
+            }
+        };
+        first = false;
+        match delta {
+            Some(d) => {
+                tracing::debug!(
+                    revision = d.revision,
+                    full = d.full_state,
+                    gateways = d.gateways.len(),
+                    removed = d.removed.len(),
+                    "send"
+                );
+                sent = d.revision;
+                permit.send(Ok(to_proto(&d)));
+            }
+            None => drop(permit),
+        }
+        tokio::select! {
+            r = revisions.changed() => if r.is_err() { return },
+            _ = shutdown.cancelled() => return,
+            _ = tx.closed() => return,
+        }
+    }
+}
