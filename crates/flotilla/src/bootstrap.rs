@@ -35,7 +35,11 @@ pub fn bootstrap(
     for addr in xds {
         let (host, port) = addr
             .rsplit_once(':')
-            .and_then(|(h, p)| p.parse::<u16>().ok().map(|p| (h.trim_matches(['[', ']']), p)))
+            .and_then(|(h, p)| {
+                p.parse::<u16>()
+                    .ok()
+                    .map(|p| (h.trim_matches(['[', ']']), p))
+            })
             .filter(|(h, _)| !h.is_empty())
             .ok_or_else(|| Error::Xds(addr.clone()))?;
         endpoints.push(json!({"endpoint": {"address": {"socket_address": {
@@ -88,18 +92,34 @@ mod tests {
 
     #[test]
     fn names_the_gateway_and_every_edge() {
-        let b = bootstrap("east/default/gw", &["127.0.0.1:18000".into(), "localhost:18001".into()], 9901, None).unwrap();
+        let b = bootstrap(
+            "east/default/gw",
+            &["127.0.0.1:18000".into(), "localhost:18001".into()],
+            9901,
+            None,
+        )
+        .unwrap();
         assert_eq!(b["node"]["cluster"], "east/default/gw");
-        let eps = &b["static_resources"]["clusters"][0]["load_assignment"]["endpoints"][0]["lb_endpoints"];
+        let eps = &b["static_resources"]["clusters"][0]["load_assignment"]["endpoints"][0]
+            ["lb_endpoints"];
         assert_eq!(eps.as_array().unwrap().len(), 2);
-        assert_eq!(eps[1]["endpoint"]["address"]["socket_address"]["port_value"], 18001);
-        assert_eq!(b["dynamic_resources"]["ads_config"]["api_type"], "DELTA_GRPC");
+        assert_eq!(
+            eps[1]["endpoint"]["address"]["socket_address"]["port_value"],
+            18001
+        );
+        assert_eq!(
+            b["dynamic_resources"]["ads_config"]["api_type"],
+            "DELTA_GRPC"
+        );
     }
 
     #[test]
     fn rejects_bad_input_with_a_message() {
         let e = bootstrap("east/gw", &["127.0.0.1:1".into()], 1, None).unwrap_err();
-        assert_eq!(e.to_string(), "--gateway must be CLUSTER/NAMESPACE/NAME, got \"east/gw\"");
+        assert_eq!(
+            e.to_string(),
+            "--gateway must be CLUSTER/NAMESPACE/NAME, got \"east/gw\""
+        );
         assert!(bootstrap("a/b/c", &["nope".into()], 1, None).is_err());
     }
 }

@@ -6,10 +6,19 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
-#[command(name = "flotilla", version, about = "Multi-cluster control plane for Envoy fleets")]
+#[command(
+    name = "flotilla",
+    version,
+    about = "Multi-cluster control plane for Envoy fleets"
+)]
 pub struct Cli {
     /// Log as JSON lines instead of text.
-    #[arg(long, global = true, env = "FLOTILLA_LOG_JSON", default_value_t = false)]
+    #[arg(
+        long,
+        global = true,
+        env = "FLOTILLA_LOG_JSON",
+        default_value_t = false
+    )]
     pub log_json: bool,
     #[command(subcommand)]
     pub command: Command,
@@ -65,7 +74,12 @@ pub struct StoreArgs {
     #[arg(long, env = "FLOTILLA_API", default_value = "127.0.0.1:8081")]
     pub api: SocketAddr,
     /// Every member of the cluster as ID=HOST:PORT (gRPC), comma separated, this node included.
-    #[arg(long, env = "FLOTILLA_PEERS", default_value = "1=127.0.0.1:7001", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "FLOTILLA_PEERS",
+        default_value = "1=127.0.0.1:7001",
+        value_delimiter = ','
+    )]
     pub peers: Vec<String>,
     #[command(flatten)]
     pub nats: NatsArgs,
@@ -74,7 +88,12 @@ pub struct StoreArgs {
 #[derive(Args, Debug)]
 pub struct EdgeArgs {
     /// Store watch endpoints (gRPC HOST:PORT), comma separated; the edge fails over between them.
-    #[arg(long, env = "FLOTILLA_STORES", default_value = "127.0.0.1:7001", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "FLOTILLA_STORES",
+        default_value = "127.0.0.1:7001",
+        value_delimiter = ','
+    )]
     pub stores: Vec<String>,
     /// Where Envoy proxies connect for ADS.
     #[arg(long, env = "FLOTILLA_XDS", default_value = "127.0.0.1:18000")]
@@ -90,7 +109,12 @@ pub struct EdgeArgs {
 #[derive(Args, Debug)]
 pub struct StandaloneArgs {
     /// Directory of YAML files (watched recursively).
-    #[arg(long, short = 'f', env = "FLOTILLA_DIR", default_value = "./examples/standalone")]
+    #[arg(
+        long,
+        short = 'f',
+        env = "FLOTILLA_DIR",
+        default_value = "./examples/standalone"
+    )]
     pub dir: PathBuf,
     /// Cluster name given to the files' resources.
     #[arg(long, env = "FLOTILLA_CLUSTER", default_value = "local")]
@@ -118,7 +142,12 @@ pub struct BootstrapArgs {
     #[arg(long, env = "FLOTILLA_GATEWAY")]
     pub gateway: String,
     /// Edge address(es) HOST:PORT, comma separated.
-    #[arg(long, env = "FLOTILLA_XDS", default_value = "127.0.0.1:18000", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "FLOTILLA_XDS",
+        default_value = "127.0.0.1:18000",
+        value_delimiter = ','
+    )]
     pub xds: Vec<String>,
     /// Envoy admin port (bound on 127.0.0.1).
     #[arg(long, env = "FLOTILLA_ADMIN_PORT", default_value_t = 19901)]
@@ -146,20 +175,15 @@ pub struct TranslateArgs {
 pub fn run(cli: Cli) -> ExitCode {
     crate::telemetry::init_logging(cli.log_json);
     let result = match cli.command {
-        Command::Bootstrap(a) => crate::bootstrap::bootstrap(
-            &a.gateway,
-            &a.xds,
-            a.admin_port,
-            a.node_id.as_deref(),
-        )
-        .map_err(anyhow::Error::from)
-        .and_then(|b| {
-            println!("{}", serde_json::to_string_pretty(&b)?);
-            Ok(())
-        }),
-        Command::Translate(a) => {
-            crate::translate_cmd::run(&a.file, &a.cluster, a.output, a.to)
+        Command::Bootstrap(a) => {
+            crate::bootstrap::bootstrap(&a.gateway, &a.xds, a.admin_port, a.node_id.as_deref())
+                .map_err(anyhow::Error::from)
+                .and_then(|b| {
+                    println!("{}", serde_json::to_string_pretty(&b)?);
+                    Ok(())
+                })
         }
+        Command::Translate(a) => crate::translate_cmd::run(&a.file, &a.cluster, a.output, a.to),
         other => crate::runtime::run_async(other),
     };
     match result {

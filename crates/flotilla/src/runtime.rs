@@ -129,7 +129,9 @@ async fn store(a: StoreArgs, shutdown: CancellationToken) -> Result<()> {
     info!(node = a.id, grpc = %a.grpc, api = %a.api, "store node started");
     let api = bind(a.api, "API").await?;
     let mut tasks = JoinSet::new();
-    tasks.spawn(serve_api(api, node.clone(), shutdown.clone()).instrument(tracing::info_span!("api")));
+    tasks.spawn(
+        serve_api(api, node.clone(), shutdown.clone()).instrument(tracing::info_span!("api")),
+    );
     let n = node.clone();
     tasks.spawn(async move { n.stopped().await.map_err(anyhow::Error::from) });
     supervise(tasks, shutdown).await
@@ -158,7 +160,11 @@ impl flotilla_api::StateReader for NodeReader {
     }
 }
 
-async fn serve_api(listener: TcpListener, node: StoreNode, shutdown: CancellationToken) -> Result<()> {
+async fn serve_api(
+    listener: TcpListener,
+    node: StoreNode,
+    shutdown: CancellationToken,
+) -> Result<()> {
     let app = flotilla_api::router(Arc::new(NodeReader(node)));
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
@@ -195,7 +201,11 @@ fn with_scheme(s: &str) -> String {
 struct BusPublisher(Arc<EmbeddedBus>);
 
 impl Publisher for BusPublisher {
-    async fn publish(&self, event: ResourceEvent, _dedup_id: String) -> flotilla_ingest::Result<()> {
+    async fn publish(
+        &self,
+        event: ResourceEvent,
+        _dedup_id: String,
+    ) -> flotilla_ingest::Result<()> {
         // The bus is in-process and cannot fail or redeliver, so the dedup id has nothing to do.
         self.0.publish(event);
         Ok(())
@@ -234,19 +244,34 @@ async fn standalone(a: StandaloneArgs, shutdown: CancellationToken) -> Result<()
     let mut tasks = JoinSet::new();
     let n = node.clone();
     tasks.spawn(async move { n.stopped().await.map_err(anyhow::Error::from) });
-    tasks.spawn(serve_api(api, node.clone(), shutdown.clone()).instrument(tracing::info_span!("api")));
+    tasks.spawn(
+        serve_api(api, node.clone(), shutdown.clone()).instrument(tracing::info_span!("api")),
+    );
     let run = edge.run(xds, shutdown.clone());
     tasks.spawn(async move { run.await.map_err(anyhow::Error::from) });
     tasks.spawn(crate::telemetry::serve_admin(admin, edge, shutdown.clone()));
     let source = FileSource::new(a.cluster.clone(), a.dir.clone());
     let sd = shutdown.clone();
     tasks.spawn(async move {
-        source.run(BusPublisher(bus), sd).await.map_err(anyhow::Error::from)
+        source
+            .run(BusPublisher(bus), sd)
+            .await
+            .map_err(anyhow::Error::from)
     });
 
-    println!("flotilla standalone: watching {} as cluster {:?}", a.dir.display(), a.cluster);
-    println!("  xDS listening on {} (delta and state-of-the-world ADS)", a.xds);
-    println!("  API on http://{}/api/v1/resources, edge admin on http://{}/stats", a.api, a.admin);
+    println!(
+        "flotilla standalone: watching {} as cluster {:?}",
+        a.dir.display(),
+        a.cluster
+    );
+    println!(
+        "  xDS listening on {} (delta and state-of-the-world ADS)",
+        a.xds
+    );
+    println!(
+        "  API on http://{}/api/v1/resources, edge admin on http://{}/stats",
+        a.api, a.admin
+    );
     println!(
         "  Envoy bootstrap: flotilla bootstrap --gateway {}/NAMESPACE/NAME --xds {} > envoy.json && envoy -c envoy.json",
         a.cluster, a.xds

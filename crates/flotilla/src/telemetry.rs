@@ -5,7 +5,9 @@ use tracing_subscriber::EnvFilter;
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`); `json` for machine-readable lines.
 pub fn init_logging(json: bool) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = if json {
         builder.json().try_init()
     } else {
@@ -36,7 +38,10 @@ impl EdgeMetrics {
     fn new() -> Result<Self> {
         let registry = Registry::new();
         let m = Self {
-            revision: IntGauge::new("flotilla_edge_revision", "Store revision of the edge's cache")?,
+            revision: IntGauge::new(
+                "flotilla_edge_revision",
+                "Store revision of the edge's cache",
+            )?,
             max_revision_served: IntGauge::new(
                 "flotilla_edge_max_revision_served",
                 "Highest store revision sent to a proxy",
@@ -44,11 +49,15 @@ impl EdgeMetrics {
             streams: IntGauge::new("flotilla_edge_streams", "Open ADS streams")?,
             acks: IntCounter::new("flotilla_edge_acks_total", "ACKs received from proxies")?,
             nacks: IntCounter::new("flotilla_edge_nacks_total", "NACKs received from proxies")?,
-            synced: IntGauge::new("flotilla_edge_synced", "1 once the first full state arrived")?,
+            synced: IntGauge::new(
+                "flotilla_edge_synced",
+                "1 once the first full state arrived",
+            )?,
             registry,
         };
         m.registry.register(Box::new(m.revision.clone()))?;
-        m.registry.register(Box::new(m.max_revision_served.clone()))?;
+        m.registry
+            .register(Box::new(m.max_revision_served.clone()))?;
         m.registry.register(Box::new(m.streams.clone()))?;
         m.registry.register(Box::new(m.acks.clone()))?;
         m.registry.register(Box::new(m.nacks.clone()))?;
@@ -82,13 +91,23 @@ fn stats_json(s: &EdgeStats) -> serde_json::Value {
 }
 
 /// The edge's admin server: `/healthz`, `/stats` (JSON), `/metrics` (Prometheus text).
-pub async fn serve_admin(listener: TcpListener, edge: Edge, shutdown: CancellationToken) -> Result<()> {
+pub async fn serve_admin(
+    listener: TcpListener,
+    edge: Edge,
+    shutdown: CancellationToken,
+) -> Result<()> {
     let metrics = std::sync::Arc::new(EdgeMetrics::new()?);
     let e1 = edge.clone();
     let e2 = edge;
     let app = axum::Router::new()
-        .route("/healthz", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
-        .route("/stats", get(move || async move { Json(stats_json(&e1.stats())) }))
+        .route(
+            "/healthz",
+            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .route(
+            "/stats",
+            get(move || async move { Json(stats_json(&e1.stats())) }),
+        )
         .route(
             "/metrics",
             get(move || async move { metrics.render(&e2.stats()) }),

@@ -22,8 +22,8 @@ pub enum Output {
 }
 
 pub fn run(file: &std::path::Path, cluster: &str, format: Format, to: Output) -> Result<()> {
-    let text = std::fs::read_to_string(file)
-        .with_context(|| format!("reading {}", file.display()))?;
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let (resources, errors) = parse_documents(&file.display().to_string(), &text, cluster);
     for e in &errors {
         eprintln!("error: {e}");
@@ -35,7 +35,10 @@ pub fn run(file: &std::path::Path, cluster: &str, format: Format, to: Output) ->
         let ev = ResourceEvent {
             cluster: cluster.to_string(),
             source: "translate".into(),
-            body: EventBody::Upsert { key: r.key, object: r.raw },
+            body: EventBody::Upsert {
+                key: r.key,
+                object: r.raw,
+            },
         };
         if let Err(e) = t.apply(&ev) {
             eprintln!("error: {e}");

@@ -76,7 +76,11 @@ fn delete_gw2() -> ResourceEvent {
 fn apply_folds_and_records_history() {
     let mut st = StateView::default();
     st.advance(log_id(1), None);
-    assert_eq!(st.revision(), 0, "a blank entry changes no state, so not the revision");
+    assert_eq!(
+        st.revision(),
+        0,
+        "a blank entry changes no state, so not the revision"
+    );
     st.apply_batch(log_id(2), &mk_batch(1, mk_events(BASE)));
     assert_eq!((st.revision(), st.last_seq()), (2, 3));
     assert_eq!(st.events_applied(), 3);
@@ -104,9 +108,17 @@ fn replayed_sequences_are_no_ops() {
         events: again.events[..2].to_vec(),
     };
     st.apply_batch(log_id(2), &replay);
-    assert_eq!(st.revision(), 1, "a pure replay changes nothing, not even the revision");
+    assert_eq!(
+        st.revision(),
+        1,
+        "a pure replay changes nothing, not even the revision"
+    );
     assert_eq!(st.last_seq(), 3);
-    assert_eq!(st.events_applied(), 3, "replayed events are not applied twice");
+    assert_eq!(
+        st.events_applied(),
+        3,
+        "replayed events are not applied twice"
+    );
     let after: Vec<_> = st.translator().gateways().values().cloned().collect();
     assert_eq!(before, after);
     assert_eq!(st.history().len(), 1, "a replay changes nothing");

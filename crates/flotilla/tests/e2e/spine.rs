@@ -39,10 +39,18 @@ impl Spine {
             stores: Vec::new(),
             grpc,
             api,
-            edge: Proc { name: "edge".into(), child: None, log: dir.path().join("edge.log") },
+            edge: Proc {
+                name: "edge".into(),
+                child: None,
+                log: dir.path().join("edge.log"),
+            },
             xds: free_port(),
             edge_admin: free_port(),
-            ingest: Proc { name: "ingest".into(), child: None, log: dir.path().join("ingest.log") },
+            ingest: Proc {
+                name: "ingest".into(),
+                child: None,
+                log: dir.path().join("ingest.log"),
+            },
             http: client(),
             dir,
         };
@@ -98,7 +106,11 @@ impl Spine {
                 "--id".into(),
                 (i + 1).to_string(),
                 "--data-dir".into(),
-                self.dir.path().join(format!("store{}", i + 1)).display().to_string(),
+                self.dir
+                    .path()
+                    .join(format!("store{}", i + 1))
+                    .display()
+                    .to_string(),
                 "--grpc".into(),
                 format!("127.0.0.1:{}", self.grpc[i]),
                 "--api".into(),
@@ -112,7 +124,11 @@ impl Spine {
     }
 
     pub async fn api(&self, i: usize, path: &str) -> Result<Value, String> {
-        get_json(&self.http, &format!("http://127.0.0.1:{}{path}", self.api[i])).await
+        get_json(
+            &self.http,
+            &format!("http://127.0.0.1:{}{path}", self.api[i]),
+        )
+        .await
     }
 
     /// Index (0-based) of the current leader, as a live node reports it.
@@ -142,7 +158,10 @@ impl Spine {
     pub async fn stream_state(&self) -> Result<(u64, u64), String> {
         let v = get_json(
             &self.http,
-            &format!("http://127.0.0.1:{}/jsz?accounts=true&streams=true", self.nats_monitor),
+            &format!(
+                "http://127.0.0.1:{}/jsz?accounts=true&streams=true",
+                self.nats_monitor
+            ),
         )
         .await?;
         let streams = v["account_details"]
@@ -163,7 +182,11 @@ impl Spine {
     }
 
     pub async fn edge_stats(&self) -> Result<Value, String> {
-        get_json(&self.http, &format!("http://127.0.0.1:{}/stats", self.edge_admin)).await
+        get_json(
+            &self.http,
+            &format!("http://127.0.0.1:{}/stats", self.edge_admin),
+        )
+        .await
     }
 
     /// GET through Envoy until the answer satisfies `ok`.
@@ -213,40 +236,104 @@ async fn route_in_a_file_reaches_envoy_through_nats_raft_and_edge() {
     let v1 = start_backend("v1").await;
     let v2 = start_backend("v2").await;
     let port = free_port();
-    write_file(&s.yaml, "gateway.yaml", &gateway_yaml("default", "gw", "127.0.0.1", port));
-    write_file(&s.yaml, "services.yaml", &format!("{}---\n{}", service_yaml("default", "v1", v1), service_yaml("default", "v2", v2)));
-    write_file(&s.yaml, "route.yaml", &route_yaml("default", "app", "gw", "/app", &[("v1", 1)]));
+    write_file(
+        &s.yaml,
+        "gateway.yaml",
+        &gateway_yaml("default", "gw", "127.0.0.1", port),
+    );
+    write_file(
+        &s.yaml,
+        "services.yaml",
+        &format!(
+            "{}---\n{}",
+            service_yaml("default", "v1", v1),
+            service_yaml("default", "v2", v2)
+        ),
+    );
+    write_file(
+        &s.yaml,
+        "route.yaml",
+        &route_yaml("default", "app", "gw", "/app", &[("v1", 1)]),
+    );
     let _leader = s.leader().await;
-    let (_envoy, _admin) = start_envoy(s.dir.path(), "envoy", "east/default/gw", &[format!("127.0.0.1:{}", s.xds)]);
+    let (_envoy, _admin) = start_envoy(
+        s.dir.path(),
+        "envoy",
+        "east/default/gw",
+        &[format!("127.0.0.1:{}", s.xds)],
+    );
     let base = format!("http://127.0.0.1:{port}");
 
-    s.expect(&format!("{base}/app/x"), "the route through Envoy", |c, b| c == 200 && b == "backend=v1 path=/app/x").await;
+    s.expect(
+        &format!("{base}/app/x"),
+        "the route through Envoy",
+        |c, b| c == 200 && b == "backend=v1 path=/app/x",
+    )
+    .await;
 
     // Edit: new path and new weights (all traffic to v2).
-    write_file(&s.yaml, "route.yaml", &route_yaml("default", "app", "gw", "/new", &[("v1", 0), ("v2", 1)]));
-    s.expect(&format!("{base}/new"), "the edited route", |c, b| c == 200 && b == "backend=v2 path=/new").await;
-    s.expect(&format!("{base}/app/x"), "the old path to be gone", |c, _| c == 404).await;
+    write_file(
+        &s.yaml,
+        "route.yaml",
+        &route_yaml("default", "app", "gw", "/new", &[("v1", 0), ("v2", 1)]),
+    );
+    s.expect(&format!("{base}/new"), "the edited route", |c, b| {
+        c == 200 && b == "backend=v2 path=/new"
+    })
+    .await;
+    s.expect(
+        &format!("{base}/app/x"),
+        "the old path to be gone",
+        |c, _| c == 404,
+    )
+    .await;
 
     // A route to a missing Service: BackendNotFound, 500 for it, the rest keeps working.
-    write_file(&s.yaml, "ghost.yaml", &route_yaml("default", "ghost", "gw", "/ghost", &[("nope", 1)]));
+    write_file(
+        &s.yaml,
+        "ghost.yaml",
+        &route_yaml("default", "ghost", "gw", "/ghost", &[("nope", 1)]),
+    );
     let st = eventually("BackendNotFound on the ghost route", T, || async {
-        let v = s.api(0, "/api/v1/resources/east/HTTPRoute/default/ghost").await?;
+        let v = s
+            .api(0, "/api/v1/resources/east/HTTPRoute/default/ghost")
+            .await?;
         let st = status_of(&v);
-        if st.contains(&("ResolvedRefs".into(), "False".into(), "BackendNotFound".into())) {
+        if st.contains(&(
+            "ResolvedRefs".into(),
+            "False".into(),
+            "BackendNotFound".into(),
+        )) {
             Ok(v)
         } else {
             Err(format!("{st:?}"))
         }
     })
     .await;
-    let msg = st["object"]["status"]["parents"][0]["conditions"][1]["message"].as_str().unwrap_or("");
-    assert_eq!(msg, "Failed to process route rule 0 backendRef 0: service default/nope not found.");
-    s.expect(&format!("{base}/ghost"), "500 for the invalid backend", |c, _| c == 500).await;
-    s.expect(&format!("{base}/new"), "the good route still served", |c, b| c == 200 && b == "backend=v2 path=/new").await;
+    let msg = st["object"]["status"]["parents"][0]["conditions"][1]["message"]
+        .as_str()
+        .unwrap_or("");
+    assert_eq!(
+        msg,
+        "Failed to process route rule 0 backendRef 0: service default/nope not found."
+    );
+    s.expect(
+        &format!("{base}/ghost"),
+        "500 for the invalid backend",
+        |c, _| c == 500,
+    )
+    .await;
+    s.expect(
+        &format!("{base}/new"),
+        "the good route still served",
+        |c, b| c == 200 && b == "backend=v2 path=/new",
+    )
+    .await;
 
     // Delete the route file: 404.
     std::fs::remove_file(s.yaml.join("route.yaml")).expect("rm route");
-    s.expect(&format!("{base}/new"), "404 after delete", |c, _| c == 404).await;
+    s.expect(&format!("{base}/new"), "404 after delete", |c, _| c == 404)
+        .await;
 
     let stats = s.edge_stats().await.expect("edge stats");
     assert_eq!(stats["nacks"], 0, "Envoy NACKed: {stats}");
@@ -262,19 +349,47 @@ async fn leader_failover_loses_nothing_and_applies_nothing_twice() {
     let mut s = Spine::start("east");
     let v1 = start_backend("v1").await;
     let port = free_port();
-    write_file(&s.yaml, "gateway.yaml", &gateway_yaml("default", "gw", "127.0.0.1", port));
+    write_file(
+        &s.yaml,
+        "gateway.yaml",
+        &gateway_yaml("default", "gw", "127.0.0.1", port),
+    );
     write_file(&s.yaml, "services.yaml", &service_yaml("default", "v1", v1));
-    write_file(&s.yaml, "route.yaml", &route_yaml("default", "app", "gw", "/r0", &[("v1", 1)]));
+    write_file(
+        &s.yaml,
+        "route.yaml",
+        &route_yaml("default", "app", "gw", "/r0", &[("v1", 1)]),
+    );
     let leader = s.leader().await;
-    let (_envoy, _) = start_envoy(s.dir.path(), "envoy", "east/default/gw", &[format!("127.0.0.1:{}", s.xds)]);
+    let (_envoy, _) = start_envoy(
+        s.dir.path(),
+        "envoy",
+        "east/default/gw",
+        &[format!("127.0.0.1:{}", s.xds)],
+    );
     let base = format!("http://127.0.0.1:{port}");
-    s.expect(&format!("{base}/r0"), "first route", |c, _| c == 200).await;
+    s.expect(&format!("{base}/r0"), "first route", |c, _| c == 200)
+        .await;
 
     const N: usize = 40;
     for i in 1..=N {
         // Each change is a new file too, so the final state has N+ objects to compare.
-        write_file(&s.yaml, &format!("extra-{i}.yaml"), &route_yaml("default", &format!("extra-{i}"), "gw", &format!("/e{i}"), &[("v1", 1)]));
-        write_file(&s.yaml, "route.yaml", &route_yaml("default", "app", "gw", &format!("/r{i}"), &[("v1", 1)]));
+        write_file(
+            &s.yaml,
+            &format!("extra-{i}.yaml"),
+            &route_yaml(
+                "default",
+                &format!("extra-{i}"),
+                "gw",
+                &format!("/e{i}"),
+                &[("v1", 1)],
+            ),
+        );
+        write_file(
+            &s.yaml,
+            "route.yaml",
+            &route_yaml("default", "app", "gw", &format!("/r{i}"), &[("v1", 1)]),
+        );
         if i == N / 3 {
             s.stores[leader].kill();
         }
@@ -282,31 +397,75 @@ async fn leader_failover_loses_nothing_and_applies_nothing_twice() {
     }
     let new_leader = s.leader().await;
     assert_ne!(new_leader, leader, "a new leader is elected");
-    s.expect(&format!("{base}/r{N}"), "Envoy converges to the last change", |c, b| c == 200 && b.contains(&format!("path=/r{N}"))).await;
+    s.expect(
+        &format!("{base}/r{N}"),
+        "Envoy converges to the last change",
+        |c, b| c == 200 && b.contains(&format!("path=/r{N}")),
+    )
+    .await;
 
     // Every published event applied exactly once: the survivors folded as many events as the
     // stream holds (nats-server's own count), up to its last sequence.
     let survivors: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
     let (messages, last) = s.stream_state().await.expect("stream state");
-    assert!(messages > N as u64, "every change was published: {messages}");
+    assert!(
+        messages > N as u64,
+        "every change was published: {messages}"
+    );
     for &i in &survivors {
         let v = eventually("survivor caught up with the stream", T, || async {
             let v = s.api(i, "/api/v1/revision").await?;
-            if v["lastSeq"].as_u64() == Some(last) { Ok(v) } else { Err(format!("{v} vs stream last {last}")) }
+            if v["lastSeq"].as_u64() == Some(last) {
+                Ok(v)
+            } else {
+                Err(format!("{v} vs stream last {last}"))
+            }
         })
         .await;
-        assert_eq!(v["eventsApplied"].as_u64(), Some(messages), "node {i} applied each event once: {v}");
+        assert_eq!(
+            v["eventsApplied"].as_u64(),
+            Some(messages),
+            "node {i} applied each event once: {v}"
+        );
     }
     // The state equals the fold of what the files say now.
-    let items = s.api(survivors[0], "/api/v1/resources?cluster=east&kind=HTTPRoute").await.expect("list");
-    let mut names: Vec<String> = items["items"].as_array().expect("items").iter().map(|i| i["object"]["metadata"]["name"].as_str().unwrap_or("").to_string()).collect();
+    let items = s
+        .api(
+            survivors[0],
+            "/api/v1/resources?cluster=east&kind=HTTPRoute",
+        )
+        .await
+        .expect("list");
+    let mut names: Vec<String> = items["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| {
+            i["object"]["metadata"]["name"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
     names.sort();
-    let mut want: Vec<String> = (1..=N).map(|i| format!("extra-{i}")).chain(["app".to_string()]).collect();
+    let mut want: Vec<String> = (1..=N)
+        .map(|i| format!("extra-{i}"))
+        .chain(["app".to_string()])
+        .collect();
     want.sort();
     assert_eq!(names, want);
-    let a = s.api(survivors[0], "/api/v1/gateways").await.expect("gateways");
-    let b = s.api(survivors[1], "/api/v1/gateways").await.expect("gateways");
-    assert_eq!(a["gateways"], b["gateways"], "replicas agree byte for byte (versions are content hashes)");
+    let a = s
+        .api(survivors[0], "/api/v1/gateways")
+        .await
+        .expect("gateways");
+    let b = s
+        .api(survivors[1], "/api/v1/gateways")
+        .await
+        .expect("gateways");
+    assert_eq!(
+        a["gateways"], b["gateways"],
+        "replicas agree byte for byte (versions are content hashes)"
+    );
     let stats = s.edge_stats().await.expect("edge stats");
     assert_eq!(stats["nacks"], 0, "{stats}");
 }
@@ -317,30 +476,57 @@ async fn restart_from_disk_keeps_state_and_revision() {
     let mut s = Spine::start("east");
     let v1 = start_backend("v1").await;
     let port = free_port();
-    write_file(&s.yaml, "gateway.yaml", &gateway_yaml("default", "gw", "127.0.0.1", port));
+    write_file(
+        &s.yaml,
+        "gateway.yaml",
+        &gateway_yaml("default", "gw", "127.0.0.1", port),
+    );
     write_file(&s.yaml, "services.yaml", &service_yaml("default", "v1", v1));
-    write_file(&s.yaml, "route.yaml", &route_yaml("default", "app", "gw", "/before", &[("v1", 1)]));
+    write_file(
+        &s.yaml,
+        "route.yaml",
+        &route_yaml("default", "app", "gw", "/before", &[("v1", 1)]),
+    );
     s.leader().await;
-    let (_envoy, _) = start_envoy(s.dir.path(), "envoy", "east/default/gw", &[format!("127.0.0.1:{}", s.xds)]);
+    let (_envoy, _) = start_envoy(
+        s.dir.path(),
+        "envoy",
+        "east/default/gw",
+        &[format!("127.0.0.1:{}", s.xds)],
+    );
     let base = format!("http://127.0.0.1:{port}");
-    s.expect(&format!("{base}/before"), "route before restart", |c, _| c == 200).await;
+    s.expect(&format!("{base}/before"), "route before restart", |c, _| {
+        c == 200
+    })
+    .await;
     // Let all replicas settle on the same revision.
     let before = eventually("replicas agree", T, || async {
         let mut revs = Vec::new();
         for i in 0..3 {
             revs.push(s.api(i, "/api/v1/revision").await?["revision"].clone());
         }
-        if revs.iter().all(|r| *r == revs[0]) { Ok(revs[0].as_u64().unwrap_or(0)) } else { Err(format!("{revs:?}")) }
+        if revs.iter().all(|r| *r == revs[0]) {
+            Ok(revs[0].as_u64().unwrap_or(0))
+        } else {
+            Err(format!("{revs:?}"))
+        }
     })
     .await;
     let gws_before = s.api(0, "/api/v1/gateways").await.expect("gateways");
-    let edge_rev_before = s.edge_stats().await.expect("stats")["revision"].as_u64().unwrap_or(0);
+    let edge_rev_before = s.edge_stats().await.expect("stats")["revision"]
+        .as_u64()
+        .unwrap_or(0);
 
     for p in s.stores.iter_mut() {
         p.stop(Duration::from_secs(5));
     }
     // Envoy keeps serving its last config while the control plane is away.
-    s.expect(&format!("{base}/before"), "Envoy serving during the outage", |c, _| c == 200).await;
+    s.expect(
+        &format!("{base}/before"),
+        "Envoy serving during the outage",
+        |c, _| c == 200,
+    )
+    .await;
     for i in 0..3 {
         s.stores[i] = s.spawn_store(i);
     }
@@ -348,19 +534,40 @@ async fn restart_from_disk_keeps_state_and_revision() {
     for i in 0..3 {
         let v = eventually("node ready after restart", T, || async {
             let v = s.api(i, "/api/v1/revision").await?;
-            if v["ready"] == true { Ok(v) } else { Err(format!("{v}")) }
+            if v["ready"] == true {
+                Ok(v)
+            } else {
+                Err(format!("{v}"))
+            }
         })
         .await;
-        assert_eq!(v["revision"].as_u64(), Some(before), "node {i} restored to the same revision");
+        assert_eq!(
+            v["revision"].as_u64(),
+            Some(before),
+            "node {i} restored to the same revision"
+        );
     }
-    assert_eq!(s.api(0, "/api/v1/gateways").await.expect("gateways"), gws_before);
+    assert_eq!(
+        s.api(0, "/api/v1/gateways").await.expect("gateways"),
+        gws_before
+    );
     let stats = s.edge_stats().await.expect("stats");
-    assert!(stats["revision"].as_u64().unwrap_or(0) >= edge_rev_before, "{stats}");
+    assert!(
+        stats["revision"].as_u64().unwrap_or(0) >= edge_rev_before,
+        "{stats}"
+    );
     assert_eq!(stats["maxRevisionServed"], stats["revision"], "{stats}");
 
     // And it still takes changes.
-    write_file(&s.yaml, "route.yaml", &route_yaml("default", "app", "gw", "/after", &[("v1", 1)]));
-    s.expect(&format!("{base}/after"), "route after restart", |c, _| c == 200).await;
+    write_file(
+        &s.yaml,
+        "route.yaml",
+        &route_yaml("default", "app", "gw", "/after", &[("v1", 1)]),
+    );
+    s.expect(&format!("{base}/after"), "route after restart", |c, _| {
+        c == 200
+    })
+    .await;
     let stats = s.edge_stats().await.expect("stats");
     assert_eq!(stats["nacks"], 0, "{stats}");
 }

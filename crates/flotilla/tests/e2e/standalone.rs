@@ -40,7 +40,15 @@ impl Standalone {
                 dir.path().join("data").display().to_string(),
             ],
         );
-        Standalone { dir, yaml, proc, xds, api, admin, http: client() }
+        Standalone {
+            dir,
+            yaml,
+            proc,
+            xds,
+            api,
+            admin,
+            http: client(),
+        }
     }
 
     pub async fn api(&self, path: &str) -> Result<serde_json::Value, String> {
@@ -48,13 +56,21 @@ impl Standalone {
     }
 
     pub async fn stats(&self) -> Result<serde_json::Value, String> {
-        get_json(&self.http, &format!("http://127.0.0.1:{}/stats", self.admin)).await
+        get_json(
+            &self.http,
+            &format!("http://127.0.0.1:{}/stats", self.admin),
+        )
+        .await
     }
 
     pub async fn expect(&self, url: &str, what: &str, ok: impl Fn(u16, &str) -> bool) {
         eventually(what, T, || async {
             let (code, body) = get(&self.http, url).await?;
-            if ok(code, &body) { Ok(()) } else { Err(format!("{code} {body}")) }
+            if ok(code, &body) {
+                Ok(())
+            } else {
+                Err(format!("{code} {body}"))
+            }
         })
         .await
     }
@@ -65,19 +81,39 @@ async fn standalone_serves_a_route_through_envoy() {
     let s = Standalone::start();
     let v1 = start_backend("v1").await;
     let port = free_port();
-    write_file(&s.yaml, "all.yaml", &format!(
-        "{}---\n{}---\n{}",
-        gateway_yaml("default", "gw", "127.0.0.1", port),
-        service_yaml("default", "v1", v1),
-        route_yaml("default", "app", "gw", "/app", &[("v1", 1)])
-    ));
-    let (_envoy, _) = start_envoy(s.dir.path(), "envoy", "local/default/gw", &[format!("127.0.0.1:{}", s.xds)]);
+    write_file(
+        &s.yaml,
+        "all.yaml",
+        &format!(
+            "{}---\n{}---\n{}",
+            gateway_yaml("default", "gw", "127.0.0.1", port),
+            service_yaml("default", "v1", v1),
+            route_yaml("default", "app", "gw", "/app", &[("v1", 1)])
+        ),
+    );
+    let (_envoy, _) = start_envoy(
+        s.dir.path(),
+        "envoy",
+        "local/default/gw",
+        &[format!("127.0.0.1:{}", s.xds)],
+    );
     let base = format!("http://127.0.0.1:{port}");
-    s.expect(&format!("{base}/app"), "the route through standalone", |c, b| c == 200 && b == "backend=v1 path=/app").await;
+    s.expect(
+        &format!("{base}/app"),
+        "the route through standalone",
+        |c, b| c == 200 && b == "backend=v1 path=/app",
+    )
+    .await;
     // The start banner tells the user where xDS is and how to bootstrap Envoy.
     let log = s.proc.log_text();
-    assert!(log.contains(&format!("xDS listening on 127.0.0.1:{}", s.xds)), "{log}");
-    assert!(log.contains("flotilla bootstrap --gateway local/NAMESPACE/NAME"), "{log}");
+    assert!(
+        log.contains(&format!("xDS listening on 127.0.0.1:{}", s.xds)),
+        "{log}"
+    );
+    assert!(
+        log.contains("flotilla bootstrap --gateway local/NAMESPACE/NAME"),
+        "{log}"
+    );
     let v = s.api("/readyz").await.expect("ready");
     assert_eq!(v["status"], "ready");
     let stats = s.stats().await.expect("stats");

@@ -34,7 +34,10 @@ impl Proc {
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name} ({}): {e}", program.display()));
         Proc {
@@ -55,7 +58,10 @@ impl Proc {
     /// SIGTERM, then SIGKILL after `grace`.
     pub fn stop(&mut self, grace: Duration) {
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
             let deadline = Instant::now() + grace;
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = c.try_wait() {
@@ -69,7 +75,9 @@ impl Proc {
     }
 
     pub fn is_running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     pub fn log_text(&self) -> String {
@@ -150,7 +158,11 @@ pub fn start_envoy(dir: &Path, name: &str, gateway: &str, xds: &[String]) -> (Pr
         .args(["--admin-port", &admin.to_string()])
         .output()
         .expect("flotilla bootstrap");
-    assert!(out.status.success(), "bootstrap failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "bootstrap failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let path = dir.join(format!("{name}-bootstrap.json"));
     std::fs::write(&path, &out.stdout).expect("write bootstrap");
     let p = Proc::spawn(
@@ -210,7 +222,11 @@ pub fn client() -> reqwest::Client {
 
 /// GET through Envoy: (status, body).
 pub async fn get(c: &reqwest::Client, url: &str) -> Result<(u16, String), String> {
-    let r = c.get(url).send().await.map_err(|e| format!("GET {url}: {e}"))?;
+    let r = c
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| format!("GET {url}: {e}"))?;
     let code = r.status().as_u16();
     let body = r.text().await.map_err(|e| e.to_string())?;
     Ok((code, body))
@@ -226,7 +242,9 @@ pub async fn get_json(c: &reqwest::Client, url: &str) -> Result<serde_json::Valu
 
 /// An HTTP backend answering every request with `backend=NAME path=PATH`.
 pub async fn start_backend(name: &'static str) -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind backend");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind backend");
     let port = listener.local_addr().expect("addr").port();
     let app = axum::Router::new().fallback(move |uri: axum::http::Uri| async move {
         format!("backend={name} path={}", uri.path())
