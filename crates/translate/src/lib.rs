@@ -6,9 +6,12 @@
 //! records (through the dependency index) which gateways they can affect; [`Translator::recompute`]
 //! retranslates only those and reports what changed.
 
+mod backend;
 mod envoy;
 mod gateway;
+mod httproute;
 mod index;
+mod listener;
 
 pub use gateway::CONTROLLER_NAME;
 
