@@ -14,10 +14,28 @@ pub enum Kind {
     EndpointSlice,
     Namespace,
     Secret,
+    GRPCRoute,
+    TLSRoute,
+    TCPRoute,
+    UDPRoute,
+    ListenerSet,
+    ReferenceGrant,
+    BackendTLSPolicy,
+    Backend,
+    ClientTrafficPolicy,
+    BackendTrafficPolicy,
+    SecurityPolicy,
+    EnvoyExtensionPolicy,
+    EnvoyPatchPolicy,
+    HTTPRouteFilter,
+    EnvoyProxy,
+    ServiceImport,
+    ConfigMap,
+    ClusterTrustBundle,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 25] = [
         Kind::GatewayClass,
         Kind::Gateway,
         Kind::HTTPRoute,
@@ -25,6 +43,24 @@ impl Kind {
         Kind::EndpointSlice,
         Kind::Namespace,
         Kind::Secret,
+        Kind::GRPCRoute,
+        Kind::TLSRoute,
+        Kind::TCPRoute,
+        Kind::UDPRoute,
+        Kind::ListenerSet,
+        Kind::ReferenceGrant,
+        Kind::BackendTLSPolicy,
+        Kind::Backend,
+        Kind::ClientTrafficPolicy,
+        Kind::BackendTrafficPolicy,
+        Kind::SecurityPolicy,
+        Kind::EnvoyExtensionPolicy,
+        Kind::EnvoyPatchPolicy,
+        Kind::HTTPRouteFilter,
+        Kind::EnvoyProxy,
+        Kind::ServiceImport,
+        Kind::ConfigMap,
+        Kind::ClusterTrustBundle,
     ];
 
     /// The API group of the kind ("" for the core group).
@@ -33,6 +69,11 @@ impl Kind {
             Kind::GatewayClass | Kind::Gateway | Kind::HTTPRoute => crate::GATEWAY_GROUP,
             Kind::EndpointSlice => "discovery.k8s.io",
             Kind::Service | Kind::Namespace | Kind::Secret => "",
+            Kind::GRPCRoute | Kind::TLSRoute | Kind::TCPRoute | Kind::UDPRoute | Kind::ListenerSet | Kind::ReferenceGrant | Kind::BackendTLSPolicy => crate::GATEWAY_GROUP,
+            Kind::Backend | Kind::ClientTrafficPolicy | Kind::BackendTrafficPolicy | Kind::SecurityPolicy | Kind::EnvoyExtensionPolicy | Kind::EnvoyPatchPolicy | Kind::HTTPRouteFilter | Kind::EnvoyProxy => crate::EG_GROUP,
+            Kind::ServiceImport => "multicluster.x-k8s.io",
+            Kind::ConfigMap => "",
+            Kind::ClusterTrustBundle => "certificates.k8s.io",
         }
     }
 
@@ -45,12 +86,33 @@ impl Kind {
             Kind::EndpointSlice => "EndpointSlice",
             Kind::Namespace => "Namespace",
             Kind::Secret => "Secret",
+            Kind::GRPCRoute => "GRPCRoute",
+            Kind::TLSRoute => "TLSRoute",
+            Kind::TCPRoute => "TCPRoute",
+            Kind::UDPRoute => "UDPRoute",
+            Kind::ListenerSet => "ListenerSet",
+            Kind::ReferenceGrant => "ReferenceGrant",
+            Kind::BackendTLSPolicy => "BackendTLSPolicy",
+            Kind::Backend => "Backend",
+            Kind::ClientTrafficPolicy => "ClientTrafficPolicy",
+            Kind::BackendTrafficPolicy => "BackendTrafficPolicy",
+            Kind::SecurityPolicy => "SecurityPolicy",
+            Kind::EnvoyExtensionPolicy => "EnvoyExtensionPolicy",
+            Kind::EnvoyPatchPolicy => "EnvoyPatchPolicy",
+            Kind::HTTPRouteFilter => "HTTPRouteFilter",
+            Kind::EnvoyProxy => "EnvoyProxy",
+            Kind::ServiceImport => "ServiceImport",
+            Kind::ConfigMap => "ConfigMap",
+            Kind::ClusterTrustBundle => "ClusterTrustBundle",
         }
     }
 
     /// Cluster-scoped kinds have an empty namespace in their key.
     pub fn cluster_scoped(self) -> bool {
-        matches!(self, Kind::GatewayClass | Kind::Namespace)
+        matches!(
+            self,
+            Kind::GatewayClass | Kind::Namespace | Kind::ClusterTrustBundle
+        )
     }
 
     /// Parses a kind name, case-insensitively (as `kubectl get` accepts them).

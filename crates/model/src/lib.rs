@@ -7,6 +7,8 @@ pub mod gateway;
 pub mod key;
 pub mod parse;
 pub mod resource;
+pub mod routes;
+pub mod refs;
 
 pub use event::{EventBody, ResourceEvent};
 pub use key::{Kind, ResourceKey};
@@ -15,3 +17,5 @@ pub use resource::{Object, Resource};
 
 /// Group of the Kubernetes Gateway API.
 pub const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
+/// Group of the Envoy Gateway extension resources.
+pub const EG_GROUP: &str = "gateway.envoyproxy.io";

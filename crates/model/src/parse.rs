@@ -181,18 +181,35 @@ pub fn parse_object(cluster: &str, value: serde_json::Value) -> Result<Resource,
         ));
     }
 
+    let typed_err = |(f, m): (Option<String>, String)| err(f.as_deref(), m);
     let object = match kind {
-        Kind::GatewayClass => {
-            Object::GatewayClass(typed(&value).map_err(|(f, m)| err(f.as_deref(), m))?)
+        Kind::GatewayClass => Object::GatewayClass(typed(&value).map_err(typed_err)?),
+        Kind::Gateway => Object::Gateway(typed(&value).map_err(typed_err)?),
+        Kind::HTTPRoute => Object::HTTPRoute(typed(&value).map_err(typed_err)?),
+        Kind::Service => Object::Service(typed(&value).map_err(typed_err)?),
+        Kind::EndpointSlice => Object::EndpointSlice(typed(&value).map_err(typed_err)?),
+        Kind::Namespace => Object::Namespace(typed(&value).map_err(typed_err)?),
+        Kind::Secret => Object::Secret(typed(&value).map_err(typed_err)?),
+        Kind::GRPCRoute => Object::GRPCRoute(typed(&value).map_err(typed_err)?),
+        Kind::TLSRoute => Object::TLSRoute(typed(&value).map_err(typed_err)?),
+        Kind::TCPRoute => Object::TCPRoute(typed(&value).map_err(typed_err)?),
+        Kind::UDPRoute => Object::UDPRoute(typed(&value).map_err(typed_err)?),
+        Kind::ListenerSet => Object::ListenerSet(typed(&value).map_err(typed_err)?),
+        Kind::ReferenceGrant => Object::ReferenceGrant(typed(&value).map_err(typed_err)?),
+        Kind::BackendTLSPolicy => Object::BackendTLSPolicy(typed(&value).map_err(typed_err)?),
+        Kind::Backend => Object::Backend(typed(&value).map_err(typed_err)?),
+        Kind::ServiceImport => Object::ServiceImport(typed(&value).map_err(typed_err)?),
+        Kind::ConfigMap => Object::ConfigMap(typed(&value).map_err(typed_err)?),
+        Kind::ClusterTrustBundle => {
+            Object::ClusterTrustBundle(typed(&value).map_err(typed_err)?)
         }
-        Kind::Gateway => Object::Gateway(typed(&value).map_err(|(f, m)| err(f.as_deref(), m))?),
-        Kind::HTTPRoute => Object::HTTPRoute(typed(&value).map_err(|(f, m)| err(f.as_deref(), m))?),
-        Kind::Service => Object::Service(typed(&value).map_err(|(f, m)| err(f.as_deref(), m))?),
-        Kind::EndpointSlice => {
-            Object::EndpointSlice(typed(&value).map_err(|(f, m)| err(f.as_deref(), m))?)
-        }
-        Kind::Namespace => Object::Namespace(typed(&value).map_err(|(f, m)| err(f.as_deref(), m))?),
-        Kind::Secret => Object::Secret(typed(&value).map_err(|(f, m)| err(f.as_deref(), m))?),
+        Kind::ClientTrafficPolicy
+        | Kind::BackendTrafficPolicy
+        | Kind::SecurityPolicy
+        | Kind::EnvoyExtensionPolicy
+        | Kind::EnvoyPatchPolicy
+        | Kind::HTTPRouteFilter
+        | Kind::EnvoyProxy => Object::Extension(kind, typed(&value).map_err(typed_err)?),
     };
     let namespace = if kind.cluster_scoped() {
         String::new()
@@ -212,25 +229,13 @@ pub fn parse_object(cluster: &str, value: serde_json::Value) -> Result<Resource,
             );
         }
     }
-    let object = with_namespace(object, &namespace);
+    let mut object = object;
+    object.set_namespace(&namespace);
     Ok(Resource {
         key: ResourceKey::new(cluster, kind, namespace, name),
         object,
         raw,
     })
-}
-
-fn with_namespace(mut object: Object, namespace: &str) -> Object {
-    let meta = match &mut object {
-        Object::GatewayClass(_) | Object::Namespace(_) => return object,
-        Object::Gateway(o) => &mut o.metadata,
-        Object::HTTPRoute(o) => &mut o.metadata,
-        Object::Service(o) => &mut o.metadata,
-        Object::EndpointSlice(o) => &mut o.metadata,
-        Object::Secret(o) => &mut o.metadata,
-    };
-    meta.namespace = Some(namespace.to_string());
-    object
 }
 
 /// Deserializes into `T`, returning the path of the offending field on failure.

@@ -1,8 +1,10 @@
 //! Typed resources: one parsed Kubernetes object and its key.
 
 use crate::gateway::{Gateway, GatewayClass, HttpRoute};
+use crate::refs::{Backend, BackendTlsPolicy, ClusterTrustBundle, ExtensionObject, ReferenceGrant, ServiceImport};
+use crate::routes::{GrpcRoute, ListenerSet, TcpRoute, TlsRoute, UdpRoute};
 use crate::{Kind, ResourceKey};
-use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -19,6 +21,21 @@ pub enum Object {
     EndpointSlice(EndpointSlice),
     Namespace(Namespace),
     Secret(Secret),
+    GRPCRoute(GrpcRoute),
+    TLSRoute(TlsRoute),
+    TCPRoute(TcpRoute),
+    UDPRoute(UdpRoute),
+    ListenerSet(ListenerSet),
+    ReferenceGrant(ReferenceGrant),
+    BackendTLSPolicy(BackendTlsPolicy),
+    Backend(Backend),
+    ServiceImport(ServiceImport),
+    ConfigMap(ConfigMap),
+    ClusterTrustBundle(ClusterTrustBundle),
+    /// Envoy Gateway policy/extension kinds (ClientTrafficPolicy, BackendTrafficPolicy,
+    /// SecurityPolicy, EnvoyExtensionPolicy, EnvoyPatchPolicy, HTTPRouteFilter, EnvoyProxy):
+    /// stored, not translated yet.
+    Extension(Kind, ExtensionObject),
 }
 
 impl Object {
@@ -31,6 +48,18 @@ impl Object {
             Object::EndpointSlice(_) => Kind::EndpointSlice,
             Object::Namespace(_) => Kind::Namespace,
             Object::Secret(_) => Kind::Secret,
+            Object::GRPCRoute(_) => Kind::GRPCRoute,
+            Object::TLSRoute(_) => Kind::TLSRoute,
+            Object::TCPRoute(_) => Kind::TCPRoute,
+            Object::UDPRoute(_) => Kind::UDPRoute,
+            Object::ListenerSet(_) => Kind::ListenerSet,
+            Object::ReferenceGrant(_) => Kind::ReferenceGrant,
+            Object::BackendTLSPolicy(_) => Kind::BackendTLSPolicy,
+            Object::Backend(_) => Kind::Backend,
+            Object::ServiceImport(_) => Kind::ServiceImport,
+            Object::ConfigMap(_) => Kind::ConfigMap,
+            Object::ClusterTrustBundle(_) => Kind::ClusterTrustBundle,
+            Object::Extension(k, _) => *k,
         }
     }
 
@@ -43,6 +72,49 @@ impl Object {
             Object::EndpointSlice(o) => &o.metadata,
             Object::Namespace(o) => &o.metadata,
             Object::Secret(o) => &o.metadata,
+            Object::GRPCRoute(o) => &o.metadata,
+            Object::TLSRoute(o) => &o.metadata,
+            Object::TCPRoute(o) => &o.metadata,
+            Object::UDPRoute(o) => &o.metadata,
+            Object::ListenerSet(o) => &o.metadata,
+            Object::ReferenceGrant(o) => &o.metadata,
+            Object::BackendTLSPolicy(o) => &o.metadata,
+            Object::Backend(o) => &o.metadata,
+            Object::ServiceImport(o) => &o.metadata,
+            Object::ConfigMap(o) => &o.metadata,
+            Object::ClusterTrustBundle(o) => &o.metadata,
+            Object::Extension(_, o) => &o.metadata,
+        }
+    }
+
+    fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        match self {
+            Object::GatewayClass(o) => &mut o.metadata,
+            Object::Gateway(o) => &mut o.metadata,
+            Object::HTTPRoute(o) => &mut o.metadata,
+            Object::Service(o) => &mut o.metadata,
+            Object::EndpointSlice(o) => &mut o.metadata,
+            Object::Namespace(o) => &mut o.metadata,
+            Object::Secret(o) => &mut o.metadata,
+            Object::GRPCRoute(o) => &mut o.metadata,
+            Object::TLSRoute(o) => &mut o.metadata,
+            Object::TCPRoute(o) => &mut o.metadata,
+            Object::UDPRoute(o) => &mut o.metadata,
+            Object::ListenerSet(o) => &mut o.metadata,
+            Object::ReferenceGrant(o) => &mut o.metadata,
+            Object::BackendTLSPolicy(o) => &mut o.metadata,
+            Object::Backend(o) => &mut o.metadata,
+            Object::ServiceImport(o) => &mut o.metadata,
+            Object::ConfigMap(o) => &mut o.metadata,
+            Object::ClusterTrustBundle(o) => &mut o.metadata,
+            Object::Extension(_, o) => &mut o.metadata,
+        }
+    }
+
+    /// Sets the namespace of a namespaced object (the key's namespace is authoritative).
+    pub(crate) fn set_namespace(&mut self, namespace: &str) {
+        if !self.kind().cluster_scoped() {
+            self.metadata_mut().namespace = Some(namespace.to_string());
         }
     }
 }

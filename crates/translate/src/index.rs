@@ -128,9 +128,10 @@ impl Index {
                     self.gateways_of_service(&svc, out);
                 }
             }
-            // Classes, namespaces (label selectors) and secrets are rare changes with wide
-            // reach: recompute every gateway of the cluster.
-            Object::GatewayClass(_) | Object::Namespace(_) | Object::Secret(_) => {
+            // Classes, namespaces (label selectors), secrets and the kinds without a precise
+            // dependency edge yet are rare changes with wide reach (or none): recompute every
+            // gateway of the cluster. Correct, if not minimal.
+            _ => {
                 out.extend(self.gateways_in(&k.cluster).cloned());
             }
         }
