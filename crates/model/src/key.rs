@@ -69,8 +69,21 @@ impl Kind {
             Kind::GatewayClass | Kind::Gateway | Kind::HTTPRoute => crate::GATEWAY_GROUP,
             Kind::EndpointSlice => "discovery.k8s.io",
             Kind::Service | Kind::Namespace | Kind::Secret => "",
-            Kind::GRPCRoute | Kind::TLSRoute | Kind::TCPRoute | Kind::UDPRoute | Kind::ListenerSet | Kind::ReferenceGrant | Kind::BackendTLSPolicy => crate::GATEWAY_GROUP,
-            Kind::Backend | Kind::ClientTrafficPolicy | Kind::BackendTrafficPolicy | Kind::SecurityPolicy | Kind::EnvoyExtensionPolicy | Kind::EnvoyPatchPolicy | Kind::HTTPRouteFilter | Kind::EnvoyProxy => crate::EG_GROUP,
+            Kind::GRPCRoute
+            | Kind::TLSRoute
+            | Kind::TCPRoute
+            | Kind::UDPRoute
+            | Kind::ListenerSet
+            | Kind::ReferenceGrant
+            | Kind::BackendTLSPolicy => crate::GATEWAY_GROUP,
+            Kind::Backend
+            | Kind::ClientTrafficPolicy
+            | Kind::BackendTrafficPolicy
+            | Kind::SecurityPolicy
+            | Kind::EnvoyExtensionPolicy
+            | Kind::EnvoyPatchPolicy
+            | Kind::HTTPRouteFilter
+            | Kind::EnvoyProxy => crate::EG_GROUP,
             Kind::ServiceImport => "multicluster.x-k8s.io",
             Kind::ConfigMap => "",
             Kind::ClusterTrustBundle => "certificates.k8s.io",

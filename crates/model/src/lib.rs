@@ -6,9 +6,9 @@ pub mod event;
 pub mod gateway;
 pub mod key;
 pub mod parse;
+pub mod refs;
 pub mod resource;
 pub mod routes;
-pub mod refs;
 
 pub use event::{EventBody, ResourceEvent};
 pub use key::{Kind, ResourceKey};

@@ -200,9 +200,7 @@ pub fn parse_object(cluster: &str, value: serde_json::Value) -> Result<Resource,
         Kind::Backend => Object::Backend(typed(&value).map_err(typed_err)?),
         Kind::ServiceImport => Object::ServiceImport(typed(&value).map_err(typed_err)?),
         Kind::ConfigMap => Object::ConfigMap(typed(&value).map_err(typed_err)?),
-        Kind::ClusterTrustBundle => {
-            Object::ClusterTrustBundle(typed(&value).map_err(typed_err)?)
-        }
+        Kind::ClusterTrustBundle => Object::ClusterTrustBundle(typed(&value).map_err(typed_err)?),
         Kind::ClientTrafficPolicy
         | Kind::BackendTrafficPolicy
         | Kind::SecurityPolicy

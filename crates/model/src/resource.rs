@@ -1,7 +1,9 @@
 //! Typed resources: one parsed Kubernetes object and its key.
 
 use crate::gateway::{Gateway, GatewayClass, HttpRoute};
-use crate::refs::{Backend, BackendTlsPolicy, ClusterTrustBundle, ExtensionObject, ReferenceGrant, ServiceImport};
+use crate::refs::{
+    Backend, BackendTlsPolicy, ClusterTrustBundle, ExtensionObject, ReferenceGrant, ServiceImport,
+};
 use crate::routes::{GrpcRoute, ListenerSet, TcpRoute, TlsRoute, UdpRoute};
 use crate::{Kind, ResourceKey};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};

@@ -1,54 +1,731 @@
-//! Backend references: resolving a backendRef to an Envoy cluster name and its endpoints.
+//! Backend references: validating a backendRef (group and kind, cross-namespace ReferenceGrant,
+//! port), resolving it to an Envoy cluster and its endpoints (Service, Multi-Cluster Services
+//! ServiceImport, Envoy Gateway Backend), the action of a rule's weighted backends (with Envoy
+//! Gateway's 500 share for invalid ones), the Envoy clusters themselves (EDS or STRICT_DNS, with
+//! upstream TLS from BackendTLSPolicy), and Backend status.
+//!
+//! Messages and reasons are Envoy Gateway's, so that statuses read the same after a move.
 
-use crate::envoy::EndpointAddr;
+use crate::backendtls::{transport_socket, CaSource, TlsTarget, UpstreamTls};
+use crate::envoy::{self, EndpointAddr};
 use crate::index::Index;
-use flotilla_model::gateway::HttpBackendRef;
-use flotilla_model::{Kind, ResourceKey};
+use crate::XdsResource;
+use envoy_types::pb::envoy::config::cluster::v3::{cluster, Cluster};
+use envoy_types::pb::envoy::config::core::v3::TransportSocket;
+use envoy_types::pb::envoy::config::endpoint::v3::{
+    lb_endpoint, ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints,
+};
+use envoy_types::pb::google::protobuf::Duration;
+use flotilla_model::gateway::{Condition, HttpBackendRef};
+use flotilla_model::refs::Backend;
+use flotilla_model::{Kind, Object, ResourceKey, EG_GROUP, GATEWAY_GROUP};
+use std::net::IpAddr;
+use std::sync::Arc;
 
+/// API group of the Multi-Cluster Services API (ServiceImport).
+pub(crate) const MCS_GROUP: &str = "multicluster.x-k8s.io";
+/// The label that ties an EndpointSlice to the ServiceImport it serves.
+pub(crate) const MCS_SERVICE_NAME_LABEL: &str = "multicluster.kubernetes.io/service-name";
+/// The cluster the invalid share of a weighted rule goes to. It never exists: with
+/// `cluster_not_found_response_code: INTERNAL_SERVER_ERROR` Envoy answers that share with 500,
+/// as Envoy Gateway does.
+pub(crate) const INVALID_BACKEND_CLUSTER: &str = "invalid-backend-cluster";
+/// Reason of a backend that exists but has no ready endpoints (a BackendsAvailable=False
+/// condition, not ResolvedRefs).
+pub(crate) const ENDPOINTS_NOT_FOUND: &str = "EndpointsNotFound";
+
+/// The kind of object a backendRef names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BackendKind {
+    Service,
+    ServiceImport,
+    Backend,
+}
+
+fn kind_of(b: &HttpBackendRef) -> Option<BackendKind> {
+    match b.kind.as_deref().unwrap_or("Service") {
+        "Service" => Some(BackendKind::Service),
+        "ServiceImport" => Some(BackendKind::ServiceImport),
+        "Backend" => Some(BackendKind::Backend),
+        _ => None,
+    }
+}
+
+/// The key of the object a backendRef names (for the dependency index).
+pub(crate) fn backend_key(cluster: &str, route_ns: &str, b: &HttpBackendRef) -> ResourceKey {
+    let ns = b.namespace.as_deref().unwrap_or(route_ns);
+    let kind = match kind_of(b) {
+        Some(BackendKind::ServiceImport) => Kind::ServiceImport,
+        Some(BackendKind::Backend) => Kind::Backend,
+        _ => Kind::Service,
+    };
+    ResourceKey::new(cluster, kind, ns, &b.name)
+}
+
+/// Resolves a backendRef of `route` (whose key kind says which route kind refers) to a cluster
+/// name and endpoints, or (reason, message) in Envoy Gateway's words. A backend without ready
+/// endpoints fails with [`ENDPOINTS_NOT_FOUND`].
 pub(crate) fn resolve_backend(
     ix: &Index,
     route: &ResourceKey,
     b: &HttpBackendRef,
 ) -> Result<(String, Vec<EndpointAddr>), (&'static str, String)> {
+    resolve_inner(ix, route, b, &mut None, true)
+}
+
+fn resolve_inner(
+    ix: &Index,
+    route: &ResourceKey,
+    b: &HttpBackendRef,
+    tls_policy: &mut Option<ResourceKey>,
+    with_endpoints: bool,
+) -> Result<(String, Vec<EndpointAddr>), (&'static str, String)> {
     let group = b.group.as_deref().unwrap_or("");
-    let kind = b.kind.as_deref().unwrap_or("Service");
-    if !group.is_empty() || kind != "Service" {
+    if !matches!(group, "" | MCS_GROUP | EG_GROUP) {
         return Err((
             "InvalidKind",
-            format!("{group}/{kind} is not a supported backend kind (Service)"),
+            format!(
+                "Group is invalid, only the core API group (specified by omitting the group field \
+                 or setting it to an empty string), {MCS_GROUP} and {EG_GROUP} are supported"
+            ),
         ));
     }
+    let Some(kind) = kind_of(b) else {
+        return Err((
+            "InvalidKind",
+            "Kind is invalid, only Service, MCS ServiceImport and Envoy Gateway Backend are supported"
+                .into(),
+        ));
+    };
+    let kind_name = b.kind.as_deref().unwrap_or("Service");
     let ns = b.namespace.as_deref().unwrap_or(&route.namespace);
-    if ns != route.namespace {
+    if !ix.reference_allowed(
+        &route.cluster,
+        GATEWAY_GROUP,
+        route.kind.as_str(),
+        &route.namespace,
+        group,
+        kind_name,
+        ns,
+        &b.name,
+    ) {
         return Err((
             "RefNotPermitted",
             format!(
-                "backendRef {ns}/{} is in another namespace and no ReferenceGrant permits it",
+                "Backend ref to {kind_name} {ns}/{} not permitted by any ReferenceGrant",
                 b.name
             ),
         ));
     }
-    let svc_key = ResourceKey::new(&route.cluster, Kind::Service, ns, &b.name);
-    let Some(svc) = ix.service(&svc_key) else {
-        return Err((
-            "BackendNotFound",
-            format!("service {ns}/{} not found", b.name),
-        ));
+    let protocol = if route.kind == Kind::UDPRoute {
+        "UDP"
+    } else {
+        "TCP"
     };
-    let Some(port) = b.port else {
-        return Err((
-            "PortNotSpecified",
-            "a valid port number corresponding to a port on the Service must be specified"
-                .to_string(),
-        ));
-    };
-    let ports = svc.spec.as_ref().and_then(|s| s.ports.as_ref());
-    let Some(sp) = ports.and_then(|ps| ps.iter().find(|p| p.port == port)) else {
-        return Err((
-            "BackendNotFound",
-            format!("port {port} not found on service {ns}/{}", b.name),
-        ));
-    };
-    let name = format!("{ns}/{}/{port}", b.name);
-    Ok((name, ix.endpoints(&svc_key, sp)))
+    let cluster = &route.cluster;
+    let weight = b.weight.unwrap_or(1);
+    match kind {
+        BackendKind::Service | BackendKind::ServiceImport => {
+            let Some(port) = b.port else {
+                return Err((
+                    "PortNotSpecified",
+                    "A valid port number corresponding to a port on the Service must be specified"
+                        .into(),
+                ));
+            };
+            let key = backend_key(cluster, &route.namespace, b);
+            let (what, ports) = match (kind, ix.resources.get(&key).map(|r| &r.object)) {
+                (BackendKind::Service, Some(Object::Service(svc))) => {
+                    let spec = svc.spec.as_ref();
+                    if spec.and_then(|s| s.type_.as_deref()) == Some("ExternalName") {
+                        return Err((
+                            "UnsupportedValue",
+                            format!(
+                                "Service {ns}/{} is of type ExternalName, which is not supported \
+                                 as a backend; use an Envoy Gateway Backend resource with an FQDN \
+                                 endpoint instead",
+                                b.name
+                            ),
+                        ));
+                    }
+                    let ports: Vec<(i32, String, String)> = spec
+                        .and_then(|s| s.ports.as_ref())
+                        .into_iter()
+                        .flatten()
+                        .map(|p| {
+                            (
+                                p.port,
+                                p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                                p.name.clone().unwrap_or_default(),
+                            )
+                        })
+                        .collect();
+                    ("Service", ports)
+                }
+                (BackendKind::ServiceImport, Some(Object::ServiceImport(si))) => {
+                    let ports = si
+                        .spec
+                        .ports
+                        .iter()
+                        .map(|p| {
+                            (
+                                p.port,
+                                p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                                p.name.clone().unwrap_or_default(),
+                            )
+                        })
+                        .collect();
+                    ("ServiceImport", ports)
+                }
+                (BackendKind::Service, _) => {
+                    return Err((
+                        "BackendNotFound",
+                        format!("service {ns}/{} not found", b.name),
+                    ))
+                }
+                _ => {
+                    return Err((
+                        "BackendNotFound",
+                        format!("service import {ns}/{} not found", b.name),
+                    ))
+                }
+            };
+            let Some((_, _, port_name)) = ports
+                .iter()
+                .find(|(p, proto, _)| *p == port && proto == protocol)
+            else {
+                return Err((
+                    "PortNotFound",
+                    format!("{protocol} Port {port} not found on {what} {ns}/{}", b.name),
+                ));
+            };
+            let name = match kind {
+                BackendKind::Service => format!("{ns}/{}/{port}", b.name),
+                _ => format!("serviceimport/{ns}/{}/{port}", b.name),
+            };
+            // Envoy Gateway checks neither TLS nor endpoints of a backend of weight 0.
+            if weight != 0 {
+                let target = TlsTarget {
+                    group: group.to_string(),
+                    kind: kind_name.to_string(),
+                    namespace: ns.to_string(),
+                    name: b.name.clone(),
+                    section: Some(port_name.clone()).filter(|n| !n.is_empty()),
+                };
+                check_tls(ix, cluster, &target, None, tls_policy)?;
+            }
+            if !with_endpoints {
+                return Ok((name, vec![]));
+            }
+            let endpoints = ix.endpoints_of(&key, port_name, protocol);
+            if weight == 0 {
+                return Ok((name, endpoints));
+            }
+            let hostnames = endpoints.iter().filter(|e| !is_ip(&e.ip)).count();
+            if hostnames > 0 && hostnames < endpoints.len() {
+                return Err((
+                    "UnsupportedAddressType",
+                    "mixed endpointslice address type for the same backendRef is not supported"
+                        .into(),
+                ));
+            }
+            if !endpoints.iter().any(|e| e.ready) {
+                return Err((
+                    ENDPOINTS_NOT_FOUND,
+                    format!("no ready endpoints for the related {what} {ns}/{}", b.name),
+                ));
+            }
+            Ok((name, endpoints))
+        }
+        BackendKind::Backend => {
+            let key = ResourceKey::new(cluster, Kind::Backend, ns, &b.name);
+            let Some(Object::Backend(be)) = ix.resources.get(&key).map(|r| &r.object) else {
+                return Err((
+                    "BackendNotFound",
+                    format!("Backend {ns}/{} not found", b.name),
+                ));
+            };
+            if let Err((reason, msg)) = validate_backend(be) {
+                return Err((reason, msg));
+            }
+            let dynamic = be.spec.type_.as_deref() == Some("DynamicResolver");
+            if dynamic && !matches!(route.kind, Kind::HTTPRoute | Kind::GRPCRoute) {
+                return Err((
+                    "UnsupportedValue",
+                    "DynamicResolver backends are supported for HTTPRoute and GRPCRoute only"
+                        .into(),
+                ));
+            }
+            if be.spec.endpoints.iter().any(|e| e.unix.is_some()) {
+                return Err((
+                    "UnsupportedAddressType",
+                    "unix domain sockets are not supported in backend references".into(),
+                ));
+            }
+            let fqdn = be
+                .spec
+                .endpoints
+                .iter()
+                .filter(|e| e.fqdn.is_some())
+                .count();
+            if fqdn > 0 && fqdn < be.spec.endpoints.len() {
+                return Err((
+                    "UnsupportedAddressType",
+                    "mixed FQDN and IP or Unix address type for the same backendRef is not supported"
+                        .into(),
+                ));
+            }
+            let name = match b.port {
+                Some(p) => format!("backend/{ns}/{}/{p}", b.name),
+                None => format!("backend/{ns}/{}/-", b.name),
+            };
+            if weight != 0 {
+                let target = TlsTarget {
+                    group: group.to_string(),
+                    kind: kind_name.to_string(),
+                    namespace: ns.to_string(),
+                    name: b.name.clone(),
+                    section: b.port.map(|p| p.to_string()),
+                };
+                check_tls(ix, cluster, &target, Some((ns, be)), tls_policy)?;
+            }
+            if !with_endpoints || dynamic {
+                // A dynamic resolver has no endpoints: its cluster resolves the request host.
+                return Ok((name, vec![]));
+            }
+            let endpoints: Vec<EndpointAddr> = be
+                .spec
+                .endpoints
+                .iter()
+                .filter_map(|e| {
+                    let (host, port) = match (&e.ip, &e.fqdn) {
+                        (Some(ip), _) => (ip.address.clone(), ip.port),
+                        (None, Some(f)) => (f.hostname.clone(), f.port),
+                        _ => return None,
+                    };
+                    Some(EndpointAddr {
+                        ip: host,
+                        port: u32::try_from(port).ok()?,
+                        ready: true,
+                    })
+                })
+                .collect();
+            // Envoy Gateway reports nothing for a Backend without endpoints (the API requires
+            // at least one); its share of traffic fails.
+            Ok((name, endpoints))
+        }
+    }
 }
+
+fn is_ip(s: &str) -> bool {
+    s.parse::<IpAddr>().is_ok()
+}
+
+/// Whether a backendRef names an Envoy Gateway Backend of type DynamicResolver.
+pub(crate) fn is_dynamic_resolver(ix: &Index, route: &ResourceKey, b: &HttpBackendRef) -> bool {
+    if kind_of(b) != Some(BackendKind::Backend) {
+        return false;
+    }
+    let key = backend_key(&route.cluster, &route.namespace, b);
+    matches!(ix.resources.get(&key).map(|r| &r.object),
+        Some(Object::Backend(be)) if be.spec.type_.as_deref() == Some("DynamicResolver"))
+}
+
+/// Resolves the TLS settings of a backend; an invalid policy fails the backendRef with
+/// InvalidBackendTLS (Envoy Gateway's `applyBackendTLSSetting`).
+fn check_tls(
+    ix: &Index,
+    cluster: &str,
+    target: &TlsTarget,
+    backend: Option<(&str, &Backend)>,
+    tls_policy: &mut Option<ResourceKey>,
+) -> Result<Option<UpstreamTls>, (&'static str, String)> {
+    if let Some((key, _)) = ix.tls_policy_for(cluster, target) {
+        *tls_policy = Some(key.clone());
+    }
+    upstream_tls(ix, cluster, target, backend).map_err(|m| ("InvalidBackendTLS", m))
+}
+
+/// The merged upstream TLS of a backend: its Backend `spec.tls` (if an Envoy Gateway Backend)
+/// overridden by the BackendTLSPolicy that targets it. `None`: plaintext.
+fn upstream_tls(
+    ix: &Index,
+    cluster: &str,
+    target: &TlsTarget,
+    backend: Option<(&str, &Backend)>,
+) -> Result<Option<UpstreamTls>, String> {
+    let from_backend = match backend.and_then(|(ns, be)| be.spec.tls.as_ref().map(|t| (ns, t))) {
+        None => None,
+        Some((ns, t)) => {
+            let insecure = t.insecure_skip_verify.unwrap_or(false);
+            let ca = if insecure {
+                CaSource::Insecure
+            } else if t.well_known_ca_certificates.as_deref() == Some("System") {
+                CaSource::System
+            } else if !t.ca_certificate_refs.is_empty() {
+                CaSource::Pem(
+                    ix.ca_bundle(cluster, ns, &t.ca_certificate_refs)
+                        .map_err(|e| e.message)?,
+                )
+            } else {
+                return Err(
+                    "CACertificate must be specified when InsecureSkipVerify is false".into(),
+                );
+            };
+            Some(UpstreamTls {
+                sni: t.sni.clone(),
+                ca,
+                sans: vec![],
+            })
+        }
+    };
+    let from_policy = match ix.tls_policy_for(cluster, target) {
+        None => None,
+        Some((key, p)) => Some(
+            ix.tls_bundle(cluster, &key.namespace, p)
+                .map_err(|e| e.message)?,
+        ),
+    };
+    Ok(match (from_backend, from_policy) {
+        (b, None) => b,
+        (None, p) => p,
+        (Some(mut b), Some(p)) => {
+            // The policy wins for what it sets.
+            b.ca = p.ca;
+            if p.sni.is_some() {
+                b.sni = p.sni;
+            }
+            if !p.sans.is_empty() {
+                b.sans = p.sans;
+            }
+            Some(b)
+        }
+    })
+}
+
+/// Envoy Gateway's `validateBackend` (Kubernetes infrastructure: loopback addresses and
+/// single-label hostnames are refused).
+fn validate_backend(be: &Backend) -> Result<(), (&'static str, String)> {
+    let invalid = |m: String| Err(("InvalidAddress", m));
+    if be.spec.type_.as_deref() == Some("DynamicResolver") && !be.spec.endpoints.is_empty() {
+        return Err((
+            "InvalidBackendRef",
+            "DynamicResolver type cannot have endpoints specified".into(),
+        ));
+    }
+    if let Some(t) = &be.spec.tls {
+        if !t.insecure_skip_verify.unwrap_or(false)
+            && t.well_known_ca_certificates.is_none()
+            && t.ca_certificate_refs.is_empty()
+        {
+            return Err((
+                "InvalidBackendRef",
+                "must specify either CACertificateRefs or WellKnownCACertificates when \
+                 InsecureSkipVerify is unset or false"
+                    .into(),
+            ));
+        }
+    }
+    for ep in &be.spec.endpoints {
+        if let Some(h) = &ep.hostname {
+            validate_hostname(h, "hostname").or_else(invalid)?;
+        }
+        if let Some(f) = &ep.fqdn {
+            validate_hostname(&f.hostname, "FQDN").or_else(invalid)?;
+        } else if let Some(ip) = &ep.ip {
+            match ip.address.parse::<IpAddr>() {
+                Err(_) => return invalid(format!("IP address {} is invalid", ip.address)),
+                Ok(a) if a.is_loopback() => {
+                    return invalid(format!(
+                        "IP address {} in the loopback range is only supported when using the \
+                         Host infrastructure",
+                        ip.address
+                    ))
+                }
+                Ok(_) => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+fn validate_hostname(h: &str, what: &str) -> Result<(), String> {
+    if !is_dns1123_subdomain(h) {
+        return Err(format!("hostname {h} is not a valid {what}"));
+    }
+    if h.split('.').count() < 2 {
+        return Err(format!(
+            "hostname {h} should be a domain with at least two segments separated by dots"
+        ));
+    }
+    if h.parse::<IpAddr>().is_ok() {
+        return Err(format!("hostname {h} is an IP address"));
+    }
+    Ok(())
+}
+
+/// Kubernetes' `IsDNS1123Subdomain`.
+fn is_dns1123_subdomain(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 253
+        && h.split('.').all(|l| {
+            !l.is_empty()
+                && l.bytes()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
+}
+
+/// The status Envoy Gateway writes on a Backend (note its quirk, kept for compatibility: a
+/// refused Backend gets type `Invalid` with reason `Accepted`).
+pub(crate) fn backend_status(be: &Backend) -> serde_json::Value {
+    let gen = be.metadata.generation;
+    let cond = match validate_backend(be) {
+        Ok(()) => Condition::new(
+            "Accepted",
+            true,
+            "Accepted",
+            "The Backend was accepted",
+            gen,
+        ),
+        Err((_, m)) => Condition::new(
+            "Invalid",
+            false,
+            "Accepted",
+            format!("The Backend was not accepted: {m}"),
+            gen,
+        ),
+    };
+    serde_json::json!({ "conditions": [cond] })
+}
+
+/// The BackendTLSPolicies the backendRefs of a route use (Envoy Gateway consults the policy of
+/// every backendRef that passes validation and has a non-zero weight, valid policy or not).
+pub(crate) fn tls_policies_of<'a>(
+    ix: &Index,
+    route: &ResourceKey,
+    refs: impl IntoIterator<Item = &'a HttpBackendRef>,
+) -> Vec<ResourceKey> {
+    let mut out: Vec<ResourceKey> = Vec::new();
+    for b in refs {
+        let mut p = None;
+        let _ = resolve_inner(ix, route, b, &mut p, false);
+        if let Some(p) = p {
+            if !out.contains(&p) {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// What a cluster name (as [`resolve`] makes them) refers to.
+fn decode_cluster_name(name: &str) -> Option<(BackendKind, &str, &str, Option<&str>)> {
+    let parts: Vec<&str> = name.split('/').collect();
+    match parts.as_slice() {
+        ["backend", ns, n, port] => Some((
+            BackendKind::Backend,
+            ns,
+            n,
+            Some(*port).filter(|p| *p != "-"),
+        )),
+        ["serviceimport", ns, n, port] => Some((BackendKind::ServiceImport, ns, n, Some(port))),
+        [ns, n, port] => Some((BackendKind::Service, ns, n, Some(port))),
+        _ => None,
+    }
+}
+
+/// The Envoy resources of one backend cluster of `cluster` (a Kubernetes cluster id): a
+/// STRICT_DNS cluster with its endpoints inline for an FQDN Backend, otherwise an EDS cluster
+/// and its ClusterLoadAssignment; with the upstream TLS transport socket when a Backend's
+/// `spec.tls` or a BackendTLSPolicy asks for it.
+pub(crate) fn cluster_resources(
+    ix: &Index,
+    cluster: &str,
+    name: &str,
+    endpoints: &[EndpointAddr],
+) -> Vec<Arc<XdsResource>> {
+    let Some((kind, ns, bname, port)) = decode_cluster_name(name) else {
+        return vec![
+            envoy::eds_cluster(name),
+            envoy::load_assignment(name, endpoints),
+        ];
+    };
+    let (group, kind_name, section, backend) = match kind {
+        BackendKind::Service => (
+            "",
+            "Service",
+            service_port_name(ix, cluster, ns, bname, port),
+            None,
+        ),
+        BackendKind::ServiceImport => (
+            MCS_GROUP,
+            "ServiceImport",
+            service_port_name(ix, cluster, ns, bname, port),
+            None,
+        ),
+        BackendKind::Backend => {
+            let key = ResourceKey::new(cluster, Kind::Backend, ns, bname);
+            let be = match ix.resources.get(&key).map(|r| &r.object) {
+                Some(Object::Backend(be)) => Some(be),
+                _ => None,
+            };
+            (EG_GROUP, "Backend", port.map(str::to_string), be)
+        }
+    };
+    let mut tls = None;
+    for g in [group, ""] {
+        // A backendRef to a ServiceImport may omit the group; the policy lookup uses the
+        // group as the backendRef spells it, so try both.
+        let target = TlsTarget {
+            group: g.to_string(),
+            kind: kind_name.to_string(),
+            namespace: ns.to_string(),
+            name: bname.to_string(),
+            section: section.clone(),
+        };
+        if let Ok(Some(t)) = upstream_tls(ix, cluster, &target, backend.map(|b| (ns, b))) {
+            tls = Some(t);
+            break;
+        }
+        if kind != BackendKind::ServiceImport {
+            break;
+        }
+    }
+    let socket = tls.as_ref().map(transport_socket);
+    if backend.is_some_and(|be| be.spec.type_.as_deref() == Some("DynamicResolver")) {
+        return vec![dynamic_forward_proxy_cluster(name, socket)];
+    }
+    // Host names (FQDN Backends, FQDN EndpointSlices) need DNS; EDS takes only addresses.
+    if endpoints.iter().any(|e| !is_ip(&e.ip)) {
+        vec![strict_dns_cluster(name, endpoints, socket)]
+    } else {
+        vec![
+            eds_cluster(name, socket),
+            envoy::load_assignment(name, endpoints),
+        ]
+    }
+}
+
+fn service_port_name(
+    ix: &Index,
+    cluster: &str,
+    ns: &str,
+    name: &str,
+    port: Option<&str>,
+) -> Option<String> {
+    let port: i32 = port?.parse().ok()?;
+    let svc = ResourceKey::new(cluster, Kind::Service, ns, name);
+    let si = ResourceKey::new(cluster, Kind::ServiceImport, ns, name);
+    let named = match ix.resources.get(&svc).map(|r| &r.object) {
+        Some(Object::Service(s)) => s
+            .spec
+            .as_ref()
+            .and_then(|s| s.ports.as_ref())
+            .and_then(|ps| ps.iter().find(|p| p.port == port))
+            .and_then(|p| p.name.clone()),
+        _ => match ix.resources.get(&si).map(|r| &r.object) {
+            Some(Object::ServiceImport(s)) => s
+                .spec
+                .ports
+                .iter()
+                .find(|p| p.port == port)
+                .and_then(|p| p.name.clone()),
+            _ => None,
+        },
+    };
+    named.filter(|n| !n.is_empty())
+}
+
+fn base_cluster(name: &str, socket: Option<TransportSocket>) -> Cluster {
+    Cluster {
+        name: name.to_string(),
+        connect_timeout: Some(Duration {
+            seconds: 10,
+            nanos: 0,
+        }),
+        lb_policy: cluster::LbPolicy::RoundRobin as i32,
+        transport_socket: socket,
+        ..Default::default()
+    }
+}
+
+fn eds_cluster(name: &str, socket: Option<TransportSocket>) -> Arc<XdsResource> {
+    if socket.is_none() {
+        return envoy::eds_cluster(name);
+    }
+    let mut c = base_cluster(name, socket);
+    c.cluster_discovery_type = Some(cluster::ClusterDiscoveryType::Type(
+        cluster::DiscoveryType::Eds as i32,
+    ));
+    c.eds_cluster_config = Some(cluster::EdsClusterConfig {
+        eds_config: Some(envoy::ads()),
+        service_name: name.to_string(),
+    });
+    envoy::encode(crate::type_url::CLUSTER, name, &c)
+}
+
+/// A dynamic forward proxy cluster in sub-cluster mode: one sub-cluster per request host:port,
+/// resolved by DNS on demand (Envoy Gateway's DynamicResolver Backend).
+fn dynamic_forward_proxy_cluster(name: &str, socket: Option<TransportSocket>) -> Arc<XdsResource> {
+    use envoy_types::pb::envoy::extensions::clusters::dynamic_forward_proxy::v3::{
+        cluster_config, ClusterConfig, SubClustersConfig,
+    };
+    let mut c = base_cluster(name, socket);
+    c.lb_policy = cluster::LbPolicy::ClusterProvided as i32;
+    // Sub-clusters inherit this: prefer IPv4, fall back to IPv6.
+    c.dns_lookup_family = cluster::DnsLookupFamily::V4Preferred as i32;
+    let cfg = ClusterConfig {
+        cluster_implementation_specifier: Some(
+            cluster_config::ClusterImplementationSpecifier::SubClustersConfig(SubClustersConfig {
+                lb_policy: cluster::LbPolicy::RoundRobin as i32,
+                ..Default::default()
+            }),
+        ),
+        ..Default::default()
+    };
+    c.cluster_discovery_type = Some(cluster::ClusterDiscoveryType::ClusterType(
+        cluster::CustomClusterType {
+            name: "envoy.clusters.dynamic_forward_proxy".into(),
+            typed_config: Some(envoy::any(
+                "type.googleapis.com/envoy.extensions.clusters.dynamic_forward_proxy.v3.ClusterConfig",
+                &cfg,
+            )),
+        },
+    ));
+    envoy::encode(crate::type_url::CLUSTER, name, &c)
+}
+
+fn strict_dns_cluster(
+    name: &str,
+    endpoints: &[EndpointAddr],
+    socket: Option<TransportSocket>,
+) -> Arc<XdsResource> {
+    let mut c = base_cluster(name, socket);
+    c.cluster_discovery_type = Some(cluster::ClusterDiscoveryType::Type(
+        cluster::DiscoveryType::StrictDns as i32,
+    ));
+    c.dns_lookup_family = cluster::DnsLookupFamily::V4Preferred as i32;
+    c.load_assignment = Some(ClusterLoadAssignment {
+        cluster_name: name.to_string(),
+        endpoints: vec![LocalityLbEndpoints {
+            lb_endpoints: endpoints
+                .iter()
+                .map(|e| LbEndpoint {
+                    host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
+                        address: Some(envoy::socket_address(&e.ip, e.port)),
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    envoy::encode(crate::type_url::CLUSTER, name, &c)
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

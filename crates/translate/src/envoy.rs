@@ -42,7 +42,7 @@ pub fn any<M: Message>(type_url: &str, msg: &M) -> Any {
     }
 }
 
-fn ads() -> ConfigSource {
+pub(crate) fn ads() -> ConfigSource {
     ConfigSource {
         config_source_specifier: Some(config_source::ConfigSourceSpecifier::Ads(
             AggregatedConfigSource {},
@@ -62,40 +62,91 @@ pub fn socket_address(ip: &str, port: u32) -> Address {
     }
 }
 
+/// Name of the CORS HTTP filter; routes name it in `typed_per_filter_config`.
+pub const CORS_FILTER: &str = "envoy.filters.http.cors";
+/// Type URL of the per-route CORS policy.
+pub const CORS_POLICY_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy";
+
 /// An HTTP listener on `ip:port` whose routes come from RDS resource `route_name`.
 pub fn http_listener(name: &str, ip: &str, port: u32, route_name: &str) -> Arc<XdsResource> {
-    let hcm = HttpConnectionManager {
-        stat_prefix: name.to_string(),
-        route_specifier: Some(http_connection_manager::RouteSpecifier::Rds(Rds {
-            config_source: Some(ads()),
-            route_config_name: route_name.to_string(),
-        })),
-        http_filters: vec![HttpFilter {
-            name: "envoy.filters.http.router".to_string(),
-            config_type: Some(http_filter::ConfigType::TypedConfig(any(
-                "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
-                &Router::default(),
-            ))),
-            ..Default::default()
-        }],
-        ..Default::default()
-    };
     let listener = Listener {
         name: name.to_string(),
         address: Some(socket_address(ip, port)),
         filter_chains: vec![FilterChain {
-            filters: vec![Filter {
-                name: "envoy.filters.network.http_connection_manager".to_string(),
-                config_type: Some(filter::ConfigType::TypedConfig(any(
-                    "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                    &hcm,
-                ))),
-            }],
+            filters: vec![hcm_filter(name, route_name)],
             ..Default::default()
         }],
         ..Default::default()
     };
     encode(type_url::LISTENER, name, &listener)
+}
+
+/// The HTTP connection manager filter, routes from RDS resource `route_name`.
+pub fn hcm_filter(stat_prefix: &str, route_name: &str) -> Filter {
+    let hcm = HttpConnectionManager {
+        stat_prefix: stat_prefix.to_string(),
+        route_specifier: Some(http_connection_manager::RouteSpecifier::Rds(Rds {
+            config_source: Some(ads()),
+            route_config_name: route_name.to_string(),
+        })),
+        http_filters: vec![
+            // Routes carry their CORS policy as per-filter config; without one the filter
+            // passes requests through.
+            HttpFilter {
+                name: CORS_FILTER.to_string(),
+                config_type: Some(http_filter::ConfigType::TypedConfig(any(
+                    "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors",
+                    &envoy_types::pb::envoy::extensions::filters::http::cors::v3::Cors::default(),
+                ))),
+                ..Default::default()
+            },
+            // Resolves the request host for routes to a dynamic forward proxy cluster (an Envoy
+            // Gateway DynamicResolver Backend); every other route passes through untouched.
+            HttpFilter {
+                name: "envoy.filters.http.dynamic_forward_proxy".to_string(),
+                config_type: Some(http_filter::ConfigType::TypedConfig(any(
+                    "type.googleapis.com/envoy.extensions.filters.http.dynamic_forward_proxy.v3.FilterConfig",
+                    &dfp_filter_config(),
+                ))),
+                ..Default::default()
+            },
+            HttpFilter {
+                name: "envoy.filters.http.router".to_string(),
+                config_type: Some(http_filter::ConfigType::TypedConfig(any(
+                    "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
+                    &Router::default(),
+                ))),
+                ..Default::default()
+            },
+        ],
+        ..Default::default()
+    };
+    Filter {
+        name: "envoy.filters.network.http_connection_manager".to_string(),
+        config_type: Some(filter::ConfigType::TypedConfig(any(
+            "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            &hcm,
+        ))),
+    }
+}
+
+fn dfp_filter_config(
+) -> envoy_types::pb::envoy::extensions::filters::http::dynamic_forward_proxy::v3::FilterConfig {
+    use envoy_types::pb::envoy::extensions::filters::http::dynamic_forward_proxy::v3::{
+        filter_config, FilterConfig, SubClusterConfig,
+    };
+    FilterConfig {
+        implementation_specifier: Some(filter_config::ImplementationSpecifier::SubClusterConfig(
+            SubClusterConfig {
+                cluster_init_timeout: Some(Duration {
+                    seconds: 5,
+                    nanos: 0,
+                }),
+            },
+        )),
+        ..Default::default()
+    }
 }
 
 pub fn route_configuration(rc: &RouteConfiguration) -> Arc<XdsResource> {

@@ -2,13 +2,14 @@
 //! backends → Envoy resources, listener status and route parent status.
 
 use crate::envoy::{self, EndpointAddr};
-use crate::httproute::{check_route, dropped_indices, PrecedenceKey};
+use crate::httproute::{check_route, set_condition, OverlapTracker, PrecedenceKey};
 use crate::index::Index;
-use crate::listener::{check_listener, mark_conflicts, port_of, supported_kinds, ListenerState};
+use crate::listener::{self, port_of, ListenerState, SetInfo};
 use crate::GatewayXds;
-use envoy_types::pb::envoy::config::route::v3::{Route, RouteConfiguration, VirtualHost};
-use flotilla_model::gateway::{Condition, Gateway, HttpRoute, Listener, ParentReference};
-use flotilla_model::{ResourceKey, GATEWAY_GROUP};
+use envoy_types::pb::envoy::config::route::v3::{route, Route, RouteConfiguration, VirtualHost};
+use flotilla_model::gateway::{Condition, Gateway, HttpRoute, ParentReference};
+use flotilla_model::routes::GrpcRoute;
+use flotilla_model::{Object, ResourceKey};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -22,17 +23,28 @@ pub(crate) struct GatewayResult {
     pub status: Value,
     /// Route parent statuses this gateway is responsible for, by route.
     pub route_parents: BTreeMap<ResourceKey, Vec<(usize, Value)>>,
+    /// Status of other resources this gateway decides (its ListenerSets).
+    pub other_status: Vec<(ResourceKey, Value)>,
+    /// BackendTLSPolicy ancestorRefs this gateway contributes, by policy.
+    pub policy_ancestors: BTreeMap<ResourceKey, Vec<Value>>,
 }
 
 pub(crate) fn translate_gateway(ix: &Index, gw_key: &ResourceKey, gw: &Gateway) -> GatewayResult {
-    let gen = gw.metadata.generation;
-    let mut listeners: Vec<ListenerState> = gw
-        .spec
-        .listeners
-        .iter()
-        .map(|l| check_listener(l, gen))
-        .collect();
-    mark_conflicts(&mut listeners, gen);
+    // A Gateway with an address of a type Envoy Gateway does not support is not translated.
+    if let Some(status) = listener::unsupported_address_status(gw) {
+        return GatewayResult {
+            xds: GatewayXds {
+                gateway: gw_key.gateway_id(),
+                resources: vec![],
+            },
+            status,
+            route_parents: BTreeMap::new(),
+            other_status: vec![],
+            policy_ancestors: BTreeMap::new(),
+        };
+    }
+    let sets: Vec<SetInfo> = listener::listener_sets(ix, gw_key, gw);
+    let mut listeners: Vec<ListenerState> = listener::check_listeners(ix, gw_key, gw, &sets);
 
     let bind_ip = gw
         .spec
@@ -44,119 +56,153 @@ pub(crate) fn translate_gateway(ix: &Index, gw_key: &ResourceKey, gw: &Gateway) 
 
     // port -> domain -> routes (with precedence keys)
     let mut vhosts: BTreeMap<u32, BTreeMap<String, Vec<(PrecedenceKey, Route)>>> = BTreeMap::new();
-    for l in listeners.iter().filter(|l| l.valid) {
+    for l in listeners.iter().filter(|l| l.valid && l.is_http()) {
         vhosts.entry(port_of(l.spec)).or_default();
     }
     let mut clusters: BTreeMap<String, Vec<EndpointAddr>> = BTreeMap::new();
     let mut route_parents: BTreeMap<ResourceKey, Vec<(usize, Value)>> = BTreeMap::new();
 
-    let mut routes: Vec<(&ResourceKey, &HttpRoute)> = ix
-        .routes_of_gateway(gw_key)
-        .filter_map(|k| ix.http_route(k).map(|r| (k, r)))
+    let route_keys: BTreeSet<&ResourceKey> = std::iter::once(gw_key)
+        .chain(sets.iter().map(|s| &s.key))
+        .flat_map(|k| ix.routes_of_gateway(k))
         .collect();
-    // Precedence among routes: oldest first, then namespace/name (Gateway API spec).
+    // Envoy Gateway translates every HTTPRoute, then every GRPCRoute; within a kind, oldest
+    // first, then namespace/name (Gateway API precedence).
+    let mut routes: Vec<(u8, &ResourceKey, AnyRoute)> = route_keys
+        .into_iter()
+        .filter_map(|k| match ix.resources.get(k).map(|r| &r.object) {
+            Some(Object::HTTPRoute(r)) => Some((0, k, AnyRoute::Http(r))),
+            Some(Object::GRPCRoute(r)) => Some((1, k, AnyRoute::Grpc(r))),
+            _ => None,
+        })
+        .collect();
     routes.sort_by(|a, b| {
-        created(&a.1.metadata)
-            .cmp(&created(&b.1.metadata))
-            .then_with(|| a.0.cmp(b.0))
+        (a.0, created(a.2.metadata()), a.1).cmp(&(b.0, created(b.2.metadata()), b.1))
     });
 
-    for (rank, (route_key, route)) in routes.iter().enumerate() {
-        let checked = check_route(ix, route_key, route, &mut clusters);
-        let rgen = route.metadata.generation;
-        for (pi, pref) in route.spec.parent_refs.iter().enumerate() {
-            if !refers_to(pref, &route_key.namespace, gw_key) {
+    let mut overlaps = OverlapTracker::default();
+    let mut http2_clusters: BTreeSet<String> = BTreeSet::new();
+    // Parent statuses wait for the overlap check, which needs every route in place.
+    let mut pending: Vec<PendingParent> = Vec::new();
+    for (rank, (_, route_key, route)) in routes.iter().enumerate() {
+        let checked = match route {
+            AnyRoute::Http(r) => check_route(ix, route_key, r, rank, &mut clusters),
+            AnyRoute::Grpc(r) => {
+                crate::grpcroute::check_route(ix, route_key, r, rank, &mut clusters)
+            }
+        };
+        http2_clusters.extend(checked.http2_clusters.iter().cloned());
+        let rgen = route.metadata().generation;
+        let kind = route.kind();
+        for (pi, pref) in route.parent_refs().iter().enumerate() {
+            if !listener::refers_to(&sets, pref, &route_key.namespace, gw_key) {
                 continue;
             }
             let (accepted, attach_to) = attach(
                 ix,
                 &listeners,
+                &sets,
                 pref,
-                &gw_key.namespace,
+                gw_key,
                 route_key,
-                route,
+                kind,
+                route.hostnames(),
                 rgen,
             );
             let mut conds = vec![accepted.clone()];
-            if accepted.status == "True" {
+            // The rules' errors land on every parent (`processHTTPRouteParentRefs`).
+            checked.apply_to(&mut conds, rgen);
+            let rules_rejected = conds
+                .iter()
+                .any(|c| c.type_ == "Accepted" && c.status == "False");
+            if accepted.reason == "NoMatchingListenerHostname"
+                && !(kind == "GRPCRoute" && rules_rejected)
+            {
+                set_condition(&mut conds, accepted.clone());
+            }
+            // A GRPCRoute whose rules are all rejected does not attach; an HTTPRoute still
+            // counts on its listeners (with no routes left to serve).
+            let attaches = accepted.status == "True" && !(kind == "GRPCRoute" && rules_rejected);
+            if attaches {
                 for (li, hostnames) in &attach_to {
                     listeners[*li].attached += 1;
+                    // Envoy Gateway counts a route on a listener that is not programmed, but
+                    // serves it only through programmed ones.
+                    if !listeners[*li].valid {
+                        continue;
+                    }
                     let port = port_of(listeners[*li].spec);
+                    let listener_port = u32::try_from(listeners[*li].spec.port).unwrap_or(0);
                     let domains = vhosts.entry(port).or_default();
                     for host in hostnames {
                         let entries = domains.entry(host.clone()).or_default();
-                        for (ri, rule) in &checked.rules {
-                            for (mi, m) in rule.matches.iter().enumerate() {
-                                let spec_match = route.spec.rules[*ri].matches.get(mi);
-                                entries.push((
-                                    PrecedenceKey::new(spec_match, rank, *ri, mi),
-                                    Route {
-                                        name: format!(
-                                            "httproute/{}/{}/rule/{ri}/match/{mi}",
-                                            route_key.namespace, route_key.name
-                                        ),
-                                        r#match: Some(m.clone()),
-                                        action: Some(rule.action.clone()),
-                                        ..Default::default()
-                                    },
-                                ));
+                        for e in &checked.entries {
+                            let mut r = e.route.clone();
+                            if let (Some(scheme), Some(route::Action::Redirect(ra))) =
+                                (&e.redirect_scheme, r.action.as_mut())
+                            {
+                                ra.port_redirect = match scheme.as_deref() {
+                                    Some("http") => 80,
+                                    Some("https") => 443,
+                                    _ => listener_port,
+                                };
                             }
+                            overlaps.record(*li, host, kind, route_key, &r);
+                            entries.push((e.key.clone(), r));
                         }
                     }
                 }
-                if !checked.dropped.is_empty() {
-                    conds.push(Condition::new(
-                        "PartiallyInvalid",
-                        true,
-                        "UnsupportedValue",
-                        format!(
-                            "Dropped Rule(s) {}: {}",
-                            dropped_indices(&checked),
-                            checked.dropped.join("\n")
-                        ),
-                        rgen,
-                    ));
-                }
             }
-            conds.push(match checked.unresolved.first() {
-                None => Condition::new(
-                    "ResolvedRefs",
-                    true,
-                    "ResolvedRefs",
-                    "Resolved all the Object references for the Route",
-                    rgen,
-                ),
-                Some((reason, _)) => Condition::new(
-                    "ResolvedRefs",
-                    false,
-                    reason,
-                    checked
-                        .unresolved
-                        .iter()
-                        .map(|(_, m)| m.as_str())
-                        .collect::<Vec<_>>()
-                        .join("\n"),
-                    rgen,
-                ),
+            let attached_to = attach_to.iter().map(|(li, _)| *li).collect();
+            pending.push(PendingParent {
+                route: route_key,
+                index: pi,
+                pref,
+                conds,
+                kind,
+                listeners: attached_to,
             });
-            route_parents
-                .entry((*route_key).clone())
-                .or_default()
-                .push((
-                    pi,
-                    json!({
-                        "parentRef": pref,
-                        "controllerName": CONTROLLER_NAME,
-                        "conditions": conds,
-                    }),
-                ));
         }
     }
+    for PendingParent {
+        route: route_key,
+        index: pi,
+        pref,
+        mut conds,
+        kind,
+        listeners: attached_to,
+    } in pending
+    {
+        if let Some(msg) = overlaps.conflicts(&attached_to, kind, route_key) {
+            let gen = conds.first().and_then(|c| c.observed_generation);
+            set_condition(
+                &mut conds,
+                Condition::new("RouteRulesOverlap", true, "RouteRulesOverlap", msg, gen),
+            );
+        }
+        route_parents.entry(route_key.clone()).or_default().push((
+            pi,
+            json!({
+                "parentRef": pref,
+                "controllerName": CONTROLLER_NAME,
+                "conditions": conds,
+            }),
+        ));
+    }
+
+    let mut l4 = crate::l4route::translate_l4_routes(
+        ix,
+        gw_key,
+        &mut listeners,
+        &sets,
+        &mut clusters,
+        &mut route_parents,
+    );
 
     let mut resources = Vec::new();
     for (port, domains) in vhosts {
         let name = format!("http-{port}");
-        let virtual_hosts = domains
+        let virtual_hosts: Vec<VirtualHost> = domains
             .into_iter()
             .map(|(domain, mut entries)| {
                 entries.sort_by(|a, b| a.0.cmp(&b.0));
@@ -174,26 +220,31 @@ pub(crate) fn translate_gateway(ix: &Index, gw_key: &ResourceKey, gw: &Gateway) 
             .collect();
         let rc = RouteConfiguration {
             name: name.clone(),
+            max_direct_response_body_size_bytes: crate::httproute::direct_body_limit(
+                &virtual_hosts,
+            ),
             virtual_hosts,
             ..Default::default()
         };
         resources.push(envoy::route_configuration(&rc));
-        resources.push(envoy::http_listener(&name, &bind_ip, port, &name));
     }
+    resources.extend(listener::envoy_listeners(&listeners, &bind_ip, &mut l4));
     for (name, endpoints) in &clusters {
-        resources.push(envoy::eds_cluster(name));
-        resources.push(envoy::load_assignment(name, endpoints));
+        let mut rs = crate::backend::cluster_resources(ix, &gw_key.cluster, name, endpoints);
+        if http2_clusters.contains(name) {
+            for r in rs
+                .iter_mut()
+                .filter(|r| r.type_url == crate::type_url::CLUSTER)
+            {
+                *r = crate::httproute::with_http2(r);
+            }
+        }
+        resources.extend(rs);
     }
     resources.sort_by(|a, b| (&a.type_url, &a.name).cmp(&(&b.type_url, &b.name)));
 
-    let status = json!({
-        "listeners": listeners.iter().map(|l| json!({
-            "name": l.spec.name,
-            "supportedKinds": supported_kinds(l.spec),
-            "attachedRoutes": l.attached,
-            "conditions": l.conditions,
-        })).collect::<Vec<_>>(),
-    });
+    let other_status = listener::listener_set_statuses(&sets, &listeners);
+    let status = listener::gateway_status(ix, gw_key, gw, &listeners, &sets, &other_status);
     GatewayResult {
         xds: GatewayXds {
             gateway: gw_key.gateway_id(),
@@ -201,6 +252,51 @@ pub(crate) fn translate_gateway(ix: &Index, gw_key: &ResourceKey, gw: &Gateway) 
         },
         status,
         route_parents,
+        other_status,
+        policy_ancestors: crate::backendtls::gateway_tls_ancestors(ix, gw_key, &sets),
+    }
+}
+
+/// A route parent's status, kept until every route is placed (for the overlap check).
+struct PendingParent<'a> {
+    route: &'a ResourceKey,
+    index: usize,
+    pref: &'a ParentReference,
+    conds: Vec<Condition>,
+    kind: &'static str,
+    listeners: Vec<usize>,
+}
+
+/// A route kind that attaches to HTTP listeners.
+enum AnyRoute<'a> {
+    Http(&'a HttpRoute),
+    Grpc(&'a GrpcRoute),
+}
+
+impl AnyRoute<'_> {
+    fn kind(&self) -> &'static str {
+        match self {
+            AnyRoute::Http(_) => "HTTPRoute",
+            AnyRoute::Grpc(_) => "GRPCRoute",
+        }
+    }
+    fn metadata(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        match self {
+            AnyRoute::Http(r) => &r.metadata,
+            AnyRoute::Grpc(r) => &r.metadata,
+        }
+    }
+    fn parent_refs(&self) -> &[ParentReference] {
+        match self {
+            AnyRoute::Http(r) => &r.spec.parent_refs,
+            AnyRoute::Grpc(r) => &r.spec.parent_refs,
+        }
+    }
+    fn hostnames(&self) -> &[String] {
+        match self {
+            AnyRoute::Http(r) => &r.spec.hostnames,
+            AnyRoute::Grpc(r) => &r.spec.hostnames,
+        }
     }
 }
 
@@ -209,31 +305,24 @@ fn created(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) ->
     meta.creation_timestamp.as_ref().map(|t| t.0.to_string())
 }
 
-fn refers_to(pref: &ParentReference, route_ns: &str, gw: &ResourceKey) -> bool {
-    pref.group.as_deref().unwrap_or(GATEWAY_GROUP) == GATEWAY_GROUP
-        && pref.kind.as_deref().unwrap_or("Gateway") == "Gateway"
-        && pref.namespace.as_deref().unwrap_or(route_ns) == gw.namespace
-        && pref.name == gw.name
-}
-
-/// Decides whether `route` attaches through `pref` and to which listeners (with the hostnames
-/// each contributes as virtual host domains).
-fn attach(
+/// Decides whether a route of `kind` with `hostnames` attaches through `pref` and to which
+/// listeners (with the hostnames each contributes as virtual host domains). Listeners that are
+/// not programmed still take the route (and count it), as in Envoy Gateway.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attach(
     ix: &Index,
     listeners: &[ListenerState],
+    sets: &[SetInfo],
     pref: &ParentReference,
-    gw_ns: &str,
+    gw_key: &ResourceKey,
     route_key: &ResourceKey,
-    route: &HttpRoute,
+    kind: &str,
+    hostnames: &[String],
     gen: Option<i64>,
 ) -> (Condition, Vec<(usize, Vec<String>)>) {
-    let candidates: Vec<usize> = listeners
-        .iter()
-        .enumerate()
-        .filter(|(_, l)| pref.section_name.as_ref().is_none_or(|s| *s == l.spec.name))
-        .filter(|(_, l)| pref.port.is_none_or(|p| p == l.spec.port))
-        .map(|(i, _)| i)
-        .collect();
+    let candidates: Vec<usize> =
+        listener::parent_candidates(listeners, sets, pref, &route_key.namespace, gw_key)
+            .unwrap_or_default();
     if candidates.is_empty() {
         return (
             Condition::new(
@@ -248,7 +337,7 @@ fn attach(
     }
     let allowed: Vec<usize> = candidates
         .into_iter()
-        .filter(|&i| listeners[i].valid && allows(ix, listeners[i].spec, gw_ns, route_key))
+        .filter(|&i| listeners[i].allows(ix, kind, route_key))
         .collect();
     if allowed.is_empty() {
         return (
@@ -264,8 +353,7 @@ fn attach(
     }
     let mut attach_to = Vec::new();
     for i in allowed {
-        let hosts =
-            intersect_hostnames(listeners[i].spec.hostname.as_deref(), &route.spec.hostnames);
+        let hosts = intersect_hostnames(listeners[i].spec.hostname.as_deref(), hostnames);
         if !hosts.is_empty() {
             attach_to.push((i, hosts));
         }
@@ -276,7 +364,7 @@ fn attach(
                 "Accepted",
                 false,
                 "NoMatchingListenerHostname",
-                "There were no hostname intersections between the HTTPRoute and this parent ref's Listener(s).",
+                format!("There were no hostname intersections between the {kind} and this parent ref's Listener(s)."),
                 gen,
             ),
             vec![],
@@ -286,29 +374,6 @@ fn attach(
         Condition::new("Accepted", true, "Accepted", "Route is accepted", gen),
         attach_to,
     )
-}
-
-fn allows(ix: &Index, l: &Listener, gw_ns: &str, route_key: &ResourceKey) -> bool {
-    let ar = l.allowed_routes.as_ref();
-    if let Some(kinds) = ar.and_then(|a| a.kinds.as_ref()) {
-        if !kinds.is_empty()
-            && !kinds.iter().any(|k| {
-                k.kind == "HTTPRoute"
-                    && k.group.as_deref().unwrap_or(GATEWAY_GROUP) == GATEWAY_GROUP
-            })
-        {
-            return false;
-        }
-    }
-    let ns = ar.and_then(|a| a.namespaces.as_ref());
-    match ns.and_then(|n| n.from.as_deref()).unwrap_or("Same") {
-        "All" => true,
-        "Same" => route_key.namespace == gw_ns,
-        "Selector" => ns
-            .and_then(|n| n.selector.as_ref())
-            .is_some_and(|sel| ix.namespace_matches(&route_key.cluster, &route_key.namespace, sel)),
-        _ => false,
-    }
 }
 
 /// Gateway API hostname intersection: a listener hostname (possibly `*.wildcard`) and the

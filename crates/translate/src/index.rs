@@ -2,7 +2,6 @@
 //! "which gateways can this object affect" without scanning everything.
 
 use crate::envoy::EndpointAddr;
-use flotilla_model::gateway::HttpRoute;
 use flotilla_model::{Kind, Object, Resource, ResourceKey, GATEWAY_GROUP};
 use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -42,20 +41,41 @@ impl Index {
     fn edges(r: &Resource) -> Vec<(Edge, ResourceKey)> {
         let k = &r.key;
         match &r.object {
-            Object::HTTPRoute(route) => {
+            Object::GRPCRoute(route) => {
                 let mut out = Vec::new();
-                for p in &route.spec.parent_refs {
-                    if p.group.as_deref().unwrap_or(GATEWAY_GROUP) == GATEWAY_GROUP
-                        && p.kind.as_deref().unwrap_or("Gateway") == "Gateway"
-                    {
-                        let ns = p.namespace.as_deref().unwrap_or(&k.namespace);
+                parent_edges(k, &route.spec.parent_refs, &mut out);
+                for rule in &route.spec.rules {
+                    let mirrors = rule
+                        .filters
+                        .iter()
+                        .filter_map(|f| f.request_mirror.as_ref())
+                        .map(|m| (&m.backend_ref.name, &m.backend_ref.namespace));
+                    let backends = rule.backend_refs.iter().map(|b| (&b.name, &b.namespace));
+                    for (name, ns) in backends.chain(mirrors) {
+                        let ns = ns.as_deref().unwrap_or(&k.namespace);
                         out.push((
-                            Edge::RouteGateway,
-                            ResourceKey::new(&k.cluster, Kind::Gateway, ns, &p.name),
+                            Edge::RouteService,
+                            ResourceKey::new(&k.cluster, Kind::Service, ns, name),
                         ));
                     }
                 }
+                out
+            }
+            Object::HTTPRoute(route) => {
+                let mut out = Vec::new();
+                parent_edges(k, &route.spec.parent_refs, &mut out);
                 for rule in &route.spec.rules {
+                    for m in rule
+                        .filters
+                        .iter()
+                        .filter_map(|f| f.request_mirror.as_ref())
+                    {
+                        let ns = m.backend_ref.namespace.as_deref().unwrap_or(&k.namespace);
+                        out.push((
+                            Edge::RouteService,
+                            ResourceKey::new(&k.cluster, Kind::Service, ns, &m.backend_ref.name),
+                        ));
+                    }
                     for b in &rule.backend_refs {
                         let ns = b.namespace.as_deref().unwrap_or(&k.namespace);
                         out.push((
@@ -66,18 +86,37 @@ impl Index {
                 }
                 out
             }
-            Object::EndpointSlice(s) => s
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(SERVICE_NAME_LABEL))
-                .map(|svc| {
-                    vec![(
+            Object::TLSRoute(flotilla_model::routes::TlsRoute { spec, .. })
+            | Object::TCPRoute(flotilla_model::routes::TcpRoute { spec, .. })
+            | Object::UDPRoute(flotilla_model::routes::UdpRoute { spec, .. }) => {
+                let mut out = Vec::new();
+                parent_edges(k, &spec.parent_refs, &mut out);
+                for b in spec.rules.iter().flat_map(|r| &r.backend_refs) {
+                    let ns = b.namespace.as_deref().unwrap_or(&k.namespace);
+                    out.push((
+                        Edge::RouteService,
+                        ResourceKey::new(&k.cluster, Kind::Service, ns, &b.name),
+                    ));
+                }
+                out
+            }
+            Object::EndpointSlice(s) => {
+                // A slice serves a Service, or (Multi-Cluster Services) a ServiceImport.
+                let labels = s.metadata.labels.as_ref();
+                [
+                    (SERVICE_NAME_LABEL, Kind::Service),
+                    (crate::backend::MCS_SERVICE_NAME_LABEL, Kind::ServiceImport),
+                ]
+                .into_iter()
+                .filter_map(|(label, kind)| {
+                    let svc = labels.and_then(|l| l.get(label))?;
+                    Some((
                         Edge::SliceService,
-                        ResourceKey::new(&k.cluster, Kind::Service, &k.namespace, svc),
-                    )]
+                        ResourceKey::new(&k.cluster, kind, &k.namespace, svc),
+                    ))
                 })
-                .unwrap_or_default(),
+                .collect()
+            }
             _ => vec![],
         }
     }
@@ -115,14 +154,38 @@ impl Index {
             Object::Gateway(_) => {
                 out.insert(k.clone());
             }
-            Object::HTTPRoute(_) => {
+            Object::HTTPRoute(_)
+            | Object::GRPCRoute(_)
+            | Object::TLSRoute(_)
+            | Object::TCPRoute(_)
+            | Object::UDPRoute(_) => {
                 for (e, target) in Self::edges(r) {
                     if e == Edge::RouteGateway {
-                        out.insert(target);
+                        out.extend(self.parent_gateway(target));
                     }
                 }
             }
-            Object::Service(_) => self.gateways_of_service(k, out),
+            Object::Service(_) | Object::ServiceImport(_) => self.gateways_of_service(k, out),
+            Object::Backend(b) => {
+                self.gateways_of_service(k, out);
+                // Its CA references are read through the Backend: nothing else to follow.
+                let _ = b;
+            }
+            Object::BackendTLSPolicy(p) => {
+                for t in &p.spec.target_refs {
+                    let kind = match t.kind.as_str() {
+                        "ServiceImport" => Kind::ServiceImport,
+                        "Backend" => Kind::Backend,
+                        _ => Kind::Service,
+                    };
+                    let target = ResourceKey::new(&k.cluster, kind, &k.namespace, &t.name);
+                    self.gateways_of_service(&target, out);
+                }
+            }
+            Object::ConfigMap(_) => {
+                self.gateways_of_ca_holder(k, out);
+                self.gateways_validating_clients_with(k, out);
+            }
             Object::EndpointSlice(_) => {
                 for (_, svc) in Self::edges(r) {
                     self.gateways_of_service(&svc, out);
@@ -137,15 +200,70 @@ impl Index {
         }
     }
 
+    /// Gateways whose routes refer to a backend (a Service, ServiceImport or Backend: route
+    /// edges record every backendRef under the Service-kind key of its namespace/name).
     fn gateways_of_service(&self, svc: &ResourceKey, out: &mut BTreeSet<ResourceKey>) {
+        let svc = &ResourceKey::new(&svc.cluster, Kind::Service, &svc.namespace, &svc.name);
         for route in self.routes_by_service.get(svc).into_iter().flatten() {
             if let Some(r) = self.resources.get(route) {
                 for (e, target) in Self::edges(r) {
                     if e == Edge::RouteGateway {
-                        out.insert(target);
+                        out.extend(self.parent_gateway(target));
                     }
                 }
             }
+        }
+    }
+
+    /// Gateways affected by a ConfigMap that may hold a CA bundle: those of the backends whose
+    /// BackendTLSPolicy or Backend `spec.tls` refers to it (same namespace).
+    fn gateways_of_ca_holder(&self, cm: &ResourceKey, out: &mut BTreeSet<ResourceKey>) {
+        let names_it = |refs: &[flotilla_model::refs::LocalObjectRef]| {
+            refs.iter()
+                .any(|r| r.kind == cm.kind.as_str() && r.name == cm.name)
+        };
+        for (_, p) in self.tls_policies_in(&cm.cluster, &cm.namespace) {
+            if names_it(&p.spec.validation.ca_certificate_refs) {
+                for t in &p.spec.target_refs {
+                    let target =
+                        ResourceKey::new(&cm.cluster, Kind::Service, &cm.namespace, &t.name);
+                    self.gateways_of_service(&target, out);
+                }
+            }
+        }
+        let start = ResourceKey::new(&cm.cluster, Kind::Backend, &cm.namespace, "");
+        for (k, r) in self.resources.range(start..).take_while(|(k, _)| {
+            k.cluster == cm.cluster && k.kind == Kind::Backend && k.namespace == cm.namespace
+        }) {
+            if let Object::Backend(b) = &r.object {
+                if b.spec
+                    .tls
+                    .as_ref()
+                    .is_some_and(|t| names_it(&t.ca_certificate_refs))
+                {
+                    self.gateways_of_service(k, out);
+                }
+            }
+        }
+    }
+
+    /// The Gateway a route parent stands for: itself, or a ListenerSet's parent Gateway.
+    fn parent_gateway(&self, parent: ResourceKey) -> Option<ResourceKey> {
+        if parent.kind != Kind::ListenerSet {
+            return Some(parent);
+        }
+        match self.resources.get(&parent).map(|r| &r.object) {
+            Some(Object::ListenerSet(ls)) => {
+                let p = &ls.spec.parent_ref;
+                let ns = p.namespace.as_deref().unwrap_or(&parent.namespace);
+                Some(ResourceKey::new(
+                    &parent.cluster,
+                    Kind::Gateway,
+                    ns,
+                    &p.name,
+                ))
+            }
+            _ => None,
         }
     }
 
@@ -167,13 +285,6 @@ impl Index {
         self.routes_by_gateway.get(gw).into_iter().flatten()
     }
 
-    pub fn http_route(&self, k: &ResourceKey) -> Option<&HttpRoute> {
-        match self.resources.get(k).map(|r| &r.object) {
-            Some(Object::HTTPRoute(r)) => Some(r),
-            _ => None,
-        }
-    }
-
     pub fn service(&self, k: &ResourceKey) -> Option<&Service> {
         match self.resources.get(k).map(|r| &r.object) {
             Some(Object::Service(s)) => Some(s),
@@ -183,21 +294,36 @@ impl Index {
 
     /// Endpoints of one Service port, from its EndpointSlices, in a stable order.
     pub fn endpoints(&self, svc: &ResourceKey, port: &ServicePort) -> Vec<EndpointAddr> {
+        let proto = port.protocol.as_deref().unwrap_or("TCP");
+        self.endpoints_of(svc, port.name.as_deref().unwrap_or(""), proto)
+    }
+
+    /// Endpoints of the port named `port_name` (and of `protocol`) of a Service or
+    /// ServiceImport (`backend` is its key), from its EndpointSlices, in a stable order.
+    pub fn endpoints_of(
+        &self,
+        backend: &ResourceKey,
+        port_name: &str,
+        protocol: &str,
+    ) -> Vec<EndpointAddr> {
+        let svc = backend;
         let mut out = BTreeSet::new();
         for sk in self.slices_by_service.get(svc).into_iter().flatten() {
             let Some(Object::EndpointSlice(slice)) = self.resources.get(sk).map(|r| &r.object)
             else {
                 continue;
             };
-            if !matches!(slice.address_type.as_str(), "IPv4" | "IPv6") {
-                continue;
-            }
-            let want = port.name.as_deref().unwrap_or("");
+            // An unset address type reads as IP. FQDN slices give host names (served by a
+            // STRICT_DNS cluster, see `backend::cluster_resources`).
+            let fqdn = slice.address_type == "FQDN";
             let Some(p) = slice
                 .ports
                 .iter()
                 .flatten()
-                .find(|p| p.name.as_deref().unwrap_or("") == want)
+                .find(|p| {
+                    p.name.as_deref().unwrap_or("") == port_name
+                        && p.protocol.as_deref().unwrap_or("TCP") == protocol
+                })
                 .and_then(|p| p.port)
                 .and_then(|p| u32::try_from(p).ok())
             else {
@@ -205,7 +331,12 @@ impl Index {
             };
             for ep in slice.endpoints.iter().flatten() {
                 let ready = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
-                for ip in &ep.addresses {
+                // Envoy rejects an EDS endpoint whose address is not an IP.
+                for ip in ep
+                    .addresses
+                    .iter()
+                    .filter(|a| fqdn || a.parse::<std::net::IpAddr>().is_ok())
+                {
                     out.insert(EndpointAddr {
                         ip: ip.clone(),
                         port: p,
@@ -244,6 +375,29 @@ pub(crate) fn selector_matches(sel: &LabelSelector, labels: &BTreeMap<String, St
         }
     });
     labels_ok && exprs_ok
+}
+
+/// Route -> parent edges: Gateways, and ListenerSets (which stand for their Gateway).
+fn parent_edges(
+    k: &ResourceKey,
+    parent_refs: &[flotilla_model::gateway::ParentReference],
+    out: &mut Vec<(Edge, ResourceKey)>,
+) {
+    for p in parent_refs {
+        if p.group.as_deref().unwrap_or(GATEWAY_GROUP) != GATEWAY_GROUP {
+            continue;
+        }
+        let kind = match p.kind.as_deref().unwrap_or("Gateway") {
+            "Gateway" => Kind::Gateway,
+            "ListenerSet" => Kind::ListenerSet,
+            _ => continue,
+        };
+        let ns = p.namespace.as_deref().unwrap_or(&k.namespace);
+        out.push((
+            Edge::RouteGateway,
+            ResourceKey::new(&k.cluster, kind, ns, &p.name),
+        ));
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

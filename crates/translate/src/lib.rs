@@ -7,11 +7,17 @@
 //! retranslates only those and reports what changed.
 
 mod backend;
+mod backendtls;
 mod envoy;
+mod filters;
 mod gateway;
+mod grpcroute;
 mod httproute;
 mod index;
+mod l4route;
 mod listener;
+mod refgrant;
+mod tls;
 
 pub use gateway::CONTROLLER_NAME;
 
@@ -89,6 +95,11 @@ pub struct Translator {
     statuses: BTreeMap<ResourceKey, serde_json::Value>,
     /// Route parent statuses by route, then by the gateway that computed them.
     route_parents: BTreeMap<ResourceKey, BTreeMap<ResourceKey, Vec<(usize, serde_json::Value)>>>,
+    /// Status of resources a gateway decides besides its routes (ListenerSets), by resource,
+    /// with the gateway that decided it.
+    owned_status: BTreeMap<ResourceKey, ResourceKey>,
+    /// BackendTLSPolicy ancestorRefs by policy, then by the gateway that recorded them.
+    policy_ancestors: BTreeMap<ResourceKey, BTreeMap<ResourceKey, Vec<serde_json::Value>>>,
     /// Gateways to retranslate at the next `recompute`.
     dirty: BTreeSet<ResourceKey>,
     /// Resources whose own status must be recomputed (classes, deleted objects).
@@ -193,6 +204,8 @@ impl Translator {
     pub fn recompute(&mut self) -> Changes {
         let mut changes = Changes::default();
         let mut routes_touched: BTreeSet<ResourceKey> = BTreeSet::new();
+        // (cluster, namespace) of BackendTLSPolicies whose status may have changed.
+        let mut tls_ns_touched: BTreeSet<(String, String)> = BTreeSet::new();
         let dirty = std::mem::take(&mut self.dirty);
         for gw_key in dirty {
             let id = gw_key.gateway_id();
@@ -210,9 +223,21 @@ impl Translator {
                     routes_touched.insert(route.clone());
                 }
             }
+            for (policy, by_gw) in self.policy_ancestors.iter_mut() {
+                if by_gw.remove(&gw_key).is_some() {
+                    tls_ns_touched.insert((policy.cluster.clone(), policy.namespace.clone()));
+                }
+            }
             match gw {
                 Some(gw) => {
                     let result = translate_gateway(&self.index, &gw_key, gw);
+                    for (policy, ancestors) in result.policy_ancestors {
+                        tls_ns_touched.insert((policy.cluster.clone(), policy.namespace.clone()));
+                        self.policy_ancestors
+                            .entry(policy)
+                            .or_default()
+                            .insert(gw_key.clone(), ancestors);
+                    }
                     for (route, parents) in result.route_parents {
                         routes_touched.insert(route.clone());
                         self.route_parents
@@ -221,6 +246,7 @@ impl Translator {
                             .insert(gw_key.clone(), parents);
                     }
                     self.set_status(&gw_key, Some(result.status), &mut changes);
+                    self.set_owned_status(&gw_key, result.other_status, &mut changes);
                     if self.gateways.get(&id).map(|g| g.as_ref()) != Some(&result.xds) {
                         let xds = Arc::new(result.xds);
                         self.gateways.insert(id, xds.clone());
@@ -229,6 +255,7 @@ impl Translator {
                 }
                 None => {
                     self.set_status(&gw_key, None, &mut changes);
+                    self.set_owned_status(&gw_key, vec![], &mut changes);
                     if self.gateways.remove(&id).is_some() {
                         changes.removed.push(id);
                     }
@@ -236,11 +263,30 @@ impl Translator {
             }
         }
         self.route_parents.retain(|_, by_gw| !by_gw.is_empty());
+        self.policy_ancestors.retain(|_, by_gw| !by_gw.is_empty());
         let dirty_status = std::mem::take(&mut self.dirty_status);
         for key in dirty_status {
             match key.kind {
-                Kind::HTTPRoute => {
+                Kind::HTTPRoute
+                | Kind::GRPCRoute
+                | Kind::TLSRoute
+                | Kind::TCPRoute
+                | Kind::UDPRoute => {
                     routes_touched.insert(key);
+                }
+                Kind::BackendTLSPolicy => {
+                    tls_ns_touched.insert((key.cluster.clone(), key.namespace.clone()));
+                    // A deleted policy loses its status; a present one is recomputed below.
+                    if !self.index.resources.contains_key(&key) {
+                        self.set_status(&key, None, &mut changes);
+                    }
+                }
+                Kind::Backend => {
+                    let status = match self.index.resources.get(&key).map(|r| &r.object) {
+                        Some(Object::Backend(b)) => Some(backend::backend_status(b)),
+                        _ => None,
+                    };
+                    self.set_status(&key, status, &mut changes);
                 }
                 Kind::GatewayClass => {
                     let status = match self.index.resources.get(&key).map(|r| &r.object) {
@@ -258,6 +304,25 @@ impl Translator {
                 _ => {}
             }
         }
+        for (cluster, ns) in tls_ns_touched {
+            let ancestors = |policy: &ResourceKey| -> Vec<serde_json::Value> {
+                self.policy_ancestors
+                    .get(policy)
+                    .into_iter()
+                    .flat_map(|by_gw| by_gw.values().flatten().cloned())
+                    .collect()
+            };
+            let statuses = backendtls::namespace_statuses(
+                &self.index,
+                &cluster,
+                &ns,
+                &ancestors,
+                CONTROLLER_NAME,
+            );
+            for (key, status) in statuses {
+                self.set_status(&key, status, &mut changes);
+            }
+        }
         for route in routes_touched {
             let status = self.route_parents.get(&route).map(|by_gw| {
                 let mut parents: Vec<&(usize, serde_json::Value)> = by_gw.values().flatten().collect();
@@ -268,6 +333,30 @@ impl Translator {
             self.set_status(&route, status, &mut changes);
         }
         changes
+    }
+
+    /// Replaces the statuses gateway `gw` decided for other resources with `statuses`.
+    fn set_owned_status(
+        &mut self,
+        gw: &ResourceKey,
+        statuses: Vec<(ResourceKey, serde_json::Value)>,
+        changes: &mut Changes,
+    ) {
+        let old: Vec<ResourceKey> = self
+            .owned_status
+            .iter()
+            .filter(|(_, g)| *g == gw)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let new: BTreeSet<ResourceKey> = statuses.iter().map(|(k, _)| k.clone()).collect();
+        for k in old.into_iter().filter(|k| !new.contains(k)) {
+            self.owned_status.remove(&k);
+            self.set_status(&k, None, changes);
+        }
+        for (k, st) in statuses {
+            self.owned_status.insert(k.clone(), gw.clone());
+            self.set_status(&k, Some(st), changes);
+        }
     }
 
     fn set_status(
@@ -306,5 +395,7 @@ impl Translator {
     }
 }
 
+#[cfg(test)]
+mod route_tests;
 #[cfg(test)]
 mod tests;

@@ -148,7 +148,8 @@ fn weights_become_weighted_clusters_and_change_versions() {
         ),
     );
     let before = t.gateways()["c1/infra/gw"].clone();
-    let svc2 = "apiVersion: v1\nkind: Service\nmetadata: {name: web2, namespace: app}\nspec: {ports: [{name: http, port: 80}]}\n";
+    // A backend without endpoints gets no traffic (BackendsAvailable=False), so web2 has one.
+    let svc2 = "apiVersion: v1\nkind: Service\nmetadata: {name: web2, namespace: app}\nspec: {ports: [{name: http, port: 80}]}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: web2-1, namespace: app, labels: {kubernetes.io/service-name: web2}}\naddressType: IPv4\nports: [{name: http, port: 9000}]\nendpoints: [{addresses: [127.0.0.3]}]\n";
     let ch = apply_all(
         &mut t,
         &events(

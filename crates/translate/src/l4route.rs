@@ -1,0 +1,431 @@
+//! TLSRoute, TCPRoute and UDPRoute: attachment to listeners, backends, route parent status,
+//! and the Envoy filter chains (tcp_proxy by SNI or as the default chain) and udp_proxy
+//! listener filters they become.
+
+use crate::envoy::{any, EndpointAddr};
+use crate::gateway::intersect_hostnames;
+use crate::index::Index;
+use crate::listener::{
+    network_filter, parent_candidates, refers_to, Chain, L4Chains, ListenerState, SetInfo,
+};
+use crate::CONTROLLER_NAME;
+use envoy_types::pb::envoy::config::listener::v3::{listener_filter, ListenerFilter};
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{tcp_proxy, TcpProxy};
+use envoy_types::pb::envoy::extensions::filters::udp::udp_proxy::v3::{
+    udp_proxy_config, Route as UdpRoute, UdpProxyConfig,
+};
+use envoy_types::pb::xds::core::v3::TypedExtensionConfig;
+use envoy_types::pb::xds::r#type::matcher::v3::{matcher, Matcher};
+use flotilla_model::gateway::{Condition, HttpBackendRef};
+use flotilla_model::routes::L4RouteSpec;
+use flotilla_model::{Kind, Object, ResourceKey, EG_GROUP, GATEWAY_GROUP};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A route of one of the layer-4 kinds.
+struct L4Route<'a> {
+    key: &'a ResourceKey,
+    kind: Kind,
+    meta: &'a ObjectMeta,
+    spec: &'a L4RouteSpec,
+}
+
+fn l4_route<'a>(ix: &'a Index, k: &ResourceKey) -> Option<(Kind, &'a ObjectMeta, &'a L4RouteSpec)> {
+    match ix.resources.get(k).map(|r| &r.object) {
+        Some(Object::TLSRoute(r)) => Some((Kind::TLSRoute, &r.metadata, &r.spec)),
+        Some(Object::TCPRoute(r)) => Some((Kind::TCPRoute, &r.metadata, &r.spec)),
+        Some(Object::UDPRoute(r)) => Some((Kind::UDPRoute, &r.metadata, &r.spec)),
+        _ => None,
+    }
+}
+
+/// Attaches the gateway's TLS/TCP/UDP routes, records their parent status and resolves their
+/// backends into `clusters`; returns the Envoy chains per listener.
+pub(crate) fn translate_l4_routes(
+    ix: &Index,
+    gw_key: &ResourceKey,
+    listeners: &mut [ListenerState],
+    sets: &[SetInfo],
+    clusters: &mut BTreeMap<String, Vec<EndpointAddr>>,
+    route_parents: &mut BTreeMap<ResourceKey, Vec<(usize, Value)>>,
+) -> L4Chains {
+    let mut keys: BTreeSet<&ResourceKey> = ix.routes_of_gateway(gw_key).collect();
+    for s in sets {
+        keys.extend(ix.routes_of_gateway(&s.key));
+    }
+    let mut routes: Vec<L4Route> = keys
+        .into_iter()
+        .filter_map(|k| {
+            l4_route(ix, k).map(|(kind, meta, spec)| L4Route {
+                key: k,
+                kind,
+                meta,
+                spec,
+            })
+        })
+        .collect();
+    routes.sort_by(|a, b| {
+        let t = |m: &ObjectMeta| m.creation_timestamp.as_ref().map(|t| t.0.to_string());
+        t(a.meta).cmp(&t(b.meta)).then_with(|| a.key.cmp(b.key))
+    });
+
+    let mut out = L4Chains::default();
+    for r in &routes {
+        let gen = r.meta.generation;
+        let kind = r.kind.as_str();
+        // Backends are resolved once per route; every parent reports the same result.
+        let (backends, mut unresolved, dynamic) = resolve_rules(ix, r, clusters);
+        for (pi, pref) in r.spec.parent_refs.iter().enumerate() {
+            if !refers_to(sets, pref, &r.key.namespace, gw_key) {
+                continue;
+            }
+            let candidates = parent_candidates(listeners, sets, pref, &r.key.namespace, gw_key)
+                .unwrap_or_default();
+            let mut conds: Vec<Condition> = Vec::new();
+            let allowed: Vec<usize> = candidates
+                .iter()
+                .copied()
+                .filter(|&i| listeners[i].allows(ix, kind, r.key))
+                .collect();
+            let mut attach: Vec<(usize, Vec<String>)> = Vec::new();
+            if candidates.is_empty() {
+                conds.push(Condition::new(
+                    "Accepted",
+                    false,
+                    "NoMatchingParent",
+                    "No listeners match this parent ref",
+                    gen,
+                ));
+            } else if allowed.is_empty() {
+                conds.push(Condition::new(
+                    "Accepted",
+                    false,
+                    "NotAllowedByListeners",
+                    "No listeners included by this parent ref allowed this attachment.",
+                    gen,
+                ));
+            } else {
+                for &i in &allowed {
+                    let hosts = if r.kind == Kind::TLSRoute {
+                        intersect_hostnames(
+                            listeners[i].spec.hostname.as_deref(),
+                            &r.spec.hostnames,
+                        )
+                    } else {
+                        vec!["*".to_string()]
+                    };
+                    if !hosts.is_empty() {
+                        attach.push((i, hosts));
+                    }
+                }
+                if attach.is_empty() {
+                    conds.push(Condition::new("Accepted", false, "NoMatchingListenerHostname",
+                        format!("There were no hostname intersections between the {kind} and this parent ref's Listener(s)."), gen));
+                } else if r.kind != Kind::TLSRoute && r.spec.rules.len() != 1 {
+                    conds.push(Condition::new(
+                        "Accepted",
+                        false,
+                        "InvalidRule",
+                        "One and only one rule is supported",
+                        gen,
+                    ));
+                    attach.clear();
+                } else {
+                    conds.push(Condition::new(
+                        "Accepted",
+                        true,
+                        "Accepted",
+                        "Route is accepted",
+                        gen,
+                    ));
+                }
+            }
+            // A DynamicResolver backend resolves the upstream from the SNI name, so only a
+            // TLS passthrough listener can use it.
+            if dynamic
+                && attach.iter().any(|(i, _)| {
+                    listeners[*i].protocol() != "TLS" || listeners[*i].tls_mode() != "Passthrough"
+                })
+                && unresolved.is_empty()
+            {
+                unresolved.push((
+                    "UnsupportedValue",
+                    "Dynamic resolver backend is only supported with TLS passthrough listeners"
+                        .into(),
+                ));
+            }
+            if conds[0].reason != "InvalidRule" {
+                conds.push(match unresolved.first() {
+                    None => Condition::new(
+                        "ResolvedRefs",
+                        true,
+                        "ResolvedRefs",
+                        "Resolved all the Object references for the Route",
+                        gen,
+                    ),
+                    Some((reason, msg)) => {
+                        Condition::new("ResolvedRefs", false, reason, msg.clone(), gen)
+                    }
+                });
+            }
+            for (i, hosts) in attach {
+                listeners[i].attached += 1;
+                if !listeners[i].valid || backends.is_empty() {
+                    continue;
+                }
+                program(&mut out, &listeners[i], i, r, hosts, &backends);
+            }
+            route_parents.entry(r.key.clone()).or_default().push((
+                pi,
+                json!({"parentRef": pref, "controllerName": CONTROLLER_NAME, "conditions": conds}),
+            ));
+        }
+    }
+    out
+}
+
+/// Adds the Envoy configuration of route `r` on listener `i`.
+fn program(
+    out: &mut L4Chains,
+    l: &ListenerState,
+    i: usize,
+    r: &L4Route,
+    hosts: Vec<String>,
+    backends: &[(String, u32)],
+) {
+    let stat = format!(
+        "{}/{}/{}",
+        r.kind.as_str().to_ascii_lowercase(),
+        r.key.namespace,
+        r.key.name
+    );
+    match (l.protocol(), r.kind) {
+        ("UDP", Kind::UDPRoute) => {
+            if out.udp.contains_key(&i) {
+                return;
+            }
+            let cluster = backends[0].0.clone();
+            let route = TypedExtensionConfig {
+                name: "route".into(),
+                typed_config: Some(any(
+                    "type.googleapis.com/envoy.extensions.filters.udp.udp_proxy.v3.Route",
+                    &UdpRoute { cluster },
+                )),
+            };
+            let cfg = UdpProxyConfig {
+                stat_prefix: stat,
+                route_specifier: Some(udp_proxy_config::RouteSpecifier::Matcher(Matcher {
+                    on_no_match: Some(Box::new(matcher::OnMatch {
+                        on_match: Some(matcher::on_match::OnMatch::Action(route)),
+                        ..Default::default()
+                    })),
+                    matcher_type: None,
+                })),
+                ..Default::default()
+            };
+            out.udp.insert(
+                i,
+                ListenerFilter {
+                    name: "envoy.filters.udp_listener.udp_proxy".into(),
+                    config_type: Some(listener_filter::ConfigType::TypedConfig(any(
+                        "type.googleapis.com/envoy.extensions.filters.udp.udp_proxy.v3.UdpProxyConfig",
+                        &cfg,
+                    ))),
+                    ..Default::default()
+                },
+            );
+        }
+        ("TCP" | "TLS", Kind::TCPRoute | Kind::TLSRoute) => {
+            let tp = TcpProxy {
+                stat_prefix: stat,
+                cluster_specifier: Some(if backends.len() == 1 {
+                    tcp_proxy::ClusterSpecifier::Cluster(backends[0].0.clone())
+                } else {
+                    tcp_proxy::ClusterSpecifier::WeightedClusters(tcp_proxy::WeightedCluster {
+                        clusters: backends
+                            .iter()
+                            .map(|(name, w)| tcp_proxy::weighted_cluster::ClusterWeight {
+                                name: name.clone(),
+                                weight: *w,
+                                ..Default::default()
+                            })
+                            .collect(),
+                    })
+                }),
+                ..Default::default()
+            };
+            let filter = network_filter(
+                "envoy.filters.network.tcp_proxy",
+                "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+                &tp,
+            );
+            let (server_names, tls) = match l.protocol() {
+                "TCP" => (vec![], None),
+                _ => {
+                    // A TLSRoute is chosen by its SNI names; a TCPRoute on a terminating TLS
+                    // listener by the listener's hostname.
+                    let names: Vec<String> = if r.kind == Kind::TLSRoute {
+                        hosts.into_iter().filter(|h| h != "*").collect()
+                    } else {
+                        l.spec.hostname.iter().cloned().collect()
+                    };
+                    let tls = (l.tls_mode() != "Passthrough")
+                        .then(|| std::sync::Arc::new(l.certs.clone()));
+                    if tls.as_ref().is_some_and(|c| c.is_empty()) {
+                        return;
+                    }
+                    (names, tls)
+                }
+            };
+            out.chains.entry(i).or_default().push(Chain {
+                server_names,
+                tls,
+                alpn: &[],
+                client: None,
+                filters: vec![filter],
+            });
+        }
+        _ => {}
+    }
+}
+
+/// Resolves the backends of every rule: the clusters with their weights (zero weights
+/// dropped), and the first problems found, as (reason, message).
+/// Also says whether the route's backend is a DynamicResolver Backend (which has no cluster of
+/// its own: Flotilla does not program such routes yet).
+#[allow(clippy::type_complexity)]
+fn resolve_rules(
+    ix: &Index,
+    r: &L4Route,
+    clusters: &mut BTreeMap<String, Vec<EndpointAddr>>,
+) -> (Vec<(String, u32)>, Vec<(&'static str, String)>, bool) {
+    let mut backends = Vec::new();
+    let mut unresolved = Vec::new();
+    let mut dynamic = false;
+    let refs = r
+        .spec
+        .rules
+        .iter()
+        .map(|x| x.backend_refs.len())
+        .sum::<usize>();
+    let udp = r.kind == Kind::UDPRoute;
+    // udp_proxy routes to one cluster: a UDP rule's backends are merged into a cluster of
+    // the route's own.
+    let udp_cluster = format!("udproute/{}/{}", r.key.namespace, r.key.name);
+    let mut udp_eps: Vec<EndpointAddr> = Vec::new();
+    for rule in &r.spec.rules {
+        for b in &rule.backend_refs {
+            if r.kind == Kind::TLSRoute && is_dynamic_resolver(ix, r.key, b) {
+                if refs > 1 {
+                    unresolved.push((
+                        "InvalidBackendRef",
+                        "dynamic resolver is not supported for multiple backendRefs".into(),
+                    ));
+                } else {
+                    dynamic = true;
+                }
+                continue;
+            }
+            match resolve_service(ix, r, b, udp) {
+                Ok((name, eps)) => {
+                    let w = u32::try_from(b.weight.unwrap_or(1)).unwrap_or(0);
+                    if w == 0 {
+                        continue;
+                    }
+                    if udp {
+                        udp_eps.extend(eps);
+                    } else {
+                        clusters.insert(name.clone(), eps);
+                        backends.push((name, w));
+                    }
+                }
+                Err(e) => unresolved.push(e),
+            }
+        }
+    }
+    if udp && !udp_eps.is_empty() {
+        udp_eps.sort();
+        udp_eps.dedup();
+        clusters.insert(udp_cluster.clone(), udp_eps);
+        backends.push((udp_cluster, 1));
+    }
+    (backends, unresolved, dynamic)
+}
+
+fn is_dynamic_resolver(ix: &Index, route: &ResourceKey, b: &HttpBackendRef) -> bool {
+    if b.kind.as_deref() != Some("Backend") || b.group.as_deref() != Some(EG_GROUP) {
+        return false;
+    }
+    let ns = b.namespace.as_deref().unwrap_or(&route.namespace);
+    let key = ResourceKey::new(&route.cluster, Kind::Backend, ns, &b.name);
+    matches!(ix.resources.get(&key).map(|r| &r.object),
+        Some(Object::Backend(be)) if be.spec.type_.as_deref() == Some("DynamicResolver"))
+}
+
+fn resolve_service(
+    ix: &Index,
+    r: &L4Route,
+    b: &HttpBackendRef,
+    udp: bool,
+) -> Result<(String, Vec<EndpointAddr>), (&'static str, String)> {
+    let group = b.group.as_deref().unwrap_or("");
+    let kind = b.kind.as_deref().unwrap_or("Service");
+    if !group.is_empty() || kind != "Service" {
+        // Other backend kinds (Backend, ServiceImport) resolve as for HTTPRoutes.
+        return crate::backend::resolve_backend(ix, r.key, b);
+    }
+    let ns = b
+        .namespace
+        .as_deref()
+        .filter(|n| !n.is_empty())
+        .unwrap_or(&r.key.namespace);
+    if !ix.reference_allowed(
+        &r.key.cluster,
+        GATEWAY_GROUP,
+        r.kind.as_str(),
+        &r.key.namespace,
+        "",
+        "Service",
+        ns,
+        &b.name,
+    ) {
+        return Err((
+            "RefNotPermitted",
+            format!(
+                "Backend ref to Service {ns}/{} not permitted by any ReferenceGrant.",
+                b.name
+            ),
+        ));
+    }
+    let Some(port) = b.port else {
+        return Err((
+            "PortNotSpecified",
+            "A valid port number corresponding to a port on the Service must be specified".into(),
+        ));
+    };
+    let svc_key = ResourceKey::new(&r.key.cluster, Kind::Service, ns, &b.name);
+    let Some(svc) = ix.service(&svc_key) else {
+        return Err((
+            "BackendNotFound",
+            format!("Service {ns}/{} not found", b.name),
+        ));
+    };
+    let proto = if udp { "UDP" } else { "TCP" };
+    let ports = svc.spec.as_ref().and_then(|s| s.ports.as_ref());
+    let Some(sp) = ports.and_then(|ps| {
+        ps.iter()
+            .find(|p| p.port == port && p.protocol.as_deref().unwrap_or("TCP") == proto)
+    }) else {
+        return Err((
+            "PortNotFound",
+            format!("{proto} Port {port} not found on Service {ns}/{}", b.name),
+        ));
+    };
+    let name = if udp {
+        format!("{ns}/{}/{port}/udp", b.name)
+    } else {
+        format!("{ns}/{}/{port}", b.name)
+    };
+    Ok((name, ix.endpoints(&svc_key, sp)))
+}
