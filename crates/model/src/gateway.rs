@@ -131,6 +131,9 @@ pub struct GatewayAddress {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Listener {
+    /// Required by the API; a listener without one is still reported (under the empty name),
+    /// as Envoy Gateway does.
+    #[serde(default)]
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
@@ -669,5 +672,72 @@ impl Condition {
             message: message.into(),
             observed_generation,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{parse_object, Object};
+    use serde_json::json;
+
+    #[test]
+    fn routes_parse_leniently_like_kubernetes_yaml() {
+        let r = parse_object(
+            "c",
+            json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+                   "metadata": {"name": "r"},
+                   "spec": {"rules": [{
+                       "matches": [{"queryParams": [{"name": "id", "value": 1234}]}],
+                       "filters": [{"type": "ResponseHeaderModifier",
+                                    "responseHeaderModifier": {"add": null}},
+                                   {"type": "RequestMirror",
+                                    "requestMirror": {"backendRef": {"name": "m", "port": 80}, "percent": 10}},
+                                   {"type": "ExtensionRef",
+                                    "extensionRef": {"group": "g", "kind": "K", "name": "n"}}],
+                       "timeouts": {"request": "10s"},
+                       "retry": {"codes": [503], "attempts": 2, "backoff": "1s"}}]}}),
+        )
+        .unwrap();
+        let Object::HTTPRoute(route) = r.object else {
+            panic!("not an HTTPRoute")
+        };
+        let rule = &route.spec.rules[0];
+        assert_eq!(rule.matches[0].query_params[0].value, "1234");
+        assert!(rule.filters[0]
+            .response_header_modifier
+            .as_ref()
+            .unwrap()
+            .add
+            .is_empty());
+        assert_eq!(
+            rule.filters[1]
+                .request_mirror
+                .as_ref()
+                .unwrap()
+                .backend_ref
+                .name,
+            "m"
+        );
+        assert_eq!(rule.filters[2].extension_ref.as_ref().unwrap().kind, "K");
+        assert_eq!(rule.retry.as_ref().unwrap().attempts, Some(2));
+    }
+
+    #[test]
+    fn grpcroutes_are_typed() {
+        let r = parse_object(
+            "c",
+            json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GRPCRoute",
+                   "metadata": {"name": "g", "namespace": "ns"},
+                   "spec": {"parentRefs": [{"name": "gw"}],
+                            "rules": [{"matches": [{"method": {"service": "a.B", "method": "C"}}],
+                                       "backendRefs": [{"name": "s", "port": 9000}]}]}}),
+        )
+        .unwrap();
+        let Object::GRPCRoute(route) = r.object else {
+            panic!("not a GRPCRoute")
+        };
+        let m = route.spec.rules[0].matches[0].method.as_ref().unwrap();
+        assert_eq!(m.service.as_deref(), Some("a.B"));
+        assert_eq!(route.spec.rules[0].backend_refs[0].port, Some(9000));
     }
 }

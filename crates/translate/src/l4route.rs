@@ -268,7 +268,7 @@ fn program(
                     let names: Vec<String> = if r.kind == Kind::TLSRoute {
                         hosts.into_iter().filter(|h| h != "*").collect()
                     } else {
-                        l.spec.hostname.iter().cloned().collect()
+                        crate::listener::sni_names(l.spec.hostname.as_deref())
                     };
                     let tls = (l.tls_mode() != "Passthrough")
                         .then(|| std::sync::Arc::new(l.certs.clone()));

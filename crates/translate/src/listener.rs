@@ -1047,7 +1047,7 @@ pub(crate) fn envoy_listeners(
                 let certs = Arc::new(l.certs.clone());
                 let coalescing = has(&l.conditions, "OverlappingTLSConfig");
                 chains.push(Chain {
-                    server_names: l.spec.hostname.iter().cloned().collect(),
+                    server_names: sni_names(l.spec.hostname.as_deref()),
                     tls: Some(certs),
                     alpn: if coalescing {
                         &["http/1.1"]
@@ -1134,6 +1134,15 @@ pub(crate) fn envoy_listeners(
         out.push(envoy::encode(crate::type_url::LISTENER, &name, &listener));
     }
     out
+}
+
+/// The SNI names a listener hostname matches: none (any name) for no hostname or `*`, which
+/// Envoy does not take as a server name.
+pub(crate) fn sni_names(hostname: Option<&str>) -> Vec<String> {
+    hostname
+        .filter(|h| !h.is_empty() && *h != "*")
+        .map(|h| vec![h.to_string()])
+        .unwrap_or_default()
 }
 
 /// A network filter with a typed config.

@@ -115,6 +115,17 @@ fn grpcroute_attaches_to_http_listener_with_method_match() {
             "/com.example.Svc/Get".into()
         ))
     );
+    // gRPC backends speak HTTP/2.
+    let g = &t.gateways()["c1/infra/gw"];
+    let c = g
+        .resources
+        .iter()
+        .find(|r| r.type_url == type_url::CLUSTER)
+        .unwrap();
+    let c = envoy_types::pb::envoy::config::cluster::v3::Cluster::decode(c.body.clone()).unwrap();
+    assert!(c
+        .typed_extension_protocol_options
+        .contains_key("envoy.extensions.upstreams.http.v3.HttpProtocolOptions"));
 }
 
 #[test]
@@ -332,16 +343,11 @@ fn bootstrap_of(g: &GatewayXds) -> Vec<u8> {
     .encode_to_vec()
 }
 
-/// Everything the route translation emits must be accepted by Envoy 1.40. Runs when an Envoy
-/// binary is at `$FLOTILLA_ENVOY` or where `scripts/setup.sh` installs it; skipped otherwise.
+/// Everything the route translation emits must be accepted by Envoy 1.40 (`$ENVOY_BIN`, or
+/// where `scripts/setup.sh` installs it; the test fails if there is none).
 #[test]
 fn envoy_accepts_translated_filters_and_grpc_routes() {
-    let envoy = std::env::var("FLOTILLA_ENVOY")
-        .unwrap_or_else(|_| "/opt/flotilla-tools/venv/bin/envoy".to_string());
-    if !std::path::Path::new(&envoy).exists() {
-        eprintln!("skipped: no Envoy at {envoy}");
-        return;
-    }
+    let envoy = crate::tests::envoy_bin();
     let t = translate(&format!(
         "{ROUTE_HEAD}  - matches: [{{path: {{type: PathPrefix, value: /api/}}, method: GET, headers: [{{name: X-V, value: '^v[0-9]+$', type: RegularExpression}}], queryParams: [{{name: q, value: '1'}}]}}]\n    filters:\n    - {{type: RequestHeaderModifier, requestHeaderModifier: {{add: [{{name: X-A, value: b}}], set: [{{name: X-B, value: c d}}], remove: [x-old]}}}}\n    - {{type: ResponseHeaderModifier, responseHeaderModifier: {{set: [{{name: X-R, value: r}}]}}}}\n    - {{type: URLRewrite, urlRewrite: {{hostname: up.example.com, path: {{type: ReplacePrefixMatch, replacePrefixMatch: /}}}}}}\n    - {{type: RequestMirror, requestMirror: {{backendRef: {{name: web, port: 80}}, fraction: {{numerator: 1, denominator: 3}}}}}}\n    - {{type: CORS, cors: {{allowOrigins: ['https://*.example.com', 'https://a.b'], allowMethods: [GET, POST], allowHeaders: [x-a], exposeHeaders: [x-b], maxAge: 60, allowCredentials: true}}}}\n    backendRefs: [{{name: web, port: 80, weight: 2}}, {{name: missing, port: 80}}]\n    timeouts: {{request: 10s, backendRequest: 2s}}\n    retry: {{codes: [503, 502], attempts: 3, backoff: 100ms}}\n  - matches: [{{path: {{type: Exact, value: /full}}}}]\n    filters: [{{type: URLRewrite, urlRewrite: {{path: {{type: ReplaceFullPath, replaceFullPath: /other}}}}}}]\n    backendRefs: [{{name: web, port: 80}}]\n  - matches: [{{path: {{type: RegularExpression, value: '/re/[a-z]+'}}}}]\n    filters: [{{type: RequestRedirect, requestRedirect: {{scheme: https, hostname: x.example.com, path: {{type: ReplacePrefixMatch, replacePrefixMatch: /new/}}, statusCode: 301}}}}]\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {{name: g, namespace: app}}\nspec:\n  parentRefs: [{{name: gw, namespace: infra}}]\n  rules:\n  - matches: [{{method: {{service: a.B, method: C}}}}, {{method: {{method: D}}}}, {{method: {{type: RegularExpression, service: 'foo.*'}}, headers: [{{name: x-h, value: v}}]}}]\n    filters: [{{type: RequestHeaderModifier, requestHeaderModifier: {{set: [{{name: x-g, value: '1'}}]}}}}]\n    backendRefs: [{{name: web, port: 80}}]\n"
     ));
@@ -370,15 +376,12 @@ fn envoy_accepts_translated_filters_and_grpc_routes() {
     );
 }
 
-/// Envoy accepts what every HTTPRoute/GRPCRoute case of Envoy Gateway's corpus translates to.
-/// Slow (one Envoy per gateway): `cargo test -p flotilla-translate -- --ignored corpus`.
+/// Envoy accepts what every HTTPRoute/GRPCRoute case of Envoy Gateway's corpus translates to
+/// (the corpus is read in place from `../shared`, or `$FLOTILLA_SHARED`).
 #[test]
-#[ignore]
 fn envoy_accepts_the_route_corpus() {
-    let envoy = std::env::var("FLOTILLA_ENVOY")
-        .unwrap_or_else(|_| "/opt/flotilla-tools/venv/bin/envoy".to_string());
-    let corpus = std::env::var("FLOTILLA_CORPUS")
-        .unwrap_or_else(|_| "/work/shared/conformance/eg-translate".to_string());
+    let envoy = crate::tests::envoy_bin();
+    let corpus = crate::tests::corpus_dir();
     let mut failures = Vec::new();
     let mut cases: Vec<_> = std::fs::read_dir(&corpus)
         .unwrap()

@@ -340,3 +340,28 @@ fn event_key_must_belong_to_its_cluster() {
     };
     assert!(matches!(t.apply(&bad), Err(Error::InvalidEvent { .. })));
 }
+
+/// The real Envoy for validation tests: `$ENVOY_BIN`, else where `scripts/setup.sh` installs it.
+/// Missing Envoy fails the test: these checks are what keeps rejected config away from proxies.
+pub(crate) fn envoy_bin() -> String {
+    let envoy = std::env::var("ENVOY_BIN")
+        .unwrap_or_else(|_| "/opt/flotilla-tools/venv/bin/envoy".to_string());
+    assert!(
+        std::path::Path::new(&envoy).exists(),
+        "no Envoy binary at {envoy}: run scripts/setup.sh or set ENVOY_BIN"
+    );
+    envoy
+}
+
+/// Envoy Gateway's translator corpus, read in place: `$FLOTILLA_SHARED/conformance/eg-translate`,
+/// else `../shared` beside the repository.
+pub(crate) fn corpus_dir() -> String {
+    let shared = std::env::var("FLOTILLA_SHARED")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared").to_string());
+    let dir = format!("{shared}/conformance/eg-translate");
+    assert!(
+        std::path::Path::new(&dir).is_dir(),
+        "corpus not found at {dir} (set FLOTILLA_SHARED)"
+    );
+    dir
+}
