@@ -20,7 +20,9 @@ for c in "$corpus"/*/; do
   n=$(basename "$c")
   ln -s "$c" "$work/all/$n"
   [[ $n =~ $target ]] && ln -s "$c" "$work/target/$n"
-  if ! timeout 20 "$bin" translate -f "$c/input.yaml" -o yaml >"$work/out/$n.yaml" 2>"$work/out/$n.err"; then
+  # Envoy Gateway config switches of the case (Backend API enabled, running on host, ...).
+  flags=(); [ -f "$c/flags.json" ] && flags=(--flags "$c/flags.json")
+  if ! timeout 20 "$bin" translate -f "$c/input.yaml" "${flags[@]}" -o yaml >"$work/out/$n.yaml" 2>"$work/out/$n.err"; then
     echo "corpus: translate failed or timed out: $n" >&2
     tail -3 "$work/out/$n.err" >&2
     failed=$((failed + 1))

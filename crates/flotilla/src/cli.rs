@@ -169,6 +169,10 @@ pub struct TranslateArgs {
     /// Cluster name given to the resources.
     #[arg(long, default_value = "local")]
     pub cluster: String,
+    /// Translator feature switches, a JSON object with Envoy Gateway's names, e.g.
+    /// `{"backend": false, "runningOnHost": true}` (unknown names are ignored).
+    #[arg(long)]
+    pub flags: Option<PathBuf>,
 }
 
 /// Runs the command; logs the error chain and exits non-zero on failure.
@@ -183,7 +187,9 @@ pub fn run(cli: Cli) -> ExitCode {
                     Ok(())
                 })
         }
-        Command::Translate(a) => crate::translate_cmd::run(&a.file, &a.cluster, a.output, a.to),
+        Command::Translate(a) => {
+            crate::translate_cmd::run(&a.file, a.flags.as_deref(), &a.cluster, a.output, a.to)
+        }
         other => crate::runtime::run_async(other),
     };
     match result {

@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 use flotilla_model::{parse_documents, EventBody, ResourceEvent};
-use flotilla_translate::Translator;
+use flotilla_translate::{TranslateOptions, Translator};
 use serde_json::{json, Value};
 use std::io::Write;
 
@@ -21,14 +21,29 @@ pub enum Output {
     Xds,
 }
 
-pub fn run(file: &std::path::Path, cluster: &str, format: Format, to: Output) -> Result<()> {
+pub fn run(
+    file: &std::path::Path,
+    flags: Option<&std::path::Path>,
+    cluster: &str,
+    format: Format,
+    to: Output,
+) -> Result<()> {
+    let options = match flags {
+        None => TranslateOptions::default(),
+        Some(f) => {
+            let text =
+                std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+            TranslateOptions::from_json(&text)
+                .with_context(|| format!("parsing translator flags {}", f.display()))?
+        }
+    };
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let (resources, errors) = parse_documents(&file.display().to_string(), &text, cluster);
     for e in &errors {
         eprintln!("error: {e}");
     }
-    let mut t = Translator::new();
+    let mut t = Translator::with_options(options);
     let mut order = Vec::new();
     for r in resources {
         order.push(r.key.clone());
@@ -52,7 +67,9 @@ pub fn run(file: &std::path::Path, cluster: &str, format: Format, to: Output) ->
                 let mut obj = t.resource(k)?.raw.clone();
                 // Envoy Gateway's translator reports no GatewayClass status (its provider writes
                 // Accepted when it takes the class); print the same set so outputs compare.
-                let status = t.status(k).filter(|_| k.kind != flotilla_model::Kind::GatewayClass);
+                let status = t
+                    .status(k)
+                    .filter(|_| k.kind != flotilla_model::Kind::GatewayClass);
                 if let (Some(m), Some(st)) = (obj.as_object_mut(), status) {
                     m.insert("status".into(), st.clone());
                 }

@@ -125,6 +125,8 @@ pub struct AllowedListeners {
 pub struct GatewayAddress {
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
     pub type_: Option<String>,
+    /// Optional in the API (the implementation may pick one); empty when absent.
+    #[serde(default)]
     pub value: String,
 }
 

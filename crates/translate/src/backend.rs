@@ -238,6 +238,12 @@ fn resolve_inner(
             Ok((name, endpoints))
         }
         BackendKind::Backend => {
+            if !ix.options.backend {
+                return Err((
+                    "UnsupportedValue",
+                    "Backend is disabled in Envoy Gateway configuration".into(),
+                ));
+            }
             let key = ResourceKey::new(cluster, Kind::Backend, ns, &b.name);
             let Some(Object::Backend(be)) = ix.resources.get(&key).map(|r| &r.object) else {
                 return Err((
@@ -245,7 +251,7 @@ fn resolve_inner(
                     format!("Backend {ns}/{} not found", b.name),
                 ));
             };
-            if let Err((reason, msg)) = validate_backend(be) {
+            if let Err((reason, msg)) = validate_backend(be, &ix.options) {
                 return Err((reason, msg));
             }
             let dynamic = be.spec.type_.as_deref() == Some("DynamicResolver");
@@ -403,9 +409,13 @@ fn upstream_tls(
     })
 }
 
-/// Envoy Gateway's `validateBackend` (Kubernetes infrastructure: loopback addresses and
-/// single-label hostnames are refused).
-fn validate_backend(be: &Backend) -> Result<(), (&'static str, String)> {
+/// Envoy Gateway's `validateBackend`: loopback addresses and single-label hostnames are refused
+/// unless the data plane runs on the host.
+fn validate_backend(
+    be: &Backend,
+    opts: &crate::TranslateOptions,
+) -> Result<(), (&'static str, String)> {
+    let host = opts.running_on_host;
     let invalid = |m: String| Err(("InvalidAddress", m));
     if be.spec.type_.as_deref() == Some("DynamicResolver") && !be.spec.endpoints.is_empty() {
         return Err((
@@ -428,14 +438,14 @@ fn validate_backend(be: &Backend) -> Result<(), (&'static str, String)> {
     }
     for ep in &be.spec.endpoints {
         if let Some(h) = &ep.hostname {
-            validate_hostname(h, "hostname").or_else(invalid)?;
+            validate_hostname(h, "hostname", host).or_else(invalid)?;
         }
         if let Some(f) = &ep.fqdn {
-            validate_hostname(&f.hostname, "FQDN").or_else(invalid)?;
+            validate_hostname(&f.hostname, "FQDN", host).or_else(invalid)?;
         } else if let Some(ip) = &ep.ip {
             match ip.address.parse::<IpAddr>() {
                 Err(_) => return invalid(format!("IP address {} is invalid", ip.address)),
-                Ok(a) if a.is_loopback() => {
+                Ok(a) if a.is_loopback() && !host => {
                     return invalid(format!(
                         "IP address {} in the loopback range is only supported when using the \
                          Host infrastructure",
@@ -449,11 +459,11 @@ fn validate_backend(be: &Backend) -> Result<(), (&'static str, String)> {
     Ok(())
 }
 
-fn validate_hostname(h: &str, what: &str) -> Result<(), String> {
+fn validate_hostname(h: &str, what: &str, running_on_host: bool) -> Result<(), String> {
     if !is_dns1123_subdomain(h) {
         return Err(format!("hostname {h} is not a valid {what}"));
     }
-    if h.split('.').count() < 2 {
+    if !running_on_host && h.split('.').count() < 2 {
         return Err(format!(
             "hostname {h} should be a domain with at least two segments separated by dots"
         ));
@@ -479,9 +489,17 @@ fn is_dns1123_subdomain(h: &str) -> bool {
 
 /// The status Envoy Gateway writes on a Backend (note its quirk, kept for compatibility: a
 /// refused Backend gets type `Invalid` with reason `Accepted`).
-pub(crate) fn backend_status(be: &Backend) -> serde_json::Value {
+pub(crate) fn backend_status(be: &Backend, opts: &crate::TranslateOptions) -> serde_json::Value {
     let gen = be.metadata.generation;
-    let cond = match validate_backend(be) {
+    let checked = if opts.backend {
+        validate_backend(be, opts).map_err(|(_, m)| format!("The Backend was not accepted: {m}"))
+    } else {
+        Err(
+            "The Backend was not accepted since Backend is not enabled in Envoy Gateway Config"
+                .into(),
+        )
+    };
+    let cond = match checked {
         Ok(()) => Condition::new(
             "Accepted",
             true,
@@ -489,13 +507,7 @@ pub(crate) fn backend_status(be: &Backend) -> serde_json::Value {
             "The Backend was accepted",
             gen,
         ),
-        Err((_, m)) => Condition::new(
-            "Invalid",
-            false,
-            "Accepted",
-            format!("The Backend was not accepted: {m}"),
-            gen,
-        ),
+        Err(m) => Condition::new("Invalid", false, "Accepted", m, gen),
     };
     serde_json::json!({ "conditions": [cond] })
 }

@@ -50,7 +50,10 @@ pub(crate) fn translate_gateway(ix: &Index, gw_key: &ResourceKey, gw: &Gateway) 
         .spec
         .addresses
         .iter()
-        .find(|a| a.type_.as_deref().is_none_or(|t| t == "IPAddress"))
+        .find(|a| {
+            a.type_.as_deref().is_none_or(|t| t == "IPAddress")
+                && a.value.parse::<std::net::IpAddr>().is_ok()
+        })
         .map(|a| a.value.clone())
         .unwrap_or_else(|| "0.0.0.0".to_string());
 

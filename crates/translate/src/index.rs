@@ -19,6 +19,8 @@ pub(crate) struct Index {
     routes_by_service: BTreeMap<ResourceKey, BTreeSet<ResourceKey>>,
     /// Service key -> its EndpointSlices.
     slices_by_service: BTreeMap<ResourceKey, BTreeSet<ResourceKey>>,
+    /// The translator's feature switches.
+    pub options: crate::TranslateOptions,
 }
 
 impl Index {

@@ -16,10 +16,12 @@ mod httproute;
 mod index;
 mod l4route;
 mod listener;
+mod options;
 mod refgrant;
 mod tls;
 
 pub use gateway::CONTROLLER_NAME;
+pub use options::TranslateOptions;
 
 use bytes::Bytes;
 use flotilla_model::gateway::Condition;
@@ -109,6 +111,13 @@ pub struct Translator {
 impl Translator {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A translator with the given feature switches (see [`TranslateOptions`]).
+    pub fn with_options(options: TranslateOptions) -> Self {
+        let mut t = Self::default();
+        t.index.options = options;
+        t
     }
 
     /// Builds a translator from stored objects (a snapshot), translating everything.
@@ -283,7 +292,9 @@ impl Translator {
                 }
                 Kind::Backend => {
                     let status = match self.index.resources.get(&key).map(|r| &r.object) {
-                        Some(Object::Backend(b)) => Some(backend::backend_status(b)),
+                        Some(Object::Backend(b)) => {
+                            Some(backend::backend_status(b, &self.index.options))
+                        }
                         _ => None,
                     };
                     self.set_status(&key, status, &mut changes);

@@ -855,6 +855,18 @@ pub(crate) fn gateway_status(
     set_statuses: &[(ResourceKey, Value)],
 ) -> Value {
     let mut st = json!({ "listeners": gateway_listener_statuses(ls) });
+    // Flotilla runs Envoy on hosts: the addresses a Gateway asks for are the ones its proxies
+    // bind, so they are also the addresses it has.
+    let addresses: Vec<Value> = gw
+        .spec
+        .addresses
+        .iter()
+        .filter(|a| !a.value.is_empty())
+        .map(|a| json!({"type": a.type_.as_deref().unwrap_or("IPAddress"), "value": a.value}))
+        .collect();
+    if !addresses.is_empty() {
+        st["addresses"] = json!(addresses);
+    }
     let conds = gateway_tls_conditions(ix, gw_key, gw.spec.tls.as_ref(), gw.metadata.generation);
     if !conds.is_empty() {
         st["conditions"] = json!(conds);
