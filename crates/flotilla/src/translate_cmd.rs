@@ -65,11 +65,9 @@ pub fn run(
             .iter()
             .filter_map(|k| {
                 let mut obj = t.resource(k)?.raw.clone();
-                // Envoy Gateway's translator reports no GatewayClass status (its provider writes
-                // Accepted when it takes the class); print the same set so outputs compare.
-                let status = t
-                    .status(k)
-                    .filter(|_| k.kind != flotilla_model::Kind::GatewayClass);
+                // The translator's view (no GatewayClass status, no Gateway-level conditions
+                // that Envoy Gateway's provider writes), so outputs compare with its tests.
+                let status = t.translator_status(k);
                 if let (Some(m), Some(st)) = (obj.as_object_mut(), status) {
                     m.insert("status".into(), st.clone());
                 }

@@ -352,10 +352,13 @@ impl Index {
 
     pub fn namespace_matches(&self, cluster: &str, ns: &str, sel: &LabelSelector) -> bool {
         let key = ResourceKey::new(cluster, Kind::Namespace, "", ns);
-        let labels = match self.resources.get(&key).map(|r| &r.object) {
+        let mut labels = match self.resources.get(&key).map(|r| &r.object) {
             Some(Object::Namespace(n)) => n.metadata.labels.clone().unwrap_or_default(),
             _ => Default::default(),
         };
+        // The API server sets this label on every namespace (Kubernetes >= 1.22); files and
+        // agents that omit it must still match selectors written against it.
+        labels.insert("kubernetes.io/metadata.name".to_string(), ns.to_string());
         selector_matches(sel, &labels)
     }
 }

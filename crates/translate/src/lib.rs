@@ -18,6 +18,7 @@ mod l4route;
 mod listener;
 mod options;
 mod refgrant;
+mod runtime;
 mod tls;
 
 pub use gateway::CONTROLLER_NAME;
@@ -95,6 +96,9 @@ pub struct Translator {
     index: Index,
     gateways: BTreeMap<String, Arc<GatewayXds>>,
     statuses: BTreeMap<ResourceKey, serde_json::Value>,
+    /// Gateway status as Envoy Gateway's translator reports it (without the Gateway-level
+    /// conditions its status updater adds; see `runtime`).
+    translator_statuses: BTreeMap<ResourceKey, serde_json::Value>,
     /// Route parent statuses by route, then by the gateway that computed them.
     route_parents: BTreeMap<ResourceKey, BTreeMap<ResourceKey, Vec<(usize, serde_json::Value)>>>,
     /// Status of resources a gateway decides besides its routes (ListenerSets), by resource,
@@ -254,7 +258,15 @@ impl Translator {
                             .or_default()
                             .insert(gw_key.clone(), parents);
                     }
-                    self.set_status(&gw_key, Some(result.status), &mut changes);
+                    let full = runtime::with_gateway_conditions(
+                        &self.index,
+                        &gw_key,
+                        gw,
+                        result.status.clone(),
+                    );
+                    self.translator_statuses
+                        .insert(gw_key.clone(), result.status);
+                    self.set_status(&gw_key, Some(full), &mut changes);
                     self.set_owned_status(&gw_key, result.other_status, &mut changes);
                     if self.gateways.get(&id).map(|g| g.as_ref()) != Some(&result.xds) {
                         let xds = Arc::new(result.xds);
@@ -263,6 +275,7 @@ impl Translator {
                     }
                 }
                 None => {
+                    self.translator_statuses.remove(&gw_key);
                     self.set_status(&gw_key, None, &mut changes);
                     self.set_owned_status(&gw_key, vec![], &mut changes);
                     if self.gateways.remove(&id).is_some() {
@@ -398,6 +411,17 @@ impl Translator {
     /// would show it.
     pub fn status(&self, key: &ResourceKey) -> Option<&serde_json::Value> {
         self.statuses.get(key)
+    }
+
+    /// The status as Envoy Gateway's translator computes it: without the GatewayClass status
+    /// and the Gateway-level Accepted/Programmed that its provider writes. `flotilla translate`
+    /// prints this, so its output compares with Envoy Gateway's translator tests.
+    pub fn translator_status(&self, key: &ResourceKey) -> Option<&serde_json::Value> {
+        match key.kind {
+            Kind::GatewayClass => None,
+            Kind::Gateway => self.translator_statuses.get(key),
+            _ => self.statuses.get(key),
+        }
     }
 
     /// The translated output of every gateway, by gateway id.

@@ -630,7 +630,12 @@ spec:
   - {name: b, port: 444, protocol: HTTPS, tls: {certificateRefs: [{name: cert}]}}
 ",
     );
-    let st = status(&t, Kind::Gateway, "infra", "gw");
+    // Envoy Gateway's translator view: the Gateway-level Accepted/Programmed that its status
+    // updater adds are checked in `gateway_level_conditions`.
+    let st = t
+        .translator_status(&ResourceKey::new("c1", Kind::Gateway, "infra", "gw"))
+        .unwrap()
+        .clone();
     assert_eq!(listener_conds(&st, "a"), ok());
     assert_eq!(
         listener_conds(&st, "b"),

@@ -365,3 +365,67 @@ pub(crate) fn corpus_dir() -> String {
     );
     dir
 }
+
+fn gateway_conditions(v: &serde_json::Value) -> Vec<(String, String, String)> {
+    v["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            (
+                c["type"].as_str().unwrap_or("").to_string(),
+                c["status"].as_str().unwrap_or("").to_string(),
+                c["reason"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+fn c3(a: &str, b: &str, c: &str) -> (String, String, String) {
+    (a.into(), b.into(), c.into())
+}
+
+#[test]
+fn gateway_level_conditions() {
+    let gw = key(Kind::Gateway, "infra", "gw");
+    let mut t = Translator::new();
+    apply_all(&mut t, &events("c1", BASE));
+    assert_eq!(
+        gateway_conditions(t.status(&gw).unwrap()),
+        vec![
+            c3("Accepted", "True", "Accepted"),
+            c3("Programmed", "True", "Programmed")
+        ]
+    );
+    // Envoy Gateway's translator view carries neither (its status updater writes them).
+    assert!(t
+        .translator_status(&gw)
+        .unwrap()
+        .get("conditions")
+        .is_none());
+    assert!(t
+        .translator_status(&key(Kind::GatewayClass, "", "eg"))
+        .is_none());
+
+    let bad = BASE.replace("protocol: HTTP", "protocol: SCTP");
+    let mut t = Translator::new();
+    apply_all(&mut t, &events("c1", &bad));
+    assert_eq!(
+        gateway_conditions(t.status(&gw).unwrap()),
+        vec![
+            c3("Accepted", "False", "ListenersNotValid"),
+            c3("Programmed", "False", "Invalid")
+        ]
+    );
+
+    let params = BASE.replace(
+        "  gatewayClassName: eg\n",
+        "  gatewayClassName: eg\n  infrastructure: {parametersRef: {group: invalid.io, kind: InvalidParameters, name: x}}\n",
+    );
+    let mut t = Translator::new();
+    apply_all(&mut t, &events("c1", &params));
+    assert_eq!(
+        gateway_conditions(t.status(&gw).unwrap())[0],
+        c3("Accepted", "False", "InvalidParameters")
+    );
+}
