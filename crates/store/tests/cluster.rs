@@ -162,6 +162,12 @@ async fn three_nodes_replicate_fail_over_and_restart() -> TestResult {
         last_seq == last && resources == 6 && gw
     })
     .await?;
+    // The state is installed before openraft publishes the snapshot in its metrics: wait for
+    // the metrics too rather than race them.
+    eventually("follower reports the installed snapshot", T, || {
+        again[vi].node.raft_metrics().snapshot.is_some()
+    })
+    .await?;
     let installed = again[vi]
         .node
         .raft_metrics()
