@@ -135,6 +135,7 @@ impl Spine {
     pub async fn leader(&mut self) -> usize {
         let alive: Vec<usize> = (0..3).filter(|&i| self.stores[i].is_running()).collect();
         let this = &*self;
+        let _dump = DumpOnPanic(this);
         eventually("a Raft leader", T, || {
             let alive = alive.clone();
             async move {
@@ -210,6 +211,17 @@ impl Spine {
             for l in tail.into_iter().rev() {
                 eprintln!("{l}");
             }
+        }
+    }
+}
+
+/// Prints the processes' log tails if the test panics while this is alive.
+struct DumpOnPanic<'a>(&'a Spine);
+
+impl Drop for DumpOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.dump_logs();
         }
     }
 }
