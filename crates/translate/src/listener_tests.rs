@@ -3,7 +3,7 @@
 
 use crate::{type_url, Translator};
 use envoy_types::pb::envoy::config::listener::v3::Listener as EnvoyListener;
-use flotilla_model::{parse_documents, EventBody, Kind, ResourceEvent, ResourceKey};
+use flotilla_model::{EventBody, Kind, ResourceEvent, ResourceKey};
 use prost::Message;
 use serde_json::Value;
 
@@ -64,23 +64,10 @@ data:
 "#;
 
 fn translate(text: &str) -> Translator {
-    let all = format!("{CLASS}---\n{text}");
-    let (rs, errs) = parse_documents("t.yaml", &all, "c1");
-    assert!(errs.is_empty(), "{errs:?}");
-    let mut t = Translator::new();
-    for r in rs {
-        t.apply(&ResourceEvent {
-            cluster: "c1".into(),
-            source: "test".into(),
-            body: EventBody::Upsert {
-                key: r.key,
-                object: r.raw,
-            },
-        })
-        .unwrap();
-    }
-    t.recompute();
-    t
+    crate::tests::translate_yaml(&format!(
+        "{CLASS}---
+{text}"
+    ))
 }
 
 fn status(t: &Translator, kind: Kind, ns: &str, name: &str) -> Value {

@@ -35,23 +35,10 @@ endpoints: [{addresses: [127.0.0.1]}]
 "#;
 
 fn translate(extra: &str) -> Translator {
-    let text = format!("{BASE}---\n{extra}");
-    let (rs, errs) = flotilla_model::parse_documents("t.yaml", &text, "c1");
-    assert!(errs.is_empty(), "{errs:?}");
-    let mut t = Translator::new();
-    for r in rs {
-        t.apply(&ResourceEvent {
-            cluster: "c1".into(),
-            source: "test".into(),
-            body: EventBody::Upsert {
-                key: r.key,
-                object: r.raw,
-            },
-        })
-        .unwrap();
-    }
-    t.recompute();
-    t
+    crate::tests::translate_yaml(&format!(
+        "{BASE}---
+{extra}"
+    ))
 }
 
 fn conditions(t: &Translator, kind: Kind, name: &str) -> Vec<(String, String, String, String)> {

@@ -41,7 +41,7 @@ fn mk_route(name: &str, path: &str, backends: &[(&str, i32)]) -> String {
     )
 }
 
-fn events(cluster: &str, text: &str) -> Vec<ResourceEvent> {
+pub(crate) fn events(cluster: &str, text: &str) -> Vec<ResourceEvent> {
     let (rs, errs) = flotilla_model::parse_documents("test.yaml", text, cluster);
     assert!(errs.is_empty(), "{errs:?}");
     rs.into_iter()
@@ -56,7 +56,7 @@ fn events(cluster: &str, text: &str) -> Vec<ResourceEvent> {
         .collect()
 }
 
-fn apply_all(t: &mut Translator, evs: &[ResourceEvent]) -> Changes {
+pub(crate) fn apply_all(t: &mut Translator, evs: &[ResourceEvent]) -> Changes {
     for e in evs {
         t.apply(e).unwrap();
     }
@@ -428,4 +428,12 @@ fn gateway_level_conditions() {
         gateway_conditions(t.status(&gw).unwrap())[0],
         c3("Accepted", "False", "InvalidParameters")
     );
+}
+
+/// Folds every object of `text` (cluster `c1`) into a new translator and translates once: the
+/// builder the test modules share.
+pub(crate) fn translate_yaml(text: &str) -> Translator {
+    let mut t = Translator::new();
+    apply_all(&mut t, &events("c1", text));
+    t
 }

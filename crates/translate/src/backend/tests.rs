@@ -50,22 +50,7 @@ pub(crate) fn mk_route(name: &str, ns: &str, gw: &str, refs: &[&str]) -> String 
 }
 
 pub(crate) fn translate(text: &str) -> Translator {
-    let mut t = Translator::new();
-    let (rs, errs) = flotilla_model::parse_documents("test.yaml", text, "c1");
-    assert!(errs.is_empty(), "{errs:?}");
-    for r in rs {
-        t.apply(&ResourceEvent {
-            cluster: "c1".into(),
-            source: "test".into(),
-            body: EventBody::Upsert {
-                key: r.key,
-                object: r.raw,
-            },
-        })
-        .unwrap();
-    }
-    t.recompute();
-    t
+    crate::tests::translate_yaml(text)
 }
 
 pub(crate) fn key(kind: Kind, ns: &str, name: &str) -> ResourceKey {
