@@ -1,6 +1,7 @@
 //! Builders for the Envoy resources Flotilla emits, and their encoding. Everything here is
-//! deterministic: no map-typed proto fields are filled (prost encodes `HashMap`s in iteration
-//! order, which would make two replicas produce different bytes for the same input).
+//! deterministic: prost encodes `HashMap`s in iteration order, which would make two replicas
+//! produce different bytes for the same input, so map-typed fields hold at most one entry,
+//! except a route's `typed_per_filter_config`, which [`route_configuration`] writes in key order.
 
 use crate::{type_url, XdsResource};
 use bytes::Bytes;
@@ -13,8 +14,9 @@ use envoy_types::pb::envoy::config::endpoint::v3::{
     lb_endpoint, ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints,
 };
 use envoy_types::pb::envoy::config::listener::v3::{filter, Filter, FilterChain, Listener};
-use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::envoy::config::route::v3::{Route, RouteConfiguration};
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::extensions::filters::http::stateful_session::v3::StatefulSession;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     http_connection_manager, http_filter, HttpConnectionManager, HttpFilter, Rds,
 };
@@ -25,7 +27,11 @@ use std::sync::Arc;
 
 /// Encodes `msg` once and names its version by content hash.
 pub fn encode<M: Message>(type_url: &str, name: &str, msg: &M) -> Arc<XdsResource> {
-    let body = Bytes::from(msg.encode_to_vec());
+    resource(type_url, name, msg.encode_to_vec())
+}
+
+fn resource(type_url: &str, name: &str, body: Vec<u8>) -> Arc<XdsResource> {
+    let body = Bytes::from(body);
     let digest = Sha256::digest(&body);
     Arc::new(XdsResource {
         type_url: type_url.to_string(),
@@ -33,6 +39,11 @@ pub fn encode<M: Message>(type_url: &str, name: &str, msg: &M) -> Arc<XdsResourc
         version: hex::encode(&digest[..8]),
         body,
     })
+}
+
+/// `msg` as an `Any` of its own type.
+pub fn any_of<M: Message + prost::Name>(msg: &M) -> Any {
+    any(&M::type_url(), msg)
 }
 
 pub fn any<M: Message>(type_url: &str, msg: &M) -> Any {
@@ -111,6 +122,15 @@ pub fn hcm_filter(stat_prefix: &str, route_name: &str) -> Filter {
                 ))),
                 ..Default::default()
             },
+            // Disabled unless a route enables it with its session persistence config.
+            HttpFilter {
+                name: crate::session::STATEFUL_SESSION_FILTER.to_string(),
+                config_type: Some(http_filter::ConfigType::TypedConfig(any_of(
+                    &StatefulSession::default(),
+                ))),
+                disabled: true,
+                ..Default::default()
+            },
             HttpFilter {
                 name: "envoy.filters.http.router".to_string(),
                 config_type: Some(http_filter::ConfigType::TypedConfig(any(
@@ -149,8 +169,59 @@ fn dfp_filter_config(
     }
 }
 
-pub fn route_configuration(rc: &RouteConfiguration) -> Arc<XdsResource> {
-    encode(type_url::ROUTE, &rc.name, rc)
+/// The route configuration, with each route's `typed_per_filter_config` entries in key order.
+pub fn route_configuration(rc: RouteConfiguration) -> Arc<XdsResource> {
+    let name = rc.name.clone();
+    resource(type_url::ROUTE, &name, encode_route_configuration(rc))
+}
+
+// Field numbers of envoy.config.route.v3 (route_components.proto, route.proto).
+const ROUTE_CONFIGURATION_VIRTUAL_HOSTS: u32 = 2;
+const VIRTUAL_HOST_ROUTES: u32 = 3;
+
+/// Protobuf parsers accept a message's fields in any order and append repeated fields in the
+/// order they come, so a message may be written as its other fields followed by the repeated
+/// field's elements (and a map as its entries, one at a time).
+fn encode_route_configuration(mut rc: RouteConfiguration) -> Vec<u8> {
+    let unordered = |r: &Route| r.typed_per_filter_config.len() > 1;
+    if !rc
+        .virtual_hosts
+        .iter()
+        .any(|vh| vh.routes.iter().any(unordered))
+    {
+        return rc.encode_to_vec();
+    }
+    let vhs = std::mem::take(&mut rc.virtual_hosts);
+    let mut out = rc.encode_to_vec();
+    for mut vh in vhs {
+        let routes = std::mem::take(&mut vh.routes);
+        let mut vbody = vh.encode_to_vec();
+        for mut r in routes {
+            let map = std::mem::take(&mut r.typed_per_filter_config);
+            let mut rbody = r.encode_to_vec();
+            let mut entries: Vec<_> = map.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            for entry in entries {
+                // A route holding only this entry encodes as exactly that map entry.
+                rbody.extend(
+                    Route {
+                        typed_per_filter_config: [entry].into_iter().collect(),
+                        ..Default::default()
+                    }
+                    .encode_to_vec(),
+                );
+            }
+            put_message(VIRTUAL_HOST_ROUTES, &rbody, &mut vbody);
+        }
+        put_message(ROUTE_CONFIGURATION_VIRTUAL_HOSTS, &vbody, &mut out);
+    }
+    out
+}
+
+fn put_message(tag: u32, body: &[u8], out: &mut Vec<u8>) {
+    prost::encoding::encode_key(tag, prost::encoding::WireType::LengthDelimited, out);
+    prost::encoding::encode_varint(body.len() as u64, out);
+    out.extend_from_slice(body);
 }
 
 /// An EDS cluster named `name` (its endpoints come as a ClusterLoadAssignment of that name).

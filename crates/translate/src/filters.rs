@@ -372,7 +372,9 @@ fn redirect(f: &mut Filtered, r: Option<&HttpRequestRedirect>) -> Result<(), Sta
         }
     }
     if let Some(code) = r.status_code {
-        if code != 301 && code != 302 {
+        // Every code Envoy's RedirectResponseCode has (the Gateway API enum: 301, 302, 303, 307,
+        // 308); the message for any other is Envoy Gateway's.
+        if !matches!(code, 301 | 302 | 303 | 307 | 308) {
             return Err(unsupported(format!(
                 "status code {code} is invalid, only 302 and 301 are supported"
             )));

@@ -229,7 +229,7 @@ pub(crate) fn translate_gateway(ix: &Index, gw_key: &ResourceKey, gw: &Gateway) 
             virtual_hosts,
             ..Default::default()
         };
-        resources.push(envoy::route_configuration(&rc));
+        resources.push(envoy::route_configuration(rc));
     }
     resources.extend(listener::envoy_listeners(&listeners, &bind_ip, &mut l4));
     for (name, endpoints) in &clusters {

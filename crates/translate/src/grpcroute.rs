@@ -5,9 +5,9 @@
 use crate::envoy::EndpointAddr;
 use crate::filters::{process_filters, FilterScope, RouteKind};
 use crate::httproute::{
-    check_regex, check_session_persistence, decorate, header_matcher,
-    reject_path_regex_host_rewrite, resolve_rule_backends, rule_action, ActionInput, CheckedRoute,
-    CondType, ErrorCollector, MatchShape, PrecedenceKey, RouteEntry, RuleScope, StatusError,
+    check_regex, decorate, header_matcher, reject_path_regex_host_rewrite, resolve_rule_backends,
+    rule_action, ActionInput, CheckedRoute, CondType, ErrorCollector, MatchShape, PrecedenceKey,
+    RouteEntry, RuleScope, StatusError,
 };
 use crate::index::Index;
 use envoy_types::pb::envoy::config::route::v3::{route_match, Route, RouteMatch};
@@ -145,16 +145,24 @@ pub(crate) fn check_route(
             }
             errs.add(e);
         }
-        let built = check_session_persistence(rule.session_persistence.as_ref()).and_then(|_| {
-            if rule.matches.is_empty() {
-                return Ok(vec![grpc_match(&GrpcRouteMatch::default())?]);
-            }
-            rule.matches
-                .iter()
-                .map(grpc_match)
-                .collect::<Result<Vec<_>, _>>()
+        let built = crate::session::session_persistence(
+            rule.session_persistence.as_ref(),
+            RouteKind::Grpc,
+            key,
+            ri,
+        )
+        .and_then(|session| {
+            let matches = if rule.matches.is_empty() {
+                vec![grpc_match(&GrpcRouteMatch::default())?]
+            } else {
+                rule.matches
+                    .iter()
+                    .map(grpc_match)
+                    .collect::<Result<Vec<_>, _>>()?
+            };
+            Ok((matches, session))
         });
-        let matches = match built {
+        let (matches, session) = match built {
             Ok(m) => m,
             Err(e) => {
                 unaccepted.insert(ri);
@@ -208,6 +216,9 @@ pub(crate) fn check_route(
                 ..Default::default()
             };
             decorate(&mut r, &filtered);
+            if let Some(s) = &session {
+                crate::session::apply(&mut r, s);
+            }
             entries.push(RouteEntry {
                 key: PrecedenceKey::from_shape(shape, rank, ri, mi),
                 route: r,

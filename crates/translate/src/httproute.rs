@@ -24,7 +24,6 @@ use envoy_types::pb::google::protobuf::{Duration, UInt32Value};
 use flotilla_model::gateway::Condition;
 use flotilla_model::gateway::{
     HttpBackendRef, HttpRoute, HttpRouteMatch, HttpRouteRetry, HttpRouteTimeouts,
-    SessionPersistence,
 };
 use flotilla_model::ResourceKey;
 use std::collections::{BTreeMap, BTreeSet};
@@ -504,31 +503,6 @@ fn http_match(
     ))
 }
 
-/// Session persistence as Envoy Gateway validates it (translation to Envoy's stateful session
-/// filter is not done yet).
-pub(crate) fn check_session_persistence(sp: Option<&SessionPersistence>) -> Result<(), String> {
-    let Some(sp) = sp else { return Ok(()) };
-    if sp.idle_timeout.is_some() {
-        return Err("idle timeout is not supported in envoy gateway".into());
-    }
-    match sp.type_.as_deref() {
-        None | Some("Cookie") | Some("Header") => {}
-        Some(other) => return Err(format!("unknown session persistence type {other}")),
-    }
-    if let Some(t) = &sp.absolute_timeout {
-        if sp.type_.as_deref().unwrap_or("Cookie") == "Cookie"
-            && sp
-                .cookie_config
-                .as_ref()
-                .and_then(|c| c.lifetime_type.as_deref())
-                == Some("Permanent")
-        {
-            parse_duration(t).ok_or_else(|| format!("time: invalid duration {t:?}"))?;
-        }
-    }
-    Ok(())
-}
-
 /// Parses a Go/Gateway API duration ("1h2m3s", "500ms", "1.5s").
 pub(crate) fn parse_duration(s: &str) -> Option<Duration> {
     if s == "0" {
@@ -820,6 +794,9 @@ pub(crate) fn rule_action(a: &ActionInput<'_>) -> (route::Action, Option<Option<
             port_redirect: r.port.unwrap_or(0),
             response_code: match r.status_code {
                 Some(301) => redirect_action::RedirectResponseCode::MovedPermanently as i32,
+                Some(303) => redirect_action::RedirectResponseCode::SeeOther as i32,
+                Some(307) => redirect_action::RedirectResponseCode::TemporaryRedirect as i32,
+                Some(308) => redirect_action::RedirectResponseCode::PermanentRedirect as i32,
                 _ => redirect_action::RedirectResponseCode::Found as i32,
             },
             scheme_rewrite_specifier: r
@@ -1070,7 +1047,13 @@ pub(crate) fn check_route(
             }
             errs.add(e);
         }
-        let built = check_session_persistence(rule.session_persistence.as_ref()).and_then(|_| {
+        let built = crate::session::session_persistence(
+            rule.session_persistence.as_ref(),
+            RouteKind::Http,
+            key,
+            ri,
+        )
+        .and_then(|session| {
             let base: Vec<Option<&HttpRouteMatch>> = if rule.matches.is_empty() {
                 vec![None]
             } else {
@@ -1097,9 +1080,9 @@ pub(crate) fn check_route(
                     out.push((rm, shape, prefix));
                 }
             }
-            Ok(out)
+            Ok((out, session))
         });
-        let matches = match built {
+        let (matches, session) = match built {
             Ok(m) => m,
             Err(e) => {
                 errs.add(StatusError::new(
@@ -1151,6 +1134,9 @@ pub(crate) fn check_route(
                 ..Default::default()
             };
             decorate(&mut r, &filtered);
+            if let Some(s) = &session {
+                crate::session::apply(&mut r, s);
+            }
             let preflight = cors_preflight(&r, &filtered);
             entries.push(RouteEntry {
                 key: PrecedenceKey::from_shape(shape, rank, ri, mi),

@@ -19,6 +19,7 @@ mod listener;
 mod options;
 mod refgrant;
 mod runtime;
+mod session;
 mod tls;
 
 pub use gateway::CONTROLLER_NAME;

@@ -230,6 +230,29 @@ fn redirect_without_port_takes_the_schemes_port() {
 }
 
 #[test]
+fn every_gateway_api_redirect_code_maps_to_envoys() {
+    use envoy_types::pb::envoy::config::route::v3::redirect_action::RedirectResponseCode as C;
+    for (code, want) in [
+        (301, C::MovedPermanently),
+        (302, C::Found),
+        (303, C::SeeOther),
+        (307, C::TemporaryRedirect),
+        (308, C::PermanentRedirect),
+    ] {
+        let t = translate(&format!(
+            "{ROUTE_HEAD}  - filters: [{{type: RequestRedirect, requestRedirect: {{statusCode: {code}}}}}]\n"
+        ));
+        let c = conditions(&t, Kind::HTTPRoute, "r");
+        assert_eq!(find(&c, "Accepted").1, "True", "{code}");
+        let rs = routes(&t);
+        let Some(route::Action::Redirect(ra)) = &rs[0].action else {
+            panic!("{code}: not a redirect")
+        };
+        assert_eq!(ra.response_code, want as i32, "{code}");
+    }
+}
+
+#[test]
 fn missing_extension_filter_is_unresolved_and_answers_500() {
     let t = translate(&format!(
         "{ROUTE_HEAD}  - filters: [{{type: ExtensionRef, extensionRef: {{group: gateway.envoyproxy.io, kind: HTTPRouteFilter, name: gone}}}}]\n    backendRefs: [{{name: web, port: 80}}]\n"
@@ -336,7 +359,7 @@ fn bootstrap_of(g: &GatewayXds) -> Vec<u8> {
 fn envoy_accepts_translated_filters_and_grpc_routes() {
     let envoy = crate::tests::envoy_bin();
     let t = translate(&format!(
-        "{ROUTE_HEAD}  - matches: [{{path: {{type: PathPrefix, value: /api/}}, method: GET, headers: [{{name: X-V, value: '^v[0-9]+$', type: RegularExpression}}], queryParams: [{{name: q, value: '1'}}]}}]\n    filters:\n    - {{type: RequestHeaderModifier, requestHeaderModifier: {{add: [{{name: X-A, value: b}}], set: [{{name: X-B, value: c d}}], remove: [x-old]}}}}\n    - {{type: ResponseHeaderModifier, responseHeaderModifier: {{set: [{{name: X-R, value: r}}]}}}}\n    - {{type: URLRewrite, urlRewrite: {{hostname: up.example.com, path: {{type: ReplacePrefixMatch, replacePrefixMatch: /}}}}}}\n    - {{type: RequestMirror, requestMirror: {{backendRef: {{name: web, port: 80}}, fraction: {{numerator: 1, denominator: 3}}}}}}\n    - {{type: CORS, cors: {{allowOrigins: ['https://*.example.com', 'https://a.b'], allowMethods: [GET, POST], allowHeaders: [x-a], exposeHeaders: [x-b], maxAge: 60, allowCredentials: true}}}}\n    backendRefs: [{{name: web, port: 80, weight: 2}}, {{name: missing, port: 80}}]\n    timeouts: {{request: 10s, backendRequest: 2s}}\n    retry: {{codes: [503, 502], attempts: 3, backoff: 100ms}}\n  - matches: [{{path: {{type: Exact, value: /full}}}}]\n    filters: [{{type: URLRewrite, urlRewrite: {{path: {{type: ReplaceFullPath, replaceFullPath: /other}}}}}}]\n    backendRefs: [{{name: web, port: 80}}]\n  - matches: [{{path: {{type: RegularExpression, value: '/re/[a-z]+'}}}}]\n    filters: [{{type: RequestRedirect, requestRedirect: {{scheme: https, hostname: x.example.com, path: {{type: ReplacePrefixMatch, replacePrefixMatch: /new/}}, statusCode: 301}}}}]\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {{name: g, namespace: app}}\nspec:\n  parentRefs: [{{name: gw, namespace: infra}}]\n  rules:\n  - matches: [{{method: {{service: a.B, method: C}}}}, {{method: {{method: D}}}}, {{method: {{type: RegularExpression, service: 'foo.*'}}, headers: [{{name: x-h, value: v}}]}}]\n    filters: [{{type: RequestHeaderModifier, requestHeaderModifier: {{set: [{{name: x-g, value: '1'}}]}}}}]\n    backendRefs: [{{name: web, port: 80}}]\n"
+        "{ROUTE_HEAD}  - matches: [{{path: {{type: PathPrefix, value: /api/}}, method: GET, headers: [{{name: X-V, value: '^v[0-9]+$', type: RegularExpression}}], queryParams: [{{name: q, value: '1'}}]}}]\n    filters:\n    - {{type: RequestHeaderModifier, requestHeaderModifier: {{add: [{{name: X-A, value: b}}], set: [{{name: X-B, value: c d}}], remove: [x-old]}}}}\n    - {{type: ResponseHeaderModifier, responseHeaderModifier: {{set: [{{name: X-R, value: r}}]}}}}\n    - {{type: URLRewrite, urlRewrite: {{hostname: up.example.com, path: {{type: ReplacePrefixMatch, replacePrefixMatch: /}}}}}}\n    - {{type: RequestMirror, requestMirror: {{backendRef: {{name: web, port: 80}}, fraction: {{numerator: 1, denominator: 3}}}}}}\n    - {{type: CORS, cors: {{allowOrigins: ['https://*.example.com', 'https://a.b'], allowMethods: [GET, POST], allowHeaders: [x-a], exposeHeaders: [x-b], maxAge: 60, allowCredentials: true}}}}\n    backendRefs: [{{name: web, port: 80, weight: 2}}, {{name: missing, port: 80}}]\n    timeouts: {{request: 10s, backendRequest: 2s}}\n    retry: {{codes: [503, 502], attempts: 3, backoff: 100ms}}\n    sessionPersistence: {{sessionName: s1, absoluteTimeout: 1h, cookieConfig: {{lifetimeType: Permanent}}}}\n  - matches: [{{path: {{type: Exact, value: /full}}}}]\n    filters: [{{type: URLRewrite, urlRewrite: {{path: {{type: ReplaceFullPath, replaceFullPath: /other}}}}}}]\n    backendRefs: [{{name: web, port: 80}}]\n    sessionPersistence: {{type: Header, sessionName: x-session}}\n  - matches: [{{path: {{type: RegularExpression, value: '/re/[a-z]+'}}}}]\n    filters: [{{type: RequestRedirect, requestRedirect: {{scheme: https, hostname: x.example.com, path: {{type: ReplacePrefixMatch, replacePrefixMatch: /new/}}, statusCode: 301}}}}]\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {{name: g, namespace: app}}\nspec:\n  parentRefs: [{{name: gw, namespace: infra}}]\n  rules:\n  - matches: [{{method: {{service: a.B, method: C}}}}, {{method: {{method: D}}}}, {{method: {{type: RegularExpression, service: 'foo.*'}}, headers: [{{name: x-h, value: v}}]}}]\n    filters: [{{type: RequestHeaderModifier, requestHeaderModifier: {{set: [{{name: x-g, value: '1'}}]}}}}]\n    backendRefs: [{{name: web, port: 80}}]\n    sessionPersistence: {{}}\n"
     ));
     let dir = std::env::temp_dir().join(format!("flotilla-route-validate-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -424,4 +447,79 @@ fn envoy_accepts_the_route_corpus() {
     }
     let _ = std::fs::remove_dir_all(&dir);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// A rule's sessionPersistence enables the stateful session filter on each of its routes, with a
+/// cookie named, pathed and timed as Envoy Gateway does, or a header; the route configuration's
+/// bytes do not depend on hash-map order (two entries: CORS and the session).
+#[test]
+fn session_persistence_enables_stateful_session_per_route() {
+    use envoy_types::pb::envoy::extensions::filters::http::stateful_session::v3::{
+        stateful_session_per_route::Override, StatefulSessionPerRoute,
+    };
+    use envoy_types::pb::envoy::extensions::http::stateful_session::cookie::v3::CookieBasedSessionState;
+    use envoy_types::pb::envoy::extensions::http::stateful_session::header::v3::HeaderBasedSessionState;
+    let yaml = format!(
+        "{ROUTE_HEAD}  - matches: [{{path: {{type: PathPrefix, value: /cart}}}}]\n    filters: [{{type: CORS, cors: {{allowOrigins: ['https://a.b']}}}}]\n    backendRefs: [{{name: web, port: 80}}]\n    sessionPersistence: {{absoluteTimeout: 10m, cookieConfig: {{lifetimeType: Permanent}}}}\n  - matches: [{{path: {{type: Exact, value: /h}}}}]\n    backendRefs: [{{name: web, port: 80}}]\n    sessionPersistence: {{type: Header, sessionName: X-Session}}\n  - matches: [{{path: {{type: Exact, value: /bad}}}}]\n    backendRefs: [{{name: web, port: 80}}]\n    sessionPersistence: {{type: Header, sessionName: 'bad name'}}\n"
+    );
+    let t = translate(&yaml);
+    let c = conditions(&t, Kind::HTTPRoute, "r");
+    assert_eq!(find(&c, "Accepted").1, "True", "{c:?}");
+    let partial = find(&c, "PartiallyInvalid");
+    assert!(
+        partial.3.contains("rule 2") && partial.3.contains("not a valid header name"),
+        "{partial:?}"
+    );
+    let session = |r: &envoy_types::pb::envoy::config::route::v3::Route| {
+        let any = &r.typed_per_filter_config["envoy.filters.http.stateful_session"];
+        let per = StatefulSessionPerRoute::decode(any.value.as_slice()).unwrap();
+        let Some(Override::StatefulSession(s)) = per.r#override else {
+            panic!("not enabled")
+        };
+        s.session_state.unwrap()
+    };
+    let rs = routes(&t);
+    let cart = rs
+        .iter()
+        .find(|r| r.name.ends_with("rule/0/match/0"))
+        .unwrap();
+    assert!(cart
+        .typed_per_filter_config
+        .contains_key("envoy.filters.http.cors"));
+    let state = session(cart);
+    assert_eq!(state.name, "envoy.http.stateful_session.cookie");
+    let cookie = CookieBasedSessionState::decode(state.typed_config.unwrap().value.as_slice())
+        .unwrap()
+        .cookie
+        .unwrap();
+    assert_eq!(cookie.name, "httproute-app-r-rule-0");
+    assert_eq!(cookie.path, "/cart");
+    assert_eq!(cookie.ttl.unwrap().seconds, 600);
+    let h = rs
+        .iter()
+        .find(|r| r.name.ends_with("rule/1/match/0"))
+        .unwrap();
+    let state = session(h);
+    assert_eq!(state.name, "envoy.http.stateful_session.header");
+    assert_eq!(
+        HeaderBasedSessionState::decode(state.typed_config.unwrap().value.as_slice())
+            .unwrap()
+            .name,
+        "X-Session"
+    );
+    assert!(!rs.iter().any(|r| r.name.contains("rule/2/")));
+    // Same input, same bytes, whatever order each run's hash maps iterate in.
+    let version = |t: &Translator| {
+        t.gateways()["c1/infra/gw"]
+            .resources
+            .iter()
+            .find(|r| r.type_url == type_url::ROUTE)
+            .unwrap()
+            .body
+            .clone()
+    };
+    let first = version(&t);
+    for _ in 0..16 {
+        assert_eq!(version(&translate(&yaml)), first);
+    }
 }

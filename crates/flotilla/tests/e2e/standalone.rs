@@ -119,3 +119,144 @@ async fn standalone_serves_a_route_through_envoy() {
     let stats = s.stats().await.expect("stats");
     assert_eq!(stats["nacks"], 0, "{stats}");
 }
+
+/// HTTPRoute sessionPersistence through a real Envoy: one Service with two endpoints; without a
+/// session Envoy spreads requests over both, with the cookie (or header) Envoy handed out every
+/// request goes to the endpoint that answered first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_persistence_pins_requests_to_one_endpoint() {
+    let s = Standalone::start();
+    // Two endpoints of one Service share its target port, so they live on two loopback IPs.
+    let (mut port, mut tries) = (0, 0);
+    while port == 0 {
+        tries += 1;
+        assert!(tries < 20, "no port free on both 127.0.0.2 and 127.0.0.3");
+        let Ok(p) = start_backend_on("a", "127.0.0.2", 0).await else {
+            continue;
+        };
+        if start_backend_on("b", "127.0.0.3", p).await.is_ok() {
+            port = p;
+        }
+    }
+    let gw_port = free_port();
+    write_file(
+        &s.yaml,
+        "all.yaml",
+        &format!(
+            "{}---
+apiVersion: v1
+kind: Service
+metadata: {{name: pool, namespace: default}}
+spec: {{ports: [{{name: http, port: 80}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: pool-1, namespace: default, labels: {{kubernetes.io/service-name: pool}}}}
+addressType: IPv4
+ports: [{{name: http, port: {port}}}]
+endpoints: [{{addresses: [127.0.0.2]}}, {{addresses: [127.0.0.3]}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: sticky, namespace: default}}
+spec:
+  parentRefs: [{{name: gw}}]
+  rules:
+  - matches: [{{path: {{type: PathPrefix, value: /cookie}}}}]
+    backendRefs: [{{name: pool, port: 80}}]
+    sessionPersistence: {{sessionName: sticky, absoluteTimeout: 1h, cookieConfig: {{lifetimeType: Permanent}}}}
+  - matches: [{{path: {{type: PathPrefix, value: /header}}}}]
+    backendRefs: [{{name: pool, port: 80}}]
+    sessionPersistence: {{type: Header, sessionName: x-sticky}}
+  - matches: [{{path: {{type: PathPrefix, value: /plain}}}}]
+    backendRefs: [{{name: pool, port: 80}}]
+",
+            gateway_yaml("default", "gw", "127.0.0.1", gw_port)
+        ),
+    );
+    let (_envoy, _) = start_envoy(
+        s.dir.path(),
+        "envoy",
+        "local/default/gw",
+        &[format!("127.0.0.1:{}", s.xds)],
+    );
+    let base = format!("http://127.0.0.1:{gw_port}");
+    let backend_of = |body: &str| body.split(' ').next().unwrap_or_default().to_string();
+    // Both endpoints are ready and used: round robin without a session.
+    eventually("both endpoints answering /plain", T, || async {
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..8 {
+            let (code, body) = get(&s.http, &format!("{base}/plain")).await?;
+            if code != 200 {
+                return Err(format!("{code} {body}"));
+            }
+            seen.insert(backend_of(&body));
+        }
+        if seen.len() == 2 {
+            Ok(())
+        } else {
+            Err(format!("only {seen:?}"))
+        }
+    })
+    .await;
+
+    // Cookie: the first answer sets it, with the route's path and the absoluteTimeout.
+    let first = s
+        .http
+        .get(format!("{base}/cookie/x"))
+        .send()
+        .await
+        .expect("first request");
+    assert_eq!(first.status(), 200);
+    let set_cookie = first
+        .headers()
+        .get("set-cookie")
+        .expect("a session cookie")
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(set_cookie.starts_with("sticky="), "{set_cookie}");
+    assert!(set_cookie.contains("Path=/cookie"), "{set_cookie}");
+    assert!(set_cookie.contains("Max-Age=3600"), "{set_cookie}");
+    let pinned = backend_of(&first.text().await.unwrap());
+    let cookie = set_cookie.split(';').next().unwrap().to_string();
+    for i in 0..12 {
+        let r = s
+            .http
+            .get(format!("{base}/cookie/{i}"))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .expect("request with the cookie");
+        assert_eq!(r.status(), 200);
+        assert_eq!(backend_of(&r.text().await.unwrap()), pinned, "request {i}");
+    }
+
+    // Header: the first answer carries the session header; sending it back pins the endpoint.
+    let first = s
+        .http
+        .get(format!("{base}/header"))
+        .send()
+        .await
+        .expect("first request");
+    let session = first
+        .headers()
+        .get("x-sticky")
+        .expect("a session header")
+        .to_str()
+        .unwrap()
+        .to_string();
+    let pinned = backend_of(&first.text().await.unwrap());
+    for i in 0..12 {
+        let r = s
+            .http
+            .get(format!("{base}/header"))
+            .header("x-sticky", &session)
+            .send()
+            .await
+            .expect("request with the header");
+        assert_eq!(backend_of(&r.text().await.unwrap()), pinned, "request {i}");
+    }
+    let stats = s.stats().await.expect("stats");
+    assert_eq!(stats["nacks"], 0, "{stats}");
+}

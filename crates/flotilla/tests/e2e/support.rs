@@ -257,17 +257,22 @@ pub async fn get_json(c: &reqwest::Client, url: &str) -> Result<serde_json::Valu
 
 /// An HTTP backend answering every request with `backend=NAME path=PATH`.
 pub async fn start_backend(name: &'static str) -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+    start_backend_on(name, "127.0.0.1", 0)
         .await
-        .expect("bind backend");
-    let port = listener.local_addr().expect("addr").port();
+        .expect("bind backend")
+}
+
+/// [`start_backend`] on `ip:port` (0: any free port); the port it listens on.
+pub async fn start_backend_on(name: &'static str, ip: &str, port: u16) -> std::io::Result<u16> {
+    let listener = tokio::net::TcpListener::bind((ip, port)).await?;
+    let port = listener.local_addr()?.port();
     let app = axum::Router::new().fallback(move |uri: axum::http::Uri| async move {
         format!("backend={name} path={}", uri.path())
     });
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
-    port
+    Ok(port)
 }
 
 /// YAML for a GatewayClass + Gateway with one HTTP listener on `ip:port`.
