@@ -32,10 +32,11 @@ pub enum Kind {
     ServiceImport,
     ConfigMap,
     ClusterTrustBundle,
+    ServiceExport,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 25] = [
+    pub const ALL: [Kind; 26] = [
         Kind::GatewayClass,
         Kind::Gateway,
         Kind::HTTPRoute,
@@ -61,6 +62,7 @@ impl Kind {
         Kind::ServiceImport,
         Kind::ConfigMap,
         Kind::ClusterTrustBundle,
+        Kind::ServiceExport,
     ];
 
     /// The API group of the kind ("" for the core group).
@@ -84,7 +86,7 @@ impl Kind {
             | Kind::EnvoyPatchPolicy
             | Kind::HTTPRouteFilter
             | Kind::EnvoyProxy => crate::EG_GROUP,
-            Kind::ServiceImport => "multicluster.x-k8s.io",
+            Kind::ServiceImport | Kind::ServiceExport => "multicluster.x-k8s.io",
             Kind::ConfigMap => "",
             Kind::ClusterTrustBundle => "certificates.k8s.io",
         }
@@ -117,6 +119,7 @@ impl Kind {
             Kind::ServiceImport => "ServiceImport",
             Kind::ConfigMap => "ConfigMap",
             Kind::ClusterTrustBundle => "ClusterTrustBundle",
+            Kind::ServiceExport => "ServiceExport",
         }
     }
 

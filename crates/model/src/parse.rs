@@ -207,7 +207,9 @@ pub fn parse_object(cluster: &str, value: serde_json::Value) -> Result<Resource,
         | Kind::EnvoyExtensionPolicy
         | Kind::EnvoyPatchPolicy
         | Kind::HTTPRouteFilter
-        | Kind::EnvoyProxy => Object::Extension(kind, typed(&value).map_err(typed_err)?),
+        | Kind::EnvoyProxy
+        // Multi-Cluster Services: its presence is what counts (it has no spec).
+        | Kind::ServiceExport => Object::Extension(kind, typed(&value).map_err(typed_err)?),
     };
     let namespace = if kind.cluster_scoped() {
         String::new()

@@ -35,8 +35,8 @@ pub enum Object {
     ConfigMap(ConfigMap),
     ClusterTrustBundle(ClusterTrustBundle),
     /// Envoy Gateway policy/extension kinds (ClientTrafficPolicy, BackendTrafficPolicy,
-    /// SecurityPolicy, EnvoyExtensionPolicy, EnvoyPatchPolicy, HTTPRouteFilter, EnvoyProxy):
-    /// stored, not translated yet.
+    /// SecurityPolicy, EnvoyExtensionPolicy, EnvoyPatchPolicy, HTTPRouteFilter, EnvoyProxy),
+    /// stored as objects; and ServiceExport, whose presence alone counts.
     Extension(Kind, ExtensionObject),
 }
 

@@ -12,9 +12,6 @@ use crate::index::Index;
 use crate::XdsResource;
 use envoy_types::pb::envoy::config::cluster::v3::{cluster, Cluster};
 use envoy_types::pb::envoy::config::core::v3::TransportSocket;
-use envoy_types::pb::envoy::config::endpoint::v3::{
-    lb_endpoint, ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints,
-};
 use envoy_types::pb::google::protobuf::Duration;
 use flotilla_model::gateway::{Condition, HttpBackendRef};
 use flotilla_model::refs::Backend;
@@ -217,7 +214,10 @@ fn resolve_inner(
             if !with_endpoints {
                 return Ok((name, vec![]));
             }
-            let endpoints = ix.endpoints_of(&key, port_name, protocol);
+            let endpoints = match kind {
+                BackendKind::ServiceImport => ix.import_endpoints(&key, port_name, protocol),
+                _ => ix.endpoints_of(&key, port_name, protocol),
+            };
             if weight == 0 {
                 return Ok((name, endpoints));
             }
@@ -309,11 +309,7 @@ fn resolve_inner(
                         (None, Some(f)) => (f.hostname.clone(), f.port),
                         _ => return None,
                     };
-                    Some(EndpointAddr {
-                        ip: host,
-                        port: u32::try_from(port).ok()?,
-                        ready: true,
-                    })
+                    Some(EndpointAddr::local(host, u32::try_from(port).ok()?, true))
                 })
                 .collect();
             // Envoy Gateway reports nothing for a Backend without endpoints (the API requires
@@ -719,23 +715,7 @@ fn strict_dns_cluster(
         cluster::DiscoveryType::StrictDns as i32,
     ));
     c.dns_lookup_family = cluster::DnsLookupFamily::V4Preferred as i32;
-    c.load_assignment = Some(ClusterLoadAssignment {
-        cluster_name: name.to_string(),
-        endpoints: vec![LocalityLbEndpoints {
-            lb_endpoints: endpoints
-                .iter()
-                .map(|e| LbEndpoint {
-                    host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
-                        address: Some(envoy::socket_address(&e.ip, e.port)),
-                        ..Default::default()
-                    })),
-                    ..Default::default()
-                })
-                .collect(),
-            ..Default::default()
-        }],
-        ..Default::default()
-    });
+    c.load_assignment = Some(envoy::cluster_load_assignment(name, endpoints, false));
     envoy::encode(crate::type_url::CLUSTER, name, &c)
 }
 

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use envoy_types::pb::envoy::config::cluster::v3::{cluster, Cluster};
 use envoy_types::pb::envoy::config::core::v3::{
     address, config_source, socket_address, Address, AggregatedConfigSource, ApiVersion,
-    ConfigSource, HealthStatus, SocketAddress,
+    ConfigSource, HealthStatus, Locality, SocketAddress,
 };
 use envoy_types::pb::envoy::config::endpoint::v3::{
     lb_endpoint, ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints,
@@ -245,36 +245,89 @@ pub fn eds_cluster(name: &str) -> Arc<XdsResource> {
     encode(type_url::CLUSTER, name, &c)
 }
 
-/// One endpoint address of a backend.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+/// One endpoint address of a backend. Ordered by priority and locality first, so a sorted
+/// list is grouped as the ClusterLoadAssignment needs it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct EndpointAddr {
+    /// Envoy priority: 0 for the gateway's own cluster, 1 for the endpoints other clusters
+    /// export (Multi-Cluster Services), which take traffic when the local ones are unhealthy.
+    pub priority: u32,
+    /// The Kubernetes cluster the endpoint lives in, when not the gateway's own ("" local):
+    /// the Envoy locality's zone.
+    pub locality: String,
     pub ip: String,
     pub port: u32,
     pub ready: bool,
 }
 
-pub fn load_assignment(name: &str, endpoints: &[EndpointAddr]) -> Arc<XdsResource> {
-    let cla = ClusterLoadAssignment {
-        cluster_name: name.to_string(),
-        endpoints: vec![LocalityLbEndpoints {
-            lb_endpoints: endpoints
-                .iter()
-                .map(|e| LbEndpoint {
-                    host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
-                        address: Some(socket_address(&e.ip, e.port)),
-                        ..Default::default()
-                    })),
-                    health_status: if e.ready {
-                        HealthStatus::Healthy as i32
-                    } else {
-                        HealthStatus::Unhealthy as i32
-                    },
-                    ..Default::default()
-                })
-                .collect(),
+impl EndpointAddr {
+    /// A local endpoint (priority 0, no locality).
+    pub fn local(ip: impl Into<String>, port: u32, ready: bool) -> Self {
+        EndpointAddr {
+            ip: ip.into(),
+            port,
+            ready,
             ..Default::default()
-        }],
+        }
+    }
+}
+
+fn zone_of(g: &LocalityLbEndpoints) -> &str {
+    g.locality.as_ref().map_or("", |l| l.zone.as_str())
+}
+
+pub fn load_assignment(name: &str, endpoints: &[EndpointAddr]) -> Arc<XdsResource> {
+    encode(
+        type_url::ENDPOINT,
+        name,
+        &cluster_load_assignment(name, endpoints, true),
+    )
+}
+
+/// The endpoints grouped by (priority, locality); with `health` each carries its readiness
+/// as its EDS health status (a STRICT_DNS cluster's resolved hosts take none).
+pub fn cluster_load_assignment(
+    name: &str,
+    endpoints: &[EndpointAddr],
+    health: bool,
+) -> ClusterLoadAssignment {
+    let mut sorted: Vec<&EndpointAddr> = endpoints.iter().collect();
+    sorted.sort();
+    let mut groups: Vec<LocalityLbEndpoints> = Vec::new();
+    for e in sorted {
+        let lb = LbEndpoint {
+            host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
+                address: Some(socket_address(&e.ip, e.port)),
+                ..Default::default()
+            })),
+            health_status: match (health, e.ready) {
+                (false, _) => HealthStatus::Unknown as i32,
+                (true, true) => HealthStatus::Healthy as i32,
+                (true, false) => HealthStatus::Unhealthy as i32,
+            },
+            ..Default::default()
+        };
+        match groups.last_mut() {
+            Some(g) if g.priority == e.priority && zone_of(g) == e.locality => {
+                g.lb_endpoints.push(lb)
+            }
+            _ => groups.push(LocalityLbEndpoints {
+                locality: (!e.locality.is_empty()).then(|| Locality {
+                    zone: e.locality.clone(),
+                    ..Default::default()
+                }),
+                priority: e.priority,
+                lb_endpoints: vec![lb],
+                ..Default::default()
+            }),
+        }
+    }
+    if groups.is_empty() {
+        groups.push(LocalityLbEndpoints::default());
+    }
+    ClusterLoadAssignment {
+        cluster_name: name.to_string(),
+        endpoints: groups,
         ..Default::default()
-    };
-    encode(type_url::ENDPOINT, name, &cla)
+    }
 }

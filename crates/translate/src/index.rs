@@ -19,6 +19,10 @@ pub(crate) struct Index {
     routes_by_service: BTreeMap<ResourceKey, BTreeSet<ResourceKey>>,
     /// Service key -> its EndpointSlices.
     slices_by_service: BTreeMap<ResourceKey, BTreeSet<ResourceKey>>,
+    /// Multi-Cluster Services: (namespace, name) -> clusters exporting that Service
+    /// (ServiceExport), and -> clusters holding a ServiceImport of it.
+    exports: BTreeMap<(String, String), BTreeSet<String>>,
+    imports: BTreeMap<(String, String), BTreeSet<String>>,
     /// The translator's feature switches.
     pub options: crate::TranslateOptions,
 }
@@ -135,9 +139,31 @@ impl Index {
         for (e, target) in Self::edges(r) {
             self.map(e).entry(target).or_default().insert(r.key.clone());
         }
+        if let Some(m) = self.mcs_map(r.key.kind) {
+            m.entry((r.key.namespace.clone(), r.key.name.clone()))
+                .or_default()
+                .insert(r.key.cluster.clone());
+        }
+    }
+
+    fn mcs_map(&mut self, kind: Kind) -> Option<&mut BTreeMap<(String, String), BTreeSet<String>>> {
+        match kind {
+            Kind::ServiceExport => Some(&mut self.exports),
+            Kind::ServiceImport => Some(&mut self.imports),
+            _ => None,
+        }
     }
 
     fn unlink(&mut self, r: &Resource) {
+        if let Some(m) = self.mcs_map(r.key.kind) {
+            let nn = (r.key.namespace.clone(), r.key.name.clone());
+            if let Some(set) = m.get_mut(&nn) {
+                set.remove(&r.key.cluster);
+                if set.is_empty() {
+                    m.remove(&nn);
+                }
+            }
+        }
         for (e, target) in Self::edges(r) {
             let m = self.map(e);
             if let Some(set) = m.get_mut(&target) {
@@ -167,7 +193,12 @@ impl Index {
                     }
                 }
             }
-            Object::Service(_) | Object::ServiceImport(_) => self.gateways_of_service(k, out),
+            Object::Service(_) => {
+                self.gateways_of_service(k, out);
+                self.gateways_importing(k, false, out);
+            }
+            Object::ServiceImport(_) => self.gateways_of_service(k, out),
+            Object::Extension(Kind::ServiceExport, _) => self.gateways_importing(k, true, out),
             Object::Backend(b) => {
                 self.gateways_of_service(k, out);
                 // Its CA references are read through the Backend: nothing else to follow.
@@ -191,6 +222,9 @@ impl Index {
             Object::EndpointSlice(_) => {
                 for (_, svc) in Self::edges(r) {
                     self.gateways_of_service(&svc, out);
+                    if svc.kind == Kind::Service {
+                        self.gateways_importing(&svc, false, out);
+                    }
                 }
             }
             // Classes, namespaces (label selectors), secrets and the kinds without a precise
@@ -214,6 +248,25 @@ impl Index {
                     }
                 }
             }
+        }
+    }
+
+    /// Gateways of every cluster whose routes may use the Service `svc` exports (through a
+    /// ServiceImport of its namespace/name): when `svc`'s cluster exports it, or `always` (the
+    /// ServiceExport itself changed).
+    fn gateways_importing(&self, svc: &ResourceKey, always: bool, out: &mut BTreeSet<ResourceKey>) {
+        let nn = (svc.namespace.clone(), svc.name.clone());
+        if !always
+            && !self
+                .exports
+                .get(&nn)
+                .is_some_and(|c| c.contains(&svc.cluster))
+        {
+            return;
+        }
+        for c in self.imports.get(&nn).into_iter().flatten() {
+            let import = ResourceKey::new(c, Kind::ServiceImport, &svc.namespace, &svc.name);
+            self.gateways_of_service(&import, out);
         }
     }
 
@@ -339,15 +392,45 @@ impl Index {
                     .iter()
                     .filter(|a| fqdn || a.parse::<std::net::IpAddr>().is_ok())
                 {
-                    out.insert(EndpointAddr {
-                        ip: ip.clone(),
-                        port: p,
-                        ready,
-                    });
+                    out.insert(EndpointAddr::local(ip.clone(), p, ready));
                 }
             }
         }
         out.into_iter().collect()
+    }
+
+    /// Endpoints of a ServiceImport's port for a gateway of the import's own cluster: those of
+    /// its own EndpointSlices (labelled `multicluster.kubernetes.io/service-name`) and of the
+    /// Service of the same namespace/name in every cluster that exports it (ServiceExport);
+    /// other clusters' endpoints at priority 1, each cluster its own locality, so Envoy fails
+    /// over to them when the local ones are unhealthy. One entry per address, the nearest.
+    pub fn import_endpoints(
+        &self,
+        import: &ResourceKey,
+        port_name: &str,
+        protocol: &str,
+    ) -> Vec<EndpointAddr> {
+        let mut out = self.endpoints_of(import, port_name, protocol);
+        let nn = (import.namespace.clone(), import.name.clone());
+        for c in self.exports.get(&nn).into_iter().flatten() {
+            let svc = ResourceKey::new(c, Kind::Service, &import.namespace, &import.name);
+            let remote = *c != import.cluster;
+            out.extend(
+                self.endpoints_of(&svc, port_name, protocol)
+                    .into_iter()
+                    .map(|mut e| {
+                        if remote {
+                            e.priority = 1;
+                            e.locality = c.clone();
+                        }
+                        e
+                    }),
+            );
+        }
+        out.sort_by(|a, b| (&a.ip, a.port, a.priority).cmp(&(&b.ip, b.port, b.priority)));
+        out.dedup_by(|b, a| a.ip == b.ip && a.port == b.port);
+        out.sort();
+        out
     }
 
     pub fn namespace_matches(&self, cluster: &str, ns: &str, sel: &LabelSelector) -> bool {

@@ -437,3 +437,88 @@ pub(crate) fn translate_yaml(text: &str) -> Translator {
     apply_all(&mut t, &events("c1", text));
     t
 }
+
+/// Multi-Cluster Services: a ServiceImport's endpoints are its own cluster's at priority 0
+/// and those of every cluster exporting the Service behind them (priority 1, one locality
+/// per cluster); a change in another cluster's export recomputes the importing gateway.
+#[test]
+fn service_import_fails_over_to_exporting_clusters() {
+    use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+    let mut t = Translator::new();
+    let export = |ip: &str| {
+        format!(
+            "apiVersion: multicluster.x-k8s.io/v1alpha1\nkind: ServiceExport\nmetadata: {{name: pool, namespace: app}}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: pool, namespace: app}}\nspec: {{ports: [{{name: http, port: 80}}]}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: pool-1, namespace: app, labels: {{kubernetes.io/service-name: pool}}}}\naddressType: IPv4\nports: [{{name: http, port: 9000}}]\nendpoints: [{{addresses: [{ip}]}}]\n"
+        )
+    };
+    let import = "apiVersion: multicluster.x-k8s.io/v1alpha1\nkind: ServiceImport\nmetadata: {name: pool, namespace: app}\nspec: {type: ClusterSetIP, ports: [{name: http, port: 80, protocol: TCP}]}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: app}\nspec:\n  parentRefs: [{name: gw, namespace: infra}]\n  rules:\n  - backendRefs: [{group: multicluster.x-k8s.io, kind: ServiceImport, name: pool, port: 80}]\n";
+    apply_all(
+        &mut t,
+        &events(
+            "east",
+            &format!("{BASE}---\n{import}---\n{}", export("10.0.0.1")),
+        ),
+    );
+    let cla = |t: &Translator| {
+        let g = &t.gateways()["east/infra/gw"];
+        let r = g
+            .resources
+            .iter()
+            .find(|r| r.type_url == type_url::ENDPOINT && r.name.contains("serviceimport/app/pool"))
+            .expect("the import's endpoints");
+        let cla = ClusterLoadAssignment::decode(r.body.clone()).unwrap();
+        cla.endpoints
+            .iter()
+            .map(|l| {
+                let zone = l.locality.as_ref().map(|z| z.zone.clone()).unwrap_or_default();
+                let ips: Vec<String> = l
+                    .lb_endpoints
+                    .iter()
+                    .map(|e| {
+                        let Some(envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier::Endpoint(ep)) = &e.host_identifier else { panic!() };
+                        let Some(envoy_types::pb::envoy::config::core::v3::address::Address::SocketAddress(sa)) = ep.address.as_ref().unwrap().address.as_ref() else { panic!() };
+                        sa.address.clone()
+                    })
+                    .collect();
+                (l.priority, zone, ips)
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        cla(&t),
+        vec![(0, String::new(), vec!["10.0.0.1".to_string()])]
+    );
+
+    // Another cluster exports the same Service: the east gateway gets it as a failover.
+    let ch = apply_all(&mut t, &events("west", &export("10.1.0.1")));
+    let ids: Vec<&str> = ch.updated.iter().map(|g| g.gateway.as_str()).collect();
+    assert_eq!(ids, vec!["east/infra/gw"]);
+    assert_eq!(
+        cla(&t),
+        vec![
+            (0, String::new(), vec!["10.0.0.1".to_string()]),
+            (1, "west".to_string(), vec!["10.1.0.1".to_string()]),
+        ]
+    );
+    // Its endpoints move: recomputed again.
+    let ch = apply_all(
+        &mut t,
+        &events("west", export("10.1.0.2").split("---\n").last().unwrap()),
+    );
+    assert_eq!(ch.updated.len(), 1);
+    assert_eq!(cla(&t)[1].2, vec!["10.1.0.2".to_string()]);
+    // West stops exporting: only the local endpoints remain.
+    let unexport = ResourceEvent {
+        cluster: "west".into(),
+        source: "test".into(),
+        body: EventBody::Delete {
+            key: ResourceKey::new("west", Kind::ServiceExport, "app", "pool"),
+        },
+    };
+    t.apply(&unexport).unwrap();
+    let ch = t.recompute();
+    assert_eq!(ch.updated.len(), 1);
+    assert_eq!(
+        cla(&t),
+        vec![(0, String::new(), vec!["10.0.0.1".to_string()])]
+    );
+}
