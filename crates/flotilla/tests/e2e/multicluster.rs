@@ -8,24 +8,15 @@ use std::time::Duration;
 
 const T: Duration = Duration::from_secs(30);
 
+/// A Service exported with the Multi-Cluster Services API (ServiceExport + Service + slice).
 fn exported(ns: &str, name: &str, target: u16, ready: bool) -> String {
     format!(
         "apiVersion: multicluster.x-k8s.io/v1alpha1
 kind: ServiceExport
 metadata: {{name: {name}, namespace: {ns}}}
 ---
-apiVersion: v1
-kind: Service
-metadata: {{name: {name}, namespace: {ns}}}
-spec: {{ports: [{{name: http, port: 80}}]}}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {{name: {name}-1, namespace: {ns}, labels: {{kubernetes.io/service-name: {name}}}}}
-addressType: IPv4
-ports: [{{name: http, port: {target}}}]
-endpoints: [{{addresses: [127.0.0.1], conditions: {{ready: {ready}}}}}]
-"
+{}",
+        service_yaml_ready(ns, name, target, ready)
     )
 }
 

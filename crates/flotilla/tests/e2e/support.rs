@@ -297,6 +297,11 @@ spec:
 
 /// YAML for a Service on port 80 whose EndpointSlice points at 127.0.0.1:`target`.
 pub fn service_yaml(ns: &str, name: &str, target: u16) -> String {
+    service_yaml_ready(ns, name, target, true)
+}
+
+/// [`service_yaml`] with the endpoint's `ready` condition.
+pub fn service_yaml_ready(ns: &str, name: &str, target: u16, ready: bool) -> String {
     format!(
         "apiVersion: v1
 kind: Service
@@ -308,7 +313,7 @@ kind: EndpointSlice
 metadata: {{name: {name}-1, namespace: {ns}, labels: {{kubernetes.io/service-name: {name}}}}}
 addressType: IPv4
 ports: [{{name: http, port: {target}}}]
-endpoints: [{{addresses: [127.0.0.1], conditions: {{ready: true}}}}]
+endpoints: [{{addresses: [127.0.0.1], conditions: {{ready: {ready}}}}}]
 "
     )
 }
