@@ -465,6 +465,23 @@ fn parents_for<'a>(route: &'a Value, route_ns: &str, gw: &str) -> Vec<&'a Value>
         .collect()
 }
 
+/// Does a route parent's `parentRef` select listener `section` of Gateway `gw`? By its
+/// sectionName, or, without one, by its port (the listener's) or by naming the whole Gateway.
+/// (The suite's `parentsForRouteMatch` compares no sectionName at all.)
+fn parent_selects_listener(gw: &Value, parent_ref: &Value, section: &str) -> bool {
+    if let Some(s) = parent_ref["sectionName"].as_str() {
+        return s == section;
+    }
+    let Some(port) = parent_ref["port"].as_u64() else {
+        return true;
+    };
+    gw["spec"]["listeners"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|l| l["name"].as_str() == Some(section) && l["port"].as_u64() == Some(port))
+}
+
 /// Kinds of status check this harness evaluates.
 pub const STATUS_CHECKS: &[&str] = &[
     "gateway_and_routes_accepted",
@@ -508,7 +525,7 @@ pub fn check_status(c: &Value, fetch: Fetch<'_>) -> Result<(), String> {
                 };
                 for s in sections {
                     let ok = ps.iter().any(|p| {
-                        s.is_none_or(|s| p["parentRef"]["sectionName"].as_str() == Some(s))
+                        s.is_none_or(|s| parent_selects_listener(&gw, &p["parentRef"], s))
                             && has_cond(p, "Accepted", "True", Some("Accepted"))
                     });
                     if !ok {
@@ -977,6 +994,24 @@ mod tests {
             &id
         )
         .is_ok());
+    }
+
+    #[test]
+    fn parent_selects_listener_by_section_port_or_whole_gateway() {
+        let gw = json!({"spec": {"listeners": [{"name": "l1", "port": 80}, {"name": "l2", "port": 8080}]}});
+        assert!(parent_selects_listener(
+            &gw,
+            &json!({"sectionName": "l1"}),
+            "l1"
+        ));
+        assert!(!parent_selects_listener(
+            &gw,
+            &json!({"sectionName": "l2", "port": 80}),
+            "l1"
+        ));
+        assert!(parent_selects_listener(&gw, &json!({"port": 80}), "l1"));
+        assert!(!parent_selects_listener(&gw, &json!({"port": 8080}), "l1"));
+        assert!(parent_selects_listener(&gw, &json!({"name": "gw"}), "l2"));
     }
 
     #[test]

@@ -245,12 +245,22 @@ pub fn prepare(
             }
             "Gateway" => {
                 let ip = gateway_ip(&full_name(d));
-                let has_addr = d["spec"]["addresses"]
-                    .as_array()
-                    .is_some_and(|a| !a.is_empty());
-                if !has_addr {
-                    d["spec"]["addresses"] =
-                        json!([{"type": "IPAddress", "value": ip.to_string()}]);
+                // The harness is the address allocator (each Gateway its loopback address): a
+                // Gateway that asks for none, or for an IPAddress without a value, gets it.
+                match d["spec"]["addresses"].as_array_mut() {
+                    Some(a) if !a.is_empty() => {
+                        let unset = a.iter_mut().find(|a| {
+                            a["type"].as_str().is_none_or(|t| t == "IPAddress")
+                                && a["value"].as_str().is_none_or(str::is_empty)
+                        });
+                        if let Some(a) = unset {
+                            a["value"] = json!(ip.to_string());
+                        }
+                    }
+                    _ => {
+                        d["spec"]["addresses"] =
+                            json!([{"type": "IPAddress", "value": ip.to_string()}]);
+                    }
                 }
                 let ports = d["spec"]["listeners"]
                     .as_array()
@@ -440,6 +450,32 @@ mod tests {
         assert_eq!(g["spec"]["addresses"][0]["value"], "127.0.10.1");
         assert_eq!(p.gateways["a/gw"].1, vec![80]);
         assert!(p.docs.iter().any(|d| kind(d) == "GatewayClass"));
+    }
+
+    #[test]
+    fn gateway_address_without_value_gets_the_harness_address() {
+        let gw = |addresses: Value| {
+            json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway", "metadata": {"name": "gw", "namespace": "a"},
+                   "spec": {"gatewayClassName": GATEWAY_CLASS, "addresses": addresses, "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}]}})
+        };
+        let addresses = |a: Value| {
+            let p = prepare(
+                vec![gw(a)],
+                &mut |_| Ipv4Addr::new(127, 1, 0, 1),
+                &mut |_| Ipv4Addr::new(127, 0, 10, 1),
+                &[],
+                7,
+            );
+            let g = p.docs.iter().find(|d| kind(d) == "Gateway").expect("gw");
+            g["spec"]["addresses"].clone()
+        };
+        assert_eq!(
+            addresses(json!([{"type": "IPAddress"}])),
+            json!([{"type": "IPAddress", "value": "127.0.10.1"}])
+        );
+        // Given values, and other types, are the Gateway's own.
+        let given = json!([{"type": "IPAddress", "value": "1.2.3.4"}, {"type": "Hostname"}]);
+        assert_eq!(addresses(given.clone()), given);
     }
 
     #[test]

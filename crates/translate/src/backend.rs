@@ -646,6 +646,46 @@ fn service_port_name(
     named.filter(|n| !n.is_empty())
 }
 
+/// Does the backend of cluster `name` speak HTTP/2 by its port's appProtocol? Envoy Gateway
+/// (`serviceAppProtocolToIRAppProtocol`) takes `kubernetes.io/h2c` as HTTP/2 (prior knowledge)
+/// and `grpc` as gRPC, for a Service or ServiceImport port.
+pub(crate) fn app_protocol_is_http2(ix: &Index, cluster: &str, name: &str) -> bool {
+    let Some((kind, ns, bname, Some(port))) = decode_cluster_name(name) else {
+        return false;
+    };
+    let Ok(port) = port.parse::<i32>() else {
+        return false;
+    };
+    let app = match kind {
+        BackendKind::Service => {
+            let key = ResourceKey::new(cluster, Kind::Service, ns, bname);
+            match ix.resources.get(&key).map(|r| &r.object) {
+                Some(Object::Service(s)) => s
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.ports.as_ref())
+                    .and_then(|ps| ps.iter().find(|p| p.port == port))
+                    .and_then(|p| p.app_protocol.clone()),
+                _ => None,
+            }
+        }
+        BackendKind::ServiceImport => {
+            let key = ResourceKey::new(cluster, Kind::ServiceImport, ns, bname);
+            match ix.resources.get(&key).map(|r| &r.object) {
+                Some(Object::ServiceImport(s)) => s
+                    .spec
+                    .ports
+                    .iter()
+                    .find(|p| p.port == port)
+                    .and_then(|p| p.app_protocol.clone()),
+                _ => None,
+            }
+        }
+        BackendKind::Backend => None,
+    };
+    matches!(app.as_deref(), Some("kubernetes.io/h2c" | "grpc"))
+}
+
 fn base_cluster(name: &str, socket: Option<TransportSocket>) -> Cluster {
     Cluster {
         name: name.to_string(),

@@ -614,6 +614,9 @@ fn cors(c: &HttpCors) -> CorsPolicy {
         allow_credentials: Some(BoolValue {
             value: c.allow_credentials.unwrap_or(false),
         }),
+        // Envoy answers a preflight from an origin not allowed itself (without CORS headers)
+        // instead of forwarding it, as Envoy Gateway configures it.
+        forward_not_matching_preflights: Some(BoolValue { value: false }),
         ..Default::default()
     }
 }

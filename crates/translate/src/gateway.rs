@@ -62,6 +62,20 @@ pub(crate) fn translate_gateway(ix: &Index, gw_key: &ResourceKey, gw: &Gateway) 
     for l in listeners.iter().filter(|l| l.valid && l.is_http()) {
         vhosts.entry(port_of(l.spec)).or_default();
     }
+    // Listener isolation: the hostnames of the HTTP(S) listeners sharing each port.
+    let mut port_hosts: BTreeMap<u32, Vec<(usize, String)>> = BTreeMap::new();
+    for (i, l) in listeners
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.valid && l.is_http())
+    {
+        if let Some(h) = listener_hostname(l) {
+            port_hosts
+                .entry(port_of(l.spec))
+                .or_default()
+                .push((i, h.to_ascii_lowercase()));
+        }
+    }
     let mut clusters: BTreeMap<String, Vec<EndpointAddr>> = BTreeMap::new();
     let mut route_parents: BTreeMap<ResourceKey, Vec<(usize, Value)>> = BTreeMap::new();
 
@@ -137,8 +151,11 @@ pub(crate) fn translate_gateway(ix: &Index, gw_key: &ResourceKey, gw: &Gateway) 
                     let port = port_of(listeners[*li].spec);
                     let listener_port = u32::try_from(listeners[*li].spec.port).unwrap_or(0);
                     let domains = vhosts.entry(port).or_default();
+                    let own = listener_hostname(&listeners[*li]);
+                    let others = port_hosts.get(&port).map(Vec::as_slice).unwrap_or_default();
                     for host in hostnames {
-                        let entries = domains.entry(host.clone()).or_default();
+                        let isolated = isolated_by_other_listener(*li, own, others, host);
+                        let mut entries = Vec::new();
                         for e in &checked.entries {
                             let mut r = e.route.clone();
                             if let (Some(scheme), Some(route::Action::Redirect(ra))) =
@@ -152,6 +169,9 @@ pub(crate) fn translate_gateway(ix: &Index, gw_key: &ResourceKey, gw: &Gateway) 
                             }
                             overlaps.record(*li, host, kind, route_key, &r);
                             entries.push((e.key.clone(), r));
+                        }
+                        if !isolated {
+                            domains.entry(host.clone()).or_default().extend(entries);
                         }
                     }
                 }
@@ -202,6 +222,24 @@ pub(crate) fn translate_gateway(ix: &Index, gw_key: &ResourceKey, gw: &Gateway) 
         &mut route_parents,
     );
 
+    // A listener hostname that a less specific domain (of another listener's routes) covers
+    // gets its own virtual host, empty when no route serves it: its requests never fall
+    // through to the other listener's routes.
+    for (port, hosts) in &port_hosts {
+        let Some(domains) = vhosts.get_mut(port) else {
+            continue;
+        };
+        for (_, h) in hosts {
+            if !domains.contains_key(h)
+                && domains
+                    .keys()
+                    .any(|d| d != h && covers(Some(d.as_str()), h))
+            {
+                domains.insert(h.clone(), Vec::new());
+            }
+        }
+    }
+
     let mut resources = Vec::new();
     for (port, domains) in vhosts {
         let name = format!("http-{port}");
@@ -234,7 +272,9 @@ pub(crate) fn translate_gateway(ix: &Index, gw_key: &ResourceKey, gw: &Gateway) 
     resources.extend(listener::envoy_listeners(&listeners, &bind_ip, &mut l4));
     for (name, endpoints) in &clusters {
         let mut rs = crate::backend::cluster_resources(ix, &gw_key.cluster, name, endpoints);
-        if http2_clusters.contains(name) {
+        if http2_clusters.contains(name)
+            || crate::backend::app_protocol_is_http2(ix, &gw_key.cluster, name)
+        {
             for r in rs
                 .iter_mut()
                 .filter(|r| r.type_url == crate::type_url::CLUSTER)
@@ -377,6 +417,50 @@ pub(crate) fn attach(
         Condition::new("Accepted", true, "Accepted", "Route is accepted", gen),
         attach_to,
     )
+}
+
+/// A listener's hostname, `None` when it matches every host (none, or `*`).
+fn listener_hostname<'a>(l: &ListenerState<'a>) -> Option<&'a str> {
+    l.spec
+        .hostname
+        .as_deref()
+        .filter(|h| !h.is_empty() && *h != "*")
+}
+
+/// Does every host that `inner` (a hostname or `*.wildcard`) matches also match `outer`
+/// (`None` or `*` match every host)?
+fn covers(outer: Option<&str>, inner: &str) -> bool {
+    let Some(outer) = outer.filter(|o| *o != "*") else {
+        return true;
+    };
+    if outer.eq_ignore_ascii_case(inner) {
+        return true;
+    }
+    let Some(suffix) = outer.strip_prefix('*') else {
+        return false;
+    };
+    let host = inner.strip_prefix('*').unwrap_or(inner);
+    host.len() > suffix.len()
+        && host
+            .to_ascii_lowercase()
+            .ends_with(&suffix.to_ascii_lowercase())
+}
+
+/// Listener isolation (GatewayHTTPListenerIsolation): a request goes to the most specific
+/// listener its host matches, so a domain of listener `li` (hostname `own`) that a more
+/// specific listener on the same port covers whole is not served through `li`.
+fn isolated_by_other_listener(
+    li: usize,
+    own: Option<&str>,
+    others: &[(usize, String)],
+    domain: &str,
+) -> bool {
+    others.iter().any(|(lj, h)| {
+        *lj != li
+            && !own.is_some_and(|o| o.eq_ignore_ascii_case(h))
+            && covers(own, h)
+            && covers(Some(h), domain)
+    })
 }
 
 /// Gateway API hostname intersection: a listener hostname (possibly `*.wildcard`) and the

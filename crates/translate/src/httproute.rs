@@ -925,13 +925,15 @@ pub(crate) fn rule_action(a: &ActionInput<'_>) -> (route::Action, Option<Option<
                 .map(|value| UInt32Value { value }),
             ..Default::default()
         };
+        // Gateway API retries connection errors (disconnect, reset, per-try timeout, connect
+        // failure) whether or not codes are listed: `reset` on top of Envoy Gateway's triggers.
         if r.codes.is_empty() {
             rp.retry_on =
-                "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
+                "reset,connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
                     .into();
             rp.retriable_status_codes = vec![503];
         } else {
-            rp.retry_on = "retriable-status-codes".into();
+            rp.retry_on = "reset,connect-failure,refused-stream,retriable-status-codes".into();
             rp.retriable_status_codes = r
                 .codes
                 .iter()
@@ -945,10 +947,11 @@ pub(crate) fn rule_action(a: &ActionInput<'_>) -> (route::Action, Option<Option<
                     max_interval: None,
                 });
             }
-            rp.per_try_timeout = timeouts
-                .and_then(|t| t.backend_request.as_deref())
-                .and_then(parse_duration);
         }
+        // The backend request timeout bounds each attempt (GEP-1742), backoff or not.
+        rp.per_try_timeout = timeouts
+            .and_then(|t| t.backend_request.as_deref())
+            .and_then(parse_duration);
         ra.retry_policy = Some(rp);
     }
     (route::Action::Route(ra), None)

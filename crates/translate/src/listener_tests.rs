@@ -752,3 +752,39 @@ spec:
         ["http-80"]
     );
 }
+
+#[test]
+fn http_listeners_are_isolated_by_hostname() {
+    // Listener isolation: a host goes to the most specific listener it matches; a route of a
+    // less specific listener never serves it, even when the route names that host.
+    let t = translate(&format!(
+        "{}---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: any, namespace: app}}\nspec:\n  parentRefs: [{{name: gw, namespace: infra, sectionName: any}}]\n  hostnames: [bar.com, '*.example.com', abc.foo.example.com]\n  rules: [{{backendRefs: [{{name: svc, port: 80}}]}}]\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: wild, namespace: app}}\nspec:\n  parentRefs: [{{name: gw, namespace: infra, sectionName: wild}}]\n  rules: [{{backendRefs: [{{name: svc, port: 80}}]}}]\n",
+        gateway(
+            "  - {name: any, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {from: All}}}\n  - {name: wild, port: 80, protocol: HTTP, hostname: '*.example.com', allowedRoutes: {namespaces: {from: All}}}\n  - {name: foo, port: 80, protocol: HTTP, hostname: '*.foo.example.com', allowedRoutes: {namespaces: {from: All}}}\n  - {name: abc, port: 80, protocol: HTTP, hostname: abc.foo.example.com, allowedRoutes: {namespaces: {from: All}}}\n"
+        )
+    ));
+    let st = status(&t, Kind::Gateway, "infra", "gw");
+    assert_eq!(st["listeners"][0]["attachedRoutes"], 1, "{st}");
+    let rc = t.gateways()["c1/infra/gw"]
+        .resources
+        .iter()
+        .find(|r| r.type_url == type_url::ROUTE)
+        .map(|r| {
+            envoy_types::pb::envoy::config::route::v3::RouteConfiguration::decode(r.body.clone())
+                .unwrap()
+        })
+        .unwrap();
+    let vhost = |d: &str| {
+        rc.virtual_hosts
+            .iter()
+            .find(|v| v.domains[0] == d)
+            .unwrap_or_else(|| panic!("no virtual host {d}: {rc:?}"))
+    };
+    // bar.com is the catch-all listener's alone.
+    assert_eq!(vhost("bar.com").routes.len(), 1);
+    // *.example.com belongs to the `wild` listener: only its route.
+    assert_eq!(vhost("*.example.com").routes.len(), 1);
+    // The more specific listeners without routes answer 404 instead of falling through.
+    assert!(vhost("*.foo.example.com").routes.is_empty());
+    assert!(vhost("abc.foo.example.com").routes.is_empty());
+}

@@ -168,9 +168,17 @@ fn filters_become_route_configuration() {
         "X-A"
     );
     assert_eq!(r.request_headers_to_remove, vec!["x-old".to_string()]);
-    assert!(r
-        .typed_per_filter_config
-        .contains_key("envoy.filters.http.cors"));
+    let cors = envoy_types::pb::envoy::extensions::filters::http::cors::v3::CorsPolicy::decode(
+        r.typed_per_filter_config["envoy.filters.http.cors"]
+            .value
+            .as_slice(),
+    )
+    .unwrap();
+    // A preflight from an origin not allowed is answered by Envoy, not forwarded.
+    assert_eq!(
+        cors.forward_not_matching_preflights.map(|b| b.value),
+        Some(false)
+    );
     let Some(route::Action::Route(ra)) = &r.action else {
         panic!("not forwarded")
     };
@@ -250,6 +258,59 @@ fn every_gateway_api_redirect_code_maps_to_envoys() {
         };
         assert_eq!(ra.response_code, want as i32, "{code}");
     }
+}
+
+#[test]
+fn h2c_app_protocol_makes_the_cluster_speak_http2() {
+    let t = translate(&format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: h2, namespace: app}}\nspec: {{ports: [{{name: h2c, port: 8081, appProtocol: kubernetes.io/h2c}}, {{name: http, port: 80}}]}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: h2-1, namespace: app, labels: {{kubernetes.io/service-name: h2}}}}\naddressType: IPv4\nports: [{{name: h2c, port: 3001}}, {{name: http, port: 3000}}]\nendpoints: [{{addresses: [127.0.0.1]}}]\n---\n{ROUTE_HEAD}  - matches: [{{path: {{value: /a}}}}]\n    backendRefs: [{{name: h2, port: 8081}}]\n  - backendRefs: [{{name: h2, port: 80}}]\n"
+    ));
+    let g = &t.gateways()["c1/infra/gw"];
+    let http2 = |name: &str| {
+        let c = g
+            .resources
+            .iter()
+            .find(|r| r.type_url == type_url::CLUSTER && r.name == name)
+            .expect(name);
+        envoy_types::pb::envoy::config::cluster::v3::Cluster::decode(c.body.clone())
+            .unwrap()
+            .typed_extension_protocol_options
+            .contains_key("envoy.extensions.upstreams.http.v3.HttpProtocolOptions")
+    };
+    assert!(http2("app/h2/8081"));
+    assert!(!http2("app/h2/80"));
+}
+
+#[test]
+fn retries_cover_connection_errors_and_each_attempt_is_bounded() {
+    let t = translate(&format!(
+        "{ROUTE_HEAD}  - matches: [{{path: {{value: /a}}}}]\n    retry: {{attempts: 3}}\n    timeouts: {{backendRequest: 200ms}}\n    backendRefs: [{{name: web, port: 80}}]\n  - retry: {{attempts: 2, codes: [500]}}\n    backendRefs: [{{name: web, port: 80}}]\n"
+    ));
+    let policies: Vec<_> = routes(&t)
+        .into_iter()
+        .map(|r| match r.action {
+            Some(route::Action::Route(ra)) => ra.retry_policy.expect("a retry policy"),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let (a, codes) = if policies[0].retriable_status_codes == vec![500] {
+        (&policies[1], &policies[0])
+    } else {
+        (&policies[0], &policies[1])
+    };
+    assert!(
+        a.retry_on.split(',').any(|t| t == "reset"),
+        "{}",
+        a.retry_on
+    );
+    assert_eq!(a.num_retries.as_ref().map(|n| n.value), Some(3));
+    assert_eq!(
+        a.per_try_timeout.as_ref().map(|d| d.nanos),
+        Some(200_000_000)
+    );
+    assert!(codes.retry_on.split(',').any(|t| t == "reset"));
+    assert!(codes.retry_on.contains("retriable-status-codes"));
+    assert_eq!(codes.per_try_timeout, None);
 }
 
 #[test]
