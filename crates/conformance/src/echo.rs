@@ -105,7 +105,9 @@ pub async fn start_pod(
                     if h2_only {
                         b = b.http2_only();
                     }
-                    let _ = b.serve_connection(TokioIo::new(stream), svc).await;
+                    let _ = b
+                        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                        .await;
                 });
             }
         }));
@@ -308,6 +310,63 @@ fn grpc(ctx: &Ctx, req: &Request<Incoming>) -> Response<Body> {
     r
 }
 
+/// echo-basic's `/ws` (golang.org/x/net/websocket's Handler): a GET Upgrade to websocket,
+/// version 13, with a key and an Origin, gets 101 Switching Protocols and an echo of every
+/// message on the upgraded connection; any other request is refused as that Handler does.
+fn websocket(mut req: Request<Incoming>) -> Response<Body> {
+    use hyper::header::{self, HeaderValue};
+    let h = req.headers();
+    let has_token = |name: header::HeaderName, token: &str| {
+        h.get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    if req.method() != hyper::Method::GET {
+        return text(405, "");
+    }
+    if !has_token(header::UPGRADE, "websocket") || !has_token(header::CONNECTION, "upgrade") {
+        return text(400, "Bad Request");
+    }
+    if h.get(header::SEC_WEBSOCKET_VERSION)
+        .map(HeaderValue::as_bytes)
+        != Some(b"13")
+    {
+        let mut r = text(400, "Bad Request");
+        r.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
+        return r;
+    }
+    let Some(key) = h
+        .get(header::SEC_WEBSOCKET_KEY)
+        .and_then(|v| v.to_str().ok())
+        .filter(|k| !k.trim().is_empty())
+    else {
+        return text(400, "Bad Request");
+    };
+    if h.get(header::ORIGIN).is_none() {
+        return text(403, "");
+    }
+    let Ok(accept) = HeaderValue::from_str(&crate::ws::accept_key(key)) else {
+        return text(400, "Bad Request");
+    };
+    let upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        if let Ok(io) = upgrade.await {
+            crate::ws::serve_echo(TokioIo::new(io)).await;
+        }
+    });
+    let mut r = text(101, "");
+    let h = r.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    r
+}
+
 async fn handle(ctx: Ctx, req: Request<Incoming>) -> Result<Response<Body>, Reset> {
     if req
         .headers()
@@ -328,6 +387,9 @@ async fn handle(ctx: Ctx, req: Request<Incoming>) -> Result<Response<Body>, Rese
         .unwrap_or_else(|| "/".into());
     let q = query_params(&uri);
 
+    if path == "/ws" {
+        return Ok(websocket(req));
+    }
     if path == "/health" {
         return Ok(text(200, "OK"));
     }
@@ -543,6 +605,82 @@ mod server_tests {
             send(&o, Duration::from_secs(5)).await.expect("s").status,
             418
         );
+        for t in tasks {
+            t.abort();
+        }
+    }
+}
+
+#[cfg(test)]
+mod websocket_tests {
+    use super::*;
+    use crate::checks::{send, Outgoing};
+    use crate::ws;
+
+    /// `/ws` over real TCP: the harness's client gets its messages echoed; requests that are
+    /// not a proper upgrade are refused as echo-basic refuses them.
+    #[tokio::test]
+    async fn ws_echoes_through_an_upgrade() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("port");
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let id = PodId {
+            namespace: "ns".into(),
+            pod: "web-a-b".into(),
+        };
+        let tasks = start_pod(
+            id,
+            &[(addr, false)],
+            EchoLog::default(),
+            RetryCountsHandle::default(),
+        )
+        .await
+        .expect("start");
+        let plan = ws::echo_plan(&json!({"websocket_echo": [
+            {"send_text": "Websocket Support!", "recv_text": "Websocket Support!"},
+            {"send_binary_hex": "01020304050607", "recv_binary_hex": "01020304050607"}]}))
+        .expect("plan");
+        let t = Duration::from_secs(5);
+        ws::check_echo(addr, "example.com", "/ws", "ws://gateway/T", &plan, t)
+            .await
+            .expect("echo");
+        let wrong = [ws::Exchange {
+            opcode: ws::OP_TEXT,
+            send: b"a".to_vec(),
+            want: b"b".to_vec(),
+        }];
+        assert!(
+            ws::check_echo(addr, "example.com", "/ws", "ws://gateway/T", &wrong, t)
+                .await
+                .is_err()
+        );
+        // Not an upgrade; an upgrade without Origin.
+        let o = Outgoing {
+            addr,
+            h2c: false,
+            tls: None,
+            method: "GET",
+            path: "/ws",
+            host: "example.com",
+            headers: &[],
+        };
+        assert_eq!(send(&o, t).await.expect("plain").status, 400);
+        let hdrs: Vec<(String, String)> = [
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Version", "13"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let o = Outgoing {
+            headers: &hdrs,
+            ..o
+        };
+        assert_eq!(send(&o, t).await.expect("no origin").status, 403);
         for t in tasks {
             t.abort();
         }

@@ -140,6 +140,12 @@ pub fn hcm_filter(stat_prefix: &str, route_name: &str) -> Filter {
                 ..Default::default()
             },
         ],
+        // WebSocket upgrades are allowed on every route, as Envoy Gateway's HCM does
+        // (HTTPRouteBackendProtocolWebSocket).
+        upgrade_configs: vec![http_connection_manager::UpgradeConfig {
+            upgrade_type: "websocket".to_string(),
+            ..Default::default()
+        }],
         ..Default::default()
     };
     Filter {

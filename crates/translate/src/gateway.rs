@@ -57,10 +57,11 @@ pub(crate) fn translate_gateway(ix: &Index, gw_key: &ResourceKey, gw: &Gateway) 
         .map(|a| a.value.clone())
         .unwrap_or_else(|| "0.0.0.0".to_string());
 
-    // port -> domain -> routes (with precedence keys)
-    let mut vhosts: BTreeMap<u32, BTreeMap<String, Vec<(PrecedenceKey, Route)>>> = BTreeMap::new();
+    // route configuration name -> domain -> routes (with precedence keys)
+    let mut vhosts: BTreeMap<String, BTreeMap<String, Vec<(PrecedenceKey, Route)>>> =
+        BTreeMap::new();
     for l in listeners.iter().filter(|l| l.valid && l.is_http()) {
-        vhosts.entry(port_of(l.spec)).or_default();
+        vhosts.entry(listener::route_config_name(l)).or_default();
     }
     // Listener isolation: the hostnames of the HTTP(S) listeners sharing each port.
     let mut port_hosts: BTreeMap<u32, Vec<(usize, String)>> = BTreeMap::new();
@@ -150,7 +151,9 @@ pub(crate) fn translate_gateway(ix: &Index, gw_key: &ResourceKey, gw: &Gateway) 
                     }
                     let port = port_of(listeners[*li].spec);
                     let listener_port = u32::try_from(listeners[*li].spec.port).unwrap_or(0);
-                    let domains = vhosts.entry(port).or_default();
+                    let domains = vhosts
+                        .entry(listener::route_config_name(&listeners[*li]))
+                        .or_default();
                     let own = listener_hostname(&listeners[*li]);
                     let others = port_hosts.get(&port).map(Vec::as_slice).unwrap_or_default();
                     for host in hostnames {
@@ -224,41 +227,77 @@ pub(crate) fn translate_gateway(ix: &Index, gw_key: &ResourceKey, gw: &Gateway) 
 
     // A listener hostname that a less specific domain (of another listener's routes) covers
     // gets its own virtual host, empty when no route serves it: its requests never fall
-    // through to the other listener's routes.
-    for (port, hosts) in &port_hosts {
-        let Some(domains) = vhosts.get_mut(port) else {
+    // through to the other listener's routes. On an HTTPS listener's own route configuration,
+    // the hosts that belong to the port's other listeners are answered 421 (misdirected).
+    let mut misdirected: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (i, l) in listeners
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.valid && l.is_http())
+    {
+        let name = listener::route_config_name(l);
+        let Some(domains) = vhosts.get_mut(&name) else {
             continue;
         };
-        for (_, h) in hosts {
-            if !domains.contains_key(h)
-                && domains
-                    .keys()
-                    .any(|d| d != h && covers(Some(d.as_str()), h))
-            {
-                domains.insert(h.clone(), Vec::new());
+        let hosts = port_hosts
+            .get(&port_of(l.spec))
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        if l.protocol() != "HTTPS" {
+            for (_, h) in hosts {
+                if !domains.contains_key(h)
+                    && domains
+                        .keys()
+                        .any(|d| d != h && covers(Some(d.as_str()), h))
+                {
+                    domains.insert(h.clone(), Vec::new());
+                }
+            }
+            continue;
+        }
+        let own = listener_hostname(l).map(str::to_ascii_lowercase);
+        let wrong = misdirected.entry(name).or_default();
+        if let Some(own) = &own {
+            // Its own hosts without a route: 404, not the 421 of the catch-all below.
+            domains.entry(own.clone()).or_default();
+            wrong.insert("*".into());
+        }
+        for (j, h) in hosts {
+            if *j != i && Some(h) != own.as_ref() && !domains.contains_key(h) {
+                wrong.insert(h.clone());
             }
         }
     }
 
     let mut resources = Vec::new();
-    for (port, domains) in vhosts {
-        let name = format!("http-{port}");
-        let virtual_hosts: Vec<VirtualHost> = domains
+    for (name, domains) in vhosts {
+        let vhost = |domain: &str, routes: Vec<Route>| {
+            let mut domains = vec![domain.to_string()];
+            if domain != "*" {
+                domains.push(format!("{domain}:*"));
+            }
+            VirtualHost {
+                name: format!("{name}/{domain}"),
+                domains,
+                routes,
+                ..Default::default()
+            }
+        };
+        let mut by_domain: BTreeMap<String, VirtualHost> = domains
             .into_iter()
             .map(|(domain, mut entries)| {
                 entries.sort_by(|a, b| a.0.cmp(&b.0));
-                let mut domains = vec![domain.clone()];
-                if domain != "*" {
-                    domains.push(format!("{domain}:*"));
-                }
-                VirtualHost {
-                    name: format!("{name}/{domain}"),
-                    domains,
-                    routes: entries.into_iter().map(|(_, r)| r).collect(),
-                    ..Default::default()
-                }
+                let routes = entries.into_iter().map(|(_, r)| r).collect();
+                (domain.clone(), vhost(&domain, routes))
             })
             .collect();
+        for domain in misdirected.remove(&name).unwrap_or_default() {
+            if let std::collections::btree_map::Entry::Vacant(e) = by_domain.entry(domain) {
+                let v = vhost(e.key(), vec![misdirected_route()]);
+                e.insert(v);
+            }
+        }
+        let virtual_hosts: Vec<VirtualHost> = by_domain.into_values().collect();
         let rc = RouteConfiguration {
             name: name.clone(),
             max_direct_response_body_size_bytes: crate::httproute::direct_body_limit(
@@ -417,6 +456,26 @@ pub(crate) fn attach(
         Condition::new("Accepted", true, "Accepted", "Route is accepted", gen),
         attach_to,
     )
+}
+
+/// 421 Misdirected Request: the host belongs to another listener than the one whose TLS
+/// server name the connection was made for (RFC 9110 §15.5.20).
+fn misdirected_route() -> Route {
+    use envoy_types::pb::envoy::config::route::v3::{
+        route_match, DirectResponseAction, RouteMatch,
+    };
+    Route {
+        name: "misdirected".into(),
+        r#match: Some(RouteMatch {
+            path_specifier: Some(route_match::PathSpecifier::Prefix("/".into())),
+            ..Default::default()
+        }),
+        action: Some(route::Action::DirectResponse(DirectResponseAction {
+            status: 421,
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
 }
 
 /// A listener's hostname, `None` when it matches every host (none, or `*`).

@@ -1210,6 +1210,9 @@ pub(crate) fn with_http2(
 pub(crate) struct OverlapTracker {
     /// listener -> canonical match key -> "Kind namespace/name" of the routes with that key
     by_listener: BTreeMap<usize, BTreeMap<String, BTreeSet<String>>>,
+    /// "Kind namespace/name" -> the (listener, match key) buckets it is in, so that finding a
+    /// route's conflicts reads only its own buckets (not every bucket of its listeners).
+    by_route: BTreeMap<String, BTreeSet<(usize, String)>>,
 }
 
 impl OverlapTracker {
@@ -1240,28 +1243,32 @@ impl OverlapTracker {
             headers.join("\x01"),
             queries.join("\x01")
         );
+        let me = Self::display(kind, key);
+        self.by_route
+            .entry(me.clone())
+            .or_default()
+            .insert((listener, k.clone()));
         self.by_listener
             .entry(listener)
             .or_default()
             .entry(k)
             .or_default()
-            .insert(Self::display(kind, key));
+            .insert(me);
     }
 
     /// The overlap message for a route attached to `listeners`, if it overlaps another route.
     pub fn conflicts(&self, listeners: &[usize], kind: &str, key: &ResourceKey) -> Option<String> {
         let me = Self::display(kind, key);
         let mut others = BTreeSet::new();
-        for li in listeners {
-            for bucket in self
-                .by_listener
-                .get(li)
-                .into_iter()
-                .flat_map(|b| b.values())
-            {
-                if bucket.len() > 1 && bucket.contains(&me) {
-                    others.extend(bucket.iter().filter(|n| **n != me).cloned());
-                }
+        for (li, k) in self.by_route.get(&me).into_iter().flatten() {
+            if !listeners.contains(li) {
+                continue;
+            }
+            let Some(bucket) = self.by_listener.get(li).and_then(|b| b.get(k)) else {
+                continue;
+            };
+            if bucket.len() > 1 {
+                others.extend(bucket.iter().filter(|n| **n != me).cloned());
             }
         }
         (!others.is_empty()).then(|| {

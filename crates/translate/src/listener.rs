@@ -104,6 +104,17 @@ pub(crate) fn port_of(l: &Listener) -> u32 {
     u32::try_from(l.port).unwrap_or(0)
 }
 
+/// The RDS route configuration that serves an HTTP or HTTPS listener: one per port for HTTP
+/// listeners (a plain connection says nothing about the host), one per listener for HTTPS, whose
+/// SNI filter chain then answers only its own hosts (and 421 for other listeners').
+pub(crate) fn route_config_name(l: &ListenerState) -> String {
+    if l.protocol() == "HTTPS" {
+        format!("https-{}/{}", port_of(l.spec), l.full_name())
+    } else {
+        format!("http-{}", port_of(l.spec))
+    }
+}
+
 fn cond(
     type_: &str,
     ok: bool,
@@ -1069,7 +1080,7 @@ pub(crate) fn envoy_listeners(
                     client: l.client.clone(),
                     filters: vec![envoy::hcm_filter(
                         &format!("https-{port}"),
-                        &format!("http-{port}"),
+                        &route_config_name(l),
                     )],
                 });
             }

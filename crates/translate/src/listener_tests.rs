@@ -788,3 +788,64 @@ fn http_listeners_are_isolated_by_hostname() {
     assert!(vhost("*.foo.example.com").routes.is_empty());
     assert!(vhost("abc.foo.example.com").routes.is_empty());
 }
+
+#[test]
+fn https_listeners_answer_421_for_other_listeners_hosts() {
+    // Each HTTPS listener has its own route configuration (its SNI filter chain's): its own
+    // hosts are routed (404 without a route), the port's other listeners' hosts get 421, and
+    // a listener with a hostname answers 421 for any other host; the catch-all keeps 404.
+    use envoy_types::pb::envoy::config::route::v3::{route, RouteConfiguration};
+    let tls = "tls: {certificateRefs: [{name: cert}]}, allowedRoutes: {namespaces: {from: All}}";
+    let t = translate(&format!(
+        "{}---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: r, namespace: app}}\nspec:\n  parentRefs: [{{name: gw, namespace: infra, sectionName: any}}, {{name: gw, namespace: infra, sectionName: wild}}]\n  hostnames: [a.example.com, x.b.example.com]\n  rules: [{{backendRefs: [{{name: svc, port: 80}}]}}]\n",
+        gateway(&format!(
+            "  - {{name: any, port: 443, protocol: HTTPS, {tls}}}\n  - {{name: wild, port: 443, protocol: HTTPS, hostname: '*.b.example.com', {tls}}}\n  - {{name: exact, port: 443, protocol: HTTPS, hostname: y.b.example.com, {tls}}}\n"
+        ))
+    ));
+    let rc = |listener: &str| {
+        let name = format!("https-443/infra/gw/{listener}");
+        t.gateways()["c1/infra/gw"]
+            .resources
+            .iter()
+            .find(|r| r.type_url == type_url::ROUTE && r.name == name)
+            .map(|r| RouteConfiguration::decode(r.body.clone()).unwrap())
+            .unwrap_or_else(|| panic!("no route configuration {name}"))
+    };
+    // What a host gets on a listener's connection: "route", "404" or "421".
+    let answer = |rc: &RouteConfiguration, domain: &str| -> &'static str {
+        let Some(v) = rc.virtual_hosts.iter().find(|v| v.domains[0] == domain) else {
+            return "no vhost";
+        };
+        match v.routes.first().and_then(|r| r.action.as_ref()) {
+            None => "404",
+            Some(route::Action::DirectResponse(d)) if d.status == 421 => "421",
+            Some(_) => "route",
+        }
+    };
+    let any = rc("any");
+    assert_eq!(answer(&any, "a.example.com"), "route");
+    assert_eq!(answer(&any, "*.b.example.com"), "421");
+    assert_eq!(answer(&any, "y.b.example.com"), "421");
+    assert_eq!(
+        answer(&any, "*"),
+        "no vhost",
+        "unknown hosts stay 404 on the catch-all"
+    );
+    let wild = rc("wild");
+    assert_eq!(answer(&wild, "x.b.example.com"), "route");
+    assert_eq!(answer(&wild, "*.b.example.com"), "404");
+    assert_eq!(answer(&wild, "y.b.example.com"), "421");
+    assert_eq!(answer(&wild, "*"), "421");
+    let exact = rc("exact");
+    assert_eq!(answer(&exact, "y.b.example.com"), "404");
+    assert_eq!(answer(&exact, "*.b.example.com"), "421");
+    assert_eq!(answer(&exact, "*"), "421");
+    // Each SNI filter chain names its own route configuration.
+    let ls = envoy_listeners(&t);
+    let chains = &ls
+        .iter()
+        .find(|l| l.name == "tcp-443")
+        .unwrap()
+        .filter_chains;
+    assert_eq!(chains.len(), 3);
+}

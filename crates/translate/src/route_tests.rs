@@ -584,3 +584,41 @@ fn session_persistence_enables_stateful_session_per_route() {
         assert_eq!(version(&translate(&yaml)), first);
     }
 }
+
+/// Every HTTP listener's connection manager allows WebSocket upgrades, as Envoy Gateway's does
+/// (HTTPRouteBackendProtocolWebSocket); `envoy_accepts_translated_filters_and_grpc_routes`
+/// validates the same listeners with Envoy.
+#[test]
+fn http_listener_allows_websocket_upgrades() {
+    use envoy_types::pb::envoy::config::listener::v3::{filter, Listener};
+    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
+    let t = translate(&format!(
+        "{ROUTE_HEAD}  - backendRefs: [{{name: web, port: 80}}]\n"
+    ));
+    let g = &t.gateways()["c1/infra/gw"];
+    let mut hcms = 0;
+    for r in g
+        .resources
+        .iter()
+        .filter(|r| r.type_url == type_url::LISTENER)
+    {
+        let l = Listener::decode(r.body.clone()).unwrap();
+        for f in l.filter_chains.iter().flat_map(|fc| &fc.filters) {
+            if f.name != "envoy.filters.network.http_connection_manager" {
+                continue;
+            }
+            let Some(filter::ConfigType::TypedConfig(any)) = &f.config_type else {
+                panic!("HCM without typed config");
+            };
+            let hcm = HttpConnectionManager::decode(any.value.as_slice()).unwrap();
+            let upgrades: Vec<(&str, Option<bool>)> = hcm
+                .upgrade_configs
+                .iter()
+                .map(|u| (u.upgrade_type.as_str(), u.enabled.map(|b| b.value)))
+                .collect();
+            assert_eq!(upgrades, [("websocket", None)], "listener {}", l.name);
+            hcms += 1;
+        }
+    }
+    assert_eq!(hcms, 1, "one HTTP listener");
+}
