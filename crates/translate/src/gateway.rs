@@ -309,6 +309,13 @@ pub(crate) fn translate_gateway(ix: &Index, gw_key: &ResourceKey, gw: &Gateway) 
         resources.push(envoy::route_configuration(rc));
     }
     resources.extend(listener::envoy_listeners(&listeners, &bind_ip, &mut l4));
+    // The SDS servers the listeners' certificates come from.
+    let sds_urls: BTreeSet<&str> = listeners
+        .iter()
+        .filter(|l| l.valid)
+        .flat_map(|l| l.sds.iter().map(|r| r.url.as_str()))
+        .collect();
+    resources.extend(sds_urls.into_iter().map(crate::tls::sds_cluster));
     for (name, endpoints) in &clusters {
         let mut rs = crate::backend::cluster_resources(ix, &gw_key.cluster, name, endpoints);
         if http2_clusters.contains(name)

@@ -271,7 +271,7 @@ fn program(
                         crate::listener::sni_names(l.spec.hostname.as_deref())
                     };
                     let tls = (l.tls_mode() != "Passthrough")
-                        .then(|| std::sync::Arc::new(l.certs.clone()));
+                        .then(|| std::sync::Arc::new(l.serving_certs()));
                     if tls.as_ref().is_some_and(|c| c.is_empty()) {
                         return;
                     }

@@ -6,7 +6,7 @@ use crate::envoy::{self, any};
 use crate::index::Index;
 use crate::tls::{
     check_certificate_refs, downstream_tls_socket, frontend_validation, gateway_tls_conditions,
-    resolve_client_validation, CertPair, ClientValidation,
+    resolve_client_validation, CertPair, ClientValidation, SdsRef, ServingCerts,
 };
 use crate::XdsResource;
 use envoy_types::pb::envoy::config::core::v3::{address, socket_address, SocketAddress};
@@ -49,7 +49,7 @@ pub(crate) struct ListenerState<'a> {
     /// The DNS subjectAltNames of `certs`.
     pub sans: Vec<String>,
     /// Certificates from SDS reference secrets (their names cannot be inspected).
-    pub sds: usize,
+    pub sds: Vec<SdsRef>,
     /// Client certificate validation (Gateway `spec.tls.frontend`), HTTPS only.
     pub client: Option<ClientValidation>,
     /// Generation of the owner, for the conditions' observedGeneration.
@@ -63,6 +63,14 @@ impl ListenerState<'_> {
 
     pub(crate) fn protocol(&self) -> &str {
         self.spec.protocol.as_str()
+    }
+
+    /// The certificates a TLS-terminating listener serves (inline and through SDS).
+    pub(crate) fn serving_certs(&self) -> ServingCerts {
+        ServingCerts {
+            inline: self.certs.clone(),
+            sds: self.sds.clone(),
+        }
     }
 
     /// HTTP or HTTPS: served through the HTTP connection manager.
@@ -315,7 +323,7 @@ fn mark_overlapping_certificates(ls: &mut [ListenerState]) {
         let shared = ls.iter().enumerate().any(|(j, o)| {
             j != i && o.valid && o.protocol() == "HTTPS" && port_of(o.spec) == port_of(l.spec)
         });
-        if found[i].is_none() && l.valid && l.protocol() == "HTTPS" && l.sds > 0 && shared {
+        if found[i].is_none() && l.valid && l.protocol() == "HTTPS" && !l.sds.is_empty() && shared {
             found[i] = Some(String::new());
         }
     }
@@ -354,7 +362,7 @@ fn validate<'a>(
         attached: 0,
         certs: vec![],
         sans: vec![],
-        sds: 0,
+        sds: vec![],
         client: None,
         gen,
     };
@@ -480,7 +488,7 @@ fn validate<'a>(
                                 .map(|(_, m)| m.as_str())
                                 .collect::<Vec<_>>()
                                 .join(", ");
-                            if check.certs.is_empty() && check.sds == 0 {
+                            if check.certs.is_empty() && check.sds.is_empty() {
                                 let reason = check
                                     .errors
                                     .first()
@@ -1000,7 +1008,7 @@ pub(crate) fn refers_to(
 pub(crate) struct Chain {
     /// SNI names to match; empty matches any (the default chain).
     pub server_names: Vec<String>,
-    pub tls: Option<Arc<Vec<CertPair>>>,
+    pub tls: Option<Arc<ServingCerts>>,
     pub alpn: &'static [&'static str],
     pub client: Option<ClientValidation>,
     pub filters: Vec<Filter>,
@@ -1064,10 +1072,8 @@ pub(crate) fn envoy_listeners(
         let mut chains: Vec<Chain> = Vec::new();
         for &i in &idx {
             let l = &ls[i];
-            // A listener whose certificates all come from SDS reference secrets is not served
-            // yet: a TLS context without certificates would be rejected.
-            if l.protocol() == "HTTPS" && !l.certs.is_empty() {
-                let certs = Arc::new(l.certs.clone());
+            if l.protocol() == "HTTPS" && !l.serving_certs().is_empty() {
+                let certs = Arc::new(l.serving_certs());
                 let coalescing = has(&l.conditions, "OverlappingTLSConfig");
                 chains.push(Chain {
                     server_names: sni_names(l.spec.hostname.as_deref()),

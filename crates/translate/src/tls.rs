@@ -25,13 +25,34 @@ pub(crate) struct CertPair {
     pub key: Vec<u8>,
 }
 
+/// A certificate served by an SDS server (Envoy Gateway's `gateway.envoyproxy.io/sds` Secret):
+/// the server's unix socket and the secret's name there.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct SdsRef {
+    pub url: String,
+    pub secret: String,
+}
+
+/// What a TLS-terminating filter chain serves: inline certificates and SDS references.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ServingCerts {
+    pub inline: Vec<CertPair>,
+    pub sds: Vec<SdsRef>,
+}
+
+impl ServingCerts {
+    pub fn is_empty(&self) -> bool {
+        self.inline.is_empty() && self.sds.is_empty()
+    }
+}
+
 /// The outcome of checking a listener's certificateRefs.
 pub(crate) struct CertCheck {
     pub certs: Vec<CertPair>,
     /// The DNS subjectAltNames of each certificate in `certs`.
     pub sans: Vec<Vec<String>>,
     /// Valid SDS reference secrets (Envoy Gateway's `gateway.envoyproxy.io/sds` type).
-    pub sds: usize,
+    pub sds: Vec<SdsRef>,
     /// `certificate refs N: ...` for each ref that failed, with its reason.
     pub errors: Vec<(&'static str, String)>,
 }
@@ -48,7 +69,7 @@ pub(crate) fn check_certificate_refs(
     let mut out = CertCheck {
         certs: vec![],
         sans: vec![],
-        sds: 0,
+        sds: vec![],
         errors: vec![],
     };
     for (i, r) in tls.certificate_refs.iter().enumerate() {
@@ -111,6 +132,7 @@ pub(crate) fn check_certificate_refs(
                     .map(|b| String::from_utf8_lossy(&b.0).into_owned())
                     .filter(|v| !v.is_empty())
             };
+            let mut found = None;
             let problem = match (field("url"), field("secretName")) {
                 (None, _) => Some(format!(
                     "no url found in SDS reference secret {ns}/{}",
@@ -120,14 +142,17 @@ pub(crate) fn check_certificate_refs(
                     "no secretName found in SDS reference secret {ns}/{}",
                     r.name
                 )),
-                (Some(url), Some(_)) => {
+                (Some(url), Some(secret)) => {
                     let scheme = url.split_once("://").map_or("", |(s, _)| s);
-                    (scheme != "unix").then(|| {
-                        format!(
+                    if scheme == "unix" {
+                        found = Some(SdsRef { url, secret });
+                        None
+                    } else {
+                        Some(format!(
                             "invalid URL in SDS reference secret {ns}/{}: unsupported URL scheme: {scheme}",
                             r.name
-                        )
-                    })
+                        ))
+                    }
                 }
             };
             match problem {
@@ -138,8 +163,7 @@ pub(crate) fn check_certificate_refs(
                         r.name
                     ),
                 ),
-                // Valid, but served by an SDS server Flotilla does not configure yet.
-                None => out.sds += 1,
+                None => out.sds.extend(found),
             }
             continue;
         }
@@ -648,19 +672,105 @@ pub(crate) fn gateway_tls_conditions(
     out
 }
 
+/// The name of the cluster that reaches the SDS server at `url` (`unix:///path`).
+pub(crate) fn sds_cluster_name(url: &str) -> String {
+    let path = url.strip_prefix("unix://").unwrap_or(url);
+    format!("sds_{}", path.replace('/', "_").trim_matches('_'))
+}
+
+/// A static HTTP/2 cluster to the SDS server's unix socket, as Envoy Gateway builds it.
+pub(crate) fn sds_cluster(url: &str) -> std::sync::Arc<crate::XdsResource> {
+    use envoy_types::pb::envoy::config::cluster::v3::{cluster, Cluster};
+    use envoy_types::pb::envoy::config::core::v3::{address, Address, Pipe};
+    use envoy_types::pb::envoy::config::endpoint::v3::{
+        lb_endpoint, ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints,
+    };
+    let name = sds_cluster_name(url);
+    let path = url.strip_prefix("unix://").unwrap_or(url);
+    let c = Cluster {
+        name: name.clone(),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::Static as i32,
+        )),
+        connect_timeout: Some(envoy_types::pb::google::protobuf::Duration {
+            seconds: 10,
+            nanos: 0,
+        }),
+        load_assignment: Some(ClusterLoadAssignment {
+            cluster_name: name.clone(),
+            endpoints: vec![LocalityLbEndpoints {
+                lb_endpoints: vec![LbEndpoint {
+                    host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
+                        address: Some(Address {
+                            address: Some(address::Address::Pipe(Pipe {
+                                path: path.to_string(),
+                                mode: 0,
+                            })),
+                        }),
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    // gRPC: HTTP/2 to the server.
+    crate::httproute::with_http2(&crate::envoy::encode(crate::type_url::CLUSTER, &name, &c))
+}
+
 /// The `envoy.transport_sockets.tls` socket serving `certs`, with ALPN `alpn`.
 pub(crate) fn downstream_tls_socket(
-    certs: &[CertPair],
+    certs: &ServingCerts,
     alpn: &[&str],
     client: Option<&ClientValidation>,
 ) -> TransportSocket {
+    use envoy_types::pb::envoy::config::core::v3::{
+        api_config_source, config_source, grpc_service, ApiConfigSource, ApiVersion, ConfigSource,
+        GrpcService,
+    };
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::SdsSecretConfig;
     let inline = |b: &[u8]| DataSource {
         specifier: Some(data_source::Specifier::InlineBytes(b.to_vec())),
         ..Default::default()
     };
     let ctx = DownstreamTlsContext {
         common_tls_context: Some(CommonTlsContext {
+            tls_certificate_sds_secret_configs: certs
+                .sds
+                .iter()
+                .map(|r| SdsSecretConfig {
+                    name: r.secret.clone(),
+                    sds_config: Some(ConfigSource {
+                        config_source_specifier: Some(
+                            config_source::ConfigSourceSpecifier::ApiConfigSource(
+                                ApiConfigSource {
+                                    api_type: api_config_source::ApiType::Grpc as i32,
+                                    transport_api_version: ApiVersion::V3 as i32,
+                                    grpc_services: vec![GrpcService {
+                                        target_specifier: Some(
+                                            grpc_service::TargetSpecifier::EnvoyGrpc(
+                                                grpc_service::EnvoyGrpc {
+                                                    cluster_name: sds_cluster_name(&r.url),
+                                                    ..Default::default()
+                                                },
+                                            ),
+                                        ),
+                                        ..Default::default()
+                                    }],
+                                    ..Default::default()
+                                },
+                            ),
+                        ),
+                        resource_api_version: ApiVersion::V3 as i32,
+                        ..Default::default()
+                    }),
+                })
+                .collect(),
             tls_certificates: certs
+                .inline
                 .iter()
                 .map(|c| TlsCertificate {
                     certificate_chain: Some(inline(&c.cert)),

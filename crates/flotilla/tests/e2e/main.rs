@@ -4,6 +4,7 @@
 
 mod bad_input;
 mod multicluster;
+mod sds;
 mod spine;
 mod standalone;
 mod support;
