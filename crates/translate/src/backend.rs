@@ -365,10 +365,8 @@ fn upstream_tls(
             } else if t.well_known_ca_certificates.as_deref() == Some("System") {
                 CaSource::System
             } else if !t.ca_certificate_refs.is_empty() {
-                CaSource::Pem(
-                    ix.ca_bundle(cluster, ns, &t.ca_certificate_refs)
-                        .map_err(|e| e.message)?,
-                )
+                ix.ca_source(cluster, ns, &t.ca_certificate_refs)
+                    .map_err(|e| e.message)?
             } else {
                 return Err(
                     "CACertificate must be specified when InsecureSkipVerify is false".into(),
@@ -602,18 +600,22 @@ pub(crate) fn cluster_resources(
         }
     }
     let socket = tls.as_ref().map(transport_socket);
-    if backend.is_some_and(|be| be.spec.type_.as_deref() == Some("DynamicResolver")) {
-        return vec![dynamic_forward_proxy_cluster(name, socket)];
-    }
-    // Host names (FQDN Backends, FQDN EndpointSlices) need DNS; EDS takes only addresses.
-    if endpoints.iter().any(|e| !is_ip(&e.ip)) {
+    let mut out = if backend.is_some_and(|be| be.spec.type_.as_deref() == Some("DynamicResolver")) {
+        vec![dynamic_forward_proxy_cluster(name, socket)]
+    } else if endpoints.iter().any(|e| !is_ip(&e.ip)) {
+        // Host names (FQDN Backends, FQDN EndpointSlices) need DNS; EDS takes only addresses.
         vec![strict_dns_cluster(name, endpoints, socket)]
     } else {
         vec![
             eds_cluster(name, socket),
             envoy::load_assignment(name, endpoints),
         ]
+    };
+    // A CA from an SDS server needs the cluster that reaches it (the gateway keeps one copy).
+    if let Some(CaSource::Sds(r)) = tls.as_ref().map(|t| &t.ca) {
+        out.push(crate::tls::sds_cluster(&r.url));
     }
+    out
 }
 
 fn service_port_name(

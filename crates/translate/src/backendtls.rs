@@ -46,6 +46,8 @@ pub(crate) enum CaSource {
     Pem(String),
     /// No verification (`Backend.spec.tls.insecureSkipVerify`).
     Insecure,
+    /// From an SDS server (a `gateway.envoyproxy.io/sds` Secret).
+    Sds(crate::tls::SdsRef),
 }
 
 /// Upstream TLS settings after merging a Backend's `spec.tls` with a BackendTLSPolicy.
@@ -133,13 +135,59 @@ impl Index {
         let ca = if v.well_known_ca_certificates.as_deref() == Some("System") {
             CaSource::System
         } else {
-            CaSource::Pem(self.ca_bundle(cluster, ns, &v.ca_certificate_refs)?)
+            self.ca_source(cluster, ns, &v.ca_certificate_refs)?
         };
         Ok(UpstreamTls {
             sni: Some(v.hostname.clone()).filter(|h| !h.is_empty()),
             ca,
             sans,
         })
+    }
+
+    /// The CA of a list of references: one SDS reference Secret alone, or else the PEM bundle
+    /// of the others (Envoy Gateway's rules and wording for SDS CAs).
+    pub fn ca_source(
+        &self,
+        cluster: &str,
+        ns: &str,
+        refs: &[LocalObjectRef],
+    ) -> Result<CaSource, TlsError> {
+        let fail = |message: String| TlsError {
+            message,
+            invalid_kind: false,
+        };
+        let sds: Vec<(&LocalObjectRef, &k8s_openapi::api::core::v1::Secret)> = refs
+            .iter()
+            .filter(|r| r.kind == "Secret")
+            .filter_map(|r| {
+                let key = ResourceKey::new(cluster, Kind::Secret, ns, &r.name);
+                match self.resources.get(&key).map(|x| &x.object) {
+                    Some(Object::Secret(s)) if crate::tls::is_sds_secret(s) => Some((r, s)),
+                    _ => None,
+                }
+            })
+            .collect();
+        let Some((r, secret)) = sds.first() else {
+            return self.ca_bundle(cluster, ns, refs).map(CaSource::Pem);
+        };
+        if !self.options.sds {
+            return Err(fail(
+                "SDS Secret reference is not enabled in EnvoyGateway configuration".into(),
+            ));
+        }
+        if sds.len() > 1 {
+            return Err(fail(
+                "multiple SDS reference secrets are not supported".into(),
+            ));
+        }
+        if refs.len() > 1 {
+            return Err(fail(
+                "cannot mix SDS reference secrets with other CA certificate types".into(),
+            ));
+        }
+        crate::tls::sds_ref(secret, ns, &r.name)
+            .map(CaSource::Sds)
+            .map_err(|p| fail(format!("invalid SDS reference secret {}: {p}", r.name)))
     }
 
     /// Concatenates the CA certificates of ConfigMap, Secret and ClusterTrustBundle references
@@ -342,7 +390,7 @@ pub(crate) fn transport_socket(tls: &UpstreamTls) -> TransportSocket {
                         ..Default::default()
                     });
                 }
-                CaSource::Insecure => {}
+                CaSource::Insecure | CaSource::Sds(_) => {}
             }
             // Without explicit SANs, the server certificate must match the SNI hostname.
             let sans: Vec<(&str, String)> = if tls.sans.is_empty() {
@@ -365,7 +413,21 @@ pub(crate) fn transport_socket(tls: &UpstreamTls) -> TransportSocket {
                     ..Default::default()
                 })
                 .collect();
-            Some(common_tls_context::ValidationContextType::ValidationContext(v))
+            Some(match ca {
+                // The CA from SDS, the name checks from here.
+                CaSource::Sds(r) => {
+                    common_tls_context::ValidationContextType::CombinedValidationContext(
+                        common_tls_context::CombinedCertificateValidationContext {
+                            default_validation_context: Some(v),
+                            validation_context_sds_secret_config: Some(
+                                crate::tls::sds_secret_config(r),
+                            ),
+                            ..Default::default()
+                        },
+                    )
+                }
+                _ => common_tls_context::ValidationContextType::ValidationContext(v),
+            })
         }
     };
     let ctx = UpstreamTlsContext {

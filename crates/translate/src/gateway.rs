@@ -331,6 +331,8 @@ pub(crate) fn translate_gateway(ix: &Index, gw_key: &ResourceKey, gw: &Gateway) 
         resources.extend(rs);
     }
     resources.sort_by(|a, b| (&a.type_url, &a.name).cmp(&(&b.type_url, &b.name)));
+    // Shared resources (an SDS server's cluster) are built by each user: keep one.
+    resources.dedup_by(|a, b| a.type_url == b.type_url && a.name == b.name);
 
     let other_status = listener::listener_set_statuses(&sets, &listeners);
     let status = listener::gateway_status(ix, gw_key, gw, &listeners, &sets, &other_status);

@@ -2,8 +2,8 @@
 //! fields set from the Envoy Gateway configuration).
 //!
 //! Read from JSON with Envoy Gateway's corpus names (`{"backend": true, "runningOnHost": false}`);
-//! fields not listed here (`globalRateLimit`, `luaDisabled`, `sds`, ...) are accepted and
-//! ignored: Flotilla does not implement what they switch.
+//! fields not listed here (`globalRateLimit`, `luaDisabled`, ...) are accepted and ignored:
+//! Flotilla does not implement what they switch.
 
 use serde::Deserialize;
 
@@ -21,6 +21,10 @@ pub struct TranslateOptions {
     /// Backend may name a loopback address or a single-label hostname (`localhost`). Default off
     /// (Kubernetes infrastructure: such endpoints are refused).
     pub running_on_host: bool,
+    /// A BackendTLSPolicy may take its CA from an SDS server (a `gateway.envoyproxy.io/sds`
+    /// Secret; Envoy Gateway's `sds` switch). Envoy Gateway defaults it off; Flotilla, which
+    /// configures the SDS cluster itself, defaults it on.
+    pub sds: bool,
 }
 
 impl Default for TranslateOptions {
@@ -28,6 +32,7 @@ impl Default for TranslateOptions {
         Self {
             backend: true,
             running_on_host: false,
+            sds: true,
         }
     }
 }
@@ -162,6 +167,7 @@ spec:
         let t = translate(TranslateOptions {
             backend: false,
             running_on_host: true,
+            ..Default::default()
         });
         let c = &status(&t, flotilla_model::Kind::Backend, "local")["conditions"][0];
         assert_eq!(c["type"], "Invalid");

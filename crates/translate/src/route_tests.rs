@@ -622,3 +622,94 @@ fn http_listener_allows_websocket_upgrades() {
     }
     assert_eq!(hcms, 1, "one HTTP listener");
 }
+
+/// Certificates and CAs from SDS servers (Envoy Gateway's `gateway.envoyproxy.io/sds`
+/// Secrets): the listener's TLS context and the upstream validation context name the secret
+/// and a static cluster to the server's socket, once, and Envoy accepts the whole.
+#[test]
+fn sds_certificates_and_cas_are_accepted_by_envoy() {
+    use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+    use envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType;
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+        common_tls_context::ValidationContextType, UpstreamTlsContext,
+    };
+    let envoy = crate::tests::envoy_bin();
+    // url: unix:///run/sds.sock, secretName: server (and ca).
+    let sds = |name: &str, secret: &str| {
+        format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: app}}\ntype: gateway.envoyproxy.io/sds\ndata: {{url: dW5peDovLy9ydW4vc2RzLnNvY2s=, secretName: {secret}}}\n---\n")
+    };
+    let t = translate(&format!(
+        "{}{}apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: tls, namespace: app}}\nspec:\n  gatewayClassName: eg\n  listeners:\n  - {{name: https, port: 8443, protocol: HTTPS, tls: {{certificateRefs: [{{name: cert}}]}}}}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: BackendTLSPolicy\nmetadata: {{name: p, namespace: app}}\nspec:\n  targetRefs: [{{group: '', kind: Service, name: web}}]\n  validation: {{hostname: web.app, caCertificateRefs: [{{group: '', kind: Secret, name: ca}}]}}\n---\n{ROUTE_HEAD}  - backendRefs: [{{name: web, port: 80}}]\n",
+        sds("cert", "c2VydmVy"),
+        sds("ca", "Y2E="),
+    ).replace("parentRefs: [{name: gw, namespace: infra}]", "parentRefs: [{name: gw, namespace: infra}, {name: tls}]"));
+    let st = t
+        .status(&ResourceKey::new("c1", Kind::BackendTLSPolicy, "app", "p"))
+        .cloned()
+        .unwrap();
+    assert!(st.to_string().contains("Policy has been accepted"), "{st}");
+    let g = &t.gateways()["c1/app/tls"];
+    let clusters: Vec<Cluster> = g
+        .resources
+        .iter()
+        .filter(|r| r.type_url == type_url::CLUSTER)
+        .map(|r| Cluster::decode(r.body.clone()).unwrap())
+        .collect();
+    assert_eq!(
+        clusters
+            .iter()
+            .filter(|c| c.name == "sds_run_sds.sock")
+            .count(),
+        1
+    );
+    let web = clusters
+        .iter()
+        .find(|c| c.name.starts_with("app/web"))
+        .unwrap();
+    let Some(ConfigType::TypedConfig(any)) = web
+        .transport_socket
+        .as_ref()
+        .and_then(|s| s.config_type.clone())
+    else {
+        panic!("no upstream TLS")
+    };
+    let ctx = UpstreamTlsContext::decode(any.value.as_slice()).unwrap();
+    let Some(ValidationContextType::CombinedValidationContext(c)) =
+        ctx.common_tls_context.unwrap().validation_context_type
+    else {
+        panic!("CA not from SDS")
+    };
+    assert_eq!(c.validation_context_sds_secret_config.unwrap().name, "ca");
+    for g in [g, &t.gateways()["c1/infra/gw"]] {
+        let dir = std::env::temp_dir().join(format!("flotilla-sds-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("b.pb");
+        std::fs::write(&path, bootstrap_of(g)).unwrap();
+        let out = std::process::Command::new(&envoy)
+            // SDS subscriptions need a node, as every real bootstrap has.
+            .args([
+                "--service-node",
+                "validate",
+                "--service-cluster",
+                &g.gateway,
+            ])
+            .args([
+                "--mode",
+                "validate",
+                "--disable-hot-restart",
+                "-l",
+                "error",
+                "-c",
+            ])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            out.status.success(),
+            "envoy rejected {}:\n{}",
+            g.gateway,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

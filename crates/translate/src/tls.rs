@@ -46,6 +46,78 @@ impl ServingCerts {
     }
 }
 
+/// Whether a Secret is an SDS reference (Envoy Gateway's `gateway.envoyproxy.io/sds` type).
+pub(crate) fn is_sds_secret(secret: &k8s_openapi::api::core::v1::Secret) -> bool {
+    secret.type_.as_deref() == Some(SDS_SECRET_TYPE)
+}
+
+/// The server and secret name an SDS reference Secret `ns/name` holds, or what is wrong with it
+/// (Envoy Gateway's wording).
+pub(crate) fn sds_ref(
+    secret: &k8s_openapi::api::core::v1::Secret,
+    ns: &str,
+    name: &str,
+) -> Result<SdsRef, String> {
+    let field = |k: &str| {
+        secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(k))
+            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+            .filter(|v| !v.is_empty())
+    };
+    match (field("url"), field("secretName")) {
+        (None, _) => Err(format!("no url found in SDS reference secret {ns}/{name}")),
+        (_, None) => Err(format!(
+            "no secretName found in SDS reference secret {ns}/{name}"
+        )),
+        (Some(url), Some(secret)) => {
+            let scheme = url.split_once("://").map_or("", |(s, _)| s);
+            if scheme == "unix" {
+                Ok(SdsRef { url, secret })
+            } else {
+                Err(format!(
+                    "invalid URL in SDS reference secret {ns}/{name}: unsupported URL scheme: {scheme}"
+                ))
+            }
+        }
+    }
+}
+
+/// Where Envoy fetches the secret an SDS reference names: its server, through the cluster
+/// [`sds_cluster`] builds.
+pub(crate) fn sds_secret_config(
+    r: &SdsRef,
+) -> envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::SdsSecretConfig {
+    use envoy_types::pb::envoy::config::core::v3::{
+        api_config_source, config_source, grpc_service, ApiConfigSource, ApiVersion, ConfigSource,
+        GrpcService,
+    };
+    envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::SdsSecretConfig {
+        name: r.secret.clone(),
+        sds_config: Some(ConfigSource {
+            config_source_specifier: Some(config_source::ConfigSourceSpecifier::ApiConfigSource(
+                ApiConfigSource {
+                    api_type: api_config_source::ApiType::Grpc as i32,
+                    transport_api_version: ApiVersion::V3 as i32,
+                    grpc_services: vec![GrpcService {
+                        target_specifier: Some(grpc_service::TargetSpecifier::EnvoyGrpc(
+                            grpc_service::EnvoyGrpc {
+                                cluster_name: sds_cluster_name(&r.url),
+                                ..Default::default()
+                            },
+                        )),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                },
+            )),
+            resource_api_version: ApiVersion::V3 as i32,
+            ..Default::default()
+        }),
+    }
+}
+
 /// The outcome of checking a listener's certificateRefs.
 pub(crate) struct CertCheck {
     pub certs: Vec<CertPair>,
@@ -124,46 +196,15 @@ pub(crate) fn check_certificate_refs(
             continue;
         };
         if secret.type_.as_deref() == Some(SDS_SECRET_TYPE) {
-            let field = |k: &str| {
-                secret
-                    .data
-                    .as_ref()
-                    .and_then(|d| d.get(k))
-                    .map(|b| String::from_utf8_lossy(&b.0).into_owned())
-                    .filter(|v| !v.is_empty())
-            };
-            let mut found = None;
-            let problem = match (field("url"), field("secretName")) {
-                (None, _) => Some(format!(
-                    "no url found in SDS reference secret {ns}/{}",
-                    r.name
-                )),
-                (_, None) => Some(format!(
-                    "no secretName found in SDS reference secret {ns}/{}",
-                    r.name
-                )),
-                (Some(url), Some(secret)) => {
-                    let scheme = url.split_once("://").map_or("", |(s, _)| s);
-                    if scheme == "unix" {
-                        found = Some(SdsRef { url, secret });
-                        None
-                    } else {
-                        Some(format!(
-                            "invalid URL in SDS reference secret {ns}/{}: unsupported URL scheme: {scheme}",
-                            r.name
-                        ))
-                    }
-                }
-            };
-            match problem {
-                Some(p) => fail(
+            match sds_ref(secret, ns, &r.name) {
+                Ok(found) => out.sds.push(found),
+                Err(p) => fail(
                     "InvalidCertificateRef",
                     format!(
                         "Secret {ns}/{} is not a valid SDS reference secret: {p}.",
                         r.name
                     ),
                 ),
-                None => out.sds.extend(found),
             }
             continue;
         }
@@ -727,48 +768,13 @@ pub(crate) fn downstream_tls_socket(
     alpn: &[&str],
     client: Option<&ClientValidation>,
 ) -> TransportSocket {
-    use envoy_types::pb::envoy::config::core::v3::{
-        api_config_source, config_source, grpc_service, ApiConfigSource, ApiVersion, ConfigSource,
-        GrpcService,
-    };
-    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::SdsSecretConfig;
     let inline = |b: &[u8]| DataSource {
         specifier: Some(data_source::Specifier::InlineBytes(b.to_vec())),
         ..Default::default()
     };
     let ctx = DownstreamTlsContext {
         common_tls_context: Some(CommonTlsContext {
-            tls_certificate_sds_secret_configs: certs
-                .sds
-                .iter()
-                .map(|r| SdsSecretConfig {
-                    name: r.secret.clone(),
-                    sds_config: Some(ConfigSource {
-                        config_source_specifier: Some(
-                            config_source::ConfigSourceSpecifier::ApiConfigSource(
-                                ApiConfigSource {
-                                    api_type: api_config_source::ApiType::Grpc as i32,
-                                    transport_api_version: ApiVersion::V3 as i32,
-                                    grpc_services: vec![GrpcService {
-                                        target_specifier: Some(
-                                            grpc_service::TargetSpecifier::EnvoyGrpc(
-                                                grpc_service::EnvoyGrpc {
-                                                    cluster_name: sds_cluster_name(&r.url),
-                                                    ..Default::default()
-                                                },
-                                            ),
-                                        ),
-                                        ..Default::default()
-                                    }],
-                                    ..Default::default()
-                                },
-                            ),
-                        ),
-                        resource_api_version: ApiVersion::V3 as i32,
-                        ..Default::default()
-                    }),
-                })
-                .collect(),
+            tls_certificate_sds_secret_configs: certs.sds.iter().map(sds_secret_config).collect(),
             tls_certificates: certs
                 .inline
                 .iter()
