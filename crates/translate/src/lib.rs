@@ -107,6 +107,9 @@ pub struct Translator {
     owned_status: BTreeMap<ResourceKey, ResourceKey>,
     /// BackendTLSPolicy ancestorRefs by policy, then by the gateway that recorded them.
     policy_ancestors: BTreeMap<ResourceKey, BTreeMap<ResourceKey, Vec<serde_json::Value>>>,
+    /// The routes and policies each gateway recorded in `route_parents` / `policy_ancestors`,
+    /// so retranslating one gateway forgets its old words without scanning every route.
+    reported: BTreeMap<ResourceKey, (Vec<ResourceKey>, Vec<ResourceKey>)>,
     /// Gateways to retranslate at the next `recompute`.
     dirty: BTreeSet<ResourceKey>,
     /// Resources whose own status must be recomputed (classes, deleted objects).
@@ -232,21 +235,32 @@ impl Translator {
                 _ => None,
             };
             // Drop what this gateway said about routes before; it is said anew below.
-            for (route, by_gw) in self.route_parents.iter_mut() {
-                if by_gw.remove(&gw_key).is_some() {
-                    routes_touched.insert(route.clone());
+            let (old_routes, old_policies) = self.reported.remove(&gw_key).unwrap_or_default();
+            for route in old_routes {
+                if let Some(by_gw) = self.route_parents.get_mut(&route) {
+                    by_gw.remove(&gw_key);
+                    if by_gw.is_empty() {
+                        self.route_parents.remove(&route);
+                    }
                 }
+                routes_touched.insert(route);
             }
-            for (policy, by_gw) in self.policy_ancestors.iter_mut() {
-                if by_gw.remove(&gw_key).is_some() {
-                    tls_ns_touched.insert((policy.cluster.clone(), policy.namespace.clone()));
+            for policy in old_policies {
+                if let Some(by_gw) = self.policy_ancestors.get_mut(&policy) {
+                    by_gw.remove(&gw_key);
+                    if by_gw.is_empty() {
+                        self.policy_ancestors.remove(&policy);
+                    }
                 }
+                tls_ns_touched.insert((policy.cluster.clone(), policy.namespace.clone()));
             }
             match gw {
                 Some(gw) => {
                     let result = translate_gateway(&self.index, &gw_key, gw);
+                    let mut reported = (Vec::new(), Vec::new());
                     for (policy, ancestors) in result.policy_ancestors {
                         tls_ns_touched.insert((policy.cluster.clone(), policy.namespace.clone()));
+                        reported.1.push(policy.clone());
                         self.policy_ancestors
                             .entry(policy)
                             .or_default()
@@ -254,11 +268,13 @@ impl Translator {
                     }
                     for (route, parents) in result.route_parents {
                         routes_touched.insert(route.clone());
+                        reported.0.push(route.clone());
                         self.route_parents
                             .entry(route)
                             .or_default()
                             .insert(gw_key.clone(), parents);
                     }
+                    self.reported.insert(gw_key.clone(), reported);
                     let full = runtime::with_gateway_conditions(
                         &self.index,
                         &gw_key,
@@ -285,8 +301,6 @@ impl Translator {
                 }
             }
         }
-        self.route_parents.retain(|_, by_gw| !by_gw.is_empty());
-        self.policy_ancestors.retain(|_, by_gw| !by_gw.is_empty());
         let dirty_status = std::mem::take(&mut self.dirty_status);
         for key in dirty_status {
             match key.kind {

@@ -167,10 +167,11 @@ pub(crate) fn listener_sets<'a>(
     gw_key: &ResourceKey,
     gw: &Gateway,
 ) -> Vec<SetInfo<'a>> {
+    let start = ResourceKey::new(&gw_key.cluster, Kind::ListenerSet, "", "");
     let mut out: Vec<SetInfo<'a>> = ix
         .resources
-        .iter()
-        .filter(|(k, _)| k.cluster == gw_key.cluster && k.kind == Kind::ListenerSet)
+        .range(start..)
+        .take_while(|(k, _)| k.cluster == gw_key.cluster && k.kind == Kind::ListenerSet)
         .filter_map(|(k, r)| match &r.object {
             Object::ListenerSet(ls) => Some((k, ls)),
             _ => None,
