@@ -747,6 +747,43 @@ fn dynamic_forward_proxy_cluster(name: &str, socket: Option<TransportSocket>) ->
     envoy::encode(crate::type_url::CLUSTER, name, &c)
 }
 
+/// The DNS cache a TLSRoute's dynamic forward proxy cluster and its listener's SNI filter share.
+pub(crate) fn dfp_dns_cache(
+    name: &str,
+) -> envoy_types::pb::envoy::extensions::common::dynamic_forward_proxy::v3::DnsCacheConfig {
+    envoy_types::pb::envoy::extensions::common::dynamic_forward_proxy::v3::DnsCacheConfig {
+        name: name.to_string(),
+        dns_lookup_family: cluster::DnsLookupFamily::V4Preferred as i32,
+        ..Default::default()
+    }
+}
+
+/// A dynamic forward proxy cluster over the DNS cache `name` (filled by the SNI filter): a
+/// TLS passthrough to whatever host the client named.
+pub(crate) fn dns_cache_dfp_cluster(name: &str) -> Arc<XdsResource> {
+    use envoy_types::pb::envoy::extensions::clusters::dynamic_forward_proxy::v3::{
+        cluster_config, ClusterConfig,
+    };
+    let mut c = base_cluster(name, None);
+    c.lb_policy = cluster::LbPolicy::ClusterProvided as i32;
+    let cfg = ClusterConfig {
+        cluster_implementation_specifier: Some(
+            cluster_config::ClusterImplementationSpecifier::DnsCacheConfig(dfp_dns_cache(name)),
+        ),
+        ..Default::default()
+    };
+    c.cluster_discovery_type = Some(cluster::ClusterDiscoveryType::ClusterType(
+        cluster::CustomClusterType {
+            name: "envoy.clusters.dynamic_forward_proxy".into(),
+            typed_config: Some(envoy::any(
+                "type.googleapis.com/envoy.extensions.clusters.dynamic_forward_proxy.v3.ClusterConfig",
+                &cfg,
+            )),
+        },
+    ));
+    envoy::encode(crate::type_url::CLUSTER, name, &c)
+}
+
 fn strict_dns_cluster(
     name: &str,
     endpoints: &[EndpointAddr],

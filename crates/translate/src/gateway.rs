@@ -309,6 +309,7 @@ pub(crate) fn translate_gateway(ix: &Index, gw_key: &ResourceKey, gw: &Gateway) 
         resources.push(envoy::route_configuration(rc));
     }
     resources.extend(listener::envoy_listeners(&listeners, &bind_ip, &mut l4));
+    resources.append(&mut l4.resources);
     // The SDS servers the listeners' certificates come from.
     let sds_urls: BTreeSet<&str> = listeners
         .iter()

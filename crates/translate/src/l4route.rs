@@ -143,7 +143,7 @@ pub(crate) fn translate_l4_routes(
             }
             // A DynamicResolver backend resolves the upstream from the SNI name, so only a
             // TLS passthrough listener can use it.
-            if dynamic
+            if dynamic.is_some()
                 && attach.iter().any(|(i, _)| {
                     listeners[*i].protocol() != "TLS" || listeners[*i].tls_mode() != "Passthrough"
                 })
@@ -171,10 +171,11 @@ pub(crate) fn translate_l4_routes(
             }
             for (i, hosts) in attach {
                 listeners[i].attached += 1;
-                if !listeners[i].valid || backends.is_empty() {
+                let dynamic = dynamic.as_ref().filter(|_| unresolved.is_empty());
+                if !listeners[i].valid || (backends.is_empty() && dynamic.is_none()) {
                     continue;
                 }
-                program(&mut out, &listeners[i], i, r, hosts, &backends);
+                program(&mut out, &listeners[i], i, r, hosts, &backends, dynamic);
             }
             route_parents.entry(r.key.clone()).or_default().push((
                 pi,
@@ -193,6 +194,7 @@ fn program(
     r: &L4Route,
     hosts: Vec<String>,
     backends: &[(String, u32)],
+    dynamic: Option<&DynamicTarget>,
 ) {
     let stat = format!(
         "{}/{}/{}",
@@ -255,11 +257,31 @@ fn program(
                 }),
                 ..Default::default()
             };
-            let filter = network_filter(
+            let mut filters = Vec::new();
+            let mut tp = tp;
+            if let Some(d) = dynamic {
+                // The SNI name goes through the DNS cache the cluster shares.
+                use envoy_types::pb::envoy::extensions::filters::network::sni_dynamic_forward_proxy::v3::{
+                    filter_config::PortSpecifier, FilterConfig,
+                };
+                filters.push(network_filter(
+                    "envoy.filters.network.sni_dynamic_forward_proxy",
+                    "type.googleapis.com/envoy.extensions.filters.network.sni_dynamic_forward_proxy.v3.FilterConfig",
+                    &FilterConfig {
+                        dns_cache_config: Some(crate::backend::dfp_dns_cache(&d.name)),
+                        port_specifier: Some(PortSpecifier::PortValue(d.port)),
+                        ..Default::default()
+                    },
+                ));
+                tp.cluster_specifier = Some(tcp_proxy::ClusterSpecifier::Cluster(d.name.clone()));
+                out.resources
+                    .push(crate::backend::dns_cache_dfp_cluster(&d.name));
+            }
+            filters.push(network_filter(
                 "envoy.filters.network.tcp_proxy",
                 "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
                 &tp,
-            );
+            ));
             let (server_names, tls) = match l.protocol() {
                 "TCP" => (vec![], None),
                 _ => {
@@ -283,7 +305,7 @@ fn program(
                 tls,
                 alpn: &[],
                 client: None,
-                filters: vec![filter],
+                filters,
             });
         }
         _ => {}
@@ -292,17 +314,21 @@ fn program(
 
 /// Resolves the backends of every rule: the clusters with their weights (zero weights
 /// dropped), and the first problems found, as (reason, message).
-/// Also says whether the route's backend is a DynamicResolver Backend (which has no cluster of
-/// its own: Flotilla does not program such routes yet).
+/// Also gives the route's DynamicResolver Backend, if that is its backend (it has no endpoints:
+/// the upstream is the TLS server name the client asked for).
 #[allow(clippy::type_complexity)]
 fn resolve_rules(
     ix: &Index,
     r: &L4Route,
     clusters: &mut BTreeMap<String, Vec<EndpointAddr>>,
-) -> (Vec<(String, u32)>, Vec<(&'static str, String)>, bool) {
+) -> (
+    Vec<(String, u32)>,
+    Vec<(&'static str, String)>,
+    Option<DynamicTarget>,
+) {
     let mut backends = Vec::new();
     let mut unresolved = Vec::new();
-    let mut dynamic = false;
+    let mut dynamic = None;
     let refs = r
         .spec
         .rules
@@ -323,7 +349,15 @@ fn resolve_rules(
                         "dynamic resolver is not supported for multiple backendRefs".into(),
                     ));
                 } else {
-                    dynamic = true;
+                    let ns = b.namespace.as_deref().unwrap_or(&r.key.namespace);
+                    dynamic = Some(DynamicTarget {
+                        name: format!("tlsroute-dfp/{ns}/{}", b.name),
+                        port: b
+                            .port
+                            .and_then(|p| u32::try_from(p).ok())
+                            .filter(|p| *p > 0)
+                            .unwrap_or(443),
+                    });
                 }
                 continue;
             }
@@ -351,6 +385,15 @@ fn resolve_rules(
         backends.push((udp_cluster, 1));
     }
     (backends, unresolved, dynamic)
+}
+
+/// A TLSRoute's DynamicResolver Backend: the SNI name is resolved through DNS and the
+/// connection passed through to `port` there.
+#[derive(Clone, Debug)]
+struct DynamicTarget {
+    /// The cluster, and the DNS cache it shares with the listener's SNI filter.
+    name: String,
+    port: u32,
 }
 
 fn is_dynamic_resolver(ix: &Index, route: &ResourceKey, b: &HttpBackendRef) -> bool {

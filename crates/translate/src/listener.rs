@@ -1022,6 +1022,8 @@ pub(crate) struct L4Chains {
     pub chains: BTreeMap<usize, Vec<Chain>>,
     /// UDP listeners: the udp_proxy listener filter per listener.
     pub udp: BTreeMap<usize, ListenerFilter>,
+    /// Clusters the chains need besides the backends' (dynamic forward proxies).
+    pub resources: Vec<Arc<XdsResource>>,
 }
 
 fn socket(ip: &str, port: u32, udp: bool) -> envoy_types::pb::envoy::config::core::v3::Address {

@@ -8,3 +8,4 @@ mod sds;
 mod spine;
 mod standalone;
 mod support;
+mod tls_dynamic;

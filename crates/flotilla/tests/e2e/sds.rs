@@ -122,7 +122,7 @@ fn base64(data: &[u8]) -> String {
 
 /// Accepts exactly one server certificate (DER), whatever signed it.
 #[derive(Debug)]
-struct Pinned(Vec<u8>);
+pub struct Pinned(pub Vec<u8>);
 
 impl rustls::client::danger::ServerCertVerifier for Pinned {
     fn verify_server_cert(
@@ -163,7 +163,12 @@ impl rustls::client::danger::ServerCertVerifier for Pinned {
 }
 
 /// GET `path` over TLS with SNI `host`; the raw HTTP/1.1 response.
-async fn https_get(port: u16, host: &str, path: &str, cert_der: &[u8]) -> Result<String, String> {
+pub async fn https_get(
+    port: u16,
+    host: &str,
+    path: &str,
+    cert_der: &[u8],
+) -> Result<String, String> {
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -192,10 +197,16 @@ async fn https_get(port: u16, host: &str, path: &str, cert_der: &[u8]) -> Result
 }
 
 /// The DER bytes of the first certificate of a PEM file.
-fn pem_to_der(pem: &str) -> Vec<u8> {
+pub fn pem_to_der(pem: &str) -> Vec<u8> {
+    pem_block(pem, "CERTIFICATE")
+}
+
+/// The DER bytes of the first PEM block labelled `label` ("CERTIFICATE", "PRIVATE KEY").
+pub fn pem_block(pem: &str, label: &str) -> Vec<u8> {
+    let begin = format!("-----BEGIN {label}-----");
     let b64: String = pem
         .lines()
-        .skip_while(|l| !l.starts_with("-----BEGIN CERTIFICATE"))
+        .skip_while(|l| l.trim() != begin)
         .skip(1)
         .take_while(|l| !l.starts_with("-----END"))
         .collect();
@@ -221,11 +232,8 @@ fn pem_to_der(pem: &str) -> Vec<u8> {
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn listener_certificate_comes_from_an_sds_server() {
-    let s = Standalone::start();
-    let dir = s.dir.path();
-    // A certificate only the SDS server knows.
+/// A self-signed EC certificate for `host` made by openssl in `dir`: (cert PEM, key PEM).
+pub fn self_signed(dir: &std::path::Path, host: &str) -> (Vec<u8>, Vec<u8>) {
     let out = std::process::Command::new("openssl")
         .args([
             "req",
@@ -235,12 +243,12 @@ async fn listener_certificate_comes_from_an_sds_server() {
             "-pkeyopt",
             "ec_paramgen_curve:P-256",
         ])
-        .args(["-nodes", "-days", "2", "-subj", "/CN=sds.example.com"])
-        .args(["-addext", "subjectAltName=DNS:sds.example.com"])
+        .args(["-nodes", "-days", "2", "-subj", &format!("/CN={host}")])
+        .args(["-addext", &format!("subjectAltName=DNS:{host}")])
         .arg("-keyout")
-        .arg(dir.join("sds.key"))
+        .arg(dir.join(format!("{host}.key")))
         .arg("-out")
-        .arg(dir.join("sds.crt"))
+        .arg(dir.join(format!("{host}.crt")))
         .output()
         .expect("openssl");
     assert!(
@@ -248,8 +256,18 @@ async fn listener_certificate_comes_from_an_sds_server() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let cert = std::fs::read(dir.join("sds.crt")).unwrap();
-    let key = std::fs::read(dir.join("sds.key")).unwrap();
+    (
+        std::fs::read(dir.join(format!("{host}.crt"))).expect("certificate"),
+        std::fs::read(dir.join(format!("{host}.key"))).expect("key"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listener_certificate_comes_from_an_sds_server() {
+    let s = Standalone::start();
+    let dir = s.dir.path();
+    // A certificate only the SDS server knows.
+    let (cert, key) = self_signed(dir, "sds.example.com");
     let cert_der = pem_to_der(&String::from_utf8_lossy(&cert));
 
     let socket = dir.join("sds.sock");
