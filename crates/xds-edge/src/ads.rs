@@ -36,6 +36,96 @@ use crate::stats::StatsInner;
 pub(crate) mod delta;
 pub(crate) mod sotw;
 
+/// What a delta and a state-of-the-world stream do differently; [`serve`] runs either.
+pub(crate) trait Protocol: Sized + Send + 'static {
+    type Request: Send + 'static;
+    type Response: Send + 'static;
+    /// For log lines: "delta" or "sotw".
+    const NAME: &'static str;
+    fn node(req: &Self::Request) -> Option<&Node>;
+    fn open(ctx: Ctx, gateway: String, snapshot: crate::cache::GatewaySnapshot) -> Self;
+    fn on_request(&mut self, req: Self::Request);
+    /// The gateway's resources changed.
+    fn on_snapshot(&mut self, snapshot: crate::cache::GatewaySnapshot);
+    /// Sends what the proxy needs; false when the stream is gone.
+    fn flush(
+        &mut self,
+        tx: &mpsc::Sender<Out<Self::Response>>,
+    ) -> impl std::future::Future<Output = bool> + Send;
+}
+
+/// One ADS stream: the first request names the gateway (in its node), then requests and
+/// changes of the gateway are answered until the proxy, the edge or the gateway goes away.
+pub(crate) async fn serve<P: Protocol>(
+    ctx: Ctx,
+    mut inbound: Streaming<P::Request>,
+    tx: mpsc::Sender<Out<P::Response>>,
+) {
+    let _guard = ctx.stats.stream_guard();
+    let first = tokio::select! {
+        r = inbound.message() => r,
+        () = ctx.shutdown.cancelled() => return,
+    };
+    let first = match first {
+        Ok(Some(r)) => r,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::debug!(error = %e, "stream failed before its first request");
+            return;
+        }
+    };
+    let gateway = match gateway_of(P::node(&first)) {
+        Ok(g) => g,
+        Err(status) => {
+            tracing::warn!(message = status.message(), "rejecting {} stream", P::NAME);
+            let _ = tx.send(Err(Box::new(status))).await;
+            return;
+        }
+    };
+    tracing::Span::current().record("gateway", gateway.as_str());
+    if !ctx.wait_synced().await {
+        return;
+    }
+    let mut gw_rx = ctx.cache.subscribe(&gateway);
+    let snapshot = gw_rx.borrow_and_update().clone();
+    let mut stream = P::open(ctx.clone(), gateway.clone(), snapshot);
+    tracing::debug!("{} stream open", P::NAME);
+    stream.on_request(first);
+    if stream.flush(&tx).await {
+        loop {
+            tokio::select! {
+                r = inbound.message() => match r {
+                    Ok(Some(req)) => {
+                        stream.on_request(req);
+                        if !stream.flush(&tx).await {
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "{} stream failed", P::NAME);
+                        break;
+                    }
+                },
+                r = gw_rx.changed() => {
+                    if r.is_err() {
+                        break;
+                    }
+                    let snapshot = gw_rx.borrow_and_update().clone();
+                    stream.on_snapshot(snapshot);
+                    if !stream.flush(&tx).await {
+                        break;
+                    }
+                }
+                () = ctx.shutdown.cancelled() => break,
+            }
+        }
+    }
+    tracing::debug!("{} stream closed", P::NAME);
+    drop(gw_rx);
+    ctx.cache.release(&gateway);
+}
+
 /// Responses queued per stream before the stream task waits for the proxy to read. A few
 /// suffice: one push is at most one response per type (~6), and the `watch` channel coalesces
 /// further changes while the task waits, so a slow proxy costs memory of one state only.
@@ -156,7 +246,7 @@ impl AggregatedDiscoveryService for AdsService {
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(STREAM_RESPONSE_BUFFER);
         let span = tracing::info_span!("sotw", peer = ?peer, gateway = tracing::field::Empty);
-        tokio::spawn(sotw::run(self.ctx.clone(), inbound, tx).instrument(span));
+        tokio::spawn(serve::<sotw::Stream>(self.ctx.clone(), inbound, tx).instrument(span));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx).map(unbox))))
     }
 
@@ -168,7 +258,7 @@ impl AggregatedDiscoveryService for AdsService {
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(STREAM_RESPONSE_BUFFER);
         let span = tracing::info_span!("delta", peer = ?peer, gateway = tracing::field::Empty);
-        tokio::spawn(delta::run(self.ctx.clone(), inbound, tx).instrument(span));
+        tokio::spawn(serve::<delta::Stream>(self.ctx.clone(), inbound, tx).instrument(span));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx).map(unbox))))
     }
 }

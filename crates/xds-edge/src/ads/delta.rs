@@ -15,12 +15,11 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 };
 use envoy_types::pb::google::protobuf::Any;
 use tokio::sync::mpsc;
-use tonic::Streaming;
 use tracing::{debug, warn};
 
 use super::{
-    gateway_of, is_wildcard_type, removal_is_late, type_rank, valid_type_url, Ctx, Out,
-    MAX_IN_FLIGHT_PER_TYPE, MAX_TYPES_PER_STREAM,
+    is_wildcard_type, removal_is_late, type_rank, valid_type_url, Ctx, Out, MAX_IN_FLIGHT_PER_TYPE,
+    MAX_TYPES_PER_STREAM,
 };
 use crate::cache::{GatewaySnapshot, Res};
 
@@ -59,7 +58,7 @@ struct Diff {
     must_reply: bool,
 }
 
-struct Stream {
+pub(crate) struct Stream {
     ctx: Ctx,
     gateway: String,
     snapshot: GatewaySnapshot,
@@ -67,77 +66,41 @@ struct Stream {
     next_nonce: u64,
 }
 
-pub(crate) async fn run(ctx: Ctx, mut inbound: Streaming<DeltaDiscoveryRequest>, tx: Tx) {
-    let _guard = ctx.stats.stream_guard();
-    let first = tokio::select! {
-        r = inbound.message() => r,
-        () = ctx.shutdown.cancelled() => return,
-    };
-    let first = match first {
-        Ok(Some(r)) => r,
-        Ok(None) => return,
-        Err(e) => {
-            debug!(error = %e, "stream failed before its first request");
-            return;
-        }
-    };
-    let gateway = match gateway_of(first.node.as_ref()) {
-        Ok(g) => g,
-        Err(status) => {
-            warn!(message = status.message(), "rejecting delta stream");
-            let _ = tx.send(Err(Box::new(status))).await;
-            return;
-        }
-    };
-    tracing::Span::current().record("gateway", gateway.as_str());
-    if !ctx.wait_synced().await {
-        return;
+impl super::Protocol for Stream {
+    type Request = DeltaDiscoveryRequest;
+    type Response = DeltaDiscoveryResponse;
+    const NAME: &'static str = "delta";
+
+    fn node(
+        req: &DeltaDiscoveryRequest,
+    ) -> Option<&envoy_types::pb::envoy::config::core::v3::Node> {
+        req.node.as_ref()
     }
-    let mut gw_rx = ctx.cache.subscribe(&gateway);
-    let mut stream = Stream {
-        ctx: ctx.clone(),
-        gateway: gateway.clone(),
-        snapshot: gw_rx.borrow_and_update().clone(),
-        types: BTreeMap::new(),
-        next_nonce: 1,
-    };
-    debug!("delta stream open");
-    stream.on_request(first);
-    if stream.flush(&tx).await {
-        loop {
-            tokio::select! {
-                r = inbound.message() => match r {
-                    Ok(Some(req)) => {
-                        stream.on_request(req);
-                        if !stream.flush(&tx).await {
-                            break;
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        debug!(error = %e, "delta stream failed");
-                        break;
-                    }
-                },
-                r = gw_rx.changed() => {
-                    if r.is_err() {
-                        break;
-                    }
-                    stream.snapshot = gw_rx.borrow_and_update().clone();
-                    for ts in stream.types.values_mut() {
-                        ts.dirty = true;
-                    }
-                    if !stream.flush(&tx).await {
-                        break;
-                    }
-                }
-                () = ctx.shutdown.cancelled() => break,
-            }
+
+    fn open(ctx: Ctx, gateway: String, snapshot: GatewaySnapshot) -> Self {
+        Stream {
+            ctx,
+            gateway,
+            snapshot,
+            types: BTreeMap::new(),
+            next_nonce: 1,
         }
     }
-    debug!("delta stream closed");
-    drop(gw_rx);
-    ctx.cache.release(&gateway);
+
+    fn on_request(&mut self, req: DeltaDiscoveryRequest) {
+        Stream::on_request(self, req)
+    }
+
+    fn on_snapshot(&mut self, snapshot: GatewaySnapshot) {
+        self.snapshot = snapshot;
+        for ts in self.types.values_mut() {
+            ts.dirty = true;
+        }
+    }
+
+    async fn flush(&mut self, tx: &Tx) -> bool {
+        Stream::flush(self, tx).await
+    }
 }
 
 impl Stream {

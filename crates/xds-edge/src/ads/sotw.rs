@@ -12,12 +12,9 @@ use std::sync::Arc;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use envoy_types::pb::google::protobuf::Any;
 use tokio::sync::mpsc;
-use tonic::Streaming;
 use tracing::{debug, warn};
 
-use super::{
-    gateway_of, is_wildcard_type, type_rank, valid_type_url, Ctx, Fnv, Out, MAX_TYPES_PER_STREAM,
-};
+use super::{is_wildcard_type, type_rank, valid_type_url, Ctx, Fnv, Out, MAX_TYPES_PER_STREAM};
 use crate::cache::{GatewaySnapshot, Res};
 
 type Tx = mpsc::Sender<Out<DiscoveryResponse>>;
@@ -33,7 +30,7 @@ struct TypeState {
     must_reply: bool,
 }
 
-struct Stream {
+pub(crate) struct Stream {
     ctx: Ctx,
     gateway: String,
     snapshot: GatewaySnapshot,
@@ -41,74 +38,36 @@ struct Stream {
     next_nonce: u64,
 }
 
-pub(crate) async fn run(ctx: Ctx, mut inbound: Streaming<DiscoveryRequest>, tx: Tx) {
-    let _guard = ctx.stats.stream_guard();
-    let first = tokio::select! {
-        r = inbound.message() => r,
-        () = ctx.shutdown.cancelled() => return,
-    };
-    let first = match first {
-        Ok(Some(r)) => r,
-        Ok(None) => return,
-        Err(e) => {
-            debug!(error = %e, "stream failed before its first request");
-            return;
-        }
-    };
-    let gateway = match gateway_of(first.node.as_ref()) {
-        Ok(g) => g,
-        Err(status) => {
-            warn!(message = status.message(), "rejecting sotw stream");
-            let _ = tx.send(Err(Box::new(status))).await;
-            return;
-        }
-    };
-    tracing::Span::current().record("gateway", gateway.as_str());
-    if !ctx.wait_synced().await {
-        return;
+impl super::Protocol for Stream {
+    type Request = DiscoveryRequest;
+    type Response = DiscoveryResponse;
+    const NAME: &'static str = "sotw";
+
+    fn node(req: &DiscoveryRequest) -> Option<&envoy_types::pb::envoy::config::core::v3::Node> {
+        req.node.as_ref()
     }
-    let mut gw_rx = ctx.cache.subscribe(&gateway);
-    let mut stream = Stream {
-        ctx: ctx.clone(),
-        gateway: gateway.clone(),
-        snapshot: gw_rx.borrow_and_update().clone(),
-        types: BTreeMap::new(),
-        next_nonce: 1,
-    };
-    debug!("sotw stream open");
-    stream.on_request(first);
-    if stream.flush(&tx).await {
-        loop {
-            tokio::select! {
-                r = inbound.message() => match r {
-                    Ok(Some(req)) => {
-                        stream.on_request(req);
-                        if !stream.flush(&tx).await {
-                            break;
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        debug!(error = %e, "sotw stream failed");
-                        break;
-                    }
-                },
-                r = gw_rx.changed() => {
-                    if r.is_err() {
-                        break;
-                    }
-                    stream.snapshot = gw_rx.borrow_and_update().clone();
-                    if !stream.flush(&tx).await {
-                        break;
-                    }
-                }
-                () = ctx.shutdown.cancelled() => break,
-            }
+
+    fn open(ctx: Ctx, gateway: String, snapshot: GatewaySnapshot) -> Self {
+        Stream {
+            ctx,
+            gateway,
+            snapshot,
+            types: BTreeMap::new(),
+            next_nonce: 1,
         }
     }
-    debug!("sotw stream closed");
-    drop(gw_rx);
-    ctx.cache.release(&gateway);
+
+    fn on_request(&mut self, req: DiscoveryRequest) {
+        Stream::on_request(self, req)
+    }
+
+    fn on_snapshot(&mut self, snapshot: GatewaySnapshot) {
+        self.snapshot = snapshot;
+    }
+
+    async fn flush(&mut self, tx: &Tx) -> bool {
+        Stream::flush(self, tx).await
+    }
 }
 
 impl Stream {
