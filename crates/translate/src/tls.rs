@@ -46,6 +46,9 @@ impl ServingCerts {
     }
 }
 
+/// The longest unix socket path Linux takes (`sun_path` is 108 bytes with its NUL).
+const MAX_UNIX_PATH: usize = 107;
+
 /// Whether a Secret is an SDS reference (Envoy Gateway's `gateway.envoyproxy.io/sds` type).
 pub(crate) fn is_sds_secret(secret: &k8s_openapi::api::core::v1::Secret) -> bool {
     secret.type_.as_deref() == Some(SDS_SECRET_TYPE)
@@ -73,7 +76,14 @@ pub(crate) fn sds_ref(
         )),
         (Some(url), Some(secret)) => {
             let scheme = url.split_once("://").map_or("", |(s, _)| s);
+            let path = url.split_once("://").map_or("", |(_, p)| p);
             if scheme == "unix" {
+                // Envoy refuses a pipe without a path or longer than a socket address holds.
+                if path.is_empty() || path.len() > MAX_UNIX_PATH {
+                    return Err(format!(
+                        "invalid URL in SDS reference secret {ns}/{name}: the unix socket path must have 1 to {MAX_UNIX_PATH} bytes"
+                    ));
+                }
                 Ok(SdsRef { url, secret })
             } else {
                 Err(format!(
@@ -814,6 +824,47 @@ pub(crate) fn downstream_tls_socket(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sds_reference_secrets() {
+        let secret = |url: &str, name: &str| {
+            let mut data = std::collections::BTreeMap::new();
+            data.insert(
+                "url".to_string(),
+                k8s_openapi::ByteString(url.as_bytes().to_vec()),
+            );
+            data.insert(
+                "secretName".to_string(),
+                k8s_openapi::ByteString(name.as_bytes().to_vec()),
+            );
+            k8s_openapi::api::core::v1::Secret {
+                type_: Some(SDS_SECRET_TYPE.into()),
+                data: Some(data),
+                ..Default::default()
+            }
+        };
+        assert_eq!(
+            sds_ref(&secret("unix:///run/sds.sock", "cert"), "ns", "s"),
+            Ok(SdsRef {
+                url: "unix:///run/sds.sock".into(),
+                secret: "cert".into()
+            })
+        );
+        assert!(sds_ref(&secret("unix://", "cert"), "ns", "s")
+            .unwrap_err()
+            .contains("1 to 107 bytes"));
+        let long = format!("unix:///{}", "a".repeat(120));
+        assert!(sds_ref(&secret(&long, "cert"), "ns", "s").is_err());
+        assert_eq!(
+            sds_ref(&secret("tcp://1.2.3.4:1", "cert"), "ns", "s"),
+            Err("invalid URL in SDS reference secret ns/s: unsupported URL scheme: tcp".into())
+        );
+        assert_eq!(
+            sds_ref(&secret("unix:///x", ""), "ns", "s"),
+            Err("no secretName found in SDS reference secret ns/s".into())
+        );
+        assert_eq!(sds_cluster_name("unix:///run/sds.sock"), "sds_run_sds.sock");
+    }
 
     #[test]
     fn pem_blocks_and_base64() {
