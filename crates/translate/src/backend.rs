@@ -12,6 +12,7 @@ use crate::index::Index;
 use crate::XdsResource;
 use envoy_types::pb::envoy::config::cluster::v3::{cluster, Cluster};
 use envoy_types::pb::envoy::config::core::v3::TransportSocket;
+use envoy_types::pb::envoy::extensions::clusters::dynamic_forward_proxy::v3::cluster_config::ClusterImplementationSpecifier as DfpImpl;
 use envoy_types::pb::google::protobuf::Duration;
 use flotilla_model::gateway::{Condition, HttpBackendRef};
 use flotilla_model::refs::Backend;
@@ -718,21 +719,14 @@ fn eds_cluster(name: &str, socket: Option<TransportSocket>) -> Arc<XdsResource> 
 
 /// A dynamic forward proxy cluster in sub-cluster mode: one sub-cluster per request host:port,
 /// resolved by DNS on demand (Envoy Gateway's DynamicResolver Backend).
-fn dynamic_forward_proxy_cluster(name: &str, socket: Option<TransportSocket>) -> Arc<XdsResource> {
-    use envoy_types::pb::envoy::extensions::clusters::dynamic_forward_proxy::v3::{
-        cluster_config, ClusterConfig, SubClustersConfig,
-    };
+/// An `envoy.clusters.dynamic_forward_proxy` cluster: the upstream is the host the request
+/// (or the TLS server name) names, resolved as `implementation` says.
+fn dfp_cluster(name: &str, socket: Option<TransportSocket>, implementation: DfpImpl) -> Cluster {
+    use envoy_types::pb::envoy::extensions::clusters::dynamic_forward_proxy::v3::ClusterConfig;
     let mut c = base_cluster(name, socket);
     c.lb_policy = cluster::LbPolicy::ClusterProvided as i32;
-    // Sub-clusters inherit this: prefer IPv4, fall back to IPv6.
-    c.dns_lookup_family = cluster::DnsLookupFamily::V4Preferred as i32;
     let cfg = ClusterConfig {
-        cluster_implementation_specifier: Some(
-            cluster_config::ClusterImplementationSpecifier::SubClustersConfig(SubClustersConfig {
-                lb_policy: cluster::LbPolicy::RoundRobin as i32,
-                ..Default::default()
-            }),
-        ),
+        cluster_implementation_specifier: Some(implementation),
         ..Default::default()
     };
     c.cluster_discovery_type = Some(cluster::ClusterDiscoveryType::ClusterType(
@@ -744,6 +738,22 @@ fn dynamic_forward_proxy_cluster(name: &str, socket: Option<TransportSocket>) ->
             )),
         },
     ));
+    c
+}
+
+/// A DynamicResolver Backend of an HTTP route: one sub-cluster per requested host:port.
+fn dynamic_forward_proxy_cluster(name: &str, socket: Option<TransportSocket>) -> Arc<XdsResource> {
+    use envoy_types::pb::envoy::extensions::clusters::dynamic_forward_proxy::v3::SubClustersConfig;
+    let mut c = dfp_cluster(
+        name,
+        socket,
+        DfpImpl::SubClustersConfig(SubClustersConfig {
+            lb_policy: cluster::LbPolicy::RoundRobin as i32,
+            ..Default::default()
+        }),
+    );
+    // Sub-clusters inherit this: prefer IPv4, fall back to IPv6.
+    c.dns_lookup_family = cluster::DnsLookupFamily::V4Preferred as i32;
     envoy::encode(crate::type_url::CLUSTER, name, &c)
 }
 
@@ -761,26 +771,7 @@ pub(crate) fn dfp_dns_cache(
 /// A dynamic forward proxy cluster over the DNS cache `name` (filled by the SNI filter): a
 /// TLS passthrough to whatever host the client named.
 pub(crate) fn dns_cache_dfp_cluster(name: &str) -> Arc<XdsResource> {
-    use envoy_types::pb::envoy::extensions::clusters::dynamic_forward_proxy::v3::{
-        cluster_config, ClusterConfig,
-    };
-    let mut c = base_cluster(name, None);
-    c.lb_policy = cluster::LbPolicy::ClusterProvided as i32;
-    let cfg = ClusterConfig {
-        cluster_implementation_specifier: Some(
-            cluster_config::ClusterImplementationSpecifier::DnsCacheConfig(dfp_dns_cache(name)),
-        ),
-        ..Default::default()
-    };
-    c.cluster_discovery_type = Some(cluster::ClusterDiscoveryType::ClusterType(
-        cluster::CustomClusterType {
-            name: "envoy.clusters.dynamic_forward_proxy".into(),
-            typed_config: Some(envoy::any(
-                "type.googleapis.com/envoy.extensions.clusters.dynamic_forward_proxy.v3.ClusterConfig",
-                &cfg,
-            )),
-        },
-    ));
+    let c = dfp_cluster(name, None, DfpImpl::DnsCacheConfig(dfp_dns_cache(name)));
     envoy::encode(crate::type_url::CLUSTER, name, &c)
 }
 

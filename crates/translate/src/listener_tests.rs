@@ -464,7 +464,6 @@ fn envoy_accepts_tls_tcp_and_udp_listeners() {
         api_config_source, grpc_service, ApiConfigSource, ApiVersion, GrpcService,
         Http2ProtocolOptions, Node,
     };
-    let envoy = crate::tests::envoy_bin();
     let t = translate(&format!(
         "{}---
 apiVersion: gateway.networking.k8s.io/v1alpha2
@@ -569,30 +568,9 @@ spec:
         }),
         ..Default::default()
     };
-    let dir = std::env::temp_dir().join(format!("flotilla-listener-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("bootstrap.pb");
-    std::fs::write(&path, bootstrap.encode_to_vec()).unwrap();
-    let out = std::process::Command::new(&envoy)
-        .args([
-            "--mode",
-            "validate",
-            "--base-id",
-            "7311",
-            "-l",
-            "error",
-            "-c",
-        ])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
-    assert!(
-        out.status.success(),
-        "envoy rejected the configuration:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    if let Err(e) = crate::tests::envoy_validate(&bootstrap.encode_to_vec(), "c1/infra/gw") {
+        panic!("envoy rejected the configuration:\n{e}");
+    }
 }
 
 #[test]

@@ -418,40 +418,18 @@ fn bootstrap_of(g: &GatewayXds) -> Vec<u8> {
 /// where `scripts/setup.sh` installs it; the test fails if there is none).
 #[test]
 fn envoy_accepts_translated_filters_and_grpc_routes() {
-    let envoy = crate::tests::envoy_bin();
     let t = translate(&format!(
         "{ROUTE_HEAD}  - matches: [{{path: {{type: PathPrefix, value: /api/}}, method: GET, headers: [{{name: X-V, value: '^v[0-9]+$', type: RegularExpression}}], queryParams: [{{name: q, value: '1'}}]}}]\n    filters:\n    - {{type: RequestHeaderModifier, requestHeaderModifier: {{add: [{{name: X-A, value: b}}], set: [{{name: X-B, value: c d}}], remove: [x-old]}}}}\n    - {{type: ResponseHeaderModifier, responseHeaderModifier: {{set: [{{name: X-R, value: r}}]}}}}\n    - {{type: URLRewrite, urlRewrite: {{hostname: up.example.com, path: {{type: ReplacePrefixMatch, replacePrefixMatch: /}}}}}}\n    - {{type: RequestMirror, requestMirror: {{backendRef: {{name: web, port: 80}}, fraction: {{numerator: 1, denominator: 3}}}}}}\n    - {{type: CORS, cors: {{allowOrigins: ['https://*.example.com', 'https://a.b'], allowMethods: [GET, POST], allowHeaders: [x-a], exposeHeaders: [x-b], maxAge: 60, allowCredentials: true}}}}\n    backendRefs: [{{name: web, port: 80, weight: 2}}, {{name: missing, port: 80}}]\n    timeouts: {{request: 10s, backendRequest: 2s}}\n    retry: {{codes: [503, 502], attempts: 3, backoff: 100ms}}\n    sessionPersistence: {{sessionName: s1, absoluteTimeout: 1h, cookieConfig: {{lifetimeType: Permanent}}}}\n  - matches: [{{path: {{type: Exact, value: /full}}}}]\n    filters: [{{type: URLRewrite, urlRewrite: {{path: {{type: ReplaceFullPath, replaceFullPath: /other}}}}}}]\n    backendRefs: [{{name: web, port: 80}}]\n    sessionPersistence: {{type: Header, sessionName: x-session}}\n  - matches: [{{path: {{type: RegularExpression, value: '/re/[a-z]+'}}}}]\n    filters: [{{type: RequestRedirect, requestRedirect: {{scheme: https, hostname: x.example.com, path: {{type: ReplacePrefixMatch, replacePrefixMatch: /new/}}, statusCode: 301}}}}]\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {{name: g, namespace: app}}\nspec:\n  parentRefs: [{{name: gw, namespace: infra}}]\n  rules:\n  - matches: [{{method: {{service: a.B, method: C}}}}, {{method: {{method: D}}}}, {{method: {{type: RegularExpression, service: 'foo.*'}}, headers: [{{name: x-h, value: v}}]}}]\n    filters: [{{type: RequestHeaderModifier, requestHeaderModifier: {{set: [{{name: x-g, value: '1'}}]}}}}]\n    backendRefs: [{{name: web, port: 80}}]\n    sessionPersistence: {{}}\n"
     ));
-    let dir = std::env::temp_dir().join(format!("flotilla-route-validate-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("bootstrap.pb");
-    std::fs::write(&path, static_bootstrap(&t)).unwrap();
-    let out = std::process::Command::new(&envoy)
-        .args([
-            "--mode",
-            "validate",
-            "--disable-hot-restart",
-            "-l",
-            "error",
-            "-c",
-        ])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
-    assert!(
-        out.status.success(),
-        "envoy rejected the config:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    if let Err(e) = crate::tests::envoy_validate(&static_bootstrap(&t), "c1/infra/gw") {
+        panic!("envoy rejected the config:\n{e}");
+    }
 }
 
 /// Envoy accepts what every HTTPRoute/GRPCRoute case of Envoy Gateway's corpus translates to
 /// (the corpus is read in place from `../shared`, or `$FLOTILLA_SHARED`).
 #[test]
 fn envoy_accepts_the_route_corpus() {
-    let envoy = crate::tests::envoy_bin();
     let corpus = crate::tests::corpus_dir();
     let mut failures = Vec::new();
     let mut cases: Vec<_> = std::fs::read_dir(&corpus)
@@ -464,8 +442,6 @@ fn envoy_accepts_the_route_corpus() {
         })
         .collect();
     cases.sort();
-    let dir = std::env::temp_dir().join(format!("flotilla-route-corpus-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
     for case in cases {
         let text = std::fs::read_to_string(case.join("input.yaml")).unwrap();
         let (rs, _) = flotilla_model::parse_documents("input.yaml", &text, "c1");
@@ -482,31 +458,11 @@ fn envoy_accepts_the_route_corpus() {
         }
         t.recompute();
         for (id, g) in t.gateways() {
-            let path = dir.join("b.pb");
-            std::fs::write(&path, bootstrap_of(g)).unwrap();
-            let out = std::process::Command::new(&envoy)
-                .args([
-                    "--mode",
-                    "validate",
-                    "--disable-hot-restart",
-                    "-l",
-                    "error",
-                    "-c",
-                ])
-                .arg(&path)
-                .output()
-                .unwrap();
-            if !out.status.success() {
-                failures.push(format!(
-                    "{} {id}: {} {}",
-                    case.display(),
-                    String::from_utf8_lossy(&out.stdout).trim(),
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ));
+            if let Err(e) = crate::tests::envoy_validate(&bootstrap_of(g), id) {
+                failures.push(format!("{} {id}: {e}", case.display()));
             }
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
@@ -633,7 +589,6 @@ fn sds_certificates_and_cas_are_accepted_by_envoy() {
     use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
         common_tls_context::ValidationContextType, UpstreamTlsContext,
     };
-    let envoy = crate::tests::envoy_bin();
     // url: unix:///run/sds.sock, secretName: server (and ca).
     let sds = |name: &str, secret: &str| {
         format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: app}}\ntype: gateway.envoyproxy.io/sds\ndata: {{url: dW5peDovLy9ydW4vc2RzLnNvY2s=, secretName: {secret}}}\n---\n")
@@ -681,35 +636,8 @@ fn sds_certificates_and_cas_are_accepted_by_envoy() {
     };
     assert_eq!(c.validation_context_sds_secret_config.unwrap().name, "ca");
     for g in [g, &t.gateways()["c1/infra/gw"]] {
-        let dir = std::env::temp_dir().join(format!("flotilla-sds-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("b.pb");
-        std::fs::write(&path, bootstrap_of(g)).unwrap();
-        let out = std::process::Command::new(&envoy)
-            // SDS subscriptions need a node, as every real bootstrap has.
-            .args([
-                "--service-node",
-                "validate",
-                "--service-cluster",
-                &g.gateway,
-            ])
-            .args([
-                "--mode",
-                "validate",
-                "--disable-hot-restart",
-                "-l",
-                "error",
-                "-c",
-            ])
-            .arg(&path)
-            .output()
-            .unwrap();
-        let _ = std::fs::remove_dir_all(&dir);
-        assert!(
-            out.status.success(),
-            "envoy rejected {}:\n{}",
-            g.gateway,
-            String::from_utf8_lossy(&out.stderr)
-        );
+        if let Err(e) = crate::tests::envoy_validate(&bootstrap_of(g), &g.gateway) {
+            panic!("envoy rejected {}:\n{e}", g.gateway);
+        }
     }
 }

@@ -353,6 +353,39 @@ pub(crate) fn envoy_bin() -> String {
     envoy
 }
 
+/// Runs the real Envoy's `--mode validate` on an encoded bootstrap; `Err` holds what Envoy said.
+/// The node names `gateway` (SDS subscriptions need a node, as every real bootstrap has).
+pub(crate) fn envoy_validate(bootstrap: &[u8], gateway: &str) -> Result<(), String> {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path =
+        std::env::temp_dir().join(format!("flotilla-validate-{}-{n}.pb", std::process::id()));
+    std::fs::write(&path, bootstrap).map_err(|e| e.to_string())?;
+    let out = std::process::Command::new(envoy_bin())
+        .args(["--service-node", "validate", "--service-cluster", gateway])
+        .args([
+            "--mode",
+            "validate",
+            "--disable-hot-restart",
+            "-l",
+            "error",
+            "-c",
+        ])
+        .arg(&path)
+        .output();
+    let _ = std::fs::remove_file(&path);
+    let out = out.map_err(|e| format!("running envoy: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout).trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
 /// Envoy Gateway's translator corpus, read in place: `$FLOTILLA_SHARED/conformance/eg-translate`,
 /// else `../shared` beside the repository.
 pub(crate) fn corpus_dir() -> String {

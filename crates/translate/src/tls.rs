@@ -205,7 +205,7 @@ pub(crate) fn check_certificate_refs(
             );
             continue;
         };
-        if secret.type_.as_deref() == Some(SDS_SECRET_TYPE) {
+        if is_sds_secret(secret) {
             match sds_ref(secret, ns, &r.name) {
                 Ok(found) => out.sds.push(found),
                 Err(p) => fail(

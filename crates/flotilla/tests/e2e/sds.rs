@@ -196,6 +196,19 @@ pub async fn https_get(
     Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
+/// [`https_get`] until the answer is a 200; the whole response.
+pub async fn https_ok(what: &str, port: u16, host: &str, path: &str, cert_der: &[u8]) -> String {
+    eventually(what, T, || async {
+        let r = https_get(port, host, path, cert_der).await?;
+        if r.starts_with("HTTP/1.1 200") {
+            Ok(r)
+        } else {
+            Err(r)
+        }
+    })
+    .await
+}
+
 /// The DER bytes of the first certificate of a PEM file.
 pub fn pem_to_der(pem: &str) -> Vec<u8> {
     pem_block(pem, "CERTIFICATE")
@@ -291,12 +304,7 @@ async fn listener_certificate_comes_from_an_sds_server() {
         &s.yaml,
         "all.yaml",
         &format!(
-            "apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {{name: flotilla}}
-spec: {{controllerName: gateway.envoyproxy.io/gatewayclass-controller}}
----
-apiVersion: v1
+            "{CLASS_YAML}apiVersion: v1
 kind: Secret
 metadata: {{name: from-sds, namespace: default}}
 type: gateway.envoyproxy.io/sds
@@ -329,14 +337,13 @@ spec:
         "local/default/gw",
         &[format!("127.0.0.1:{}", s.xds)],
     );
-    let answer = eventually("the route over TLS with the SDS certificate", T, || async {
-        let r = https_get(port, "sds.example.com", "/x", &cert_der).await?;
-        if r.starts_with("HTTP/1.1 200") {
-            Ok(r)
-        } else {
-            Err(r)
-        }
-    })
+    let answer = https_ok(
+        "the route over TLS with the SDS certificate",
+        port,
+        "sds.example.com",
+        "/x",
+        &cert_der,
+    )
     .await;
     assert!(answer.ends_with("backend=v1 path=/x"), "{answer}");
     assert!(asked.load(std::sync::atomic::Ordering::SeqCst) >= 1);

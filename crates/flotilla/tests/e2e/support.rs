@@ -275,15 +275,18 @@ pub async fn start_backend_on(name: &'static str, ip: &str, port: u16) -> std::i
     Ok(port)
 }
 
+/// YAML for the GatewayClass `flotilla` (Envoy Gateway's controller name), ending in `---`.
+pub const CLASS_YAML: &str = "apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: flotilla}
+spec: {controllerName: gateway.envoyproxy.io/gatewayclass-controller}
+---
+";
+
 /// YAML for a GatewayClass + Gateway with one HTTP listener on `ip:port`.
 pub fn gateway_yaml(ns: &str, name: &str, ip: &str, port: u16) -> String {
     format!(
-        "apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {{name: flotilla}}
-spec: {{controllerName: gateway.envoyproxy.io/gatewayclass-controller}}
----
-apiVersion: gateway.networking.k8s.io/v1
+        "{CLASS_YAML}apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
 metadata: {{name: {name}, namespace: {ns}}}
 spec:

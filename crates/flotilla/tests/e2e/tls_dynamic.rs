@@ -2,8 +2,8 @@
 //! passthrough listener resolves the client's server name (SNI) through DNS and passes the
 //! connection, untouched, to that host; the client completes its handshake with the backend.
 
-use crate::sds::{https_get, pem_block, pem_to_der, self_signed};
-use crate::standalone::{Standalone, T};
+use crate::sds::{https_ok, pem_block, pem_to_der, self_signed};
+use crate::standalone::Standalone;
 use crate::support::*;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -65,12 +65,7 @@ async fn tls_route_to_a_dynamic_resolver_passes_through_to_the_sni_host() {
         &s.yaml,
         "all.yaml",
         &format!(
-            "apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {{name: flotilla}}
-spec: {{controllerName: gateway.envoyproxy.io/gatewayclass-controller}}
----
-apiVersion: gateway.networking.k8s.io/v1
+            "{CLASS_YAML}apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
 metadata: {{name: gw, namespace: default}}
 spec:
@@ -102,14 +97,13 @@ spec:
         &[format!("127.0.0.1:{}", s.xds)],
     );
     // The handshake completes with the backend's own certificate: Envoy did not terminate it.
-    let answer = eventually("TLS passthrough to the SNI host", T, || async {
-        let r = https_get(port, "localhost", "/", &cert_der).await?;
-        if r.starts_with("HTTP/1.1 200") {
-            Ok(r)
-        } else {
-            Err(r)
-        }
-    })
+    let answer = https_ok(
+        "TLS passthrough to the SNI host",
+        port,
+        "localhost",
+        "/",
+        &cert_der,
+    )
     .await;
     assert!(answer.ends_with("backend=tls"), "{answer}");
     let v = s
