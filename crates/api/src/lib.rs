@@ -3,13 +3,17 @@
 //! | path | answer |
 //! |---|---|
 //! | `GET /healthz` | 200 while the process serves |
-//! | `GET /readyz` | 200 once state is restored (snapshot + log replayed), else 503 |
-//! | `GET /api/v1/revision` | `{revision, ready, leader}` |
-//! | `GET /api/v1/resources?cluster=&kind=&namespace=` | objects with their computed status |
+//! | `GET /readyz` | 200 while the node serves: state restored, Raft core running, a leader known; else 503 with the reason |
+//! | `GET /api/v1/revision` | `{revision, ready, leader, lastSeq, eventsApplied, ...}` |
+//! | `GET /api/v1/resources?cluster=&kind=&namespace=&limit=&continue=` | objects with their computed status, a page at a time |
 //! | `GET /api/v1/resources/{cluster}/{kind}/{namespace}/{name}` | one object (`-` as namespace for cluster-scoped kinds) |
 //! | `GET /api/v1/gateways` | every translated gateway with its xDS resource names and versions |
+//! | `GET /api/v1/rejections` | the events the store could not fold, most recent last, and why |
+//! | `GET /api/v1/digest` | a digest of every stored object (replicas compare it) |
 //!
-//! Errors are JSON: `{"error": "..."}` with a 4xx/5xx status.
+//! Every answer is computed from one published state of the store (an immutable snapshot):
+//! its `revision` and its data belong together, and no request waits on, or delays, the
+//! state machine. Errors are JSON: `{"error": "..."}` with a 4xx/5xx status.
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -17,25 +21,38 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use flotilla_model::{Kind, ResourceKey};
-use flotilla_translate::Translator;
+use flotilla_translate::TranslatorView;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
-/// What the API needs from a store: a consistent read of the translated state.
+/// Page size of `/api/v1/resources` when the request names none.
+pub const DEFAULT_PAGE: usize = 500;
+/// The largest page a request may ask for: one page is built in memory.
+pub const MAX_PAGE: usize = 5000;
+
+/// One published state of a store, as the API reads it.
+#[derive(Clone, Default)]
+pub struct ApiState {
+    pub revision: u64,
+    pub view: TranslatorView,
+    /// Merged into `/api/v1/revision` (e.g. `lastSeq`, `eventsApplied`).
+    pub counters: Value,
+    /// The body of `/api/v1/rejections`' `items`.
+    pub rejections: Value,
+}
+
+/// Why a node does not serve, for `/readyz`.
+pub type NotReady = String;
+
+/// What the API needs from a store.
 pub trait StateReader: Send + Sync + 'static {
-    /// Raft log index of the last applied entry.
-    fn revision(&self) -> u64;
-    /// State restored and serving.
-    fn is_ready(&self) -> bool;
+    /// The latest published state (cheap: shared, immutable).
+    fn state(&self) -> ApiState;
+    /// `Ok` while the node serves; the reason otherwise.
+    fn readiness(&self) -> Result<(), NotReady>;
     /// The current leader's node id, when known.
     fn leader(&self) -> Option<u64>;
-    /// Runs `f` on the translator under the store's read lock (never across an await).
-    fn read(&self, f: &mut dyn FnMut(&Translator));
-    /// Event-stream counters merged into `/api/v1/revision` (e.g. `lastSeq`, `eventsSeen`).
-    fn counters(&self) -> Value {
-        json!({})
-    }
 }
 
 /// Builds the router; mount it with `axum::serve`.
@@ -50,6 +67,8 @@ pub fn router(state: Arc<dyn StateReader>) -> Router {
             get(one),
         )
         .route("/api/v1/gateways", get(gateways))
+        .route("/api/v1/rejections", get(rejections))
+        .route("/api/v1/digest", get(digest))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .with_state(state)
 }
@@ -75,20 +94,24 @@ impl IntoResponse for ApiError {
 type S = State<Arc<dyn StateReader>>;
 
 async fn readyz(State(s): S) -> Response {
-    if s.is_ready() {
-        Json(json!({"status": "ready", "revision": s.revision()})).into_response()
-    } else {
-        (
+    match s.readiness() {
+        Ok(()) => Json(json!({"status": "ready", "revision": s.state().revision})).into_response(),
+        Err(why) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "restoring", "error": "state is not restored yet"})),
+            Json(json!({"status": "not ready", "error": why})),
         )
-            .into_response()
+            .into_response(),
     }
 }
 
 async fn revision(State(s): S) -> Json<Value> {
-    let mut v = json!({"revision": s.revision(), "ready": s.is_ready(), "leader": s.leader()});
-    if let (Some(m), Value::Object(extra)) = (v.as_object_mut(), s.counters()) {
+    let st = s.state();
+    let mut v = json!({
+        "revision": st.revision,
+        "ready": s.readiness().is_ok(),
+        "leader": s.leader(),
+    });
+    if let (Some(m), Value::Object(extra)) = (v.as_object_mut(), st.counters) {
         m.extend(extra);
     }
     Json(v)
@@ -99,6 +122,9 @@ struct ListQuery {
     cluster: Option<String>,
     kind: Option<String>,
     namespace: Option<String>,
+    limit: Option<usize>,
+    #[serde(rename = "continue")]
+    continue_from: Option<String>,
 }
 
 fn parse_kind(s: &str) -> Result<Kind, ApiError> {
@@ -110,8 +136,20 @@ fn parse_kind(s: &str) -> Result<Kind, ApiError> {
     })
 }
 
+/// The continue token of a list: the key of the next item, hex-encoded JSON (opaque to
+/// clients).
+fn encode_continue(key: &ResourceKey) -> String {
+    hex::encode(serde_json::to_vec(key).unwrap_or_default())
+}
+
+fn decode_continue(token: &str) -> Result<ResourceKey, ApiError> {
+    let bad = || ApiError::BadRequest("invalid continue token".into());
+    let bytes = hex::decode(token).map_err(|_| bad())?;
+    serde_json::from_slice(&bytes).map_err(|_| bad())
+}
+
 /// The object as stored, with its computed status (if any) in `status`.
-fn view(t: &Translator, key: &ResourceKey) -> Option<Value> {
+fn view(t: &TranslatorView, key: &ResourceKey) -> Option<Value> {
     let r = t.resource(key)?;
     let mut obj = r.raw.clone();
     if let (Some(map), Some(status)) = (obj.as_object_mut(), t.status(key)) {
@@ -122,17 +160,40 @@ fn view(t: &Translator, key: &ResourceKey) -> Option<Value> {
 
 async fn list(State(s): S, Query(q): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
     let kind = q.kind.as_deref().map(parse_kind).transpose()?;
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(ApiError::BadRequest(format!(
+            "limit must be between 1 and {MAX_PAGE}"
+        )));
+    }
+    let start = q
+        .continue_from
+        .as_deref()
+        .map(decode_continue)
+        .transpose()?;
+    let st = s.state();
     let mut items = Vec::new();
-    s.read(&mut |t| {
-        items = t
-            .resources()
-            .filter(|r| q.cluster.as_ref().is_none_or(|c| *c == r.key.cluster))
-            .filter(|r| kind.is_none_or(|k| k == r.key.kind))
-            .filter(|r| q.namespace.as_ref().is_none_or(|n| *n == r.key.namespace))
-            .filter_map(|r| view(t, &r.key))
-            .collect();
-    });
-    Ok(Json(json!({"revision": s.revision(), "items": items})))
+    let mut next = None;
+    let matching = st
+        .view
+        .resources_from(start.as_ref())
+        .filter(|r| q.cluster.as_ref().is_none_or(|c| *c == r.key.cluster))
+        .filter(|r| kind.is_none_or(|k| k == r.key.kind))
+        .filter(|r| q.namespace.as_ref().is_none_or(|n| *n == r.key.namespace));
+    for r in matching {
+        if items.len() == limit {
+            next = Some(encode_continue(&r.key));
+            break;
+        }
+        if let Some(v) = view(&st.view, &r.key) {
+            items.push(v);
+        }
+    }
+    let mut out = json!({"revision": st.revision, "items": items});
+    if let Some(token) = next {
+        out["continue"] = json!(token);
+    }
+    Ok(Json(out))
 }
 
 async fn one(
@@ -146,33 +207,46 @@ async fn one(
         namespace
     };
     let key = ResourceKey::new(cluster, kind, namespace, name);
-    let mut found = None;
-    s.read(&mut |t| found = view(t, &key));
-    found
+    let st = s.state();
+    view(&st.view, &key)
         .map(|mut v| {
-            v["revision"] = json!(s.revision());
+            v["revision"] = json!(st.revision);
             Json(v)
         })
         .ok_or_else(|| ApiError::NotFound(format!("{key} not found")))
 }
 
 async fn gateways(State(s): S) -> Json<Value> {
-    let mut out = Vec::new();
-    s.read(&mut |t| {
-        out = t
-            .gateways()
-            .values()
-            .map(|g| {
-                json!({
-                    "gateway": g.gateway,
-                    "resources": g.resources.iter().map(|r| json!({
-                        "typeUrl": r.type_url, "name": r.name, "version": r.version,
-                    })).collect::<Vec<_>>(),
-                })
+    let st = s.state();
+    let out: Vec<Value> = st
+        .view
+        .gateways()
+        .values()
+        .map(|g| {
+            json!({
+                "gateway": g.gateway,
+                "resources": g.resources.iter().map(|r| json!({
+                    "typeUrl": r.type_url, "name": r.name, "version": r.version,
+                })).collect::<Vec<_>>(),
             })
-            .collect();
-    });
-    Json(json!({"revision": s.revision(), "gateways": out}))
+        })
+        .collect();
+    Json(json!({"revision": st.revision, "gateways": out}))
+}
+
+async fn rejections(State(s): S) -> Json<Value> {
+    let st = s.state();
+    Json(json!({"revision": st.revision, "items": st.rejections}))
+}
+
+async fn digest(State(s): S) -> Json<Value> {
+    let st = s.state();
+    let d = flotilla_model::state_digest(st.view.resources().map(|r| (&r.key, &r.raw)));
+    Json(json!({
+        "revision": st.revision,
+        "digest": d,
+        "resources": st.view.resource_count(),
+    }))
 }
 
 #[cfg(test)]

@@ -2,24 +2,30 @@ use super::*;
 use axum::body::Body;
 use axum::http::Request;
 use flotilla_model::{EventBody, ResourceEvent};
+use flotilla_translate::Translator;
 use http_body_util::BodyExt;
-use std::sync::Mutex;
 use tower::ServiceExt;
 
-struct Fixed(Mutex<Translator>, bool);
+struct Fixed(TranslatorView, bool);
 
 impl StateReader for Fixed {
-    fn revision(&self) -> u64 {
-        7
+    fn state(&self) -> ApiState {
+        ApiState {
+            revision: 7,
+            view: self.0.clone(),
+            counters: json!({"lastSeq": 4}),
+            rejections: json!([{"seq": 3, "reason": "bad"}]),
+        }
     }
-    fn is_ready(&self) -> bool {
-        self.1
+    fn readiness(&self) -> Result<(), NotReady> {
+        if self.1 {
+            Ok(())
+        } else {
+            Err("state is not restored yet".into())
+        }
     }
     fn leader(&self) -> Option<u64> {
         Some(1)
-    }
-    fn read(&self, f: &mut dyn FnMut(&Translator)) {
-        f(&self.0.lock().unwrap())
     }
 }
 
@@ -40,7 +46,7 @@ fn state(ready: bool) -> Arc<dyn StateReader> {
         .unwrap();
     }
     t.recompute();
-    Arc::new(Fixed(Mutex::new(t), ready))
+    Arc::new(Fixed(t.view(), ready))
 }
 
 async fn get_json(s: Arc<dyn StateReader>, uri: &str) -> (StatusCode, Value) {
@@ -55,10 +61,9 @@ async fn get_json(s: Arc<dyn StateReader>, uri: &str) -> (StatusCode, Value) {
 
 #[tokio::test]
 async fn readyz_follows_restore() {
-    assert_eq!(
-        get_json(state(false), "/readyz").await.0,
-        StatusCode::SERVICE_UNAVAILABLE
-    );
+    let (code, v) = get_json(state(false), "/readyz").await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(v["error"], "state is not restored yet");
     assert_eq!(get_json(state(true), "/readyz").await.0, StatusCode::OK);
 }
 
@@ -94,4 +99,52 @@ async fn errors_are_json_with_a_message() {
     let (code, v) = get_json(state(true), "/api/v1/resources/east/Service/app/missing").await;
     assert_eq!(code, StatusCode::NOT_FOUND);
     assert_eq!(v["error"], "east/Service/app/missing not found");
+}
+
+#[tokio::test]
+async fn revision_carries_the_counters_of_the_same_state() {
+    let (_, v) = get_json(state(true), "/api/v1/revision").await;
+    assert_eq!(v["revision"], 7);
+    assert_eq!(v["lastSeq"], 4);
+    assert_eq!(v["ready"], true);
+    let (_, v) = get_json(state(true), "/api/v1/rejections").await;
+    assert_eq!(v["items"][0]["seq"], 3);
+}
+
+#[tokio::test]
+async fn lists_are_paginated_in_key_order() {
+    let mut names = Vec::new();
+    let mut uri = "/api/v1/resources?limit=1".to_string();
+    for _ in 0..10 {
+        let (code, v) = get_json(state(true), &uri).await;
+        assert_eq!(code, StatusCode::OK, "{v}");
+        let items = v["items"].as_array().unwrap();
+        assert_eq!(items.len(), 1);
+        names.push(items[0]["object"]["kind"].as_str().unwrap().to_string());
+        match v["continue"].as_str() {
+            Some(token) => uri = format!("/api/v1/resources?limit=1&continue={token}"),
+            None => break,
+        }
+    }
+    assert_eq!(names.len(), 4, "{names:?}");
+    let (_, all) = get_json(state(true), "/api/v1/resources").await;
+    let all: Vec<String> = all["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["object"]["kind"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, all, "pages concatenate to the whole list");
+    let (code, _) = get_json(state(true), "/api/v1/resources?limit=0").await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    let (code, v) = get_json(state(true), "/api/v1/resources?continue=zz").await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    assert_eq!(v["error"], "invalid continue token");
+}
+
+#[tokio::test]
+async fn digest_covers_every_object() {
+    let (_, v) = get_json(state(true), "/api/v1/digest").await;
+    assert_eq!(v["resources"], 4);
+    assert_eq!(v["digest"].as_str().unwrap().len(), 64);
 }

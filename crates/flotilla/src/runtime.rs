@@ -6,7 +6,6 @@ use anyhow::{anyhow, bail, Context, Result};
 use flotilla_ingest::{FileSource, NatsPublisher, Publisher};
 use flotilla_model::ResourceEvent;
 use flotilla_store::{EmbeddedBus, NatsSource, StoreConfig, StoreNode};
-use flotilla_translate::Translator;
 use flotilla_xds_edge::{Edge, EdgeConfig};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -114,11 +113,9 @@ fn parse_peers(peers: &[String]) -> Result<BTreeMap<u64, String>> {
 
 async fn store(a: StoreArgs, shutdown: CancellationToken) -> Result<()> {
     let peers = parse_peers(&a.peers)?;
-    let source = Arc::new(
-        NatsSource::connect(&a.nats.nats, flotilla_ingest::nats::STREAM)
-            .await
-            .with_context(|| format!("connecting to NATS at {}", a.nats.nats))?,
-    );
+    let source = NatsSource::connect(&a.nats.nats, flotilla_ingest::nats::STREAM)
+        .await
+        .with_context(|| format!("connecting to NATS at {}", a.nats.nats))?;
     let cfg = StoreConfig {
         node_id: a.id,
         data_dir: a.data_dir.clone(),
@@ -141,22 +138,29 @@ async fn store(a: StoreArgs, shutdown: CancellationToken) -> Result<()> {
 struct NodeReader(StoreNode);
 
 impl flotilla_api::StateReader for NodeReader {
-    fn revision(&self) -> u64 {
-        self.0.revision()
+    fn state(&self) -> flotilla_api::ApiState {
+        let st = self.0.state();
+        let c = st.counters();
+        flotilla_api::ApiState {
+            revision: st.revision(),
+            view: st.view().clone(),
+            counters: serde_json::json!({
+                "epoch": st.position().epoch,
+                "lastSeq": st.last_seq(),
+                "eventsApplied": c.events_applied,
+                "eventsRejected": c.events_rejected,
+                "sequencesMissing": c.sequences_missing,
+                "batchesRefused": c.batches_refused,
+            }),
+            rejections: serde_json::to_value(st.rejections().collect::<Vec<_>>())
+                .unwrap_or_default(),
+        }
     }
-    fn is_ready(&self) -> bool {
-        self.0.is_ready()
+    fn readiness(&self) -> Result<(), String> {
+        self.0.readiness()
     }
     fn leader(&self) -> Option<u64> {
         self.0.leader()
-    }
-    fn read(&self, f: &mut dyn FnMut(&Translator)) {
-        self.0.with_state(|st| f(st.translator()))
-    }
-    fn counters(&self) -> serde_json::Value {
-        self.0.with_state(|st| {
-            serde_json::json!({"lastSeq": st.last_seq(), "eventsApplied": st.events_applied()})
-        })
     }
 }
 
@@ -207,7 +211,11 @@ impl Publisher for BusPublisher {
         _dedup_id: String,
     ) -> flotilla_ingest::Result<()> {
         // The bus is in-process and cannot fail or redeliver, so the dedup id has nothing to do.
-        self.0.publish(event);
+        // Events are encoded as an agent encodes them for NATS: the store decodes one format.
+        event
+            .validate()
+            .map_err(flotilla_ingest::Error::InvalidEvent)?;
+        self.0.publish_event(&event)?;
         Ok(())
     }
 }

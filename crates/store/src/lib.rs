@@ -1,14 +1,17 @@
 //! The Flotilla store: an openraft cluster whose log is the event history.
 //!
 //! - [`log_store`]: the Raft log on disk (redb).
-//! - [`state`] / [`state_machine`]: the fold of committed event batches into the translator,
-//!   snapshots, and the revision publication.
+//! - [`state`] / [`state_machine`]: the fold of committed event batches into the translator
+//!   (owned by the state machine, run on the blocking pool), snapshots, and the publication of
+//!   an immutable [`ReadState`] after every applied entry.
+//! - [`codec`]: the binary encoding of log entries, Raft messages and snapshots.
 //! - [`network`]: Raft over gRPC.
 //! - [`source`] / [`nats`]: where events come from (JetStream, or the in-process bus).
 //! - [`leader`]: the loop that moves events from the source into the log while leading.
 //! - [`watch`]: the "changes since revision R" service edges consume.
 //! - [`node`]: [`StoreNode`], which wires it all.
 
+pub mod codec;
 pub mod leader;
 pub mod log_store;
 pub mod nats;
@@ -22,9 +25,9 @@ pub mod watch;
 
 pub use nats::NatsSource;
 pub use node::{StoreConfig, StoreMetrics, StoreNode};
-pub use source::{EmbeddedBus, EventSource, SourcedEvent};
-pub use state::{Delta, StateView};
-pub use types::{ApplyResponse, EventBatch, TypeConfig};
+pub use source::{EmbeddedBus, EventSource, SourceSession, Start};
+pub use state::{Counters, Delta, Position, ReadState, Rejection};
+pub use types::{ApplyResponse, EventBatch, StreamItem, TypeConfig};
 pub use watch::WatchService;
 
 /// The crate's top-level error (that of [`StoreNode`]).

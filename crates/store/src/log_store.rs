@@ -13,6 +13,7 @@
 //! wait for a writer; they are served inline because they hit redb's page cache and take
 //! microseconds.
 
+use crate::codec;
 use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{AnyError, ErrorSubject, ErrorVerb, RaftLogReader, StorageIOError, Vote};
@@ -22,9 +23,9 @@ use std::ops::{Bound, RangeBounds};
 use std::path::Path;
 use std::sync::Arc;
 
-/// Log index -> serde_json of the entry.
+/// Log index -> the entry, in the store's binary encoding ([`crate::codec`]).
 const LOGS: TableDefinition<u64, &[u8]> = TableDefinition::new("logs");
-/// Small records: `vote`, `committed`, `last_purged` -> serde_json.
+/// Small records: `vote`, `committed`, `last_purged`, in the same encoding.
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 const KEY_VOTE: &str = "vote";
@@ -103,7 +104,7 @@ impl LogStore {
         let table = txn.open_table(META).map_err(read_err)?;
         match table.get(key).map_err(read_err)? {
             None => Ok(None),
-            Some(v) => serde_json::from_slice(v.value())
+            Some(v) => codec::decode("raft log metadata", v.value())
                 .map(Some)
                 .map_err(read_err),
         }
@@ -145,7 +146,7 @@ impl LogStore {
         let log_id = match last {
             None => None,
             Some((_, v)) => {
-                let entry: Entry = serde_json::from_slice(v.value()).map_err(read_err)?;
+                let entry: Entry = codec::decode("raft log entry", v.value()).map_err(read_err)?;
                 Some(entry.log_id)
             }
         };
@@ -173,7 +174,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         let mut out = Vec::new();
         for item in table.range::<u64>((start, end)).map_err(read_err)? {
             let (_, v) = item.map_err(read_err)?;
-            out.push(serde_json::from_slice(v.value()).map_err(read_err)?);
+            out.push(codec::decode("raft log entry", v.value()).map_err(read_err)?);
         }
         Ok(out)
     }
@@ -196,7 +197,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> std::result::Result<(), StorageError> {
-        let bytes = serde_json::to_vec(vote)
+        let bytes = codec::encode("vote", vote)
             .map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Write, e))?;
         self.write_meta(KEY_VOTE, bytes)
             .await
@@ -215,7 +216,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         &mut self,
         committed: Option<LogId>,
     ) -> std::result::Result<(), StorageError> {
-        let bytes = serde_json::to_vec(&committed).map_err(write_err)?;
+        let bytes = codec::encode("committed log id", &committed).map_err(write_err)?;
         self.write_meta(KEY_COMMITTED, bytes).await
     }
 
@@ -234,7 +235,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let mut rows = Vec::new();
         for e in entries {
-            rows.push((e.log_id.index, serde_json::to_vec(&e).map_err(write_err)?));
+            rows.push((
+                e.log_id.index,
+                codec::encode("raft log entry", &e).map_err(write_err)?,
+            ));
         }
         let res = self
             .write(move |txn| {
@@ -272,7 +276,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId) -> std::result::Result<(), StorageError> {
         let upto = log_id.index;
-        let purged = serde_json::to_vec(&log_id).map_err(write_err)?;
+        let purged = codec::encode("last purged log id", &log_id).map_err(write_err)?;
         self.write(move |txn| {
             {
                 let mut m = txn.open_table(META).map_err(|e| e.to_string())?;

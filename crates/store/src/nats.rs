@@ -1,34 +1,39 @@
 //! [`NatsSource`]: the NATS JetStream event source driven by the Raft leader.
 //!
-//! One durable pull consumer (`flotilla-store`, `AckPolicy::All`) reads the whole stream. The
-//! consumer's server-side position is never trusted: whenever a node starts leading (or its
-//! local position does not match the sequence the leader asks for) it deletes and recreates
-//! the consumer with `DeliverPolicy::ByStartSequence { last_seq + 1 }`, where `last_seq` comes
-//! from the replicated state machine. So nothing already applied is redelivered and nothing
-//! unapplied is skipped, whatever an earlier leader acked or failed to ack.
+//! Each leadership term reads through its own durable pull consumer, named after the node and
+//! the term (`flotilla-store-n{node}-t{term}`), created at the sequence after what the
+//! replicated state has folded. A consumer belongs to one session: a deposed leader's pull
+//! stream can never take messages meant for the new leader, and it is dropped (with its
+//! session) the moment the leader loop sees leadership go. The new leader deletes the
+//! consumers of earlier terms; an abandoned one is also removed by the server after
+//! [`CONSUMER_IDLE`].
 //!
-//! Acks therefore only tell the server how far the store has committed (consumer lag in
-//! monitoring); with the stream's default `Limits` retention they delete nothing. A late ack
-//! from a deposed leader is harmless for the same reason.
+//! The consumer's server-side position is never trusted, and what it delivers is checked: the
+//! stream's sequences are dense, so a session hands the leader a run that continues exactly
+//! where it stands. A sequence the server skipped is looked up in the stream: if the stream no
+//! longer holds it (expired or deleted), the session reports it as missing (the state records
+//! the loss); if it does, the delivery was wrong and the session fails with a gap, so the
+//! leader opens a new one from its committed position.
 //!
-//! Messages are read from one long-lived pull `Stream` per leadership term: it keeps pull
-//! requests outstanding, so a fetch returns as soon as the first message is buffered and then
-//! drains whatever else is already buffered, up to `max`. (A fresh bounded pull request per
-//! fetch would either wait for the full batch or, if dropped early, lose in-flight
-//! deliveries.)
+//! Acks only tell the server how far the store has committed (consumer lag in monitoring);
+//! with the stream's `Limits` retention they delete nothing.
+//!
+//! The epoch of the stream (the sequence space) is its name and creation time: a stream
+//! deleted and created again restarts its sequences at 1, and the state must not mistake them
+//! for sequences it folded before.
 
-use crate::source::{Error, EventSource, Result, SourcedEvent};
+use crate::source::{Error, EventSource, Result, SourceSession, Start};
+use crate::types::StreamItem;
+use async_nats::jetstream::stream::RawMessageErrorKind;
 use async_nats::jetstream::{self, consumer, stream};
-use flotilla_model::ResourceEvent;
-use futures::{FutureExt, StreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use std::collections::BTreeMap;
 use std::time::Duration;
-use tokio::sync::Mutex;
 
 /// Subjects of the event stream (one subject per cluster under this prefix).
 pub const SUBJECTS: &str = "flotilla.events.>";
-/// Name of the store's durable consumer.
-pub const CONSUMER: &str = "flotilla-store";
+/// Prefix of the store's consumer names.
+pub const CONSUMER_PREFIX: &str = "flotilla-store";
 /// Publisher dedup window of the stream (same as the ingest side).
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// Messages buffered client-side by the pull stream. Twice the leader's batch so the next
@@ -43,24 +48,30 @@ const ACK_WAIT: Duration = Duration::from_secs(60);
 /// Idle heartbeat of the pull stream: detects a dead consumer (deleted by another leader,
 /// server restart) within a few seconds.
 const HEARTBEAT: Duration = Duration::from_secs(5);
+/// The server deletes a consumer nobody pulls from for this long: the consumers of leaders
+/// that died without cleaning up.
+pub const CONSUMER_IDLE: Duration = Duration::from_secs(60);
+/// How many skipped sequences a session looks up one by one before giving up on proving them
+/// gone (and failing with a gap instead).
+const MAX_GAP_LOOKUPS: u64 = 1024;
 
 /// The JetStream event source.
 pub struct NatsSource {
     js: jetstream::Context,
     stream_name: String,
-    inner: Mutex<Cursor>,
 }
 
-/// Where this node's consumer stands. Behind an async mutex: fetch and ack are called by the
-/// single leader loop, so it is never contended; it is held across awaits by design.
-#[derive(Default)]
-struct Cursor {
-    messages: Option<consumer::pull::Stream>,
-    /// Last sequence handed out by `fetch` (or the start position after `begin`).
-    position: Option<u64>,
-    /// Ackers of the last message of each fetched batch, by sequence. With `AckPolicy::All`
-    /// acking one acks everything before it.
-    pending: BTreeMap<u64, jetstream::message::Acker>,
+/// The consumer name of one leadership term.
+pub fn consumer_name(node: u64, term: u64) -> String {
+    format!("{CONSUMER_PREFIX}-n{node}-t{term}")
+}
+
+fn epoch_of(info: &stream::Info) -> String {
+    format!(
+        "{}@{}",
+        info.config.name,
+        info.created.unix_timestamp_nanos()
+    )
 }
 
 impl NatsSource {
@@ -78,54 +89,74 @@ impl NatsSource {
     pub async fn new(client: async_nats::Client, stream_name: impl Into<String>) -> Result<Self> {
         let stream_name = stream_name.into();
         let js = jetstream::new(client);
-        js.get_or_create_stream(stream::Config {
-            name: stream_name.clone(),
-            subjects: vec![SUBJECTS.to_string()],
-            storage: stream::StorageType::File,
-            duplicate_window: DUPLICATE_WINDOW,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| Error::Stream {
-            stream: stream_name.clone(),
-            message: e.to_string(),
-        })?;
-        Ok(Self {
-            js,
-            stream_name,
-            inner: Mutex::new(Cursor::default()),
-        })
+        let s = Self { js, stream_name };
+        s.stream().await?;
+        Ok(s)
     }
 
-    /// Deletes and recreates the consumer so that it delivers from `after + 1`.
-    async fn reposition(&self, cur: &mut Cursor, after: u64) -> Result<()> {
-        cur.messages = None;
-        cur.position = None;
-        cur.pending.clear();
-        let start = after + 1;
+    async fn stream(&self) -> Result<stream::Stream> {
+        self.js
+            .get_or_create_stream(stream::Config {
+                name: self.stream_name.clone(),
+                subjects: vec![SUBJECTS.to_string()],
+                storage: stream::StorageType::File,
+                duplicate_window: DUPLICATE_WINDOW,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::Stream {
+                stream: self.stream_name.clone(),
+                message: e.to_string(),
+            })
+    }
+}
+
+impl EventSource for NatsSource {
+    type Session = NatsSession;
+
+    async fn epoch(&self) -> Result<String> {
+        Ok(epoch_of(self.stream().await?.cached_info()))
+    }
+
+    async fn open(&self, start: Start) -> Result<NatsSession> {
+        let stream = self.stream().await?;
+        let epoch = epoch_of(stream.cached_info());
+        if epoch != start.epoch {
+            return Err(Error::EpochChanged {
+                expected: start.epoch,
+                got: epoch,
+            });
+        }
+        let name = consumer_name(start.node, start.term);
+        let first = start.after + 1;
         let cerr = |message: String| Error::Consumer {
-            consumer: CONSUMER.to_string(),
-            start,
+            consumer: name.clone(),
+            start: first,
             message,
         };
-        let stream = self
-            .js
-            .get_stream(&self.stream_name)
+        // Earlier terms' consumers (and this term's, if the session is being reopened) go:
+        // nothing may keep pulling from the stream on behalf of a leader that is not us now.
+        let names: Vec<String> = stream
+            .consumer_names()
+            .try_collect()
             .await
-            .map_err(|e| cerr(e.to_string()))?;
-        // Not found is fine: first start, or another node already deleted it.
-        if let Err(e) = stream.delete_consumer(CONSUMER).await {
-            tracing::debug!(error = %e, "delete consumer");
+            .map_err(|e| cerr(format!("listing consumers: {e}")))?;
+        for old in names.iter().filter(|n| n.starts_with(CONSUMER_PREFIX)) {
+            if let Err(e) = stream.delete_consumer(old).await {
+                // Another leader may have deleted it first.
+                tracing::debug!(consumer = %old, error = %e, "delete consumer");
+            }
         }
         let consumer: consumer::PullConsumer = stream
             .create_consumer(consumer::pull::Config {
-                durable_name: Some(CONSUMER.to_string()),
+                durable_name: Some(name.clone()),
                 deliver_policy: consumer::DeliverPolicy::ByStartSequence {
-                    start_sequence: start,
+                    start_sequence: first,
                 },
                 ack_policy: consumer::AckPolicy::All,
                 ack_wait: ACK_WAIT,
                 max_ack_pending: MAX_ACK_PENDING,
+                inactive_threshold: CONSUMER_IDLE,
                 ..Default::default()
             })
             .await
@@ -137,37 +168,65 @@ impl NatsSource {
             .messages()
             .await
             .map_err(|e| cerr(e.to_string()))?;
-        cur.messages = Some(messages);
-        cur.position = Some(after);
-        tracing::info!(start, "consumer positioned");
-        Ok(())
+        tracing::info!(consumer = %name, start = first, %epoch, "event session opened");
+        Ok(NatsSession {
+            stream,
+            messages: Some(messages),
+            position: start.after,
+            pending: BTreeMap::new(),
+        })
     }
 }
 
-/// Decodes one message; logs and returns `None` when the payload is not a valid event.
-fn decode(seq: u64, subject: &str, payload: &[u8]) -> Option<ResourceEvent> {
-    match serde_json::from_slice::<ResourceEvent>(payload) {
-        Ok(ev) => Some(ev),
-        Err(e) => {
-            tracing::warn!(seq, subject, error = %e, "undecodable event payload skipped");
-            None
+/// One leadership term's consumer. Dropping it drops the pull stream.
+pub struct NatsSession {
+    stream: stream::Stream,
+    /// `None` once broken: every later fetch fails so the leader opens a new session.
+    messages: Option<consumer::pull::Stream>,
+    /// Last sequence handed out.
+    position: u64,
+    /// Ackers of the last message of each fetched batch, by sequence. With `AckPolicy::All`
+    /// acking one acks everything before it.
+    pending: BTreeMap<u64, jetstream::message::Acker>,
+}
+
+impl NatsSession {
+    /// The sequences `(position, seq)` were not delivered: proves they are gone from the
+    /// stream (then they are a `Missing` run) or fails with a gap.
+    async fn account_for_skip(&self, seq: u64) -> Result<StreamItem> {
+        let expected = self.position + 1;
+        let gap = Error::Gap { expected, got: seq };
+        let first_held = self
+            .stream
+            .get_info()
+            .await
+            .map_err(|e| Error::Receive(format!("stream info: {e}")))?
+            .state
+            .first_sequence;
+        if seq > first_held {
+            // Some of the skipped sequences may still be held: look each up.
+            let from = expected.max(first_held);
+            if seq - from > MAX_GAP_LOOKUPS {
+                return Err(gap);
+            }
+            for s in from..seq {
+                match self.stream.get_raw_message(s).await {
+                    Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => {}
+                    Ok(_) => return Err(gap),
+                    Err(e) => return Err(Error::Receive(format!("looking up sequence {s}: {e}"))),
+                }
+            }
         }
+        Ok(StreamItem::Missing(seq - expected))
     }
 }
 
-impl EventSource for NatsSource {
-    async fn begin(&self, after: u64) -> Result<()> {
-        let mut cur = self.inner.lock().await;
-        self.reposition(&mut cur, after).await
-    }
-
-    async fn fetch(&self, after: u64, max: usize, wait: Duration) -> Result<Vec<SourcedEvent>> {
-        let mut cur = self.inner.lock().await;
-        if cur.position != Some(after) || cur.messages.is_none() {
-            self.reposition(&mut cur, after).await?;
-        }
-        let Some(messages) = cur.messages.as_mut() else {
-            return Ok(Vec::new());
+impl SourceSession for NatsSession {
+    async fn fetch(&mut self, max: usize, wait: Duration) -> Result<Vec<(u64, StreamItem)>> {
+        let Some(messages) = self.messages.as_mut() else {
+            return Err(Error::Receive(
+                "the session's message stream is broken".into(),
+            ));
         };
         let mut raw = Vec::new();
         let mut broken = None;
@@ -186,7 +245,10 @@ impl EventSource for NatsSource {
                 Some(Some(Ok(m))) => raw.push(m),
             }
         }
-        let mut position = after;
+        if let Some(reason) = &broken {
+            tracing::warn!(reason, position = self.position, "event session broken");
+            self.messages = None;
+        }
         let mut out = Vec::with_capacity(raw.len());
         let mut last_acker = None;
         for m in raw {
@@ -197,40 +259,36 @@ impl EventSource for NatsSource {
                     continue;
                 }
             };
-            // Redeliveries of what this term already handed out.
-            if seq <= position {
+            // Redeliveries of what this session already handed out.
+            if seq <= self.position {
                 continue;
             }
-            position = seq;
+            if seq > self.position + 1 {
+                let missing = self.account_for_skip(seq).await?;
+                out.push((self.position + 1, missing));
+            }
+            self.position = seq;
             let (msg, acker) = m.split();
-            out.push(SourcedEvent {
-                seq,
-                event: decode(seq, msg.subject.as_str(), &msg.payload),
-            });
+            out.push((seq, StreamItem::Event(msg.payload)));
             last_acker = Some((seq, acker));
         }
         if let Some((seq, acker)) = last_acker {
-            cur.pending.insert(seq, acker);
+            self.pending.insert(seq, acker);
         }
-        cur.position = Some(position);
-        if let Some(reason) = broken {
-            // Recreate the consumer on the next fetch, at the position reached.
-            tracing::warn!(reason, position, "message stream broken; will reposition");
-            cur.messages = None;
-            if out.is_empty() {
+        if out.is_empty() {
+            if let Some(reason) = broken {
                 return Err(Error::Receive(reason));
             }
         }
         Ok(out)
     }
 
-    async fn ack(&self, upto: u64) -> Result<()> {
-        let mut cur = self.inner.lock().await;
-        let Some((&seq, _)) = cur.pending.range(..=upto).next_back() else {
+    async fn ack(&mut self, upto: u64) -> Result<()> {
+        let Some((&seq, _)) = self.pending.range(..=upto).next_back() else {
             return Ok(());
         };
-        let rest = cur.pending.split_off(&(seq + 1));
-        let acked = std::mem::replace(&mut cur.pending, rest);
+        let rest = self.pending.split_off(&(seq + 1));
+        let acked = std::mem::replace(&mut self.pending, rest);
         if let Some(acker) = acked.get(&seq) {
             acker.double_ack().await.map_err(|e| Error::Ack {
                 upto,

@@ -1,7 +1,8 @@
-//! Raft transport over gRPC (`flotilla.raft.v1.Raft`). Payloads are serde_json of openraft's
-//! own request types and of the `Result` the remote `Raft` returned, so a remote Raft error
-//! (e.g. a higher vote) travels back typed.
+//! Raft transport over gRPC (`flotilla.raft.v1.Raft`). Payloads are openraft's own request
+//! types and the `Result` the remote `Raft` returned, in the store's binary encoding
+//! ([`crate::codec`]), so a remote Raft error (e.g. a higher vote) travels back typed.
 
+use crate::codec;
 use crate::types::{Node, NodeId, Raft, TypeConfig};
 use flotilla_proto::raft::raft_client::RaftClient;
 use flotilla_proto::raft::raft_server;
@@ -23,8 +24,8 @@ use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Response, Status};
 
-/// Largest raft message accepted or sent. Entries are batches of up to 1024 whole objects and
-/// JSON-encoded; openraft sends at most `max_payload_entries` per request and snapshot chunks
+/// Largest raft message accepted or sent. Entries are batches of up to 1024 whole objects;
+/// openraft sends at most `max_payload_entries` per request and snapshot chunks
 /// of `snapshot_max_chunk_size`. 256 MiB leaves room for pathological batches of large
 /// objects instead of wedging replication on a size limit.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
@@ -38,9 +39,9 @@ pub enum Error {
     #[error("invalid peer address {addr:?}: {message}")]
     Address { addr: String, message: String },
     #[error("encoding request: {0}")]
-    Encode(#[source] serde_json::Error),
+    Encode(#[source] codec::Error),
     #[error("decoding response: {0}")]
-    Decode(#[source] serde_json::Error),
+    Decode(#[source] codec::Error),
     #[error("rpc: {0}")]
     Rpc(#[source] Status),
 }
@@ -126,9 +127,9 @@ impl Connection {
                 return Err(RPCError::Unreachable(Unreachable::new(&e)));
             }
         };
-        let json = serde_json::to_vec(req)
+        let body = codec::encode("raft request", req)
             .map_err(|e| RPCError::Network(NetworkError::new(&Error::Encode(e))))?;
-        let mut request = Request::new(RaftPayload { json: json.into() });
+        let mut request = Request::new(RaftPayload { body: body.into() });
         request.set_timeout(option.hard_ttl());
         let resp = match method {
             Method::AppendEntries => client.append_entries(request).await,
@@ -149,7 +150,7 @@ impl Connection {
             })?
             .into_inner();
         let res: std::result::Result<Resp, RaftError<NodeId, E>> =
-            serde_json::from_slice(&payload.json)
+            codec::decode("raft response", &payload.body)
                 .map_err(|e| RPCError::Network(NetworkError::new(&Error::Decode(e))))?;
         res.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
@@ -204,14 +205,13 @@ impl RaftService {
 }
 
 fn decode<T: DeserializeOwned>(req: Request<RaftPayload>) -> std::result::Result<T, Status> {
-    serde_json::from_slice(&req.into_inner().json)
-        .map_err(|e| Status::invalid_argument(format!("decoding raft request: {e}")))
+    codec::decode("raft request", &req.into_inner().body)
+        .map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
 fn encode<T: Serialize>(res: &T) -> std::result::Result<Response<RaftPayload>, Status> {
-    let json = serde_json::to_vec(res)
-        .map_err(|e| Status::internal(format!("encoding raft response: {e}")))?;
-    Ok(Response::new(RaftPayload { json: json.into() }))
+    let body = codec::encode("raft response", res).map_err(|e| Status::internal(e.to_string()))?;
+    Ok(Response::new(RaftPayload { body: body.into() }))
 }
 
 #[tonic::async_trait]

@@ -4,7 +4,7 @@
 use crate::log_store::LogStore;
 use crate::network::{NetworkFactory, RaftService};
 use crate::source::EventSource;
-use crate::state::StateView;
+use crate::state::ReadState;
 use crate::state_machine::{Shared, StateMachine};
 use crate::types::{NodeId, Raft, RaftMetrics};
 use crate::watch::WatchService;
@@ -31,9 +31,13 @@ pub const SNAPSHOT_EVERY: u64 = 5000;
 /// Entries replicated per AppendEntries. Each can be a 1024-event batch; 16 keeps a request at
 /// tens of MiB worst case while still catching a lagging follower up quickly.
 const MAX_PAYLOAD_ENTRIES: u64 = 16;
-/// Snapshot transfer chunk. Chunks are JSON-encoded (bytes as number arrays, ~3.5x), so 1 MiB
-/// raw stays far below the message size limit.
+/// Snapshot transfer chunk: a few round trips per MiB-sized snapshot, each message far below
+/// the message size limit.
 const SNAPSHOT_CHUNK_BYTES: u64 = 1024 * 1024;
+/// A replica that has known no leader for this long stops being ready and ends its watch
+/// streams, so edges move to a replica that still takes changes. Longer than an election
+/// (at most a second with the timeouts above), so a normal failover does not flap readiness.
+pub const NO_LEADER_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 const LOG_FILE: &str = "raft-log.redb";
 /// How long [`StoreNode::stopped`] waits for openraft's background tasks to release the log.
@@ -159,7 +163,7 @@ impl StoreNode {
     /// node) and an [`crate::EmbeddedBus`] as the source.
     pub async fn start<S: EventSource>(
         cfg: StoreConfig,
-        source: Arc<S>,
+        source: S,
         shutdown: CancellationToken,
     ) -> Result<StoreNode> {
         let listener = TcpListener::bind(cfg.grpc_addr)
@@ -175,7 +179,7 @@ impl StoreNode {
     pub async fn start_with_listener<S: EventSource>(
         cfg: StoreConfig,
         listener: TcpListener,
-        source: Arc<S>,
+        source: S,
         shutdown: CancellationToken,
     ) -> Result<StoreNode> {
         let span = tracing::info_span!("store", node = cfg.node_id);
@@ -187,7 +191,7 @@ impl StoreNode {
     async fn start_inner<S: EventSource>(
         cfg: StoreConfig,
         listener: TcpListener,
-        source: Arc<S>,
+        source: S,
         shutdown: CancellationToken,
     ) -> Result<StoreNode> {
         if !cfg.peers.contains_key(&cfg.node_id) {
@@ -269,35 +273,19 @@ impl StoreNode {
             );
         }
 
-        // Readiness and health: ready once the log is re-applied up to the committed index
-        // read at start; a Raft fatal error stops the node.
+        // Readiness follows the Raft core: ready once the log is re-applied up to the committed
+        // index read at start and while a leader is known; a core that stopped (a fatal error,
+        // or a panic, which closes its metrics channel without a word) stops the node.
         {
             let node = node.clone();
             let shutdown = shutdown.clone();
-            let mut metrics = raft.metrics();
+            let metrics = raft.metrics();
             tasks.spawn(
                 async move {
-                    loop {
-                        {
-                            let m = metrics.borrow_and_update();
-                            let applied = m.last_applied.map(|l| l.index);
-                            if !*ready_tx.borrow() && applied >= start_committed {
-                                tracing::info!(?applied, ?start_committed, "state restored; ready");
-                                ready_tx.send_replace(true);
-                            }
-                            if let Err(e) = &m.running_state {
-                                let msg = format!("raft stopped: {e}");
-                                drop(m);
-                                if !shutdown.is_cancelled() {
-                                    node.fail(msg, &shutdown);
-                                }
-                                return;
-                            }
-                        }
-                        tokio::select! {
-                            r = metrics.changed() => if r.is_err() { return },
-                            _ = shutdown.cancelled() => return,
-                        }
+                    if let Some(why) =
+                        follow_health(metrics, start_committed, ready_tx, shutdown.clone()).await
+                    {
+                        node.fail(why, &shutdown);
                     }
                 }
                 .instrument(tracing::info_span!("health")),
@@ -396,19 +384,48 @@ impl StoreNode {
         self.inner.local_addr
     }
 
-    /// Raft log index of the last applied entry.
+    /// The revision of the latest published state.
     pub fn revision(&self) -> u64 {
-        *self.inner.shared.revision_tx.borrow()
+        self.inner.shared.load().revision()
+    }
+
+    /// The latest published state: immutable, consistent (its revision, counters and data
+    /// belong together), and never blocks the state machine.
+    pub fn state(&self) -> Arc<ReadState> {
+        self.inner.shared.load()
     }
 
     /// A receiver that changes whenever the revision does.
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
+    pub fn subscribe(&self) -> watch::Receiver<Arc<ReadState>> {
         self.inner.shared.subscribe()
     }
 
-    /// State restored: the log is re-applied up to the committed index read at start.
+    /// Ready: state restored (the log re-applied up to the committed index read at start),
+    /// the Raft core running, and a leader known (or lost for less than [`NO_LEADER_GRACE`]).
     pub fn is_ready(&self) -> bool {
         *self.inner.ready.borrow()
+    }
+
+    /// `Ok` while ready; otherwise why not, in words for an operator.
+    pub fn readiness(&self) -> std::result::Result<(), String> {
+        if self.is_ready() {
+            return Ok(());
+        }
+        if let Some(why) = self
+            .inner
+            .failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            return Err(format!("stopping: {why}"));
+        }
+        let m = self.inner.raft.metrics().borrow().clone();
+        Err(match (&m.running_state, m.current_leader) {
+            (Err(e), _) => format!("the raft core stopped: {e}"),
+            (Ok(()), None) => "no leader known (the cluster may have lost its quorum)".into(),
+            (Ok(()), Some(_)) => "state is not restored yet".into(),
+        })
     }
 
     /// Waits until [`StoreNode::is_ready`].
@@ -422,14 +439,9 @@ impl StoreNode {
         self.inner.raft.metrics().borrow().current_leader
     }
 
-    /// Runs `f` on the current state under a read lock. Keep `f` short and never block in it:
-    /// it delays the state machine.
-    pub fn with_state<R>(&self, f: impl FnOnce(&StateView) -> R) -> R {
-        f(&self.inner.shared.read())
-    }
-
     pub fn metrics(&self) -> StoreMetrics {
-        let (revision, last_seq) = self.with_state(|s| (s.revision(), s.last_seq()));
+        let st = self.state();
+        let (revision, last_seq) = (st.revision(), st.last_seq());
         let m = self.inner.raft.metrics().borrow().clone();
         StoreMetrics {
             node_id: self.inner.node_id,
@@ -461,3 +473,64 @@ impl StoreNode {
         self.inner.watch_service.clone()
     }
 }
+
+/// Follows the Raft core's metrics and keeps `ready` true exactly while the node should serve:
+/// restored up to `start_committed`, the core running, a leader known (or lost for less than
+/// [`NO_LEADER_GRACE`]). Returns why the node must stop (`None`: it stops because `shutdown`
+/// fired). A core that panicked drops its metrics sender without reporting an error: the
+/// closed channel is a failure, not an end.
+pub(crate) async fn follow_health(
+    mut metrics: watch::Receiver<RaftMetrics>,
+    start_committed: Option<u64>,
+    ready: watch::Sender<bool>,
+    shutdown: CancellationToken,
+) -> Option<String> {
+    let mut restored = false;
+    let mut leaderless_since: Option<tokio::time::Instant> = None;
+    loop {
+        {
+            let m = metrics.borrow_and_update();
+            if let Err(e) = &m.running_state {
+                ready.send_replace(false);
+                return (!shutdown.is_cancelled()).then(|| format!("raft stopped: {e}"));
+            }
+            let applied = m.last_applied.map(|l| l.index);
+            if !restored && applied >= start_committed {
+                tracing::info!(?applied, ?start_committed, "state restored");
+                restored = true;
+            }
+            match (m.current_leader, leaderless_since) {
+                (Some(_), _) => leaderless_since = None,
+                (None, None) => leaderless_since = Some(tokio::time::Instant::now()),
+                (None, Some(_)) => {}
+            }
+        }
+        let leader_ok = leaderless_since.is_none_or(|t| t.elapsed() < NO_LEADER_GRACE);
+        let now = restored && leader_ok;
+        if *ready.borrow() != now {
+            tracing::info!(ready = now, restored, leader_ok, "readiness changed");
+            ready.send_replace(now);
+        }
+        let recheck = async {
+            match leaderless_since {
+                Some(t) if leader_ok => tokio::time::sleep_until(t + NO_LEADER_GRACE).await,
+                _ => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = metrics.changed() => if r.is_err() {
+                ready.send_replace(false);
+                return (!shutdown.is_cancelled())
+                    .then(|| "the raft core stopped without reporting why (it panicked)".to_string());
+            },
+            _ = recheck => {}
+            _ = shutdown.cancelled() => {
+                ready.send_replace(false);
+                return None;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,19 +1,27 @@
-//! Where events come from: the [`EventSource`] trait the leader loop drives, and the in-process
+//! Where events come from: the [`EventSource`] the leader loop drives, and the in-process
 //! [`EmbeddedBus`] used by standalone mode. The NATS JetStream source is in [`crate::nats`].
 //!
-//! The trait uses `fn ... -> impl Future + Send` (return-position impl trait) rather than a
+//! A leader reads through a [`SourceSession`] it opens for its term and drops the moment it
+//! stops leading: a deposed leader holds nothing that can receive. A session delivers a
+//! *dense* run of the stream from the position it was opened at; a source that cannot (a
+//! message it knows exists was not delivered) fails with [`Error::Gap`], and the leader opens
+//! a new session at its committed position.
+//!
+//! The traits use `fn ... -> impl Future + Send` (return-position impl trait) rather than a
 //! boxed-future `dyn` trait: the leader loop is generic over the source, so there is no
-//! allocation per call and no `async-trait` dependency. The price is that `EventSource` is not
-//! object safe; callers pick the concrete source at the top (`StoreNode::start::<S>`).
+//! allocation per call and no `async-trait` dependency. The price is that they are not object
+//! safe; callers pick the concrete source at the top (`StoreNode::start::<S>`).
 
-use flotilla_model::ResourceEvent;
+use crate::types::StreamItem;
+use bytes::Bytes;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::Notify;
 
-/// Why the event source failed. The leader loop logs it and retries after a short backoff.
+/// Why the event source failed. The leader loop logs it and opens a new session after a short
+/// backoff.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("connecting to NATS at {url}: {message}")]
@@ -30,66 +38,62 @@ pub enum Error {
     Receive(String),
     #[error("acknowledging up to sequence {upto}: {message}")]
     Ack { upto: u64, message: String },
+    #[error("gap in the event stream: expected sequence {expected}, received {got}")]
+    Gap { expected: u64, got: u64 },
+    #[error("the event stream changed while opening a session (epoch {expected:?}, now {got:?})")]
+    EpochChanged { expected: String, got: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// One message read from the source.
-#[derive(Clone, Debug, PartialEq)]
-pub struct SourcedEvent {
-    /// Stream sequence.
-    pub seq: u64,
-    /// `None`: the payload could not be decoded. It is logged by the source and still consumes
-    /// its sequence (the batch's `last_seq` covers it) so it is never read again.
-    pub event: Option<ResourceEvent>,
+/// What a leader opens a session with.
+#[derive(Clone, Debug)]
+pub struct Start {
+    /// The leader's node id and Raft term: a session's identity at the source (a consumer of
+    /// one term cannot take messages meant for another).
+    pub node: u64,
+    pub term: u64,
+    /// The epoch the leader believes the source is in, and the last sequence of it that is
+    /// folded: the session delivers from `after + 1`.
+    pub epoch: String,
+    pub after: u64,
 }
 
 /// An ordered, durable stream of events with sequence numbers, consumed by the Raft leader.
 pub trait EventSource: Send + Sync + 'static {
-    /// Called when this node becomes leader, with the state machine's last applied stream
-    /// sequence: the source positions itself so the next fetch starts at `after + 1`, no
-    /// matter what another leader did meanwhile.
-    fn begin(&self, after: u64) -> impl Future<Output = Result<()>> + Send {
-        let _ = after;
-        async { Ok(()) }
-    }
+    type Session: SourceSession;
 
-    /// Events with stream sequence > `after`, at most `max`, waiting up to `wait` for the
-    /// first. Returns as soon as at least one event is available (no fixed debounce); an
-    /// empty vector means nothing arrived within `wait`.
-    fn fetch(
-        &self,
-        after: u64,
-        max: usize,
-        wait: Duration,
-    ) -> impl Future<Output = Result<Vec<SourcedEvent>>> + Send;
+    /// The current sequence space of the source (see [`crate::types::EventBatch::epoch`]).
+    fn epoch(&self) -> impl Future<Output = Result<String>> + Send;
 
-    /// Everything up to `upto` is committed in Raft.
-    fn ack(&self, upto: u64) -> impl Future<Output = Result<()>> + Send;
+    /// Opens a session for one leadership term that delivers from `start.after + 1`. Fails
+    /// with [`Error::EpochChanged`] when the source is no longer in `start.epoch`.
+    fn open(&self, start: Start) -> impl Future<Output = Result<Self::Session>> + Send;
 }
 
-impl<S: EventSource> EventSource for std::sync::Arc<S> {
-    fn begin(&self, after: u64) -> impl Future<Output = Result<()>> + Send {
-        (**self).begin(after)
-    }
+/// One leader's reading position. Dropping it stops all reception.
+pub trait SourceSession: Send + 'static {
+    /// The next items of the stream, each with its first sequence: the first continues where
+    /// the session stands, the rest follow densely. At most `max` items; waits up to `wait`
+    /// for the first and returns as soon as one is there (no fixed debounce). Empty: nothing
+    /// arrived within `wait`.
     fn fetch(
-        &self,
-        after: u64,
+        &mut self,
         max: usize,
         wait: Duration,
-    ) -> impl Future<Output = Result<Vec<SourcedEvent>>> + Send {
-        (**self).fetch(after, max, wait)
-    }
-    fn ack(&self, upto: u64) -> impl Future<Output = Result<()>> + Send {
-        (**self).ack(upto)
-    }
+    ) -> impl Future<Output = Result<Vec<(u64, StreamItem)>>> + Send;
+
+    /// Everything up to `upto` is committed in Raft.
+    fn ack(&mut self, upto: u64) -> impl Future<Output = Result<()>> + Send;
 }
 
 /// An in-process, in-memory append-only event log for standalone mode (one store node, no
-/// NATS). Sequences start at 1. Acked events are dropped, so memory holds only what Raft has
-/// not committed yet.
-#[derive(Default)]
+/// NATS). Sequences start at 1 in an epoch of its own (a fresh id per bus): a standalone
+/// restarted on its data dir meets a new sequence space, which the state folds from its start
+/// instead of mistaking its first sequences for ones it already applied. Acked events are
+/// dropped, so memory holds only what Raft has not committed yet.
 pub struct EmbeddedBus {
+    epoch: String,
     log: Mutex<BusLog>,
     notify: Notify,
 }
@@ -98,12 +102,22 @@ pub struct EmbeddedBus {
 struct BusLog {
     /// Sequence of the event before `events[0]` (everything up to it was acked and dropped).
     base: u64,
-    events: VecDeque<ResourceEvent>,
+    events: VecDeque<Bytes>,
+}
+
+impl Default for EmbeddedBus {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl EmbeddedBus {
     pub fn new() -> Self {
-        Self::default()
+        Self {
+            epoch: format!("bus-{}", uuid::Uuid::new_v4()),
+            log: Mutex::default(),
+            notify: Notify::new(),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BusLog> {
@@ -111,15 +125,23 @@ impl EmbeddedBus {
         self.log.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Appends an event; returns its sequence.
-    pub fn publish(&self, ev: ResourceEvent) -> u64 {
+    /// Appends an encoded event; returns its sequence.
+    pub fn publish(&self, payload: Bytes) -> u64 {
         let seq = {
             let mut log = self.lock();
-            log.events.push_back(ev);
+            log.events.push_back(payload);
             log.base + log.events.len() as u64
         };
         self.notify.notify_waiters();
         seq
+    }
+
+    /// Encodes an event as an agent publishes it (JSON) and appends it; returns its sequence.
+    pub fn publish_event(
+        &self,
+        event: &flotilla_model::ResourceEvent,
+    ) -> std::result::Result<u64, serde_json::Error> {
+        Ok(self.publish(Bytes::from(serde_json::to_vec(event)?)))
     }
 
     /// The sequence of the last published event (0 if none).
@@ -128,43 +150,75 @@ impl EmbeddedBus {
         log.base + log.events.len() as u64
     }
 
-    fn take(&self, after: u64, max: usize) -> Vec<SourcedEvent> {
+    fn take(&self, after: u64, max: usize) -> Result<Vec<(u64, StreamItem)>> {
         let log = self.lock();
         if after < log.base {
-            // Cannot happen with the leader loop (it only acks what is committed, and always
-            // fetches after its committed sequence); say so loudly if it does.
-            tracing::error!(
-                after,
-                base = log.base,
-                "fetch before the acked floor; events lost"
-            );
+            // Acked events are dropped, and a leader only acks what is committed: asking for
+            // them again means the leader lost its committed position. Fail loudly.
+            return Err(Error::Gap {
+                expected: after + 1,
+                got: log.base + 1,
+            });
         }
-        let start = after.max(log.base);
-        let skip = (start - log.base) as usize;
-        log.events
+        let skip = (after - log.base) as usize;
+        Ok(log
+            .events
             .iter()
             .enumerate()
             .skip(skip)
             .take(max)
-            .map(|(i, ev)| SourcedEvent {
-                seq: log.base + i as u64 + 1,
-                event: Some(ev.clone()),
-            })
-            .collect()
+            .map(|(i, ev)| (log.base + i as u64 + 1, StreamItem::Event(ev.clone())))
+            .collect())
+    }
+
+    fn ack_upto(&self, upto: u64) {
+        let mut log = self.lock();
+        while log.base < upto && !log.events.is_empty() {
+            log.events.pop_front();
+            log.base += 1;
+        }
     }
 }
 
-impl EventSource for EmbeddedBus {
-    async fn fetch(&self, after: u64, max: usize, wait: Duration) -> Result<Vec<SourcedEvent>> {
+/// A session on an [`EmbeddedBus`].
+pub struct BusSession {
+    bus: std::sync::Arc<EmbeddedBus>,
+    position: u64,
+}
+
+impl EventSource for std::sync::Arc<EmbeddedBus> {
+    type Session = BusSession;
+
+    async fn epoch(&self) -> Result<String> {
+        Ok(self.epoch.clone())
+    }
+
+    async fn open(&self, start: Start) -> Result<BusSession> {
+        if start.epoch != self.epoch {
+            return Err(Error::EpochChanged {
+                expected: start.epoch,
+                got: self.epoch.clone(),
+            });
+        }
+        Ok(BusSession {
+            bus: self.clone(),
+            position: start.after,
+        })
+    }
+}
+
+impl SourceSession for BusSession {
+    async fn fetch(&mut self, max: usize, wait: Duration) -> Result<Vec<(u64, StreamItem)>> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             // Register interest before looking, so a publish between the look and the wait
             // is not missed.
-            let notified = self.notify.notified();
+            let notified = self.bus.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let got = self.take(after, max);
-            if !got.is_empty() {
+            let got = self.bus.take(self.position, max)?;
+            if let Some((seq, _)) = got.last() {
+                self.position = *seq;
                 return Ok(got);
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
@@ -173,12 +227,8 @@ impl EventSource for EmbeddedBus {
         }
     }
 
-    async fn ack(&self, upto: u64) -> Result<()> {
-        let mut log = self.lock();
-        while log.base < upto && !log.events.is_empty() {
-            log.events.pop_front();
-            log.base += 1;
-        }
+    async fn ack(&mut self, upto: u64) -> Result<()> {
+        self.bus.ack_upto(upto);
         Ok(())
     }
 }

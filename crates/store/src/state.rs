@@ -1,15 +1,19 @@
-//! The derived state every replica folds from the log: the translator (resources, statuses,
-//! per-gateway xDS), the last applied stream sequence, the revision, and a bounded history of
-//! which gateways changed at which revision (for watch deltas).
+//! The derived state every replica folds from the log, in two forms:
 //!
-//! This is a plain synchronous struct: it never awaits. The state machine holds it behind a
-//! `std::sync::RwLock`, writes it in `apply`, and readers (watch streams, the API) take short
-//! read locks and clone `Arc`s out.
+//! - [`State`]: the writer's. Owned by the state machine (no lock): it folds committed batches
+//!   into the translator, keeps the stream position, the counters that prove exactly-once, the
+//!   rejections, and a bounded history of which gateways changed at which revision.
+//! - [`ReadState`]: what everybody else reads. An immutable snapshot published after every
+//!   applied run of entries; it shares its maps with the writer (persistent maps), so publishing
+//!   costs O(1) and a reader holding one never blocks the fold, nor sees half of one.
+//!
+//! Both are plain synchronous code: nothing here awaits.
 
-use crate::types::{EventBatch, LogId, StoredMembership};
+use crate::types::{EventBatch, LogId, StoredMembership, StreamItem};
 use flotilla_model::{EventBody, ResourceEvent};
-use flotilla_translate::{GatewayXds, Translator};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use flotilla_translate::{GatewayXds, Translator, TranslatorView};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 /// How many revisions with changes the history keeps. A watcher further behind than this gets
@@ -17,6 +21,13 @@ use std::sync::Arc;
 /// target event rates, which covers an edge reconnecting after a blip, while costing only the
 /// gateway ids of each change.
 pub const HISTORY_LEN: usize = 4096;
+/// How many rejections the state remembers (the count is kept forever). Enough to show an
+/// operator what went wrong recently; bounded so a flood of garbage cannot grow the state.
+pub const MAX_REJECTIONS: usize = 256;
+/// How many stream epochs (sequence spaces) the state remembers the position of. A source that
+/// comes back to a recent epoch (a store pointed at the wrong NATS for a while) resumes where
+/// it was instead of folding the epoch again from its start.
+pub const MAX_EPOCHS: usize = 16;
 
 /// Gateways changed by one revision.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,96 +46,132 @@ pub struct Delta {
     pub removed: Vec<String>,
 }
 
-/// The state machine's derived state at one revision.
-pub struct StateView {
-    translator: Translator,
-    last_seq: u64,
-    /// Events folded (each stream sequence at most once): compared with the stream's message
-    /// count, it proves nothing was lost or applied twice.
-    events_applied: u64,
-    revision: u64,
-    last_applied: Option<LogId>,
-    last_membership: StoredMembership,
-    history: VecDeque<Change>,
-    /// Every change in `(history_floor, revision]` is in `history`.
-    history_floor: u64,
+/// A stream position (or run of positions) the state could not fold, and why. Recorded
+/// identically on every replica (it is a function of the log), kept in snapshots, shown by the
+/// API.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rejection {
+    /// Stream sequence (the first of a run).
+    pub seq: u64,
+    /// The revision (log index) of the entry that carried it.
+    pub revision: u64,
+    /// The event's cluster and source, when the payload decoded that far.
+    pub cluster: Option<String>,
+    pub source: Option<String>,
+    /// What it was: `upsert KEY`, `payload of N bytes`, `sequences A..=B`.
+    pub what: String,
+    pub reason: String,
 }
 
-impl Default for StateView {
+/// Counters that prove exactly-once: compared with the stream's own message count, nothing
+/// lost (`events_applied + sequences_missing` = messages) and nothing twice.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Raft log index of the last entry that consumed stream sequences.
+    pub revision: u64,
+    /// Stream messages consumed, each sequence once (folded or rejected).
+    pub events_applied: u64,
+    /// Of those, how many could not be folded (see [`Rejection`]).
+    pub events_rejected: u64,
+    /// Sequences the stream no longer held when the store reached them.
+    pub sequences_missing: u64,
+    /// Batches refused whole because they did not continue the state's sequence.
+    pub batches_refused: u64,
+}
+
+/// Where the state stands in the event stream.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Position {
+    /// The current sequence space (empty before the first batch).
+    pub epoch: String,
+    /// Last stream sequence folded in `epoch`.
+    pub last_seq: u64,
+    /// Earlier epochs and where they stood, most recent last (at most [`MAX_EPOCHS`] - 1).
+    pub earlier: Vec<(String, u64)>,
+}
+
+impl Position {
+    /// The last folded sequence of `epoch` (0 when never seen).
+    pub fn last_seq_of(&self, epoch: &str) -> u64 {
+        if epoch == self.epoch {
+            return self.last_seq;
+        }
+        self.earlier
+            .iter()
+            .rev()
+            .find(|(e, _)| e == epoch)
+            .map_or(0, |(_, s)| *s)
+    }
+
+    /// Makes `epoch` current at `last_seq`, remembering the one it replaces.
+    fn switch(&mut self, epoch: &str, last_seq: u64) {
+        let old = std::mem::replace(&mut self.epoch, epoch.to_string());
+        self.earlier.retain(|(e, _)| e != epoch && *e != old);
+        if !old.is_empty() {
+            self.earlier.push((old, self.last_seq));
+        }
+        while self.earlier.len() >= MAX_EPOCHS {
+            self.earlier.remove(0);
+        }
+        self.last_seq = last_seq;
+    }
+}
+
+/// The writer's state: see the module doc.
+pub struct State {
+    translator: Translator,
+    position: Position,
+    counters: Counters,
+    last_applied: Option<LogId>,
+    last_membership: StoredMembership,
+    history: imbl::Vector<Arc<Change>>,
+    /// Every change in `(history_floor, revision]` is in `history`.
+    history_floor: u64,
+    rejections: imbl::Vector<Arc<Rejection>>,
+}
+
+impl Default for State {
     fn default() -> Self {
         Self {
             translator: Translator::new(),
-            last_seq: 0,
-            events_applied: 0,
-            revision: 0,
+            position: Position::default(),
+            counters: Counters::default(),
             last_applied: None,
             last_membership: StoredMembership::default(),
-            history: VecDeque::new(),
+            history: imbl::Vector::new(),
             history_floor: 0,
+            rejections: imbl::Vector::new(),
         }
     }
 }
 
-/// Counters kept in snapshots besides the resources.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct RestoredCounters {
-    pub revision: u64,
-    pub events_applied: u64,
-}
-
-/// Keys named by an event, for log lines.
+/// Keys named by an event, for log lines and rejections.
 pub(crate) fn event_keys(ev: &ResourceEvent) -> String {
     match &ev.body {
         EventBody::Upsert { key, .. } => format!("upsert {key}"),
         EventBody::Delete { key } => format!("delete {key}"),
-        EventBody::Resync { keys } => format!("resync of {} keys", keys.len()),
+        EventBody::Resync { keys, .. } => format!("resync of {} keys", keys.len()),
     }
 }
 
-impl StateView {
-    /// The resource index and translated output.
-    pub fn translator(&self) -> &Translator {
-        &self.translator
-    }
+/// What a snapshot holds besides the resources (see `state_machine`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct Saved {
+    pub position: Position,
+    pub counters: Counters,
+    pub rejections: Vec<Rejection>,
+}
 
-    /// The last stream sequence folded into this state.
-    pub fn last_seq(&self) -> u64 {
-        self.last_seq
-    }
-
-    /// Raft log index of the last applied entry that folded events. Blank and membership
-    /// entries (one per leader election) change no state, so they do not move the revision: a
-    /// cluster restarted from disk comes back at exactly the revision it had.
-    pub fn revision(&self) -> u64 {
-        self.revision
-    }
-
-    /// How many events were folded into this state (duplicates by stream sequence excluded).
-    pub fn events_applied(&self) -> u64 {
-        self.events_applied
-    }
-
-    pub fn last_applied(&self) -> Option<LogId> {
-        self.last_applied
-    }
-
-    pub fn last_membership(&self) -> &StoredMembership {
-        &self.last_membership
-    }
-
-    /// The oldest `since` revision a delta can be computed from.
-    pub fn history_floor(&self) -> u64 {
-        self.history_floor
-    }
-
-    /// Builds the state a snapshot describes. `resources` are `(cluster, raw object)`; each is
-    /// folded as an upsert (the translator parses it with `flotilla_model::parse_object`), then
-    /// everything is translated once.
+impl State {
+    /// Builds the state a snapshot describes: every resource is folded as an upsert (parsed by
+    /// the translator like any event), then everything is translated once. A resource that no
+    /// longer parses (it was accepted by an older version) is logged and left out, identically
+    /// on every replica restoring the same snapshot.
     pub(crate) fn restore(
         last_applied: Option<LogId>,
         last_membership: StoredMembership,
-        last_seq: u64,
-        counters: RestoredCounters,
+        saved: Saved,
         resources: Vec<(flotilla_model::ResourceKey, serde_json::Value)>,
     ) -> Self {
         let mut translator = Translator::new();
@@ -142,21 +189,22 @@ impl StateView {
         if any {
             translator.recompute();
         }
-        let revision = counters.revision;
+        let revision = saved.counters.revision;
         Self {
             translator,
-            last_seq,
-            events_applied: counters.events_applied,
-            revision,
+            position: saved.position,
+            counters: saved.counters,
             last_applied,
             last_membership,
-            history: VecDeque::new(),
+            history: imbl::Vector::new(),
             history_floor: revision,
+            rejections: saved.rejections.into_iter().map(Arc::new).collect(),
         }
     }
 
     /// Applies an entry without events (blank or membership): nothing but the applied log id
-    /// moves (see [`StateView::revision`]).
+    /// moves. Blank and membership entries come with every election and change no state, so
+    /// the revision stays: a cluster restarted from disk comes back at exactly its revision.
     pub(crate) fn advance(&mut self, log_id: LogId, membership: Option<StoredMembership>) {
         self.last_applied = Some(log_id);
         if let Some(m) = membership {
@@ -164,58 +212,277 @@ impl StateView {
         }
     }
 
-    /// Folds one batch entry. Deterministic: same batches in the same order give the same
-    /// state on every replica.
-    pub(crate) fn apply_batch(&mut self, log_id: LogId, batch: &EventBatch) {
-        let mut applied = 0usize;
-        for (seq, ev) in &batch.events {
-            // A new leader may re-read events an old leader already committed (it was acked
-            // late or not at all): those are no-ops.
-            if *seq <= self.last_seq {
-                continue;
-            }
-            applied += 1;
-            if let Err(e) = self.translator.apply(ev) {
+    /// Folds one batch entry. Deterministic: the same entries in the same order give the same
+    /// state on every replica, refusals and rejections included.
+    ///
+    /// The stream's sequences are dense, and this is where that is enforced: a batch must
+    /// continue the state's sequence (overlap with what is already folded is a redelivery and
+    /// is skipped); a batch that starts past `last_seq + 1` is refused whole (nothing folded,
+    /// `Some(reason)` returned) so that the leader repositions instead of the state skipping
+    /// events.
+    pub(crate) fn apply_batch(&mut self, log_id: LogId, batch: &EventBatch) -> Option<String> {
+        self.last_applied = Some(log_id);
+        if let Some(why) = malformed(batch) {
+            return Some(self.refuse(log_id, batch, why));
+        }
+        let base = self.position.last_seq_of(&batch.epoch);
+        if batch.first_seq > base + 1 {
+            let why = format!(
+                "gap: the batch starts at sequence {} of epoch {:?}, the state is at {base}",
+                batch.first_seq, batch.epoch
+            );
+            return Some(self.refuse(log_id, batch, why));
+        }
+        if batch.last_seq() <= base {
+            // Entirely a redelivery: nothing to do (and no reason to switch epochs).
+            return None;
+        }
+        if batch.epoch != self.position.epoch {
+            if !self.position.epoch.is_empty() {
                 tracing::warn!(
-                    seq,
-                    cluster = %ev.cluster,
-                    source = %ev.source,
-                    keys = %event_keys(ev),
-                    error = %e,
-                    "event rejected"
+                    from = %self.position.epoch,
+                    to = %batch.epoch,
+                    resume_after = base,
+                    "the event stream changed (a new sequence space); continuing in it"
                 );
             }
+            self.position.switch(&batch.epoch, base);
         }
-        self.last_seq = self.last_seq.max(batch.last_seq);
-        self.last_applied = Some(log_id);
-        // Nothing folded means nothing changed: neither the revision nor the translation moves.
-        if applied == 0 {
-            return;
+        let before = self.counters.events_applied + self.counters.sequences_missing;
+        for (seq, item) in batch.sequenced() {
+            let last = self.position.last_seq;
+            match item {
+                StreamItem::Missing(n) => {
+                    let end = seq + n - 1;
+                    if end <= last {
+                        continue;
+                    }
+                    let from = seq.max(last + 1);
+                    self.counters.sequences_missing += end - from + 1;
+                    tracing::error!(
+                        from,
+                        end,
+                        epoch = %batch.epoch,
+                        "events lost: the stream no longer holds these sequences"
+                    );
+                    self.reject(Rejection {
+                        seq: from,
+                        revision: log_id.index,
+                        cluster: None,
+                        source: None,
+                        what: format!("sequences {from}..={end}"),
+                        reason: "no longer in the event stream (deleted or expired before the store consumed them)".into(),
+                    });
+                    self.position.last_seq = end;
+                }
+                StreamItem::Event(bytes) => {
+                    if seq <= last {
+                        continue;
+                    }
+                    self.counters.events_applied += 1;
+                    self.fold(log_id.index, seq, bytes);
+                    self.position.last_seq = seq;
+                }
+            }
         }
-        self.events_applied += applied as u64;
-        self.revision = log_id.index;
+        // Nothing consumed means nothing changed: neither the revision nor the translation
+        // moves.
+        if self.counters.events_applied + self.counters.sequences_missing == before {
+            return None;
+        }
+        self.counters.revision = log_id.index;
         let changes = self.translator.recompute();
         if changes.updated.is_empty() && changes.removed.is_empty() {
-            return;
+            return None;
         }
-        self.history.push_back(Change {
+        self.history.push_back(Arc::new(Change {
             revision: log_id.index,
             updated: changes.updated.iter().map(|g| g.gateway.clone()).collect(),
             removed: changes.removed,
-        });
+        }));
         while self.history.len() > HISTORY_LEN {
             if let Some(old) = self.history.pop_front() {
                 self.history_floor = old.revision;
             }
+        }
+        None
+    }
+
+    /// Decodes and folds one event; what cannot be is recorded, never fatal.
+    fn fold(&mut self, revision: u64, seq: u64, payload: &[u8]) {
+        let ev: ResourceEvent = match serde_json::from_slice(payload) {
+            Ok(ev) => ev,
+            Err(e) => {
+                self.counters.events_rejected += 1;
+                tracing::warn!(seq, bytes = payload.len(), error = %e, "undecodable event rejected");
+                self.reject(Rejection {
+                    seq,
+                    revision,
+                    cluster: None,
+                    source: None,
+                    what: format!("payload of {} bytes", payload.len()),
+                    reason: format!("not a valid event: {e}"),
+                });
+                return;
+            }
+        };
+        if let Err(e) = self.translator.apply(&ev) {
+            self.counters.events_rejected += 1;
+            let what = event_keys(&ev);
+            tracing::warn!(seq, cluster = %ev.cluster, source = %ev.source, keys = %what, error = %e, "event rejected");
+            self.reject(Rejection {
+                seq,
+                revision,
+                cluster: Some(ev.cluster),
+                source: Some(ev.source),
+                what,
+                reason: e.to_string(),
+            });
+        }
+    }
+
+    fn reject(&mut self, r: Rejection) {
+        self.rejections.push_back(Arc::new(r));
+        while self.rejections.len() > MAX_REJECTIONS {
+            self.rejections.pop_front();
+        }
+    }
+
+    fn refuse(&mut self, log_id: LogId, batch: &EventBatch, why: String) -> String {
+        self.counters.batches_refused += 1;
+        tracing::error!(
+            index = log_id.index,
+            epoch = %batch.epoch,
+            first_seq = batch.first_seq,
+            state_epoch = %self.position.epoch,
+            state_last_seq = self.position.last_seq,
+            reason = %why,
+            "batch refused: it does not continue the event sequence"
+        );
+        why
+    }
+
+    pub fn revision(&self) -> u64 {
+        self.counters.revision
+    }
+
+    pub fn position(&self) -> &Position {
+        &self.position
+    }
+
+    /// The immutable view readers get. O(1) in the state's size.
+    pub(crate) fn read_state(&self) -> ReadState {
+        ReadState {
+            view: self.translator.view(),
+            position: self.position.clone(),
+            counters: self.counters,
+            last_applied: self.last_applied,
+            last_membership: self.last_membership.clone(),
+            history: self.history.clone(),
+            history_floor: self.history_floor,
+            rejections: self.rejections.clone(),
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn translator(&self) -> &Translator {
+        &self.translator
+    }
+
+    #[cfg(test)]
+    pub(crate) fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    #[cfg(test)]
+    pub(crate) fn history(&self) -> &imbl::Vector<Arc<Change>> {
+        &self.history
+    }
+}
+
+/// What a batch decoded from the log may hold that [`EventBatch::new`] would refuse (the log
+/// comes from disk and from peers: the fold checks it again).
+fn malformed(batch: &EventBatch) -> Option<String> {
+    if batch.items.is_empty() {
+        Some("an empty batch".into())
+    } else if batch.first_seq == 0 {
+        Some("a batch at sequence 0".into())
+    } else if batch.items.iter().any(StreamItem::is_empty) {
+        Some("a batch with an empty missing run".into())
+    } else {
+        None
+    }
+}
+
+/// The state at one applied entry, as readers see it: see the module doc. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct ReadState {
+    view: TranslatorView,
+    position: Position,
+    counters: Counters,
+    last_applied: Option<LogId>,
+    last_membership: StoredMembership,
+    history: imbl::Vector<Arc<Change>>,
+    history_floor: u64,
+    rejections: imbl::Vector<Arc<Rejection>>,
+}
+
+impl ReadState {
+    /// Resources, statuses and translated gateways.
+    pub fn view(&self) -> &TranslatorView {
+        &self.view
+    }
+
+    /// Raft log index of the last applied entry that consumed stream sequences.
+    pub fn revision(&self) -> u64 {
+        self.counters.revision
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    pub fn position(&self) -> &Position {
+        &self.position
+    }
+
+    /// The last stream sequence folded, in the current epoch.
+    pub fn last_seq(&self) -> u64 {
+        self.position.last_seq
+    }
+
+    pub fn last_applied(&self) -> Option<LogId> {
+        self.last_applied
+    }
+
+    pub fn last_membership(&self) -> &StoredMembership {
+        &self.last_membership
+    }
+
+    /// The most recent rejections, oldest first.
+    pub fn rejections(&self) -> impl Iterator<Item = &Rejection> {
+        self.rejections.iter().map(|r| &**r)
+    }
+
+    /// The oldest `since` revision a delta can be computed from.
+    pub fn history_floor(&self) -> u64 {
+        self.history_floor
+    }
+
+    pub(crate) fn saved(&self) -> Saved {
+        Saved {
+            position: self.position.clone(),
+            counters: self.counters,
+            rejections: self.rejections().cloned().collect(),
         }
     }
 
     /// Everything as of now.
     pub fn full_state(&self) -> Delta {
         Delta {
-            revision: self.revision,
+            revision: self.revision(),
             full_state: true,
-            gateways: self.translator.gateways().values().cloned().collect(),
+            gateways: self.view.gateways().values().cloned().collect(),
             removed: Vec::new(),
         }
     }
@@ -226,7 +493,7 @@ impl StateView {
         if since == 0 || since < self.history_floor {
             return Some(self.full_state());
         }
-        if since >= self.revision {
+        if since >= self.revision() {
             return None;
         }
         let mut touched = BTreeSet::new();
@@ -241,9 +508,9 @@ impl StateView {
         if touched.is_empty() {
             return None;
         }
-        let gateways: &BTreeMap<String, Arc<GatewayXds>> = self.translator.gateways();
+        let gateways = self.view.gateways();
         let mut delta = Delta {
-            revision: self.revision,
+            revision: self.revision(),
             ..Delta::default()
         };
         for id in touched {
@@ -253,11 +520,6 @@ impl StateView {
             }
         }
         Some(delta)
-    }
-
-    #[cfg(test)]
-    pub(crate) fn history(&self) -> &VecDeque<Change> {
-        &self.history
     }
 }
 

@@ -1,19 +1,27 @@
-//! The Raft state machine: folds committed entries into the shared [`StateView`], publishes the
-//! revision, and builds / installs / loads snapshots.
+//! The Raft state machine: folds committed entries into the [`State`] it owns, publishes a
+//! [`ReadState`] after every applied run of entries, and builds / installs / loads snapshots.
 //!
-//! The state itself lives in memory; durability comes from the log plus snapshots. A snapshot
-//! is one file, `snapshot.json`, in the data dir: a first line with the openraft
-//! `SnapshotMeta` (JSON) and then one JSON document `{last_seq, resources: [{key, raw}]}`.
-//! Keeping the meta on its own first line lets `get_current_snapshot` read the meta without
-//! parsing the body, and keeps meta and body in one atomically renamed file (written to a
-//! temp file, fsynced, renamed, directory fsynced). On start the state machine loads that file;
+//! The fold runs on the blocking pool (translation is CPU work measured in milliseconds to
+//! seconds; it must not hold a runtime worker) and touches no lock: the state machine owns the
+//! state, and readers only ever see published, immutable [`ReadState`]s. If the fold panics the
+//! state is gone with it: `apply` reports a storage error, openraft stops the core, and the
+//! node stops (a half-applied fold is never served).
+//!
+//! Snapshots: one file, `snapshot.bin`, in the data dir:
+//! `MAGIC | meta length (u32 LE) | meta | body`, meta and body in the store's binary encoding
+//! ([`crate::codec`]). The body holds the stream position, counters, rejections and every
+//! resource as `(cluster, kind, namespace, name, JSON text of the object)`: the object travels
+//! as opaque text, so the snapshot decodes whatever the object's shape. The meta comes first
+//! so `get_current_snapshot` reads it without decoding the body; the file is written to a
+//! temp file, fsynced, renamed, and the directory fsynced. On start the state machine loads it;
 //! openraft then re-applies the log after it up to the saved committed index.
 
-use crate::state::StateView;
+use crate::codec;
+use crate::state::{ReadState, Saved, State};
 use crate::types::{
     ApplyResponse, Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
-use flotilla_model::ResourceKey;
+use flotilla_model::{Kind, ResourceKey};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
     AnyError, EntryPayload, ErrorSubject, ErrorVerb, RaftSnapshotBuilder, StorageIOError,
@@ -21,10 +29,12 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 use std::io::{Cursor, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
-const SNAPSHOT_FILE: &str = "snapshot.json";
+const SNAPSHOT_FILE: &str = "snapshot.bin";
+/// File magic and format version of the snapshot.
+const MAGIC: &[u8; 8] = b"FLOSNAP1";
 
 /// Why the state machine could not start.
 #[derive(Debug, thiserror::Error)]
@@ -41,73 +51,52 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// State shared between the state machine (writer) and everything that reads it.
+/// The published state, shared between the state machine (the only publisher) and everything
+/// that reads (API, watch streams, the leader loop, snapshot builds).
 pub struct Shared {
-    pub(crate) state: RwLock<StateView>,
-    /// The revision, published after every applied batch of entries.
-    pub(crate) revision_tx: watch::Sender<u64>,
+    current: watch::Sender<Arc<ReadState>>,
 }
 
 impl Shared {
-    fn new(state: StateView) -> Arc<Self> {
-        let (revision_tx, _) = watch::channel(state.revision());
-        Arc::new(Self {
-            state: RwLock::new(state),
-            revision_tx,
-        })
+    fn new(state: ReadState) -> Arc<Self> {
+        let (current, _) = watch::channel(Arc::new(state));
+        Arc::new(Self { current })
     }
 
-    /// Read access to the state. A poisoned lock only means a panic happened while applying;
-    /// the data is still the last consistent fold, so readers keep going.
-    pub fn read(&self) -> std::sync::RwLockReadGuard<'_, StateView> {
-        self.state.read().unwrap_or_else(|p| p.into_inner())
+    /// The latest published state. Never blocks on the fold.
+    pub fn load(&self) -> Arc<ReadState> {
+        self.current.borrow().clone()
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, StateView> {
-        self.state.write().unwrap_or_else(|p| p.into_inner())
+    /// A receiver woken whenever the revision moves (not on entries that change nothing).
+    pub fn subscribe(&self) -> watch::Receiver<Arc<ReadState>> {
+        self.current.subscribe()
     }
 
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.revision_tx.subscribe()
-    }
-
-    fn publish(&self, revision: u64) {
-        self.revision_tx.send_if_modified(|r| {
-            if *r != revision {
-                *r = revision;
-                true
-            } else {
-                false
-            }
+    fn publish(&self, state: ReadState) {
+        let state = Arc::new(state);
+        self.current.send_if_modified(|cur| {
+            let moved = cur.revision() != state.revision();
+            *cur = state;
+            moved
         });
     }
 }
 
-#[derive(Serialize)]
-struct BodyRef<'a> {
-    last_seq: u64,
-    counters: crate::state::RestoredCounters,
-    resources: Vec<ResourceRef<'a>>,
-}
-
-#[derive(Serialize)]
-struct ResourceRef<'a> {
-    key: &'a ResourceKey,
-    raw: &'a serde_json::Value,
-}
-
-#[derive(Deserialize)]
+#[derive(Serialize, Deserialize)]
 struct Body {
-    last_seq: u64,
-    #[serde(default)]
-    counters: crate::state::RestoredCounters,
-    resources: Vec<OwnedResource>,
+    saved: Saved,
+    resources: Vec<SnapResource>,
 }
 
-#[derive(Deserialize)]
-struct OwnedResource {
-    key: ResourceKey,
-    raw: serde_json::Value,
+#[derive(Serialize, Deserialize)]
+struct SnapResource {
+    cluster: String,
+    kind: String,
+    namespace: String,
+    name: String,
+    /// The object as JSON text.
+    json: Vec<u8>,
 }
 
 fn snap_err(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError {
@@ -119,35 +108,77 @@ fn snap_err(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError {
     .into()
 }
 
-/// Splits snapshot bytes into meta and body.
-fn decode_snapshot(bytes: &[u8]) -> std::result::Result<(SnapshotMeta, Body), String> {
-    let nl = bytes
-        .iter()
-        .position(|b| *b == b'\n')
-        .ok_or("snapshot has no meta line")?;
-    let meta: SnapshotMeta =
-        serde_json::from_slice(&bytes[..nl]).map_err(|e| format!("snapshot meta: {e}"))?;
-    let body: Body =
-        serde_json::from_slice(&bytes[nl + 1..]).map_err(|e| format!("snapshot body: {e}"))?;
+fn encode_snapshot(meta: &SnapshotMeta, state: &ReadState) -> std::result::Result<Vec<u8>, String> {
+    let meta_bytes = codec::encode("snapshot meta", meta).map_err(|e| e.to_string())?;
+    let meta_len = u32::try_from(meta_bytes.len()).map_err(|_| "snapshot meta too large")?;
+    let mut resources = Vec::with_capacity(state.view().resource_count());
+    for r in state.view().resources() {
+        resources.push(SnapResource {
+            cluster: r.key.cluster.clone(),
+            kind: r.key.kind.as_str().to_string(),
+            namespace: r.key.namespace.clone(),
+            name: r.key.name.clone(),
+            json: serde_json::to_vec(&r.raw).map_err(|e| format!("{}: {e}", r.key))?,
+        });
+    }
+    let body = codec::encode(
+        "snapshot body",
+        &Body {
+            saved: state.saved(),
+            resources,
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    let mut out = Vec::with_capacity(MAGIC.len() + 4 + meta_bytes.len() + body.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&meta_len.to_le_bytes());
+    out.extend_from_slice(&meta_bytes);
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+/// Splits snapshot bytes into meta and the body's bytes.
+fn split_snapshot(bytes: &[u8]) -> std::result::Result<(SnapshotMeta, &[u8]), String> {
+    let rest = bytes
+        .strip_prefix(MAGIC.as_slice())
+        .ok_or("not a Flotilla snapshot (bad magic)")?;
+    let (len, rest) = rest
+        .split_first_chunk::<4>()
+        .ok_or("snapshot truncated in its header")?;
+    let len = u32::from_le_bytes(*len) as usize;
+    if rest.len() < len {
+        return Err("snapshot truncated in its meta".into());
+    }
+    let (meta, body) = rest.split_at(len);
+    let meta = codec::decode("snapshot meta", meta).map_err(|e| e.to_string())?;
     Ok((meta, body))
 }
 
-fn decode_meta(bytes: &[u8]) -> std::result::Result<SnapshotMeta, String> {
-    let nl = bytes
-        .iter()
-        .position(|b| *b == b'\n')
-        .ok_or("snapshot has no meta line")?;
-    serde_json::from_slice(&bytes[..nl]).map_err(|e| format!("snapshot meta: {e}"))
-}
-
-fn state_from(meta: &SnapshotMeta, body: Body) -> StateView {
-    StateView::restore(
+/// Decodes a snapshot into the state it describes (translating everything once).
+fn decode_snapshot(bytes: &[u8]) -> std::result::Result<(SnapshotMeta, State), String> {
+    let (meta, body) = split_snapshot(bytes)?;
+    let body: Body = codec::decode("snapshot body", body).map_err(|e| e.to_string())?;
+    let mut resources = Vec::with_capacity(body.resources.len());
+    for r in body.resources {
+        let Some(kind) = Kind::parse(&r.kind) else {
+            tracing::error!(kind = %r.kind, name = %r.name, "snapshot resource of an unknown kind left out");
+            continue;
+        };
+        let key = ResourceKey::new(r.cluster, kind, r.namespace, r.name);
+        match serde_json::from_slice(&r.json) {
+            Ok(raw) => resources.push((key, raw)),
+            Err(e) => {
+                tracing::error!(%key, error = %e, "snapshot resource that is not JSON left out")
+            }
+        }
+    }
+    let state = State::restore(
         meta.last_log_id,
         meta.last_membership.clone(),
-        body.last_seq,
-        body.counters,
-        body.resources.into_iter().map(|r| (r.key, r.raw)).collect(),
-    )
+        body.saved,
+        resources,
+    );
+    Ok((meta, state))
 }
 
 /// Writes `bytes` as the current snapshot: temp file, fsync, rename, fsync the directory.
@@ -180,8 +211,10 @@ fn persist_snapshot(
     Ok(true)
 }
 
-/// The openraft state machine. Holds the shared state and the snapshot directory.
+/// The openraft state machine: the state it owns, the publication, the snapshot directory.
 pub struct StateMachine {
+    /// `None` only while a fold runs on the blocking pool (or after it panicked).
+    state: Option<State>,
     shared: Arc<Shared>,
     dir: PathBuf,
     /// Last log id of the snapshot file on disk.
@@ -194,19 +227,18 @@ impl StateMachine {
         let path = dir.join(SNAPSHOT_FILE);
         let (state, snap_id) = match std::fs::read(&path) {
             Ok(bytes) => {
-                let (meta, body) = decode_snapshot(&bytes).map_err(|message| Error::Decode {
+                let (meta, state) = decode_snapshot(&bytes).map_err(|message| Error::Decode {
                     path: path.display().to_string(),
                     message,
                 })?;
                 tracing::info!(
                     last_log_id = ?meta.last_log_id,
-                    resources = body.resources.len(),
+                    revision = state.revision(),
                     "loaded snapshot"
                 );
-                let id = meta.last_log_id;
-                (state_from(&meta, body), id)
+                (state, meta.last_log_id)
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (StateView::default(), None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (State::default(), None),
             Err(source) => {
                 return Err(Error::Read {
                     path: path.display().to_string(),
@@ -215,7 +247,8 @@ impl StateMachine {
             }
         };
         Ok(Self {
-            shared: Shared::new(state),
+            shared: Shared::new(state.read_state()),
+            state: Some(state),
             dir: dir.to_path_buf(),
             snapshot_log_id: Arc::new(Mutex::new(snap_id)),
         })
@@ -226,7 +259,7 @@ impl StateMachine {
     }
 }
 
-/// Builds a snapshot from a consistent view of the state.
+/// Builds a snapshot from one published state.
 pub struct SnapshotBuilder {
     shared: Arc<Shared>,
     dir: PathBuf,
@@ -235,54 +268,32 @@ pub struct SnapshotBuilder {
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> std::result::Result<Snapshot<TypeConfig>, StorageError> {
-        // Take a consistent view under the read lock: resources are `Arc`s, so this is cheap;
-        // serialization happens after the lock is released.
-        let (meta, last_seq, counters, resources) = {
-            let st = self.shared.read();
-            let last_applied = st.last_applied();
-            let snapshot_id = match last_applied {
-                Some(l) => format!("{}-{}-{}", l.leader_id.term, l.leader_id.node_id, l.index),
-                None => "0-0-0".to_string(),
-            };
-            let meta = SnapshotMeta {
-                last_log_id: last_applied,
-                last_membership: st.last_membership().clone(),
-                snapshot_id,
-            };
-            let resources: Vec<_> = st.translator().resources().cloned().collect();
-            let counters = crate::state::RestoredCounters {
-                revision: st.revision(),
-                events_applied: st.events_applied(),
-            };
-            (meta, st.last_seq(), counters, resources)
+        // A published state is consistent (its log id and its content belong together) and
+        // immutable: encode it on the blocking pool while the fold goes on.
+        let state = self.shared.load();
+        let last_applied = state.last_applied();
+        let snapshot_id = match last_applied {
+            Some(l) => format!("{}-{}-{}", l.leader_id.term, l.leader_id.node_id, l.index),
+            None => "0-0-0".to_string(),
         };
-        let mut bytes = serde_json::to_vec(&meta).map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        bytes.push(b'\n');
-        let body = BodyRef {
-            last_seq,
-            counters,
-            resources: resources
-                .iter()
-                .map(|r| ResourceRef {
-                    key: &r.key,
-                    raw: &r.raw,
-                })
-                .collect(),
+        let meta = SnapshotMeta {
+            last_log_id: last_applied,
+            last_membership: state.last_membership().clone(),
+            snapshot_id,
         };
-        serde_json::to_writer(&mut bytes, &body).map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        drop(body);
-
         let dir = self.dir.clone();
         let guard = self.snapshot_log_id.clone();
-        let last_log_id = meta.last_log_id;
+        let m = meta.clone();
         let (bytes, written) = tokio::task::spawn_blocking(move || {
-            let r = persist_snapshot(&dir, &bytes, last_log_id, &guard);
-            (bytes, r)
+            let bytes = encode_snapshot(&m, &state)?;
+            let written =
+                persist_snapshot(&dir, &bytes, m.last_log_id, &guard).map_err(|e| e.to_string())?;
+            Ok::<_, String>((bytes, written))
         })
         .await
+        .map_err(|e| snap_err(ErrorVerb::Write, e))?
         .map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        let written = written.map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        tracing::info!(last_log_id = ?meta.last_log_id, resources = resources.len(), written, "built snapshot");
+        tracing::info!(last_log_id = ?meta.last_log_id, bytes = bytes.len(), written, "built snapshot");
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(bytes)),
@@ -296,7 +307,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn applied_state(
         &mut self,
     ) -> std::result::Result<(Option<LogId>, StoredMembership), StorageError> {
-        let st = self.shared.read();
+        let st = self.shared.load();
         Ok((st.last_applied(), st.last_membership().clone()))
     }
 
@@ -308,30 +319,59 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        let mut out = Vec::new();
-        let mut revision = None;
-        for entry in entries {
-            // One write lock per entry, not per call: a long catch-up batch must not starve
-            // readers for its whole duration.
-            let mut st = self.shared.write();
-            match &entry.payload {
-                EntryPayload::Blank => st.advance(entry.log_id, None),
-                EntryPayload::Membership(m) => st.advance(
-                    entry.log_id,
-                    Some(StoredMembership::new(Some(entry.log_id), m.clone())),
-                ),
-                EntryPayload::Normal(batch) => st.apply_batch(entry.log_id, batch),
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let Some(mut state) = self.state.take() else {
+            return Err(snap_err(
+                ErrorVerb::Write,
+                "the state was lost by an earlier failed fold",
+            ));
+        };
+        let folded = tokio::task::spawn_blocking(move || {
+            let mut out = Vec::with_capacity(entries.len());
+            for entry in &entries {
+                let refused = match &entry.payload {
+                    EntryPayload::Blank => {
+                        state.advance(entry.log_id, None);
+                        None
+                    }
+                    EntryPayload::Membership(m) => {
+                        state.advance(
+                            entry.log_id,
+                            Some(StoredMembership::new(Some(entry.log_id), m.clone())),
+                        );
+                        None
+                    }
+                    EntryPayload::Normal(batch) => state.apply_batch(entry.log_id, batch),
+                };
+                out.push(ApplyResponse {
+                    revision: state.revision(),
+                    epoch: state.position().epoch.clone(),
+                    last_seq: state.position().last_seq,
+                    refused,
+                });
             }
-            out.push(ApplyResponse {
-                revision: st.revision(),
-                last_seq: st.last_seq(),
-            });
-            revision = Some(st.revision());
+            let published = state.read_state();
+            (state, published, out)
+        })
+        .await;
+        match folded {
+            Ok((state, published, out)) => {
+                self.state = Some(state);
+                self.shared.publish(published);
+                Ok(out)
+            }
+            Err(e) => {
+                // The fold panicked: the state it held is gone, and whatever it had changed is
+                // unknown. Stop rather than serve it (the node fails on the fatal error).
+                tracing::error!(error = %e, "state machine fold failed; stopping");
+                Err(StorageIOError::new(
+                    ErrorSubject::StateMachine,
+                    ErrorVerb::Write,
+                    AnyError::error(format!("fold failed: {e}")),
+                )
+                .into())
+            }
         }
-        if let Some(r) = revision {
-            self.shared.publish(r);
-        }
-        Ok(out)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
@@ -354,19 +394,20 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> std::result::Result<(), StorageError> {
         let bytes = snapshot.into_inner();
-        let (_, body) = decode_snapshot(&bytes).map_err(|e| snap_err(ErrorVerb::Read, e))?;
-        // Translate outside the lock; swap in one step.
-        let new_state = state_from(meta, body);
-        let revision = new_state.revision();
         let dir = self.dir.clone();
         let guard = self.snapshot_log_id.clone();
         let last_log_id = meta.last_log_id;
-        tokio::task::spawn_blocking(move || persist_snapshot(&dir, &bytes, last_log_id, &guard))
-            .await
-            .map_err(|e| snap_err(ErrorVerb::Write, e))?
-            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        *self.shared.write() = new_state;
-        self.shared.publish(revision);
+        // Decode and translate off the runtime; swap in one step.
+        let new_state = tokio::task::spawn_blocking(move || {
+            let (_, state) = decode_snapshot(&bytes)?;
+            persist_snapshot(&dir, &bytes, last_log_id, &guard).map_err(|e| e.to_string())?;
+            Ok::<_, String>(state)
+        })
+        .await
+        .map_err(|e| snap_err(ErrorVerb::Read, e))?
+        .map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        self.shared.publish(new_state.read_state());
+        self.state = Some(new_state);
         tracing::info!(last_log_id = ?meta.last_log_id, "installed snapshot");
         Ok(())
     }
@@ -380,7 +421,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(snap_err(ErrorVerb::Read, e)),
         };
-        let meta = decode_meta(&bytes).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        let (meta, _) = split_snapshot(&bytes).map_err(|e| snap_err(ErrorVerb::Read, e))?;
         Ok(Some(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(bytes)),

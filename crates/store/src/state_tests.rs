@@ -1,5 +1,6 @@
 use super::*;
 use crate::types::EventBatch;
+use bytes::Bytes;
 use flotilla_model::{EventBody, ResourceEvent};
 use openraft::{CommittedLeaderId, LogId as RaftLogId};
 
@@ -26,6 +27,8 @@ spec:
   - {name: http, port: 8081, protocol: HTTP}
 "#;
 
+const EPOCH: &str = "stream@1";
+
 fn log_id(index: u64) -> LogId {
     RaftLogId::new(CommittedLeaderId::new(1, 1), index)
 }
@@ -45,16 +48,16 @@ fn mk_events(text: &str) -> Vec<ResourceEvent> {
         .collect()
 }
 
-fn mk_batch(first_seq: u64, evs: Vec<ResourceEvent>) -> EventBatch {
-    let events: Vec<_> = evs
-        .into_iter()
-        .enumerate()
-        .map(|(i, e)| (first_seq + i as u64, e))
-        .collect();
-    EventBatch {
-        last_seq: events.last().map(|e| e.0).unwrap_or(first_seq),
-        events,
-    }
+fn payload(ev: &ResourceEvent) -> StreamItem {
+    StreamItem::Event(Bytes::from(serde_json::to_vec(ev).expect("encode")))
+}
+
+fn mk_batch_in(epoch: &str, first_seq: u64, evs: &[ResourceEvent]) -> EventBatch {
+    EventBatch::new(epoch, first_seq, evs.iter().map(payload).collect()).expect("batch")
+}
+
+fn mk_batch(first_seq: u64, evs: &[ResourceEvent]) -> EventBatch {
+    mk_batch_in(EPOCH, first_seq, evs)
 }
 
 fn delete_gw2() -> ResourceEvent {
@@ -74,16 +77,19 @@ fn delete_gw2() -> ResourceEvent {
 
 #[test]
 fn apply_folds_and_records_history() {
-    let mut st = StateView::default();
+    let mut st = State::default();
     st.advance(log_id(1), None);
     assert_eq!(
         st.revision(),
         0,
         "a blank entry changes no state, so not the revision"
     );
-    st.apply_batch(log_id(2), &mk_batch(1, mk_events(BASE)));
-    assert_eq!((st.revision(), st.last_seq()), (2, 3));
-    assert_eq!(st.events_applied(), 3);
+    assert_eq!(
+        st.apply_batch(log_id(2), &mk_batch(1, &mk_events(BASE))),
+        None
+    );
+    assert_eq!((st.revision(), st.position().last_seq), (2, 3));
+    assert_eq!(st.counters().events_applied, 3);
     assert_eq!(st.translator().resources().count(), 3);
     assert_eq!(st.history().len(), 1);
     let gws: Vec<_> = st.translator().gateways().keys().cloned().collect();
@@ -95,60 +101,172 @@ fn apply_folds_and_records_history() {
 
 #[test]
 fn replayed_sequences_are_no_ops() {
-    let mut st = StateView::default();
-    st.apply_batch(log_id(1), &mk_batch(1, mk_events(BASE)));
+    let mut st = State::default();
+    st.apply_batch(log_id(1), &mk_batch(1, &mk_events(BASE)));
     let before: Vec<_> = st.translator().gateways().values().cloned().collect();
-    // A new leader re-reads 2..=3 and then a delete at 4.
-    let mut again = mk_batch(2, mk_events(BASE).split_off(1));
-    again.events.push((4, delete_gw2()));
-    again.last_seq = 4;
-    // Drop the delete to first check a pure replay.
-    let replay = EventBatch {
-        last_seq: 3,
-        events: again.events[..2].to_vec(),
-    };
-    st.apply_batch(log_id(2), &replay);
+    // A new leader re-reads 2..=3: a pure replay.
+    let replay = mk_batch(2, &mk_events(BASE)[1..]);
+    assert_eq!(st.apply_batch(log_id(2), &replay), None);
     assert_eq!(
         st.revision(),
         1,
         "a pure replay changes nothing, not even the revision"
     );
-    assert_eq!(st.last_seq(), 3);
+    assert_eq!(st.position().last_seq, 3);
     assert_eq!(
-        st.events_applied(),
+        st.counters().events_applied,
         3,
         "replayed events are not applied twice"
     );
     let after: Vec<_> = st.translator().gateways().values().cloned().collect();
     assert_eq!(before, after);
     assert_eq!(st.history().len(), 1, "a replay changes nothing");
-    st.apply_batch(log_id(3), &again);
-    assert_eq!(st.last_seq(), 4);
-    assert_eq!(st.events_applied(), 4);
+    // 2..=3 again plus a delete at 4: only 4 is new.
+    let mut evs = mk_events(BASE)[1..].to_vec();
+    evs.push(delete_gw2());
+    st.apply_batch(log_id(3), &mk_batch(2, &evs));
+    assert_eq!(st.position().last_seq, 4);
+    assert_eq!(st.counters().events_applied, 4);
     assert_eq!(st.revision(), 3);
     assert!(!st.translator().gateways().contains_key("c1/infra/gw2"));
 }
 
+/// The invariant the leader relies on: a batch that does not continue the sequence is
+/// refused whole, never folded with a hole in front of it.
 #[test]
-fn undecodable_messages_still_advance_last_seq() {
-    let mut st = StateView::default();
-    st.apply_batch(
-        log_id(1),
-        &EventBatch {
-            last_seq: 7,
-            events: Vec::new(),
-        },
+fn a_gap_is_refused_not_skipped() {
+    let mut st = State::default();
+    st.apply_batch(log_id(1), &mk_batch(1, &mk_events(BASE)[..1]));
+    let before = st.read_state();
+    // Sequence 2 was taken by someone else; the batch starts at 3.
+    let why = st
+        .apply_batch(log_id(2), &mk_batch(3, &mk_events(BASE)[1..]))
+        .expect("refused");
+    assert!(why.contains("gap"), "{why}");
+    assert_eq!(st.position().last_seq, 1, "nothing skipped");
+    assert_eq!(st.counters().events_applied, 1, "nothing folded");
+    assert_eq!(st.counters().batches_refused, 1);
+    assert_eq!(st.revision(), before.revision());
+    // The leader repositions and sends 2..=3: all applies.
+    assert_eq!(
+        st.apply_batch(log_id(3), &mk_batch(2, &mk_events(BASE)[1..])),
+        None
     );
-    assert_eq!(st.last_seq(), 7);
-    assert_eq!(st.revision(), 0);
+    assert_eq!(st.position().last_seq, 3);
+    assert_eq!(st.counters().events_applied, 3);
+}
+
+/// A batch decoded from the log that `EventBatch::new` would refuse is refused by the fold.
+#[test]
+fn malformed_batches_are_refused() {
+    let mut st = State::default();
+    let empty = EventBatch {
+        epoch: EPOCH.into(),
+        first_seq: 1,
+        items: vec![],
+    };
+    assert!(st.apply_batch(log_id(1), &empty).is_some());
+    let zero = EventBatch {
+        epoch: EPOCH.into(),
+        first_seq: 0,
+        items: vec![StreamItem::Missing(1)],
+    };
+    assert!(st.apply_batch(log_id(2), &zero).is_some());
+    let empty_run = EventBatch {
+        epoch: EPOCH.into(),
+        first_seq: 1,
+        items: vec![StreamItem::Missing(0)],
+    };
+    assert!(st.apply_batch(log_id(3), &empty_run).is_some());
+    assert_eq!(st.counters().batches_refused, 3);
+    assert_eq!(st.position().last_seq, 0);
+}
+
+/// A poison payload (undecodable, too deep for any JSON decoder, an object the model refuses)
+/// consumes its sequence, is recorded, and the rest of the batch applies.
+#[test]
+fn poison_payloads_are_recorded_and_the_rest_applies() {
+    let mut st = State::default();
+    let evs = mk_events(BASE);
+    let deep = format!(
+        "{{\"cluster\":\"c1\",\"source\":\"t\",\"body\":{{\"type\":\"upsert\",\"object\":{}{}}}}}",
+        "[".repeat(200),
+        "]".repeat(200)
+    );
+    let items = vec![
+        payload(&evs[0]),
+        StreamItem::Event(Bytes::from_static(b"\xff\xfegarbage")),
+        StreamItem::Event(Bytes::from(deep)),
+        payload(&evs[1]),
+    ];
+    let batch = EventBatch::new(EPOCH, 1, items).expect("batch");
+    assert_eq!(st.apply_batch(log_id(1), &batch), None);
+    assert_eq!(st.position().last_seq, 4);
+    assert_eq!(
+        st.counters().events_applied,
+        4,
+        "every sequence consumed once"
+    );
+    assert_eq!(st.counters().events_rejected, 2);
+    assert_eq!(st.translator().resources().count(), 2);
+    let read = st.read_state();
+    let rejected: Vec<_> = read.rejections().map(|r| (r.seq, r.what.clone())).collect();
+    assert_eq!(rejected.len(), 2, "{rejected:?}");
+    assert_eq!(rejected[0].0, 2);
+    assert_eq!(rejected[1].0, 3);
+    assert!(rejected[0].1.starts_with("payload of"), "{rejected:?}");
+}
+
+#[test]
+fn missing_sequences_are_counted_as_lost() {
+    let mut st = State::default();
+    let evs = mk_events(BASE);
+    let batch = EventBatch::new(
+        EPOCH,
+        1,
+        vec![payload(&evs[0]), StreamItem::Missing(5), payload(&evs[1])],
+    )
+    .expect("batch");
+    st.apply_batch(log_id(1), &batch);
+    assert_eq!(st.position().last_seq, 7);
+    assert_eq!(st.counters().events_applied, 2);
+    assert_eq!(st.counters().sequences_missing, 5);
+    let read = st.read_state();
+    let r = read.rejections().next().expect("recorded");
+    assert_eq!(r.what, "sequences 2..=6");
+}
+
+/// A new sequence space (a standalone restart's fresh bus, a stream created again) is folded
+/// from its start; coming back to an earlier epoch resumes where it was.
+#[test]
+fn a_new_epoch_starts_from_its_first_sequence() {
+    let mut st = State::default();
+    let evs = mk_events(BASE);
+    st.apply_batch(log_id(1), &mk_batch_in("bus-a", 1, &evs));
+    assert_eq!(st.position().last_seq, 3);
+    // A restarted bus: sequence 1 again, in a new epoch. It must apply.
+    st.apply_batch(log_id(2), &mk_batch_in("bus-b", 1, &[delete_gw2()]));
+    assert_eq!(st.position().epoch, "bus-b");
+    assert_eq!(st.position().last_seq, 1);
+    assert_eq!(st.counters().events_applied, 4);
+    assert!(!st.translator().gateways().contains_key("c1/infra/gw2"));
+    // A new epoch must start at its beginning.
+    assert!(st
+        .apply_batch(log_id(3), &mk_batch_in("bus-c", 5, &evs[..1]))
+        .is_some());
+    // Back to bus-a: it resumes after 3, so 1..=3 again is a replay.
+    assert_eq!(st.position().last_seq_of("bus-a"), 3);
+    st.apply_batch(log_id(4), &mk_batch_in("bus-a", 1, &evs));
+    assert_eq!(st.counters().events_applied, 4, "nothing applied twice");
 }
 
 #[test]
 fn deltas_since_a_revision() {
-    let mut st = StateView::default();
-    st.apply_batch(log_id(1), &mk_batch(1, mk_events(BASE)));
+    let mut st = State::default();
+    st.apply_batch(log_id(1), &mk_batch(1, &mk_events(BASE)));
     st.advance(log_id(2), None);
-    st.apply_batch(log_id(3), &mk_batch(4, vec![delete_gw2()]));
+    st.apply_batch(log_id(3), &mk_batch(4, &[delete_gw2()]));
+    let st = st.read_state();
 
     let full = st.delta_since(0).expect("full");
     assert!(full.full_state);
@@ -167,10 +285,25 @@ fn deltas_since_a_revision() {
     assert!(st.delta_since(9).is_none());
 }
 
+/// A reader's snapshot never changes under it while the writer moves on.
+#[test]
+fn published_states_are_immutable() {
+    let mut st = State::default();
+    st.apply_batch(log_id(1), &mk_batch(1, &mk_events(BASE)));
+    let old = st.read_state();
+    st.apply_batch(log_id(2), &mk_batch(4, &[delete_gw2()]));
+    assert_eq!(old.revision(), 1);
+    assert_eq!(old.view().gateways().len(), 2);
+    assert_eq!(old.view().resource_count(), 3);
+    let new = st.read_state();
+    assert_eq!(new.view().gateways().len(), 1);
+    assert_eq!(new.view().resource_count(), 2);
+}
+
 #[test]
 fn history_is_bounded_and_old_watchers_get_full_state() {
-    let mut st = StateView::default();
-    st.apply_batch(log_id(1), &mk_batch(1, mk_events(BASE)));
+    let mut st = State::default();
+    st.apply_batch(log_id(1), &mk_batch(1, &mk_events(BASE)));
     let evs = mk_events(BASE);
     let gw = evs[1].clone();
     let mut seq = 3;
@@ -181,38 +314,44 @@ fn history_is_bounded_and_old_watchers_get_full_state() {
             object["spec"]["listeners"][0]["port"] = serde_json::json!(9000 + (i % 2));
         }
         seq += 1;
-        st.apply_batch(log_id(2 + i), &mk_batch(seq, vec![ev]));
+        st.apply_batch(log_id(2 + i), &mk_batch(seq, &[ev]));
     }
     assert_eq!(st.history().len(), HISTORY_LEN);
-    assert!(st.history_floor() > 1);
-    assert!(st.delta_since(1).expect("full").full_state);
-    let d = st.delta_since(st.revision() - 1).expect("delta");
+    let read = st.read_state();
+    assert!(read.history_floor() > 1);
+    assert!(read.delta_since(1).expect("full").full_state);
+    let d = read.delta_since(read.revision() - 1).expect("delta");
     assert!(!d.full_state);
     assert_eq!(d.gateways.len(), 1);
 }
 
 #[test]
 fn restore_rebuilds_the_same_output() {
-    let mut st = StateView::default();
-    st.apply_batch(log_id(1), &mk_batch(1, mk_events(BASE)));
-    let resources: Vec<_> = st
-        .translator()
+    let mut st = State::default();
+    let mut items: Vec<StreamItem> = mk_events(BASE).iter().map(payload).collect();
+    items.push(StreamItem::Event(Bytes::from_static(b"junk")));
+    st.apply_batch(log_id(1), &EventBatch::new(EPOCH, 1, items).expect("batch"));
+    let read = st.read_state();
+    let resources: Vec<_> = read
+        .view()
         .resources()
         .map(|r| (r.key.clone(), r.raw.clone()))
         .collect();
-    let restored = StateView::restore(
-        st.last_applied(),
-        st.last_membership().clone(),
-        st.last_seq(),
-        crate::state::RestoredCounters {
-            revision: st.revision(),
-            events_applied: st.events_applied(),
-        },
+    let restored = State::restore(
+        read.last_applied(),
+        read.last_membership().clone(),
+        read.saved(),
         resources,
     );
-    assert_eq!(restored.revision(), 1);
-    assert_eq!(restored.events_applied(), st.events_applied());
-    assert_eq!(restored.last_seq(), 3);
-    assert_eq!(restored.history_floor(), 1);
-    assert_eq!(restored.translator().gateways(), st.translator().gateways());
+    let back = restored.read_state();
+    assert_eq!(back.revision(), 1);
+    assert_eq!(back.counters(), read.counters());
+    assert_eq!(back.position(), read.position());
+    assert_eq!(back.history_floor(), 1);
+    assert_eq!(
+        back.rejections().cloned().collect::<Vec<_>>(),
+        read.rejections().cloned().collect::<Vec<_>>(),
+        "rejections survive a snapshot, identically on every replica"
+    );
+    assert_eq!(back.view().gateways(), read.view().gateways());
 }

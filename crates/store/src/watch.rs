@@ -121,11 +121,11 @@ async fn serve_stream(
         _ = shutdown.cancelled() => return,
         _ = tx.closed() => return,
     }
-    let mut revisions = shared.subscribe();
-    if since > *revisions.borrow() {
+    let mut states = shared.subscribe();
+    if since > states.borrow().revision() {
         let caught_up = tokio::time::timeout(AHEAD_WAIT, async {
             tokio::select! {
-                r = revisions.wait_for(|r| *r >= since) => r.is_ok(),
+                r = states.wait_for(|s| s.revision() >= since) => r.is_ok(),
                 _ = shutdown.cancelled() => false,
                 _ = tx.closed() => false,
             }
@@ -145,25 +145,24 @@ async fn serve_stream(
         let permit = tokio::select! {
             p = tx.reserve() => match p { Ok(p) => p, Err(_) => return },
             _ = shutdown.cancelled() => return,
+            _ = ready.wait_for(|r| !*r) => return not_serving(&tx),
         };
-        // Mark the current revision seen *before* reading the state, so a change landing
-        // after the read wakes us again.
-        revisions.borrow_and_update();
-        let delta = {
-            let st = shared.read();
-            if first && since > st.revision() {
-                // Timed out waiting for this replica to catch up.
-                Some(st.full_state())
-            } else {
-                st.delta_since(sent).or_else(|| {
-                    // The first answer always goes out, even when empty, so the edge knows
-                    // it is connected and at which revision.
-                    first.then(|| Delta {
-                        revision: st.revision().max(sent),
-                        ..Delta::default()
-                    })
+        // Mark the current state seen *before* reading it, so a change landing after the
+        // read wakes us again. The state is an immutable snapshot: no lock is held while the
+        // delta is computed or sent.
+        let st = states.borrow_and_update().clone();
+        let delta = if first && since > st.revision() {
+            // Timed out waiting for this replica to catch up.
+            Some(st.full_state())
+        } else {
+            st.delta_since(sent).or_else(|| {
+                // The first answer always goes out, even when empty, so the edge knows it is
+                // connected and at which revision.
+                first.then(|| Delta {
+                    revision: st.revision().max(sent),
+                    ..Delta::default()
                 })
-            }
+            })
         };
         first = false;
         match delta {
@@ -181,9 +180,20 @@ async fn serve_stream(
             None => drop(permit),
         }
         tokio::select! {
-            r = revisions.changed() => if r.is_err() { return },
+            r = states.changed() => if r.is_err() { return },
             _ = shutdown.cancelled() => return,
             _ = tx.closed() => return,
+            _ = ready.wait_for(|r| !*r) => return not_serving(&tx),
         }
     }
+}
+
+/// Ends a stream because this replica stopped being ready (no leader for a while, or its Raft
+/// core stopped): the edge moves to another replica.
+fn not_serving(tx: &mpsc::Sender<Result<WatchResponse, Status>>) {
+    tracing::warn!("replica not ready; ending the watch so the edge moves on");
+    // If the edge is not even reading, ending the stream (dropping `tx`) says enough.
+    let _ = tx.try_send(Err(Status::unavailable(
+        "this store replica is not ready (no leader, or its Raft core stopped)",
+    )));
 }

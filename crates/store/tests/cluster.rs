@@ -5,21 +5,19 @@ mod common;
 
 use common::*;
 use flotilla_store::NatsSource;
-use std::sync::Arc;
 use std::time::Duration;
 
 const STREAM: &str = "FLOTILLA_EVENTS";
 const T: Duration = Duration::from_secs(20);
 
 fn state_of(n: &TestNode) -> (u64, u64, usize, bool) {
-    n.node.with_state(|s| {
-        (
-            s.revision(),
-            s.last_seq(),
-            s.translator().resources().count(),
-            s.translator().gateways().contains_key(GATEWAY_ID),
-        )
-    })
+    let s = n.node.state();
+    (
+        s.revision(),
+        s.last_seq(),
+        s.view().resource_count(),
+        s.view().gateways().contains_key(GATEWAY_ID),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -36,7 +34,7 @@ async fn three_nodes_replicate_fail_over_and_restart() -> TestResult {
     let mut nodes = Vec::new();
     for (i, l) in ls.into_iter().enumerate() {
         let id = i as u64 + 1;
-        let src = Arc::new(NatsSource::connect(&nats.url, STREAM).await?);
+        let src = NatsSource::connect(&nats.url, STREAM).await?;
         nodes.push(start_node(id, l, &peers, dirs[i].path(), src).await?);
     }
 
@@ -86,7 +84,7 @@ async fn three_nodes_replicate_fail_over_and_restart() -> TestResult {
     }
 
     // The old leader restarts from its disk and catches up.
-    let src = Arc::new(NatsSource::connect(&nats.url, STREAM).await?);
+    let src = NatsSource::connect(&nats.url, STREAM).await?;
     let restarted = restart_node(old_leader, &nodes[li], &peers, src).await?;
     nodes[li] = restarted;
     eventually("restarted node catches up", T, || {
@@ -106,7 +104,7 @@ async fn three_nodes_replicate_fail_over_and_restart() -> TestResult {
     }
     let mut again = Vec::new();
     for (i, old) in nodes.iter().enumerate() {
-        let src = Arc::new(NatsSource::connect(&nats.url, STREAM).await?);
+        let src = NatsSource::connect(&nats.url, STREAM).await?;
         again.push(restart_node(i as u64 + 1, old, &peers, src).await?);
     }
     for (n, b) in again.iter().zip(&before) {
@@ -154,7 +152,7 @@ async fn three_nodes_replicate_fail_over_and_restart() -> TestResult {
         again[li].node.raft_metrics().purged == Some(snap)
     })
     .await?;
-    let src = Arc::new(NatsSource::connect(&nats.url, STREAM).await?);
+    let src = NatsSource::connect(&nats.url, STREAM).await?;
     let back = restart_node(victim, &again[vi], &peers, src).await?;
     again[vi] = back;
     eventually("follower caught up through a snapshot", T, || {
@@ -186,6 +184,81 @@ async fn three_nodes_replicate_fail_over_and_restart() -> TestResult {
         .await?;
     }
     for n in &again {
+        n.stop().await?;
+    }
+    Ok(())
+}
+
+/// A clean step-down (another node wins an election while the old leader is alive and keeps
+/// running), repeated under a stream of events: every event is applied exactly once on every
+/// node. Before per-term sessions, the deposed leader's pull stream kept taking about every
+/// other message and the new leader took the gaps for consumed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clean_step_downs_lose_nothing() -> TestResult {
+    init_tracing();
+    let nats = NatsServer::start().await?;
+    let js = async_nats::jetstream::new(async_nats::connect(&nats.url).await?);
+    let dirs = [
+        tempfile::tempdir()?,
+        tempfile::tempdir()?,
+        tempfile::tempdir()?,
+    ];
+    let (ls, peers) = listeners(3).await?;
+    let mut nodes = Vec::new();
+    for (i, l) in ls.into_iter().enumerate() {
+        let src = NatsSource::connect(&nats.url, STREAM).await?;
+        nodes.push(start_node(i as u64 + 1, l, &peers, dirs[i].path(), src).await?);
+    }
+    eventually("a leader", T, || {
+        agreed_leader(&nodes.iter().collect::<Vec<_>>()).is_some()
+    })
+    .await?;
+    let mut published = publish(&js, &events(BASE)?).await?;
+    for round in 0..4 {
+        let leader = agreed_leader(&nodes.iter().collect::<Vec<_>>()).ok_or("no leader")?;
+        let term = nodes[(leader - 1) as usize]
+            .node
+            .raft_metrics()
+            .current_term;
+        // Another node campaigns: the old leader sees the higher term and steps down cleanly
+        // (it may win the next election itself: what counts is that its term ended).
+        let next = (1..=3u64).find(|id| *id != leader).ok_or("no candidate")?;
+        nodes[(next - 1) as usize]
+            .node
+            .raft()
+            .trigger()
+            .elect()
+            .await?;
+        let mut evs = Vec::new();
+        for i in 0..25 {
+            evs.extend(events(&route(
+                &format!("r{round}-{i}"),
+                &format!("/r{round}/{i}"),
+            ))?);
+        }
+        published.extend(publish(&js, &evs).await?);
+        eventually("a leader of a later term after the step-down", T, || {
+            agreed_leader(&nodes.iter().collect::<Vec<_>>())
+                .is_some_and(|l| nodes[(l - 1) as usize].node.raft_metrics().current_term > term)
+        })
+        .await?;
+    }
+    let last = *published.last().ok_or("nothing published")?;
+    for n in &nodes {
+        eventually("every event applied on every node", T, || {
+            n.node.state().last_seq() == last
+        })
+        .await?;
+        let c = n.node.state().counters();
+        assert_eq!(
+            (c.events_applied, c.sequences_missing),
+            (published.len() as u64, 0),
+            "node {}: {c:?}",
+            n.node.node_id()
+        );
+        assert_eq!(n.node.state().view().resource_count(), 3 + 4 * 25);
+    }
+    for n in &nodes {
         n.stop().await?;
     }
     Ok(())

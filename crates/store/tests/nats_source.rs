@@ -1,56 +1,83 @@
-//! NatsSource against a real nats-server.
+//! NatsSource against a real nats-server: sessions, density, per-term consumers, epochs.
 
 mod common;
 
 use common::*;
-use flotilla_store::{EventSource, NatsSource};
+use flotilla_store::{EventSource, NatsSource, SourceSession, Start, StreamItem};
 use std::time::{Duration, Instant};
 
 const STREAM: &str = "FLOTILLA_EVENTS";
 
+fn start(term: u64, epoch: &str, after: u64) -> Start {
+    Start {
+        node: 1,
+        term,
+        epoch: epoch.to_string(),
+        after,
+    }
+}
+
+fn seqs(items: &[(u64, StreamItem)]) -> Vec<u64> {
+    items.iter().map(|(s, _)| *s).collect()
+}
+
+/// Fetches until the item starting at `last` arrived (a fetch returns what is buffered, which
+/// may be part of what was published).
+async fn fetch_through<S: SourceSession>(
+    session: &mut S,
+    last: u64,
+) -> TestResult<Vec<(u64, StreamItem)>> {
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while got.last().map(|(s, _): &(u64, StreamItem)| *s) != Some(last) {
+        if Instant::now() > deadline {
+            return Err(format!("never reached {last}: {:?}", seqs(&got)).into());
+        }
+        got.extend(session.fetch(1024, Duration::from_secs(1)).await?);
+    }
+    Ok(got)
+}
+
 #[tokio::test]
-async fn fetch_ack_and_repositioning() -> TestResult {
+async fn sessions_deliver_dense_runs_and_ack() -> TestResult {
     init_tracing();
     let nats = NatsServer::start().await?;
     let source = NatsSource::connect(&nats.url, STREAM).await?;
-    let client = async_nats::connect(&nats.url).await?;
-    let js = async_nats::jetstream::new(client);
+    let epoch = source.epoch().await?;
+    let js = async_nats::jetstream::new(async_nats::connect(&nats.url).await?);
 
-    // Four events and one undecodable payload.
+    // Four events and one payload that is not an event: the source hands out bytes, the
+    // state machine decides what they are.
     let evs = events(&format!("{BASE}---\n{}", route("r1", "/a")))?;
-    assert_eq!(evs.len(), 4);
-    let mut seqs = publish(&js, &evs).await?;
+    let mut published = publish(&js, &evs).await?;
     let bad = js
         .publish("flotilla.events.c1", "not json".into())
         .await?
         .await?;
-    seqs.push(bad.sequence);
-    assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
+    published.push(bad.sequence);
+    assert_eq!(published, vec![1, 2, 3, 4, 5]);
 
-    source.begin(0).await?;
-    let got = source.fetch(0, 1024, Duration::from_secs(5)).await?;
-    let got_seqs: Vec<u64> = got.iter().map(|e| e.seq).collect();
-    assert_eq!(
-        got_seqs,
-        vec![1, 2, 3, 4, 5],
-        "all available events in one fetch"
-    );
-    assert_eq!(got[0].event.as_ref(), Some(&evs[0]));
-    assert!(got[4].event.is_none(), "undecodable payload yields None");
+    let mut session = source.open(start(1, &epoch, 0)).await?;
+    let got = fetch_through(&mut session, 5).await?;
+    assert_eq!(seqs(&got), vec![1, 2, 3, 4, 5]);
+    match &got[4].1 {
+        StreamItem::Event(b) => assert_eq!(&b[..], b"not json"),
+        other => panic!("expected the raw payload, got {other:?}"),
+    }
+    session.ack(5).await?;
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer = js
+        .get_stream(STREAM)
+        .await?
+        .get_consumer(&flotilla_store::nats::consumer_name(1, 1))
+        .await?;
+    assert_eq!(consumer.info().await?.ack_floor.stream_sequence, 5);
 
-    // `max` is honoured.
-    let other = NatsSource::connect(&nats.url, STREAM).await?;
-    let two = other.fetch(0, 2, Duration::from_secs(5)).await?;
-    assert_eq!(two.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2]);
-
-    // Back to the first source (the other one recreated the shared durable consumer: the
-    // first must notice on its own when asked for a position it does not hold).
-    source.begin(5).await?;
-    source.ack(5).await?; // nothing pending after begin: a no-op
-                          // Nothing new: an empty fetch after `wait`.
+    // Nothing new: an empty fetch after `wait`.
     let t = Instant::now();
-    let none = source.fetch(5, 1024, Duration::from_millis(300)).await?;
-    assert!(none.is_empty());
+    assert!(session
+        .fetch(1024, Duration::from_millis(300))
+        .await?
+        .is_empty());
     assert!(t.elapsed() >= Duration::from_millis(250));
 
     // A new event is returned as soon as it arrives, long before `wait`.
@@ -61,42 +88,119 @@ async fn fetch_ack_and_repositioning() -> TestResult {
         publish(&js2, &late).await.map_err(|e| e.to_string())
     });
     let t = Instant::now();
-    let got = source.fetch(5, 1024, Duration::from_secs(10)).await?;
+    let got = session.fetch(1024, Duration::from_secs(10)).await?;
     assert!(
         t.elapsed() < Duration::from_secs(3),
-        "fetch returned on first event"
+        "returned on first event"
     );
-    assert_eq!(got.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![6]);
+    assert_eq!(seqs(&got), vec![6]);
     publisher.await??;
-    source.ack(6).await?;
 
-    // The server saw the ack (AckPolicy::All: the floor moved to 6).
-    let mut consumer: async_nats::jetstream::consumer::PullConsumer = js
-        .get_stream(STREAM)
-        .await?
-        .get_consumer("flotilla-store")
+    // `max` is honoured, and a session opened after 4 starts at 5.
+    let mut other = source.open(start(2, &epoch, 4)).await?;
+    let two = other.fetch(1, Duration::from_secs(5)).await?;
+    assert_eq!(seqs(&two), vec![5]);
+    Ok(())
+}
+
+/// The failure seen in production: a deposed leader's pull stream kept taking every other
+/// message from the consumer the new leader had recreated under the same name, and the new
+/// leader took the gaps for consumed. With one consumer per term, a later session removes the
+/// earlier one: the old session receives nothing more and the new one gets every sequence.
+#[tokio::test]
+async fn an_old_terms_session_cannot_take_the_new_terms_messages() -> TestResult {
+    init_tracing();
+    let nats = NatsServer::start().await?;
+    let source = NatsSource::connect(&nats.url, STREAM).await?;
+    let epoch = source.epoch().await?;
+    let js = async_nats::jetstream::new(async_nats::connect(&nats.url).await?);
+    publish(&js, &events(BASE)?).await?;
+
+    let mut old = source.open(start(1, &epoch, 0)).await?;
+    assert_eq!(seqs(&fetch_through(&mut old, 3).await?), vec![1, 2, 3]);
+
+    // A new leader (another node, a later term) opens at the committed position 3 while the
+    // old session is still alive and pulling.
+    let mut new = source
+        .open(Start {
+            node: 2,
+            term: 2,
+            epoch: epoch.clone(),
+            after: 3,
+        })
         .await?;
-    let info = consumer.info().await?;
-    assert_eq!(info.ack_floor.stream_sequence, 6);
+    let mut evs = Vec::new();
+    for i in 0..40 {
+        evs.extend(events(&route(&format!("r{i}"), &format!("/p{i}")))?);
+    }
+    let published = publish(&js, &evs).await?;
+    let last = *published.last().ok_or("nothing published")?;
 
-    // A "new leader" that applied up to 4 repositions: it gets 5 and 6 again (unapplied by
-    // it), and nothing at or below 4.
-    let new_leader = NatsSource::connect(&nats.url, STREAM).await?;
-    new_leader.begin(4).await?;
-    let got = new_leader.fetch(4, 1024, Duration::from_secs(5)).await?;
-    assert_eq!(got.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![5, 6]);
-    new_leader.ack(6).await?;
+    let old_pull = tokio::spawn(async move {
+        let mut taken = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            match old.fetch(1024, Duration::from_millis(200)).await {
+                Ok(got) => taken.extend(seqs(&got)),
+                Err(_) => break, // its consumer is gone: that is the point
+            }
+        }
+        taken
+    });
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while got.last() != Some(&last) && Instant::now() < deadline {
+        got.extend(seqs(&new.fetch(1024, Duration::from_millis(500)).await?));
+    }
+    let want: Vec<u64> = (4..=last).collect();
+    assert_eq!(got, want, "the new session gets every sequence, densely");
+    let taken = old_pull.await?;
+    assert!(
+        taken.is_empty(),
+        "the old session took messages of the new term: {taken:?}"
+    );
+    Ok(())
+}
 
-    // One that applied everything gets nothing redelivered.
-    let caught_up = NatsSource::connect(&nats.url, STREAM).await?;
-    caught_up.begin(6).await?;
-    let none = caught_up.fetch(6, 1024, Duration::from_millis(500)).await?;
-    assert!(none.is_empty(), "no redelivery after recreation: {none:?}");
+/// Sequences the stream no longer holds are reported as missing (the state records the
+/// loss), never silently skipped.
+#[tokio::test]
+async fn deleted_messages_are_reported_missing() -> TestResult {
+    init_tracing();
+    let nats = NatsServer::start().await?;
+    let source = NatsSource::connect(&nats.url, STREAM).await?;
+    let epoch = source.epoch().await?;
+    let js = async_nats::jetstream::new(async_nats::connect(&nats.url).await?);
+    publish(&js, &events(&format!("{BASE}---\n{}", route("r1", "/a")))?).await?;
+    let stream = js.get_stream(STREAM).await?;
+    stream.delete_message(2).await?;
+    stream.delete_message(3).await?;
 
-    // A fetch with a position the source does not hold repositions by itself.
-    let got = caught_up.fetch(2, 1024, Duration::from_secs(5)).await?;
-    assert_eq!(got.first().map(|e| e.seq), Some(3));
-    assert_eq!(got.last().map(|e| e.seq), Some(6));
+    let mut session = source.open(start(1, &epoch, 0)).await?;
+    let got = fetch_through(&mut session, 4).await?;
+    assert_eq!(seqs(&got), vec![1, 2, 4]);
+    assert_eq!(got[1].1, StreamItem::Missing(2));
+    Ok(())
+}
+
+/// A stream deleted and created again restarts its sequences: it is a new epoch, and a
+/// session opened for the old one is refused.
+#[tokio::test]
+async fn a_recreated_stream_is_a_new_epoch() -> TestResult {
+    init_tracing();
+    let nats = NatsServer::start().await?;
+    let source = NatsSource::connect(&nats.url, STREAM).await?;
+    let first = source.epoch().await?;
+    let js = async_nats::jetstream::new(async_nats::connect(&nats.url).await?);
+    js.delete_stream(STREAM).await?;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let second = source.epoch().await?;
+    assert_ne!(first, second);
+    match source.open(start(1, &first, 0)).await {
+        Err(flotilla_store::source::Error::EpochChanged { .. }) => {}
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("opened a session in a stale epoch"),
+    }
     Ok(())
 }
 

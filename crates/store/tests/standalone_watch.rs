@@ -30,11 +30,11 @@ async fn standalone_node_serves_watch_deltas() -> TestResult {
     eventually("leader", T, || node.node.leader() == Some(1)).await?;
 
     for ev in events(BASE)? {
-        bus.publish(ev);
+        bus.publish_event(&ev)?;
     }
     eventually("gateway translated", T, || {
-        node.node
-            .with_state(|s| s.last_seq() == 3 && s.translator().gateways().contains_key(GATEWAY_ID))
+        let s = node.node.state();
+        s.last_seq() == 3 && s.view().gateways().contains_key(GATEWAY_ID)
     })
     .await?;
 
@@ -57,7 +57,7 @@ async fn standalone_node_serves_watch_deltas() -> TestResult {
     let rev0 = first.revision;
 
     // A route change: a delta with the gateway's complete new resource set.
-    bus.publish(events(&route("r1", "/a"))?.remove(0));
+    bus.publish_event(&events(&route("r1", "/a"))?.remove(0))?;
     let delta = next(&mut s).await?;
     assert!(!delta.full_state);
     assert!(delta.revision > rev0);
@@ -102,35 +102,70 @@ async fn standalone_node_serves_watch_deltas() -> TestResult {
             _ => None,
         })
         .ok_or("no gateway key")?;
-    bus.publish(flotilla_model::ResourceEvent {
+    bus.publish_event(&flotilla_model::ResourceEvent {
         cluster: "c1".into(),
         source: "test".into(),
         body: flotilla_model::EventBody::Delete { key: gw_key },
-    });
+    })?;
     let removed = next(&mut s3).await?;
     assert_eq!(removed.removed_gateways, vec![GATEWAY_ID.to_string()]);
     assert!(removed.gateways.is_empty());
 
     // Restart: same revision and state, before anything new is published.
-    let before = node.node.with_state(|s| {
-        (
-            s.revision(),
-            s.last_seq(),
-            s.translator().resources().count(),
-        )
-    });
+    let counts = |n: &TestNode| {
+        let s = n.node.state();
+        (s.revision(), s.last_seq(), s.view().resource_count())
+    };
+    let before = counts(&node);
     node.stop().await?;
     let node = restart_node(1, &node, &peers, bus.clone()).await?;
     node.node.wait_ready().await;
-    let after = node.node.with_state(|s| {
-        (
-            s.revision(),
-            s.last_seq(),
-            s.translator().resources().count(),
-        )
-    });
+    let after = counts(&node);
     assert!(after.0 >= before.0);
     assert_eq!((after.1, after.2), (before.1, before.2));
+    node.stop().await?;
+    Ok(())
+}
+
+/// Standalone restarted on its data dir gets a fresh bus whose sequences start at 1 again.
+/// They are a new epoch: the state folds them instead of mistaking them for the sequences it
+/// applied before the restart (which lost every edit made while it was down).
+#[tokio::test]
+async fn a_restarted_standalone_applies_its_new_bus_from_the_start() -> TestResult {
+    init_tracing();
+    let dir = tempfile::tempdir()?;
+    let (mut ls, peers) = listeners(1).await?;
+    let l = ls.pop().ok_or("no listener")?;
+    let bus = Arc::new(EmbeddedBus::new());
+    let node = start_node(1, l, &peers, dir.path(), bus.clone()).await?;
+    let evs = events(&format!("{BASE}---\n{}", route("r1", "/a")))?;
+    for ev in &evs {
+        bus.publish_event(ev)?;
+    }
+    eventually("first life applied", T, || {
+        node.node.state().last_seq() == 4
+    })
+    .await?;
+    node.stop().await?;
+
+    // Second life: a new bus, and the agent publishes the edited route first (sequence 1).
+    let bus = Arc::new(EmbeddedBus::new());
+    let node = restart_node(1, &node, &peers, bus.clone()).await?;
+    node.node.wait_ready().await;
+    let edited = events(&route("r1", "/edited"))?;
+    assert_eq!(bus.publish_event(&edited[0])?, 1);
+    eventually("the edit made while down is applied", T, || {
+        let s = node.node.state();
+        let found = s
+            .view()
+            .resources()
+            .any(|r| r.raw.to_string().contains("/edited"));
+        found
+    })
+    .await?;
+    let s = node.node.state();
+    assert_eq!(s.last_seq(), 1);
+    assert_eq!(s.counters().events_applied, 5);
     node.stop().await?;
     Ok(())
 }

@@ -12,7 +12,9 @@ const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 #[derive(Default)]
 pub(crate) struct Index {
-    pub resources: BTreeMap<ResourceKey, Arc<Resource>>,
+    /// A persistent map: cloning it (for a reader's snapshot) is O(1), and the writer's next
+    /// change copies only the path it touches.
+    pub resources: imbl::OrdMap<ResourceKey, Arc<Resource>>,
     /// Gateway key -> HTTPRoutes whose parentRefs name it.
     routes_by_gateway: BTreeMap<ResourceKey, BTreeSet<ResourceKey>>,
     /// Service key -> HTTPRoutes whose backendRefs name it.

@@ -95,11 +95,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Default)]
 pub struct Translator {
     index: Index,
-    gateways: BTreeMap<String, Arc<GatewayXds>>,
-    statuses: BTreeMap<ResourceKey, serde_json::Value>,
+    // The three maps readers see are persistent maps, so that [`Translator::view`] is O(1).
+    gateways: imbl::OrdMap<String, Arc<GatewayXds>>,
+    statuses: imbl::OrdMap<ResourceKey, Arc<serde_json::Value>>,
     /// Gateway status as Envoy Gateway's translator reports it (without the Gateway-level
     /// conditions its status updater adds; see `runtime`).
-    translator_statuses: BTreeMap<ResourceKey, serde_json::Value>,
+    translator_statuses: imbl::OrdMap<ResourceKey, Arc<serde_json::Value>>,
     /// Route parent statuses by route, then by the gateway that computed them.
     route_parents: BTreeMap<ResourceKey, BTreeMap<ResourceKey, Vec<(usize, serde_json::Value)>>>,
     /// Status of resources a gateway decides besides its routes (ListenerSets), by resource,
@@ -282,7 +283,7 @@ impl Translator {
                         result.status.clone(),
                     );
                     self.translator_statuses
-                        .insert(gw_key.clone(), result.status);
+                        .insert(gw_key.clone(), Arc::new(result.status));
                     self.set_status(&gw_key, Some(full), &mut changes);
                     self.set_owned_status(&gw_key, result.other_status, &mut changes);
                     if self.gateways.get(&id).map(|g| g.as_ref()) != Some(&result.xds) {
@@ -405,7 +406,14 @@ impl Translator {
         changes: &mut Changes,
     ) {
         let changed = match status {
-            Some(s) => self.statuses.insert(key.clone(), s.clone()).as_ref() != Some(&s),
+            Some(s) => {
+                if self.statuses.get(key).is_some_and(|old| **old == s) {
+                    false
+                } else {
+                    self.statuses.insert(key.clone(), Arc::new(s));
+                    true
+                }
+            }
             None => self.statuses.remove(key).is_some(),
         };
         if changed {
@@ -425,7 +433,7 @@ impl Translator {
     /// The computed `status` of a resource (Gateway, HTTPRoute, GatewayClass), as Kubernetes
     /// would show it.
     pub fn status(&self, key: &ResourceKey) -> Option<&serde_json::Value> {
-        self.statuses.get(key)
+        self.statuses.get(key).map(|s| &**s)
     }
 
     /// The status as Envoy Gateway's translator computes it: without the GatewayClass status
@@ -434,13 +442,73 @@ impl Translator {
     pub fn translator_status(&self, key: &ResourceKey) -> Option<&serde_json::Value> {
         match key.kind {
             Kind::GatewayClass => None,
-            Kind::Gateway => self.translator_statuses.get(key),
-            _ => self.statuses.get(key),
+            Kind::Gateway => self.translator_statuses.get(key).map(|s| &**s),
+            _ => self.status(key),
         }
     }
 
     /// The translated output of every gateway, by gateway id.
-    pub fn gateways(&self) -> &BTreeMap<String, Arc<GatewayXds>> {
+    pub fn gateways(&self) -> &imbl::OrdMap<String, Arc<GatewayXds>> {
+        &self.gateways
+    }
+
+    /// An immutable view of what readers see (resources, statuses, gateways), O(1) to take:
+    /// the maps are persistent, so the view shares everything with the translator and the
+    /// translator's next change copies only what it touches. Readers (API, watch streams,
+    /// snapshots) hold a view while the translator moves on, and never block it.
+    pub fn view(&self) -> TranslatorView {
+        TranslatorView {
+            resources: self.index.resources.clone(),
+            statuses: self.statuses.clone(),
+            gateways: self.gateways.clone(),
+        }
+    }
+}
+
+/// What a [`Translator`] had computed at one moment: see [`Translator::view`].
+#[derive(Clone, Default)]
+pub struct TranslatorView {
+    resources: imbl::OrdMap<ResourceKey, Arc<Resource>>,
+    statuses: imbl::OrdMap<ResourceKey, Arc<serde_json::Value>>,
+    gateways: imbl::OrdMap<String, Arc<GatewayXds>>,
+}
+
+impl TranslatorView {
+    /// Every stored resource, in key order.
+    pub fn resources(&self) -> impl Iterator<Item = &Arc<Resource>> {
+        self.resources.values()
+    }
+
+    /// Resources with keys from `start` on (inclusive), in key order: one page of a list.
+    pub fn resources_from<'a>(
+        &'a self,
+        start: Option<&ResourceKey>,
+    ) -> impl Iterator<Item = &'a Arc<Resource>> + 'a {
+        use std::ops::Bound;
+        let lower = match start {
+            Some(k) => Bound::Included(k.clone()),
+            None => Bound::Unbounded,
+        };
+        self.resources
+            .range((lower, Bound::Unbounded))
+            .map(|(_, r)| r)
+    }
+
+    pub fn resource(&self, key: &ResourceKey) -> Option<&Arc<Resource>> {
+        self.resources.get(key)
+    }
+
+    pub fn resource_count(&self) -> usize {
+        self.resources.len()
+    }
+
+    /// See [`Translator::status`].
+    pub fn status(&self, key: &ResourceKey) -> Option<&serde_json::Value> {
+        self.statuses.get(key).map(|s| &**s)
+    }
+
+    /// The translated output of every gateway, by gateway id.
+    pub fn gateways(&self) -> &imbl::OrdMap<String, Arc<GatewayXds>> {
         &self.gateways
     }
 }

@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -117,7 +116,7 @@ pub async fn start_node<S: EventSource>(
     listener: TcpListener,
     peers: &BTreeMap<u64, String>,
     dir: &Path,
-    source: Arc<S>,
+    source: S,
 ) -> TestResult<TestNode> {
     let addr = listener.local_addr()?;
     let cfg = StoreConfig {
@@ -141,7 +140,7 @@ pub async fn restart_node<S: EventSource>(
     id: u64,
     old: &TestNode,
     peers: &BTreeMap<u64, String>,
-    source: Arc<S>,
+    source: S,
 ) -> TestResult<TestNode> {
     let mut last_err = None;
     for _ in 0..50 {
