@@ -21,6 +21,7 @@ mod refgrant;
 mod runtime;
 mod session;
 mod tls;
+mod values;
 
 pub use gateway::CONTROLLER_NAME;
 pub use options::TranslateOptions;

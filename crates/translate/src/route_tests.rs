@@ -641,3 +641,62 @@ fn sds_certificates_and_cas_are_accepted_by_envoy() {
         }
     }
 }
+
+/// Durations reach Envoy exact, and the ones that do not parse get Envoy Gateway's treatment:
+/// a route timeout becomes its 15s default, a backoff or per-try timeout is dropped (no
+/// condition either way), a session TTL refuses the rule (UnsupportedValue, Go's message).
+/// Nothing overflowing or negative is ever encoded.
+#[test]
+fn durations_are_exact_and_invalid_ones_follow_envoy_gateway() {
+    let rule = |path: &str, extra: &str| {
+        format!("  - matches: [{{path: {{type: Exact, value: {path}}}}}]\n{extra}    backendRefs: [{{name: web, port: 80}}]\n")
+    };
+    let t = translate(&format!(
+        "{ROUTE_HEAD}{}{}{}{}{}",
+        rule("/exact", "    timeouts: {request: 1.005s}\n"),
+        rule("/overflow", "    timeouts: {request: 9999999999999h}\n"),
+        rule("/negative", "    timeouts: {backendRequest: -1s}\n"),
+        rule(
+            "/retry",
+            "    retry: {attempts: 2, backoff: 1x}\n    timeouts: {backendRequest: 99999999999999h}\n"
+        ),
+        rule(
+            "/session",
+            "    sessionPersistence: {absoluteTimeout: 5sec, cookieConfig: {lifetimeType: Permanent}}\n"
+        ),
+    ));
+    let rs = routes(&t);
+    let action = |path: &str| {
+        let r = rs
+            .iter()
+            .find(|r| r.name.contains(&format!("rule/{path}/")))
+            .unwrap_or_else(|| panic!("rule {path} in {rs:?}"));
+        match &r.action {
+            Some(route::Action::Route(ra)) => ra.clone(),
+            other => panic!("{other:?}"),
+        }
+    };
+    let secs =
+        |d: Option<envoy_types::pb::google::protobuf::Duration>| d.map(|d| (d.seconds, d.nanos));
+    assert_eq!(secs(action("0").timeout), Some((1, 5_000_000)));
+    assert_eq!(secs(action("1").timeout), Some((15, 0)));
+    assert_eq!(secs(action("2").timeout), Some((15, 0)));
+    let retry = action("3").retry_policy.expect("a retry policy");
+    assert_eq!(retry.retry_back_off, None);
+    assert_eq!(retry.per_try_timeout, None);
+    // The session rule is dropped, with Go's error as Envoy Gateway words it.
+    assert!(!rs.iter().any(|r| r.name.contains("rule/4/")));
+    let c = conditions(&t, Kind::HTTPRoute, "r");
+    let p = find(&c, "PartiallyInvalid");
+    assert_eq!(p.2, "UnsupportedValue");
+    assert!(
+        p.3.ends_with(
+            "Failed to process route rule 4: time: unknown unit \"sec\" in duration \"5sec\"."
+        ),
+        "{}",
+        p.3
+    );
+    if let Err(e) = crate::tests::envoy_validate(&static_bootstrap(&t), "c1/infra/gw") {
+        panic!("envoy rejected the config:\n{e}");
+    }
+}
