@@ -642,6 +642,33 @@ fn sds_certificates_and_cas_are_accepted_by_envoy() {
     }
 }
 
+/// Two HTTPRoutes with the same match: the older one's Envoy route comes first and takes the
+/// traffic. Creation times are compared as instants: `…:45Z` is older than `…:45.5Z`, which
+/// sorts first as text.
+#[test]
+fn the_older_route_takes_an_identical_match() {
+    let route = |name: &str, created: &str| {
+        format!("---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}, namespace: app, creationTimestamp: \"{created}\"}}\nspec:\n  parentRefs: [{{name: gw, namespace: infra}}]\n  rules:\n  - matches: [{{path: {{type: Exact, value: /x}}}}]\n    backendRefs: [{{name: web, port: 80}}]\n")
+    };
+    let t = translate(&format!(
+        "{}{}",
+        route("aa-young", "2025-01-01T00:00:45.5Z"),
+        route("zz-old", "2025-01-01T00:00:45Z")
+    ));
+    let names: Vec<String> = routes(&t).into_iter().map(|r| r.name).collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(names[0].contains("zz-old"), "{names:?}");
+    assert!(names[1].contains("aa-young"), "{names:?}");
+    // The reverse creation times reverse the order: the names decide nothing.
+    let t = translate(&format!(
+        "{}{}",
+        route("aa-young", "2025-01-01T00:00:46Z"),
+        route("zz-old", "2025-01-01T00:00:45.999Z")
+    ));
+    let names: Vec<String> = routes(&t).into_iter().map(|r| r.name).collect();
+    assert!(names[0].contains("zz-old"), "{names:?}");
+}
+
 /// Durations reach Envoy exact, and the ones that do not parse get Envoy Gateway's treatment:
 /// a route timeout becomes its 15s default, a backoff or per-try timeout is dropped (no
 /// condition either way), a session TTL refuses the rule (UnsupportedValue, Go's message).

@@ -1,9 +1,13 @@
-//! Values: the scalar vocabulary of the input (durations), parsed exactly once, with Envoy
-//! Gateway's (that is, Go's) rules.
+//! Values: the scalar vocabulary of the input (durations, creation timestamps), parsed and
+//! ordered exactly once, with Envoy Gateway's (that is, Go's) rules.
 //!
 //! A leaf: it uses nothing else of this crate, and every module may use it.
 
 use envoy_types::pb::google::protobuf::Duration as ProtoDuration;
+use flotilla_model::ResourceKey;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::jiff::Timestamp;
+use std::cmp::Ordering;
 
 /// Why a duration string was refused. The messages are Go's `time.ParseDuration` errors word
 /// for word: Envoy Gateway puts them in status conditions, and so do we.
@@ -246,6 +250,73 @@ fn go_quote(s: &str) -> String {
     out.push('"');
     out
 }
+
+/// Go's zero `time.Time` (0001-01-01T00:00:00Z): what a missing `creationTimestamp` is to
+/// Envoy Gateway, older than every real timestamp.
+const GO_ZERO_TIME_SECONDS: i64 = -62_135_596_800;
+
+/// The age of an object for Envoy Gateway's precedence (`Resources.Sort` and the conflict
+/// rules built on it): oldest `creationTimestamp` first, compared as instants, never as text
+/// (`…:45.5Z` is younger than `…:45Z`); equal times fall back to `"namespace/name"` compared
+/// as one string, as Envoy Gateway formats and compares it.
+#[derive(Debug, Clone, Copy)]
+pub struct Age<'a> {
+    created: Timestamp,
+    namespace: &'a str,
+    name: &'a str,
+}
+
+impl<'a> Age<'a> {
+    pub fn of(meta: &ObjectMeta, key: &'a ResourceKey) -> Self {
+        let created = match &meta.creation_timestamp {
+            Some(t) => t.0,
+            None => Timestamp::from_second(GO_ZERO_TIME_SECONDS).unwrap_or(Timestamp::MIN),
+        };
+        Age {
+            created,
+            namespace: &key.namespace,
+            name: &key.name,
+        }
+    }
+
+    /// `namespace + "/" + name` compared bytewise without building the string: `-` and `.`
+    /// sort before `/`, so `a-b/x` comes before `a/x`, unlike a (namespace, name) pair.
+    fn cmp_name(&self, other: &Self) -> Ordering {
+        let a = self
+            .namespace
+            .bytes()
+            .chain([b'/'])
+            .chain(self.name.bytes());
+        let b = other
+            .namespace
+            .bytes()
+            .chain([b'/'])
+            .chain(other.name.bytes());
+        a.cmp(b)
+    }
+}
+
+impl Ord for Age<'_> {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.created
+            .cmp(&other.created)
+            .then_with(|| self.cmp_name(other))
+    }
+}
+
+impl PartialOrd for Age<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Age<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Age<'_> {}
 
 #[cfg(test)]
 mod tests;

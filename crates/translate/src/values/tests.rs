@@ -1,4 +1,6 @@
 use super::*;
+use flotilla_model::Kind;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 fn nanos(s: &str) -> i64 {
     match parse_go_duration(s) {
@@ -134,4 +136,45 @@ fn proto_form_keeps_one_sign() {
     let p = GoDuration::from_nanos(i64::MIN).to_proto();
     assert_eq!((p.seconds, p.nanos), (-9_223_372_036, -854_775_808));
     assert!(GoDuration::default().is_zero());
+}
+
+fn meta(created: Option<&str>) -> ObjectMeta {
+    ObjectMeta {
+        creation_timestamp: created.map(|t| Time(t.parse().unwrap())),
+        ..Default::default()
+    }
+}
+
+fn key(ns: &str, name: &str) -> ResourceKey {
+    ResourceKey::new("c1", Kind::HTTPRoute, ns, name)
+}
+
+#[test]
+fn ages_compare_as_instants() {
+    let (ka, kb) = (key("ns", "a"), key("ns", "b"));
+    // As text "…45.5Z" < "…45Z"; as times it is half a second younger.
+    let whole = meta(Some("2024-01-01T00:00:45Z"));
+    let half = meta(Some("2024-01-01T00:00:45.5Z"));
+    assert!(Age::of(&whole, &kb) < Age::of(&half, &ka));
+    // The same instant written two ways is the same age: the name decides.
+    let offset = meta(Some("2024-01-01T01:00:45+01:00"));
+    assert!(Age::of(&offset, &ka) < Age::of(&whole, &kb));
+    assert!(Age::of(&whole, &ka) < Age::of(&offset, &kb));
+}
+
+#[test]
+fn missing_timestamps_are_oldest_then_namespace_slash_name() {
+    let none = meta(None);
+    let old = meta(Some("1970-01-01T00:00:00Z"));
+    assert!(Age::of(&none, &key("z", "z")) < Age::of(&old, &key("a", "a")));
+    // Go's zero time written out is the same age as no time at all.
+    let zero = meta(Some("0001-01-01T00:00:00Z"));
+    assert_eq!(
+        Age::of(&none, &key("a", "a")),
+        Age::of(&zero, &key("a", "a"))
+    );
+    // "a-b/x" < "a/x" as one string ('-' < '/'), though "a" < "a-b" as a namespace.
+    assert!(Age::of(&none, &key("a-b", "x")) < Age::of(&none, &key("a", "x")));
+    assert!(Age::of(&none, &key("a", "x")) < Age::of(&none, &key("a", "y")));
+    assert!(Age::of(&none, &key("a", "x")) < Age::of(&none, &key("b", "a")));
 }
