@@ -446,6 +446,8 @@ impl Translator {
     }
 }
 
+#[cfg(all(test, feature = "corpus"))]
+mod corpus_tests;
 #[cfg(test)]
 mod route_tests;
 #[cfg(test)]
