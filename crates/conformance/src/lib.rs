@@ -925,7 +925,13 @@ impl Harness {
 pub async fn run(opts: Options) -> Result<Summary> {
     let table: Value = serde_json::from_str(
         &std::fs::read_to_string(opts.suite.join("table.json"))
-            .with_context(|| format!("reading {}/table.json", opts.suite.display()))?,
+            .with_context(|| {
+                format!(
+                    "reading {}/table.json (the Gateway API conformance corpus: put \
+                     shared/conformance beside the repository, set FLOTILLA_SHARED, or pass --suite)",
+                    opts.suite.display()
+                )
+            })?,
     )?;
     let ratchet = opts
         .ratchet

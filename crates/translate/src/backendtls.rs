@@ -4,6 +4,7 @@
 
 use crate::envoy::any;
 use crate::index::Index;
+use crate::values::Age;
 use envoy_types::pb::envoy::config::core::v3::{
     data_source, transport_socket, DataSource, TransportSocket,
 };
@@ -86,7 +87,11 @@ impl Index {
                 _ => None,
             })
             .collect();
-        out.sort_by(|a, b| created(a.1).cmp(&created(b.1)).then_with(|| a.0.cmp(b.0)));
+        out.sort_by(|a, b| {
+            Age::of(&a.1.metadata, a.0)
+                .cmp(&Age::of(&b.1.metadata, b.0))
+                .then_with(|| a.0.cmp(b.0))
+        });
         out
     }
 
@@ -278,13 +283,6 @@ impl Index {
         }
         Ok(ca)
     }
-}
-
-fn created(p: &BackendTlsPolicy) -> Option<String> {
-    p.metadata
-        .creation_timestamp
-        .as_ref()
-        .map(|t| t.0.to_string())
 }
 
 /// `ca.crt` if present, else the first key's value (Envoy Gateway's `getOrFirstFromData`).
@@ -605,16 +603,17 @@ pub(crate) fn gateway_tls_ancestors(
         .collect();
     keys.sort();
     keys.dedup();
-    let mut routes: Vec<(Option<String>, &ResourceKey, &Object)> = keys
+    // Envoy Gateway meets the routes kind by kind (HTTPRoute, GRPCRoute, TLSRoute, TCPRoute,
+    // UDPRoute: the order of `Kind`), each kind oldest first, then namespace/name.
+    let mut routes: Vec<(Kind, Age, &ResourceKey, &Object)> = keys
         .into_iter()
         .filter_map(|k| {
             let r = ix.resources.get(k)?;
-            let created = r.object.metadata().creation_timestamp.as_ref();
-            Some((created.map(|t| t.0.to_string()), k, &r.object))
+            Some((k.kind, Age::of(r.object.metadata(), k), k, &r.object))
         })
         .collect();
-    routes.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
-    for (_, k, obj) in routes {
+    routes.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+    for (_, _, k, obj) in routes {
         let Some((parents, refs)) = route_refs(obj) else {
             continue;
         };

@@ -5,6 +5,7 @@ use crate::envoy::{self, EndpointAddr};
 use crate::httproute::{check_route, set_condition, OverlapTracker, PrecedenceKey};
 use crate::index::Index;
 use crate::listener::{self, port_of, ListenerState, SetInfo};
+use crate::values::Age;
 use crate::GatewayXds;
 use envoy_types::pb::envoy::config::route::v3::{route, Route, RouteConfiguration, VirtualHost};
 use flotilla_model::gateway::{Condition, Gateway, HttpRoute, ParentReference};
@@ -95,7 +96,7 @@ pub(crate) fn translate_gateway(ix: &Index, gw_key: &ResourceKey, gw: &Gateway) 
         })
         .collect();
     routes.sort_by(|a, b| {
-        (a.0, created(a.2.metadata()), a.1).cmp(&(b.0, created(b.2.metadata()), b.1))
+        (a.0, Age::of(a.2.metadata(), a.1), a.1).cmp(&(b.0, Age::of(b.2.metadata(), b.1), b.1))
     });
 
     let mut overlaps = OverlapTracker::default();
@@ -390,11 +391,6 @@ impl AnyRoute<'_> {
             AnyRoute::Grpc(r) => &r.spec.hostnames,
         }
     }
-}
-
-fn created(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<String> {
-    // RFC 3339 timestamps in UTC order lexically; absent timestamps sort first.
-    meta.creation_timestamp.as_ref().map(|t| t.0.to_string())
 }
 
 /// Decides whether a route of `kind` with `hostnames` attaches through `pref` and to which

@@ -11,6 +11,7 @@ use crate::filters::{
     HostRewrite, PathRewrite, RouteKind,
 };
 use crate::index::Index;
+use crate::values::{self, GoDuration};
 use envoy_types::pb::envoy::config::core::v3::{data_source, DataSource};
 use envoy_types::pb::envoy::config::route::v3::{
     header_matcher, query_parameter_matcher, redirect_action, retry_policy, route, route_action,
@@ -20,7 +21,7 @@ use envoy_types::pb::envoy::config::route::v3::{
 use envoy_types::pb::envoy::r#type::matcher::v3::{
     string_matcher, RegexMatchAndSubstitute, RegexMatcher, StringMatcher,
 };
-use envoy_types::pb::google::protobuf::{Duration, UInt32Value};
+use envoy_types::pb::google::protobuf::UInt32Value;
 use flotilla_model::gateway::Condition;
 use flotilla_model::gateway::{
     HttpBackendRef, HttpRoute, HttpRouteMatch, HttpRouteRetry, HttpRouteTimeouts,
@@ -503,47 +504,6 @@ fn http_match(
     ))
 }
 
-/// Parses a Go/Gateway API duration ("1h2m3s", "500ms", "1.5s").
-pub(crate) fn parse_duration(s: &str) -> Option<Duration> {
-    if s == "0" {
-        return Some(Duration::default());
-    }
-    let mut total_nanos: f64 = 0.0;
-    let mut rest = s;
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let num_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        if num_end == 0 {
-            return None;
-        }
-        let n: f64 = rest[..num_end].parse().ok()?;
-        rest = &rest[num_end..];
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let mult = match &rest[..unit_end] {
-            "h" => 3.6e12,
-            "m" => 6e10,
-            "s" => 1e9,
-            "ms" => 1e6,
-            "us" | "µs" => 1e3,
-            "ns" => 1.0,
-            _ => return None,
-        };
-        rest = &rest[unit_end..];
-        total_nanos += n * mult;
-    }
-    let nanos = total_nanos as i128;
-    Some(Duration {
-        seconds: (nanos / 1_000_000_000) as i64,
-        nanos: (nanos % 1_000_000_000) as i32,
-    })
-}
-
 /// Backends of one rule, resolved.
 pub(crate) struct RuleTarget {
     /// (cluster, weight, backend-level filters)
@@ -778,6 +738,9 @@ pub(crate) struct ActionInput<'a> {
     pub retry: Option<&'a HttpRouteRetry>,
 }
 
+/// Envoy Gateway's `HTTPRequestTimeout` (15s), what a route timeout that does not parse becomes.
+const DEFAULT_REQUEST_TIMEOUT_NANOS: i64 = 15_000_000_000;
+
 /// The action of one route of a rule (Envoy Gateway's choice among 500, redirect, direct
 /// response, 503 and forwarding) and, for a redirect without a port, its scheme.
 pub(crate) fn rule_action(a: &ActionInput<'_>) -> (route::Action, Option<Option<String>>) {
@@ -906,15 +869,18 @@ pub(crate) fn rule_action(a: &ActionInput<'_>) -> (route::Action, Option<Option<
     ra.request_mirror_policies = f.mirrors.clone();
     let timeouts = a.timeouts;
     if let Some(to) = timeouts {
-        let fallback = Duration {
-            seconds: 15,
-            nanos: 0,
+        // Envoy Gateway's processRouteTimeout: a timeout that does not parse becomes its
+        // default request timeout (15s); no condition reports it.
+        let timeout = |s: &str| {
+            values::parse_gateway_duration(s)
+                .unwrap_or(GoDuration::from_nanos(DEFAULT_REQUEST_TIMEOUT_NANOS))
+                .to_proto()
         };
         if let Some(r) = &to.request {
-            ra.timeout = Some(parse_duration(r).unwrap_or(fallback));
+            ra.timeout = Some(timeout(r));
         }
         if let (Some(b), None) = (&to.backend_request, a.retry) {
-            ra.timeout = Some(parse_duration(b).unwrap_or(fallback));
+            ra.timeout = Some(timeout(b));
         }
     }
     if let Some(r) = a.retry {
@@ -940,18 +906,18 @@ pub(crate) fn rule_action(a: &ActionInput<'_>) -> (route::Action, Option<Option<
                 .filter_map(|c| u32::try_from(*c).ok())
                 .collect();
         }
-        if let Some(b) = r.backoff.as_deref().and_then(parse_duration) {
-            if b.seconds > 0 || b.nanos > 0 {
-                rp.retry_back_off = Some(retry_policy::RetryBackOff {
-                    base_interval: Some(b),
-                    max_interval: None,
-                });
-            }
+        // Envoy Gateway's processRouteRetry drops a backoff or a per-try timeout that does not
+        // parse, silently; Envoy refuses a zero base interval, so that is dropped too.
+        let parsed = |s: Option<&str>| s.and_then(|s| values::parse_gateway_duration(s).ok());
+        if let Some(b) = parsed(r.backoff.as_deref()).filter(|b| !b.is_zero()) {
+            rp.retry_back_off = Some(retry_policy::RetryBackOff {
+                base_interval: Some(b.to_proto()),
+                max_interval: None,
+            });
         }
         // The backend request timeout bounds each attempt (GEP-1742), backoff or not.
-        rp.per_try_timeout = timeouts
-            .and_then(|t| t.backend_request.as_deref())
-            .and_then(parse_duration);
+        rp.per_try_timeout =
+            parsed(timeouts.and_then(|t| t.backend_request.as_deref())).map(GoDuration::to_proto);
         ra.retry_policy = Some(rp);
     }
     (route::Action::Route(ra), None)
@@ -1364,16 +1330,6 @@ mod tests {
             check_regex("\"([a-z]+)\"*+?").unwrap_err(),
             "regex \"\\\"([a-z]+)\\\"*+?\" is invalid: error parsing regexp: invalid nested repetition operator: `*+`"
         );
-    }
-
-    #[test]
-    fn durations_parse_like_go() {
-        assert_eq!(parse_duration("1h").unwrap().seconds, 3600);
-        let d = parse_duration("1.5s").unwrap();
-        assert_eq!((d.seconds, d.nanos), (1, 500_000_000));
-        assert_eq!(parse_duration("250ms").unwrap().nanos, 250_000_000);
-        assert!(parse_duration("abc").is_none());
-        assert!(parse_duration("").is_none());
     }
 
     #[test]

@@ -8,6 +8,7 @@ use crate::index::Index;
 use crate::listener::{
     network_filter, parent_candidates, refers_to, Chain, L4Chains, ListenerState, SetInfo,
 };
+use crate::values::Age;
 use crate::CONTROLLER_NAME;
 use envoy_types::pb::envoy::config::listener::v3::{listener_filter, ListenerFilter};
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{tcp_proxy, TcpProxy};
@@ -65,9 +66,10 @@ pub(crate) fn translate_l4_routes(
             })
         })
         .collect();
+    // Envoy Gateway translates every TLSRoute, then every TCPRoute, then every UDPRoute (the
+    // order of `Kind`); within a kind, oldest first, then namespace/name.
     routes.sort_by(|a, b| {
-        let t = |m: &ObjectMeta| m.creation_timestamp.as_ref().map(|t| t.0.to_string());
-        t(a.meta).cmp(&t(b.meta)).then_with(|| a.key.cmp(b.key))
+        (a.kind, Age::of(a.meta, a.key), a.key).cmp(&(b.kind, Age::of(b.meta, b.key), b.key))
     });
 
     let mut out = L4Chains::default();

@@ -21,6 +21,7 @@ mod refgrant;
 mod runtime;
 mod session;
 mod tls;
+mod values;
 
 pub use gateway::CONTROLLER_NAME;
 pub use options::TranslateOptions;
@@ -513,6 +514,8 @@ impl TranslatorView {
     }
 }
 
+#[cfg(all(test, feature = "corpus"))]
+mod corpus_tests;
 #[cfg(test)]
 mod route_tests;
 #[cfg(test)]

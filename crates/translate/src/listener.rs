@@ -8,6 +8,7 @@ use crate::tls::{
     check_certificate_refs, downstream_tls_socket, frontend_validation, gateway_tls_conditions,
     resolve_client_validation, CertPair, ClientValidation, SdsRef, ServingCerts,
 };
+use crate::values::Age;
 use crate::XdsResource;
 use envoy_types::pb::envoy::config::core::v3::{address, socket_address, SocketAddress};
 use envoy_types::pb::envoy::config::listener::v3::{
@@ -157,10 +158,6 @@ fn selector_valid(sel: &LabelSelector) -> bool {
     })
 }
 
-fn created(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<String> {
-    meta.creation_timestamp.as_ref().map(|t| t.0.to_string())
-}
-
 /// The ListenerSets whose parentRef names `gw`, oldest first, then by namespace/name.
 pub(crate) fn listener_sets<'a>(
     ix: &'a Index,
@@ -190,8 +187,8 @@ pub(crate) fn listener_sets<'a>(
         })
         .collect();
     out.sort_by(|a, b| {
-        created(&a.ls.metadata)
-            .cmp(&created(&b.ls.metadata))
+        Age::of(&a.ls.metadata, &a.key)
+            .cmp(&Age::of(&b.ls.metadata, &b.key))
             .then_with(|| a.key.cmp(&b.key))
     });
     out

@@ -827,3 +827,32 @@ fn https_listeners_answer_421_for_other_listeners_hosts() {
         .filter_chains;
     assert_eq!(chains.len(), 3);
 }
+
+/// The older ListenerSet keeps a contested port and hostname. Creation times are compared as
+/// instants: `…:45Z` is older than `…:45.5Z`, which sorts first as text.
+#[test]
+fn the_older_listener_set_wins_a_conflict() {
+    let set = |name: &str, created: &str| {
+        format!("---\napiVersion: gateway.networking.k8s.io/v1\nkind: ListenerSet\nmetadata: {{name: {name}, namespace: infra, creationTimestamp: \"{created}\"}}\nspec:\n  parentRef: {{name: gw}}\n  listeners: [{{name: l, port: 80, protocol: HTTP, hostname: a.com}}]\n")
+    };
+    let gw = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: infra}\nspec:\n  gatewayClassName: eg\n  allowedListeners: {namespaces: {from: Same}}\n  listeners:\n  - {name: http, port: 81, protocol: HTTP}\n";
+    let t = translate(&format!(
+        "{gw}{}{}",
+        set("aa-young", "2025-01-01T00:00:45.5Z"),
+        set("zz-old", "2025-01-01T00:00:45Z")
+    ));
+    let mut good = ok();
+    good.insert(1, c("Conflicted", "False", "NoConflicts"));
+    let old = status(&t, Kind::ListenerSet, "infra", "zz-old");
+    assert_eq!(listener_conds(&old, "l"), good);
+    let young = status(&t, Kind::ListenerSet, "infra", "aa-young");
+    assert_eq!(
+        listener_conds(&young, "l"),
+        [
+            c("Accepted", "False", "HostnameConflict"),
+            c("Conflicted", "True", "HostnameConflict"),
+            c("Programmed", "False", "HostnameConflict"),
+            c("ResolvedRefs", "True", "ResolvedRefs")
+        ]
+    );
+}

@@ -8,7 +8,7 @@
 //! the chosen upstream host in that cookie/header and prefers it on the next request.
 
 use crate::filters::RouteKind;
-use crate::httproute::parse_duration;
+use crate::values;
 use envoy_types::pb::envoy::config::core::v3::TypedExtensionConfig;
 use envoy_types::pb::envoy::config::route::v3::{route_match, Route, RouteMatch};
 use envoy_types::pb::envoy::extensions::filters::http::stateful_session::v3::{
@@ -64,9 +64,12 @@ pub(crate) fn session_persistence(
                 .and_then(|c| c.lifetime_type.as_deref())
                 == Some("Permanent");
             let ttl = match (&sp.absolute_timeout, permanent) {
-                (Some(t), true) => {
-                    Some(parse_duration(t).ok_or_else(|| format!("time: invalid duration {t:?}"))?)
-                }
+                // Envoy Gateway refuses the rule with Go's parse error (UnsupportedValue).
+                (Some(t), true) => Some(
+                    values::parse_gateway_duration(t)
+                        .map_err(|e| e.to_string())?
+                        .to_proto(),
+                ),
                 _ => None,
             };
             Ok(Some(Session::Cookie { name, ttl }))

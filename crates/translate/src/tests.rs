@@ -386,19 +386,6 @@ pub(crate) fn envoy_validate(bootstrap: &[u8], gateway: &str) -> Result<(), Stri
     }
 }
 
-/// Envoy Gateway's translator corpus, read in place: `$FLOTILLA_SHARED/conformance/eg-translate`,
-/// else `../shared` beside the repository.
-pub(crate) fn corpus_dir() -> String {
-    let shared = std::env::var("FLOTILLA_SHARED")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared").to_string());
-    let dir = format!("{shared}/conformance/eg-translate");
-    assert!(
-        std::path::Path::new(&dir).is_dir(),
-        "corpus not found at {dir} (set FLOTILLA_SHARED)"
-    );
-    dir
-}
-
 fn gateway_conditions(v: &serde_json::Value) -> Vec<(String, String, String)> {
     v["conditions"]
         .as_array()

@@ -247,3 +247,19 @@ fn a_ca_configmap_change_recomputes_the_gateway() {
     // `other` is not PEM: the policy now fails.
     assert_eq!(conds(&ancestors(&t, "p")[0])[0].2, "NoValidCACertificate");
 }
+
+/// Creation times are compared as instants: `…:45Z` is older than `…:45.5Z` (which sorts
+/// first as text), so the policy created at `…:45Z` wins whatever the names.
+#[test]
+fn policy_age_is_compared_as_time_not_text() {
+    let t = translate(&base(&format!(
+        "{}{}",
+        policy("aa-young", Some("https"), "ca", "2025-01-01T00:00:45.5Z"),
+        policy("zz-old", Some("https"), "ca", "2025-01-01T00:00:45Z")
+    )));
+    assert_eq!(conds(&ancestors(&t, "zz-old")[0])[1].2, "Accepted");
+    assert_eq!(
+        ancestors(&t, "aa-young")[0]["conditions"][0]["message"],
+        "Policy conflicts with BackendTLSPolicy app/zz-old."
+    );
+}
