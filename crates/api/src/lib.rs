@@ -10,20 +10,31 @@
 //! | `GET /api/v1/gateways` | every translated gateway with its xDS resource names and versions |
 //! | `GET /api/v1/rejections` | the events the store could not fold, most recent last, and why |
 //! | `GET /api/v1/digest` | a digest of every stored object (replicas compare it) |
+//! | `GET /api/v1/members` | the cluster's voters, learners, their addresses, the leader |
+//! | `POST /api/v1/members/learners` `{"id": N, "addr": "HOST:PORT"}` | add a learner (leader only) |
+//! | `POST /api/v1/members/voters` `{"id": N}` | promote a caught-up learner (leader only) |
+//! | `DELETE /api/v1/members/{id}` | remove a voter or learner (leader only) |
+//! | `POST /api/v1/snapshot?purge=true` | build a snapshot now (and drop the log it covers) |
+//!
+//! Administrative calls on a node that is not the leader answer 421 with the leader's id in
+//! `leader`; `flotilla ctl` asks the next node.
 //!
 //! Every answer is computed from one published state of the store (an immutable snapshot):
 //! its `revision` and its data belong together, and no request waits on, or delays, the
 //! state machine. Errors are JSON: `{"error": "..."}` with a 4xx/5xx status.
 
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use flotilla_model::{Kind, ResourceKey};
 use flotilla_translate::TranslatorView;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 /// Page size of `/api/v1/resources` when the request names none.
@@ -55,8 +66,62 @@ pub trait StateReader: Send + Sync + 'static {
     fn leader(&self) -> Option<u64>;
 }
 
-/// Builds the router; mount it with `axum::serve`.
-pub fn router(state: Arc<dyn StateReader>) -> Router {
+/// A boxed future of an administrative call (the trait is used as a trait object).
+pub type AdminFuture<'a> = Pin<Box<dyn Future<Output = Result<Value, AdminError>> + Send + 'a>>;
+
+/// Cluster administration (store nodes).
+pub trait Admin: Send + Sync + 'static {
+    fn members(&self) -> Value;
+    fn add_learner(&self, id: u64, addr: String) -> AdminFuture<'_>;
+    fn promote(&self, id: u64) -> AdminFuture<'_>;
+    fn remove(&self, id: u64) -> AdminFuture<'_>;
+    fn snapshot(&self, purge: bool) -> AdminFuture<'_>;
+}
+
+/// Why an administrative call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("this node is not the leader")]
+    NotLeader { leader: Option<u64> },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        let (code, extra) = match &self {
+            AdminError::NotLeader { leader } => {
+                (StatusCode::MISDIRECTED_REQUEST, json!({"leader": leader}))
+            }
+            AdminError::Invalid(_) => (StatusCode::BAD_REQUEST, json!({})),
+            AdminError::Conflict(_) => (StatusCode::CONFLICT, json!({})),
+            AdminError::Failed(_) => (StatusCode::INTERNAL_SERVER_ERROR, json!({})),
+        };
+        let mut body = json!({"error": self.to_string()});
+        if let (Some(b), Value::Object(extra)) = (body.as_object_mut(), extra) {
+            b.extend(extra);
+        }
+        (code, Json(body)).into_response()
+    }
+}
+
+/// Builds the router; mount it with `axum::serve`. `admin` adds the cluster administration
+/// endpoints.
+pub fn router(state: Arc<dyn StateReader>, admin: Option<Arc<dyn Admin>>) -> Router {
+    let admin_routes = match admin {
+        Some(a) => Router::new()
+            .route("/api/v1/members", get(members))
+            .route("/api/v1/members/learners", post(add_learner))
+            .route("/api/v1/members/voters", post(promote))
+            .route("/api/v1/members/{id}", delete(remove))
+            .route("/api/v1/snapshot", post(snapshot))
+            .with_state(a),
+        None => Router::new(),
+    };
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
@@ -69,8 +134,9 @@ pub fn router(state: Arc<dyn StateReader>) -> Router {
         .route("/api/v1/gateways", get(gateways))
         .route("/api/v1/rejections", get(rejections))
         .route("/api/v1/digest", get(digest))
-        .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .with_state(state)
+        .merge(admin_routes)
+        .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -247,6 +313,61 @@ async fn digest(State(s): S) -> Json<Value> {
         "digest": d,
         "resources": st.view.resource_count(),
     }))
+}
+
+type A = State<Arc<dyn Admin>>;
+
+#[derive(Deserialize)]
+struct LearnerBody {
+    id: u64,
+    addr: String,
+}
+
+#[derive(Deserialize)]
+struct VoterBody {
+    id: u64,
+}
+
+#[derive(Deserialize)]
+struct SnapshotQuery {
+    #[serde(default)]
+    purge: bool,
+}
+
+fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, AdminError> {
+    b.map(|Json(t)| t)
+        .map_err(|e| AdminError::Invalid(format!("invalid request body: {}", e.body_text())))
+}
+
+async fn members(State(a): A) -> Json<Value> {
+    Json(a.members())
+}
+
+async fn add_learner(
+    State(a): A,
+    b: Result<Json<LearnerBody>, JsonRejection>,
+) -> Result<Json<Value>, AdminError> {
+    let b = body(b)?;
+    a.add_learner(b.id, b.addr).await.map(Json)
+}
+
+async fn promote(
+    State(a): A,
+    b: Result<Json<VoterBody>, JsonRejection>,
+) -> Result<Json<Value>, AdminError> {
+    let b = body(b)?;
+    a.promote(b.id).await.map(Json)
+}
+
+async fn remove(State(a): A, Path(id): Path<String>) -> Result<Json<Value>, AdminError> {
+    let id = id
+        .parse::<u64>()
+        .map_err(|_| AdminError::Invalid(format!("{id:?} is not a node id")))?;
+    a.remove(id).await.map(Json)
+}
+
+async fn snapshot(State(a): A, Query(q): Query<SnapshotQuery>) -> Result<Json<Value>, AdminError> {
+    a.snapshot(q.purge).await.map(Json)
 }
 
 #[cfg(test)]

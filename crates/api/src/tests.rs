@@ -50,7 +50,7 @@ fn state(ready: bool) -> Arc<dyn StateReader> {
 }
 
 async fn get_json(s: Arc<dyn StateReader>, uri: &str) -> (StatusCode, Value) {
-    let resp = router(s)
+    let resp = router(s, None)
         .oneshot(Request::get(uri).body(Body::empty()).unwrap())
         .await
         .unwrap();

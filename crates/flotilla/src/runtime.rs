@@ -164,12 +164,58 @@ impl flotilla_api::StateReader for NodeReader {
     }
 }
 
+fn admin_err(e: flotilla_store::membership::Error) -> flotilla_api::AdminError {
+    use flotilla_api::AdminError as A;
+    use flotilla_store::membership::Error as E;
+    match e {
+        E::NotLeader { leader } => A::NotLeader { leader },
+        E::Invalid(m) => A::Invalid(m),
+        E::Conflict(m) => A::Conflict(m),
+        E::Raft(m) => A::Failed(m),
+    }
+}
+
+fn members_json(m: &flotilla_store::membership::Members) -> serde_json::Value {
+    serde_json::to_value(m).unwrap_or_default()
+}
+
+impl flotilla_api::Admin for NodeReader {
+    fn members(&self) -> serde_json::Value {
+        members_json(&self.0.members())
+    }
+    fn add_learner(&self, id: u64, addr: String) -> flotilla_api::AdminFuture<'_> {
+        Box::pin(async move {
+            let m = self.0.add_learner(id, &addr).await.map_err(admin_err)?;
+            Ok(members_json(&m))
+        })
+    }
+    fn promote(&self, id: u64) -> flotilla_api::AdminFuture<'_> {
+        Box::pin(async move {
+            let m = self.0.promote(id).await.map_err(admin_err)?;
+            Ok(members_json(&m))
+        })
+    }
+    fn remove(&self, id: u64) -> flotilla_api::AdminFuture<'_> {
+        Box::pin(async move {
+            let m = self.0.remove(id).await.map_err(admin_err)?;
+            Ok(members_json(&m))
+        })
+    }
+    fn snapshot(&self, purge: bool) -> flotilla_api::AdminFuture<'_> {
+        Box::pin(async move {
+            let index = self.0.snapshot(purge).await.map_err(admin_err)?;
+            Ok(serde_json::json!({"snapshotIndex": index, "purged": purge}))
+        })
+    }
+}
+
 async fn serve_api(
     listener: TcpListener,
     node: StoreNode,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    let app = flotilla_api::router(Arc::new(NodeReader(node)));
+    let reader = Arc::new(NodeReader(node));
+    let app = flotilla_api::router(reader.clone(), Some(reader));
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await

@@ -12,8 +12,11 @@
 //! - [`node`]: [`StoreNode`], which wires it all.
 
 pub mod codec;
+pub mod fsutil;
+pub mod identity;
 pub mod leader;
 pub mod log_store;
+pub mod membership;
 pub mod nats;
 pub mod network;
 pub mod node;

@@ -1,8 +1,17 @@
 //! Raft transport over gRPC (`flotilla.raft.v1.Raft`). Payloads are openraft's own request
 //! types and the `Result` the remote `Raft` returned, in the store's binary encoding
 //! ([`crate::codec`]), so a remote Raft error (e.g. a higher vote) travels back typed.
+//!
+//! Identity on every call: a request names the node it is for (`x-flotilla-to`; a node
+//! refuses requests meant for another id, e.g. after a peer list mix-up) and a response names
+//! the responder's data dir incarnation (`x-flotilla-incarnation`). A [`Connection`] (one per
+//! replication stream) remembers the first incarnation its peer answered with and refuses the
+//! peer once it changes: a node that lost its disk and came back empty under the same id must
+//! not be fed into a replication stream that believes it holds entries (openraft asserts on
+//! that), but replaced through a membership change (see [`crate::identity`]).
 
 use crate::codec;
+use crate::identity::Identity;
 use crate::types::{Node, NodeId, Raft, TypeConfig};
 use flotilla_proto::raft::raft_client::RaftClient;
 use flotilla_proto::raft::raft_server;
@@ -44,6 +53,26 @@ pub enum Error {
     Decode(#[source] codec::Error),
     #[error("rpc: {0}")]
     Rpc(#[source] Status),
+    #[error(
+        "node {target} answered without its incarnation (not a Flotilla store of this version?)"
+    )]
+    NoIncarnation { target: NodeId },
+    #[error("node {target} has a new data dir (incarnation {now}, was {was}): it lost what it had persisted; remove it from the cluster and add it back (flotilla ctl remove / add-learner / promote)")]
+    Reincarnated { target: NodeId, was: u64, now: u64 },
+}
+
+/// Request metadata: the node id the request is meant for.
+pub const TO_HEADER: &str = "x-flotilla-to";
+/// Response metadata: the responder's incarnation.
+pub const INCARNATION_HEADER: &str = "x-flotilla-incarnation";
+
+/// What [`RaftService`]'s `Status` call answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct PeerStatus {
+    pub node_id: NodeId,
+    pub incarnation: u64,
+    /// The node belongs to a cluster (has a membership config, or a log).
+    pub initialized: bool,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -58,6 +87,13 @@ pub struct NetworkFactory {
 impl NetworkFactory {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A client to the peer at `addr` (its channel shared with every other client to it).
+    pub fn client(&self, target: NodeId, addr: &str) -> Result<RaftClient<Channel>> {
+        Ok(RaftClient::new(self.channel(target, addr)?)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES))
     }
 
     fn channel(&self, target: NodeId, addr: &str) -> Result<Channel> {
@@ -82,23 +118,43 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = Connection;
 
     async fn new_client(&mut self, target: NodeId, node: &Node) -> Connection {
-        let client = match self.channel(target, &node.addr) {
-            Ok(ch) => Ok(RaftClient::new(ch)
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES)),
-            Err(e) => {
-                tracing::error!(target, addr = %node.addr, error = %e, "bad peer address");
-                Err(e.to_string())
-            }
-        };
-        Connection { target, client }
+        let client = self.client(target, &node.addr).map_err(|e| {
+            tracing::error!(target, addr = %node.addr, error = %e, "bad peer address");
+            e.to_string()
+        });
+        Connection {
+            target,
+            client,
+            incarnation: None,
+        }
     }
 }
 
-/// A client to one peer.
+/// Asks the peer at `addr` who it is.
+pub async fn peer_status(
+    client: &mut RaftClient<Channel>,
+    target: NodeId,
+    timeout: Duration,
+) -> Result<PeerStatus> {
+    let mut request = Request::new(RaftPayload::default());
+    request.set_timeout(timeout);
+    set_target(&mut request, target);
+    let resp = client.status(request).await.map_err(Error::Rpc)?;
+    codec::decode("peer status", &resp.into_inner().body).map_err(Error::Decode)
+}
+
+fn set_target<T>(request: &mut Request<T>, target: NodeId) {
+    if let Ok(v) = target.to_string().parse() {
+        request.metadata_mut().insert(TO_HEADER, v);
+    }
+}
+
+/// A client to one peer, for one replication stream (or one election).
 pub struct Connection {
     target: NodeId,
     client: std::result::Result<RaftClient<Channel>, String>,
+    /// The peer's incarnation as first answered on this connection.
+    incarnation: Option<u64>,
 }
 
 #[derive(Clone, Copy)]
@@ -106,6 +162,34 @@ enum Method {
     AppendEntries,
     Vote,
     InstallSnapshot,
+}
+
+impl Connection {
+    /// Checks the responder is the node this connection has been talking to.
+    fn check_incarnation(
+        &mut self,
+        meta: &tonic::metadata::MetadataMap,
+    ) -> std::result::Result<(), Error> {
+        let now = meta
+            .get(INCARNATION_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .ok_or(Error::NoIncarnation {
+                target: self.target,
+            })?;
+        match self.incarnation {
+            None => {
+                self.incarnation = Some(now);
+                Ok(())
+            }
+            Some(was) if was == now => Ok(()),
+            Some(was) => Err(Error::Reincarnated {
+                target: self.target,
+                was,
+                now,
+            }),
+        }
+    }
 }
 
 impl Connection {
@@ -131,24 +215,30 @@ impl Connection {
             .map_err(|e| RPCError::Network(NetworkError::new(&Error::Encode(e))))?;
         let mut request = Request::new(RaftPayload { body: body.into() });
         request.set_timeout(option.hard_ttl());
+        set_target(&mut request, self.target);
         let resp = match method {
             Method::AppendEntries => client.append_entries(request).await,
             Method::Vote => client.vote(request).await,
             Method::InstallSnapshot => client.install_snapshot(request).await,
         };
-        let payload = resp
-            .map_err(|status| {
-                // Unavailable: connection refused / reset; openraft backs off on Unreachable
-                // instead of retrying hot.
-                let unreachable = status.code() == Code::Unavailable;
-                let err = Error::Rpc(status);
-                if unreachable {
-                    RPCError::Unreachable(Unreachable::new(&err))
-                } else {
-                    RPCError::Network(NetworkError::new(&err))
-                }
-            })?
-            .into_inner();
+        let resp = resp.map_err(|status| {
+            // Unavailable: connection refused / reset; openraft backs off on Unreachable
+            // instead of retrying hot.
+            let unreachable = status.code() == Code::Unavailable;
+            let err = Error::Rpc(status);
+            if unreachable {
+                RPCError::Unreachable(Unreachable::new(&err))
+            } else {
+                RPCError::Network(NetworkError::new(&err))
+            }
+        })?;
+        if let Err(e) = self.check_incarnation(resp.metadata()) {
+            // Loud, but not on every heartbeat: once per connection is enough to act on.
+            tracing::error!(target = self.target, error = %e, "peer refused");
+            // Unreachable: openraft backs off and keeps the stream's progress as it is.
+            return Err(RPCError::Unreachable(Unreachable::new(&e)));
+        }
+        let payload = resp.into_inner();
         let res: std::result::Result<Resp, RaftError<NodeId, E>> =
             codec::decode("raft response", &payload.body)
                 .map_err(|e| RPCError::Network(NetworkError::new(&Error::Decode(e))))?;
@@ -186,14 +276,42 @@ impl RaftNetwork<TypeConfig> for Connection {
     }
 }
 
-/// The gRPC server side: decodes the payload and hands it to the local Raft.
+/// The gRPC server side: checks the request is for this node, decodes the payload and hands it
+/// to the local Raft; answers with this node's incarnation.
 pub struct RaftService {
     raft: Raft,
+    identity: Identity,
 }
 
 impl RaftService {
-    pub fn new(raft: Raft) -> Self {
-        Self { raft }
+    pub fn new(raft: Raft, identity: Identity) -> Self {
+        Self { raft, identity }
+    }
+
+    fn check_target<T>(&self, req: &Request<T>) -> std::result::Result<(), Status> {
+        let to = req
+            .metadata()
+            .get(TO_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        match to {
+            Some(id) if id == self.identity.node_id => Ok(()),
+            Some(id) => Err(Status::failed_precondition(format!(
+                "this is store node {}, not node {id}: check the peer addresses",
+                self.identity.node_id
+            ))),
+            None => Err(Status::invalid_argument(format!(
+                "a raft request must name its target node in {TO_HEADER}"
+            ))),
+        }
+    }
+
+    fn respond<T: Serialize>(&self, res: &T) -> std::result::Result<Response<RaftPayload>, Status> {
+        let mut resp = encode(res)?;
+        if let Ok(v) = self.identity.incarnation.to_string().parse() {
+            resp.metadata_mut().insert(INCARNATION_HEADER, v);
+        }
+        Ok(resp)
     }
 
     /// The tonic service, with the message size limits raised to [`MAX_MESSAGE_BYTES`].
@@ -220,23 +338,45 @@ impl raft_server::Raft for RaftService {
         &self,
         request: Request<RaftPayload>,
     ) -> std::result::Result<Response<RaftPayload>, Status> {
+        self.check_target(&request)?;
         let rpc: AppendEntriesRequest<TypeConfig> = decode(request)?;
-        encode(&self.raft.append_entries(rpc).await)
+        self.respond(&self.raft.append_entries(rpc).await)
     }
 
     async fn vote(
         &self,
         request: Request<RaftPayload>,
     ) -> std::result::Result<Response<RaftPayload>, Status> {
+        self.check_target(&request)?;
         let rpc: VoteRequest<NodeId> = decode(request)?;
-        encode(&self.raft.vote(rpc).await)
+        self.respond(&self.raft.vote(rpc).await)
     }
 
     async fn install_snapshot(
         &self,
         request: Request<RaftPayload>,
     ) -> std::result::Result<Response<RaftPayload>, Status> {
+        self.check_target(&request)?;
         let rpc: InstallSnapshotRequest<TypeConfig> = decode(request)?;
-        encode(&self.raft.install_snapshot(rpc).await)
+        self.respond(&self.raft.install_snapshot(rpc).await)
+    }
+
+    async fn status(
+        &self,
+        request: Request<RaftPayload>,
+    ) -> std::result::Result<Response<RaftPayload>, Status> {
+        self.check_target(&request)?;
+        let m = self.raft.metrics().borrow().clone();
+        let initialized = m.last_log_index.is_some()
+            || m.membership_config
+                .membership()
+                .voter_ids()
+                .next()
+                .is_some();
+        self.respond(&PeerStatus {
+            node_id: self.identity.node_id,
+            incarnation: self.identity.incarnation,
+            initialized,
+        })
     }
 }

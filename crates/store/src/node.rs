@@ -72,6 +72,8 @@ pub enum Error {
     #[error("peers do not include this node ({0})")]
     NotAPeer(u64),
     #[error(transparent)]
+    Identity(#[from] crate::identity::Error),
+    #[error(transparent)]
     Log(#[from] crate::log_store::Error),
     #[error(transparent)]
     StateMachine(#[from] crate::state_machine::Error),
@@ -201,10 +203,11 @@ impl StoreNode {
             addr: cfg.grpc_addr,
             source,
         })?;
-        std::fs::create_dir_all(&cfg.data_dir).map_err(|source| Error::DataDir {
+        crate::fsutil::create_private_dir(&cfg.data_dir).map_err(|source| Error::DataDir {
             path: cfg.data_dir.display().to_string(),
             source,
         })?;
+        let identity = crate::identity::load_or_create(&cfg.data_dir, cfg.node_id)?;
 
         // Opening the log and loading the snapshot (which re-translates everything) are
         // blocking and can take a while: keep them off the runtime workers.
@@ -226,10 +229,11 @@ impl StoreNode {
         let shared = sm.shared();
         let log_db = log.open_handle();
 
+        let network = NetworkFactory::new();
         let raft = Raft::new(
             cfg.node_id,
             Arc::new(raft_config()?),
-            NetworkFactory::new(),
+            network.clone(),
             log,
             sm,
         )
@@ -257,7 +261,7 @@ impl StoreNode {
             let node = node.clone();
             let shutdown = shutdown.clone();
             let router = tonic::transport::Server::builder()
-                .add_service(RaftService::new(raft.clone()).into_server())
+                .add_service(RaftService::new(raft.clone(), identity).into_server())
                 .add_service(watch_service.into_server());
             tasks.spawn(
                 async move {
@@ -319,26 +323,29 @@ impl StoreNode {
                 .instrument(tracing::info_span!("shutdown")),
             );
         }
-        tasks.close();
-
-        // Cluster formation: the lowest id initializes a pristine cluster with every peer.
+        // Cluster formation: the lowest id forms a pristine cluster of every peer, once every
+        // peer answers and none belongs to a cluster yet (a wiped node 1 must not found a
+        // second cluster next to the running one; it waits to be added back instead).
         let lowest = cfg.peers.keys().next().copied();
         let initialized = raft
             .is_initialized()
             .await
             .map_err(|e| Error::Raft(e.to_string()))?;
         if !initialized && lowest == Some(cfg.node_id) {
-            let members: BTreeMap<NodeId, BasicNode> = cfg
-                .peers
-                .iter()
-                .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
-                .collect();
-            tracing::info!(?members, "initializing cluster");
-            if let Err(e) = raft.initialize(members).await {
-                // NotAllowed: already initialized (e.g. by a concurrent start); fine.
-                tracing::info!(error = %e, "initialize skipped");
-            }
+            tasks.spawn(
+                form_cluster(
+                    raft.clone(),
+                    network,
+                    cfg.node_id,
+                    cfg.peers.clone(),
+                    shutdown.clone(),
+                )
+                .instrument(tracing::info_span!("formation")),
+            );
+        } else if !initialized {
+            tracing::info!("not part of a cluster yet: waiting to be added by the leader");
         }
+        tasks.close();
         Ok(node)
     }
 
@@ -471,6 +478,70 @@ impl StoreNode {
     /// The watch service, to host it on another server as well.
     pub fn watch_service(&self) -> WatchService {
         self.inner.watch_service.clone()
+    }
+}
+
+/// How long one formation probe of a peer waits.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
+/// Pause between formation rounds while some peer does not answer.
+const PROBE_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Forms a new cluster of `peers` once every other peer answers and none of them is part of a
+/// cluster; gives up (and waits to be added like any new node) if one is.
+async fn form_cluster(
+    raft: Raft,
+    network: NetworkFactory,
+    me: NodeId,
+    peers: BTreeMap<u64, String>,
+    shutdown: CancellationToken,
+) {
+    let mut waiting_logged = false;
+    loop {
+        if raft.is_initialized().await.unwrap_or(true) {
+            return;
+        }
+        let mut missing = Vec::new();
+        for (id, addr) in peers.iter().filter(|(id, _)| **id != me) {
+            let status = match network.client(*id, addr) {
+                Ok(mut c) => crate::network::peer_status(&mut c, *id, PROBE_TIMEOUT).await,
+                Err(e) => Err(e),
+            };
+            match status {
+                Ok(s) if s.initialized => {
+                    tracing::warn!(
+                        peer = id,
+                        "a peer already belongs to a cluster: not forming a new one; this node \
+                         waits to be added (flotilla ctl add-learner / promote)"
+                    );
+                    return;
+                }
+                Ok(_) => {}
+                Err(e) => missing.push(format!("{id} ({e})")),
+            }
+        }
+        if missing.is_empty() {
+            let members: BTreeMap<NodeId, BasicNode> = peers
+                .iter()
+                .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
+                .collect();
+            tracing::info!(?members, "forming the cluster");
+            if let Err(e) = raft.initialize(members).await {
+                // NotAllowed: initialized meanwhile (added by a leader); fine.
+                tracing::info!(error = %e, "initialize skipped");
+            }
+            return;
+        }
+        if !waiting_logged {
+            tracing::info!(
+                ?missing,
+                "waiting for every peer to answer before forming the cluster"
+            );
+            waiting_logged = true;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(PROBE_EVERY) => {}
+            _ = shutdown.cancelled() => return,
+        }
     }
 }
 

@@ -195,7 +195,7 @@ fn persist_snapshot(
         last_log_id.map(|l| l.index).unwrap_or(0)
     ));
     {
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut f = crate::fsutil::create_private(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
     }
