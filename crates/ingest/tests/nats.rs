@@ -153,7 +153,10 @@ async fn publishes_in_order_with_dedup() {
     let bad = ResourceEvent {
         cluster: "east.x".into(),
         source: "test".into(),
-        body: EventBody::Resync { keys: vec![] },
+        body: EventBody::Resync {
+            keys: vec![],
+            keep_origins: vec![],
+        },
     };
     let err = publisher
         .publish(bad, "agent-9".into())
@@ -182,7 +185,7 @@ enum Ev {
 
 fn summarize(body: &EventBody) -> Ev {
     match body {
-        EventBody::Upsert { key, object } => Ev::Up(
+        EventBody::Upsert { key, object, .. } => Ev::Up(
             key.clone(),
             object
                 .pointer("/spec/rules/0/matches/0/path/value")
@@ -191,7 +194,7 @@ fn summarize(body: &EventBody) -> Ev {
                 .to_string(),
         ),
         EventBody::Delete { key } => Ev::Del(key.clone()),
-        EventBody::Resync { keys } => Ev::Resync(keys.clone()),
+        EventBody::Resync { keys, .. } => Ev::Resync(keys.clone()),
     }
 }
 

@@ -77,7 +77,7 @@ pub(crate) fn event_keys(ev: &ResourceEvent) -> String {
     match &ev.body {
         EventBody::Upsert { key, .. } => format!("upsert {key}"),
         EventBody::Delete { key } => format!("delete {key}"),
-        EventBody::Resync { keys } => format!("resync of {} keys", keys.len()),
+        EventBody::Resync { keys, .. } => format!("resync of {} keys", keys.len()),
     }
 }
 
@@ -133,7 +133,11 @@ impl StateView {
             let ev = ResourceEvent {
                 cluster: key.cluster.clone(),
                 source: "snapshot".to_string(),
-                body: EventBody::Upsert { key, object: raw },
+                body: EventBody::Upsert {
+                    key,
+                    object: raw,
+                    origin: None,
+                },
             };
             if let Err(e) = translator.apply(&ev) {
                 tracing::error!(keys = %event_keys(&ev), error = %e, "snapshot resource rejected on restore");

@@ -40,6 +40,7 @@ fn mk_events(text: &str) -> Vec<ResourceEvent> {
             body: EventBody::Upsert {
                 key: r.key,
                 object: r.raw,
+                origin: None,
             },
         })
         .collect()

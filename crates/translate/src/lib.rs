@@ -114,6 +114,11 @@ pub struct Translator {
     dirty: BTreeSet<ResourceKey>,
     /// Resources whose own status must be recomputed (classes, deleted objects).
     dirty_status: BTreeSet<ResourceKey>,
+    /// Where each resource came from, as its last upsert said (see [`EventBody::Upsert`]).
+    /// Beside the object, not in it: the stored object stays exactly what the source sent.
+    /// [`Translator::from_resources`] starts without origins: a snapshot that should survive a
+    /// resync with `keep_origins` must carry them.
+    origins: BTreeMap<ResourceKey, String>,
 }
 
 impl Translator {
@@ -152,7 +157,11 @@ impl Translator {
             message,
         })?;
         match &event.body {
-            EventBody::Upsert { key, object } => {
+            EventBody::Upsert {
+                key,
+                object,
+                origin,
+            } => {
                 let r = parse_object(&event.cluster, object.clone()).map_err(|e| {
                     Error::InvalidObject {
                         key: key.clone(),
@@ -166,16 +175,23 @@ impl Translator {
                         message: format!("event key {key} does not match its object ({})", r.key),
                     });
                 }
+                match origin {
+                    Some(o) => self.origins.insert(key.clone(), o.clone()),
+                    None => self.origins.remove(key),
+                };
                 self.upsert(r);
             }
             EventBody::Delete { key } => self.delete(key),
-            EventBody::Resync { keys } => {
+            EventBody::Resync { keys, keep_origins } => {
                 let keep: BTreeSet<&ResourceKey> = keys.iter().collect();
+                let keep_origins: BTreeSet<&str> =
+                    keep_origins.iter().map(String::as_str).collect();
                 let gone: Vec<ResourceKey> = self
                     .index
                     .resources
                     .keys()
                     .filter(|k| k.cluster == event.cluster && !keep.contains(k))
+                    .filter(|k| !self.origin(k).is_some_and(|o| keep_origins.contains(o)))
                     .cloned()
                     .collect();
                 for k in &gone {
@@ -205,6 +221,7 @@ impl Translator {
     }
 
     fn delete(&mut self, key: &ResourceKey) {
+        self.origins.remove(key);
         if let Some(old) = self.index.remove(key) {
             self.index.affected_gateways(&old, &mut self.dirty);
             self.dirty_status.insert(key.clone());
@@ -420,6 +437,13 @@ impl Translator {
 
     pub fn resource(&self, key: &ResourceKey) -> Option<&Arc<Resource>> {
         self.index.resources.get(key)
+    }
+
+    /// Where the resource came from, as its last upsert said (for a file agent: the file's
+    /// path relative to its directory). A resync keeps the resources whose origin it names
+    /// in `keep_origins`.
+    pub fn origin(&self, key: &ResourceKey) -> Option<&str> {
+        self.origins.get(key).map(String::as_str)
     }
 
     /// The computed `status` of a resource (Gateway, HTTPRoute, GatewayClass), as Kubernetes

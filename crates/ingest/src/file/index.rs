@@ -146,6 +146,7 @@ impl FileIndex {
         let upsert = || EventBody::Upsert {
             key: key.clone(),
             object: (*entry.object).clone(),
+            origin: None,
         };
         match self.published.get_mut(key) {
             None => {
@@ -210,6 +211,7 @@ impl FileIndex {
                     out.push(EventBody::Upsert {
                         key: key.clone(),
                         object: (*entry.object).clone(),
+                        origin: None,
                     });
                 }
             }

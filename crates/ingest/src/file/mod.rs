@@ -164,7 +164,14 @@ impl FileSource {
                 if unhealthy.is_empty() {
                     let keys = loader.index.keys();
                     tracing::info!(objects = keys.len(), "initial scan done, publishing resync");
-                    if emitter.emit(EventBody::Resync { keys }).await.is_err() {
+                    if emitter
+                        .emit(EventBody::Resync {
+                            keys,
+                            keep_origins: Vec::new(),
+                        })
+                        .await
+                        .is_err()
+                    {
                         break;
                     }
                     resync = ResyncState::Done;
@@ -488,6 +495,6 @@ fn describe(body: &EventBody) -> String {
     match body {
         EventBody::Upsert { key, .. } => format!("upsert {key}"),
         EventBody::Delete { key } => format!("delete {key}"),
-        EventBody::Resync { keys } => format!("resync of {} keys", keys.len()),
+        EventBody::Resync { keys, .. } => format!("resync of {} keys", keys.len()),
     }
 }

@@ -41,7 +41,7 @@ fn up(key: ResourceKey, path: &str) -> Ev {
 
 fn summarize(body: &EventBody) -> Ev {
     match body {
-        EventBody::Upsert { key, object } => {
+        EventBody::Upsert { key, object, .. } => {
             // The route's path prefix (or "" for other kinds) tells versions apart.
             let path = object
                 .pointer("/spec/rules/0/matches/0/path/value")
@@ -51,7 +51,7 @@ fn summarize(body: &EventBody) -> Ev {
             Ev::Up(key.clone(), path)
         }
         EventBody::Delete { key } => Ev::Del(key.clone()),
-        EventBody::Resync { keys } => Ev::Resync(keys.clone()),
+        EventBody::Resync { keys, .. } => Ev::Resync(keys.clone()),
     }
 }
 
