@@ -265,6 +265,24 @@ async fn file_source_to_stream() {
         assert_eq!(ev.source, agent);
         assert_eq!(ev.cluster, "east");
     }
+    // Upserts name their file; the origin travels through the stream.
+    let origins: Vec<Option<&str>> = stored
+        .iter()
+        .filter_map(|(_, _, e)| match &e.body {
+            EventBody::Upsert { origin, .. } => Some(origin.as_deref()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        origins,
+        vec![
+            Some("a.yaml"),
+            Some("a.yaml"),
+            Some("b.yaml"),
+            Some("a.yaml"),
+            Some("c.yml")
+        ]
+    );
     let st = stats.snapshot();
     assert_eq!((st.events_published, st.parse_errors), (7, 1));
 }
