@@ -41,6 +41,7 @@ fn state(ready: bool) -> Arc<dyn StateReader> {
             body: EventBody::Upsert {
                 key: r.key,
                 object: r.raw,
+                origin: None,
             },
         })
         .unwrap();

@@ -53,6 +53,7 @@ pub fn run(
             body: EventBody::Upsert {
                 key: r.key,
                 object: r.raw,
+                origin: None,
             },
         };
         if let Err(e) = t.apply(&ev) {

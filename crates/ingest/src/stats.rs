@@ -15,6 +15,7 @@ pub struct IngestStats {
     publish_failures: AtomicU64,
     files: AtomicU64,
     objects: AtomicU64,
+    conflicting_keys: AtomicU64,
 }
 
 /// A point-in-time copy of [`IngestStats`].
@@ -26,7 +27,7 @@ pub struct StatsSnapshot {
     pub resyncs_published: u64,
     /// Documents rejected by the parser (each one logged with file, document, kind/name, field).
     pub parse_errors: u64,
-    /// Files that could not be read (permissions, not UTF-8, too large).
+    /// Reads of a file that failed (IO errors, retried; not UTF-8; too large).
     pub read_errors: u64,
     /// Publish attempts that failed transiently and were retried.
     pub publish_retries: u64,
@@ -36,6 +37,8 @@ pub struct StatsSnapshot {
     pub files: u64,
     /// Gauge: distinct keys currently published.
     pub objects: u64,
+    /// Gauge: keys defined by more than one file (one of them wins; each is logged).
+    pub conflicting_keys: u64,
 }
 
 impl IngestStats {
@@ -49,6 +52,7 @@ impl IngestStats {
             publish_failures: self.publish_failures.load(Relaxed),
             files: self.files.load(Relaxed),
             objects: self.objects.load(Relaxed),
+            conflicting_keys: self.conflicting_keys.load(Relaxed),
         }
     }
 
@@ -75,8 +79,10 @@ impl IngestStats {
         self.publish_failures.fetch_add(1, Relaxed);
     }
 
-    pub(crate) fn set_sizes(&self, files: usize, objects: usize) {
+    pub(crate) fn set_sizes(&self, files: usize, objects: usize, conflicting_keys: usize) {
         self.files.store(files as u64, Relaxed);
         self.objects.store(objects as u64, Relaxed);
+        self.conflicting_keys
+            .store(conflicting_keys as u64, Relaxed);
     }
 }

@@ -153,7 +153,10 @@ async fn publishes_in_order_with_dedup() {
     let bad = ResourceEvent {
         cluster: "east.x".into(),
         source: "test".into(),
-        body: EventBody::Resync { keys: vec![] },
+        body: EventBody::Resync {
+            keys: vec![],
+            keep_origins: vec![],
+        },
     };
     let err = publisher
         .publish(bad, "agent-9".into())
@@ -182,7 +185,7 @@ enum Ev {
 
 fn summarize(body: &EventBody) -> Ev {
     match body {
-        EventBody::Upsert { key, object } => Ev::Up(
+        EventBody::Upsert { key, object, .. } => Ev::Up(
             key.clone(),
             object
                 .pointer("/spec/rules/0/matches/0/path/value")
@@ -191,7 +194,7 @@ fn summarize(body: &EventBody) -> Ev {
                 .to_string(),
         ),
         EventBody::Delete { key } => Ev::Del(key.clone()),
-        EventBody::Resync { keys } => Ev::Resync(keys.clone()),
+        EventBody::Resync { keys, .. } => Ev::Resync(keys.clone()),
     }
 }
 
@@ -262,6 +265,24 @@ async fn file_source_to_stream() {
         assert_eq!(ev.source, agent);
         assert_eq!(ev.cluster, "east");
     }
+    // Upserts name their file; the origin travels through the stream.
+    let origins: Vec<Option<&str>> = stored
+        .iter()
+        .filter_map(|(_, _, e)| match &e.body {
+            EventBody::Upsert { origin, .. } => Some(origin.as_deref()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        origins,
+        vec![
+            Some("a.yaml"),
+            Some("a.yaml"),
+            Some("b.yaml"),
+            Some("a.yaml"),
+            Some("c.yml")
+        ]
+    );
     let st = stats.snapshot();
     assert_eq!((st.events_published, st.parse_errors), (7, 1));
 }

@@ -22,17 +22,31 @@ pub enum EventBody {
     Upsert {
         key: ResourceKey,
         object: serde_json::Value,
+        /// Where the object comes from, for the agent's later resyncs: the file that defines
+        /// it (path relative to the watched directory, '/'-separated). `None` when the source
+        /// has no such notion; an upsert without one clears the origin the store recorded.
+        /// Kept beside the object, never written into it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        origin: Option<String>,
     },
     /// The object is gone.
     Delete { key: ResourceKey },
     /// The full set of keys the agent currently sees in its cluster: every other key of that
-    /// cluster is deleted. Sent when an agent starts, so deletions made while it was away
-    /// are not lost.
-    Resync { keys: Vec<ResourceKey> },
+    /// cluster is deleted, except objects whose origin is in `keep_origins`. Sent when an
+    /// agent starts, so deletions made while it was away are not lost.
+    Resync {
+        keys: Vec<ResourceKey>,
+        /// Origins (files) the agent could not fully read: it cannot know what they produced
+        /// in its previous life, so the objects last upserted from them stay (better stale
+        /// than gone) until a later resync no longer names them.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        keep_origins: Vec<String>,
+    },
 }
 
 impl ResourceEvent {
-    /// Checks the envelope is self-consistent: every key belongs to `cluster`.
+    /// Checks the envelope is self-consistent: every key belongs to `cluster`, and origins
+    /// (in upserts and in a resync's `keep_origins`) are not empty.
     pub fn validate(&self) -> Result<(), String> {
         let check = |k: &ResourceKey| {
             if k.cluster != self.cluster {
@@ -44,9 +58,26 @@ impl ResourceEvent {
                 Ok(())
             }
         };
+        let check_origin = |o: &String| {
+            if o.is_empty() {
+                Err("an origin must not be empty".to_string())
+            } else {
+                Ok(())
+            }
+        };
         match &self.body {
-            EventBody::Upsert { key, .. } | EventBody::Delete { key } => check(key),
-            EventBody::Resync { keys } => keys.iter().try_for_each(check),
+            EventBody::Upsert { key, origin, .. } => {
+                check(key)?;
+                origin.iter().try_for_each(check_origin)
+            }
+            EventBody::Delete { key } => check(key),
+            EventBody::Resync { keys, keep_origins } => {
+                keys.iter().try_for_each(check)?;
+                keep_origins.iter().try_for_each(check_origin)
+            }
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

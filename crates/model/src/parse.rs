@@ -1,5 +1,12 @@
 //! Parsing Kubernetes YAML/JSON into typed resources, with errors that say where: file,
 //! document index, kind/name and the field path.
+//!
+//! Both ends of the pipeline call this: the ingest agent before it publishes, and every store
+//! replica on every upsert it folds. So a limit enforced here (size, depth, names, unique
+//! keys) holds for everything that reaches the Raft log, whoever sent it.
+
+mod names;
+mod yaml;
 
 use crate::resource::{Object, Resource};
 use crate::{Kind, ResourceKey};
@@ -10,6 +17,14 @@ use std::fmt;
 /// ~1.5 MiB (etcd's request limit); anything this large in a file is a mistake, and holding it
 /// would cost every replica and every snapshot.
 pub const MAX_OBJECT_BYTES: usize = 1536 * 1024;
+
+/// The deepest object accepted, counting every array and mapping (`{"a": [1]}` is 2 deep).
+/// An object travels wrapped: the event envelope (`event.body.object`) and the store's log
+/// entry (a batch of sequenced events) add levels around it, and serde_json's decoder refuses
+/// anything nested deeper than 128. An object accepted here must stay decodable once wrapped,
+/// or the Raft log itself becomes unreadable on every replica; 64 leaves ample room for the
+/// wrapping, and real Kubernetes objects nest far less (an HTTPRoute filter is ~10 deep).
+pub const MAX_OBJECT_DEPTH: usize = 64;
 
 /// Why one document could not be accepted. Every field that is known is filled, so the
 /// message names the object as precisely as the input allows.
@@ -69,18 +84,45 @@ impl std::error::Error for ParseError {}
 /// Parses a multi-document YAML (or JSON) text. Returns every document that parsed and an
 /// error for each one that did not; one bad document never hides the others. Empty documents
 /// are skipped.
+///
+/// A mapping that repeats a key refuses its document (see [`yaml`]); a UTF-8 byte order mark
+/// at the start of the text is skipped.
 pub fn parse_documents(file: &str, text: &str, cluster: &str) -> (Vec<Resource>, Vec<ParseError>) {
     let mut resources = Vec::new();
     let mut errors = Vec::new();
+    // Editors on Windows save with a BOM; the YAML parser would read it as part of the first
+    // key (`\u{feff}apiVersion`), and the document would have no apiVersion.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     for (index, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
         let located = |mut e: ParseError| {
             e.file = Some(file.to_string());
             e.document = Some(index);
             e
         };
-        let value = match serde_json::Value::deserialize_from_yaml(doc) {
+        let value = match yaml::document(doc) {
             Ok(v) => v,
-            Err(e) => {
+            Err(yaml::DocumentError::Duplicate { duplicate: d, at }) => {
+                let at = at
+                    .map(|(line, column)| {
+                        format!(" (in the mapping at line {line}, column {column})")
+                    })
+                    .unwrap_or_default();
+                errors.push(located(ParseError {
+                    file: None,
+                    document: None,
+                    name: display_name(d.namespace.as_deref(), d.name.as_deref()),
+                    kind: d.kind.clone(),
+                    field: Some(d.field.clone()),
+                    message: format!(
+                        "duplicate key {:?}{at}: a key may appear only once in a mapping",
+                        d.key
+                    ),
+                }));
+                // The document was read whole before it was deserialized: the stream is
+                // intact and the next document can be parsed.
+                continue;
+            }
+            Err(yaml::DocumentError::Yaml(e)) => {
                 errors.push(located(ParseError::new(format!("invalid YAML: {e}"))));
                 // A syntax error leaves the YAML stream in an unknown place: stop here
                 // rather than report a cascade of follow-on errors.
@@ -98,18 +140,21 @@ pub fn parse_documents(file: &str, text: &str, cluster: &str) -> (Vec<Resource>,
     (resources, errors)
 }
 
-trait FromYaml: Sized {
-    fn deserialize_from_yaml(doc: serde_yaml_ng::Deserializer<'_>) -> Result<Self, String>;
-}
-
-impl FromYaml for serde_json::Value {
-    fn deserialize_from_yaml(doc: serde_yaml_ng::Deserializer<'_>) -> Result<Self, String> {
-        use serde::Deserialize;
-        serde_json::Value::deserialize(doc).map_err(|e| e.to_string())
+fn display_name(namespace: Option<&str>, name: Option<&str>) -> Option<String> {
+    match (namespace, name) {
+        (Some(ns), Some(n)) => Some(format!("{ns}/{n}")),
+        (None, Some(n)) => Some(n.to_string()),
+        _ => None,
     }
 }
 
 /// Parses one Kubernetes object (as JSON) of cluster `cluster` into a typed resource.
+///
+/// Refused: anything but a mapping, a missing or unknown kind, an apiVersion outside the
+/// kind's group, a name or namespace Kubernetes would refuse, an object nested deeper than
+/// [`MAX_OBJECT_DEPTH`] or larger than [`MAX_OBJECT_BYTES`], and fields of the wrong type.
+/// The depth is checked first and without recursion, so even a value nested far deeper than
+/// any decoder allows is refused (and dropped) without exhausting the stack.
 // The error is large (it names file, document, kind, name and field) but is built only on
 // bad input, never on the hot path, so boxing it would only add noise to every caller.
 #[allow(clippy::result_large_err)]
@@ -124,11 +169,7 @@ pub fn parse_object(cluster: &str, value: serde_json::Value) -> Result<Resource,
     let api_version = str_at("/apiVersion");
     let name = str_at("/metadata/name");
     let namespace = str_at("/metadata/namespace");
-    let display_name = match (&namespace, &name) {
-        (Some(ns), Some(n)) => Some(format!("{ns}/{n}")),
-        (None, Some(n)) => Some(n.clone()),
-        _ => None,
-    };
+    let display_name = display_name(namespace.as_deref(), name.as_deref());
     let err = |field: Option<&str>, message: String| ParseError {
         file: None,
         document: None,
@@ -143,6 +184,14 @@ pub fn parse_object(cluster: &str, value: serde_json::Value) -> Result<Resource,
             None,
             "a document must be a mapping (a Kubernetes object)".into(),
         ));
+    }
+    if let Some(path) = path_beyond_depth(&value, MAX_OBJECT_DEPTH) {
+        let e = err(
+            Some(path.as_str()),
+            format!("object nested deeper than {MAX_OBJECT_DEPTH} levels of mappings and lists"),
+        );
+        drop_iteratively(value);
+        return Err(e);
     }
     let Some(kind_str) = kind_name.as_deref() else {
         return Err(err(Some("kind"), "missing kind".into()));
@@ -171,6 +220,35 @@ pub fn parse_object(cluster: &str, value: serde_json::Value) -> Result<Resource,
     let Some(name) = name.filter(|n| !n.is_empty()) else {
         return Err(err(Some("metadata.name"), "missing metadata.name".into()));
     };
+    let name_rule = match kind {
+        Kind::ClusterTrustBundle => {
+            names::cluster_trust_bundle_error(&name, str_at("/spec/signerName").as_deref())
+        }
+        // A Namespace's name is what namespaced objects carry as their namespace.
+        Kind::Namespace => names::label_error(&name).map(str::to_string),
+        _ => names::subdomain_error(&name).map(str::to_string),
+    };
+    if let Some(rule) = name_rule {
+        return Err(err(
+            Some("metadata.name"),
+            format!("invalid metadata.name {name:?}: {rule}"),
+        ));
+    }
+    if !kind.cluster_scoped() {
+        if let Some(rule) = namespace
+            .as_deref()
+            .filter(|n| !n.is_empty())
+            .and_then(names::label_error)
+        {
+            return Err(err(
+                Some("metadata.namespace"),
+                format!(
+                    "invalid metadata.namespace {:?}: {rule}",
+                    namespace.as_deref().unwrap_or_default()
+                ),
+            ));
+        }
+    }
     let size = serde_json::to_vec(&value)
         .map(|v| v.len())
         .unwrap_or(usize::MAX);
@@ -236,6 +314,61 @@ pub fn parse_object(cluster: &str, value: serde_json::Value) -> Result<Resource,
         object,
         raw,
     })
+}
+
+/// The path of the first array or mapping found below `max` levels (the top level is 1), or
+/// `None` if `value` is at most `max` deep. Iterative: its stack holds at most `max` frames
+/// whatever the input.
+fn path_beyond_depth(value: &serde_json::Value, max: usize) -> Option<String> {
+    use serde_json::Value;
+    enum Frame<'a> {
+        List(std::iter::Enumerate<std::slice::Iter<'a, Value>>),
+        Map(serde_json::map::Iter<'a>),
+    }
+    fn frame(v: &Value) -> Option<Frame<'_>> {
+        match v {
+            Value::Array(a) => Some(Frame::List(a.iter().enumerate())),
+            Value::Object(m) => Some(Frame::Map(m.iter())),
+            _ => None,
+        }
+    }
+    // Each frame with the path segment of the child it is visiting.
+    let mut stack: Vec<(Frame<'_>, String)> = Vec::new();
+    stack.push((frame(value)?, String::new()));
+    while let Some((top, segment)) = stack.last_mut() {
+        let child = match top {
+            Frame::List(items) => items.next().map(|(i, v)| (format!("[{i}]"), v)),
+            Frame::Map(entries) => entries.next().map(|(k, v)| (format!(".{k}"), v)),
+        };
+        let Some((child_segment, child)) = child else {
+            stack.pop();
+            continue;
+        };
+        *segment = child_segment;
+        if let Some(f) = frame(child) {
+            if stack.len() >= max {
+                let path: String = stack.iter().map(|(_, s)| s.as_str()).collect();
+                return Some(path.trim_start_matches('.').to_string());
+            }
+            stack.push((f, String::new()));
+        }
+    }
+    None
+}
+
+/// Drops `value` one level at a time. serde_json's `Value` drops recursively, one stack frame
+/// per level: a value nested thousands deep (possible when built in memory rather than decoded)
+/// would overflow the stack on drop.
+fn drop_iteratively(value: serde_json::Value) {
+    use serde_json::Value;
+    let mut pending = vec![value];
+    while let Some(v) = pending.pop() {
+        match v {
+            Value::Array(items) => pending.extend(items),
+            Value::Object(map) => pending.extend(map.into_iter().map(|(_, v)| v)),
+            _ => {}
+        }
+    }
 }
 
 /// Deserializes into `T`, returning the path of the offending field on failure.

@@ -172,15 +172,23 @@ impl State {
         last_applied: Option<LogId>,
         last_membership: StoredMembership,
         saved: Saved,
-        resources: Vec<(flotilla_model::ResourceKey, serde_json::Value)>,
+        resources: Vec<(
+            flotilla_model::ResourceKey,
+            serde_json::Value,
+            Option<String>,
+        )>,
     ) -> Self {
         let mut translator = Translator::new();
         let any = !resources.is_empty();
-        for (key, raw) in resources {
+        for (key, raw, origin) in resources {
             let ev = ResourceEvent {
                 cluster: key.cluster.clone(),
                 source: "snapshot".to_string(),
-                body: EventBody::Upsert { key, object: raw },
+                body: EventBody::Upsert {
+                    key,
+                    object: raw,
+                    origin,
+                },
             };
             if let Err(e) = translator.apply(&ev) {
                 tracing::error!(keys = %event_keys(&ev), error = %e, "snapshot resource rejected on restore");

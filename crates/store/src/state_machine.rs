@@ -97,6 +97,9 @@ struct SnapResource {
     name: String,
     /// The object as JSON text.
     json: Vec<u8>,
+    /// Where the object came from (an agent's file), kept so that a resync after a restore
+    /// still honours `keep_origins`.
+    origin: Option<String>,
 }
 
 fn snap_err(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError {
@@ -119,6 +122,7 @@ fn encode_snapshot(meta: &SnapshotMeta, state: &ReadState) -> std::result::Resul
             namespace: r.key.namespace.clone(),
             name: r.key.name.clone(),
             json: serde_json::to_vec(&r.raw).map_err(|e| format!("{}: {e}", r.key))?,
+            origin: state.view().origin(&r.key).map(str::to_string),
         });
     }
     let body = codec::encode(
@@ -166,7 +170,7 @@ fn decode_snapshot(bytes: &[u8]) -> std::result::Result<(SnapshotMeta, State), S
         };
         let key = ResourceKey::new(r.cluster, kind, r.namespace, r.name);
         match serde_json::from_slice(&r.json) {
-            Ok(raw) => resources.push((key, raw)),
+            Ok(raw) => resources.push((key, raw, r.origin)),
             Err(e) => {
                 tracing::error!(%key, error = %e, "snapshot resource that is not JSON left out")
             }

@@ -43,6 +43,7 @@ fn mk_events(text: &str) -> Vec<ResourceEvent> {
             body: EventBody::Upsert {
                 key: r.key,
                 object: r.raw,
+                origin: Some("t.yaml".into()),
             },
         })
         .collect()
@@ -335,7 +336,10 @@ fn restore_rebuilds_the_same_output() {
     let resources: Vec<_> = read
         .view()
         .resources()
-        .map(|r| (r.key.clone(), r.raw.clone()))
+        .map(|r| {
+            let origin = read.view().origin(&r.key).map(str::to_string);
+            (r.key.clone(), r.raw.clone(), origin)
+        })
         .collect();
     let restored = State::restore(
         read.last_applied(),
@@ -354,4 +358,10 @@ fn restore_rebuilds_the_same_output() {
         "rejections survive a snapshot, identically on every replica"
     );
     assert_eq!(back.view().gateways(), read.view().gateways());
+    let gw = flotilla_model::ResourceKey::new("c1", flotilla_model::Kind::Gateway, "infra", "gw");
+    assert_eq!(
+        back.view().origin(&gw),
+        Some("t.yaml"),
+        "origins survive a snapshot (a later resync keeps what broken files produced)"
+    );
 }

@@ -20,6 +20,7 @@ fn events(text: &str) -> Vec<ResourceEvent> {
             body: EventBody::Upsert {
                 key: r.key,
                 object: r.raw,
+                origin: None,
             },
         })
         .collect()

@@ -49,6 +49,7 @@ fn envoy_accepts_the_route_corpus() {
                 body: EventBody::Upsert {
                     key: r.key,
                     object: r.raw,
+                    origin: None,
                 },
             });
         }

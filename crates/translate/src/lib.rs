@@ -116,6 +116,12 @@ pub struct Translator {
     dirty: BTreeSet<ResourceKey>,
     /// Resources whose own status must be recomputed (classes, deleted objects).
     dirty_status: BTreeSet<ResourceKey>,
+    /// Where each resource came from, as its last upsert said (see [`EventBody::Upsert`]).
+    /// Beside the object, not in it: the stored object stays exactly what the source sent.
+    /// [`Translator::from_resources`] starts without origins: a snapshot that should survive a
+    /// resync with `keep_origins` must carry them (the store's snapshots do, from the view).
+    /// A persistent map, as it is part of [`Translator::view`].
+    origins: imbl::OrdMap<ResourceKey, Arc<str>>,
 }
 
 impl Translator {
@@ -154,7 +160,11 @@ impl Translator {
             message,
         })?;
         match &event.body {
-            EventBody::Upsert { key, object } => {
+            EventBody::Upsert {
+                key,
+                object,
+                origin,
+            } => {
                 let r = parse_object(&event.cluster, object.clone()).map_err(|e| {
                     Error::InvalidObject {
                         key: key.clone(),
@@ -168,16 +178,23 @@ impl Translator {
                         message: format!("event key {key} does not match its object ({})", r.key),
                     });
                 }
+                match origin {
+                    Some(o) => self.origins.insert(key.clone(), Arc::from(o.as_str())),
+                    None => self.origins.remove(key),
+                };
                 self.upsert(r);
             }
             EventBody::Delete { key } => self.delete(key),
-            EventBody::Resync { keys } => {
+            EventBody::Resync { keys, keep_origins } => {
                 let keep: BTreeSet<&ResourceKey> = keys.iter().collect();
+                let keep_origins: BTreeSet<&str> =
+                    keep_origins.iter().map(String::as_str).collect();
                 let gone: Vec<ResourceKey> = self
                     .index
                     .resources
                     .keys()
                     .filter(|k| k.cluster == event.cluster && !keep.contains(k))
+                    .filter(|k| !self.origin(k).is_some_and(|o| keep_origins.contains(o)))
                     .cloned()
                     .collect();
                 for k in &gone {
@@ -207,6 +224,7 @@ impl Translator {
     }
 
     fn delete(&mut self, key: &ResourceKey) {
+        self.origins.remove(key);
         if let Some(old) = self.index.remove(key) {
             self.index.affected_gateways(&old, &mut self.dirty);
             self.dirty_status.insert(key.clone());
@@ -431,6 +449,13 @@ impl Translator {
         self.index.resources.get(key)
     }
 
+    /// Where the resource came from, as its last upsert said (for a file agent: the file's
+    /// path relative to its directory). A resync keeps the resources whose origin it names
+    /// in `keep_origins`.
+    pub fn origin(&self, key: &ResourceKey) -> Option<&str> {
+        self.origins.get(key).map(|o| &**o)
+    }
+
     /// The computed `status` of a resource (Gateway, HTTPRoute, GatewayClass), as Kubernetes
     /// would show it.
     pub fn status(&self, key: &ResourceKey) -> Option<&serde_json::Value> {
@@ -462,6 +487,7 @@ impl Translator {
             resources: self.index.resources.clone(),
             statuses: self.statuses.clone(),
             gateways: self.gateways.clone(),
+            origins: self.origins.clone(),
         }
     }
 }
@@ -472,9 +498,15 @@ pub struct TranslatorView {
     resources: imbl::OrdMap<ResourceKey, Arc<Resource>>,
     statuses: imbl::OrdMap<ResourceKey, Arc<serde_json::Value>>,
     gateways: imbl::OrdMap<String, Arc<GatewayXds>>,
+    origins: imbl::OrdMap<ResourceKey, Arc<str>>,
 }
 
 impl TranslatorView {
+    /// See [`Translator::origin`].
+    pub fn origin(&self, key: &ResourceKey) -> Option<&str> {
+        self.origins.get(key).map(|o| &**o)
+    }
+
     /// Every stored resource, in key order.
     pub fn resources(&self) -> impl Iterator<Item = &Arc<Resource>> {
         self.resources.values()

@@ -662,6 +662,7 @@ spec:
         body: EventBody::Upsert {
             key: ResourceKey::new("c1", Kind::ConfigMap, "infra", "missing"),
             object: cm,
+            origin: None,
         },
     })
     .unwrap();

@@ -107,6 +107,7 @@ spec:
                 body: flotilla_model::EventBody::Upsert {
                     key: r.key,
                     object: r.raw,
+                    origin: None,
                 },
             })
             .unwrap();

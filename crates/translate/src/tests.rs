@@ -51,6 +51,7 @@ pub(crate) fn events(cluster: &str, text: &str) -> Vec<ResourceEvent> {
             body: EventBody::Upsert {
                 key: r.key,
                 object: r.raw,
+                origin: None,
             },
         })
         .collect()
@@ -288,6 +289,7 @@ fn deletes_and_resync_remove_output() {
         source: "test".into(),
         body: EventBody::Resync {
             keys: vec![key(Kind::HTTPRoute, "app", "r")],
+            keep_origins: vec![],
         },
     };
     let ch = apply_all(&mut t, &[resync]);
@@ -296,6 +298,98 @@ fn deletes_and_resync_remove_output() {
     assert_eq!(t.resources().count(), 1);
     // The route's parent is gone, so it has no status.
     assert!(t.status(&key(Kind::HTTPRoute, "app", "r")).is_none());
+}
+
+/// Upserts of `text` in cluster c1, each naming `origin`.
+fn events_from(origin: &str, text: &str) -> Vec<ResourceEvent> {
+    let mut evs = events("c1", text);
+    for e in &mut evs {
+        if let EventBody::Upsert { origin: o, .. } = &mut e.body {
+            *o = Some(origin.to_string());
+        }
+    }
+    evs
+}
+
+fn resync(cluster: &str, keys: Vec<ResourceKey>, keep_origins: &[&str]) -> ResourceEvent {
+    ResourceEvent {
+        cluster: cluster.into(),
+        source: "test".into(),
+        body: EventBody::Resync {
+            keys,
+            keep_origins: keep_origins.iter().map(|o| o.to_string()).collect(),
+        },
+    }
+}
+
+#[test]
+fn origins_are_set_cleared_and_dropped_beside_the_object() {
+    let mut t = Translator::new();
+    let route = mk_route("r", "/a", &[("web", 1)]);
+    let r = key(Kind::HTTPRoute, "app", "r");
+    apply_all(&mut t, &events_from("routes/r.yaml", &route));
+    assert_eq!(t.origin(&r), Some("routes/r.yaml"));
+    // The stored object is exactly what was sent: the origin is not written into it.
+    let (sent, _) = flotilla_model::parse_documents("x", &route, "c1");
+    assert_eq!(t.resource(&r).map(|x| &x.raw), Some(&sent[0].raw));
+    // The same object from another file: nothing to retranslate, but the origin moves.
+    let ch = apply_all(&mut t, &events_from("other.yaml", &route));
+    assert!(ch.updated.is_empty() && ch.status_changed.is_empty());
+    assert_eq!(t.origin(&r), Some("other.yaml"));
+    // An upsert without an origin clears it; a delete drops it.
+    apply_all(&mut t, &events("c1", &route));
+    assert_eq!(t.origin(&r), None);
+    apply_all(&mut t, &events_from("routes/r.yaml", &route));
+    let delete = ResourceEvent {
+        cluster: "c1".into(),
+        source: "test".into(),
+        body: EventBody::Delete { key: r.clone() },
+    };
+    apply_all(&mut t, &[delete]);
+    assert_eq!(t.origin(&r), None);
+    assert!(t.resource(&r).is_none());
+}
+
+#[test]
+fn resync_keeps_what_came_from_the_files_it_names() {
+    let mut t = Translator::new();
+    apply_all(&mut t, &events_from("base.yaml", BASE));
+    apply_all(
+        &mut t,
+        &events_from("a.yaml", &mk_route("ra", "/a", &[("web", 1)])),
+    );
+    apply_all(
+        &mut t,
+        &events_from("b.yaml", &mk_route("rb", "/b", &[("web", 1)])),
+    );
+    apply_all(&mut t, &events("c1", &mk_route("rn", "/n", &[("web", 1)])));
+    apply_all(
+        &mut t,
+        &events_from("a.yaml", &mk_route("ra", "/a", &[("web", 1)])),
+    );
+    // Another cluster's objects from a file of the same name are not this resync's business.
+    apply_all(&mut t, &events("c2", &mk_route("ra", "/a", &[("web", 1)])));
+    let base_keys: Vec<ResourceKey> = t
+        .resources()
+        .filter(|r| r.key.cluster == "c1" && t.origin(&r.key) == Some("base.yaml"))
+        .map(|r| r.key.clone())
+        .collect();
+    assert_eq!(base_keys.len(), 4);
+    // The agent sees only base.yaml's objects; a.yaml could not be read: its object stays,
+    // b.yaml's and the origin-less route go.
+    apply_all(&mut t, &[resync("c1", base_keys.clone(), &["a.yaml"])]);
+    let left: Vec<String> = t.resources().map(|r| r.key.to_string()).collect();
+    assert_eq!(left.len(), 6, "{left:?}");
+    assert!(t.resource(&key(Kind::HTTPRoute, "app", "ra")).is_some());
+    assert!(t.resource(&key(Kind::HTTPRoute, "app", "rb")).is_none());
+    assert!(t.resource(&key(Kind::HTTPRoute, "app", "rn")).is_none());
+    assert!(t
+        .resource(&ResourceKey::new("c2", Kind::HTTPRoute, "app", "ra"))
+        .is_some());
+    // a.yaml repaired and no longer defining ra: the next resync drops it.
+    apply_all(&mut t, &[resync("c1", base_keys, &[])]);
+    assert!(t.resource(&key(Kind::HTTPRoute, "app", "ra")).is_none());
+    assert_eq!(t.origin(&key(Kind::HTTPRoute, "app", "ra")), None);
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! directory, and the real Envoy routing real HTTP to local backends.
 
 mod bad_input;
+mod ingest;
 mod multicluster;
 mod sds;
 mod spine;

@@ -22,9 +22,28 @@ impl Standalone {
         let yaml = dir.path().join("yaml");
         std::fs::create_dir_all(&yaml).expect("yaml dir");
         let (xds, api, admin) = (free_port(), free_port(), free_port());
-        let proc = Proc::spawn(
+        let proc = Self::spawn(dir.path(), &yaml, xds, api, admin);
+        Standalone {
+            dir,
+            yaml,
+            proc,
+            xds,
+            api,
+            admin,
+            http: client(),
+        }
+    }
+
+    fn spawn(
+        dir: &std::path::Path,
+        yaml: &std::path::Path,
+        xds: u16,
+        api: u16,
+        admin: u16,
+    ) -> Proc {
+        Proc::spawn(
             "standalone",
-            dir.path(),
+            dir,
             &flotilla_bin(),
             &[
                 "standalone".into(),
@@ -37,18 +56,19 @@ impl Standalone {
                 "--admin".into(),
                 format!("127.0.0.1:{admin}"),
                 "--data-dir".into(),
-                dir.path().join("data").display().to_string(),
+                dir.join("data").display().to_string(),
             ],
-        );
-        Standalone {
-            dir,
-            yaml,
-            proc,
-            xds,
-            api,
-            admin,
-            http: client(),
-        }
+        )
+    }
+
+    /// Stops the process (SIGTERM); `start_again` runs it anew on the same ports, YAML
+    /// directory and data dir.
+    pub fn stop(&mut self) {
+        self.proc.stop(Duration::from_secs(10));
+    }
+
+    pub fn start_again(&mut self) {
+        self.proc = Self::spawn(self.dir.path(), &self.yaml, self.xds, self.api, self.admin);
     }
 
     pub async fn api(&self, path: &str) -> Result<serde_json::Value, String> {

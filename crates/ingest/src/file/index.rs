@@ -7,11 +7,18 @@
 //! - A file's record is its last *accepted* version. A read where every document parsed
 //!   replaces it; a read where some document failed only adds/updates (keys the file
 //!   produced before are kept: nothing accepted is lost); an unreadable file keeps it whole.
-//! - A key is published once, owned by one file. When a second file defines the key with
-//!   different content (or newly), it takes over (the last one read wins, with a warning
-//!   naming both files). Re-reading an unchanged file changes nothing.
-//! - When a file stops defining a key (edited, deleted, renamed away) the key is deleted only
-//!   if no other file defines it; otherwise the other file's version is published.
+//! - A key is published once, owned by one file: among the files whose records define it, the
+//!   first path in lexicographic order ('/'-separated, relative). The owner depends only on
+//!   which files define the key, never on the order they were read in, so a restart, a
+//!   rescan or an edit of the other file never flips the served object. While more than one
+//!   file defines a key, a warning names the key and the files (once per change of that set)
+//!   and [`FileIndex::conflict_count`] counts it. Re-reading an unchanged file changes nothing.
+//! - When the owner stops defining a key (edited, deleted, renamed away) the next file in
+//!   order takes over and its version is published; the key is deleted only when no file
+//!   defines it any more.
+//! - Every upsert names its owner as the object's origin, so the store knows which file an
+//!   object came from (a resync keeps the objects of files that are not fully accepted). An
+//!   owner change alone therefore publishes an upsert, even when the content is the same.
 
 use flotilla_model::{EventBody, ParseError, Resource, ResourceKey};
 use sha2::{Digest, Sha256};
@@ -28,8 +35,12 @@ pub(crate) enum FileRead {
     },
     /// The file is gone (deleted, renamed away, no longer a YAML/JSON file).
     Missing,
-    /// The file exists but could not be read; the message says why.
+    /// The file exists but could not be read (an IO error: permissions, too many open
+    /// files...); the message says why. It may work next time: the driver retries it.
     Unreadable(String),
+    /// The file was read but cannot be accepted as a whole (too large, not UTF-8); the
+    /// message says why. Only a change of the file can help.
+    Refused(String),
 }
 
 type Hash = [u8; 32];
@@ -71,22 +82,43 @@ pub(crate) struct FileIndex {
     /// Keyed by the path relative to the watched directory, '/'-separated.
     files: BTreeMap<String, FileRecord>,
     published: BTreeMap<ResourceKey, Published>,
-    /// Every file whose record holds the key (the owner included).
+    /// Every file whose record holds the key; the first one owns it.
     definers: BTreeMap<ResourceKey, BTreeSet<String>>,
+    /// Keys with more than one definer.
+    conflicts: usize,
+}
+
+/// One warning per change of a contested key's definers (not per read): names the key, the
+/// file that wins and the ones that are ignored.
+fn warn_conflict(key: &ResourceKey, definers: &BTreeSet<String>) {
+    let mut files = definers.iter();
+    let Some(winner) = files.next() else {
+        return;
+    };
+    let ignored: Vec<&str> = files.map(String::as_str).collect();
+    if !ignored.is_empty() {
+        tracing::warn!(
+            key = %key,
+            file = %winner,
+            ignored = ?ignored,
+            "object defined in more than one file; the first path in order is published"
+        );
+    }
 }
 
 impl FileIndex {
     /// Folds one read of `path` in, appending the events to publish to `out`.
     pub(crate) fn apply(&mut self, path: &str, read: FileRead, out: &mut Vec<EventBody>) {
         match read {
-            FileRead::Unreadable(_) => {
+            FileRead::Unreadable(_) | FileRead::Refused(_) => {
                 // Keep what the file produced before; only remember it is unhealthy.
                 self.files.entry(path.to_string()).or_default().healthy = false;
             }
             FileRead::Missing => {
                 if let Some(record) = self.files.remove(path) {
                     for key in record.objects.into_keys() {
-                        self.undefine(path, &key, out);
+                        self.remove_definer(path, &key);
+                        self.settle(&key, out);
                     }
                 }
             }
@@ -104,21 +136,21 @@ impl FileIndex {
                     .remove(path)
                     .map(|r| r.objects)
                     .unwrap_or_default();
-                for (key, entry) in &new {
-                    self.define(path, key, entry, old.get(key), out);
-                }
+                let defined: Vec<ResourceKey> = new.keys().cloned().collect();
+                let mut dropped = Vec::new();
                 let mut objects = new;
-                if complete {
-                    for key in old.into_keys() {
-                        if !objects.contains_key(&key) {
-                            self.undefine(path, &key, out);
-                        }
+                for (key, entry) in old {
+                    if objects.contains_key(&key) {
+                        continue;
                     }
-                } else {
-                    for (key, entry) in old {
-                        objects.entry(key).or_insert(entry);
+                    if complete {
+                        dropped.push(key);
+                    } else {
+                        objects.insert(key, entry);
                     }
                 }
+                // The record goes in first: settling a key reads every definer's entry,
+                // this file's included.
                 self.files.insert(
                     path.to_string(),
                     FileRecord {
@@ -126,96 +158,79 @@ impl FileIndex {
                         healthy: complete,
                     },
                 );
+                for key in &defined {
+                    self.add_definer(path, key);
+                    self.settle(key, out);
+                }
+                for key in &dropped {
+                    self.remove_definer(path, key);
+                    self.settle(key, out);
+                }
             }
         }
     }
 
-    fn define(
-        &mut self,
-        path: &str,
-        key: &ResourceKey,
-        entry: &Entry,
-        before: Option<&Entry>,
-        out: &mut Vec<EventBody>,
-    ) {
-        self.definers
-            .entry(key.clone())
-            .or_default()
-            .insert(path.to_string());
-        let unchanged_here = before.is_some_and(|b| b.hash == entry.hash);
-        let upsert = || EventBody::Upsert {
-            key: key.clone(),
-            object: (*entry.object).clone(),
+    fn add_definer(&mut self, path: &str, key: &ResourceKey) {
+        let set = self.definers.entry(key.clone()).or_default();
+        if set.insert(path.to_string()) {
+            if set.len() == 2 {
+                self.conflicts += 1;
+            }
+            warn_conflict(key, set);
+        }
+    }
+
+    fn remove_definer(&mut self, path: &str, key: &ResourceKey) {
+        let Some(set) = self.definers.get_mut(key) else {
+            return;
         };
-        match self.published.get_mut(key) {
+        if !set.remove(path) {
+            return;
+        }
+        match set.len() {
+            0 => {
+                self.definers.remove(key);
+            }
+            1 => {
+                self.conflicts -= 1;
+                let only = set.first().map(String::as_str).unwrap_or_default();
+                tracing::info!(key = %key, file = only, gone_from = path, "object now defined in one file only");
+            }
+            _ => warn_conflict(key, set),
+        }
+    }
+
+    /// Publishes what the definers of `key` now say: the first file's version, or a delete
+    /// when none is left. Nothing when that is what was published last.
+    fn settle(&mut self, key: &ResourceKey, out: &mut Vec<EventBody>) {
+        let winner = self.definers.get(key).and_then(|set| {
+            let owner = set.first()?;
+            let entry = self.files.get(owner)?.objects.get(key)?;
+            Some((owner.clone(), entry.clone()))
+        });
+        match winner {
             None => {
+                if self.published.remove(key).is_some() {
+                    out.push(EventBody::Delete { key: key.clone() });
+                }
+            }
+            Some((owner, entry)) => {
+                let current = self.published.get(key);
+                if current.is_some_and(|p| p.owner == owner && p.hash == entry.hash) {
+                    return;
+                }
+                out.push(EventBody::Upsert {
+                    key: key.clone(),
+                    object: (*entry.object).clone(),
+                    origin: Some(owner.clone()),
+                });
                 self.published.insert(
                     key.clone(),
                     Published {
-                        owner: path.to_string(),
+                        owner,
                         hash: entry.hash,
                     },
                 );
-                out.push(upsert());
-            }
-            // This file says what it said before: whoever owns the key keeps it.
-            Some(_) if unchanged_here => {}
-            Some(p) => {
-                if p.owner != path {
-                    tracing::warn!(
-                        key = %key,
-                        file = path,
-                        other_file = %p.owner,
-                        "object defined in two files; the last one read wins"
-                    );
-                    p.owner = path.to_string();
-                }
-                if p.hash != entry.hash {
-                    p.hash = entry.hash;
-                    out.push(upsert());
-                }
-            }
-        }
-    }
-
-    /// `path` no longer defines `key` (its record has already been updated or removed).
-    fn undefine(&mut self, path: &str, key: &ResourceKey, out: &mut Vec<EventBody>) {
-        let others = match self.definers.get_mut(key) {
-            Some(set) => {
-                set.remove(path);
-                set.clone()
-            }
-            None => BTreeSet::new(),
-        };
-        if others.is_empty() {
-            self.definers.remove(key);
-        }
-        let Some(p) = self.published.get_mut(key) else {
-            return;
-        };
-        if p.owner != path {
-            return;
-        }
-        // Deterministic pick among the remaining definers: the last path in order.
-        let fallback = others.iter().next_back().and_then(|other| {
-            let entry = self.files.get(other)?.objects.get(key)?;
-            Some((other.clone(), entry.clone()))
-        });
-        match fallback {
-            Some((other, entry)) => {
-                tracing::info!(key = %key, file = path, still_in = %other, "object removed from one file but still defined in another");
-                p.owner = other;
-                if p.hash != entry.hash {
-                    p.hash = entry.hash;
-                    out.push(EventBody::Upsert {
-                        key: key.clone(),
-                        object: (*entry.object).clone(),
-                    });
-                }
-            }
-            None => {
-                self.published.remove(key);
-                out.push(EventBody::Delete { key: key.clone() });
             }
         }
     }
@@ -252,5 +267,16 @@ impl FileIndex {
 
     pub(crate) fn object_count(&self) -> usize {
         self.published.len()
+    }
+
+    /// The file whose version of `key` is published.
+    #[cfg(test)]
+    pub(crate) fn published_owner(&self, key: &ResourceKey) -> Option<&str> {
+        self.published.get(key).map(|p| p.owner.as_str())
+    }
+
+    /// Keys defined by more than one file.
+    pub(crate) fn conflict_count(&self) -> usize {
+        self.conflicts
     }
 }

@@ -1,10 +1,21 @@
 //! The file source: a directory of Kubernetes YAML/JSON files, watched, turned into events.
 //!
-//! Start: scan everything, publish an upsert per object, then one resync with the full key
-//! set. Then: filesystem notifications (coalesced until [`DEFAULT_QUIET_TIME`] passes without
-//! a new one) re-read the touched paths, and a periodic rescan catches anything the watcher
-//! missed. What to publish is decided by the synchronous [`index`] module; this module does
-//! the IO and the publishing, one event at a time, in order.
+//! Start: scan everything, publish an upsert per object (naming its file as its origin), then
+//! one resync with the full key set. Then: filesystem notifications (coalesced until
+//! [`DEFAULT_QUIET_TIME`] passes without a new one) re-read the touched paths, and a periodic
+//! rescan catches anything the watcher missed. A file that cannot be read (an IO error) is
+//! retried on its own backoff, from [`RETRY_BACKOFF_START`] up to the rescan interval. What to
+//! publish is decided by the synchronous [`index`] module; this module does the IO and the
+//! publishing, one event at a time, in order.
+//!
+//! Resync and broken files: the resync makes the store delete every object of the cluster
+//! that the agent does not see, e.g. a route whose file was deleted while the agent was down.
+//! A file that is not fully accepted at that moment (malformed, unreadable) may have produced
+//! objects in the agent's previous life that this instance cannot know about; the resync names
+//! such files in `keep_origins`, and the store keeps the objects it last saw from them (better
+//! stale than gone) while deleting everything else that is gone. When one of those files is
+//! fully accepted again (or deleted), a new resync without it removes whatever it no longer
+//! defines.
 
 mod index;
 mod scan;
@@ -44,6 +55,31 @@ pub const MAX_PENDING_PATHS: usize = 4096;
 const PUBLISH_BACKOFF_START: Duration = Duration::from_millis(100);
 const PUBLISH_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
+/// First retry of a file that could not be read. Read errors such as EMFILE (too many open
+/// files) or EAGAIN pass in moments; the wait doubles per failure, up to the rescan interval
+/// (the rescan would re-read the file anyway).
+pub const RETRY_BACKOFF_START: Duration = Duration::from_millis(500);
+
+/// Reads and parses one file: `(absolute path, relative path, cluster)`.
+type ReadFn = dyn Fn(&Path, &str, &str) -> FileRead + Send + Sync;
+
+/// How the loader reads files: [`scan::read_file`]. A seam for tests, which cannot make a file
+/// unreadable otherwise (they run as root).
+#[derive(Clone)]
+struct Reader(Arc<ReadFn>);
+
+impl Default for Reader {
+    fn default() -> Self {
+        Reader(Arc::new(scan::read_file))
+    }
+}
+
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Reader")
+    }
+}
+
 /// Watches `dir` (recursively) and publishes the objects of cluster `cluster`.
 #[derive(Debug)]
 pub struct FileSource {
@@ -53,6 +89,7 @@ pub struct FileSource {
     rescan_interval: Duration,
     ids: Arc<DedupIds>,
     stats: Arc<IngestStats>,
+    reader: Reader,
 }
 
 impl FileSource {
@@ -64,6 +101,7 @@ impl FileSource {
             rescan_interval: DEFAULT_RESCAN_INTERVAL,
             ids: Arc::new(DedupIds::new()),
             stats: Arc::default(),
+            reader: Reader::default(),
         }
     }
 
@@ -75,6 +113,16 @@ impl FileSource {
     pub fn with_rescan_interval(mut self, interval: Duration) -> Self {
         // tokio's interval panics on zero.
         self.rescan_interval = interval.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Reads files with `read` instead of from the disk (tests inject failures with it).
+    #[cfg(test)]
+    fn with_reader(
+        mut self,
+        read: impl Fn(&Path, &str, &str) -> FileRead + Send + Sync + 'static,
+    ) -> Self {
+        self.reader = Reader(Arc::new(read));
         self
     }
 
@@ -138,14 +186,14 @@ impl FileSource {
             stats: self.stats.clone(),
             shutdown: shutdown.clone(),
         };
-        let mut loader = Loader {
+        let mut loader = Loader::new(
             root,
-            cluster: self.cluster.clone(),
-            index: FileIndex::default(),
-            stamps: BTreeMap::new(),
-            stats: self.stats.clone(),
-        };
-        let mut resync = ResyncState::Due { warned: false };
+            self.cluster.clone(),
+            self.stats.clone(),
+            self.reader.clone(),
+            self.rescan_interval,
+        );
+        let mut resync = Resync::default();
         let mut targets = Targets::All {
             skip_unchanged: false,
         };
@@ -159,23 +207,13 @@ impl FileSource {
             if emitter.emit_all(events).await.is_err() {
                 break;
             }
-            if let ResyncState::Due { warned } = &mut resync {
-                let unhealthy: Vec<&str> = loader.index.unhealthy_files().take(10).collect();
-                if unhealthy.is_empty() {
-                    let keys = loader.index.keys();
-                    tracing::info!(objects = keys.len(), "initial scan done, publishing resync");
-                    if emitter.emit(EventBody::Resync { keys }).await.is_err() {
-                        break;
-                    }
-                    resync = ResyncState::Done;
-                } else if !*warned {
-                    // A resync now would delete what those files produced in this agent's
-                    // previous life (we cannot know it): better stale than gone.
-                    tracing::warn!(files = ?unhealthy, "resync deferred until these files are fully accepted");
-                    *warned = true;
+            if let Some(body) = resync.due(&loader.index) {
+                if emitter.emit(body).await.is_err() {
+                    break;
                 }
             }
 
+            let retry_at = loader.retries.next_due();
             targets = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = changes.notify.notified() => {
@@ -188,6 +226,9 @@ impl FileSource {
                     }
                 }
                 _ = rescan.tick() => Targets::All { skip_unchanged: true },
+                _ = sleep_until_some(retry_at) => {
+                    Targets::Paths(loader.retries.take_due(Instant::now()))
+                }
             };
         }
         tracing::info!("file source stopped");
@@ -200,9 +241,131 @@ fn continue_with_nothing() -> Targets {
     Targets::Paths(BTreeSet::new())
 }
 
-enum ResyncState {
-    Due { warned: bool },
-    Done,
+/// When to publish a resync, and what it keeps.
+#[derive(Debug, Default)]
+struct Resync {
+    /// `None` until the first resync (right after the initial scan). Then the files whose
+    /// origins that resync kept and that are still not fully accepted: each one repaired (or
+    /// deleted) calls for a new resync, which removes the stale objects it no longer defines.
+    /// Files that break later need none: everything they produced was published by this
+    /// instance and is in its key set.
+    waiting_on: Option<BTreeSet<String>>,
+}
+
+impl Resync {
+    /// The resync to publish after a round, if one is due.
+    fn due(&mut self, index: &FileIndex) -> Option<EventBody> {
+        let unhealthy: BTreeSet<String> = index.unhealthy_files().map(str::to_string).collect();
+        let repaired: Vec<&String> = match &self.waiting_on {
+            None => Vec::new(),
+            Some(waiting) => waiting.difference(&unhealthy).collect(),
+        };
+        let first = self.waiting_on.is_none();
+        if !first && repaired.is_empty() {
+            return None;
+        }
+        let keys = index.keys();
+        let shown: Vec<&String> = unhealthy.iter().take(10).collect();
+        match (first, unhealthy.is_empty()) {
+            (true, true) => {
+                tracing::info!(objects = keys.len(), "initial scan done, publishing resync");
+            }
+            (true, false) => tracing::warn!(
+                objects = keys.len(),
+                unhealthy = unhealthy.len(),
+                files = ?shown,
+                "initial scan done, publishing resync; the objects the store last saw from files not fully accepted are kept"
+            ),
+            (false, _) => tracing::info!(
+                objects = keys.len(),
+                repaired = ?repaired,
+                still_unhealthy = ?shown,
+                "files kept at the last resync are fully accepted now, publishing resync"
+            ),
+        }
+        let still: BTreeSet<String> = match self.waiting_on.take() {
+            None => unhealthy.clone(),
+            Some(waiting) => waiting.intersection(&unhealthy).cloned().collect(),
+        };
+        self.waiting_on = Some(still);
+        // Every file not fully accepted now is kept, not only the waited-on ones: keeping a
+        // file whose objects this instance published is harmless (they are all in `keys`).
+        Some(EventBody::Resync {
+            keys,
+            keep_origins: unhealthy.into_iter().collect(),
+        })
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Files whose last read failed with an IO error, each retried on its own backoff. Without
+/// this, such a file would wait for the rescan (and, being unstamped, be re-read by it).
+#[derive(Debug)]
+struct Retries {
+    /// The longest wait: the rescan interval, which re-reads the file anyway.
+    cap: Duration,
+    files: BTreeMap<String, Retry>,
+}
+
+#[derive(Debug)]
+struct Retry {
+    abs: PathBuf,
+    backoff: Duration,
+    due: Instant,
+}
+
+impl Retries {
+    fn new(cap: Duration) -> Self {
+        Self {
+            cap,
+            files: BTreeMap::new(),
+        }
+    }
+
+    /// `rel` failed to read (again): the next try waits twice as long as the last one.
+    fn failed(&mut self, rel: &str, abs: &Path, now: Instant) {
+        let backoff = match self.files.get(rel) {
+            Some(r) => r.backoff.saturating_mul(2),
+            None => RETRY_BACKOFF_START,
+        }
+        .min(self.cap);
+        self.files.insert(
+            rel.to_string(),
+            Retry {
+                abs: abs.to_path_buf(),
+                backoff,
+                due: now + backoff,
+            },
+        );
+    }
+
+    /// `rel` was read (or is gone): no retry.
+    fn forget(&mut self, rel: &str) {
+        self.files.remove(rel);
+    }
+
+    fn next_due(&self) -> Option<Instant> {
+        self.files.values().map(|r| r.due).min()
+    }
+
+    /// The files due at `now`. They stay until a read settles them ([`Retries::failed`] or
+    /// [`Retries::forget`]); meanwhile each is due again one backoff later, so a path that
+    /// could not even be looked at never makes the driver spin.
+    fn take_due(&mut self, now: Instant) -> BTreeSet<PathBuf> {
+        let mut paths = BTreeSet::new();
+        for r in self.files.values_mut().filter(|r| r.due <= now) {
+            r.due = now + r.backoff;
+            paths.insert(r.abs.clone());
+        }
+        paths
+    }
 }
 
 /// Waits until `quiet` passes without a notification (or [`MAX_COALESCE`] in total).
@@ -312,11 +475,33 @@ struct Loader {
     root: PathBuf,
     cluster: String,
     index: FileIndex,
+    /// What each file looked like when last read; only files whose read settled (parsed or
+    /// refused) have one, so the rescan re-reads a file that could not be read.
     stamps: BTreeMap<String, Stamp>,
+    retries: Retries,
+    reader: Reader,
     stats: Arc<IngestStats>,
 }
 
 impl Loader {
+    fn new(
+        root: PathBuf,
+        cluster: String,
+        stats: Arc<IngestStats>,
+        reader: Reader,
+        retry_cap: Duration,
+    ) -> Self {
+        Self {
+            root,
+            cluster,
+            index: FileIndex::default(),
+            stamps: BTreeMap::new(),
+            retries: Retries::new(retry_cap),
+            reader,
+            stats,
+        }
+    }
+
     async fn process_blocking(mut self, targets: Targets) -> Result<(Self, Vec<EventBody>)> {
         if matches!(&targets, Targets::Paths(p) if p.is_empty()) {
             return Ok((self, Vec::new()));
@@ -373,6 +558,7 @@ impl Loader {
                         Err(e) => {
                             tracing::error!(file = %rel, error = %e, "cannot stat; keeping what it produced before");
                             listing.failed_dirs.push(rel.clone());
+                            self.retries.failed(&rel, &abs, Instant::now());
                         }
                     }
                     candidates.extend(self.index.paths_under(&rel));
@@ -385,7 +571,7 @@ impl Loader {
             if skip_unchanged && self.stamps.get(rel) == Some(stamp) {
                 continue;
             }
-            let read = scan::read_file(abs, rel, &self.cluster);
+            let read = (self.reader.0)(abs, rel, &self.cluster);
             match &read {
                 FileRead::Parsed { errors, .. } => {
                     for e in errors {
@@ -396,14 +582,27 @@ impl Loader {
                         tracing::warn!(file = %rel, "file not fully accepted: the objects it produced before stay published");
                     }
                     self.stamps.insert(rel.clone(), *stamp);
+                    self.retries.forget(rel);
                 }
-                FileRead::Unreadable(why) => {
+                FileRead::Refused(why) => {
                     tracing::error!(file = %rel, "{why}; keeping what it produced before");
                     self.stats.read_error();
+                    // Reading it again cannot help until it changes, which changes its stamp.
                     self.stamps.insert(rel.clone(), *stamp);
+                    self.retries.forget(rel);
+                }
+                FileRead::Unreadable(why) => {
+                    // No stamp: the next rescan reads it again whatever it looks like, and
+                    // its own retry comes sooner.
+                    self.stamps.remove(rel);
+                    self.retries.failed(rel, abs, Instant::now());
+                    let retry_in = self.retries.files.get(rel).map(|r| r.backoff);
+                    tracing::error!(file = %rel, error = %why, ?retry_in, "cannot read; keeping what it produced before");
+                    self.stats.read_error();
                 }
                 FileRead::Missing => {
                     self.stamps.remove(rel);
+                    self.retries.forget(rel);
                 }
             }
             self.index.apply(rel, read, &mut out);
@@ -414,10 +613,14 @@ impl Loader {
             }
             tracing::debug!(file = %rel, "file gone");
             self.stamps.remove(&rel);
+            self.retries.forget(&rel);
             self.index.apply(&rel, FileRead::Missing, &mut out);
         }
-        self.stats
-            .set_sizes(self.index.file_count(), self.index.object_count());
+        self.stats.set_sizes(
+            self.index.file_count(),
+            self.index.object_count(),
+            self.index.conflict_count(),
+        );
         out
     }
 }
@@ -488,6 +691,10 @@ fn describe(body: &EventBody) -> String {
     match body {
         EventBody::Upsert { key, .. } => format!("upsert {key}"),
         EventBody::Delete { key } => format!("delete {key}"),
-        EventBody::Resync { keys } => format!("resync of {} keys", keys.len()),
+        EventBody::Resync { keys, keep_origins } => format!(
+            "resync of {} keys keeping {} files",
+            keys.len(),
+            keep_origins.len()
+        ),
     }
 }

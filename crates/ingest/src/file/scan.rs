@@ -132,7 +132,8 @@ impl Listing {
     }
 }
 
-/// Reads and parses one file. `NotFound` (raced with a delete) is `Missing`.
+/// Reads and parses one file. `NotFound` (raced with a delete) is `Missing`; other IO errors
+/// are `Unreadable` (worth retrying); a file too large or not UTF-8 is `Refused`.
 pub(crate) fn read_file(abs: &Path, rel: &str, cluster: &str) -> FileRead {
     let file = match fs::File::open(abs) {
         Ok(f) => f,
@@ -145,14 +146,14 @@ pub(crate) fn read_file(abs: &Path, rel: &str, cluster: &str) -> FileRead {
         return FileRead::Unreadable(format!("cannot read: {e}"));
     }
     if bytes.len() as u64 > MAX_FILE_BYTES {
-        return FileRead::Unreadable(format!(
+        return FileRead::Refused(format!(
             "file is larger than the limit of {MAX_FILE_BYTES} bytes"
         ));
     }
     let text = match String::from_utf8(bytes) {
         Ok(t) => t,
         Err(e) => {
-            return FileRead::Unreadable(format!(
+            return FileRead::Refused(format!(
                 "not UTF-8 (invalid byte at offset {})",
                 e.utf8_error().valid_up_to()
             ))

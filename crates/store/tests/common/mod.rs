@@ -65,6 +65,7 @@ pub fn events(text: &str) -> TestResult<Vec<ResourceEvent>> {
             body: EventBody::Upsert {
                 key: r.key,
                 object: r.raw,
+                origin: None,
             },
         })
         .collect())

@@ -357,6 +357,7 @@ spec: {endpoints: [{ip: {address: 10.2.0.9, port: 3000}}]}
         body: EventBody::Upsert {
             key: r.key,
             object: r.raw,
+            origin: None,
         },
     })
     .unwrap();
@@ -386,6 +387,7 @@ fn a_service_import_slice_change_recomputes_its_gateway() {
         body: EventBody::Upsert {
             key: r.key,
             object: r.raw,
+            origin: None,
         },
     })
     .unwrap();

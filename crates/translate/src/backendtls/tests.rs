@@ -236,6 +236,7 @@ fn a_ca_configmap_change_recomputes_the_gateway() {
         body: EventBody::Upsert {
             key: r.key,
             object: r.raw,
+            origin: None,
         },
     })
     .unwrap();
