@@ -38,6 +38,53 @@ pub enum Command {
     Bootstrap(BootstrapArgs),
     /// Translate a YAML file offline and print statuses or xDS resources.
     Translate(TranslateArgs),
+    /// Administer a running store cluster through its REST API (membership, snapshots).
+    Ctl(CtlArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CtlArgs {
+    /// REST API addresses (HOST:PORT) of the store nodes, comma separated: changes are sent to
+    /// whichever is the leader.
+    #[arg(
+        long,
+        env = "FLOTILLA_API",
+        default_value = "127.0.0.1:8081",
+        value_delimiter = ','
+    )]
+    pub api: Vec<String>,
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CtlCommand {
+    /// Show voters, learners, their addresses and the leader.
+    Members,
+    /// Add a node as a learner: it receives the log (or a snapshot) but does not vote yet.
+    AddLearner {
+        /// The new node's id.
+        #[arg(long)]
+        id: u64,
+        /// Its Raft gRPC address HOST:PORT.
+        #[arg(long)]
+        addr: String,
+    },
+    /// Make a learner that has caught up a voter.
+    Promote {
+        #[arg(long)]
+        id: u64,
+    },
+    /// Remove a voter or learner from the cluster (e.g. a node whose disk died).
+    Remove {
+        #[arg(long)]
+        id: u64,
+    },
+    /// Build a snapshot on the leader now; with --purge, drop the log it covers.
+    Snapshot {
+        #[arg(long, default_value_t = false)]
+        purge: bool,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -190,6 +237,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Translate(a) => {
             crate::translate_cmd::run(&a.file, a.flags.as_deref(), &a.cluster, a.output, a.to)
         }
+        Command::Ctl(a) => crate::ctl::run(a),
         other => crate::runtime::run_async(other),
     };
     match result {

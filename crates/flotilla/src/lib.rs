@@ -3,6 +3,7 @@
 
 pub mod bootstrap;
 pub mod cli;
+pub mod ctl;
 pub mod runtime;
 pub mod telemetry;
 pub mod translate_cmd;

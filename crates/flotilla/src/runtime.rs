@@ -27,7 +27,9 @@ pub fn run_async(cmd: Command) -> Result<()> {
             Command::Store(a) => store(a, shutdown).await,
             Command::Edge(a) => edge(a, shutdown).await,
             Command::Standalone(a) => standalone(a, shutdown).await,
-            Command::Bootstrap(_) | Command::Translate(_) => bail!("not a long-running command"),
+            Command::Bootstrap(_) | Command::Translate(_) | Command::Ctl(_) => {
+                bail!("not a long-running command")
+            }
         }
     })
 }

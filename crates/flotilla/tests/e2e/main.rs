@@ -4,6 +4,7 @@
 
 mod bad_input;
 mod ingest;
+mod membership;
 mod multicluster;
 mod sds;
 mod spine;

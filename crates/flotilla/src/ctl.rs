@@ -1,0 +1,94 @@
+//! `flotilla ctl`: cluster administration through the stores' REST API. A change goes to the
+//! leader: the command asks each given node in turn and follows the 421 "not the leader"
+//! answers until one takes it.
+
+use crate::cli::{CtlArgs, CtlCommand};
+use anyhow::{anyhow, bail, Context, Result};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+/// One request to one node; a stuck node must not stall the command.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub fn run(a: CtlArgs) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let out = rt.block_on(call(&a))?;
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+async fn call(a: &CtlArgs) -> Result<Value> {
+    let (method, path, body, leader_only) = match &a.command {
+        CtlCommand::Members => (Method::GET, "/api/v1/members".to_string(), None, false),
+        CtlCommand::AddLearner { id, addr } => (
+            Method::POST,
+            "/api/v1/members/learners".into(),
+            Some(json!({"id": id, "addr": addr})),
+            true,
+        ),
+        CtlCommand::Promote { id } => (
+            Method::POST,
+            "/api/v1/members/voters".into(),
+            Some(json!({"id": id})),
+            true,
+        ),
+        CtlCommand::Remove { id } => (Method::DELETE, format!("/api/v1/members/{id}"), None, true),
+        CtlCommand::Snapshot { purge } => (
+            Method::POST,
+            format!("/api/v1/snapshot?purge={purge}"),
+            None,
+            true,
+        ),
+    };
+    if a.api.is_empty() {
+        bail!("no --api address given");
+    }
+    let client = reqwest::Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .no_proxy()
+        .build()?;
+    let mut failures = Vec::new();
+    for addr in &a.api {
+        let base = if addr.starts_with("http://") || addr.starts_with("https://") {
+            addr.clone()
+        } else {
+            format!("http://{addr}")
+        };
+        let mut req = client.request(method.clone(), format!("{base}{path}"));
+        if let Some(b) = &body {
+            req = req.json(b);
+        }
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                failures.push(format!("{addr}: {e}"));
+                continue;
+            }
+        };
+        let code = resp.status();
+        let text = resp
+            .text()
+            .await
+            .with_context(|| format!("reading {addr}'s answer"))?;
+        let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        if code.is_success() {
+            return Ok(value);
+        }
+        if code == StatusCode::MISDIRECTED_REQUEST && leader_only {
+            failures.push(format!(
+                "{addr}: not the leader (leader: {})",
+                value["leader"]
+            ));
+            continue;
+        }
+        let msg = value["error"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| value.to_string());
+        return Err(anyhow!("{addr} answered {code}: {msg}"));
+    }
+    Err(anyhow!("no node took the request: {}", failures.join("; ")))
+}
