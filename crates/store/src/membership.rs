@@ -123,6 +123,10 @@ impl StoreNode {
                 )));
             }
         }
+        if !now.addresses.contains_key(&id) {
+            // A node joining anew may reuse the id of one that left with its disk.
+            self.network().forget(id);
+        }
         self.raft()
             .add_learner(
                 id,
@@ -188,6 +192,8 @@ impl StoreNode {
             .change_membership(change, false)
             .await
             .map_err(write_err)?;
+        // Whatever comes back under this id later is a new node.
+        self.network().forget(id);
         tracing::info!(id, "node removed from the cluster");
         Ok(self.members())
     }

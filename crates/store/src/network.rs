@@ -4,11 +4,14 @@
 //!
 //! Identity on every call: a request names the node it is for (`x-flotilla-to`; a node
 //! refuses requests meant for another id, e.g. after a peer list mix-up) and a response names
-//! the responder's data dir incarnation (`x-flotilla-incarnation`). A [`Connection`] (one per
-//! replication stream) remembers the first incarnation its peer answered with and refuses the
-//! peer once it changes: a node that lost its disk and came back empty under the same id must
-//! not be fed into a replication stream that believes it holds entries (openraft asserts on
-//! that), but replaced through a membership change (see [`crate::identity`]).
+//! the responder's data dir incarnation (`x-flotilla-incarnation`). The [`NetworkFactory`]
+//! remembers the first incarnation each peer answered with, for every connection it makes
+//! (openraft makes new ones for every election and whenever membership changes, while the
+//! leader's idea of what a follower holds lives on), and refuses the peer once its incarnation
+//! changes: a node that lost its disk and came back empty under the same id must not be fed
+//! into a replication stream that believes it holds entries (openraft panics on that), nor
+//! have its vote counted, but be replaced through a membership change, which forgets the old
+//! incarnation ([`NetworkFactory::forget`]; see [`crate::identity`]).
 
 use crate::codec;
 use crate::identity::Identity;
@@ -82,11 +85,22 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Clone, Default)]
 pub struct NetworkFactory {
     channels: Arc<Mutex<HashMap<(NodeId, String), Channel>>>,
+    /// The incarnation each peer first answered with (see the module doc).
+    incarnations: Arc<Mutex<HashMap<NodeId, u64>>>,
 }
 
 impl NetworkFactory {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Forgets what `target` was: it is being removed from, or added to, the cluster, and may
+    /// come back with a new data dir.
+    pub fn forget(&self, target: NodeId) {
+        self.incarnations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&target);
     }
 
     /// A client to the peer at `addr` (its channel shared with every other client to it).
@@ -125,7 +139,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
         Connection {
             target,
             client,
-            incarnation: None,
+            incarnations: self.incarnations.clone(),
         }
     }
 }
@@ -153,8 +167,7 @@ fn set_target<T>(request: &mut Request<T>, target: NodeId) {
 pub struct Connection {
     target: NodeId,
     client: std::result::Result<RaftClient<Channel>, String>,
-    /// The peer's incarnation as first answered on this connection.
-    incarnation: Option<u64>,
+    incarnations: Arc<Mutex<HashMap<NodeId, u64>>>,
 }
 
 #[derive(Clone, Copy)]
@@ -167,7 +180,7 @@ enum Method {
 impl Connection {
     /// Checks the responder is the node this connection has been talking to.
     fn check_incarnation(
-        &mut self,
+        &self,
         meta: &tonic::metadata::MetadataMap,
     ) -> std::result::Result<(), Error> {
         let now = meta
@@ -177,13 +190,14 @@ impl Connection {
             .ok_or(Error::NoIncarnation {
                 target: self.target,
             })?;
-        match self.incarnation {
+        let mut known = self.incarnations.lock().unwrap_or_else(|p| p.into_inner());
+        match known.get(&self.target) {
             None => {
-                self.incarnation = Some(now);
+                known.insert(self.target, now);
                 Ok(())
             }
-            Some(was) if was == now => Ok(()),
-            Some(was) => Err(Error::Reincarnated {
+            Some(&was) if was == now => Ok(()),
+            Some(&was) => Err(Error::Reincarnated {
                 target: self.target,
                 was,
                 now,

@@ -126,6 +126,7 @@ struct Inner {
     local_addr: SocketAddr,
     /// Alive while any clone of the log store is (Raft's core, replication tasks).
     log_db: std::sync::Weak<redb::Database>,
+    network: NetworkFactory,
 }
 
 /// Opens the log, waiting up to [`LOG_CLOSE_WAIT`] for a previous instance in this process
@@ -253,6 +254,7 @@ impl StoreNode {
             failure: Mutex::new(None),
             local_addr,
             log_db,
+            network: network.clone(),
         });
         let node = StoreNode { inner };
 
@@ -473,6 +475,11 @@ impl StoreNode {
     /// The Raft handle (tests, admin operations).
     pub fn raft(&self) -> &Raft {
         &self.inner.raft
+    }
+
+    /// The Raft transport's connection factory (membership changes reset what it knows).
+    pub(crate) fn network(&self) -> &NetworkFactory {
+        &self.inner.network
     }
 
     /// The watch service, to host it on another server as well.

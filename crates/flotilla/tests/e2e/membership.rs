@@ -23,6 +23,14 @@ fn ctl(s: &Spine, args: &[&str]) -> Result<Value, String> {
     serde_json::from_slice(&out.stdout).map_err(|e| format!("ctl output: {e}"))
 }
 
+/// `r`'s value, or the processes' logs and a panic naming `what`.
+fn must<T>(s: &Spine, what: &str, r: Result<T, String>) -> T {
+    r.unwrap_or_else(|e| {
+        s.dump_logs();
+        panic!("{what}: {e}")
+    })
+}
+
 async fn digest(s: &Spine, i: usize) -> Result<(String, u64), String> {
     let v = s.api(i, "/api/v1/digest").await?;
     Ok((
@@ -93,9 +101,9 @@ async fn a_wiped_store_is_refused_then_replaced_through_membership_changes() {
 
     // The operator replaces it. The snapshot+purge makes the log it needs unavailable, so it
     // can only catch up through a snapshot install.
-    let snap = ctl(&s, &["snapshot", "--purge"]).expect("snapshot");
+    let snap = must(&s, "snapshot", ctl(&s, &["snapshot", "--purge"]));
     assert!(snap["snapshotIndex"].as_u64().unwrap_or(0) > 0, "{snap}");
-    let m = ctl(&s, &["remove", "--id", &id]).expect("remove");
+    let m = must(&s, "remove", ctl(&s, &["remove", "--id", &id]));
     assert!(
         !m["voters"]
             .as_array()
@@ -107,12 +115,16 @@ async fn a_wiped_store_is_refused_then_replaced_through_membership_changes() {
     let err = ctl(&s, &["promote", "--id", &id]).expect_err("not a learner");
     assert!(err.contains("not a learner"), "{err}");
     let addr = format!("127.0.0.1:{}", s.grpc[victim]);
-    ctl(&s, &["add-learner", "--id", &id, "--addr", &addr]).expect("add learner");
+    must(
+        &s,
+        "add learner",
+        ctl(&s, &["add-learner", "--id", &id, "--addr", &addr]),
+    );
     eventually("the learner caught up", T, || async {
         ctl(&s, &["promote", "--id", &id]).map(|_| ())
     })
     .await;
-    let m = ctl(&s, &["members"]).expect("members");
+    let m = must(&s, "members", ctl(&s, &["members"]));
     assert_eq!(m["voters"].as_array().map(Vec::len), Some(3), "{m}");
 
     // It holds what the others hold, and takes new changes with them.

@@ -206,7 +206,7 @@ impl Spine {
     pub fn dump_logs(&self) {
         for p in self.stores.iter().chain([&self.edge, &self.ingest]) {
             let text = p.log_text();
-            let tail: Vec<&str> = text.lines().rev().take(30).collect();
+            let tail: Vec<&str> = text.lines().rev().take(60).collect();
             eprintln!("==== {} ====", p.name);
             for l in tail.into_iter().rev() {
                 eprintln!("{l}");
