@@ -169,3 +169,43 @@ async fn a_restarted_standalone_applies_its_new_bus_from_the_start() -> TestResu
     node.stop().await?;
     Ok(())
 }
+
+/// The Raft core stops under a running node (here: shut down behind its back; a panic is
+/// followed the same way, see `node::tests`): the node stops serving at once (readiness
+/// false, watch streams end) and reports the failure, instead of answering ready with a state
+/// that will never move again.
+#[tokio::test]
+async fn a_stopped_raft_core_stops_the_node() -> TestResult {
+    init_tracing();
+    let dir = tempfile::tempdir()?;
+    let bus = Arc::new(EmbeddedBus::new());
+    let (mut ls, peers) = listeners(1).await?;
+    let l = ls.pop().ok_or("no listener")?;
+    let node = start_node(1, l, &peers, dir.path(), bus.clone()).await?;
+    eventually("ready", T, || node.node.is_ready()).await?;
+    for ev in events(BASE)? {
+        bus.publish_event(&ev)?;
+    }
+    eventually("applied", T, || node.node.state().last_seq() == 3).await?;
+    let mut client = WatchClient::connect(format!("http://{}", node.addr)).await?;
+    let mut s = client
+        .watch(WatchRequest {
+            since_revision: 0,
+            edge_id: "e1".into(),
+        })
+        .await?
+        .into_inner();
+    assert!(next(&mut s).await?.full_state);
+
+    node.node.raft().shutdown().await?;
+    eventually("not ready", T, || !node.node.is_ready()).await?;
+    let failed = tokio::time::timeout(T, node.node.stopped()).await?;
+    let why = failed.expect_err("a stopped core is a failure").to_string();
+    assert!(why.contains("raft stopped"), "{why}");
+    // The edge's stream ends (with an error or a close), so it moves to another replica.
+    match tokio::time::timeout(T, s.next()).await? {
+        None | Some(Err(_)) => {}
+        Some(Ok(r)) => return Err(format!("the stream went on: {r:?}").into()),
+    }
+    Ok(())
+}

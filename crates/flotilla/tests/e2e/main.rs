@@ -6,6 +6,7 @@ mod bad_input;
 mod ingest;
 mod membership;
 mod multicluster;
+mod poison;
 mod sds;
 mod spine;
 mod standalone;
