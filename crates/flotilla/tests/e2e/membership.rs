@@ -162,3 +162,38 @@ async fn a_wiped_store_is_refused_then_replaced_through_membership_changes() {
     assert_eq!(a["eventsApplied"], b["eventsApplied"], "{a} {b}");
     assert_eq!(a["lastSeq"], b["lastSeq"], "{a} {b}");
 }
+
+/// Two of three stores die: the survivor has no quorum and cannot take changes, so it stops
+/// being ready (and ends its watch streams) instead of answering ready on a frozen state; when
+/// a peer comes back, it is ready again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_without_quorum_is_not_ready() {
+    let mut s = Spine::start("east");
+    let leader = s.leader().await;
+    let survivor = (leader + 1) % 3;
+    for i in (0..3).filter(|&i| i != survivor) {
+        s.stores[i].kill();
+    }
+    let url = format!("http://127.0.0.1:{}/readyz", s.api[survivor]);
+    let body = eventually("the survivor to turn unready", T, || async {
+        let (code, body) = get(&s.http, &url).await?;
+        if code == 503 {
+            Ok(body)
+        } else {
+            Err(format!("{code} {body}"))
+        }
+    })
+    .await;
+    assert!(body.contains("no leader"), "{body}");
+    let back = (survivor + 1) % 3;
+    s.stores[back] = s.spawn_store(back);
+    eventually("ready again with a quorum", T, || async {
+        let (code, body) = get(&s.http, &url).await?;
+        if code == 200 {
+            Ok(())
+        } else {
+            Err(format!("{code} {body}"))
+        }
+    })
+    .await;
+}
