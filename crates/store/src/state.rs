@@ -256,7 +256,11 @@ impl State {
             }
             self.position.switch(&batch.epoch, base);
         }
-        let before = self.counters.events_applied + self.counters.sequences_missing;
+        let consumed_before = self.counters.events_applied + self.counters.sequences_missing;
+        // The translator's state before the batch, kept (O(1)) to get back to if translation
+        // panics (see `translate_guarded`).
+        let before = self.translator.view();
+        let mut folded = Vec::new();
         for (seq, item) in batch.sequenced() {
             let last = self.position.last_seq;
             match item {
@@ -288,25 +292,27 @@ impl State {
                         continue;
                     }
                     self.counters.events_applied += 1;
-                    self.fold(log_id.index, seq, bytes);
+                    if let Some(ev) = self.fold(log_id.index, seq, bytes) {
+                        folded.push((seq, ev));
+                    }
                     self.position.last_seq = seq;
                 }
             }
         }
         // Nothing consumed means nothing changed: neither the revision nor the translation
         // moves.
-        if self.counters.events_applied + self.counters.sequences_missing == before {
+        if self.counters.events_applied + self.counters.sequences_missing == consumed_before {
             return None;
         }
         self.counters.revision = log_id.index;
-        let changes = self.translator.recompute();
-        if changes.updated.is_empty() && changes.removed.is_empty() {
+        let (updated, removed) = self.translate_guarded(log_id.index, &before, &folded);
+        if updated.is_empty() && removed.is_empty() {
             return None;
         }
         self.history.push_back(Arc::new(Change {
             revision: log_id.index,
-            updated: changes.updated.iter().map(|g| g.gateway.clone()).collect(),
-            removed: changes.removed,
+            updated,
+            removed,
         }));
         while self.history.len() > HISTORY_LEN {
             if let Some(old) = self.history.pop_front() {
@@ -316,8 +322,9 @@ impl State {
         None
     }
 
-    /// Decodes and folds one event; what cannot be is recorded, never fatal.
-    fn fold(&mut self, revision: u64, seq: u64, payload: &[u8]) {
+    /// Decodes and folds one event; what cannot be is recorded, never fatal. Returns the event
+    /// when it was folded.
+    fn fold(&mut self, revision: u64, seq: u64, payload: &[u8]) -> Option<ResourceEvent> {
         let ev: ResourceEvent = match serde_json::from_slice(payload) {
             Ok(ev) => ev,
             Err(e) => {
@@ -331,24 +338,100 @@ impl State {
                     what: format!("payload of {} bytes", payload.len()),
                     reason: format!("not a valid event: {e}"),
                 });
-                return;
+                return None;
             }
         };
-        if let Err(e) = self.translator.apply(&ev) {
-            self.counters.events_rejected += 1;
-            let what = event_keys(&ev);
-            tracing::warn!(seq, cluster = %ev.cluster, source = %ev.source, keys = %what, error = %e, "event rejected");
-            self.reject(Rejection {
-                seq,
-                revision,
-                cluster: Some(ev.cluster),
-                source: Some(ev.source),
-                what,
-                reason: e.to_string(),
-            });
-        }
+        let prior = self.translator.view();
+        let applied =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.translator.apply(&ev)));
+        let reason = match applied {
+            Ok(Ok(())) => return Some(ev),
+            Ok(Err(e)) => e.to_string(),
+            Err(panic) => {
+                // The translator is half-way through the event: go back to before it.
+                self.translator = Translator::rebuild(&prior).0;
+                format!(
+                    "the translator failed on this event: {}",
+                    panic_text(&panic)
+                )
+            }
+        };
+        self.counters.events_rejected += 1;
+        let what = event_keys(&ev);
+        tracing::warn!(seq, cluster = %ev.cluster, source = %ev.source, keys = %what, error = %reason, "event rejected");
+        self.reject(Rejection {
+            seq,
+            revision,
+            cluster: Some(ev.cluster),
+            source: Some(ev.source),
+            what,
+            reason,
+        });
+        None
     }
 
+    /// Translates what the batch changed. A translator bug that some input reaches (a panic)
+    /// must not stop every replica for good (each would hit it again replaying the log): on a
+    /// panic the translator is rebuilt from its state before the batch and the batch's events
+    /// are folded again one at a time, each translated on its own; an event whose translation
+    /// panics is rejected (recorded, identically everywhere: translation is deterministic) and
+    /// the rest applies. Returns the gateways updated and removed.
+    fn translate_guarded(
+        &mut self,
+        revision: u64,
+        before: &TranslatorView,
+        folded: &[(u64, ResourceEvent)],
+    ) -> (Vec<String>, Vec<String>) {
+        let run =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.translator.recompute()));
+        if let Ok(changes) = run {
+            return (
+                changes.updated.iter().map(|g| g.gateway.clone()).collect(),
+                changes.removed,
+            );
+        }
+        tracing::error!(
+            revision,
+            "translation panicked; isolating the event that causes it"
+        );
+        self.translator = Translator::rebuild(before).0;
+        for (seq, ev) in folded {
+            let good = self.translator.view();
+            let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                // Already validated and applied once: an error cannot happen the second time.
+                let _ = self.translator.apply(ev);
+                self.translator.recompute();
+            }));
+            if let Err(panic) = step {
+                self.translator = Translator::rebuild(&good).0;
+                let what = event_keys(ev);
+                let reason = format!("translating this event failed: {}", panic_text(&panic));
+                tracing::error!(seq, keys = %what, error = %reason, "event rejected");
+                self.counters.events_rejected += 1;
+                self.reject(Rejection {
+                    seq: *seq,
+                    revision,
+                    cluster: Some(ev.cluster.clone()),
+                    source: Some(ev.source.clone()),
+                    what,
+                    reason,
+                });
+            }
+        }
+        let after = self.translator.view();
+        let mut updated = Vec::new();
+        let mut removed = Vec::new();
+        for d in before.gateways().diff(after.gateways()) {
+            match d {
+                imbl::ordmap::DiffItem::Add(id, _)
+                | imbl::ordmap::DiffItem::Update { new: (id, _), .. } => updated.push(id.clone()),
+                imbl::ordmap::DiffItem::Remove(id, _) => removed.push(id.clone()),
+            }
+        }
+        (updated, removed)
+    }
+
+    /// Records a rejection (callers count it in the counter it belongs to).
     fn reject(&mut self, r: Rejection) {
         self.rejections.push_back(Arc::new(r));
         while self.rejections.len() > MAX_REJECTIONS {
@@ -406,6 +489,14 @@ impl State {
     pub(crate) fn history(&self) -> &imbl::Vector<Arc<Change>> {
         &self.history
     }
+}
+
+/// The message of a caught panic.
+fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".to_string())
 }
 
 /// What a batch decoded from the log may hold that [`EventBatch::new`] would refuse (the log

@@ -365,3 +365,82 @@ fn restore_rebuilds_the_same_output() {
         "origins survive a snapshot (a later resync keeps what broken files produced)"
     );
 }
+
+fn annotated_gateway(name: &str, fault: &str) -> ResourceEvent {
+    let text = format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: {name}, namespace: infra, annotations: {{flotilla.io/fault: {fault}}}}}\nspec:\n  gatewayClassName: eg\n  listeners:\n  - {{name: http, port: 9090, protocol: HTTP}}\n"
+    );
+    mk_events(&text).remove(0)
+}
+
+fn route(name: &str) -> ResourceEvent {
+    let text = format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}, namespace: infra}}\nspec:\n  parentRefs: [{{name: gw}}]\n  rules: [{{matches: [{{path: {{type: PathPrefix, value: /{name}}}}}]}}]\n"
+    );
+    mk_events(&text).remove(0)
+}
+
+/// A translator bug some input reaches (a panic while folding the event, or while translating
+/// what it changed) costs that event, not the store: it is rejected on every replica alike and
+/// everything else in the batch applies. (Before, the fold's panic stopped the node, and every
+/// replica replaying the log stopped on it again.)
+#[test]
+fn a_translator_panic_rejects_the_event_not_the_store() {
+    let base = mk_events(BASE);
+    for fault in ["panic-on-apply", "panic-on-translate"] {
+        let mut evs = base.clone();
+        evs.push(route("r1"));
+        evs.push(annotated_gateway("bad", fault));
+        evs.push(route("r2"));
+        let mut st = State::default();
+        assert_eq!(
+            st.apply_batch(log_id(1), &mk_batch(1, &evs)),
+            None,
+            "{fault}"
+        );
+        // The same input without the poison event, folded by a replica that never saw it.
+        let mut clean = State::default();
+        let good: Vec<_> = evs
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != 4)
+            .map(|(_, e)| e.clone())
+            .collect();
+        clean.apply_batch(log_id(1), &mk_batch(1, &good));
+
+        let got = st.read_state();
+        assert_eq!(got.counters().events_applied, 6, "{fault}");
+        assert_eq!(got.counters().events_rejected, 1, "{fault}");
+        let r = got.rejections().next().expect("recorded");
+        assert_eq!(r.seq, 5, "{fault}");
+        assert!(r.reason.contains("injected fault"), "{fault}: {r:?}");
+        assert_eq!(
+            got.view().gateways(),
+            clean.read_state().view().gateways(),
+            "{fault}: the rest of the batch applied as if the poison was never there"
+        );
+        assert_eq!(got.view().resource_count(), 5, "{fault}");
+        // It goes on taking changes, and a second replica folding the same log agrees.
+        st.apply_batch(log_id(2), &mk_batch(7, &[delete_gw2()]));
+        let mut replica = State::default();
+        replica.apply_batch(log_id(1), &mk_batch(1, &evs));
+        replica.apply_batch(log_id(2), &mk_batch(7, &[delete_gw2()]));
+        assert_eq!(
+            st.read_state().view().gateways(),
+            replica.read_state().view().gateways()
+        );
+        assert_eq!(
+            st.read_state().rejections().cloned().collect::<Vec<_>>(),
+            replica
+                .read_state()
+                .rejections()
+                .cloned()
+                .collect::<Vec<_>>()
+        );
+        assert!(!st
+            .read_state()
+            .view()
+            .gateways()
+            .contains_key("c1/infra/gw2"));
+    }
+}

@@ -152,6 +152,20 @@ impl Translator {
         Ok((t, changes))
     }
 
+    /// A translator holding exactly the resources and origins of `view`, all translated, with
+    /// what that translation produced. This is what the view's own translator holds once its
+    /// pending work is recomputed: the store uses it to get back to a known state after the
+    /// translator panicked halfway through a change.
+    pub fn rebuild(view: &TranslatorView) -> (Self, Changes) {
+        let mut t = Self::new();
+        for r in view.resources() {
+            t.upsert_shared(r.clone());
+        }
+        t.origins = view.origins.clone();
+        let changes = t.recompute();
+        (t, changes)
+    }
+
     /// Folds one event into the index and marks the gateways it can affect.
     pub fn apply(&mut self, event: &ResourceEvent) -> Result<()> {
         event.validate().map_err(|message| Error::InvalidEvent {
@@ -206,7 +220,14 @@ impl Translator {
     }
 
     fn upsert(&mut self, r: Resource) {
-        let r = Arc::new(r);
+        #[cfg(feature = "fault-injection")]
+        if fault(&r.object) == Some("panic-on-apply") {
+            panic!("injected fault: panic on apply of {}", r.key);
+        }
+        self.upsert_shared(Arc::new(r));
+    }
+
+    fn upsert_shared(&mut self, r: Arc<Resource>) {
         if self
             .index
             .resources
@@ -276,6 +297,12 @@ impl Translator {
             }
             match gw {
                 Some(gw) => {
+                    #[cfg(feature = "fault-injection")]
+                    if let Some(r) = self.index.resources.get(&gw_key) {
+                        if fault(&r.object) == Some("panic-on-translate") {
+                            panic!("injected fault: panic translating {gw_key}");
+                        }
+                    }
                     let result = translate_gateway(&self.index, &gw_key, gw);
                     let mut reported = (Vec::new(), Vec::new());
                     for (policy, ancestors) in result.policy_ancestors {
@@ -490,6 +517,16 @@ impl Translator {
             origins: self.origins.clone(),
         }
     }
+}
+
+/// The test hook's annotation (see the `fault-injection` feature).
+#[cfg(feature = "fault-injection")]
+fn fault(o: &Object) -> Option<&str> {
+    o.metadata()
+        .annotations
+        .as_ref()?
+        .get("flotilla.io/fault")
+        .map(String::as_str)
 }
 
 /// What a [`Translator`] had computed at one moment: see [`Translator::view`].
