@@ -20,8 +20,12 @@
 //! `leader`; `flotilla ctl` asks the next node.
 //!
 //! Every answer is computed from one published state of the store (an immutable snapshot):
-//! its `revision` and its data belong together, and no request waits on, or delays, the
-//! state machine. Errors are JSON: `{"error": "..."}` with a 4xx/5xx status.
+//! its `revision` and its data belong together, and no request waits on the state machine.
+//! Nor may reads slow it down: answers that walk many objects (lists, gateways, the digest)
+//! are built on the blocking pool, [`HEAVY_CONCURRENCY`] at a time, so that however many
+//! clients read, the fold and the config push keep their share of the CPU; a request that
+//! waits longer than [`HEAVY_QUEUE_WAIT`] for its turn gets 503 with `Retry-After`.
+//! Errors are JSON: `{"error": "..."}` with a 4xx/5xx status.
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
@@ -36,6 +40,12 @@ use serde_json::{json, Value};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+
+/// Heavy answers built at once. One: on the 2-core machines this runs on, the other core is the
+/// state machine's and the edges'.
+pub const HEAVY_CONCURRENCY: usize = 1;
+/// How long a heavy request waits for its turn before 503.
+pub const HEAVY_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Page size of `/api/v1/resources` when the request names none.
 pub const DEFAULT_PAGE: usize = 500;
@@ -134,7 +144,10 @@ pub fn router(state: Arc<dyn StateReader>, admin: Option<Arc<dyn Admin>>) -> Rou
         .route("/api/v1/gateways", get(gateways))
         .route("/api/v1/rejections", get(rejections))
         .route("/api/v1/digest", get(digest))
-        .with_state(state)
+        .with_state(Api {
+            reader: state,
+            heavy: Arc::new(tokio::sync::Semaphore::new(HEAVY_CONCURRENCY)),
+        })
         .merge(admin_routes)
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
 }
@@ -145,6 +158,10 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     NotFound(String),
+    #[error("the API is busy; retry shortly")]
+    Busy,
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl IntoResponse for ApiError {
@@ -152,12 +169,94 @@ impl IntoResponse for ApiError {
         let code = match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        (code, Json(json!({"error": self.to_string()}))).into_response()
+        let mut r = (code, Json(json!({"error": self.to_string()}))).into_response();
+        if code == StatusCode::SERVICE_UNAVAILABLE {
+            r.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        r
     }
 }
 
-type S = State<Arc<dyn StateReader>>;
+/// The router's state: the store, and the gate of heavy answers.
+#[derive(Clone)]
+struct Api {
+    reader: Arc<dyn StateReader>,
+    heavy: Arc<tokio::sync::Semaphore>,
+}
+
+impl std::ops::Deref for Api {
+    type Target = dyn StateReader;
+    fn deref(&self) -> &Self::Target {
+        &*self.reader
+    }
+}
+
+impl Api {
+    /// Builds a JSON answer with `f` on the blocking pool, when the gate lets it.
+    async fn heavy<F>(&self, f: F) -> Result<Response, ApiError>
+    where
+        F: FnOnce(&ApiState) -> Result<Vec<u8>, ApiError> + Send + 'static,
+    {
+        let _permit = tokio::time::timeout(HEAVY_QUEUE_WAIT, self.heavy.clone().acquire_owned())
+            .await
+            .map_err(|_| ApiError::Busy)?
+            .map_err(|_| ApiError::Busy)?;
+        let st = self.state();
+        let bytes = tokio::task::spawn_blocking(move || f(&st))
+            .await
+            .map_err(|e| ApiError::Internal(format!("building the answer failed: {e}")))??;
+        Ok((
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            bytes,
+        )
+            .into_response())
+    }
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, ApiError> {
+    serde_json::to_vec(v).map_err(|e| ApiError::Internal(format!("encoding the answer: {e}")))
+}
+
+/// An object as stored, with its computed status in `status`, serialized from the shared
+/// state without copying it.
+struct ObjectView<'a> {
+    raw: &'a Value,
+    status: Option<&'a Value>,
+}
+
+impl serde::Serialize for ObjectView<'_> {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let Some(obj) = self.raw.as_object() else {
+            return self.raw.serialize(ser);
+        };
+        let mut m = ser.serialize_map(None)?;
+        for (k, v) in obj {
+            if k == "status" && self.status.is_some() {
+                continue;
+            }
+            m.serialize_entry(k, v)?;
+        }
+        if let Some(st) = self.status {
+            m.serialize_entry("status", st)?;
+        }
+        m.end()
+    }
+}
+
+#[derive(serde::Serialize)]
+struct Item<'a> {
+    cluster: &'a str,
+    object: ObjectView<'a>,
+}
+
+type S = State<Api>;
 
 async fn readyz(State(s): S) -> Response {
     match s.readiness() {
@@ -224,7 +323,7 @@ fn view(t: &TranslatorView, key: &ResourceKey) -> Option<Value> {
     Some(json!({"cluster": key.cluster, "object": obj}))
 }
 
-async fn list(State(s): S, Query(q): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
+async fn list(State(s): S, Query(q): Query<ListQuery>) -> Result<Response, ApiError> {
     let kind = q.kind.as_deref().map(parse_kind).transpose()?;
     let limit = q.limit.unwrap_or(DEFAULT_PAGE);
     if limit == 0 || limit > MAX_PAGE {
@@ -237,29 +336,42 @@ async fn list(State(s): S, Query(q): Query<ListQuery>) -> Result<Json<Value>, Ap
         .as_deref()
         .map(decode_continue)
         .transpose()?;
-    let st = s.state();
-    let mut items = Vec::new();
-    let mut next = None;
-    let matching = st
-        .view
-        .resources_from(start.as_ref())
-        .filter(|r| q.cluster.as_ref().is_none_or(|c| *c == r.key.cluster))
-        .filter(|r| kind.is_none_or(|k| k == r.key.kind))
-        .filter(|r| q.namespace.as_ref().is_none_or(|n| *n == r.key.namespace));
-    for r in matching {
-        if items.len() == limit {
-            next = Some(encode_continue(&r.key));
-            break;
+    s.heavy(move |st| {
+        let mut items = Vec::new();
+        let mut next = None;
+        let matching = st
+            .view
+            .resources_from(start.as_ref())
+            .filter(|r| q.cluster.as_ref().is_none_or(|c| *c == r.key.cluster))
+            .filter(|r| kind.is_none_or(|k| k == r.key.kind))
+            .filter(|r| q.namespace.as_ref().is_none_or(|n| *n == r.key.namespace));
+        for r in matching {
+            if items.len() == limit {
+                next = Some(encode_continue(&r.key));
+                break;
+            }
+            items.push(Item {
+                cluster: &r.key.cluster,
+                object: ObjectView {
+                    raw: &r.raw,
+                    status: st.view.status(&r.key),
+                },
+            });
         }
-        if let Some(v) = view(&st.view, &r.key) {
-            items.push(v);
+        #[derive(serde::Serialize)]
+        struct Page<'a> {
+            revision: u64,
+            items: Vec<Item<'a>>,
+            #[serde(rename = "continue", skip_serializing_if = "Option::is_none")]
+            next: Option<String>,
         }
-    }
-    let mut out = json!({"revision": st.revision, "items": items});
-    if let Some(token) = next {
-        out["continue"] = json!(token);
-    }
-    Ok(Json(out))
+        to_json(&Page {
+            revision: st.revision,
+            items,
+            next,
+        })
+    })
+    .await
 }
 
 async fn one(
@@ -282,22 +394,24 @@ async fn one(
         .ok_or_else(|| ApiError::NotFound(format!("{key} not found")))
 }
 
-async fn gateways(State(s): S) -> Json<Value> {
-    let st = s.state();
-    let out: Vec<Value> = st
-        .view
-        .gateways()
-        .values()
-        .map(|g| {
-            json!({
-                "gateway": g.gateway,
-                "resources": g.resources.iter().map(|r| json!({
-                    "typeUrl": r.type_url, "name": r.name, "version": r.version,
-                })).collect::<Vec<_>>(),
+async fn gateways(State(s): S) -> Result<Response, ApiError> {
+    s.heavy(|st| {
+        let out: Vec<Value> = st
+            .view
+            .gateways()
+            .values()
+            .map(|g| {
+                json!({
+                    "gateway": g.gateway,
+                    "resources": g.resources.iter().map(|r| json!({
+                        "typeUrl": r.type_url, "name": r.name, "version": r.version,
+                    })).collect::<Vec<_>>(),
+                })
             })
-        })
-        .collect();
-    Json(json!({"revision": st.revision, "gateways": out}))
+            .collect();
+        to_json(&json!({"revision": st.revision, "gateways": out}))
+    })
+    .await
 }
 
 async fn rejections(State(s): S) -> Json<Value> {
@@ -305,14 +419,16 @@ async fn rejections(State(s): S) -> Json<Value> {
     Json(json!({"revision": st.revision, "items": st.rejections}))
 }
 
-async fn digest(State(s): S) -> Json<Value> {
-    let st = s.state();
-    let d = flotilla_model::state_digest(st.view.resources().map(|r| (&r.key, &r.raw)));
-    Json(json!({
-        "revision": st.revision,
-        "digest": d,
-        "resources": st.view.resource_count(),
-    }))
+async fn digest(State(s): S) -> Result<Response, ApiError> {
+    s.heavy(|st| {
+        let d = flotilla_model::state_digest(st.view.resources().map(|r| (&r.key, &r.raw)));
+        to_json(&json!({
+            "revision": st.revision,
+            "digest": d,
+            "resources": st.view.resource_count(),
+        }))
+    })
+    .await
 }
 
 type A = State<Arc<dyn Admin>>;
