@@ -2,6 +2,7 @@
 //! ingest agents publish and the store folds, and the typed resources parsed from Kubernetes
 //! YAML. No IO lives here.
 
+pub mod digest;
 pub mod event;
 pub mod gateway;
 pub mod key;
@@ -10,6 +11,7 @@ pub mod refs;
 pub mod resource;
 pub mod routes;
 
+pub use digest::state_digest;
 pub use event::{EventBody, ResourceEvent};
 pub use key::{Kind, ResourceKey};
 pub use parse::{parse_documents, parse_object, ParseError};
