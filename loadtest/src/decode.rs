@@ -97,18 +97,14 @@ pub fn parse_marker(path: &str) -> Option<Marker> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decoded {
     /// Route configuration names the listener's HTTP connection managers load over RDS.
-    Listener {
-        rds: Vec<Sym>,
-    },
+    Listener { rds: Vec<Sym> },
     /// The EDS service name of an EDS cluster (`None`: not an EDS cluster).
-    Cluster {
-        eds: Option<Sym>,
-    },
+    Cluster { eds: Option<Sym> },
     /// Markers in the route configuration, sorted.
-    Routes {
-        markers: Vec<Marker>,
-    },
-    Endpoints,
+    Routes { markers: Vec<Marker> },
+    /// Sorted `p<priority> <address>:<port>` of every endpoint, joined by `,`: what a proxy
+    /// would route to (compared with Envoy's config dump, which has no EDS versions).
+    Endpoints { summary: Sym },
     /// The bytes are not a valid message of the type: a real Envoy would NACK it.
     Invalid(String),
 }
@@ -271,7 +267,35 @@ pub fn decode(ty: ResType, body: &[u8], interner: &Interner) -> Decoded {
         ResType::Endpoint => {
             match envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment::decode(body)
             {
-                Ok(_) => Decoded::Endpoints,
+                Ok(cla) => {
+                    let mut eps: Vec<String> = cla
+                        .endpoints
+                        .iter()
+                        .flat_map(|l| {
+                            l.lb_endpoints.iter().filter_map(move |e| {
+                                use envoy_types::pb::envoy::config::core::v3::{address, socket_address};
+                                use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
+                                let Some(HostIdentifier::Endpoint(ep)) = &e.host_identifier else {
+                                    return None;
+                                };
+                                let Some(address::Address::SocketAddress(sa)) =
+                                    ep.address.as_ref()?.address.as_ref()
+                                else {
+                                    return None;
+                                };
+                                let port = match sa.port_specifier {
+                                    Some(socket_address::PortSpecifier::PortValue(p)) => p,
+                                    _ => 0,
+                                };
+                                Some(endpoint_key(l.priority, &sa.address, port))
+                            })
+                        })
+                        .collect();
+                    eps.sort();
+                    Decoded::Endpoints {
+                        summary: interner.intern(&eps.join(",")),
+                    }
+                }
                 Err(e) => Decoded::Invalid(format!("ClusterLoadAssignment: {e}")),
             }
         }
@@ -290,6 +314,11 @@ pub fn resource_name(ty: ResType, body: &[u8]) -> Option<String> {
                 .map(|c| c.cluster_name)
         }
     }
+}
+
+/// One endpoint in an endpoints summary (see [`Decoded::Endpoints`]).
+pub fn endpoint_key(priority: u32, address: &str, port: u32) -> String {
+    format!("p{priority} {address}:{port}")
 }
 
 fn rds_name(f: &Filter) -> Option<String> {

@@ -52,18 +52,49 @@ pub fn parse_config_dump(v: &Value) -> Held {
                 );
             }
         } else if t.ends_with("EndpointsConfigDump") {
+            // Envoy 1.40 does not report EDS versions (`version_info` is not implemented for
+            // endpoints): the endpoints themselves stand in for the version.
             for e in c["dynamic_endpoint_configs"]
                 .as_array()
                 .into_iter()
                 .flatten()
             {
+                let summary = Value::String(endpoints_summary(&e["endpoint_config"]));
                 insert(
                     &mut out,
                     ResType::Endpoint,
                     &e["endpoint_config"]["cluster_name"],
-                    &e["version_info"],
+                    &summary,
                 );
             }
+        }
+    }
+    out
+}
+
+/// The same summary as [`crate::decode::Decoded::Endpoints`], from a config dump's JSON.
+pub fn endpoints_summary(cla: &Value) -> String {
+    let mut eps = Vec::new();
+    for l in cla["endpoints"].as_array().into_iter().flatten() {
+        let priority = l["priority"].as_u64().unwrap_or(0) as u32;
+        for e in l["lb_endpoints"].as_array().into_iter().flatten() {
+            let sa = &e["endpoint"]["address"]["socket_address"];
+            if let Some(a) = sa["address"].as_str() {
+                let port = sa["port_value"].as_u64().unwrap_or(0) as u32;
+                eps.push(crate::decode::endpoint_key(priority, a, port));
+            }
+        }
+    }
+    eps.sort();
+    eps.join(",")
+}
+
+/// Versions of one type replaced by "" (for comparisons where one side has none).
+pub fn without_versions(h: &Held, ty: ResType) -> Held {
+    let mut out = h.clone();
+    if let Some(m) = out.get_mut(&ty) {
+        for v in m.values_mut() {
+            v.clear();
         }
     }
     out
@@ -143,7 +174,9 @@ mod tests {
             {"@type": "type.googleapis.com/envoy.admin.v3.RoutesConfigDump",
              "dynamic_route_configs": [{"version_info": "r1", "route_config": {"name": "http-80"}}]},
             {"@type": "type.googleapis.com/envoy.admin.v3.EndpointsConfigDump",
-             "dynamic_endpoint_configs": [{"version_info": "e1", "endpoint_config": {"cluster_name": "east/lt/svc0"}}]}
+             "dynamic_endpoint_configs": [{"version_info": "", "endpoint_config": {"cluster_name": "east/lt/svc0",
+                "endpoints": [{"priority": 1, "lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": "10.0.0.2", "port_value": 80}}}}]},
+                              {"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": "10.0.0.1", "port_value": 8080}}}}]}]}}]}
         ]});
         let h = parse_config_dump(&dump);
         assert_eq!(h[&ResType::Cluster].len(), 1);
@@ -153,7 +186,10 @@ mod tests {
         );
         assert!(!h[&ResType::Listener].contains_key("warming"));
         assert_eq!(h[&ResType::Route]["http-80"], "r1");
-        assert_eq!(h[&ResType::Endpoint]["east/lt/svc0"], "e1");
+        assert_eq!(
+            h[&ResType::Endpoint]["east/lt/svc0"],
+            "p0 10.0.0.1:8080,p1 10.0.0.2:80"
+        );
         let exp = expected(&[
             (
                 crate::decode::CDS.into(),
@@ -168,7 +204,12 @@ mod tests {
                 "e1".into(),
             ),
         ]);
-        let d = diff("envoy", &h, "store", &exp);
+        let d = diff(
+            "envoy",
+            &without_versions(&h, ResType::Endpoint),
+            "store",
+            &without_versions(&exp, ResType::Endpoint),
+        );
         assert_eq!(
             d,
             vec!["RDS http-80: envoy has r1, store has r2".to_string()]

@@ -783,6 +783,29 @@ impl Harness {
         Ok(out)
     }
 
+    /// [`Harness::held_of`] with each EDS version replaced by the endpoints it carries (what
+    /// Envoy's config dump can be compared with).
+    pub fn held_endpoints_as_content(&self, id: u32) -> Result<Held> {
+        let mut h = self.held_of(id)?;
+        let interner = self.cache.interner();
+        if let Some(m) = h.get_mut(&ResType::Endpoint) {
+            for (name, version) in m.iter_mut() {
+                let d = self.cache.lookup(
+                    ResType::Endpoint,
+                    interner.intern(name),
+                    interner.intern(version),
+                );
+                *version = match d.as_deref() {
+                    Some(crate::decode::Decoded::Endpoints { summary }) => {
+                        interner.resolve(*summary).to_string()
+                    }
+                    _ => format!("(undecoded version {version})"),
+                };
+            }
+        }
+        Ok(h)
+    }
+
     /// Proxies whose holding differs from `expected` (count, examples).
     pub fn proxy_mismatches(&self, expected: &Gateways) -> Result<(usize, Vec<String>)> {
         let rec = self.recorder()?;
@@ -855,7 +878,7 @@ impl Harness {
                     match self
                         .delta_proxy_of
                         .get(&e.gateway)
-                        .map(|&p| self.held_of(p))
+                        .map(|&p| self.held_endpoints_as_content(p))
                     {
                         Some(Ok(sim)) => {
                             d.extend(envoy::diff("envoy", &have, "simulated proxy", &sim))
@@ -864,8 +887,14 @@ impl Harness {
                             "no simulated delta proxy of this gateway to compare with".into(),
                         ),
                     }
+                    // The store has EDS versions, Envoy has none: names only for EDS there.
                     let want = envoy::expected(expected.get(&gw).map(Vec::as_slice).unwrap_or(&[]));
-                    d.extend(envoy::diff("envoy", &have, "store", &want));
+                    d.extend(envoy::diff(
+                        "envoy",
+                        &envoy::without_versions(&have, ResType::Endpoint),
+                        "store",
+                        &envoy::without_versions(&want, ResType::Endpoint),
+                    ));
                     d
                 }
             };

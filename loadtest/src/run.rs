@@ -311,7 +311,13 @@ pub fn common_checks(
     let bad: Vec<String> = envoys
         .iter()
         .filter(|(_, d)| !d.is_empty())
-        .map(|(g, d)| format!("{g}: {} (+{} more)", d[0], d.len() - 1))
+        .map(|(g, d)| {
+            format!(
+                "{g}: {} ({} differences)",
+                d.iter().take(4).cloned().collect::<Vec<_>>().join(", "),
+                d.len()
+            )
+        })
         .collect();
     r.checks.push(Check::new(
         "real Envoys agree with the simulated proxies of their gateway",
