@@ -71,6 +71,10 @@ pub fn by_kind(records: &[FaultRecord]) -> BTreeMap<String, FaultSummary> {
     let mut out: BTreeMap<String, FaultSummary> = BTreeMap::new();
     for r in records {
         let e = out.entry(r.kind.name().to_string()).or_default();
+        if !r.injected {
+            e.not_injected += 1;
+            continue;
+        }
         e.injected += 1;
         if let Some(ms) = r.recovery_ms {
             e.recovered += 1;
@@ -152,7 +156,14 @@ pub async fn chaos(s: &Scenario, duration: Duration, opts: &RunOpts) -> Result<R
     let mut kinds: Vec<FaultKind> = FaultKind::PROCESS
         .into_iter()
         .chain(FaultKind::POISON)
+        .filter(|k| !opts.exclude_faults.contains(k))
         .collect();
+    if kinds.is_empty() {
+        bail!("every fault kind is excluded");
+    }
+    // A fault that found nothing to hit (no leader during an election) is tried once more at
+    // the next slot, so every kind gets its chance.
+    let mut retry: Option<FaultKind> = None;
     let gap = (duration / (kinds.len() as u32 + 1)).clamp(FAULT_GAP_MIN, FAULT_GAP_MAX);
     kinds.shuffle(&mut rng);
     let records: Arc<Mutex<Vec<FaultRecord>>> = Arc::default();
@@ -174,12 +185,18 @@ pub async fn chaos(s: &Scenario, duration: Duration, opts: &RunOpts) -> Result<R
     while start.elapsed() < duration {
         tick.tick().await;
         if Instant::now() >= next_fault {
-            if fault_i == kinds.len() {
-                kinds.shuffle(&mut rng);
-                fault_i = 0;
-            }
-            let kind = kinds[fault_i];
-            fault_i += 1;
+            let was_retry = retry.is_some();
+            let kind = match retry.take() {
+                Some(k) => k,
+                None => {
+                    if fault_i == kinds.len() {
+                        kinds.shuffle(&mut rng);
+                        fault_i = 0;
+                    }
+                    fault_i += 1;
+                    kinds[fault_i - 1]
+                }
+            };
             n += 1;
             next_fault += gap;
             match h.fault_and_probe(kind, &mut rng, n, &records).await {
@@ -192,10 +209,15 @@ pub async fn chaos(s: &Scenario, duration: Duration, opts: &RunOpts) -> Result<R
                         start.elapsed().as_secs_f64()
                     ));
                 }
-                Err(e) => ui.line(format!(
-                    "{:>6.1}s fault {kind} not injected: {e:#}",
-                    start.elapsed().as_secs_f64()
-                )),
+                Err(e) => {
+                    if !was_retry {
+                        retry = Some(kind);
+                    }
+                    ui.line(format!(
+                        "{:>6.1}s fault {kind} not injected: {e:#}",
+                        start.elapsed().as_secs_f64()
+                    ));
+                }
             }
         }
         let op = Op::pick(&mut rng);
@@ -574,6 +596,7 @@ mod tests {
             kind,
             target: String::new(),
             at_ms: 0.0,
+            injected: true,
             recovery_ms: rec,
         };
         let s = by_kind(&[

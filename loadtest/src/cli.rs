@@ -50,6 +50,10 @@ pub struct Cli {
     /// Keep the processes' data dirs and logs even when every check passed.
     #[arg(long, env = "LOADTEST_KEEP_WORK", default_value_t = false)]
     pub keep_work: bool,
+    /// Chaos: fault kinds not to inject (comma separated), e.g. to see what the others do
+    /// while one known fault would mask them.
+    #[arg(long, env = "LOADTEST_EXCLUDE_FAULTS", value_delimiter = ',')]
+    pub exclude_fault: Vec<crate::faults::FaultKind>,
     /// No progress bar (it is drawn only when stderr is a terminal anyway).
     #[arg(long, env = "LOADTEST_NO_PROGRESS", default_value_t = false)]
     pub no_progress: bool,
@@ -129,6 +133,7 @@ fn run_inner(cli: Cli) -> Result<bool> {
         work: work.clone(),
         seed,
         progress: !cli.no_progress,
+        exclude_faults: cli.exclude_fault.clone(),
     };
     eprintln!(
         "flotilla-loadtest {name}: seed {seed}, {} simulated proxies, flotilla {}, work dir {}",

@@ -79,6 +79,24 @@ impl FaultKind {
     }
 }
 
+impl std::str::FromStr for FaultKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        FaultKind::PROCESS
+            .into_iter()
+            .chain(FaultKind::POISON)
+            .find(|k| k.name() == s)
+            .ok_or_else(|| {
+                let all: Vec<&str> = FaultKind::PROCESS
+                    .into_iter()
+                    .chain(FaultKind::POISON)
+                    .map(FaultKind::name)
+                    .collect();
+                format!("unknown fault {s:?} (known: {})", all.join(", "))
+            })
+    }
+}
+
 impl std::fmt::Display for FaultKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
@@ -91,6 +109,8 @@ pub struct FaultRecord {
     pub kind: FaultKind,
     pub target: String,
     pub at_ms: f64,
+    /// False when the fault could not be injected (e.g. no leader to kill); `target` says why.
+    pub injected: bool,
     /// Fault → the next probe change converged on every proxy of the probed gateways.
     pub recovery_ms: Option<f64>,
 }
@@ -105,6 +125,7 @@ mod tests {
             let s = serde_json::to_string(&k).unwrap();
             assert_eq!(s, format!("\"{}\"", k.name()));
             assert_eq!(k.is_poison(), k.name().starts_with("poison"));
+            assert_eq!(k.name().parse::<FaultKind>(), Ok(k));
         }
     }
 }

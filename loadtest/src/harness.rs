@@ -29,8 +29,11 @@ pub const SUBJECT_PREFIX: &str = "flotilla.events";
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// How often processes are sampled in /proc and checked for crashes.
 const SAMPLE_EVERY: Duration = Duration::from_millis(500);
-/// A process that died on its own is restarted after this, as a supervisor would.
+/// A process that died on its own is restarted after this, as a supervisor would, doubling
+/// with each further crash of the same process up to [`CRASH_RESTART_MAX`] (a crash loop
+/// must not eat the machine).
 const CRASH_RESTART_AFTER: Duration = Duration::from_secs(1);
+const CRASH_RESTART_MAX: Duration = Duration::from_secs(8);
 /// Mismatches listed verbatim in a check's detail.
 const MAX_LISTED: usize = 8;
 
@@ -702,22 +705,27 @@ impl Harness {
                     for (i, p) in ps.iter_mut().enumerate() {
                         p.sample();
                         if p.check_crash(now) {
-                            crashed.push(i);
-                            ui.line(format!(
-                                "!! {} exited on its own ({}); restarting it in {:?}. Log tail:\n{}",
-                                p.name,
-                                p.crashes.last().map_or("", String::as_str),
-                                CRASH_RESTART_AFTER,
-                                p.log_tail(5)
-                            ));
+                            let n = p.crashes.len() as u32;
+                            let delay = CRASH_RESTART_AFTER
+                                .saturating_mul(1 << (n - 1).min(4))
+                                .min(CRASH_RESTART_MAX);
+                            crashed.push((i, delay));
+                            if n == 1 || n.is_power_of_two() {
+                                ui.line(format!(
+                                    "!! {} exited on its own ({}, crash #{n}); restarting it in {delay:?}; it said: {}",
+                                    p.name,
+                                    p.crashes.last().map_or("", String::as_str),
+                                    p.last_error_line().unwrap_or_default()
+                                ));
+                            }
                         }
                     }
                 }
-                for i in crashed {
+                for (i, delay) in crashed {
                     let procs = procs.clone();
                     let h = tokio::spawn(
                         async move {
-                            tokio::time::sleep(CRASH_RESTART_AFTER).await;
+                            tokio::time::sleep(delay).await;
                             let mut ps = lock(&procs);
                             if let Some(p) = ps.get_mut(i) {
                                 if let Err(e) = p.start() {
@@ -1038,11 +1046,21 @@ impl Harness {
             .collect()
     }
 
-    /// Crashes seen (process name, what happened).
-    pub fn crashes(&self) -> Vec<(String, String)> {
+    /// Crashes seen, one line per process: how many, the first, and what its log said last.
+    pub fn crashes(&self) -> Vec<String> {
         lock(&self.procs)
             .iter()
-            .flat_map(|p| p.crashes.iter().map(|c| (p.name.clone(), c.clone())))
+            .filter(|p| !p.crashes.is_empty())
+            .map(|p| {
+                format!(
+                    "{}: {} unexpected exit(s), first {}, last {}; log: {}",
+                    p.name,
+                    p.crashes.len(),
+                    p.crashes[0],
+                    p.crashes[p.crashes.len() - 1],
+                    p.last_error_line().unwrap_or_else(|| "-".into())
+                )
+            })
             .collect()
     }
 

@@ -217,7 +217,19 @@ impl Harness {
         records: &Arc<Mutex<Vec<FaultRecord>>>,
     ) -> Result<String> {
         let at_ms = self.recorder()?.now_ms();
-        let (target, clusters) = self.inject(kind, rng, n).await?;
+        let (target, clusters) = match self.inject(kind, rng, n).await {
+            Ok(x) => x,
+            Err(e) => {
+                lock(records).push(FaultRecord {
+                    kind,
+                    target: format!("not injected: {e:#}"),
+                    at_ms,
+                    injected: false,
+                    recovery_ms: None,
+                });
+                return Err(e);
+            }
+        };
         let ids = self.probe(&clusters).await?;
         let idx = {
             let mut r = lock(records);
@@ -225,6 +237,7 @@ impl Harness {
                 kind,
                 target: target.clone(),
                 at_ms,
+                injected: true,
                 recovery_ms: None,
             });
             r.len() - 1

@@ -279,6 +279,15 @@ impl Proc {
         }
     }
 
+    /// The last line of its log that reads as an error (what a crash said), if any.
+    pub fn last_error_line(&self) -> Option<String> {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        text.lines()
+            .rev()
+            .find(|l| l.starts_with("error") || l.contains(" ERROR ") || l.contains("panicked"))
+            .map(|l| l.chars().take(300).collect())
+    }
+
     /// The last `n` lines of its log.
     pub fn log_tail(&self, n: usize) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();

@@ -97,6 +97,8 @@ pub struct Replica {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct FaultSummary {
     pub injected: usize,
+    /// Attempts that found nothing to hit (e.g. no leader during a quorum loss).
+    pub not_injected: usize,
     pub recovered: usize,
     pub longest_recovery_ms: Option<f64>,
 }

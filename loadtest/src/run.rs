@@ -30,6 +30,8 @@ pub struct RunOpts {
     pub work: PathBuf,
     pub seed: u64,
     pub progress: bool,
+    /// Chaos: fault kinds not to inject.
+    pub exclude_faults: Vec<crate::faults::FaultKind>,
 }
 
 /// Gateways that get a real Envoy: spread evenly over all gateways.
@@ -368,11 +370,7 @@ pub fn common_checks(
         if crashes.is_empty() {
             "none".to_string()
         } else {
-            crashes
-                .iter()
-                .map(|(n, c)| format!("{n} {c}"))
-                .collect::<Vec<_>>()
-                .join("; ")
+            crashes.join("; ")
         },
     ));
 }
