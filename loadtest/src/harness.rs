@@ -70,6 +70,16 @@ pub struct Solo {
     pub cluster: usize,
 }
 
+/// One simulated proxy to start.
+#[derive(Clone, Debug)]
+pub struct ProxyPlan {
+    pub gateway: u32,
+    pub protocol: Protocol,
+    pub nack: NackMode,
+    /// Edges to use, in order (default: the plane's edges).
+    pub edges: Option<Vec<String>>,
+}
+
 #[derive(Clone, Debug)]
 pub struct RealEnvoy {
     pub proc: usize,
@@ -567,36 +577,62 @@ impl Harness {
         nack: NackMode,
         max_concurrent_connects: u32,
     ) {
+        let gateways = lock(&self.world).gateways.len() as u32;
+        let plans = (0..gateways)
+            .flat_map(|g| {
+                (0..per_gateway).map(move |i| ProxyPlan {
+                    gateway: g,
+                    protocol: protocol_of(i),
+                    nack: NackMode::Never,
+                    edges: None,
+                })
+            })
+            .map(|mut p| {
+                p.nack = nack.clone();
+                p
+            })
+            .collect();
+        self.start_proxy_plans(plans, max_concurrent_connects);
+    }
+
+    /// Starts one simulated proxy per plan (proxy ids in plan order).
+    pub fn start_proxy_plans(&mut self, plans: Vec<ProxyPlan>, max_concurrent_connects: u32) {
         let (gateways, gw_clusters): (Vec<String>, Vec<usize>) = {
             let w = lock(&self.world);
             w.gateways.iter().map(|g| (g.id.clone(), g.cluster)).unzip()
         };
+        let default_edges: Vec<Arc<Vec<String>>> = gw_clusters
+            .iter()
+            .map(|cluster| {
+                Arc::new(match (&self.solo, &self.multi) {
+                    (Some(s), _) if s.cluster == *cluster => vec![s.xds.clone()],
+                    (_, Some(m)) => m.edge_xds.clone(),
+                    _ => Vec::new(),
+                })
+            })
+            .collect();
         let mut placement = Vec::new();
         let mut specs = Vec::new();
-        let mut id = 0u32;
-        for (g, cluster) in gw_clusters.iter().enumerate() {
-            let edges: Arc<Vec<String>> = Arc::new(match (&self.solo, &self.multi) {
-                (Some(s), _) if s.cluster == *cluster => vec![s.xds.clone()],
-                (_, Some(m)) => m.edge_xds.clone(),
-                _ => Vec::new(),
-            });
-            for i in 0..per_gateway {
-                let protocol = protocol_of(i);
-                if protocol == Protocol::Delta {
-                    self.delta_proxy_of.entry(g as u32).or_insert(id);
-                }
-                placement.push(g as u32);
-                self.proxy_protocols.push(protocol);
-                specs.push(ProxySpec {
-                    id,
-                    gateway: gateways[g].clone(),
-                    protocol,
-                    nack: nack.clone(),
-                    first_edge: id as usize % edges.len().max(1),
-                    edges: edges.clone(),
-                });
-                id += 1;
+        for (id, plan) in plans.into_iter().enumerate() {
+            let id = id as u32;
+            let g = plan.gateway;
+            let edges = match plan.edges {
+                Some(e) => Arc::new(e),
+                None => default_edges[g as usize].clone(),
+            };
+            if plan.protocol == Protocol::Delta && plan.nack == NackMode::Never {
+                self.delta_proxy_of.entry(g).or_insert(id);
             }
+            placement.push(g);
+            self.proxy_protocols.push(plan.protocol);
+            specs.push(ProxySpec {
+                id,
+                gateway: gateways[g as usize].clone(),
+                protocol: plan.protocol,
+                nack: plan.nack,
+                first_edge: id as usize % edges.len().max(1),
+                edges,
+            });
         }
         let recorder = Arc::new(Recorder::new(
             gateways,
