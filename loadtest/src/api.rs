@@ -82,6 +82,15 @@ impl Http {
         }
     }
 
+    /// The resources a store holds (`/api/v1/resources`, computed status removed).
+    pub async fn resources(
+        &self,
+        api: &str,
+    ) -> Result<std::collections::BTreeMap<flotilla_model::ResourceKey, Value>, String> {
+        let v = self.json(&format!("http://{api}/api/v1/resources")).await?;
+        resources_from_list(&v)
+    }
+
     /// `/api/v1/gateways`: gateway id -> [(type_url, name, version)].
     pub async fn gateways(&self, api: &str) -> Result<(u64, Gateways), String> {
         let v = self.json(&format!("http://{api}/api/v1/gateways")).await?;

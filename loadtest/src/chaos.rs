@@ -175,6 +175,7 @@ pub async fn chaos(s: &Scenario, duration: Duration, opts: &RunOpts) -> Result<R
     };
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let applied_before = h.events_applied().await;
     let start = Instant::now();
     let mut next_fault = start + gap / 2;
     let mut fault_i = 0usize;
@@ -245,7 +246,7 @@ pub async fn chaos(s: &Scenario, duration: Duration, opts: &RunOpts) -> Result<R
     let mut section;
     let mut checks;
     loop {
-        (section, checks) = evaluate(&h, &agent_clusters, solo).await;
+        (section, checks) = evaluate(&h, &agent_clusters, solo, garbage).await;
         let ok = checks.iter().all(|c| c.ok) && rec.pending_changes() == 0;
         ui.progress(
             settle_start.elapsed().as_secs(),
@@ -259,6 +260,8 @@ pub async fn chaos(s: &Scenario, duration: Duration, opts: &RunOpts) -> Result<R
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+    let applied_after = h.events_applied().await;
+    let chaos_secs = start.elapsed().as_secs_f64();
     let (mismatched, examples) = match h.expected().await {
         Ok(e) => h.proxy_mismatches(&e)?,
         Err(e) => (usize::MAX, vec![e.to_string()]),
@@ -275,6 +278,13 @@ pub async fn chaos(s: &Scenario, duration: Duration, opts: &RunOpts) -> Result<R
         ..Report::default()
     };
     fill_common(&mut report, &h).await;
+    let applied = applied_after
+        .zip(applied_before)
+        .map(|(a, b)| a.saturating_sub(b));
+    report.store = crate::report::StoreNumbers {
+        events_applied_during_churn: applied,
+        events_per_second: applied.map(|a| a as f64 / chaos_secs.max(1e-9)),
+    };
     section.faults = lock(&records).clone();
     section.faults_by_kind = by_kind(&section.faults);
     section.garbage_published = garbage;
@@ -387,10 +397,11 @@ async fn evaluate(
     h: &Harness,
     agent_clusters: &[usize],
     solo: usize,
+    garbage: u64,
 ) -> (ChaosSection, Vec<Check>) {
     let mut sec = ChaosSection::default();
     let mut checks = Vec::new();
-    let (dirs, solo_dir, names) = {
+    let (dirs, solo_dir) = {
         let w = lock(&h.world);
         (
             agent_clusters
@@ -398,10 +409,8 @@ async fn evaluate(
                 .map(|&c| (w.clusters[c].dir.clone(), w.clusters[c].name.clone()))
                 .collect::<Vec<_>>(),
             (w.clusters[solo].dir.clone(), w.clusters[solo].name.clone()),
-            (),
         )
     };
-    let _ = names;
     let mut fold = BTreeMap::new();
     for (d, c) in &dirs {
         fold.extend(fold_dir(d, c));
@@ -471,7 +480,11 @@ async fn evaluate(
             if lost.is_empty() {
                 format!("3 replicas applied all {} messages", sec.stream_messages.unwrap_or(0))
             } else {
-                lost.join("; ")
+                format!(
+                    "{} (the stream holds {} garbage message(s) the harness published)",
+                    lost.join("; "),
+                    garbage
+                )
             },
         ));
         let twice: Vec<String> = sec
@@ -495,23 +508,29 @@ async fn evaluate(
                 twice.join("; ")
             },
         ));
-        let bad: Vec<String> = sec
-            .replicas
-            .iter()
-            .filter(|r| r.digest.as_deref() != Some(expected_digest.as_str()))
-            .map(|r| {
-                format!(
-                    "{}: {} ({} resources) vs expected {} ({} resources)",
-                    r.name,
-                    r.digest
-                        .as_deref()
-                        .map_or("unreachable".to_string(), |d| d.chars().take(12).collect()),
-                    r.resources.map_or("?".into(), |x| x.to_string()),
-                    expected_digest.chars().take(12).collect::<String>(),
-                    expected_n
-                )
-            })
-            .collect();
+        let mut bad: Vec<String> = Vec::new();
+        for (i, r) in sec.replicas.iter().enumerate() {
+            if r.digest.as_deref() == Some(expected_digest.as_str()) {
+                continue;
+            }
+            let keys = match h.http.resources(&m.store_api[i]).await {
+                Ok(held) => {
+                    let (n, d) = crate::fold::key_diff(&held, &fold, 4);
+                    format!("; {n} keys differ: {}", d.join(", "))
+                }
+                Err(_) => String::new(),
+            };
+            bad.push(format!(
+                "{}: {} ({} resources) vs expected {} ({} resources){keys}",
+                r.name,
+                r.digest
+                    .as_deref()
+                    .map_or("unreachable".to_string(), |d| d.chars().take(12).collect()),
+                r.resources.map_or("?".into(), |x| x.to_string()),
+                expected_digest.chars().take(12).collect::<String>(),
+                expected_n
+            ));
+        }
         checks.push(Check::new(
             "every replica's state digest equals the fold of the agents' files",
             bad.is_empty(),
@@ -547,11 +566,22 @@ async fn evaluate(
             rp.last_seq = r.last_seq;
         }
         let ok = rp.digest.as_deref() == Some(want.as_str());
+        let keys = if ok {
+            String::new()
+        } else {
+            match h.http.resources(&s.api).await {
+                Ok(held) => {
+                    let (n, d) = crate::fold::key_diff(&held, &fold, 4);
+                    format!("; {n} keys differ: {}", d.join(", "))
+                }
+                Err(_) => String::new(),
+            }
+        };
         checks.push(Check::new(
             "standalone's state digest equals the fold of its files",
             ok,
             format!(
-                "standalone {} ({} resources) vs expected {} ({want_n} resources)",
+                "standalone {} ({} resources) vs expected {} ({want_n} resources){keys}",
                 rp.digest
                     .as_deref()
                     .map_or("unreachable".to_string(), |d| d.chars().take(12).collect()),

@@ -129,6 +129,36 @@ pub fn resources_from_list(v: &Value) -> Result<BTreeMap<ResourceKey, Value>, St
     Ok(out)
 }
 
+/// Keys that differ between what a replica holds and the expected fold: up to `max` named,
+/// as `missing KEY` (expected, not held), `extra KEY` (held, not expected), `differs KEY`.
+pub fn key_diff(
+    held: &BTreeMap<ResourceKey, Value>,
+    expected: &BTreeMap<ResourceKey, Value>,
+    max: usize,
+) -> (usize, Vec<String>) {
+    let mut out = Vec::new();
+    let mut n = 0;
+    let mut note = |s: String| {
+        n += 1;
+        if out.len() < max {
+            out.push(s);
+        }
+    };
+    for (k, v) in expected {
+        match held.get(k) {
+            None => note(format!("missing {k}")),
+            Some(h) if h != v => note(format!("differs {k}")),
+            _ => {}
+        }
+    }
+    for k in held.keys() {
+        if !expected.contains_key(k) {
+            note(format!("extra {k}"));
+        }
+    }
+    (n, out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,5 +227,11 @@ mod tests {
             .collect();
         let back = resources_from_list(&json!({"revision": 3, "items": items})).unwrap();
         assert_eq!(digest(&back), digest(&fold));
+        assert_eq!(key_diff(&back, &fold, 5), (0, vec![]));
+        let mut less = back.clone();
+        let first = less.keys().next().cloned().unwrap();
+        less.remove(&first);
+        let (n, d) = key_diff(&less, &fold, 5);
+        assert_eq!((n, d), (1, vec![format!("missing {first}")]));
     }
 }
