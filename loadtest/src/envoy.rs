@@ -216,4 +216,53 @@ mod tests {
         );
         assert!(diff("a", &exp, "b", &exp).is_empty());
     }
+
+    #[test]
+    fn endpoint_summary_of_the_proto_matches_the_config_dump() {
+        use envoy_types::pb::envoy::config::core::v3::{
+            address, socket_address, Address, SocketAddress,
+        };
+        use envoy_types::pb::envoy::config::endpoint::v3::{
+            lb_endpoint::HostIdentifier, ClusterLoadAssignment, Endpoint, LbEndpoint,
+            LocalityLbEndpoints,
+        };
+        use prost::Message;
+        let ep = |a: &str, p: u32| LbEndpoint {
+            host_identifier: Some(HostIdentifier::Endpoint(Endpoint {
+                address: Some(Address {
+                    address: Some(address::Address::SocketAddress(SocketAddress {
+                        address: a.into(),
+                        port_specifier: Some(socket_address::PortSpecifier::PortValue(p)),
+                        ..Default::default()
+                    })),
+                }),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let cla = ClusterLoadAssignment {
+            cluster_name: "c".into(),
+            endpoints: vec![
+                LocalityLbEndpoints {
+                    priority: 1,
+                    lb_endpoints: vec![ep("10.0.0.2", 80)],
+                    ..Default::default()
+                },
+                LocalityLbEndpoints {
+                    lb_endpoints: vec![ep("10.0.0.1", 8080)],
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        let i = crate::intern::Interner::new();
+        let d = crate::decode::decode(ResType::Endpoint, &cla.encode_to_vec(), &i);
+        let crate::decode::Decoded::Endpoints { summary } = d else {
+            panic!("{d:?}")
+        };
+        let dump = json!({"cluster_name": "c", "endpoints": [
+            {"priority": 1, "lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": "10.0.0.2", "port_value": 80}}}}]},
+            {"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": "10.0.0.1", "port_value": 8080}}}}]}]});
+        assert_eq!(&*i.resolve(summary), endpoints_summary(&dump));
+    }
 }

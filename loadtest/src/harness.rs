@@ -780,16 +780,17 @@ impl Harness {
         ));
     }
 
-    /// Waits for restarts scheduled by faults and crashes; then makes sure every process
-    /// runs (SIGCONT what is stopped, start what is down).
+    /// Waits (bounded) for the restarts scheduled by faults and crashes so far, then makes
+    /// sure every process runs (SIGCONT what is stopped, start what is down). A process in a
+    /// crash loop keeps being restarted by the sampler; this does not wait for it to stop.
     pub async fn bring_everything_up(&self) {
-        loop {
-            let pending: Vec<JoinHandle<()>> = std::mem::take(&mut *lock(&self.restarts));
-            if pending.is_empty() {
-                break;
-            }
-            for h in pending {
-                let _ = h.await;
+        const WAIT: Duration = Duration::from_secs(15);
+        let pending: Vec<JoinHandle<()>> = std::mem::take(&mut *lock(&self.restarts));
+        let deadline = tokio::time::Instant::now() + WAIT;
+        for h in pending {
+            let abort = h.abort_handle();
+            if tokio::time::timeout_at(deadline, h).await.is_err() {
+                abort.abort();
             }
         }
         let mut ps = lock(&self.procs);

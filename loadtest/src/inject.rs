@@ -193,7 +193,7 @@ impl Harness {
                     .iter()
                     .position(|r| r.cluster == ci && r.name == PROBE_ROUTE && r.alive)
                 else {
-                    continue;
+                    return Err(anyhow!("cluster {ci} has no probe route"));
                 };
                 w.routes[r].seq += 1;
                 r as u32

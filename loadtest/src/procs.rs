@@ -120,7 +120,11 @@ impl Proc {
     /// Starts it (again); output is appended to its log.
     pub fn start(&mut self) -> Result<()> {
         if self.child.is_some() {
-            return Ok(());
+            if self.is_running() {
+                return Ok(());
+            }
+            // Exited and not noticed yet: record it (as a crash unless we caused it).
+            self.check_crash(f64::NAN);
         }
         let log_err = |source| Error::Log {
             path: self.log.display().to_string(),
@@ -245,8 +249,11 @@ impl Proc {
                 self.child = None;
                 self.retire();
                 if !self.expected_down {
-                    self.crashes
-                        .push(format!("exited with {status} at {:.1}s", now_ms / 1000.0));
+                    self.crashes.push(if now_ms.is_nan() {
+                        format!("exited with {status}")
+                    } else {
+                        format!("exited with {status} at {:.1}s", now_ms / 1000.0)
+                    });
                     return true;
                 }
                 false

@@ -285,7 +285,8 @@ fn on_delta_response(
             ..Default::default()
         }];
     };
-    let revision = resp.system_version_info.parse::<u64>().unwrap_or(0);
+    // The store revision; a response without one is not checked (and moves nothing).
+    let revision = resp.system_version_info.parse::<u64>().ok();
     let mut adds = Vec::with_capacity(resp.resources.len());
     let mut invalid: Option<String> = None;
     for r in &resp.resources {
@@ -309,14 +310,17 @@ fn on_delta_response(
     let mut p = rec.proxy(spec.id);
     p.bytes += bytes;
     p.responses += 1;
-    rec.check_revision(spec.id, &mut p, ty, revision);
+    if let Some(r) = revision {
+        rec.check_revision(spec.id, &mut p, ty, r);
+    }
+    let revision_or_0 = revision.unwrap_or(0);
     for &(name, version) in &adds {
         p.history.push(Received {
             ty,
             name,
             version,
             at_ms,
-            revision,
+            revision: revision_or_0,
         });
     }
     for &name in &removes {
@@ -325,7 +329,7 @@ fn on_delta_response(
             name,
             version: Sym::EMPTY,
             at_ms,
-            revision,
+            revision: revision_or_0,
         });
     }
     if nack {
@@ -344,7 +348,7 @@ fn on_delta_response(
         return out;
     }
     p.acks += 1;
-    p.max_acked_revision = p.max_acked_revision.max(revision);
+    p.max_acked_revision = p.max_acked_revision.max(revision_or_0);
     {
         let held = p.held_mut(ty);
         for (name, version) in adds {

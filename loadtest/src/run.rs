@@ -53,6 +53,14 @@ pub async fn load(s: &Scenario, opts: &RunOpts) -> Result<Report> {
             s.routes_per_gateway,
         )?);
     }
+    if !s.faults.is_empty() {
+        // Scheduled faults measure their recovery with a probe route per cluster.
+        let mut w = lock(&h.world);
+        for &ci in &clusters {
+            let g0 = w.clusters[ci].gateways[0];
+            w.add_route(ci, g0, crate::inject::PROBE_ROUTE.to_string(), 0);
+        }
+    }
     ui.phase(s.warmup_timeout.as_secs(), "starting processes");
     match s.topology {
         Topology::Stores => {
@@ -133,7 +141,12 @@ pub async fn load(s: &Scenario, opts: &RunOpts) -> Result<Report> {
         if s.churn.per_second > 0.0 {
             let route = {
                 let mut w = lock(&h.world);
-                let alive: Vec<u32> = w.routes.iter().filter(|r| r.alive).map(|r| r.id).collect();
+                let alive: Vec<u32> = w
+                    .routes
+                    .iter()
+                    .filter(|r| r.alive && r.name != crate::inject::PROBE_ROUTE)
+                    .map(|r| r.id)
+                    .collect();
                 let r = alive[rng.random_range(0..alive.len())];
                 w.routes[r as usize].seq += 1;
                 r
