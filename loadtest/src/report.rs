@@ -241,18 +241,19 @@ impl Report {
             let _ = writeln!(s, "churn          {}", ops.join(", "));
             let _ = writeln!(
                 s,
-                "faults         {:<24} {:>8} {:>10} {:>16}",
-                "kind", "injected", "recovered", "longest recovery"
+                "faults         {:<24} {:>8} {:>10} {:>16} {:>8}",
+                "kind", "injected", "recovered", "longest recovery", "skipped"
             );
             for (k, f) in &ch.faults_by_kind {
+                let longest = match (f.longest_recovery_ms, f.injected) {
+                    (Some(x), _) => format!("{x:.0} ms"),
+                    (None, 0) => "-".to_string(),
+                    (None, _) => "never".to_string(),
+                };
                 let _ = writeln!(
                     s,
-                    "               {:<24} {:>8} {:>10} {:>16}",
-                    k,
-                    f.injected,
-                    f.recovered,
-                    f.longest_recovery_ms
-                        .map_or("never".into(), |x| format!("{x:.0} ms"))
+                    "               {:<24} {:>8} {:>10} {:>16} {:>8}",
+                    k, f.injected, f.recovered, longest, f.not_injected
                 );
             }
             let _ = writeln!(

@@ -4,20 +4,22 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-/// The `flotilla` binary of this target dir; built if missing (e.g. `cargo test -p
-/// flotilla-loadtest` alone does not build other packages' binaries).
+/// The `flotilla` binary of this target dir (`cargo test --workspace` builds it), else
+/// `$FLOTILLA_BIN`. Not built from here: a nested cargo would wait on the lock of the
+/// cargo running this test.
 pub fn flotilla_bin() -> PathBuf {
     let exe = PathBuf::from(env!("CARGO_BIN_EXE_flotilla-loadtest"));
     let bin = exe.with_file_name("flotilla");
-    if !bin.is_file() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", "flotilla", "--bin", "flotilla"])
-            .status()
-            .expect("running cargo build -p flotilla");
-        assert!(status.success(), "cargo build -p flotilla failed");
+    if bin.is_file() {
+        return bin;
     }
-    assert!(bin.is_file(), "no flotilla binary at {}", bin.display());
-    bin
+    if let Some(p) = std::env::var_os("FLOTILLA_BIN") {
+        return PathBuf::from(p);
+    }
+    panic!(
+        "no flotilla binary at {}: run `cargo build -p flotilla` first (or cargo test --workspace), or set FLOTILLA_BIN",
+        bin.display()
+    );
 }
 
 pub fn loadtest_bin() -> PathBuf {
