@@ -406,6 +406,18 @@ churn: {via: nats}
     }
 
     #[test]
+    fn example_scenarios_parse() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            Scenario::from_file(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            n += 1;
+        }
+        assert!(n >= 3);
+    }
+
+    #[test]
     fn sotw_share_is_spread() {
         let s = Scenario {
             sotw_percent: 10,
