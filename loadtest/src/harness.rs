@@ -961,11 +961,16 @@ impl Harness {
         }
     }
 
-    /// The highest `eventsApplied` of the stores (replicas agree once caught up).
+    /// The highest `eventsApplied` of the stores (replicas agree once caught up), or of
+    /// standalone when there are no stores.
     pub async fn events_applied(&self) -> Option<u64> {
-        let m = self.multi.as_ref()?;
+        let apis: Vec<String> = match (&self.multi, &self.solo) {
+            (Some(m), _) => m.store_api.clone(),
+            (None, Some(s)) => vec![s.api.clone()],
+            (None, None) => Vec::new(),
+        };
         let mut best = None;
-        for api in &m.store_api {
+        for api in &apis {
             if let Ok(r) = self.http.revision(api).await {
                 best = best.max(r.events_applied);
             }

@@ -225,20 +225,23 @@ impl Report {
             "recorder       {} versions received, {} interned strings, {} distinct versions decoded",
             r.history_entries, r.interned_strings, r.decoded_versions
         );
+        let chaos_mode = self.mode == "chaos";
         if let Some(ch) = &self.chaos {
-            let _ = writeln!(
-                s,
-                "events         stream FLOTILLA_EVENTS: {} messages, last seq {} ({} garbage messages published by the harness)",
-                ch.stream_messages.map_or("?".into(), |x| x.to_string()),
-                ch.stream_last_seq.map_or("?".into(), |x| x.to_string()),
-                ch.garbage_published
-            );
-            let ops: Vec<String> = ch
-                .churn_ops
-                .iter()
-                .map(|(k, v)| format!("{k} {v}"))
-                .collect();
-            let _ = writeln!(s, "churn          {}", ops.join(", "));
+            if chaos_mode {
+                let _ = writeln!(
+                    s,
+                    "events         stream FLOTILLA_EVENTS: {} messages, last seq {} ({} garbage messages published by the harness)",
+                    ch.stream_messages.map_or("?".into(), |x| x.to_string()),
+                    ch.stream_last_seq.map_or("?".into(), |x| x.to_string()),
+                    ch.garbage_published
+                );
+                let ops: Vec<String> = ch
+                    .churn_ops
+                    .iter()
+                    .map(|(k, v)| format!("{k} {v}"))
+                    .collect();
+                let _ = writeln!(s, "churn          {}", ops.join(", "));
+            }
             let _ = writeln!(
                 s,
                 "faults         {:<24} {:>8} {:>10} {:>16} {:>8}",
@@ -256,26 +259,28 @@ impl Report {
                     k, f.injected, f.recovered, longest, f.not_injected
                 );
             }
-            let _ = writeln!(
-                s,
-                "replicas       expected digest {} ({} resources)",
-                short(&ch.expected_digest),
-                ch.expected_resources
-            );
-            for rp in ch.replicas.iter().chain(ch.standalone.iter()) {
+            if chaos_mode {
                 let _ = writeln!(
                     s,
-                    "               {:<10} applied {:>6} lastSeq {:>6} lost {:>4} twice {:>4} digest {} ({} resources, from {}){}",
-                    rp.name,
-                    opt(rp.events_applied),
-                    opt(rp.last_seq),
-                    opt(rp.lost),
-                    opt(rp.applied_twice),
-                    rp.digest.as_deref().map_or("-".into(), short),
-                    opt(rp.resources),
-                    rp.digest_source.as_deref().unwrap_or("-"),
-                    rp.error.as_deref().map_or(String::new(), |e| format!(" error: {e}"))
+                    "replicas       expected digest {} ({} resources)",
+                    short(&ch.expected_digest),
+                    ch.expected_resources
                 );
+                for rp in ch.replicas.iter().chain(ch.standalone.iter()) {
+                    let _ = writeln!(
+                        s,
+                        "               {:<10} applied {:>6} lastSeq {:>6} lost {:>4} twice {:>4} digest {} ({} resources, from {}){}",
+                        rp.name,
+                        opt(rp.events_applied),
+                        opt(rp.last_seq),
+                        opt(rp.lost),
+                        opt(rp.applied_twice),
+                        rp.digest.as_deref().map_or("-".into(), short),
+                        opt(rp.resources),
+                        rp.digest_source.as_deref().unwrap_or("-"),
+                        rp.error.as_deref().map_or(String::new(), |e| format!(" error: {e}"))
+                    );
+                }
             }
         }
         let _ = writeln!(

@@ -212,10 +212,11 @@ pub async fn load(s: &Scenario, opts: &RunOpts) -> Result<Report> {
         format!("{} of {} changes did not", c.unconverged, c.changes),
     ));
     common_checks(&mut report, &h, mismatched, &examples, &envoys);
-    if !records.lock().map(|r| r.is_empty()).unwrap_or(true) {
+    let faults = lock(&records).clone();
+    if !faults.is_empty() {
         report.chaos = Some(crate::report::ChaosSection {
-            faults: lock(&records).clone(),
-            faults_by_kind: crate::chaos::by_kind(&lock(&records)),
+            faults_by_kind: crate::chaos::by_kind(&faults),
+            faults,
             ..Default::default()
         });
     }
