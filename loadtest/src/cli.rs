@@ -101,7 +101,8 @@ fn run_inner(cli: Cli) -> Result<bool> {
             problems.join("\n  - ")
         ));
     }
-    let need_fds = u64::from(scenario.proxy_count()) * 2 + 1024;
+    // One socket per simulated proxy, plus files, pipes and the API clients.
+    let need_fds = u64::from(scenario.proxy_count()) + 1024;
     if soft < need_fds {
         eprintln!(
             "warning: RLIMIT_NOFILE is {soft} (hard {hard}); {} proxies need about {need_fds}",
