@@ -1,7 +1,6 @@
 //! A load run: start everything, warm up every proxy, churn routes at a fixed rate (with the
 //! scenario's scheduled faults), let it settle, measure and check.
 
-use crate::decode::ResType;
 use crate::faults::FaultRecord;
 use crate::harness::{lock, Bins, Harness};
 use crate::proxy::{NackMode, Protocol};
@@ -416,13 +415,4 @@ fn bytes_numbers(h: &Harness, before: &[u64], after: &[u64], changes: &[u64]) ->
         to_unaffected_proxies: unaffected,
         total_during_churn: total,
     }
-}
-
-/// Route types count in a holding (for logs).
-pub fn describe_held(h: &crate::envoy::Held) -> String {
-    ResType::ALL
-        .iter()
-        .map(|t| format!("{} {}", t.short(), h.get(t).map_or(0, |m| m.len())))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
