@@ -1,0 +1,131 @@
+//! Fault kinds: process faults (kill -9 and restart, SIGSTOP/SIGCONT) and poison inputs.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FaultKind {
+    /// kill -9 of a random store node (possibly the leader), restarted after a pause.
+    StoreKill,
+    /// kill -9 of the current Raft leader, restarted after a pause.
+    LeaderKill,
+    /// SIGSTOP of the leader past the election timeout, then SIGCONT (a clean step-down).
+    LeaderStop,
+    /// kill -9 of an edge, restarted after a pause (its proxies move to another edge).
+    EdgeKill,
+    /// kill -9 of an ingest agent, restarted after a pause (it resyncs).
+    AgentKill,
+    /// nats-server stopped and started again on the same data dir.
+    NatsRestart,
+    /// `flotilla standalone` killed and started again with its data dir.
+    StandaloneRestart,
+    /// A ConfigMap nested 122 `[` deep.
+    PoisonDeepConfigmap,
+    /// A YAML mapping with a duplicate key.
+    PoisonDuplicateKey,
+    /// A file starting with a UTF-8 byte order mark.
+    PoisonBom,
+    /// A Gateway named `a/b`.
+    PoisonSlashName,
+    /// An object over 1.5 MiB.
+    PoisonHuge,
+    /// An HTTPRoute whose path regex does not compile.
+    PoisonBadRegex,
+    /// Garbage bytes published straight to `flotilla.events.<cluster>`.
+    PoisonGarbage,
+}
+
+impl FaultKind {
+    pub const PROCESS: [FaultKind; 7] = [
+        FaultKind::StoreKill,
+        FaultKind::LeaderKill,
+        FaultKind::LeaderStop,
+        FaultKind::EdgeKill,
+        FaultKind::AgentKill,
+        FaultKind::NatsRestart,
+        FaultKind::StandaloneRestart,
+    ];
+    pub const POISON: [FaultKind; 7] = [
+        FaultKind::PoisonDeepConfigmap,
+        FaultKind::PoisonDuplicateKey,
+        FaultKind::PoisonBom,
+        FaultKind::PoisonSlashName,
+        FaultKind::PoisonHuge,
+        FaultKind::PoisonBadRegex,
+        FaultKind::PoisonGarbage,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::StoreKill => "store-kill",
+            FaultKind::LeaderKill => "leader-kill",
+            FaultKind::LeaderStop => "leader-stop",
+            FaultKind::EdgeKill => "edge-kill",
+            FaultKind::AgentKill => "agent-kill",
+            FaultKind::NatsRestart => "nats-restart",
+            FaultKind::StandaloneRestart => "standalone-restart",
+            FaultKind::PoisonDeepConfigmap => "poison-deep-configmap",
+            FaultKind::PoisonDuplicateKey => "poison-duplicate-key",
+            FaultKind::PoisonBom => "poison-bom",
+            FaultKind::PoisonSlashName => "poison-slash-name",
+            FaultKind::PoisonHuge => "poison-huge",
+            FaultKind::PoisonBadRegex => "poison-bad-regex",
+            FaultKind::PoisonGarbage => "poison-garbage",
+        }
+    }
+
+    pub fn is_poison(self) -> bool {
+        FaultKind::POISON.contains(&self)
+    }
+}
+
+impl std::str::FromStr for FaultKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        FaultKind::PROCESS
+            .into_iter()
+            .chain(FaultKind::POISON)
+            .find(|k| k.name() == s)
+            .ok_or_else(|| {
+                let all: Vec<&str> = FaultKind::PROCESS
+                    .into_iter()
+                    .chain(FaultKind::POISON)
+                    .map(FaultKind::name)
+                    .collect();
+                format!("unknown fault {s:?} (known: {})", all.join(", "))
+            })
+    }
+}
+
+impl std::fmt::Display for FaultKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One injected fault and how long the system took to serve a change again after it.
+#[derive(Clone, Debug, Serialize)]
+pub struct FaultRecord {
+    pub kind: FaultKind,
+    pub target: String,
+    pub at_ms: f64,
+    /// False when the fault could not be injected (e.g. no leader to kill); `target` says why.
+    pub injected: bool,
+    /// Fault → the next probe change converged on every proxy of the probed gateways.
+    pub recovery_ms: Option<f64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_match_serde() {
+        for k in FaultKind::PROCESS.into_iter().chain(FaultKind::POISON) {
+            let s = serde_json::to_string(&k).unwrap();
+            assert_eq!(s, format!("\"{}\"", k.name()));
+            assert_eq!(k.is_poison(), k.name().starts_with("poison"));
+            assert_eq!(k.name().parse::<FaultKind>(), Ok(k));
+        }
+    }
+}
