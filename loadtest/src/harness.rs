@@ -67,6 +67,8 @@ pub struct Solo {
     pub proc: usize,
     pub api: String,
     pub xds: String,
+    /// Its edge's admin address (`/stats`).
+    pub admin: String,
     pub cluster: usize,
 }
 
@@ -443,6 +445,7 @@ impl Harness {
             proc,
             api: format!("127.0.0.1:{api}"),
             xds: format!("127.0.0.1:{xds}"),
+            admin: format!("127.0.0.1:{admin}"),
             cluster,
         });
         Ok(())
@@ -981,11 +984,10 @@ impl Harness {
     /// Streams the edges report (sum over edges; standalone's edge included).
     pub async fn edge_streams(&self) -> u64 {
         let mut n = 0;
-        if let Some(m) = &self.multi {
-            for a in &m.edge_admin {
-                if let Ok(v) = self.http.json(&format!("http://{a}/stats")).await {
-                    n += v["streams"].as_u64().unwrap_or(0);
-                }
+        let multi = self.multi.iter().flat_map(|m| m.edge_admin.iter());
+        for a in multi.chain(self.solo.as_ref().map(|s| &s.admin)) {
+            if let Ok(v) = self.http.json(&format!("http://{a}/stats")).await {
+                n += v["streams"].as_u64().unwrap_or(0);
             }
         }
         n

@@ -46,29 +46,8 @@ async fn digest(s: &Spine, i: usize) -> Result<(String, u64), String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wiped_store_is_refused_then_replaced_through_membership_changes() {
     let mut s = Spine::start("east");
-    let v1 = start_backend("v1").await;
-    let port = free_port();
-    write_file(
-        &s.yaml,
-        "gateway.yaml",
-        &gateway_yaml("default", "gw", "127.0.0.1", port),
-    );
-    write_file(&s.yaml, "services.yaml", &service_yaml("default", "v1", v1));
-    write_file(
-        &s.yaml,
-        "route.yaml",
-        &route_yaml("default", "app", "gw", "/one", &[("v1", 1)]),
-    );
-    let leader = s.leader().await;
-    let (_envoy, _) = start_envoy(
-        s.dir.path(),
-        "envoy",
-        "east/default/gw",
-        &[format!("127.0.0.1:{}", s.xds)],
-    );
-    let base = format!("http://127.0.0.1:{port}");
-    s.expect(&format!("{base}/one"), "the first route", |c, _| c == 200)
-        .await;
+    let served = s.serve_route("/one").await;
+    let (leader, base) = (served.leader, served.base.clone());
     let victim = (0..3).find(|&i| i != leader).expect("a follower");
     let id = (victim + 1).to_string();
 
@@ -77,11 +56,7 @@ async fn a_wiped_store_is_refused_then_replaced_through_membership_changes() {
     std::fs::remove_dir_all(s.dir.path().join(format!("store{}", victim + 1))).expect("wipe");
     s.stores[victim] = s.spawn_store(victim);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    write_file(
-        &s.yaml,
-        "route.yaml",
-        &route_yaml("default", "app", "gw", "/two", &[("v1", 1)]),
-    );
+    s.set_route("/two");
     s.expect(
         &format!("{base}/two"),
         "a change committed while the wiped node is refused",
@@ -128,11 +103,7 @@ async fn a_wiped_store_is_refused_then_replaced_through_membership_changes() {
     assert_eq!(m["voters"].as_array().map(Vec::len), Some(3), "{m}");
 
     // It holds what the others hold, and takes new changes with them.
-    write_file(
-        &s.yaml,
-        "route.yaml",
-        &route_yaml("default", "app", "gw", "/three", &[("v1", 1)]),
-    );
+    s.set_route("/three");
     s.expect(
         &format!("{base}/three"),
         "a change after the replacement",

@@ -17,31 +17,8 @@ fn nested(depth: usize) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_inputs_leave_every_store_alive_and_in_agreement() {
     let mut s = Spine::start("east");
-    let v1 = start_backend("v1").await;
-    let port = free_port();
-    write_file(
-        &s.yaml,
-        "gateway.yaml",
-        &gateway_yaml("default", "gw", "127.0.0.1", port),
-    );
-    write_file(&s.yaml, "services.yaml", &service_yaml("default", "v1", v1));
-    write_file(
-        &s.yaml,
-        "route.yaml",
-        &route_yaml("default", "app", "gw", "/before", &[("v1", 1)]),
-    );
-    s.leader().await;
-    let (_envoy, _) = start_envoy(
-        s.dir.path(),
-        "envoy",
-        "east/default/gw",
-        &[format!("127.0.0.1:{}", s.xds)],
-    );
-    let base = format!("http://127.0.0.1:{port}");
-    s.expect(&format!("{base}/before"), "the first route", |c, _| {
-        c == 200
-    })
-    .await;
+    let served = s.serve_route("/before").await;
+    let base = served.base.clone();
 
     // Through the agent: the ConfigMap that used to kill every store (nested 122 deep), and a
     // route whose later duplicate key would have wiped its rules.
@@ -82,11 +59,7 @@ async fn poison_inputs_leave_every_store_alive_and_in_agreement() {
             .expect("puback");
         poisoned.push(ack.sequence);
     }
-    write_file(
-        &s.yaml,
-        "route.yaml",
-        &route_yaml("default", "app", "gw", "/after", &[("v1", 1)]),
-    );
+    s.set_route("/after");
     s.expect(
         &format!("{base}/after"),
         "a change after the poison",
@@ -164,11 +137,7 @@ async fn poison_inputs_leave_every_store_alive_and_in_agreement() {
         .await;
         assert_eq!(d, seen[0].1, "node {i} restored another state");
     }
-    write_file(
-        &s.yaml,
-        "route.yaml",
-        &route_yaml("default", "app", "gw", "/again", &[("v1", 1)]),
-    );
+    s.set_route("/again");
     s.expect(
         &format!("{base}/again"),
         "a change after restarting from disk",

@@ -203,6 +203,49 @@ impl Spine {
         .await
     }
 
+    /// Serves one route: Gateway `default/gw` on a free port, Service `v1` on a local backend,
+    /// HTTPRoute `default/app` (file `route.yaml`) on `path`; starts an Envoy for the gateway
+    /// and waits until it routes `path`.
+    pub async fn serve_route(&mut self, path: &str) -> Served {
+        let v1 = start_backend("v1").await;
+        let port = free_port();
+        write_file(
+            &self.yaml,
+            "gateway.yaml",
+            &gateway_yaml("default", "gw", "127.0.0.1", port),
+        );
+        write_file(
+            &self.yaml,
+            "services.yaml",
+            &service_yaml("default", "v1", v1),
+        );
+        self.set_route(path);
+        let leader = self.leader().await;
+        let (envoy, _) = start_envoy(
+            self.dir.path(),
+            "envoy",
+            "east/default/gw",
+            &[format!("127.0.0.1:{}", self.xds)],
+        );
+        let base = format!("http://127.0.0.1:{port}");
+        self.expect(&format!("{base}{path}"), "the first route", |c, _| c == 200)
+            .await;
+        Served {
+            base,
+            leader,
+            _envoy: envoy,
+        }
+    }
+
+    /// Rewrites `route.yaml`: HTTPRoute `default/app` on `path`, to `v1`.
+    pub fn set_route(&self, path: &str) {
+        write_file(
+            &self.yaml,
+            "route.yaml",
+            &route_yaml("default", "app", "gw", path, &[("v1", 1)]),
+        );
+    }
+
     pub fn dump_logs(&self) {
         for p in self.stores.iter().chain([&self.edge, &self.ingest]) {
             let text = p.log_text();
@@ -213,6 +256,15 @@ impl Spine {
             }
         }
     }
+}
+
+/// What [`Spine::serve_route`] set up.
+pub struct Served {
+    /// `http://127.0.0.1:PORT` of the Envoy listener.
+    pub base: String,
+    /// Index of the leader when it was served.
+    pub leader: usize,
+    pub _envoy: Proc,
 }
 
 /// Prints the processes' log tails if the test panics while this is alive.
@@ -262,11 +314,7 @@ async fn route_in_a_file_reaches_envoy_through_nats_raft_and_edge() {
             service_yaml("default", "v2", v2)
         ),
     );
-    write_file(
-        &s.yaml,
-        "route.yaml",
-        &route_yaml("default", "app", "gw", "/app", &[("v1", 1)]),
-    );
+    s.set_route("/app");
     let _leader = s.leader().await;
     let (_envoy, _admin) = start_envoy(
         s.dir.path(),
@@ -359,29 +407,8 @@ async fn route_in_a_file_reaches_envoy_through_nats_raft_and_edge() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_failover_loses_nothing_and_applies_nothing_twice() {
     let mut s = Spine::start("east");
-    let v1 = start_backend("v1").await;
-    let port = free_port();
-    write_file(
-        &s.yaml,
-        "gateway.yaml",
-        &gateway_yaml("default", "gw", "127.0.0.1", port),
-    );
-    write_file(&s.yaml, "services.yaml", &service_yaml("default", "v1", v1));
-    write_file(
-        &s.yaml,
-        "route.yaml",
-        &route_yaml("default", "app", "gw", "/r0", &[("v1", 1)]),
-    );
-    let leader = s.leader().await;
-    let (_envoy, _) = start_envoy(
-        s.dir.path(),
-        "envoy",
-        "east/default/gw",
-        &[format!("127.0.0.1:{}", s.xds)],
-    );
-    let base = format!("http://127.0.0.1:{port}");
-    s.expect(&format!("{base}/r0"), "first route", |c, _| c == 200)
-        .await;
+    let served = s.serve_route("/r0").await;
+    let (leader, base) = (served.leader, served.base.clone());
 
     const N: usize = 40;
     for i in 1..=N {
@@ -486,31 +513,8 @@ async fn leader_failover_loses_nothing_and_applies_nothing_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_from_disk_keeps_state_and_revision() {
     let mut s = Spine::start("east");
-    let v1 = start_backend("v1").await;
-    let port = free_port();
-    write_file(
-        &s.yaml,
-        "gateway.yaml",
-        &gateway_yaml("default", "gw", "127.0.0.1", port),
-    );
-    write_file(&s.yaml, "services.yaml", &service_yaml("default", "v1", v1));
-    write_file(
-        &s.yaml,
-        "route.yaml",
-        &route_yaml("default", "app", "gw", "/before", &[("v1", 1)]),
-    );
-    s.leader().await;
-    let (_envoy, _) = start_envoy(
-        s.dir.path(),
-        "envoy",
-        "east/default/gw",
-        &[format!("127.0.0.1:{}", s.xds)],
-    );
-    let base = format!("http://127.0.0.1:{port}");
-    s.expect(&format!("{base}/before"), "route before restart", |c, _| {
-        c == 200
-    })
-    .await;
+    let served = s.serve_route("/before").await;
+    let base = served.base.clone();
     // Let all replicas settle on the same revision.
     let before = eventually("replicas agree", T, || async {
         let mut revs = Vec::new();
@@ -571,11 +575,7 @@ async fn restart_from_disk_keeps_state_and_revision() {
     assert_eq!(stats["maxRevisionServed"], stats["revision"], "{stats}");
 
     // And it still takes changes.
-    write_file(
-        &s.yaml,
-        "route.yaml",
-        &route_yaml("default", "app", "gw", "/after", &[("v1", 1)]),
-    );
+    s.set_route("/after");
     s.expect(&format!("{base}/after"), "route after restart", |c, _| {
         c == 200
     })
