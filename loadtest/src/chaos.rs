@@ -266,8 +266,12 @@ pub async fn chaos(s: &Scenario, duration: Duration, opts: &RunOpts) -> Result<R
         Ok(e) => h.proxy_mismatches(&e)?,
         Err(e) => (usize::MAX, vec![e.to_string()]),
     };
-    let envoys = h.wait_envoys_match(Duration::from_secs(1)).await;
-    wait_trackers(&h, Duration::from_secs(1)).await;
+    // The real Envoys reconnect on their own backoff (a restart just before the end can cost
+    // them seconds): they get the rest of the settle time, and at least as long as a load run
+    // gives them.
+    let rest = deadline.saturating_duration_since(Instant::now());
+    let envoys = h.wait_envoys_match(rest.max(Duration::from_secs(10))).await;
+    wait_trackers(&h, rest.max(Duration::from_secs(5))).await;
     rec.close_pending();
 
     let mut report = Report {
