@@ -25,18 +25,7 @@ async fn three_nodes_replicate_fail_over_and_restart() -> TestResult {
     init_tracing();
     let nats = NatsServer::start().await?;
     let js = async_nats::jetstream::new(async_nats::connect(&nats.url).await?);
-    let dirs = [
-        tempfile::tempdir()?,
-        tempfile::tempdir()?,
-        tempfile::tempdir()?,
-    ];
-    let (ls, peers) = listeners(3).await?;
-    let mut nodes = Vec::new();
-    for (i, l) in ls.into_iter().enumerate() {
-        let id = i as u64 + 1;
-        let src = NatsSource::connect(&nats.url, STREAM).await?;
-        nodes.push(start_node(id, l, &peers, dirs[i].path(), src).await?);
-    }
+    let (_dirs, mut nodes, peers) = start_cluster(&nats, STREAM).await?;
 
     // Election.
     eventually("a leader all nodes agree on", T, || {
@@ -198,17 +187,7 @@ async fn clean_step_downs_lose_nothing() -> TestResult {
     init_tracing();
     let nats = NatsServer::start().await?;
     let js = async_nats::jetstream::new(async_nats::connect(&nats.url).await?);
-    let dirs = [
-        tempfile::tempdir()?,
-        tempfile::tempdir()?,
-        tempfile::tempdir()?,
-    ];
-    let (ls, peers) = listeners(3).await?;
-    let mut nodes = Vec::new();
-    for (i, l) in ls.into_iter().enumerate() {
-        let src = NatsSource::connect(&nats.url, STREAM).await?;
-        nodes.push(start_node(i as u64 + 1, l, &peers, dirs[i].path(), src).await?);
-    }
+    let (_dirs, nodes, _peers) = start_cluster(&nats, STREAM).await?;
     eventually("a leader", T, || {
         agreed_leader(&nodes.iter().collect::<Vec<_>>()).is_some()
     })

@@ -22,11 +22,8 @@ async fn next(stream: &mut tonic::Streaming<WatchResponse>) -> TestResult<WatchR
 #[tokio::test]
 async fn standalone_node_serves_watch_deltas() -> TestResult {
     init_tracing();
-    let dir = tempfile::tempdir()?;
     let bus = Arc::new(EmbeddedBus::new());
-    let (mut ls, peers) = listeners(1).await?;
-    let l = ls.pop().ok_or("no listener")?;
-    let node = start_node(1, l, &peers, dir.path(), bus.clone()).await?;
+    let (_dir, node, peers) = start_single(&bus).await?;
     eventually("leader", T, || node.node.leader() == Some(1)).await?;
 
     for ev in events(BASE)? {
@@ -133,11 +130,8 @@ async fn standalone_node_serves_watch_deltas() -> TestResult {
 #[tokio::test]
 async fn a_restarted_standalone_applies_its_new_bus_from_the_start() -> TestResult {
     init_tracing();
-    let dir = tempfile::tempdir()?;
-    let (mut ls, peers) = listeners(1).await?;
-    let l = ls.pop().ok_or("no listener")?;
     let bus = Arc::new(EmbeddedBus::new());
-    let node = start_node(1, l, &peers, dir.path(), bus.clone()).await?;
+    let (_dir, node, peers) = start_single(&bus).await?;
     let evs = events(&format!("{BASE}---\n{}", route("r1", "/a")))?;
     for ev in &evs {
         bus.publish_event(ev)?;
@@ -177,11 +171,8 @@ async fn a_restarted_standalone_applies_its_new_bus_from_the_start() -> TestResu
 #[tokio::test]
 async fn a_stopped_raft_core_stops_the_node() -> TestResult {
     init_tracing();
-    let dir = tempfile::tempdir()?;
     let bus = Arc::new(EmbeddedBus::new());
-    let (mut ls, peers) = listeners(1).await?;
-    let l = ls.pop().ok_or("no listener")?;
-    let node = start_node(1, l, &peers, dir.path(), bus.clone()).await?;
+    let (_dir, node, _peers) = start_single(&bus).await?;
     eventually("ready", T, || node.node.is_ready()).await?;
     for ev in events(BASE)? {
         bus.publish_event(&ev)?;

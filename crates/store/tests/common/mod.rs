@@ -136,6 +136,34 @@ pub async fn start_node<S: EventSource>(
     })
 }
 
+/// Three nodes fed by `nats`, each on its own temp data dir (kept alive by the returned dirs).
+pub async fn start_cluster(
+    nats: &NatsServer,
+    stream: &str,
+) -> TestResult<(Vec<tempfile::TempDir>, Vec<TestNode>, BTreeMap<u64, String>)> {
+    let (ls, peers) = listeners(3).await?;
+    let mut dirs = Vec::new();
+    let mut nodes = Vec::new();
+    for (i, l) in ls.into_iter().enumerate() {
+        let dir = tempfile::tempdir()?;
+        let src = flotilla_store::NatsSource::connect(&nats.url, stream).await?;
+        nodes.push(start_node(i as u64 + 1, l, &peers, dir.path(), src).await?);
+        dirs.push(dir);
+    }
+    Ok((dirs, nodes, peers))
+}
+
+/// One standalone node (a one-member cluster) on its own temp data dir, fed by `bus`.
+pub async fn start_single(
+    bus: &std::sync::Arc<flotilla_store::EmbeddedBus>,
+) -> TestResult<(tempfile::TempDir, TestNode, BTreeMap<u64, String>)> {
+    let dir = tempfile::tempdir()?;
+    let (mut ls, peers) = listeners(1).await?;
+    let l = ls.pop().ok_or("no listener")?;
+    let node = start_node(1, l, &peers, dir.path(), bus.clone()).await?;
+    Ok((dir, node, peers))
+}
+
 /// Rebinds a node's old address (after a stop) and starts it again on the same data dir.
 pub async fn restart_node<S: EventSource>(
     id: u64,
