@@ -163,7 +163,7 @@ fn raft_config() -> Result<Config> {
 
 impl StoreNode {
     /// Starts a node listening on `cfg.grpc_addr`. For standalone mode, give one peer (this
-    /// node) and an [`crate::EmbeddedBus`] as the source.
+    /// node) and an `Arc<`[`crate::EmbeddedBus`]`>` as the source.
     pub async fn start<S: EventSource>(
         cfg: StoreConfig,
         source: S,
