@@ -1,0 +1,14 @@
+//! `flotilla-net`: what every Flotilla port shares.
+//!
+//! - [`identity`]: who a peer is (`spiffe://flotilla/<role>/<name>`, from its certificate).
+//! - [`listen`]: listeners with a backlog, a connection limit, handshake and first-byte
+//!   timeouts and accept errors backed off, yielding connections that carry their peer's
+//!   identity (for tonic through [`listen::ConnInfo`]).
+//! - [`limits`]: the process's file descriptor limit, raised at start.
+
+pub mod identity;
+pub mod limits;
+pub mod listen;
+
+pub use identity::{Identity, Role};
+pub use listen::{ConnInfo, Limits, Plain};
