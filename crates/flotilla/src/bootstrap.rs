@@ -23,6 +23,32 @@ pub fn parse_gateway(id: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// [`bootstrap`], carrying the gateway's proxy token when the edges' token key is given.
+pub fn with_token_key(
+    gateway: &str,
+    xds: &[String],
+    admin_port: u16,
+    node_id: Option<&str>,
+    token_key: Option<&std::path::Path>,
+) -> anyhow::Result<Value> {
+    let mut b = bootstrap(gateway, xds, admin_port, node_id)?;
+    if let Some(path) = token_key {
+        let key = flotilla_net::ProxyKey::load(path)?;
+        set_proxy_token(&mut b, &key.token(gateway));
+    }
+    Ok(b)
+}
+
+/// Makes Envoy send `token` on its xDS stream, as the edge expects from a proxy of the
+/// bootstrap's gateway.
+pub fn set_proxy_token(bootstrap: &mut Value, token: &str) {
+    let svc = &mut bootstrap["dynamic_resources"]["ads_config"]["grpc_services"][0];
+    svc["initial_metadata"] = json!([{
+        "key": flotilla_net::auth::PROXY_TOKEN_HEADER,
+        "value": token,
+    }]);
+}
+
 /// Builds the bootstrap as JSON (which Envoy reads as YAML too).
 pub fn bootstrap(
     gateway: &str,

@@ -87,6 +87,29 @@ pub enum CtlCommand {
     },
 }
 
+/// How a part's listeners are exposed and limited.
+#[derive(Args, Debug, Clone)]
+pub struct ListenArgs {
+    /// Allow listening on a non-loopback address without TLS: every peer that can reach the
+    /// port is then trusted (logged as a warning at start).
+    #[arg(long, env = "FLOTILLA_INSECURE", default_value_t = false)]
+    pub insecure: bool,
+    /// Kernel accept queue length of every listener (capped by net.core.somaxconn).
+    #[arg(long, env = "FLOTILLA_BACKLOG", default_value_t = flotilla_net::listen::DEFAULT_BACKLOG)]
+    pub backlog: u32,
+    /// Connections the main peer-facing listener (xDS on an edge, gRPC on a store) holds at
+    /// once; default: what the open file limit leaves after the other listeners and files.
+    #[arg(long, env = "FLOTILLA_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Seconds a new connection has for its TLS handshake, or to send its first byte.
+    #[arg(long, env = "FLOTILLA_HANDSHAKE_TIMEOUT", default_value_t = 10)]
+    pub handshake_timeout_secs: u64,
+    /// Seconds a connection may read nothing before it is closed (longer than every
+    /// keepalive: only dead or silent peers reach it).
+    #[arg(long, env = "FLOTILLA_IDLE_TIMEOUT", default_value_t = 300)]
+    pub idle_timeout_secs: u64,
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct NatsArgs {
     /// NATS server URL.
@@ -130,6 +153,8 @@ pub struct StoreArgs {
     pub peers: Vec<String>,
     #[command(flatten)]
     pub nats: NatsArgs,
+    #[command(flatten)]
+    pub listen: ListenArgs,
 }
 
 #[derive(Args, Debug)]
@@ -151,6 +176,12 @@ pub struct EdgeArgs {
     /// Name of this edge in logs and on the store.
     #[arg(long, env = "FLOTILLA_EDGE_ID", default_value = "edge")]
     pub id: String,
+    /// Key of the per-gateway proxy tokens (`flotilla bootstrap --token-key` makes them):
+    /// proxies must then present their gateway's token (or a client certificate).
+    #[arg(long, env = "FLOTILLA_PROXY_TOKEN_KEY")]
+    pub proxy_token_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub listen: ListenArgs,
 }
 
 #[derive(Args, Debug)]
@@ -181,6 +212,12 @@ pub struct StandaloneArgs {
     /// Where the one-node store keeps its log; default: a fresh temporary directory.
     #[arg(long, env = "FLOTILLA_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Key of the per-gateway proxy tokens (`flotilla bootstrap --token-key` makes them):
+    /// proxies must then present their gateway's token (or a client certificate).
+    #[arg(long, env = "FLOTILLA_PROXY_TOKEN_KEY")]
+    pub proxy_token_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub listen: ListenArgs,
 }
 
 #[derive(Args, Debug)]
@@ -202,6 +239,9 @@ pub struct BootstrapArgs {
     /// Envoy node id; default: the gateway id.
     #[arg(long, env = "FLOTILLA_NODE_ID")]
     pub node_id: Option<String>,
+    /// The edges' proxy token key: the bootstrap then carries this gateway's token.
+    #[arg(long, env = "FLOTILLA_PROXY_TOKEN_KEY")]
+    pub token_key: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -226,14 +266,17 @@ pub struct TranslateArgs {
 pub fn run(cli: Cli) -> ExitCode {
     crate::telemetry::init_logging(cli.log_json);
     let result = match cli.command {
-        Command::Bootstrap(a) => {
-            crate::bootstrap::bootstrap(&a.gateway, &a.xds, a.admin_port, a.node_id.as_deref())
-                .map_err(anyhow::Error::from)
-                .and_then(|b| {
-                    println!("{}", serde_json::to_string_pretty(&b)?);
-                    Ok(())
-                })
-        }
+        Command::Bootstrap(a) => crate::bootstrap::with_token_key(
+            &a.gateway,
+            &a.xds,
+            a.admin_port,
+            a.node_id.as_deref(),
+            a.token_key.as_deref(),
+        )
+        .and_then(|b| {
+            println!("{}", serde_json::to_string_pretty(&b)?);
+            Ok(())
+        }),
         Command::Translate(a) => {
             crate::translate_cmd::run(&a.file, a.flags.as_deref(), &a.cluster, a.output, a.to)
         }

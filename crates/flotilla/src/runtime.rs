@@ -1,10 +1,11 @@
 //! Assembles the long-running components from the library crates: one function per
 //! subcommand, one cancellation token for all, and a non-zero exit when a critical task dies.
 
-use crate::cli::{Command, EdgeArgs, IngestArgs, StandaloneArgs, StoreArgs};
+use crate::cli::{Command, EdgeArgs, IngestArgs, ListenArgs, StandaloneArgs, StoreArgs};
 use anyhow::{anyhow, bail, Context, Result};
 use flotilla_ingest::{FileSource, NatsPublisher, Publisher};
 use flotilla_model::ResourceEvent;
+use flotilla_net::{Limits, PeerAuth, ProxyAuth, ProxyKey, ServerSecurity};
 use flotilla_store::{EmbeddedBus, NatsSource, StoreConfig, StoreNode};
 use flotilla_xds_edge::{Edge, EdgeConfig};
 use std::collections::BTreeMap;
@@ -16,6 +17,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, Instrument};
 
 pub fn run_async(cmd: Command) -> Result<()> {
+    // Thousands of connections, log and data files: never fail at the default 1,024.
+    let nofile = flotilla_net::limits::raise_nofile();
+    info!(nofile, "open file limit");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -71,10 +75,79 @@ async fn supervise(mut tasks: JoinSet<Result<()>>, shutdown: CancellationToken) 
     first_error.map_or(Ok(()), Err)
 }
 
-async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
+/// Binds a listener after checking it may be exposed as configured: a plaintext port on a
+/// non-loopback address needs `--insecure` (and is logged).
+fn bind(addr: SocketAddr, what: &str, listen: &ListenArgs, tls: bool) -> Result<TcpListener> {
+    if !tls && !addr.ip().is_loopback() {
+        if !listen.insecure {
+            bail!(
+                "refusing to serve the {what} port on {addr} without TLS: every host that can \
+                 reach it could use it. Give this part certificates (--tls-ca, --tls-cert, \
+                 --tls-key; `flotilla certs` makes them), bind a loopback address, or pass \
+                 --insecure to accept the risk"
+            );
+        }
+        tracing::warn!(
+            %addr,
+            "INSECURE: the {what} port serves plaintext on a non-loopback address; anyone who \
+             can reach it is trusted"
+        );
+    }
+    flotilla_net::listen::bind(addr, listen.backlog)
         .with_context(|| format!("binding the {what} address {addr}"))
+}
+
+/// Connections reserved for files (logs, data, YAML), outgoing connections and the runtime.
+const FD_RESERVE: usize = 1024;
+/// Connection limits of the listeners that are not a part's main one.
+const API_CONNECTIONS: usize = 1024;
+const ADMIN_CONNECTIONS: usize = 64;
+/// Edges and peers on a store's gRPC port (no proxies there).
+const STORE_GRPC_CONNECTIONS: usize = 4096;
+
+/// The limits of a listener allowed `max_connections`.
+fn limits(listen: &ListenArgs, max_connections: usize) -> Limits {
+    Limits {
+        backlog: listen.backlog,
+        max_connections,
+        handshake_timeout: std::time::Duration::from_secs(listen.handshake_timeout_secs.max(1)),
+        idle_timeout: std::time::Duration::from_secs(listen.idle_timeout_secs.max(1)),
+    }
+}
+
+/// The main listener's connection limit: as asked, or what the open file limit leaves after
+/// `others` connections of the other listeners and [`FD_RESERVE`]; so that the process never
+/// runs out of descriptors for its files, whatever its peers do.
+fn main_limit(listen: &ListenArgs, others: usize) -> Result<usize> {
+    let nofile = usize::try_from(flotilla_net::limits::nofile()).unwrap_or(usize::MAX);
+    let budget = nofile.saturating_sub(others + FD_RESERVE);
+    match listen.max_connections {
+        Some(n) if n > budget => bail!(
+            "--max-connections {n} does not fit the open file limit {nofile} (other listeners \
+             {others}, reserve {FD_RESERVE}): raise the limit (ulimit -n) or lower it"
+        ),
+        Some(n) => Ok(n.max(1)),
+        None if budget < 64 => {
+            bail!("the open file limit {nofile} leaves {budget} connections: raise it (ulimit -n)")
+        }
+        None => Ok(budget),
+    }
+}
+
+/// Plaintext security of a listener (TLS comes with certificates).
+fn plain(auth: PeerAuth, limits: Limits) -> ServerSecurity {
+    ServerSecurity {
+        acceptor: flotilla_net::Acceptor::Plain,
+        auth,
+        limits,
+    }
+}
+
+fn proxy_auth(key: Option<&std::path::Path>, certs: bool) -> Result<ProxyAuth> {
+    Ok(ProxyAuth {
+        key: key.map(ProxyKey::load).transpose()?,
+        certs,
+    })
 }
 
 async fn ingest(a: IngestArgs, shutdown: CancellationToken) -> Result<()> {
@@ -118,18 +191,18 @@ async fn store(a: StoreArgs, shutdown: CancellationToken) -> Result<()> {
     let source = NatsSource::connect(&a.nats.nats, flotilla_ingest::nats::STREAM)
         .await
         .with_context(|| format!("connecting to NATS at {}", a.nats.nats))?;
-    let cfg = StoreConfig {
-        node_id: a.id,
-        data_dir: a.data_dir.clone(),
-        grpc_addr: a.grpc,
-        peers,
-    };
-    let node = StoreNode::start(cfg, source, shutdown.clone()).await?;
+    let grpc = bind(a.grpc, "store gRPC (Raft, watch)", &a.listen, false)?;
+    let api = bind(a.api, "API", &a.listen, false)?;
+    let grpc_limit = main_limit(&a.listen, API_CONNECTIONS)?.min(STORE_GRPC_CONNECTIONS);
+    let mut cfg = StoreConfig::new(a.id, a.data_dir.clone(), a.grpc, peers);
+    cfg.server = plain(PeerAuth::Open, limits(&a.listen, grpc_limit));
+    let node = StoreNode::start_with_listener(cfg, grpc, source, shutdown.clone()).await?;
     info!(node = a.id, grpc = %a.grpc, api = %a.api, "store node started");
-    let api = bind(a.api, "API").await?;
+    let api_limits = limits(&a.listen, API_CONNECTIONS);
     let mut tasks = JoinSet::new();
     tasks.spawn(
-        serve_api(api, node.clone(), shutdown.clone()).instrument(tracing::info_span!("api")),
+        serve_api(api, api_limits, node.clone(), shutdown.clone())
+            .instrument(tracing::info_span!("api")),
     );
     let n = node.clone();
     tasks.spawn(async move { n.stopped().await.map_err(anyhow::Error::from) });
@@ -153,6 +226,7 @@ impl flotilla_api::StateReader for NodeReader {
                 "eventsRejected": c.events_rejected,
                 "sequencesMissing": c.sequences_missing,
                 "batchesRefused": c.batches_refused,
+                "grpcCallsDenied": self.0.denied_calls(),
             }),
             rejections: serde_json::to_value(st.rejections().collect::<Vec<_>>())
                 .unwrap_or_default(),
@@ -213,32 +287,63 @@ impl flotilla_api::Admin for NodeReader {
 
 async fn serve_api(
     listener: TcpListener,
+    limits: Limits,
     node: StoreNode,
     shutdown: CancellationToken,
 ) -> Result<()> {
     let reader = Arc::new(NodeReader(node));
     let app = flotilla_api::router(reader.clone(), Some(reader));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
-        .context("API server")
+    let security = plain(PeerAuth::Open, limits);
+    let listener = flotilla_net::server::HttpListener::new(
+        listener,
+        &security,
+        Arc::new(flotilla_net::ListenStats::default()),
+        shutdown.clone(),
+    )?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<flotilla_net::ConnInfo>(),
+    )
+    .with_graceful_shutdown(shutdown.cancelled_owned())
+    .await
+    .context("API server")
 }
 
 async fn edge(a: EdgeArgs, shutdown: CancellationToken) -> Result<()> {
     let stores = a.stores.iter().map(|s| with_scheme(s)).collect();
-    let edge = Edge::new(EdgeConfig {
-        xds_addr: a.xds,
-        stores,
-        edge_id: a.id.clone(),
-    })?;
-    let xds = bind(a.xds, "xDS").await?;
-    let admin = bind(a.admin, "admin").await?;
+    let xds = bind(a.xds, "xDS", &a.listen, false)?;
+    let admin = bind(a.admin, "admin", &a.listen, false)?;
+    let mut cfg = EdgeConfig::new(a.xds, stores, a.id.clone());
+    cfg.server = plain(
+        PeerAuth::Open,
+        limits(&a.listen, main_limit(&a.listen, ADMIN_CONNECTIONS)?),
+    );
+    cfg.proxy_auth = proxy_auth(a.proxy_token_key.as_deref(), false)?;
+    warn_open_proxies(&cfg.proxy_auth, a.xds);
+    let edge = Edge::new(cfg)?;
     info!(xds = %a.xds, admin = %a.admin, "edge started");
     let mut tasks = JoinSet::new();
     let run = edge.run(xds, shutdown.clone());
     tasks.spawn(async move { run.await.map_err(anyhow::Error::from) });
-    tasks.spawn(crate::telemetry::serve_admin(admin, edge, shutdown.clone()));
+    tasks.spawn(crate::telemetry::serve_admin(
+        admin,
+        limits(&a.listen, ADMIN_CONNECTIONS),
+        edge,
+        shutdown.clone(),
+    ));
     supervise(tasks, shutdown).await
+}
+
+/// Without proxy credentials any client may name any gateway: fine for a dev loop on
+/// loopback, said once at start.
+fn warn_open_proxies(auth: &ProxyAuth, addr: SocketAddr) {
+    if auth.open() {
+        tracing::warn!(
+            %addr,
+            "proxies are not authenticated (no --proxy-token-key, no TLS): any client of the \
+             xDS port receives any gateway it names, private keys included"
+        );
+    }
 }
 
 fn with_scheme(s: &str) -> String {
@@ -279,33 +384,61 @@ async fn standalone(a: StandaloneArgs, shutdown: CancellationToken) -> Result<()
         }
     };
     let bus = Arc::new(EmbeddedBus::new());
-    let grpc = bind(a.grpc, "internal store gRPC").await?;
+    // The one-node store's port serves only this process's edge: other local users, who can
+    // reach loopback ports too, are kept out by a secret that never leaves the process.
+    let internal = flotilla_net::server::ClientSecurity {
+        token: Some(flotilla_net::auth::random_secret().into()),
+    };
+    let grpc = bind(a.grpc, "internal store gRPC", &a.listen, false)?;
     let grpc_addr = grpc.local_addr()?;
-    let cfg = StoreConfig {
-        node_id: 1,
+    let xds = bind(a.xds, "xDS", &a.listen, false)?;
+    let api = bind(a.api, "API", &a.listen, false)?;
+    let admin = bind(a.admin, "admin", &a.listen, false)?;
+    let mut cfg = StoreConfig::new(
+        1,
         data_dir,
         grpc_addr,
-        peers: BTreeMap::from([(1, grpc_addr.to_string())]),
-    };
+        BTreeMap::from([(1, grpc_addr.to_string())]),
+    );
+    cfg.server = plain(
+        PeerAuth::Token(internal.token.clone().unwrap_or_default()),
+        limits(&a.listen, 64),
+    );
+    cfg.client = internal.clone();
     let node = StoreNode::start_with_listener(cfg, grpc, bus.clone(), shutdown.clone()).await?;
-    let edge = Edge::new(EdgeConfig {
-        xds_addr: a.xds,
-        stores: vec![format!("http://{grpc_addr}")],
-        edge_id: "standalone".into(),
-    })?;
-    let xds = bind(a.xds, "xDS").await?;
-    let api = bind(a.api, "API").await?;
-    let admin = bind(a.admin, "admin").await?;
+    let mut edge_cfg = EdgeConfig::new(a.xds, vec![format!("http://{grpc_addr}")], "standalone");
+    edge_cfg.server = plain(
+        PeerAuth::Open,
+        limits(
+            &a.listen,
+            main_limit(&a.listen, API_CONNECTIONS + ADMIN_CONNECTIONS + 64)?,
+        ),
+    );
+    edge_cfg.client = internal;
+    edge_cfg.proxy_auth = proxy_auth(a.proxy_token_key.as_deref(), false)?;
+    warn_open_proxies(&edge_cfg.proxy_auth, a.xds);
+    let edge = Edge::new(edge_cfg)?;
 
     let mut tasks = JoinSet::new();
     let n = node.clone();
     tasks.spawn(async move { n.stopped().await.map_err(anyhow::Error::from) });
     tasks.spawn(
-        serve_api(api, node.clone(), shutdown.clone()).instrument(tracing::info_span!("api")),
+        serve_api(
+            api,
+            limits(&a.listen, API_CONNECTIONS),
+            node.clone(),
+            shutdown.clone(),
+        )
+        .instrument(tracing::info_span!("api")),
     );
     let run = edge.run(xds, shutdown.clone());
     tasks.spawn(async move { run.await.map_err(anyhow::Error::from) });
-    tasks.spawn(crate::telemetry::serve_admin(admin, edge, shutdown.clone()));
+    tasks.spawn(crate::telemetry::serve_admin(
+        admin,
+        limits(&a.listen, ADMIN_CONNECTIONS),
+        edge,
+        shutdown.clone(),
+    ));
     let source = FileSource::new(a.cluster.clone(), a.dir.clone());
     let sd = shutdown.clone();
     tasks.spawn(async move {

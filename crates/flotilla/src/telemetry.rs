@@ -34,6 +34,12 @@ struct EdgeMetrics {
     acks: IntCounter,
     nacks: IntCounter,
     synced: IntGauge,
+    proxies_denied: IntCounter,
+    connections: IntGauge,
+    handshakes_failed: IntCounter,
+    idle_closed: IntCounter,
+    at_connection_limit: IntCounter,
+    accept_errors: IntCounter,
 }
 
 impl EdgeMetrics {
@@ -55,6 +61,30 @@ impl EdgeMetrics {
                 "flotilla_edge_synced",
                 "1 once the first full state arrived",
             )?,
+            proxies_denied: IntCounter::new(
+                "flotilla_edge_proxies_denied_total",
+                "ADS streams refused: the proxy did not prove it serves the gateway it named",
+            )?,
+            connections: IntGauge::new(
+                "flotilla_edge_connections",
+                "Connections held by the xDS listener",
+            )?,
+            handshakes_failed: IntCounter::new(
+                "flotilla_edge_handshakes_failed_total",
+                "xDS connections closed before their handshake finished (TLS failure, silence)",
+            )?,
+            idle_closed: IntCounter::new(
+                "flotilla_edge_idle_closed_total",
+                "xDS connections closed for reading nothing for the idle timeout",
+            )?,
+            at_connection_limit: IntCounter::new(
+                "flotilla_edge_at_connection_limit_total",
+                "Times the xDS listener held its connection limit and paused accepting",
+            )?,
+            accept_errors: IntCounter::new(
+                "flotilla_edge_accept_errors_total",
+                "Failed accept calls on the xDS listener (e.g. out of file descriptors)",
+            )?,
             registry,
         };
         m.registry.register(Box::new(m.revision.clone()))?;
@@ -64,6 +94,13 @@ impl EdgeMetrics {
         m.registry.register(Box::new(m.acks.clone()))?;
         m.registry.register(Box::new(m.nacks.clone()))?;
         m.registry.register(Box::new(m.synced.clone()))?;
+        m.registry.register(Box::new(m.proxies_denied.clone()))?;
+        m.registry.register(Box::new(m.connections.clone()))?;
+        m.registry.register(Box::new(m.handshakes_failed.clone()))?;
+        m.registry.register(Box::new(m.idle_closed.clone()))?;
+        m.registry
+            .register(Box::new(m.at_connection_limit.clone()))?;
+        m.registry.register(Box::new(m.accept_errors.clone()))?;
         Ok(m)
     }
 
@@ -75,6 +112,13 @@ impl EdgeMetrics {
         self.acks.inc_by(s.acks.saturating_sub(self.acks.get()));
         self.nacks.inc_by(s.nacks.saturating_sub(self.nacks.get()));
         self.synced.set(i64::from(s.synced));
+        let add = |c: &IntCounter, v: u64| c.inc_by(v.saturating_sub(c.get()));
+        add(&self.proxies_denied, s.proxies_denied);
+        self.connections.set(clamp(s.connections));
+        add(&self.handshakes_failed, s.handshakes_failed);
+        add(&self.idle_closed, s.idle_closed);
+        add(&self.at_connection_limit, s.at_connection_limit);
+        add(&self.accept_errors, s.accept_errors);
         let mut buf = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         String::from_utf8_lossy(&buf).into_owned()
@@ -89,12 +133,19 @@ fn stats_json(s: &EdgeStats) -> serde_json::Value {
         "acks": s.acks,
         "nacks": s.nacks,
         "synced": s.synced,
+        "proxiesDenied": s.proxies_denied,
+        "connections": s.connections,
+        "handshakesFailed": s.handshakes_failed,
+        "idleClosed": s.idle_closed,
+        "atConnectionLimit": s.at_connection_limit,
+        "acceptErrors": s.accept_errors,
     })
 }
 
 /// The edge's admin server: `/healthz`, `/stats` (JSON), `/metrics` (Prometheus text).
 pub async fn serve_admin(
     listener: TcpListener,
+    limits: flotilla_net::Limits,
     edge: Edge,
     shutdown: CancellationToken,
 ) -> Result<()> {
@@ -114,6 +165,16 @@ pub async fn serve_admin(
             "/metrics",
             get(move || async move { metrics.render(&e2.stats()) }),
         );
+    let security = flotilla_net::ServerSecurity {
+        limits,
+        ..Default::default()
+    };
+    let listener = flotilla_net::server::HttpListener::new(
+        listener,
+        &security,
+        std::sync::Arc::new(flotilla_net::ListenStats::default()),
+        shutdown.clone(),
+    )?;
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await

@@ -143,6 +143,11 @@ fn roles(allowed: &[Role]) -> String {
         .join(", ")
 }
 
+/// A fresh 256-bit secret, hex: for [`PeerAuth::Token`] and for proxy token keys.
+pub fn random_secret() -> String {
+    hex_lower(&rand::random::<[u8; 32]>())
+}
+
 /// Constant-time equality (of lengths and bytes).
 pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {

@@ -11,7 +11,9 @@ pub mod auth;
 pub mod identity;
 pub mod limits;
 pub mod listen;
+pub mod server;
 
 pub use auth::{Caller, Denials, PeerAuth, ProxyAuth, ProxyKey};
 pub use identity::{Identity, Role};
-pub use listen::{ConnInfo, Limits, Plain};
+pub use listen::{ConnInfo, Limits, ListenStats, Plain};
+pub use server::{Acceptor, ClientSecurity, ServerSecurity};

@@ -26,6 +26,10 @@ use tokio_util::sync::CancellationToken;
 /// Events per log entry. Large enough to amortize one fsync + one replication round trip over
 /// a burst; small enough that one entry stays a few MiB.
 pub const MAX_BATCH: usize = 1024;
+/// Payload bytes per log entry: a fetch of large objects is cut into several entries, so an
+/// AppendEntries (at most `MAX_PAYLOAD_ENTRIES` entries) has a bound the Raft port can refuse
+/// anything above. An event larger than this on its own is an entry of its own.
+pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// How long one fetch waits for a first event before looking around again.
 const FETCH_WAIT: Duration = Duration::from_millis(250);
 /// Pause after an error before trying again.
@@ -142,8 +146,7 @@ async fn lead<S: EventSource>(
             });
         }
         let mut next = first_seq;
-        let mut items = Vec::with_capacity(fetched.len());
-        for (seq, item) in fetched {
+        for &(seq, ref item) in &fetched {
             if seq != next {
                 return Err(Error::NotDense {
                     after: next - 1,
@@ -151,40 +154,110 @@ async fn lead<S: EventSource>(
                 });
             }
             next = seq + item.len();
-            items.push(item);
         }
-        let batch = EventBatch::new(epoch.clone(), first_seq, items)?;
-        let batch_last = batch.last_seq();
-        let events = batch
-            .items
-            .iter()
-            .filter(|i| matches!(i, StreamItem::Event(_)))
-            .count();
-        let resp = raft.client_write(batch).await.map_err(|e| Error::Write {
-            last_seq: batch_last,
-            message: e.to_string(),
-        })?;
-        if let Some(why) = resp.data.refused {
-            return Err(Error::Refused(why));
+        // One fetch can hold up to MAX_BATCH large objects: cut it into entries of at most
+        // MAX_BATCH_BYTES, each a dense run continuing the previous one.
+        for run in split_by_bytes(fetched, MAX_BATCH_BYTES) {
+            let Some(&(run_first, _)) = run.first() else {
+                continue;
+            };
+            let items = run.into_iter().map(|(_, item)| item).collect();
+            let batch = EventBatch::new(epoch.clone(), run_first, items)?;
+            let batch_last = batch.last_seq();
+            let events = batch
+                .items
+                .iter()
+                .filter(|i| matches!(i, StreamItem::Event(_)))
+                .count();
+            let resp = raft.client_write(batch).await.map_err(|e| Error::Write {
+                last_seq: batch_last,
+                message: e.to_string(),
+            })?;
+            if let Some(why) = resp.data.refused {
+                return Err(Error::Refused(why));
+            }
+            if resp.data.epoch != epoch || resp.data.last_seq != batch_last {
+                // Cannot happen when the batch continued the state (checked above); if it
+                // does, positions disagree: start over from the state.
+                return Err(Error::Refused(format!(
+                    "the state is at {}:{} after a batch up to {epoch}:{batch_last}",
+                    resp.data.epoch, resp.data.last_seq
+                )));
+            }
+            after = batch_last;
+            tracing::debug!(
+                revision = resp.data.revision,
+                last_seq = after,
+                events,
+                "batch committed"
+            );
         }
-        if resp.data.epoch != epoch || resp.data.last_seq != batch_last {
-            // Cannot happen when the batch continued the state (checked above); if it does,
-            // positions disagree: start over from the state.
-            return Err(Error::Refused(format!(
-                "the state is at {}:{} after a batch up to {epoch}:{batch_last}",
-                resp.data.epoch, resp.data.last_seq
-            )));
-        }
-        after = batch_last;
-        tracing::debug!(
-            revision = resp.data.revision,
-            last_seq = after,
-            events,
-            "batch committed"
-        );
         if let Err(e) = session.ack(after).await {
             // Not fatal: the next ack covers it, and positions never rely on acks.
             tracing::warn!(error = %e, last_seq = after, "ack failed");
         }
+    }
+}
+
+/// Payload bytes of one stream item.
+fn item_bytes(item: &StreamItem) -> usize {
+    match item {
+        StreamItem::Event(b) => b.len(),
+        StreamItem::Missing(_) => 0,
+    }
+}
+
+/// Cuts a dense run into consecutive runs of at most `max_bytes` of payload each (a single
+/// larger item is a run of its own), in order.
+fn split_by_bytes(items: Vec<(u64, StreamItem)>, max_bytes: usize) -> Vec<Vec<(u64, StreamItem)>> {
+    let mut runs = Vec::new();
+    let mut run = Vec::new();
+    let mut bytes = 0usize;
+    for (seq, item) in items {
+        let n = item_bytes(&item);
+        if !run.is_empty() && bytes + n > max_bytes {
+            runs.push(std::mem::take(&mut run));
+            bytes = 0;
+        }
+        bytes += n;
+        run.push((seq, item));
+    }
+    if !run.is_empty() {
+        runs.push(run);
+    }
+    runs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn ev(n: usize) -> StreamItem {
+        StreamItem::Event(Bytes::from(vec![b'x'; n]))
+    }
+
+    #[test]
+    fn runs_stay_under_the_byte_limit_and_stay_dense() {
+        let items = vec![
+            (1, ev(3)),
+            (2, ev(3)),
+            (3, StreamItem::Missing(2)),
+            (5, ev(5)),
+            (6, ev(12)),
+            (7, ev(1)),
+        ];
+        let runs = split_by_bytes(items, 8);
+        let shape: Vec<Vec<u64>> = runs
+            .iter()
+            .map(|r| r.iter().map(|(s, _)| *s).collect())
+            .collect();
+        // 3+3 fit; +5 would not; the 12-byte event is alone; then the last one.
+        assert_eq!(shape, vec![vec![1, 2, 3], vec![5], vec![6], vec![7]]);
+        for r in &runs {
+            let total: usize = r.iter().map(|(_, i)| item_bytes(i)).sum();
+            assert!(total <= 8 || r.len() == 1, "{total}");
+        }
+        assert!(split_by_bytes(Vec::new(), 8).is_empty());
     }
 }

@@ -16,6 +16,7 @@
 use crate::codec;
 use crate::identity::Identity;
 use crate::types::{Node, NodeId, Raft, TypeConfig};
+use flotilla_net::{Caller, ClientSecurity, Denials, PeerAuth, Role};
 use flotilla_proto::raft::raft_client::RaftClient;
 use flotilla_proto::raft::raft_server;
 use flotilla_proto::raft::RaftPayload;
@@ -36,11 +37,13 @@ use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Response, Status};
 
-/// Largest raft message accepted or sent. Entries are batches of up to 1024 whole objects;
-/// openraft sends at most `max_payload_entries` per request and snapshot chunks
-/// of `snapshot_max_chunk_size`. 256 MiB leaves room for pathological batches of large
-/// objects instead of wedging replication on a size limit.
-pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
+/// Largest raft message accepted or sent: what a peer can legitimately send, and no more. An
+/// AppendEntries holds at most [`crate::node::MAX_PAYLOAD_ENTRIES`] entries of at most
+/// [`crate::leader::MAX_BATCH_BYTES`] each (or one event, if a single event is larger: at most
+/// an object of `MAX_OBJECT_BYTES` and its envelope); snapshot chunks are 1 MiB. The decoder
+/// refuses a longer message from its length prefix, before buffering it.
+pub const MAX_MESSAGE_BYTES: usize =
+    crate::node::MAX_PAYLOAD_ENTRIES as usize * crate::leader::MAX_BATCH_BYTES + 4 * 1024 * 1024;
 /// TCP connect timeout to a peer. Short: peers are in one region, and an unreachable peer
 /// should turn into openraft's backoff quickly.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
@@ -84,14 +87,23 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// to that peer (HTTP/2 multiplexes them).
 #[derive(Clone, Default)]
 pub struct NetworkFactory {
+    client: ClientSecurity,
     channels: Arc<Mutex<HashMap<(NodeId, String), Channel>>>,
     /// The incarnation each peer first answered with (see the module doc).
     incarnations: Arc<Mutex<HashMap<NodeId, u64>>>,
 }
 
 impl NetworkFactory {
-    pub fn new() -> Self {
-        Self::default()
+    pub fn new(client: ClientSecurity) -> Self {
+        Self {
+            client,
+            ..Self::default()
+        }
+    }
+
+    /// How this node authenticates to its peers.
+    pub fn security(&self) -> &ClientSecurity {
+        &self.client
     }
 
     /// Forgets what `target` was: it is being removed from, or added to, the cluster, and may
@@ -139,6 +151,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
         Connection {
             target,
             client,
+            security: self.client.clone(),
             incarnations: self.incarnations.clone(),
         }
     }
@@ -147,12 +160,14 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 /// Asks the peer at `addr` who it is.
 pub async fn peer_status(
     client: &mut RaftClient<Channel>,
+    security: &ClientSecurity,
     target: NodeId,
     timeout: Duration,
 ) -> Result<PeerStatus> {
     let mut request = Request::new(RaftPayload::default());
     request.set_timeout(timeout);
     set_target(&mut request, target);
+    security.authorize(&mut request);
     let resp = client.status(request).await.map_err(Error::Rpc)?;
     codec::decode("peer status", &resp.into_inner().body).map_err(Error::Decode)
 }
@@ -167,6 +182,7 @@ fn set_target<T>(request: &mut Request<T>, target: NodeId) {
 pub struct Connection {
     target: NodeId,
     client: std::result::Result<RaftClient<Channel>, String>,
+    security: ClientSecurity,
     incarnations: Arc<Mutex<HashMap<NodeId, u64>>>,
 }
 
@@ -230,6 +246,7 @@ impl Connection {
         let mut request = Request::new(RaftPayload { body: body.into() });
         request.set_timeout(option.hard_ttl());
         set_target(&mut request, self.target);
+        self.security.authorize(&mut request);
         let resp = match method {
             Method::AppendEntries => client.append_entries(request).await,
             Method::Vote => client.vote(request).await,
@@ -295,14 +312,28 @@ impl RaftNetwork<TypeConfig> for Connection {
 pub struct RaftService {
     raft: Raft,
     identity: Identity,
+    auth: PeerAuth,
+    denials: Arc<Denials>,
 }
 
+/// Only store nodes speak Raft.
+const RAFT_PEERS: &[Role] = &[Role::Store];
+
 impl RaftService {
-    pub fn new(raft: Raft, identity: Identity) -> Self {
-        Self { raft, identity }
+    pub fn new(raft: Raft, identity: Identity, auth: PeerAuth, denials: Arc<Denials>) -> Self {
+        Self {
+            raft,
+            identity,
+            auth,
+            denials,
+        }
     }
 
+    /// Authenticates the caller (a store node) and checks the request is meant for this node;
+    /// nothing of a request is decoded before both pass.
     fn check_target<T>(&self, req: &Request<T>) -> std::result::Result<(), Status> {
+        self.auth
+            .check(&Caller::of(req), "raft", RAFT_PEERS, &self.denials)?;
         let to = req
             .metadata()
             .get(TO_HEADER)

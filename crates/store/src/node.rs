@@ -8,6 +8,7 @@ use crate::state::ReadState;
 use crate::state_machine::{Shared, StateMachine};
 use crate::types::{NodeId, Raft, RaftMetrics};
 use crate::watch::WatchService;
+use flotilla_net::{ClientSecurity, ListenStats, ServerSecurity};
 use openraft::{BasicNode, Config, ServerState, SnapshotPolicy};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -15,7 +16,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -28,9 +28,10 @@ pub const ELECTION_TIMEOUT_MAX_MS: u64 = 600;
 /// Build a snapshot every this many entries. Entries are batches, so this is up to ~5M events
 /// of log between snapshots; restart replays at most this many entries.
 pub const SNAPSHOT_EVERY: u64 = 5000;
-/// Entries replicated per AppendEntries. Each can be a 1024-event batch; 16 keeps a request at
-/// tens of MiB worst case while still catching a lagging follower up quickly.
-const MAX_PAYLOAD_ENTRIES: u64 = 16;
+/// Entries replicated per AppendEntries. Each is at most [`crate::leader::MAX_BATCH_BYTES`];
+/// 8 keeps a request at tens of MiB worst case (the Raft port's message limit follows from
+/// it) while still catching a lagging follower up quickly.
+pub const MAX_PAYLOAD_ENTRIES: u64 = 8;
 /// Snapshot transfer chunk: a few round trips per MiB-sized snapshot, each message far below
 /// the message size limit.
 const SNAPSHOT_CHUNK_BYTES: u64 = 1024 * 1024;
@@ -52,6 +53,29 @@ pub struct StoreConfig {
     pub grpc_addr: SocketAddr,
     /// id -> "host:port" gRPC address of every node, this one included.
     pub peers: BTreeMap<u64, String>,
+    /// Who may call the gRPC port (Raft: stores; watch: stores and edges) and its limits.
+    pub server: ServerSecurity,
+    /// How this node proves itself to its peers.
+    pub client: ClientSecurity,
+}
+
+impl StoreConfig {
+    /// A node with open, plaintext ports (loopback dev and tests) and default limits.
+    pub fn new(
+        node_id: u64,
+        data_dir: PathBuf,
+        grpc_addr: SocketAddr,
+        peers: BTreeMap<u64, String>,
+    ) -> Self {
+        Self {
+            node_id,
+            data_dir,
+            grpc_addr,
+            peers,
+            server: ServerSecurity::default(),
+            client: ClientSecurity::default(),
+        }
+    }
 }
 
 /// Why a store node could not start (or stopped).
@@ -127,6 +151,9 @@ struct Inner {
     /// Alive while any clone of the log store is (Raft's core, replication tasks).
     log_db: std::sync::Weak<redb::Database>,
     network: NetworkFactory,
+    /// gRPC calls refused for their credentials.
+    denials: Arc<flotilla_net::Denials>,
+    listen_stats: Arc<ListenStats>,
 }
 
 /// Opens the log, waiting up to [`LOG_CLOSE_WAIT`] for a previous instance in this process
@@ -169,8 +196,7 @@ impl StoreNode {
         source: S,
         shutdown: CancellationToken,
     ) -> Result<StoreNode> {
-        let listener = TcpListener::bind(cfg.grpc_addr)
-            .await
+        let listener = flotilla_net::listen::bind(cfg.grpc_addr, cfg.server.limits.backlog)
             .map_err(|source| Error::Bind {
                 addr: cfg.grpc_addr,
                 source,
@@ -230,7 +256,7 @@ impl StoreNode {
         let shared = sm.shared();
         let log_db = log.open_handle();
 
-        let network = NetworkFactory::new();
+        let network = NetworkFactory::new(cfg.client.clone());
         let raft = Raft::new(
             cfg.node_id,
             Arc::new(raft_config()?),
@@ -242,9 +268,19 @@ impl StoreNode {
         .map_err(|e| Error::Raft(e.to_string()))?;
 
         let (ready_tx, ready_rx) = watch::channel(false);
-        let watch_service = WatchService::new(shared.clone(), ready_rx.clone(), shutdown.clone());
+        let denials = Arc::new(flotilla_net::Denials::default());
+        let watch_service = WatchService::new(
+            shared.clone(),
+            ready_rx.clone(),
+            shutdown.clone(),
+            cfg.server.auth.clone(),
+            denials.clone(),
+        );
         let tasks = TaskTracker::new();
+        let listen_stats = Arc::new(ListenStats::default());
         let inner = Arc::new(Inner {
+            denials: denials.clone(),
+            listen_stats: listen_stats.clone(),
             node_id: cfg.node_id,
             raft: raft.clone(),
             shared: shared.clone(),
@@ -262,12 +298,28 @@ impl StoreNode {
         {
             let node = node.clone();
             let shutdown = shutdown.clone();
-            let router = tonic::transport::Server::builder()
-                .add_service(RaftService::new(raft.clone(), identity).into_server())
-                .add_service(watch_service.into_server());
+            let router =
+                flotilla_net::server::grpc_server(flotilla_net::server::MAX_STREAMS_PER_CONNECTION)
+                    .add_service(
+                        RaftService::new(
+                            raft.clone(),
+                            identity,
+                            cfg.server.auth.clone(),
+                            denials.clone(),
+                        )
+                        .into_server(),
+                    )
+                    .add_service(watch_service.into_server());
+            let security = cfg.server.clone();
+            let listen_stats = listen_stats.clone();
             tasks.spawn(
                 async move {
-                    let incoming = TcpListenerStream::new(listener);
+                    let incoming = flotilla_net::server::accept(
+                        listener,
+                        &security,
+                        listen_stats,
+                        shutdown.clone(),
+                    );
                     let res = router
                         .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned())
                         .await;
@@ -482,6 +534,16 @@ impl StoreNode {
         &self.inner.network
     }
 
+    /// gRPC calls refused for their credentials (Raft and watch).
+    pub fn denied_calls(&self) -> u64 {
+        self.inner.denials.get()
+    }
+
+    /// The gRPC listener's counters.
+    pub fn listen_counters(&self) -> flotilla_net::listen::ListenCounters {
+        self.inner.listen_stats.snapshot()
+    }
+
     /// The watch service, to host it on another server as well.
     pub fn watch_service(&self) -> WatchService {
         self.inner.watch_service.clone()
@@ -510,7 +572,10 @@ async fn form_cluster(
         let mut missing = Vec::new();
         for (id, addr) in peers.iter().filter(|(id, _)| **id != me) {
             let status = match network.client(*id, addr) {
-                Ok(mut c) => crate::network::peer_status(&mut c, *id, PROBE_TIMEOUT).await,
+                Ok(mut c) => {
+                    crate::network::peer_status(&mut c, network.security(), *id, PROBE_TIMEOUT)
+                        .await
+                }
                 Err(e) => Err(e),
             };
             match status {

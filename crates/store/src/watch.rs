@@ -9,6 +9,7 @@
 
 use crate::state::Delta;
 use crate::state_machine::Shared;
+use flotilla_net::{Caller, Denials, PeerAuth, Role};
 use flotilla_proto::watch::watch_server::{Watch, WatchServer};
 use flotilla_proto::watch::{GatewayResources, WatchRequest, WatchResponse, XdsResource};
 use std::sync::Arc;
@@ -28,12 +29,22 @@ pub const STREAM_BUFFER: usize = 2;
 /// would hang an edge whose store was rebuilt from scratch.
 pub const AHEAD_WAIT: Duration = Duration::from_secs(30);
 
-/// The gRPC watch service of one store node.
+/// Largest watch request accepted: a revision and an edge name.
+pub const MAX_REQUEST_BYTES: usize = 4 * 1024;
+/// Largest watch response sent: a full state of a large fleet.
+pub const MAX_RESPONSE_BYTES: usize = 512 * 1024 * 1024;
+/// Who may watch: edges, and stores (for tests and tooling run with a store's identity).
+const WATCHERS: &[Role] = &[Role::Edge, Role::Store];
+
+/// The gRPC watch service of one store node. Every gateway's resources, private keys
+/// included, go through it: only authenticated edges and stores may call it.
 #[derive(Clone)]
 pub struct WatchService {
     shared: Arc<Shared>,
     ready: watch::Receiver<bool>,
     shutdown: CancellationToken,
+    auth: PeerAuth,
+    denials: Arc<Denials>,
 }
 
 impl WatchService {
@@ -41,17 +52,24 @@ impl WatchService {
         shared: Arc<Shared>,
         ready: watch::Receiver<bool>,
         shutdown: CancellationToken,
+        auth: PeerAuth,
+        denials: Arc<Denials>,
     ) -> Self {
         Self {
             shared,
             ready,
             shutdown,
+            auth,
+            denials,
         }
     }
 
     pub fn into_server(self) -> WatchServer<Self> {
-        // Full states of large fleets are big; the edge raises its limit too.
-        WatchServer::new(self).max_encoding_message_size(crate::network::MAX_MESSAGE_BYTES)
+        // Full states of large fleets are big (the edge raises its limit too); a request is a
+        // revision and a name.
+        WatchServer::new(self)
+            .max_encoding_message_size(MAX_RESPONSE_BYTES)
+            .max_decoding_message_size(MAX_REQUEST_BYTES)
     }
 }
 
@@ -90,6 +108,8 @@ impl Watch for WatchService {
         &self,
         request: Request<WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        self.auth
+            .check(&Caller::of(&request), "watch", WATCHERS, &self.denials)?;
         let req = request.into_inner();
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let span = tracing::info_span!("watch", edge = %req.edge_id, since = req.since_revision);

@@ -32,6 +32,7 @@ use tracing::Instrument;
 
 use crate::cache::Cache;
 use crate::stats::StatsInner;
+use flotilla_net::{Caller, ProxyAuth};
 
 pub(crate) mod delta;
 pub(crate) mod sotw;
@@ -58,6 +59,7 @@ pub(crate) trait Protocol: Sized + Send + 'static {
 /// changes of the gateway are answered until the proxy, the edge or the gateway goes away.
 pub(crate) async fn serve<P: Protocol>(
     ctx: Ctx,
+    caller: Caller,
     mut inbound: Streaming<P::Request>,
     tx: mpsc::Sender<Out<P::Response>>,
 ) {
@@ -83,6 +85,12 @@ pub(crate) async fn serve<P: Protocol>(
         }
     };
     tracing::Span::current().record("gateway", gateway.as_str());
+    // A proxy receives a gateway (its listeners' private keys included) only once it proved it
+    // serves it; a refusal disturbs nothing else.
+    if let Err(status) = ctx.proxy_auth.check(&caller, &gateway, &ctx.stats.denials) {
+        let _ = tx.send(Err(Box::new(status))).await;
+        return;
+    }
     if !ctx.wait_synced().await {
         return;
     }
@@ -136,6 +144,11 @@ pub(crate) const MAX_TYPES_PER_STREAM: usize = 16;
 /// Unacknowledged responses remembered per type; older ones are forgotten (a proxy that does
 /// not ACK must not grow our memory).
 pub(crate) const MAX_IN_FLIGHT_PER_TYPE: usize = 16;
+/// Largest discovery request accepted from a proxy: a subscription to every one of
+/// `MAX_NAMES_PER_TYPE` names of ~60 bytes, with room to spare.
+pub const MAX_REQUEST_BYTES: usize = 8 * 1024 * 1024;
+/// Largest response sent: a gateway's whole state of one type.
+pub const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
 /// Longest type URL accepted.
 pub(crate) const MAX_TYPE_URL_LEN: usize = 256;
 
@@ -202,6 +215,7 @@ pub fn gateway_of(node: Option<&Node>) -> Result<String, Status> {
 pub(crate) struct Ctx {
     pub(crate) cache: Arc<Cache>,
     pub(crate) stats: Arc<StatsInner>,
+    pub(crate) proxy_auth: ProxyAuth,
     pub(crate) shutdown: CancellationToken,
 }
 
@@ -242,11 +256,12 @@ impl AggregatedDiscoveryService for AdsService {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        let peer = request.remote_addr();
+        let caller = Caller::of(&request);
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(STREAM_RESPONSE_BUFFER);
-        let span = tracing::info_span!("sotw", peer = ?peer, gateway = tracing::field::Empty);
-        tokio::spawn(serve::<sotw::Stream>(self.ctx.clone(), inbound, tx).instrument(span));
+        let span =
+            tracing::info_span!("sotw", peer = %caller.remote(), gateway = tracing::field::Empty);
+        tokio::spawn(serve::<sotw::Stream>(self.ctx.clone(), caller, inbound, tx).instrument(span));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx).map(unbox))))
     }
 
@@ -254,11 +269,14 @@ impl AggregatedDiscoveryService for AdsService {
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        let peer = request.remote_addr();
+        let caller = Caller::of(&request);
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(STREAM_RESPONSE_BUFFER);
-        let span = tracing::info_span!("delta", peer = ?peer, gateway = tracing::field::Empty);
-        tokio::spawn(serve::<delta::Stream>(self.ctx.clone(), inbound, tx).instrument(span));
+        let span =
+            tracing::info_span!("delta", peer = %caller.remote(), gateway = tracing::field::Empty);
+        tokio::spawn(
+            serve::<delta::Stream>(self.ctx.clone(), caller, inbound, tx).instrument(span),
+        );
         Ok(Response::new(Box::pin(ReceiverStream::new(rx).map(unbox))))
     }
 }

@@ -22,11 +22,11 @@
 //! ```no_run
 //! # async fn f() -> Result<(), flotilla_xds_edge::Error> {
 //! use flotilla_xds_edge::{Edge, EdgeConfig};
-//! let cfg = EdgeConfig {
-//!     xds_addr: "127.0.0.1:18000".parse().unwrap(),
-//!     stores: vec!["http://127.0.0.1:7000".into()],
-//!     edge_id: "edge-1".into(),
-//! };
+//! let cfg = EdgeConfig::new(
+//!     "127.0.0.1:18000".parse().unwrap(),
+//!     vec!["http://127.0.0.1:7000".into()],
+//!     "edge-1",
+//! );
 //! let shutdown = tokio_util::sync::CancellationToken::new();
 //! let listener = tokio::net::TcpListener::bind(cfg.xds_addr).await.unwrap();
 //! let edge = Edge::new(cfg)?;
@@ -41,10 +41,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
+use flotilla_net::{ClientSecurity, ProxyAuth, ServerSecurity};
 use flotilla_proto::watch::WatchResponse;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
-use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -63,6 +62,9 @@ use stats::StatsInner;
 /// dropped (and its stream state freed) within interval + timeout.
 const PROXY_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const PROXY_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// ADS streams one proxy connection may open at once (Envoy opens one).
+const MAX_STREAMS_PER_PROXY_CONNECTION: u32 = 8;
 
 /// Errors of the edge's public entry points.
 #[derive(Debug, thiserror::Error)]
@@ -83,7 +85,7 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Edge configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct EdgeConfig {
     /// Where the ADS server listens (used by [`run`]; [`serve`] takes a bound listener).
     pub xds_addr: SocketAddr,
@@ -91,6 +93,27 @@ pub struct EdgeConfig {
     pub stores: Vec<String>,
     /// This edge's name in the store's logs and metrics.
     pub edge_id: String,
+    /// The xDS listener: TLS or not, limits. (Its `auth` is unused: proxies prove their
+    /// gateway through `proxy_auth`.)
+    pub server: ServerSecurity,
+    /// How proxies prove which gateway they serve.
+    pub proxy_auth: ProxyAuth,
+    /// How this edge proves itself to the stores.
+    pub client: ClientSecurity,
+}
+
+impl EdgeConfig {
+    /// An edge with an open, plaintext xDS port (loopback dev and tests).
+    pub fn new(xds_addr: SocketAddr, stores: Vec<String>, edge_id: impl Into<String>) -> Self {
+        Self {
+            xds_addr,
+            stores,
+            edge_id: edge_id.into(),
+            server: ServerSecurity::default(),
+            proxy_auth: ProxyAuth::default(),
+            client: ClientSecurity::default(),
+        }
+    }
 }
 
 /// Handle on a running edge: its cache and its counters. Cheap to clone.
@@ -159,9 +182,12 @@ impl Edge {
             ctx: ads::Ctx {
                 cache: self.cache.clone(),
                 stats: self.stats.clone(),
+                proxy_auth: self.cfg.proxy_auth.clone(),
                 shutdown,
             },
         })
+        .max_decoding_message_size(ads::MAX_REQUEST_BYTES)
+        .max_encoding_message_size(ads::MAX_RESPONSE_BYTES)
     }
 
     /// The store watch client; runs until `shutdown`.
@@ -174,6 +200,7 @@ impl Edge {
             self.cache.clone(),
             self.cfg.stores.clone(),
             self.cfg.edge_id.clone(),
+            self.cfg.client.clone(),
             shutdown,
         )
         .instrument(span)
@@ -188,15 +215,15 @@ impl Edge {
         let service = self.ads_service(shutdown.clone());
         let addr = listener.local_addr().ok();
         let span = tracing::info_span!("ads_server", addr = ?addr);
+        let incoming = flotilla_net::server::accept(
+            listener,
+            &self.cfg.server,
+            self.stats.listen.clone(),
+            shutdown.clone(),
+        );
         async move {
             tracing::info!("serving ADS");
-            // Latency matters more than packet count for xDS pushes.
-            let incoming = TcpListenerStream::new(listener).map(|conn| {
-                conn.inspect(|s| {
-                    let _ = s.set_nodelay(true);
-                })
-            });
-            tonic::transport::Server::builder()
+            flotilla_net::server::grpc_server(MAX_STREAMS_PER_PROXY_CONNECTION)
                 .http2_keepalive_interval(Some(PROXY_KEEPALIVE_INTERVAL))
                 .http2_keepalive_timeout(Some(PROXY_KEEPALIVE_TIMEOUT))
                 .add_service(service)
@@ -238,11 +265,12 @@ pub async fn serve(
 
 /// Binds `cfg.xds_addr` and runs an edge until `shutdown`.
 pub async fn run(cfg: EdgeConfig, shutdown: CancellationToken) -> Result<()> {
-    let listener = TcpListener::bind(cfg.xds_addr)
-        .await
-        .map_err(|source| Error::Bind {
-            addr: cfg.xds_addr,
-            source,
+    let listener =
+        flotilla_net::listen::bind(cfg.xds_addr, cfg.server.limits.backlog).map_err(|source| {
+            Error::Bind {
+                addr: cfg.xds_addr,
+                source,
+            }
         })?;
     serve(cfg, listener, shutdown).await
 }

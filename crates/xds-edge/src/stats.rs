@@ -20,10 +20,24 @@ pub struct EdgeStats {
     pub nacks: u64,
     /// True once the first full state from the store has been applied.
     pub synced: bool,
+    /// Streams refused because the proxy did not prove it serves the gateway it named.
+    pub proxies_denied: u64,
+    /// Connections held by the xDS listener (handshake done).
+    pub connections: u64,
+    /// Connections closed before or during their handshake (TLS failures, silent peers).
+    pub handshakes_failed: u64,
+    /// Connections closed for reading nothing for the idle timeout.
+    pub idle_closed: u64,
+    /// Times the xDS listener held its connection limit and paused accepting.
+    pub at_connection_limit: u64,
+    /// Failed `accept` calls (e.g. out of file descriptors), each followed by a pause.
+    pub accept_errors: u64,
 }
 
 #[derive(Debug, Default)]
 pub(crate) struct StatsInner {
+    pub(crate) denials: std::sync::Arc<flotilla_net::Denials>,
+    pub(crate) listen: std::sync::Arc<flotilla_net::ListenStats>,
     revision: AtomicU64,
     max_revision_served: AtomicU64,
     streams: AtomicUsize,
@@ -34,6 +48,7 @@ pub(crate) struct StatsInner {
 
 impl StatsInner {
     pub(crate) fn snapshot(&self) -> EdgeStats {
+        let l = self.listen.snapshot();
         EdgeStats {
             revision: self.revision.load(Ordering::Relaxed),
             max_revision_served: self.max_revision_served.load(Ordering::Relaxed),
@@ -41,6 +56,12 @@ impl StatsInner {
             acks: self.acks.load(Ordering::Relaxed),
             nacks: self.nacks.load(Ordering::Relaxed),
             synced: self.synced.load(Ordering::Relaxed),
+            proxies_denied: self.denials.get(),
+            connections: l.active,
+            handshakes_failed: l.handshake_failed + l.handshake_timeouts,
+            idle_closed: l.idle_closed,
+            at_connection_limit: l.at_limit,
+            accept_errors: l.accept_errors,
         }
     }
 

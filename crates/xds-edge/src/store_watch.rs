@@ -53,6 +53,7 @@ pub(crate) async fn run(
     cache: Arc<Cache>,
     stores: Vec<String>,
     edge_id: String,
+    client: flotilla_net::ClientSecurity,
     shutdown: CancellationToken,
 ) {
     if stores.is_empty() {
@@ -65,7 +66,7 @@ pub(crate) async fn run(
         let uri = &stores[idx % stores.len()];
         let mut got_data = false;
         let result = tokio::select! {
-            r = session(&cache, uri, &edge_id, &mut got_data) => r,
+            r = session(&cache, uri, &edge_id, &client, &mut got_data) => r,
             () = shutdown.cancelled() => return,
         };
         if got_data {
@@ -87,7 +88,13 @@ pub(crate) async fn run(
     }
 }
 
-async fn session(cache: &Cache, uri: &str, edge_id: &str, got_data: &mut bool) -> Result<()> {
+async fn session(
+    cache: &Cache,
+    uri: &str,
+    edge_id: &str,
+    client_security: &flotilla_net::ClientSecurity,
+    got_data: &mut bool,
+) -> Result<()> {
     let endpoint = Endpoint::from_shared(uri.to_owned())
         .map_err(|source| Error::InvalidUri {
             uri: uri.to_owned(),
@@ -105,11 +112,13 @@ async fn session(cache: &Cache, uri: &str, edge_id: &str, got_data: &mut bool) -
     let mut client = WatchClient::new(channel).max_decoding_message_size(MAX_WATCH_MESSAGE);
     let since_revision = cache.revision();
     info!(store = %uri, since_revision, "watching store");
+    let mut request = tonic::Request::new(WatchRequest {
+        since_revision,
+        edge_id: edge_id.to_owned(),
+    });
+    client_security.authorize(&mut request);
     let mut stream = client
-        .watch(WatchRequest {
-            since_revision,
-            edge_id: edge_id.to_owned(),
-        })
+        .watch(request)
         .await
         .map_err(|source| Error::Rpc {
             uri: uri.to_owned(),

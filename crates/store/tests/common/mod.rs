@@ -120,12 +120,7 @@ pub async fn start_node<S: EventSource>(
     source: S,
 ) -> TestResult<TestNode> {
     let addr = listener.local_addr()?;
-    let cfg = StoreConfig {
-        node_id: id,
-        data_dir: dir.to_path_buf(),
-        grpc_addr: addr,
-        peers: peers.clone(),
-    };
+    let cfg = StoreConfig::new(id, dir.to_path_buf(), addr, peers.clone());
     let shutdown = CancellationToken::new();
     let node = StoreNode::start_with_listener(cfg, listener, source, shutdown.clone()).await?;
     Ok(TestNode {

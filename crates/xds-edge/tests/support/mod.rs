@@ -163,12 +163,7 @@ impl TestEdge {
     pub async fn start(stores: Vec<String>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let edge = Edge::new(EdgeConfig {
-            xds_addr: addr,
-            stores,
-            edge_id: "test-edge".into(),
-        })
-        .unwrap();
+        let edge = Edge::new(EdgeConfig::new(addr, stores, "test-edge")).unwrap();
         let stop = CancellationToken::new();
         tokio::spawn(edge.run(listener, stop.clone()));
         Self { edge, addr, stop }
