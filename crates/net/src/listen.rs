@@ -2,7 +2,9 @@
 //!
 //! [`bind`] listens with a chosen backlog (a connect storm of thousands of proxies must not
 //! overflow the kernel's accept queue). [`incoming`] accepts under a connection limit (at the
-//! limit it stops accepting: the kernel queue holds newcomers, nothing spins), backs accept
+//! limit the oldest connection still in its handshake makes room; when every slot is an
+//! established connection it stops accepting: the kernel queue holds newcomers, nothing
+//! spins), backs accept
 //! errors off (EMFILE is retried after a pause, not at once), gives every connection a
 //! deadline for its handshake (TLS, or the first byte of a plaintext protocol), closes
 //! connections that read nothing for the idle timeout, and yields [`Conn`]s that carry their
@@ -106,8 +108,11 @@ pub struct ListenStats {
     pub handshake_timeouts: AtomicU64,
     pub idle_closed: AtomicU64,
     pub accept_errors: AtomicU64,
-    /// Times the listener stopped accepting because it held `max_connections`.
+    /// Times the listener stopped accepting because it held `max_connections` established
+    /// connections.
     pub at_limit: AtomicU64,
+    /// Connections closed before their handshake finished to make room for a newcomer.
+    pub evicted: AtomicU64,
 }
 
 /// A snapshot of [`ListenStats`].
@@ -120,6 +125,7 @@ pub struct ListenCounters {
     pub idle_closed: u64,
     pub accept_errors: u64,
     pub at_limit: u64,
+    pub evicted: u64,
 }
 
 impl ListenStats {
@@ -133,6 +139,7 @@ impl ListenStats {
             idle_closed: g(&self.idle_closed),
             accept_errors: g(&self.accept_errors),
             at_limit: g(&self.at_limit),
+            evicted: g(&self.evicted),
         }
     }
 }
@@ -164,27 +171,12 @@ pub fn incoming<H: Handshake>(
     let addr = listener.local_addr().ok();
     tokio::spawn(async move {
         let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+        let pending = Pending::default();
         let mut backoff = ACCEPT_BACKOFF_MIN;
+        let mut next_id: u64 = 0;
+        // Said once per episode at the limit, not once per newcomer.
+        let mut limit_logged = false;
         loop {
-            let permit = match permits.clone().try_acquire_owned() {
-                Ok(p) => p,
-                Err(_) => {
-                    stats.at_limit.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(
-                        ?addr,
-                        limit = limits.max_connections,
-                        "connection limit reached: not accepting until a connection closes"
-                    );
-                    tokio::select! {
-                        p = permits.clone().acquire_owned() => match p {
-                            Ok(p) => p,
-                            Err(_) => return,
-                        },
-                        () = shutdown.cancelled() => return,
-                        () = tx.closed() => return,
-                    }
-                }
-            };
             let accepted = tokio::select! {
                 r = listener.accept() => r,
                 () = shutdown.cancelled() => return,
@@ -211,12 +203,59 @@ pub fn incoming<H: Handshake>(
                     continue;
                 }
             };
+            let permit = match permits.clone().try_acquire_owned() {
+                Ok(p) => {
+                    limit_logged = false;
+                    p
+                }
+                Err(_) => {
+                    // Full, and a newcomer is here. Connections that have not finished their
+                    // handshake have proved nothing: the oldest makes room for it (a flood of
+                    // silent connections then only evicts itself, and a client that talks at
+                    // once gets through). When every slot is an established connection, the
+                    // newcomer waits for one to close and the kernel queues the rest.
+                    if pending.evict_oldest() {
+                        stats.evicted.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        stats.at_limit.fetch_add(1, Ordering::Relaxed);
+                        if !limit_logged {
+                            tracing::warn!(
+                                ?addr,
+                                limit = limits.max_connections,
+                                "connection limit reached: not accepting until a connection closes"
+                            );
+                            limit_logged = true;
+                        }
+                    }
+                    tokio::select! {
+                        p = permits.clone().acquire_owned() => match p {
+                            Ok(p) => p,
+                            Err(_) => return,
+                        },
+                        () = shutdown.cancelled() => return,
+                        () = tx.closed() => return,
+                    }
+                }
+            };
             stats.accepted.fetch_add(1, Ordering::Relaxed);
             let _ = tcp.set_nodelay(true);
-            let (h, tx, stats) = (handshake.clone(), tx.clone(), stats.clone());
+            next_id += 1;
+            let id = next_id;
+            let evicted = pending.add(id);
+            let (h, tx, stats, pending) = (
+                handshake.clone(),
+                tx.clone(),
+                stats.clone(),
+                pending.clone(),
+            );
             tokio::spawn(async move {
-                match tokio::time::timeout(limits.handshake_timeout, h.handshake(tcp)).await {
-                    Ok(Ok((io, peer))) => {
+                let outcome = tokio::select! {
+                    r = tokio::time::timeout(limits.handshake_timeout, h.handshake(tcp)) => Some(r),
+                    () = evicted.cancelled() => None,
+                };
+                pending.remove(id);
+                match outcome {
+                    Some(Ok(Ok((io, peer)))) => {
                         stats.active.fetch_add(1, Ordering::Relaxed);
                         let conn = Conn {
                             io,
@@ -227,19 +266,54 @@ pub fn incoming<H: Handshake>(
                         };
                         let _ = tx.send(Ok(conn)).await;
                     }
-                    Ok(Err(e)) => {
+                    Some(Ok(Err(e))) => {
                         stats.handshake_failed.fetch_add(1, Ordering::Relaxed);
                         tracing::debug!(%remote, error = %e, "handshake failed");
                     }
-                    Err(_) => {
+                    Some(Err(_)) => {
                         stats.handshake_timeouts.fetch_add(1, Ordering::Relaxed);
                         tracing::debug!(%remote, "handshake timed out");
                     }
+                    None => tracing::debug!(%remote, "evicted before its handshake finished"),
                 }
             });
         }
     });
     rx
+}
+
+/// Connections whose handshake is running, oldest first.
+#[derive(Clone, Default)]
+struct Pending(Arc<std::sync::Mutex<std::collections::BTreeMap<u64, CancellationToken>>>);
+
+impl Pending {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<u64, CancellationToken>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a handshake; the token fires if it is evicted.
+    fn add(&self, id: u64) -> CancellationToken {
+        let t = CancellationToken::new();
+        self.lock().insert(id, t.clone());
+        t
+    }
+
+    fn remove(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+
+    /// Cancels the oldest running handshake; false if there is none.
+    fn evict_oldest(&self) -> bool {
+        match self.lock().pop_first() {
+            Some((_, t)) => {
+                t.cancel();
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 /// Errors of one connection that `accept` reports; the listener itself is fine.

@@ -94,6 +94,20 @@ async fn a_connection_that_stops_talking_is_closed_after_the_idle_timeout() {
 }
 
 #[tokio::test]
+async fn a_flood_of_silent_connections_cannot_keep_a_talking_client_out() {
+    let (addr, stats, _sd) = start(8).await;
+    // Far more silent connections than slots, all within the handshake timeout.
+    let mut silent = Vec::new();
+    for _ in 0..200 {
+        silent.push(TcpStream::connect(addr).await.expect("connect"));
+    }
+    round_trip(addr)
+        .await
+        .expect("served while silent connections hold every slot");
+    assert!(stats.snapshot().evicted >= 192, "{:?}", stats.snapshot());
+}
+
+#[tokio::test]
 async fn at_the_connection_limit_newcomers_wait_and_are_served_once_a_slot_frees() {
     let (addr, stats, _sd) = start(2).await;
     let mut held = Vec::new();
