@@ -4,11 +4,17 @@
 //! - [`listen`]: listeners with a backlog, a connection limit, handshake and first-byte
 //!   timeouts and accept errors backed off, yielding connections that carry their peer's
 //!   identity (for tonic through [`listen::ConnInfo`]).
+//! - [`tls`]: TLS on both sides of every connection, from a CA bundle, a certificate and a key
+//!   that are reloaded when their files change; peers proved by their certificate's identity.
+//! - [`certs`]: a local CA and the certificates of a dev setup (`flotilla certs`).
 //! - [`limits`]: the process's file descriptor limit, raised at start.
 
+pub mod certs;
 pub mod identity;
 pub mod limits;
 pub mod listen;
+pub mod tls;
 
 pub use identity::{Identity, Role};
 pub use listen::{ConnInfo, Limits, Plain};
+pub use tls::{ClientAuth, Connector, Tls, TlsFiles};
