@@ -66,7 +66,11 @@ pub enum Error {
     #[error(transparent)]
     Identity(#[from] identity::Error),
     #[error("{a} and {b} would both be written to {file}")]
-    Collision { a: Identity, b: Identity, file: String },
+    Collision {
+        a: Identity,
+        b: Identity,
+        file: String,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -128,6 +132,16 @@ impl Ca {
         params
             .distinguished_name
             .push(DnType::OrganizationName, "Flotilla");
+        // Every dev CA has the same common name; a name of its own (its creation time) keeps
+        // two of them apart, so a certificate of the other one is refused as "unknown CA"
+        // rather than as a bad signature of a namesake.
+        params.distinguished_name.push(
+            DnType::OrganizationalUnitName,
+            format!(
+                "created {}",
+                time::OffsetDateTime::now_utc().unix_timestamp_nanos()
+            ),
+        );
         // Leaves only: the CA signs no intermediate.
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.key_usages = vec![
@@ -136,12 +150,10 @@ impl Ca {
             KeyUsagePurpose::DigitalSignature,
         ];
         validity(&mut params, CA_DAYS)?;
-        let cert = params
-            .self_signed(&key)
-            .map_err(|source| Error::Generate {
-                what: CA_COMMON_NAME.into(),
-                source,
-            })?;
+        let cert = params.self_signed(&key).map_err(|source| Error::Generate {
+            what: CA_COMMON_NAME.into(),
+            source,
+        })?;
         // Key first: a certificate on disk always has its key beside it.
         write_atomic(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
         write_atomic(&cert_path, cert.pem().as_bytes(), 0o644)?;
@@ -167,12 +179,11 @@ impl Ca {
             path: key_path.clone(),
             source,
         })?;
-        let der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|e| {
-            Error::BadCert {
+        let der =
+            CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|e| Error::BadCert {
                 path: cert_path.clone(),
                 reason: format!("not a PEM certificate: {e}"),
-            }
-        })?;
+            })?;
         let (_, x509) = X509Certificate::from_der(&der).map_err(|e| Error::BadCert {
             path: cert_path.clone(),
             reason: format!("not an X.509 certificate: {e}"),
@@ -223,10 +234,13 @@ impl Ca {
         params
             .distinguished_name
             .push(DnType::CommonName, identity.to_string());
-        let uri = identity.uri().try_into().map_err(|source| Error::Generate {
-            what: identity.to_string(),
-            source,
-        })?;
+        let uri = identity
+            .uri()
+            .try_into()
+            .map_err(|source| Error::Generate {
+                what: identity.to_string(),
+                source,
+            })?;
         params.subject_alt_names = std::iter::once(Ok(SanType::URI(uri)))
             .chain(hosts.iter().map(|h| host_san(h)))
             .collect::<Result<_>>()?;
@@ -315,7 +329,10 @@ fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
         source,
     };
     let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
     let tmp = dir.join(format!(
         ".{name}.tmp.{}.{}",
         std::process::id(),

@@ -23,12 +23,12 @@ use rustls::crypto::CryptoProvider;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
 use rustls::sign::CertifiedKey;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use rustls::{
     ClientConfig, DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig,
     SignatureScheme,
 };
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -80,7 +80,10 @@ pub enum Error {
         not_after: time::OffsetDateTime,
     },
     #[error("{}: {source}", path.display())]
-    Rustls { path: PathBuf, source: rustls::Error },
+    Rustls {
+        path: PathBuf,
+        source: rustls::Error,
+    },
     #[error("{}: the key does not belong to the certificate in {}", key.display(), cert.display())]
     KeyMismatch { key: PathBuf, cert: PathBuf },
     #[error("{}: {source}", path.display())]
@@ -428,19 +431,18 @@ impl Loaded {
             what: "private key",
             source,
         })?;
-        let certified =
-            CertifiedKey::from_der(chain.clone(), key.clone_key(), &provider).map_err(|e| {
-                match e {
-                    rustls::Error::InconsistentKeys(_) => Error::KeyMismatch {
-                        key: files.key.clone(),
-                        cert: files.cert.clone(),
-                    },
-                    source => Error::Rustls {
-                        path: files.key.clone(),
-                        source,
-                    },
-                }
-            })?;
+        let certified = CertifiedKey::from_der(chain.clone(), key.clone_key(), &provider).map_err(
+            |e| match e {
+                rustls::Error::InconsistentKeys(_) => Error::KeyMismatch {
+                    key: files.key.clone(),
+                    cert: files.cert.clone(),
+                },
+                source => Error::Rustls {
+                    path: files.key.clone(),
+                    source,
+                },
+            },
+        )?;
         let certified = Arc::new(certified);
 
         let server = |auth: ClientAuth| -> Result<Arc<ServerConfig>> {
@@ -632,9 +634,7 @@ impl Handshake for Acceptor {
 
     async fn handshake(&self, tcp: TcpStream) -> io::Result<(Self::Io, Option<Identity>)> {
         let config = self.tls.server_config(self.auth);
-        let stream = tokio_rustls::TlsAcceptor::from(config)
-            .accept(tcp)
-            .await?;
+        let stream = tokio_rustls::TlsAcceptor::from(config).accept(tcp).await?;
         let cert = stream
             .get_ref()
             .1
@@ -663,7 +663,10 @@ impl Handshake for Acceptor {
 }
 
 /// Checks a server's identity has the role a client expects.
-pub(crate) fn check_role(cert: Option<&CertificateDer<'_>>, want: Role) -> Result<Identity, String> {
+pub(crate) fn check_role(
+    cert: Option<&CertificateDer<'_>>,
+    want: Role,
+) -> Result<Identity, String> {
     let cert = cert.ok_or_else(|| "presented no certificate".to_string())?;
     let id = identity_of_cert(cert).map_err(|e| format!("server certificate: {e}"))?;
     if id.role != want {

@@ -135,7 +135,11 @@ impl Connector {
             .await
             .map_err(|e| io::Error::new(e.kind(), format!("TLS handshake with {peer}: {e}")))?;
         if let Some(want) = side.expect_role {
-            let cert = stream.get_ref().1.peer_certificates().and_then(|c| c.first());
+            let cert = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first());
             if let Err(why) = check_role(cert, want) {
                 return Err(io::Error::new(
                     io::ErrorKind::PermissionDenied,
