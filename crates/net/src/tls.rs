@@ -590,7 +590,7 @@ impl ClientCertVerifier for IdentityVerifier {
         match identity_of_cert(end_entity) {
             Ok(_) => Ok(verified),
             Err(e) => Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::Other(rustls::OtherError(Arc::new(e))),
+                rustls::CertificateError::Other(rustls::OtherError(Arc::new(Refusal(e)))),
             )),
         }
     }
@@ -614,6 +614,24 @@ impl ClientCertVerifier for IdentityVerifier {
         self.webpki.supported_verify_schemes()
     }
 }
+
+/// Why a client certificate was refused. rustls shows the reason of an `Other` certificate
+/// error with `Debug`, so its `Debug` is the message.
+struct Refusal(CertError);
+
+impl std::fmt::Debug for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "client certificate: {}", self.0)
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self, f)
+    }
+}
+
+impl std::error::Error for Refusal {}
 
 /// The TLS server side of a listener: handshakes with the configuration in force when the
 /// connection arrived, and hands on the client's identity.

@@ -246,26 +246,24 @@ async fn required_refuses_a_client_without_a_certificate() {
 }
 
 #[tokio::test]
-async fn required_refuses_a_certificate_of_another_ca() {
+async fn a_certificate_of_another_ca_is_refused_even_where_optional() {
     let pki = Pki::new();
     let other = Pki::new();
-    let server = serve(
-        pki.tls(&id(Role::Store, "1"))
-            .acceptor(ClientAuth::Required),
-        Duration::from_secs(5),
-    )
-    .await;
+    let tls = pki.tls(&id(Role::Store, "1"));
     // Trusts our CA (so it accepts the server) but presents a certificate of another CA.
     let foreign = other.files(&id(Role::Admin, "mallory"));
-    let client = raw_client(pki.ca.cert_path(), Some((&foreign.cert, &foreign.key)));
-    let err = attempt(client, server.addr)
-        .await
-        .expect_err("another CA's certificate is refused");
-    assert!(
-        err.to_string().contains("UnknownCA"),
-        "alert says why: {err}"
-    );
-    handshake_failures(&server, 1).await;
+    for auth in [ClientAuth::Required, ClientAuth::Optional] {
+        let server = serve(tls.acceptor(auth), Duration::from_secs(5)).await;
+        let client = raw_client(pki.ca.cert_path(), Some((&foreign.cert, &foreign.key)));
+        let Err(err) = attempt(client, server.addr).await else {
+            panic!("{auth:?}: another CA's certificate was accepted");
+        };
+        assert!(
+            err.to_string().contains("UnknownCA"),
+            "{auth:?}: alert says why: {err}"
+        );
+        handshake_failures(&server, 1).await;
+    }
 }
 
 /// A certificate the CA signed without a Flotilla identity, made with rcgen directly (the
@@ -314,6 +312,21 @@ async fn a_ca_signed_certificate_without_an_identity_is_refused_even_where_optio
             "{auth:?}: alert says why: {err}"
         );
         handshake_failures(&server, 1).await;
+
+        // What the server's log says.
+        let l = bind("127.0.0.1:0".parse().expect("addr"), 8).expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let client = raw_client(pki.ca.cert_path(), Some((&cert, &key)));
+        tokio::spawn(attempt(client, addr));
+        let (tcp, _) = l.accept().await.expect("accept");
+        let Err(err) = tls.acceptor(auth).handshake(tcp).await else {
+            panic!("{auth:?}: accepted");
+        };
+        assert!(
+            err.to_string()
+                .contains("client certificate: no spiffe://flotilla/ URI SAN"),
+            "{auth:?}: {err}"
+        );
     }
 }
 
@@ -707,7 +720,7 @@ impl tower::Service<http::Request<tonic::body::Body>> for WhoAmI {
 }
 
 /// Serves [`WhoAmI`] with tonic on `handshake`'s connections; calls it through `connector`.
-async fn who_am_i<H>(handshake: H, connector: Connector, scheme: &str) -> String
+async fn who_am_i<H>(handshake: H, connector: Connector) -> String
 where
     H: Handshake,
     H::Io: Send + 'static,
@@ -731,7 +744,8 @@ where
                 shutdown.cancelled_owned(),
             ),
     );
-    let channel = tonic::transport::Endpoint::from_shared(format!("{scheme}://localhost:{port}"))
+    // `http://` even over TLS: the connector, not the scheme, decides (see `connect`).
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://localhost:{port}"))
         .expect("endpoint")
         .connect_with_connector(connector)
         .await
@@ -760,15 +774,12 @@ async fn tonic_calls_over_mtls_carry_the_callers_identity() {
     let server = pki.tls(&id(Role::Store, "1"));
     let client = Connector::tls(pki.tls(&id(Role::Edge, "east")), Some(Role::Store));
     assert_eq!(
-        who_am_i(server.acceptor(ClientAuth::Required), client, "http").await,
+        who_am_i(server.acceptor(ClientAuth::Required), client).await,
         "edge/east"
     );
 }
 
 #[tokio::test]
 async fn tonic_calls_over_plaintext_take_the_same_path() {
-    assert_eq!(
-        who_am_i(Plain, Connector::plain(), "http").await,
-        "anonymous"
-    );
+    assert_eq!(who_am_i(Plain, Connector::plain()).await, "anonymous");
 }
