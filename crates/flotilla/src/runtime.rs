@@ -388,6 +388,7 @@ async fn standalone(a: StandaloneArgs, shutdown: CancellationToken) -> Result<()
     // reach loopback ports too, are kept out by a secret that never leaves the process.
     let internal = flotilla_net::server::ClientSecurity {
         token: Some(flotilla_net::auth::random_secret().into()),
+        ..Default::default()
     };
     let grpc = bind(a.grpc, "internal store gRPC", &a.listen, false)?;
     let grpc_addr = grpc.local_addr()?;

@@ -22,11 +22,14 @@ pub enum Acceptor {
     /// Plaintext; the first byte must arrive within the handshake timeout.
     #[default]
     Plain,
+    /// TLS; the handshake must finish within the handshake timeout.
+    Tls(crate::tls::Acceptor),
 }
 
 /// A server-side connection stream: plaintext or TLS.
 pub enum Stream {
     Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
 }
 
 impl Handshake for Acceptor {
@@ -36,6 +39,10 @@ impl Handshake for Acceptor {
             Acceptor::Plain => {
                 let (s, id) = Plain.handshake(tcp).await?;
                 Ok((Stream::Plain(s), id))
+            }
+            Acceptor::Tls(a) => {
+                let (s, id) = a.handshake(tcp).await?;
+                Ok((Stream::Tls(Box::new(s)), id))
             }
         }
     }
@@ -55,6 +62,7 @@ impl AsyncRead for Stream {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -67,16 +75,19 @@ impl AsyncWrite for Stream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }
@@ -101,10 +112,21 @@ impl Default for ServerSecurity {
 }
 
 /// How a part proves itself to the servers it calls.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct ClientSecurity {
     /// Sent as [`TOKEN_HEADER`] (the server's [`PeerAuth::Token`]).
     pub token: Option<Arc<str>>,
+    /// Dials the server: plaintext, or TLS with this part's certificate.
+    pub connector: crate::tls::Connector,
+}
+
+impl Default for ClientSecurity {
+    fn default() -> Self {
+        Self {
+            token: None,
+            connector: crate::tls::Connector::plain(),
+        }
+    }
 }
 
 impl ClientSecurity {

@@ -134,7 +134,14 @@ impl NetworkFactory {
             })?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true);
-        let channel = endpoint.connect_lazy();
+        // The connector dials (and does TLS with this node's certificate, checking the peer
+        // is a store) for every (re)connection, so rotated certificates apply.
+        let connector = self
+            .client
+            .connector
+            .clone()
+            .connect_timeout(CONNECT_TIMEOUT);
+        let channel = endpoint.connect_with_connector_lazy(connector);
         map.insert((target, addr.to_string()), channel.clone());
         Ok(channel)
     }

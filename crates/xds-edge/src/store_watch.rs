@@ -105,10 +105,17 @@ async fn session(
         .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
         .keep_alive_timeout(KEEPALIVE_TIMEOUT)
         .keep_alive_while_idle(true);
-    let channel = endpoint.connect().await.map_err(|source| Error::Connect {
-        uri: uri.to_owned(),
-        source,
-    })?;
+    let connector = client_security
+        .connector
+        .clone()
+        .connect_timeout(CONNECT_TIMEOUT);
+    let channel = endpoint
+        .connect_with_connector(connector)
+        .await
+        .map_err(|source| Error::Connect {
+            uri: uri.to_owned(),
+            source,
+        })?;
     let mut client = WatchClient::new(channel).max_decoding_message_size(MAX_WATCH_MESSAGE);
     let since_revision = cache.revision();
     info!(store = %uri, since_revision, "watching store");
