@@ -40,6 +40,8 @@ pub enum Command {
     Translate(TranslateArgs),
     /// Administer a running store cluster through its REST API (membership, snapshots).
     Ctl(CtlArgs),
+    /// Print a fresh API bearer token and its line for the --api-tokens file.
+    Token(crate::api_auth::TokenArgs),
 }
 
 #[derive(Args, Debug)]
@@ -53,6 +55,10 @@ pub struct CtlArgs {
         value_delimiter = ','
     )]
     pub api: Vec<String>,
+    /// A file holding the API token to send as `Authorization: Bearer` (its first line that is
+    /// not blank or a `#` comment). Membership changes and snapshots need an admin token.
+    #[arg(long, env = "FLOTILLA_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: CtlCommand,
 }
@@ -130,6 +136,8 @@ pub struct StoreArgs {
     pub peers: Vec<String>,
     #[command(flatten)]
     pub nats: NatsArgs,
+    #[command(flatten)]
+    pub api_auth: crate::api_auth::ApiAuthArgs,
 }
 
 #[derive(Args, Debug)]
@@ -181,6 +189,8 @@ pub struct StandaloneArgs {
     /// Where the one-node store keeps its log; default: a fresh temporary directory.
     #[arg(long, env = "FLOTILLA_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub api_auth: crate::api_auth::ApiAuthArgs,
 }
 
 #[derive(Args, Debug)]
@@ -238,6 +248,7 @@ pub fn run(cli: Cli) -> ExitCode {
             crate::translate_cmd::run(&a.file, a.flags.as_deref(), &a.cluster, a.output, a.to)
         }
         Command::Ctl(a) => crate::ctl::run(a),
+        Command::Token(a) => crate::api_auth::token(a),
         other => crate::runtime::run_async(other),
     };
     match result {

@@ -1,6 +1,7 @@
 //! Assembles the long-running components from the library crates: one function per
 //! subcommand, one cancellation token for all, and a non-zero exit when a critical task dies.
 
+use crate::api_auth::ApiAuth;
 use crate::cli::{Command, EdgeArgs, IngestArgs, StandaloneArgs, StoreArgs};
 use anyhow::{anyhow, bail, Context, Result};
 use flotilla_ingest::{FileSource, NatsPublisher, Publisher};
@@ -27,7 +28,7 @@ pub fn run_async(cmd: Command) -> Result<()> {
             Command::Store(a) => store(a, shutdown).await,
             Command::Edge(a) => edge(a, shutdown).await,
             Command::Standalone(a) => standalone(a, shutdown).await,
-            Command::Bootstrap(_) | Command::Translate(_) | Command::Ctl(_) => {
+            Command::Bootstrap(_) | Command::Translate(_) | Command::Ctl(_) | Command::Token(_) => {
                 bail!("not a long-running command")
             }
         }
@@ -115,6 +116,7 @@ fn parse_peers(peers: &[String]) -> Result<BTreeMap<u64, String>> {
 
 async fn store(a: StoreArgs, shutdown: CancellationToken) -> Result<()> {
     let peers = parse_peers(&a.peers)?;
+    let auth = ApiAuth::load(&a.api_auth, a.api)?;
     let source = NatsSource::connect(&a.nats.nats, flotilla_ingest::nats::STREAM)
         .await
         .with_context(|| format!("connecting to NATS at {}", a.nats.nats))?;
@@ -128,8 +130,12 @@ async fn store(a: StoreArgs, shutdown: CancellationToken) -> Result<()> {
     info!(node = a.id, grpc = %a.grpc, api = %a.api, "store node started");
     let api = bind(a.api, "API").await?;
     let mut tasks = JoinSet::new();
+    if let Some(reload) = auth.reloader(shutdown.clone()) {
+        tasks.spawn(reload.instrument(tracing::info_span!("api-tokens")));
+    }
     tasks.spawn(
-        serve_api(api, node.clone(), shutdown.clone()).instrument(tracing::info_span!("api")),
+        serve_api(api, node.clone(), auth.auth, shutdown.clone())
+            .instrument(tracing::info_span!("api")),
     );
     let n = node.clone();
     tasks.spawn(async move { n.stopped().await.map_err(anyhow::Error::from) });
@@ -214,10 +220,11 @@ impl flotilla_api::Admin for NodeReader {
 async fn serve_api(
     listener: TcpListener,
     node: StoreNode,
+    auth: flotilla_api::Auth,
     shutdown: CancellationToken,
 ) -> Result<()> {
     let reader = Arc::new(NodeReader(node));
-    let app = flotilla_api::router(reader.clone(), Some(reader));
+    let app = flotilla_api::router(reader.clone(), Some(reader), auth);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
@@ -270,6 +277,7 @@ impl Publisher for BusPublisher {
 
 async fn standalone(a: StandaloneArgs, shutdown: CancellationToken) -> Result<()> {
     flotilla_ingest::validate_cluster(&a.cluster)?;
+    let auth = ApiAuth::load(&a.api_auth, a.api)?;
     let (_tmp, data_dir) = match &a.data_dir {
         Some(d) => (None, d.clone()),
         None => {
@@ -300,8 +308,13 @@ async fn standalone(a: StandaloneArgs, shutdown: CancellationToken) -> Result<()
     let mut tasks = JoinSet::new();
     let n = node.clone();
     tasks.spawn(async move { n.stopped().await.map_err(anyhow::Error::from) });
+    if let Some(reload) = auth.reloader(shutdown.clone()) {
+        tasks.spawn(reload.instrument(tracing::info_span!("api-tokens")));
+    }
+    let auth_banner = auth.describe();
     tasks.spawn(
-        serve_api(api, node.clone(), shutdown.clone()).instrument(tracing::info_span!("api")),
+        serve_api(api, node.clone(), auth.auth, shutdown.clone())
+            .instrument(tracing::info_span!("api")),
     );
     let run = edge.run(xds, shutdown.clone());
     tasks.spawn(async move { run.await.map_err(anyhow::Error::from) });
@@ -328,6 +341,7 @@ async fn standalone(a: StandaloneArgs, shutdown: CancellationToken) -> Result<()
         "  API on http://{}/api/v1/resources, edge admin on http://{}/stats",
         a.api, a.admin
     );
+    println!("  API authentication: {auth_banner}");
     println!(
         "  Envoy bootstrap: flotilla bootstrap --gateway {}/NAMESPACE/NAME --xds {} > envoy.json && envoy -c envoy.json",
         a.cluster, a.xds
