@@ -26,17 +26,30 @@
 //! clients read, the fold and the config push keep their share of the CPU; a request that
 //! waits longer than [`HEAVY_QUEUE_WAIT`] for its turn gets 503 with `Retry-After`.
 //! Errors are JSON: `{"error": "..."}` with a 4xx/5xx status.
+//!
+//! Who may call what ([`auth`]): `/healthz` and `/readyz` are open (probes); every other `GET`
+//! needs the `reader` or `admin` role, every change the `admin` role. Callers prove who they
+//! are with a bearer token (`--api-tokens`) or a client certificate; without any credentials
+//! configured (dev mode) callers are anonymous readers and nobody administers. Only admins see
+//! Secret data and private keys ([`redact`]). Request bodies are small JSON: at most
+//! [`MAX_BODY`] bytes, else 413.
+
+pub mod auth;
+pub mod redact;
+
+pub use auth::{Auth, AuthError, Principal, Role, TokenFile};
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use flotilla_model::{Kind, ResourceKey};
 use flotilla_translate::TranslatorView;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -51,6 +64,9 @@ pub const HEAVY_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs
 pub const DEFAULT_PAGE: usize = 500;
 /// The largest page a request may ask for: one page is built in memory.
 pub const MAX_PAGE: usize = 5000;
+
+/// The largest request body: the API takes only small JSON (`{"id": N, "addr": "..."}`).
+pub const MAX_BODY: usize = 64 * 1024;
 
 /// One published state of a store, as the API reads it.
 #[derive(Clone, Default)]
@@ -99,6 +115,9 @@ pub enum AdminError {
     Conflict(String),
     #[error("{0}")]
     Failed(String),
+    /// The body is larger than [`MAX_BODY`].
+    #[error("{0}")]
+    TooLarge(String),
 }
 
 impl IntoResponse for AdminError {
@@ -110,6 +129,7 @@ impl IntoResponse for AdminError {
             AdminError::Invalid(_) => (StatusCode::BAD_REQUEST, json!({})),
             AdminError::Conflict(_) => (StatusCode::CONFLICT, json!({})),
             AdminError::Failed(_) => (StatusCode::INTERNAL_SERVER_ERROR, json!({})),
+            AdminError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, json!({})),
         };
         let mut body = json!({"error": self.to_string()});
         if let (Some(b), Value::Object(extra)) = (body.as_object_mut(), extra) {
@@ -120,21 +140,28 @@ impl IntoResponse for AdminError {
 }
 
 /// Builds the router; mount it with `axum::serve`. `admin` adds the cluster administration
-/// endpoints.
-pub fn router(state: Arc<dyn StateReader>, admin: Option<Arc<dyn Admin>>) -> Router {
-    let admin_routes = match admin {
-        Some(a) => Router::new()
-            .route("/api/v1/members", get(members))
-            .route("/api/v1/members/learners", post(add_learner))
-            .route("/api/v1/members/voters", post(promote))
-            .route("/api/v1/members/{id}", delete(remove))
-            .route("/api/v1/snapshot", post(snapshot))
-            .with_state(a),
-        None => Router::new(),
+/// endpoints; `auth` says who may call what (see [`auth`]). A listener that verifies client
+/// certificates passes the peer's identity as a `flotilla_net::ConnInfo` extension (plain, or
+/// in `axum::extract::ConnectInfo`).
+pub fn router(state: Arc<dyn StateReader>, admin: Option<Arc<dyn Admin>>, auth: Auth) -> Router {
+    let guard = |needs| {
+        axum::middleware::from_fn_with_state(
+            auth::Guard {
+                auth: auth.clone(),
+                needs,
+            },
+            auth::guard,
+        )
     };
-    Router::new()
+    let api = Api {
+        reader: state,
+        heavy: Arc::new(tokio::sync::Semaphore::new(HEAVY_CONCURRENCY)),
+    };
+    let probes = Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
+        .with_state(api.clone());
+    let mut reads = Router::new()
         .route("/api/v1/revision", get(revision))
         .route("/api/v1/resources", get(list))
         .route(
@@ -144,11 +171,25 @@ pub fn router(state: Arc<dyn StateReader>, admin: Option<Arc<dyn Admin>>) -> Rou
         .route("/api/v1/gateways", get(gateways))
         .route("/api/v1/rejections", get(rejections))
         .route("/api/v1/digest", get(digest))
-        .with_state(Api {
-            reader: state,
-            heavy: Arc::new(tokio::sync::Semaphore::new(HEAVY_CONCURRENCY)),
-        })
-        .merge(admin_routes)
+        .with_state(api);
+    let mut app = probes;
+    if let Some(a) = admin {
+        reads = reads.merge(
+            Router::new()
+                .route("/api/v1/members", get(members))
+                .with_state(a.clone()),
+        );
+        let changes = Router::new()
+            .route("/api/v1/members/learners", post(add_learner))
+            .route("/api/v1/members/voters", post(promote))
+            .route("/api/v1/members/{id}", delete(remove))
+            .route("/api/v1/snapshot", post(snapshot))
+            .with_state(a)
+            .route_layer(guard(Role::Admin));
+        app = app.merge(changes);
+    }
+    app.merge(reads.route_layer(guard(Role::Reader)))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
 }
 
@@ -226,7 +267,7 @@ fn to_json<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, ApiError> {
 /// An object as stored, with its computed status in `status`, serialized from the shared
 /// state without copying it.
 struct ObjectView<'a> {
-    raw: &'a Value,
+    raw: Cow<'a, Value>,
     status: Option<&'a Value>,
 }
 
@@ -313,17 +354,32 @@ fn decode_continue(token: &str) -> Result<ResourceKey, ApiError> {
     serde_json::from_slice(&bytes).map_err(|_| bad())
 }
 
-/// The object as stored, with its computed status (if any) in `status`.
-fn view(t: &TranslatorView, key: &ResourceKey) -> Option<Value> {
+/// The object as `who` may see it: whole for admins, without secrets for the others.
+fn visible<'a>(who: &Principal, kind: Kind, raw: &'a Value) -> Cow<'a, Value> {
+    if who.is_admin() {
+        return Cow::Borrowed(raw);
+    }
+    match redact::for_reader(kind, raw) {
+        Some(v) => Cow::Owned(v),
+        None => Cow::Borrowed(raw),
+    }
+}
+
+/// The object as `who` may see it, with its computed status (if any) in `status`.
+fn view(t: &TranslatorView, key: &ResourceKey, who: &Principal) -> Option<Value> {
     let r = t.resource(key)?;
-    let mut obj = r.raw.clone();
+    let mut obj = visible(who, key.kind, &r.raw).into_owned();
     if let (Some(map), Some(status)) = (obj.as_object_mut(), t.status(key)) {
         map.insert("status".into(), status.clone());
     }
     Some(json!({"cluster": key.cluster, "object": obj}))
 }
 
-async fn list(State(s): S, Query(q): Query<ListQuery>) -> Result<Response, ApiError> {
+async fn list(
+    State(s): S,
+    Extension(who): Extension<Principal>,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, ApiError> {
     let kind = q.kind.as_deref().map(parse_kind).transpose()?;
     let limit = q.limit.unwrap_or(DEFAULT_PAGE);
     if limit == 0 || limit > MAX_PAGE {
@@ -353,7 +409,7 @@ async fn list(State(s): S, Query(q): Query<ListQuery>) -> Result<Response, ApiEr
             items.push(Item {
                 cluster: &r.key.cluster,
                 object: ObjectView {
-                    raw: &r.raw,
+                    raw: visible(&who, r.key.kind, &r.raw),
                     status: st.view.status(&r.key),
                 },
             });
@@ -376,6 +432,7 @@ async fn list(State(s): S, Query(q): Query<ListQuery>) -> Result<Response, ApiEr
 
 async fn one(
     State(s): S,
+    Extension(who): Extension<Principal>,
     Path((cluster, kind, namespace, name)): Path<(String, String, String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let kind = parse_kind(&kind)?;
@@ -386,7 +443,7 @@ async fn one(
     };
     let key = ResourceKey::new(cluster, kind, namespace, name);
     let st = s.state();
-    view(&st.view, &key)
+    view(&st.view, &key, &who)
         .map(|mut v| {
             v["revision"] = json!(st.revision);
             Json(v)
@@ -451,8 +508,13 @@ struct SnapshotQuery {
 }
 
 fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, AdminError> {
-    b.map(|Json(t)| t)
-        .map_err(|e| AdminError::Invalid(format!("invalid request body: {}", e.body_text())))
+    b.map(|Json(t)| t).map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            AdminError::TooLarge(format!("request body larger than {MAX_BODY} bytes"))
+        } else {
+            AdminError::Invalid(format!("invalid request body: {}", e.body_text()))
+        }
+    })
 }
 
 async fn members(State(a): A) -> Json<Value> {

@@ -30,7 +30,13 @@ impl StateReader for Fixed {
 }
 
 fn state(ready: bool) -> Arc<dyn StateReader> {
-    let text = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: app}\nspec: {ports: [{port: 80}]}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: app}\nspec: {parentRefs: [{name: gw}], rules: [{backendRefs: [{name: web, port: 80}]}]}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: eg}\nspec: {controllerName: gateway.envoyproxy.io/gatewayclass-controller}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: app}\nspec: {gatewayClassName: eg, listeners: [{name: http, port: 8080, protocol: HTTP}]}\n";
+    state_of(ready, TEXT)
+}
+
+const TEXT: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: app}\nspec: {ports: [{port: 80}]}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: app}\nspec: {parentRefs: [{name: gw}], rules: [{backendRefs: [{name: web, port: 80}]}]}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: eg}\nspec: {controllerName: gateway.envoyproxy.io/gatewayclass-controller}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: app}\nspec: {gatewayClassName: eg, listeners: [{name: http, port: 8080, protocol: HTTP}]}\n";
+
+/// A state of `text`'s objects in cluster `east`, revision 7.
+fn state_of(ready: bool, text: &str) -> Arc<dyn StateReader> {
     let (rs, errs) = flotilla_model::parse_documents("t.yaml", text, "east");
     assert!(errs.is_empty());
     let mut t = Translator::new();
@@ -51,7 +57,7 @@ fn state(ready: bool) -> Arc<dyn StateReader> {
 }
 
 async fn get_json(s: Arc<dyn StateReader>, uri: &str) -> (StatusCode, Value) {
-    let resp = router(s, None)
+    let resp = router(s, None, Auth::none())
         .oneshot(Request::get(uri).body(Body::empty()).unwrap())
         .await
         .unwrap();
@@ -149,3 +155,5 @@ async fn digest_covers_every_object() {
     assert_eq!(v["resources"], 4);
     assert_eq!(v["digest"].as_str().unwrap().len(), 64);
 }
+
+mod auth_http;

@@ -40,6 +40,8 @@ pub enum Command {
     Translate(TranslateArgs),
     /// Administer a running store cluster through its REST API (membership, snapshots).
     Ctl(CtlArgs),
+    /// Print a fresh API bearer token and its line for the --api-tokens file.
+    Token(crate::api_auth::TokenArgs),
 }
 
 #[derive(Args, Debug)]
@@ -53,6 +55,10 @@ pub struct CtlArgs {
         value_delimiter = ','
     )]
     pub api: Vec<String>,
+    /// A file holding the API token to send as `Authorization: Bearer` (its first line that is
+    /// not blank or a `#` comment). Membership changes and snapshots need an admin token.
+    #[arg(long, env = "FLOTILLA_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: CtlCommand,
 }
@@ -155,6 +161,8 @@ pub struct StoreArgs {
     pub nats: NatsArgs,
     #[command(flatten)]
     pub listen: ListenArgs,
+    #[command(flatten)]
+    pub api_auth: crate::api_auth::ApiAuthArgs,
 }
 
 #[derive(Args, Debug)]
@@ -218,6 +226,8 @@ pub struct StandaloneArgs {
     pub proxy_token_key: Option<PathBuf>,
     #[command(flatten)]
     pub listen: ListenArgs,
+    #[command(flatten)]
+    pub api_auth: crate::api_auth::ApiAuthArgs,
 }
 
 #[derive(Args, Debug)]
@@ -281,6 +291,7 @@ pub fn run(cli: Cli) -> ExitCode {
             crate::translate_cmd::run(&a.file, a.flags.as_deref(), &a.cluster, a.output, a.to)
         }
         Command::Ctl(a) => crate::ctl::run(a),
+        Command::Token(a) => crate::api_auth::token(a),
         other => crate::runtime::run_async(other),
     };
     match result {

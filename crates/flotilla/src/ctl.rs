@@ -1,11 +1,14 @@
 //! `flotilla ctl`: cluster administration through the stores' REST API. A change goes to the
 //! leader: the command asks each given node in turn and follows the 421 "not the leader"
-//! answers until one takes it.
+//! answers until one takes it. With `--token-file`, every request carries the token as
+//! `Authorization: Bearer`; a refusal (401, 403) ends the command with the server's reason and
+//! what to do about it.
 
 use crate::cli::{CtlArgs, CtlCommand};
 use anyhow::{anyhow, bail, Context, Result};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
+use std::path::Path;
 use std::time::Duration;
 
 /// One request to one node; a stuck node must not stall the command.
@@ -46,6 +49,7 @@ async fn call(a: &CtlArgs) -> Result<Value> {
     if a.api.is_empty() {
         bail!("no --api address given");
     }
+    let token = a.token_file.as_deref().map(read_token).transpose()?;
     let client = reqwest::Client::builder()
         .timeout(REQUEST_TIMEOUT)
         .no_proxy()
@@ -58,6 +62,9 @@ async fn call(a: &CtlArgs) -> Result<Value> {
             format!("http://{addr}")
         };
         let mut req = client.request(method.clone(), format!("{base}{path}"));
+        if let Some(t) = &token {
+            req = req.bearer_auth(t);
+        }
         if let Some(b) = &body {
             req = req.json(b);
         }
@@ -88,7 +95,39 @@ async fn call(a: &CtlArgs) -> Result<Value> {
             .as_str()
             .map(str::to_string)
             .unwrap_or_else(|| value.to_string());
-        return Err(anyhow!("{addr} answered {code}: {msg}"));
+        let hint = match (code, &a.token_file) {
+            (StatusCode::UNAUTHORIZED, None) => {
+                "\n(the API needs a token: pass --token-file PATH or set FLOTILLA_TOKEN_FILE)"
+                    .to_string()
+            }
+            (StatusCode::UNAUTHORIZED, Some(f)) => format!(
+                "\n(the token in {} is not accepted: check it is in the server's --api-tokens file)",
+                f.display()
+            ),
+            (StatusCode::FORBIDDEN, _) if leader_only => {
+                "\n(membership changes and snapshots need an admin token)".to_string()
+            }
+            _ => String::new(),
+        };
+        return Err(anyhow!("{addr} answered {code}: {msg}{hint}"));
     }
     Err(anyhow!("no node took the request: {}", failures.join("; ")))
+}
+
+/// The token of a token file: its first line that is neither blank nor a `#` comment.
+fn read_token(path: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the token file {}", path.display()))?;
+    let token = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
+        .ok_or_else(|| anyhow!("the token file {} holds no token", path.display()))?;
+    if token.split_whitespace().count() != 1 {
+        bail!(
+            "the token file {} must hold the token alone on its line (not a --api-tokens line)",
+            path.display()
+        );
+    }
+    Ok(token.to_string())
 }

@@ -1,6 +1,7 @@
 //! Wiring for the `flotilla` binary: every component (ingest, store, edge, standalone) is
 //! assembled here from the library crates; `main.rs` only parses arguments.
 
+pub mod api_auth;
 pub mod bootstrap;
 pub mod cli;
 pub mod ctl;

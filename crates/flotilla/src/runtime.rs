@@ -1,6 +1,7 @@
 //! Assembles the long-running components from the library crates: one function per
 //! subcommand, one cancellation token for all, and a non-zero exit when a critical task dies.
 
+use crate::api_auth::ApiAuth;
 use crate::cli::{Command, EdgeArgs, IngestArgs, ListenArgs, StandaloneArgs, StoreArgs};
 use anyhow::{anyhow, bail, Context, Result};
 use flotilla_ingest::{FileSource, NatsPublisher, Publisher};
@@ -31,7 +32,7 @@ pub fn run_async(cmd: Command) -> Result<()> {
             Command::Store(a) => store(a, shutdown).await,
             Command::Edge(a) => edge(a, shutdown).await,
             Command::Standalone(a) => standalone(a, shutdown).await,
-            Command::Bootstrap(_) | Command::Translate(_) | Command::Ctl(_) => {
+            Command::Bootstrap(_) | Command::Translate(_) | Command::Ctl(_) | Command::Token(_) => {
                 bail!("not a long-running command")
             }
         }
@@ -188,6 +189,7 @@ fn parse_peers(peers: &[String]) -> Result<BTreeMap<u64, String>> {
 
 async fn store(a: StoreArgs, shutdown: CancellationToken) -> Result<()> {
     let peers = parse_peers(&a.peers)?;
+    let auth = ApiAuth::load(&a.api_auth, a.api)?;
     let source = NatsSource::connect(&a.nats.nats, flotilla_ingest::nats::STREAM)
         .await
         .with_context(|| format!("connecting to NATS at {}", a.nats.nats))?;
@@ -200,8 +202,11 @@ async fn store(a: StoreArgs, shutdown: CancellationToken) -> Result<()> {
     info!(node = a.id, grpc = %a.grpc, api = %a.api, "store node started");
     let api_limits = limits(&a.listen, API_CONNECTIONS);
     let mut tasks = JoinSet::new();
+    if let Some(reload) = auth.reloader(shutdown.clone()) {
+        tasks.spawn(reload.instrument(tracing::info_span!("api-tokens")));
+    }
     tasks.spawn(
-        serve_api(api, api_limits, node.clone(), shutdown.clone())
+        serve_api(api, api_limits, node.clone(), auth.auth, shutdown.clone())
             .instrument(tracing::info_span!("api")),
     );
     let n = node.clone();
@@ -289,10 +294,11 @@ async fn serve_api(
     listener: TcpListener,
     limits: Limits,
     node: StoreNode,
+    auth: flotilla_api::Auth,
     shutdown: CancellationToken,
 ) -> Result<()> {
     let reader = Arc::new(NodeReader(node));
-    let app = flotilla_api::router(reader.clone(), Some(reader));
+    let app = flotilla_api::router(reader.clone(), Some(reader), auth);
     let security = plain(PeerAuth::Open, limits);
     let listener = flotilla_net::server::HttpListener::new(
         listener,
@@ -375,6 +381,7 @@ impl Publisher for BusPublisher {
 
 async fn standalone(a: StandaloneArgs, shutdown: CancellationToken) -> Result<()> {
     flotilla_ingest::validate_cluster(&a.cluster)?;
+    let auth = ApiAuth::load(&a.api_auth, a.api)?;
     let (_tmp, data_dir) = match &a.data_dir {
         Some(d) => (None, d.clone()),
         None => {
@@ -423,11 +430,16 @@ async fn standalone(a: StandaloneArgs, shutdown: CancellationToken) -> Result<()
     let mut tasks = JoinSet::new();
     let n = node.clone();
     tasks.spawn(async move { n.stopped().await.map_err(anyhow::Error::from) });
+    if let Some(reload) = auth.reloader(shutdown.clone()) {
+        tasks.spawn(reload.instrument(tracing::info_span!("api-tokens")));
+    }
+    let auth_banner = auth.describe();
     tasks.spawn(
         serve_api(
             api,
             limits(&a.listen, API_CONNECTIONS),
             node.clone(),
+            auth.auth,
             shutdown.clone(),
         )
         .instrument(tracing::info_span!("api")),
@@ -462,6 +474,7 @@ async fn standalone(a: StandaloneArgs, shutdown: CancellationToken) -> Result<()
         "  API on http://{}/api/v1/resources, edge admin on http://{}/stats",
         a.api, a.admin
     );
+    println!("  API authentication: {auth_banner}");
     println!(
         "  Envoy bootstrap: flotilla bootstrap --gateway {}/NAMESPACE/NAME --xds {} > envoy.json && envoy -c envoy.json",
         a.cluster, a.xds

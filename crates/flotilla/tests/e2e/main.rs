@@ -2,6 +2,7 @@
 //! (openraft over real sockets, logs on disk), `flotilla edge`, `flotilla ingest` watching a
 //! directory, and the real Envoy routing real HTTP to local backends.
 
+mod api_auth;
 mod bad_input;
 mod ingest;
 mod membership;

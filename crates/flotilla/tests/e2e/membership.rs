@@ -9,11 +9,14 @@ use std::time::Duration;
 
 const T: Duration = Duration::from_secs(30);
 
-/// `flotilla ctl --api ALL ARGS...`: its JSON answer, or the error it printed.
+/// `flotilla ctl --api ALL --token-file ADMIN ARGS...`: its JSON answer, or the error it
+/// printed.
 fn ctl(s: &Spine, args: &[&str]) -> Result<Value, String> {
     let apis: Vec<String> = s.api.iter().map(|p| format!("127.0.0.1:{p}")).collect();
     let out = Command::new(flotilla_bin())
         .args(["ctl", "--api", &apis.join(",")])
+        .arg("--token-file")
+        .arg(&s.tokens.admin_file)
         .args(args)
         .output()
         .map_err(|e| format!("running flotilla ctl: {e}"))?;

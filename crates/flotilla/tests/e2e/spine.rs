@@ -21,6 +21,8 @@ pub struct Spine {
     pub edge_admin: u16,
     pub ingest: Proc,
     pub http: reqwest::Client,
+    /// The stores' API credentials (every store runs with `--api-tokens`).
+    pub tokens: ApiTokens,
 }
 
 impl Spine {
@@ -52,6 +54,7 @@ impl Spine {
                 log: dir.path().join("ingest.log"),
             },
             http: client(),
+            tokens: ApiTokens::make(dir.path()),
             dir,
         };
         for i in 0..3 {
@@ -119,14 +122,18 @@ impl Spine {
                 peers.join(","),
                 "--nats".into(),
                 self.nats_url.clone(),
+                "--api-tokens".into(),
+                self.tokens.file.display().to_string(),
             ],
         )
     }
 
+    /// GET on store `i`'s API with the reader token.
     pub async fn api(&self, i: usize, path: &str) -> Result<Value, String> {
-        get_json(
+        get_json_as(
             &self.http,
             &format!("http://127.0.0.1:{}{path}", self.api[i]),
+            Some(&self.tokens.reader),
         )
         .await
     }

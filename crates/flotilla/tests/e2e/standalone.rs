@@ -14,15 +14,22 @@ pub struct Standalone {
     pub api: u16,
     pub admin: u16,
     pub http: reqwest::Client,
+    /// More arguments of every start.
+    pub extra: Vec<String>,
 }
 
 impl Standalone {
     pub fn start() -> Standalone {
         let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in(dir, Vec::new())
+    }
+
+    /// Starts it in `dir` with `extra` arguments.
+    pub fn start_in(dir: tempfile::TempDir, extra: Vec<String>) -> Standalone {
         let yaml = dir.path().join("yaml");
         std::fs::create_dir_all(&yaml).expect("yaml dir");
         let (xds, api, admin) = (free_port(), free_port(), free_port());
-        let proc = Self::spawn(dir.path(), &yaml, xds, api, admin);
+        let proc = Self::spawn(dir.path(), &yaml, xds, api, admin, &extra);
         Standalone {
             dir,
             yaml,
@@ -31,6 +38,7 @@ impl Standalone {
             api,
             admin,
             http: client(),
+            extra,
         }
     }
 
@@ -40,25 +48,23 @@ impl Standalone {
         xds: u16,
         api: u16,
         admin: u16,
+        extra: &[String],
     ) -> Proc {
-        Proc::spawn(
-            "standalone",
-            dir,
-            &flotilla_bin(),
-            &[
-                "standalone".into(),
-                "--dir".into(),
-                yaml.display().to_string(),
-                "--xds".into(),
-                format!("127.0.0.1:{xds}"),
-                "--api".into(),
-                format!("127.0.0.1:{api}"),
-                "--admin".into(),
-                format!("127.0.0.1:{admin}"),
-                "--data-dir".into(),
-                dir.join("data").display().to_string(),
-            ],
-        )
+        let mut args: Vec<String> = vec![
+            "standalone".into(),
+            "--dir".into(),
+            yaml.display().to_string(),
+            "--xds".into(),
+            format!("127.0.0.1:{xds}"),
+            "--api".into(),
+            format!("127.0.0.1:{api}"),
+            "--admin".into(),
+            format!("127.0.0.1:{admin}"),
+            "--data-dir".into(),
+            dir.join("data").display().to_string(),
+        ];
+        args.extend_from_slice(extra);
+        Proc::spawn("standalone", dir, &flotilla_bin(), &args)
     }
 
     /// Stops the process (SIGTERM); `start_again` runs it anew on the same ports, YAML
@@ -68,7 +74,14 @@ impl Standalone {
     }
 
     pub fn start_again(&mut self) {
-        self.proc = Self::spawn(self.dir.path(), &self.yaml, self.xds, self.api, self.admin);
+        self.proc = Self::spawn(
+            self.dir.path(),
+            &self.yaml,
+            self.xds,
+            self.api,
+            self.admin,
+            &self.extra,
+        );
     }
 
     pub async fn api(&self, path: &str) -> Result<serde_json::Value, String> {

@@ -248,7 +248,32 @@ pub async fn get(c: &reqwest::Client, url: &str) -> Result<(u16, String), String
 }
 
 pub async fn get_json(c: &reqwest::Client, url: &str) -> Result<serde_json::Value, String> {
-    let (code, body) = get(c, url).await?;
+    get_json_as(c, url, None).await
+}
+
+/// GET with `Authorization: Bearer token` (when given): (status, body).
+pub async fn get_as(
+    c: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+) -> Result<(u16, String), String> {
+    let mut req = c.get(url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let r = req.send().await.map_err(|e| format!("GET {url}: {e}"))?;
+    let code = r.status().as_u16();
+    let body = r.text().await.map_err(|e| e.to_string())?;
+    Ok((code, body))
+}
+
+/// [`get_json`] with `Authorization: Bearer token` (when given).
+pub async fn get_json_as(
+    c: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+) -> Result<serde_json::Value, String> {
+    let (code, body) = get_as(c, url, token).await?;
     if code != 200 {
         return Err(format!("GET {url}: {code} {body}"));
     }
@@ -346,4 +371,56 @@ pub fn write_file(dir: &Path, name: &str, text: &str) {
     let tmp = dir.join(format!(".{name}.tmp"));
     std::fs::write(&tmp, text).expect("write temp");
     std::fs::rename(&tmp, dir.join(name)).expect("rename");
+}
+
+/// API credentials for a test: tokens made by `flotilla token`, the `--api-tokens` file that
+/// holds their digests, and a `--token-file` for `flotilla ctl` per role.
+pub struct ApiTokens {
+    /// The servers' `--api-tokens` file.
+    pub file: PathBuf,
+    pub admin: String,
+    pub reader: String,
+    /// `flotilla ctl --token-file` files.
+    pub admin_file: PathBuf,
+    pub reader_file: PathBuf,
+}
+
+/// `flotilla token --role ROLE --name NAME`: (token, tokens file line).
+pub fn flotilla_token(role: &str, name: &str) -> (String, String) {
+    let out = Command::new(flotilla_bin())
+        .args(["token", "--role", role, "--name", name])
+        .output()
+        .expect("flotilla token");
+    assert!(
+        out.status.success(),
+        "flotilla token failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    let mut lines = text.lines();
+    match (lines.next(), lines.next(), lines.next()) {
+        (Some(token), Some(line), None) => (token.to_string(), line.to_string()),
+        _ => panic!("flotilla token printed {text:?}"),
+    }
+}
+
+impl ApiTokens {
+    /// An admin and a reader token, in files under `dir`.
+    pub fn make(dir: &Path) -> ApiTokens {
+        let (admin, admin_line) = flotilla_token("admin", "e2e-admin");
+        let (reader, reader_line) = flotilla_token("reader", "e2e-reader");
+        let file = dir.join("api-tokens");
+        std::fs::write(&file, format!("# e2e\n{admin_line}\n{reader_line}\n")).expect("tokens");
+        let admin_file = dir.join("admin.token");
+        std::fs::write(&admin_file, format!("{admin}\n")).expect("admin token");
+        let reader_file = dir.join("reader.token");
+        std::fs::write(&reader_file, format!("{reader}\n")).expect("reader token");
+        ApiTokens {
+            file,
+            admin,
+            reader,
+            admin_file,
+            reader_file,
+        }
+    }
 }
