@@ -49,6 +49,50 @@ pub fn set_proxy_token(bootstrap: &mut Value, token: &str) {
     }]);
 }
 
+/// Makes Envoy speak TLS to the edges, trusting `ca` for their certificates (an edge's
+/// certificate names the hosts it is reached at), and present `client` (certificate, key)
+/// when given: the edge then knows the proxy's gateway from its certificate.
+pub fn set_tls(
+    bootstrap: &mut Value,
+    ca: &std::path::Path,
+    client: Option<(&std::path::Path, &std::path::Path)>,
+) -> anyhow::Result<()> {
+    let abs = |p: &std::path::Path| -> anyhow::Result<String> {
+        Ok(std::fs::canonicalize(p)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?
+            .display()
+            .to_string())
+    };
+    let mut common = json!({
+        "alpn_protocols": ["h2"],
+        "validation_context": {"trusted_ca": {"filename": abs(ca)?}},
+    });
+    if let Some((cert, key)) = client {
+        common["tls_certificates"] = json!([{
+            "certificate_chain": {"filename": abs(cert)?},
+            "private_key": {"filename": abs(key)?},
+        }]);
+    }
+    let cluster = &mut bootstrap["static_resources"]["clusters"][0];
+    let sni = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+        ["socket_address"]["address"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let mut tls = json!({
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+        "common_tls_context": common,
+    });
+    if sni.parse::<std::net::IpAddr>().is_err() && !sni.is_empty() {
+        tls["sni"] = json!(sni);
+    }
+    cluster["transport_socket"] = json!({
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": tls,
+    });
+    Ok(())
+}
+
 /// Builds the bootstrap as JSON (which Envoy reads as YAML too).
 pub fn bootstrap(
     gateway: &str,

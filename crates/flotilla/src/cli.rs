@@ -40,8 +40,41 @@ pub enum Command {
     Translate(TranslateArgs),
     /// Administer a running store cluster through its REST API (membership, snapshots).
     Ctl(CtlArgs),
+    /// Make a local CA and the certificates (and proxy token key) of a dev or test setup.
+    Certs(CertsArgs),
     /// Print a fresh API bearer token and its line for the --api-tokens file.
     Token(crate::api_auth::TokenArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CertsArgs {
+    /// Where to write them (created 0700; an existing CA there is reused).
+    #[arg(long, default_value = "./flotilla-certs")]
+    pub out: PathBuf,
+    /// Store node ids, comma separated.
+    #[arg(long, value_delimiter = ',')]
+    pub stores: Vec<String>,
+    /// Edge names.
+    #[arg(long, value_delimiter = ',')]
+    pub edges: Vec<String>,
+    /// Clusters, one ingest agent each.
+    #[arg(long, value_delimiter = ',')]
+    pub agents: Vec<String>,
+    /// Proxies' gateways, CLUSTER/NAMESPACE/NAME.
+    #[arg(long, value_delimiter = ',')]
+    pub proxies: Vec<String>,
+    /// API clients with the admin role.
+    #[arg(long, value_delimiter = ',')]
+    pub admins: Vec<String>,
+    /// API clients with the read-only role.
+    #[arg(long, value_delimiter = ',')]
+    pub readers: Vec<String>,
+    /// DNS names and IP addresses the servers (stores, edges) are reached at.
+    #[arg(long, value_delimiter = ',', default_value = "localhost,127.0.0.1")]
+    pub hosts: Vec<String>,
+    /// Lifetime of the leaf certificates, in days.
+    #[arg(long, default_value_t = flotilla_net::certs::DEFAULT_LEAF_DAYS)]
+    pub days: u32,
 }
 
 #[derive(Args, Debug)]
@@ -59,6 +92,14 @@ pub struct CtlArgs {
     /// not blank or a `#` comment). Membership changes and snapshots need an admin token.
     #[arg(long, env = "FLOTILLA_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+    /// CA bundle to trust for the API's certificate: talk HTTPS. With --tls-cert and
+    /// --tls-key, present a client certificate (an admin/… or reader/… identity).
+    #[arg(long, env = "FLOTILLA_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    #[arg(long, env = "FLOTILLA_TLS_CERT", requires_all = ["tls_ca", "tls_key"])]
+    pub tls_cert: Option<PathBuf>,
+    #[arg(long, env = "FLOTILLA_TLS_KEY", requires_all = ["tls_ca", "tls_cert"])]
+    pub tls_key: Option<PathBuf>,
     #[command(subcommand)]
     pub command: CtlCommand,
 }
@@ -114,6 +155,30 @@ pub struct ListenArgs {
     /// keepalive: only dead or silent peers reach it).
     #[arg(long, env = "FLOTILLA_IDLE_TIMEOUT", default_value_t = 300)]
     pub idle_timeout_secs: u64,
+    /// CA bundle this part trusts (mTLS on every port it serves and calls). With
+    /// --tls-cert and --tls-key; the three files are reloaded when they change.
+    #[arg(long, env = "FLOTILLA_TLS_CA", requires_all = ["tls_cert", "tls_key"])]
+    pub tls_ca: Option<PathBuf>,
+    /// This part's certificate (its identity: spiffe://flotilla/<role>/<name>).
+    #[arg(long, env = "FLOTILLA_TLS_CERT", requires_all = ["tls_ca", "tls_key"])]
+    pub tls_cert: Option<PathBuf>,
+    /// This part's private key.
+    #[arg(long, env = "FLOTILLA_TLS_KEY", requires_all = ["tls_ca", "tls_cert"])]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl ListenArgs {
+    /// The TLS files, when given.
+    pub fn tls_files(&self) -> Option<flotilla_net::TlsFiles> {
+        match (&self.tls_ca, &self.tls_cert, &self.tls_key) {
+            (Some(ca), Some(cert), Some(key)) => Some(flotilla_net::TlsFiles {
+                ca: ca.clone(),
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -252,6 +317,16 @@ pub struct BootstrapArgs {
     /// The edges' proxy token key: the bootstrap then carries this gateway's token.
     #[arg(long, env = "FLOTILLA_PROXY_TOKEN_KEY")]
     pub token_key: Option<PathBuf>,
+    /// CA bundle the proxy trusts for the edges' certificates (TLS to the edges). With
+    /// --tls-cert and --tls-key, the proxy also presents its certificate.
+    #[arg(long, env = "FLOTILLA_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// The proxy's certificate (spiffe://flotilla/proxy/CLUSTER/NAMESPACE/NAME).
+    #[arg(long, env = "FLOTILLA_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The proxy's private key.
+    #[arg(long, env = "FLOTILLA_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -291,6 +366,7 @@ pub fn run(cli: Cli) -> ExitCode {
             crate::translate_cmd::run(&a.file, a.flags.as_deref(), &a.cluster, a.output, a.to)
         }
         Command::Ctl(a) => crate::ctl::run(a),
+        Command::Certs(a) => crate::certs_cmd::run(&a),
         Command::Token(a) => crate::api_auth::token(a),
         other => crate::runtime::run_async(other),
     };

@@ -50,16 +50,38 @@ async fn call(a: &CtlArgs) -> Result<Value> {
         bail!("no --api address given");
     }
     let token = a.token_file.as_deref().map(read_token).transpose()?;
-    let client = reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder()
         .timeout(REQUEST_TIMEOUT)
-        .no_proxy()
-        .build()?;
+        .no_proxy();
+    let scheme = match (&a.tls_ca, &a.tls_cert, &a.tls_key) {
+        (Some(ca), Some(cert), Some(key)) => {
+            let tls = flotilla_net::Tls::load(flotilla_net::TlsFiles {
+                ca: ca.clone(),
+                cert: cert.clone(),
+                key: key.clone(),
+            })?;
+            builder = builder.use_preconfigured_tls((*tls.client_config_http1()).clone());
+            "https"
+        }
+        (Some(ca), _, _) => {
+            let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("{}: not a PEM bundle", ca.display()))?
+            {
+                builder = builder.add_root_certificate(cert);
+            }
+            builder = builder.tls_built_in_root_certs(false);
+            "https"
+        }
+        _ => "http",
+    };
+    let client = builder.build()?;
     let mut failures = Vec::new();
     for addr in &a.api {
         let base = if addr.starts_with("http://") || addr.starts_with("https://") {
             addr.clone()
         } else {
-            format!("http://{addr}")
+            format!("{scheme}://{addr}")
         };
         let mut req = client.request(method.clone(), format!("{base}{path}"));
         if let Some(t) = &token {

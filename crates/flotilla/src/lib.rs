@@ -3,6 +3,7 @@
 
 pub mod api_auth;
 pub mod bootstrap;
+pub mod certs_cmd;
 pub mod cli;
 pub mod ctl;
 pub mod runtime;

@@ -6,7 +6,7 @@ use crate::cli::{Command, EdgeArgs, IngestArgs, ListenArgs, StandaloneArgs, Stor
 use anyhow::{anyhow, bail, Context, Result};
 use flotilla_ingest::{FileSource, NatsPublisher, Publisher};
 use flotilla_model::ResourceEvent;
-use flotilla_net::{Limits, PeerAuth, ProxyAuth, ProxyKey, ServerSecurity};
+use flotilla_net::{ClientAuth, Limits, PeerAuth, ProxyAuth, ProxyKey, Role, ServerSecurity, Tls};
 use flotilla_store::{EmbeddedBus, NatsSource, StoreConfig, StoreNode};
 use flotilla_xds_edge::{Edge, EdgeConfig};
 use std::collections::BTreeMap;
@@ -32,7 +32,11 @@ pub fn run_async(cmd: Command) -> Result<()> {
             Command::Store(a) => store(a, shutdown).await,
             Command::Edge(a) => edge(a, shutdown).await,
             Command::Standalone(a) => standalone(a, shutdown).await,
-            Command::Bootstrap(_) | Command::Translate(_) | Command::Ctl(_) | Command::Token(_) => {
+            Command::Bootstrap(_)
+            | Command::Translate(_)
+            | Command::Ctl(_)
+            | Command::Token(_)
+            | Command::Certs(_) => {
                 bail!("not a long-running command")
             }
         }
@@ -135,12 +139,69 @@ fn main_limit(listen: &ListenArgs, others: usize) -> Result<usize> {
     }
 }
 
-/// Plaintext security of a listener (TLS comes with certificates).
+/// Plaintext security of a listener.
 fn plain(auth: PeerAuth, limits: Limits) -> ServerSecurity {
     ServerSecurity {
         acceptor: flotilla_net::Acceptor::Plain,
         auth,
         limits,
+    }
+}
+
+/// A listener's security: TLS with `client_auth` when this part has a certificate, else
+/// plaintext.
+fn secured(
+    tls: Option<&Tls>,
+    client_auth: ClientAuth,
+    auth: PeerAuth,
+    limits: Limits,
+) -> ServerSecurity {
+    match tls {
+        Some(t) => ServerSecurity {
+            acceptor: flotilla_net::Acceptor::Tls(t.acceptor(client_auth)),
+            auth,
+            limits,
+        },
+        None => plain(auth, limits),
+    }
+}
+
+/// Loads this part's certificate, checks it is one of `roles`, and reloads the files when
+/// they change (until shutdown).
+fn load_tls(
+    listen: &ListenArgs,
+    roles: &[Role],
+    shutdown: &CancellationToken,
+) -> Result<Option<Tls>> {
+    let Some(files) = listen.tls_files() else {
+        return Ok(None);
+    };
+    let tls = Tls::load(files)?;
+    let id = tls.identity();
+    if !roles.contains(&id.role) {
+        bail!(
+            "the certificate {} is {id}: this part needs a certificate of role {}",
+            tls.files().cert.display(),
+            roles
+                .iter()
+                .map(|r| r.as_str())
+                .collect::<Vec<_>>()
+                .join(" or ")
+        );
+    }
+    info!(identity = %id, "TLS on: peers must prove who they are");
+    tls.watch(shutdown.clone());
+    Ok(Some(tls))
+}
+
+/// How a part that calls stores dials them.
+fn store_client(tls: Option<&Tls>) -> flotilla_net::ClientSecurity {
+    flotilla_net::ClientSecurity {
+        token: None,
+        connector: match tls {
+            Some(t) => flotilla_net::Connector::tls(t.clone(), Some(Role::Store)),
+            None => flotilla_net::Connector::plain(),
+        },
     }
 }
 
@@ -193,20 +254,43 @@ async fn store(a: StoreArgs, shutdown: CancellationToken) -> Result<()> {
     let source = NatsSource::connect(&a.nats.nats, flotilla_ingest::nats::STREAM)
         .await
         .with_context(|| format!("connecting to NATS at {}", a.nats.nats))?;
-    let grpc = bind(a.grpc, "store gRPC (Raft, watch)", &a.listen, false)?;
-    let api = bind(a.api, "API", &a.listen, false)?;
+    let tls = load_tls(&a.listen, &[Role::Store], &shutdown)?;
+    let grpc = bind(a.grpc, "store gRPC (Raft, watch)", &a.listen, tls.is_some())?;
+    let api = bind(a.api, "API", &a.listen, tls.is_some())?;
     let grpc_limit = main_limit(&a.listen, API_CONNECTIONS)?.min(STORE_GRPC_CONNECTIONS);
     let mut cfg = StoreConfig::new(a.id, a.data_dir.clone(), a.grpc, peers);
-    cfg.server = plain(PeerAuth::Open, limits(&a.listen, grpc_limit));
+    // With certificates, only stores speak Raft and only edges and stores watch; without,
+    // the port is open to whoever reaches it (loopback, or --insecure).
+    let (peer_auth, client_auth) = match tls {
+        Some(_) => (PeerAuth::Tls, ClientAuth::Required),
+        None => (PeerAuth::Open, ClientAuth::Required),
+    };
+    cfg.server = secured(
+        tls.as_ref(),
+        client_auth,
+        peer_auth,
+        limits(&a.listen, grpc_limit),
+    );
+    cfg.client = store_client(tls.as_ref());
     let node = StoreNode::start_with_listener(cfg, grpc, source, shutdown.clone()).await?;
     info!(node = a.id, grpc = %a.grpc, api = %a.api, "store node started");
-    let api_limits = limits(&a.listen, API_CONNECTIONS);
+    let api_security = secured(
+        tls.as_ref(),
+        ClientAuth::Optional,
+        PeerAuth::Open,
+        limits(&a.listen, API_CONNECTIONS),
+    );
     let mut tasks = JoinSet::new();
     if let Some(reload) = auth.reloader(shutdown.clone()) {
         tasks.spawn(reload.instrument(tracing::info_span!("api-tokens")));
     }
+    let api_auth = if tls.is_some() {
+        auth.auth.with_client_certs()
+    } else {
+        auth.auth
+    };
     tasks.spawn(
-        serve_api(api, api_limits, node.clone(), auth.auth, shutdown.clone())
+        serve_api(api, api_security, node.clone(), api_auth, shutdown.clone())
             .instrument(tracing::info_span!("api")),
     );
     let n = node.clone();
@@ -292,14 +376,13 @@ impl flotilla_api::Admin for NodeReader {
 
 async fn serve_api(
     listener: TcpListener,
-    limits: Limits,
+    security: ServerSecurity,
     node: StoreNode,
     auth: flotilla_api::Auth,
     shutdown: CancellationToken,
 ) -> Result<()> {
     let reader = Arc::new(NodeReader(node));
     let app = flotilla_api::router(reader.clone(), Some(reader), auth);
-    let security = plain(PeerAuth::Open, limits);
     let listener = flotilla_net::server::HttpListener::new(
         listener,
         &security,
@@ -317,14 +400,20 @@ async fn serve_api(
 
 async fn edge(a: EdgeArgs, shutdown: CancellationToken) -> Result<()> {
     let stores = a.stores.iter().map(|s| with_scheme(s)).collect();
-    let xds = bind(a.xds, "xDS", &a.listen, false)?;
-    let admin = bind(a.admin, "admin", &a.listen, false)?;
+    let tls = load_tls(&a.listen, &[Role::Edge], &shutdown)?;
+    let xds = bind(a.xds, "xDS", &a.listen, tls.is_some())?;
+    let admin = bind(a.admin, "admin", &a.listen, tls.is_some())?;
     let mut cfg = EdgeConfig::new(a.xds, stores, a.id.clone());
-    cfg.server = plain(
+    // Proxies may present a certificate or a token: the certificate is optional at the TLS
+    // layer and the gateway check decides.
+    cfg.server = secured(
+        tls.as_ref(),
+        ClientAuth::Optional,
         PeerAuth::Open,
         limits(&a.listen, main_limit(&a.listen, ADMIN_CONNECTIONS)?),
     );
-    cfg.proxy_auth = proxy_auth(a.proxy_token_key.as_deref(), false)?;
+    cfg.client = store_client(tls.as_ref());
+    cfg.proxy_auth = proxy_auth(a.proxy_token_key.as_deref(), tls.is_some())?;
     warn_open_proxies(&cfg.proxy_auth, a.xds);
     let edge = Edge::new(cfg)?;
     info!(xds = %a.xds, admin = %a.admin, "edge started");
@@ -333,7 +422,12 @@ async fn edge(a: EdgeArgs, shutdown: CancellationToken) -> Result<()> {
     tasks.spawn(async move { run.await.map_err(anyhow::Error::from) });
     tasks.spawn(crate::telemetry::serve_admin(
         admin,
-        limits(&a.listen, ADMIN_CONNECTIONS),
+        secured(
+            tls.as_ref(),
+            ClientAuth::Optional,
+            PeerAuth::Open,
+            limits(&a.listen, ADMIN_CONNECTIONS),
+        ),
         edge,
         shutdown.clone(),
     ));
@@ -397,11 +491,22 @@ async fn standalone(a: StandaloneArgs, shutdown: CancellationToken) -> Result<()
         token: Some(flotilla_net::auth::random_secret().into()),
         ..Default::default()
     };
-    let grpc = bind(a.grpc, "internal store gRPC", &a.listen, false)?;
+    // Certificates serve proxies and API clients; the internal port stays plaintext on
+    // loopback, behind the in-process secret.
+    let tls = load_tls(&a.listen, &[Role::Edge, Role::Store], &shutdown)?;
+    let internal_addr = if a.grpc.ip().is_loopback() {
+        a.grpc
+    } else {
+        bail!(
+            "--grpc {}: the standalone store's internal port must be on loopback",
+            a.grpc
+        )
+    };
+    let grpc = bind(internal_addr, "internal store gRPC", &a.listen, false)?;
     let grpc_addr = grpc.local_addr()?;
-    let xds = bind(a.xds, "xDS", &a.listen, false)?;
-    let api = bind(a.api, "API", &a.listen, false)?;
-    let admin = bind(a.admin, "admin", &a.listen, false)?;
+    let xds = bind(a.xds, "xDS", &a.listen, tls.is_some())?;
+    let api = bind(a.api, "API", &a.listen, tls.is_some())?;
+    let admin = bind(a.admin, "admin", &a.listen, tls.is_some())?;
     let mut cfg = StoreConfig::new(
         1,
         data_dir,
@@ -415,7 +520,9 @@ async fn standalone(a: StandaloneArgs, shutdown: CancellationToken) -> Result<()
     cfg.client = internal.clone();
     let node = StoreNode::start_with_listener(cfg, grpc, bus.clone(), shutdown.clone()).await?;
     let mut edge_cfg = EdgeConfig::new(a.xds, vec![format!("http://{grpc_addr}")], "standalone");
-    edge_cfg.server = plain(
+    edge_cfg.server = secured(
+        tls.as_ref(),
+        ClientAuth::Optional,
         PeerAuth::Open,
         limits(
             &a.listen,
@@ -423,7 +530,7 @@ async fn standalone(a: StandaloneArgs, shutdown: CancellationToken) -> Result<()
         ),
     );
     edge_cfg.client = internal;
-    edge_cfg.proxy_auth = proxy_auth(a.proxy_token_key.as_deref(), false)?;
+    edge_cfg.proxy_auth = proxy_auth(a.proxy_token_key.as_deref(), tls.is_some())?;
     warn_open_proxies(&edge_cfg.proxy_auth, a.xds);
     let edge = Edge::new(edge_cfg)?;
 
@@ -434,12 +541,22 @@ async fn standalone(a: StandaloneArgs, shutdown: CancellationToken) -> Result<()
         tasks.spawn(reload.instrument(tracing::info_span!("api-tokens")));
     }
     let auth_banner = auth.describe();
+    let api_auth = if tls.is_some() {
+        auth.auth.with_client_certs()
+    } else {
+        auth.auth
+    };
     tasks.spawn(
         serve_api(
             api,
-            limits(&a.listen, API_CONNECTIONS),
+            secured(
+                tls.as_ref(),
+                ClientAuth::Optional,
+                PeerAuth::Open,
+                limits(&a.listen, API_CONNECTIONS),
+            ),
             node.clone(),
-            auth.auth,
+            api_auth,
             shutdown.clone(),
         )
         .instrument(tracing::info_span!("api")),
@@ -448,7 +565,12 @@ async fn standalone(a: StandaloneArgs, shutdown: CancellationToken) -> Result<()
     tasks.spawn(async move { run.await.map_err(anyhow::Error::from) });
     tasks.spawn(crate::telemetry::serve_admin(
         admin,
-        limits(&a.listen, ADMIN_CONNECTIONS),
+        secured(
+            tls.as_ref(),
+            ClientAuth::Optional,
+            PeerAuth::Open,
+            limits(&a.listen, ADMIN_CONNECTIONS),
+        ),
         edge,
         shutdown.clone(),
     ));

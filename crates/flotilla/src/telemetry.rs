@@ -145,7 +145,7 @@ fn stats_json(s: &EdgeStats) -> serde_json::Value {
 /// The edge's admin server: `/healthz`, `/stats` (JSON), `/metrics` (Prometheus text).
 pub async fn serve_admin(
     listener: TcpListener,
-    limits: flotilla_net::Limits,
+    security: flotilla_net::ServerSecurity,
     edge: Edge,
     shutdown: CancellationToken,
 ) -> Result<()> {
@@ -165,10 +165,6 @@ pub async fn serve_admin(
             "/metrics",
             get(move || async move { metrics.render(&e2.stats()) }),
         );
-    let security = flotilla_net::ServerSecurity {
-        limits,
-        ..Default::default()
-    };
     let listener = flotilla_net::server::HttpListener::new(
         listener,
         &security,
