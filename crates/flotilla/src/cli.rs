@@ -358,7 +358,14 @@ pub fn run(cli: Cli) -> ExitCode {
             a.node_id.as_deref(),
             a.token_key.as_deref(),
         )
-        .and_then(|b| {
+        .and_then(|mut b| {
+            if let Some(ca) = &a.tls_ca {
+                crate::bootstrap::set_tls(
+                    &mut b,
+                    ca,
+                    a.tls_cert.as_deref().zip(a.tls_key.as_deref()),
+                )?;
+            }
             println!("{}", serde_json::to_string_pretty(&b)?);
             Ok(())
         }),

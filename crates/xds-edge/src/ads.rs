@@ -72,7 +72,9 @@ pub(crate) async fn serve<P: Protocol>(
         Ok(Some(r)) => r,
         Ok(None) => return,
         Err(e) => {
-            tracing::debug!(error = %e, "stream failed before its first request");
+            // E.g. a request over the size limit: the proxy is told why.
+            tracing::warn!(error = %e, "{} stream failed before its first request", P::NAME);
+            let _ = tx.send(Err(Box::new(e))).await;
             return;
         }
     };
@@ -112,6 +114,7 @@ pub(crate) async fn serve<P: Protocol>(
                     Ok(None) => break,
                     Err(e) => {
                         tracing::debug!(error = %e, "{} stream failed", P::NAME);
+                        let _ = tx.send(Err(Box::new(e))).await;
                         break;
                     }
                 },

@@ -23,11 +23,67 @@ pub struct Spine {
     pub http: reqwest::Client,
     /// The stores' API credentials (every store runs with `--api-tokens`).
     pub tokens: ApiTokens,
+    /// Certificates, when every part runs with TLS ([`Spine::start_secure`]).
+    pub certs: Option<PathBuf>,
+}
+
+/// `flotilla certs` for a spine of cluster `cluster`: stores 1-3, edge `edge`, the agent,
+/// proxies of `CLUSTER/default/gw` and `CLUSTER/default/other`, API clients `admin` and
+/// `reader`; into `dir/certs`.
+pub fn make_certs(dir: &std::path::Path, cluster: &str) -> PathBuf {
+    let out = dir.join("certs");
+    let status = std::process::Command::new(flotilla_bin())
+        .args(["certs", "--out"])
+        .arg(&out)
+        .args(["--stores", "1,2,3", "--edges", "edge", "--agents", cluster])
+        .arg("--proxies")
+        .arg(format!("{cluster}/default/gw,{cluster}/default/other"))
+        .args(["--admins", "admin", "--readers", "reader"])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("flotilla certs");
+    assert!(status.success(), "flotilla certs failed");
+    out
+}
+
+/// `--tls-ca/--tls-cert/--tls-key` for the identity whose files are `stem.pem`/`stem.key`.
+pub fn tls_args(certs: &std::path::Path, stem: &str) -> Vec<String> {
+    vec![
+        "--tls-ca".into(),
+        certs.join("ca.pem").display().to_string(),
+        "--tls-cert".into(),
+        certs.join(format!("{stem}.pem")).display().to_string(),
+        "--tls-key".into(),
+        certs.join(format!("{stem}.key")).display().to_string(),
+    ]
+}
+
+/// An HTTPS client trusting the certificates' CA (and presenting no certificate).
+pub fn https_client(certs: &std::path::Path) -> reqwest::Client {
+    let pem = std::fs::read(certs.join("ca.pem")).expect("ca.pem");
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .no_proxy()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("CA"))
+        .build()
+        .expect("https client")
 }
 
 impl Spine {
     pub fn start(cluster: &str) -> Spine {
+        Self::start_with(cluster, false)
+    }
+
+    /// Every part with TLS: stores speak Raft over mTLS, the edge watches with its
+    /// certificate, proxies need a certificate or their gateway's token, the API is HTTPS.
+    pub fn start_secure(cluster: &str) -> Spine {
+        Self::start_with(cluster, true)
+    }
+
+    fn start_with(cluster: &str, secure: bool) -> Spine {
         let dir = tempfile::tempdir().expect("tempdir");
+        let certs = secure.then(|| make_certs(dir.path(), cluster));
         let yaml = dir.path().join("yaml");
         std::fs::create_dir_all(&yaml).expect("yaml dir");
         let (nats, nats_url, nats_monitor) = start_nats(dir.path());
@@ -53,8 +109,9 @@ impl Spine {
                 child: None,
                 log: dir.path().join("ingest.log"),
             },
-            http: client(),
+            http: certs.as_deref().map_or_else(client, https_client),
             tokens: ApiTokens::make(dir.path()),
+            certs,
             dir,
         };
         for i in 0..3 {
@@ -62,20 +119,21 @@ impl Spine {
             s.stores.push(p);
         }
         let stores: Vec<String> = s.grpc.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-        s.edge = Proc::spawn(
-            "edge",
-            s.dir.path(),
-            &flotilla_bin(),
-            &[
-                "edge".into(),
-                "--stores".into(),
-                stores.join(","),
-                "--xds".into(),
-                format!("127.0.0.1:{}", s.xds),
-                "--admin".into(),
-                format!("127.0.0.1:{}", s.edge_admin),
-            ],
-        );
+        let mut edge_args = vec![
+            "edge".into(),
+            "--stores".into(),
+            stores.join(","),
+            "--xds".into(),
+            format!("127.0.0.1:{}", s.xds),
+            "--admin".into(),
+            format!("127.0.0.1:{}", s.edge_admin),
+        ];
+        if let Some(c) = &s.certs {
+            edge_args.extend(tls_args(c, "edge-edge"));
+            edge_args.push("--proxy-token-key".into());
+            edge_args.push(c.join("proxy-token.key").display().to_string());
+        }
+        s.edge = Proc::spawn("edge", s.dir.path(), &flotilla_bin(), &edge_args);
         s.ingest = Proc::spawn(
             "ingest",
             s.dir.path(),
@@ -100,39 +158,52 @@ impl Spine {
             .enumerate()
             .map(|(j, p)| format!("{}=127.0.0.1:{p}", j + 1))
             .collect();
+        let mut args: Vec<String> = vec![
+            "store".into(),
+            "--id".into(),
+            (i + 1).to_string(),
+            "--data-dir".into(),
+            self.dir
+                .path()
+                .join(format!("store{}", i + 1))
+                .display()
+                .to_string(),
+            "--grpc".into(),
+            format!("127.0.0.1:{}", self.grpc[i]),
+            "--api".into(),
+            format!("127.0.0.1:{}", self.api[i]),
+            "--peers".into(),
+            peers.join(","),
+            "--nats".into(),
+            self.nats_url.clone(),
+            "--api-tokens".into(),
+            self.tokens.file.display().to_string(),
+        ];
+        if let Some(c) = &self.certs {
+            args.extend(tls_args(c, &format!("store-{}", i + 1)));
+        }
         Proc::spawn(
             &format!("store{}", i + 1),
             self.dir.path(),
             &flotilla_bin(),
-            &[
-                "store".into(),
-                "--id".into(),
-                (i + 1).to_string(),
-                "--data-dir".into(),
-                self.dir
-                    .path()
-                    .join(format!("store{}", i + 1))
-                    .display()
-                    .to_string(),
-                "--grpc".into(),
-                format!("127.0.0.1:{}", self.grpc[i]),
-                "--api".into(),
-                format!("127.0.0.1:{}", self.api[i]),
-                "--peers".into(),
-                peers.join(","),
-                "--nats".into(),
-                self.nats_url.clone(),
-                "--api-tokens".into(),
-                self.tokens.file.display().to_string(),
-            ],
+            &args,
         )
+    }
+
+    /// "http" or "https".
+    pub fn scheme(&self) -> &'static str {
+        if self.certs.is_some() {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     /// GET on store `i`'s API with the reader token.
     pub async fn api(&self, i: usize, path: &str) -> Result<Value, String> {
         get_json_as(
             &self.http,
-            &format!("http://127.0.0.1:{}{path}", self.api[i]),
+            &format!("{}://127.0.0.1:{}{path}", self.scheme(), self.api[i]),
             Some(&self.tokens.reader),
         )
         .await
@@ -192,7 +263,7 @@ impl Spine {
     pub async fn edge_stats(&self) -> Result<Value, String> {
         get_json(
             &self.http,
-            &format!("http://127.0.0.1:{}/stats", self.edge_admin),
+            &format!("{}://127.0.0.1:{}/stats", self.scheme(), self.edge_admin),
         )
         .await
     }
@@ -228,15 +299,28 @@ impl Spine {
         );
         self.set_route(path);
         let leader = self.leader().await;
-        let (envoy, _) = start_envoy(
+        // With certificates, the proxy proves its gateway with its certificate.
+        let extra = self
+            .certs
+            .as_deref()
+            .map(|c| tls_args(c, "proxy-east-default-gw"))
+            .unwrap_or_default();
+        let (envoy, _) = start_envoy_with(
             self.dir.path(),
             "envoy",
             "east/default/gw",
             &[format!("127.0.0.1:{}", self.xds)],
+            &extra,
         );
         let base = format!("http://127.0.0.1:{port}");
-        self.expect(&format!("{base}{path}"), "the first route", |c, _| c == 200)
-            .await;
+        let plain = client();
+        eventually("the first route", T, || async {
+            match get(&plain, &format!("{base}{path}")).await? {
+                (200, _) => Ok(()),
+                (c, b) => Err(format!("{c} {b}")),
+            }
+        })
+        .await;
         Served {
             base,
             leader,

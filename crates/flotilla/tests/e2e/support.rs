@@ -167,10 +167,22 @@ pub fn start_nats(dir: &Path) -> (Proc, String, u16) {
 
 /// Starts Envoy with the bootstrap `flotilla bootstrap` prints for `gateway`.
 pub fn start_envoy(dir: &Path, name: &str, gateway: &str, xds: &[String]) -> (Proc, u16) {
+    start_envoy_with(dir, name, gateway, xds, &[])
+}
+
+/// [`start_envoy`] with more `flotilla bootstrap` flags (TLS, token key).
+pub fn start_envoy_with(
+    dir: &Path,
+    name: &str,
+    gateway: &str,
+    xds: &[String],
+    bootstrap_args: &[String],
+) -> (Proc, u16) {
     let admin = free_port();
     let out = Command::new(flotilla_bin())
         .args(["bootstrap", "--gateway", gateway, "--xds", &xds.join(",")])
         .args(["--admin-port", &admin.to_string()])
+        .args(bootstrap_args)
         .output()
         .expect("flotilla bootstrap");
     assert!(

@@ -1,0 +1,330 @@
+//! Attacks on a running, secured Flotilla, each tried against the real processes: crafted Raft
+//! calls, watches and xDS streams from callers without (or with the wrong) credentials, and
+//! oversized messages. Each must fail with a clear status, be counted and logged, and leave
+//! the cluster serving: the same leader, and a route change still reaching Envoy.
+
+use crate::spine::*;
+use crate::support::*;
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
+use flotilla_net::{Connector, Role, Tls, TlsFiles};
+use flotilla_proto::raft::raft_client::RaftClient;
+use flotilla_proto::raft::RaftPayload;
+use flotilla_proto::watch::watch_client::WatchClient;
+use flotilla_proto::watch::WatchRequest;
+use std::path::Path;
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint};
+use tonic::Code;
+
+const T: Duration = Duration::from_secs(30);
+
+fn tls(certs: &Path, stem: &str) -> Tls {
+    Tls::load(TlsFiles {
+        ca: certs.join("ca.pem"),
+        cert: certs.join(format!("{stem}.pem")),
+        key: certs.join(format!("{stem}.key")),
+    })
+    .unwrap_or_else(|e| panic!("loading {stem}: {e}"))
+}
+
+/// A TLS connector presenting `stem`'s certificate, expecting a server of `role`.
+fn as_(certs: &Path, stem: &str, role: Role) -> Connector {
+    Connector::tls(tls(certs, stem), Some(role))
+}
+
+async fn channel(port: u16, connector: Connector) -> Result<Channel, String> {
+    Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+        .map_err(|e| e.to_string())?
+        .connect_with_connector(connector)
+        .await
+        .map_err(|e| format!("connect: {e:?}"))
+}
+
+#[derive(Clone, Copy, Debug)]
+enum RaftCall {
+    Append,
+    Vote,
+}
+
+/// One Raft call to node `to` on `port`: the status code it ended with, or the connection
+/// error.
+async fn raft(
+    port: u16,
+    to: u64,
+    connector: Connector,
+    call: RaftCall,
+    body: Vec<u8>,
+) -> Result<Code, String> {
+    let ch = channel(port, connector).await?;
+    let mut c = RaftClient::new(ch)
+        .max_encoding_message_size(usize::MAX)
+        .max_decoding_message_size(usize::MAX);
+    let mut req = tonic::Request::new(RaftPayload { body: body.into() });
+    req.metadata_mut()
+        .insert("x-flotilla-to", to.to_string().parse().expect("metadata"));
+    let r = match call {
+        RaftCall::Append => c.append_entries(req).await,
+        RaftCall::Vote => c.vote(req).await,
+    };
+    Ok(match r {
+        Ok(_) => Code::Ok,
+        Err(s) => s.code(),
+    })
+}
+
+async fn watch(port: u16, connector: Connector) -> Result<Code, String> {
+    let ch = channel(port, connector).await?;
+    let r = WatchClient::new(ch)
+        .watch(WatchRequest {
+            since_revision: 0,
+            edge_id: "intruder".into(),
+        })
+        .await;
+    match r {
+        Ok(mut s) => {
+            match tokio::time::timeout(Duration::from_secs(5), s.get_mut().message()).await {
+                Ok(Ok(Some(_))) => Ok(Code::Ok),
+                Ok(Ok(None)) => Ok(Code::Ok),
+                Ok(Err(s)) => Ok(s.code()),
+                Err(_) => Ok(Code::Ok),
+            }
+        }
+        Err(s) => Ok(s.code()),
+    }
+}
+
+/// Opens a delta xDS stream naming `gateway` (with `token` as the proxy token, if any) and
+/// returns how it ended: `Ok` when the edge sent a response.
+async fn xds(
+    port: u16,
+    connector: Connector,
+    gateway: &str,
+    token: Option<&str>,
+    pad: usize,
+) -> Result<Code, String> {
+    let ch = channel(port, connector).await?;
+    let mut c = AggregatedDiscoveryServiceClient::new(ch).max_encoding_message_size(usize::MAX);
+    let first = DeltaDiscoveryRequest {
+        node: Some(Node {
+            id: "intruder".into(),
+            cluster: gateway.into(),
+            ..Default::default()
+        }),
+        type_url: "type.googleapis.com/envoy.config.cluster.v3.Cluster".into(),
+        resource_names_subscribe: if pad > 0 {
+            vec!["x".repeat(pad)]
+        } else {
+            Vec::new()
+        },
+        ..Default::default()
+    };
+    let mut req =
+        tonic::Request::new(futures::stream::iter(vec![first]).chain(futures::stream::pending()));
+    if let Some(t) = token {
+        req.metadata_mut()
+            .insert("x-flotilla-proxy-token", t.parse().expect("metadata"));
+    }
+    use futures::StreamExt;
+    let r = c.delta_aggregated_resources(req).await;
+    match r {
+        Ok(mut s) => {
+            match tokio::time::timeout(Duration::from_secs(10), s.get_mut().message()).await {
+                Ok(Ok(Some(_))) => Ok(Code::Ok),
+                Ok(Ok(None)) => Ok(Code::Unknown),
+                Ok(Err(s)) => Ok(s.code()),
+                Err(_) => Err("no answer in 10 s".into()),
+            }
+        }
+        Err(s) => Ok(s.code()),
+    }
+}
+
+fn counter(v: &serde_json::Value, k: &str) -> u64 {
+    v[k].as_u64().unwrap_or(0)
+}
+
+/// Prints the tail of every process log in a directory if the test panics.
+struct LogsOnPanic(std::path::PathBuf);
+
+impl Drop for LogsOnPanic {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let Ok(entries) = std::fs::read_dir(&self.0) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "log") {
+                let text = std::fs::read_to_string(&p).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(40).collect();
+                eprintln!("==== {} ====", p.display());
+                for l in tail.into_iter().rev() {
+                    eprintln!("{l}");
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_secured_cluster_refuses_every_caller_without_the_right_credentials() {
+    let mut s = Spine::start_secure("east");
+    let _logs = LogsOnPanic(s.dir.path().to_path_buf());
+    // TLS everywhere works: Raft between the stores, the edge's watch, Envoy with its
+    // certificate, the API over HTTPS.
+    let served = s.serve_route("/app").await;
+    let certs = s.certs.clone().expect("certs");
+    let leader = s.leader().await;
+    let (lport, lid) = (s.grpc[leader], leader as u64 + 1);
+    // A second CA, as an attacker can make.
+    let foreign_root = s.dir.path().join("foreign");
+    std::fs::create_dir_all(&foreign_root).expect("dir");
+    let foreign = make_certs(&foreign_root, "east");
+
+    // 1. Raft without a certificate: refused at the TLS handshake, before anything is read.
+    assert!(
+        raft(
+            lport,
+            lid,
+            Connector::plain(),
+            RaftCall::Append,
+            b"garbage".to_vec()
+        )
+        .await
+            != Ok(Code::Ok),
+        "plaintext Raft was answered"
+    );
+    // 2. A store certificate from another CA: refused at the handshake.
+    let r = raft(
+        lport,
+        lid,
+        as_(&foreign, "store-1", Role::Store),
+        RaftCall::Append,
+        Vec::new(),
+    )
+    .await;
+    assert!(r.is_err(), "a foreign CA's store got through: {r:?}");
+    // 3. A valid certificate of the wrong role (the API reader, an edge): PermissionDenied,
+    //    even for 50 votes in a row (which used to inflate the term and force elections).
+    assert_eq!(
+        raft(
+            lport,
+            lid,
+            as_(&certs, "reader-reader", Role::Store),
+            RaftCall::Append,
+            b"x".to_vec()
+        )
+        .await,
+        Ok(Code::PermissionDenied)
+    );
+    for _ in 0..50 {
+        assert_eq!(
+            raft(
+                lport,
+                lid,
+                as_(&certs, "edge-edge", Role::Store),
+                RaftCall::Vote,
+                b"x".to_vec()
+            )
+            .await,
+            Ok(Code::PermissionDenied)
+        );
+    }
+    // 4. The watch (every gateway's private keys) for a proxy's certificate, and without one.
+    assert_eq!(
+        watch(lport, as_(&certs, "proxy-east-default-gw", Role::Store)).await,
+        Ok(Code::PermissionDenied)
+    );
+    assert!(watch(lport, Connector::plain()).await != Ok(Code::Ok));
+    // 5. A message far over what a peer can legitimately send, from a real store identity:
+    //    refused from its length prefix, the node unharmed.
+    let big = vec![0u8; 48 * 1024 * 1024];
+    assert_eq!(
+        raft(
+            lport,
+            lid,
+            as_(&certs, "store-2", Role::Store),
+            RaftCall::Append,
+            big
+        )
+        .await,
+        Ok(Code::OutOfRange)
+    );
+
+    // 6. xDS: a proxy of gw naming another gateway, by certificate and by token; no
+    //    credentials at all; a token for another gateway.
+    let key = flotilla_net::ProxyKey::load(&certs.join("proxy-token.key")).expect("key");
+    let gw_cert = || as_(&certs, "proxy-east-default-gw", Role::Edge);
+    let edge_ca_only = || {
+        // TLS to the edge without a client certificate: a proxy that brings only a token.
+        Connector::tls(tls(&certs, "reader-reader"), Some(Role::Edge))
+    };
+    assert_eq!(
+        xds(s.xds, gw_cert(), "east/default/other", None, 0).await,
+        Ok(Code::PermissionDenied)
+    );
+    assert_eq!(
+        xds(
+            s.xds,
+            edge_ca_only(),
+            "east/default/other",
+            Some(&key.token("east/default/gw")),
+            0
+        )
+        .await,
+        Ok(Code::PermissionDenied)
+    );
+    assert_eq!(
+        xds(s.xds, edge_ca_only(), "east/default/gw", None, 0).await,
+        Ok(Code::PermissionDenied)
+    );
+    assert!(
+        xds(s.xds, Connector::plain(), "east/default/gw", None, 0).await != Ok(Code::Ok),
+        "plaintext xDS was served"
+    );
+    // The right credentials are served: the certificate, and the gateway's own token.
+    assert_eq!(
+        xds(s.xds, gw_cert(), "east/default/gw", None, 0).await,
+        Ok(Code::Ok)
+    );
+    assert_eq!(
+        xds(
+            s.xds,
+            edge_ca_only(),
+            "east/default/gw",
+            Some(&key.token("east/default/gw")),
+            0
+        )
+        .await,
+        Ok(Code::Ok)
+    );
+    // 7. An oversized discovery request.
+    let r = xds(s.xds, gw_cert(), "east/default/gw", None, 9 * 1024 * 1024).await;
+    assert!(
+        matches!(r, Ok(Code::OutOfRange) | Ok(Code::ResourceExhausted)),
+        "{r:?}"
+    );
+
+    // Counted and logged where they happened.
+    let st = s.api(leader, "/api/v1/revision").await.expect("revision");
+    assert!(counter(&st, "grpcCallsDenied") >= 52, "{st}");
+    let edge = s.edge_stats().await.expect("edge stats");
+    assert!(counter(&edge, "proxiesDenied") >= 3, "{edge}");
+    assert!(s.stores[leader].log_text().contains("refused a call"));
+    assert!(s.edge.log_text().contains("refused a proxy"));
+
+    // Nothing else disturbed: the same leader, and a change still reaches Envoy.
+    assert_eq!(s.leader().await, leader, "the attacks moved the leadership");
+    s.set_route("/moved");
+    eventually("the moved route through Envoy", T, || async {
+        match get(&client(), &format!("{}/moved", served.base)).await? {
+            (200, _) => Ok(()),
+            (c, b) => Err(format!("{c} {b}")),
+        }
+    })
+    .await;
+}
