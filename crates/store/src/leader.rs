@@ -158,7 +158,7 @@ async fn lead<S: EventSource>(
         let events = batch
             .items
             .iter()
-            .filter(|i| matches!(i, StreamItem::Event(_)))
+            .filter(|i| matches!(i, StreamItem::Event { .. }))
             .count();
         let resp = raft.client_write(batch).await.map_err(|e| Error::Write {
             last_seq: batch_last,
