@@ -4,6 +4,7 @@
 pub mod bootstrap;
 pub mod cli;
 pub mod ctl;
+pub mod natsconf;
 pub mod runtime;
 pub mod telemetry;
 pub mod translate_cmd;

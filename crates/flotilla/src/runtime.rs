@@ -1,9 +1,9 @@
 //! Assembles the long-running components from the library crates: one function per
 //! subcommand, one cancellation token for all, and a non-zero exit when a critical task dies.
 
-use crate::cli::{Command, EdgeArgs, IngestArgs, StandaloneArgs, StoreArgs};
+use crate::cli::{Command, EdgeArgs, IngestArgs, NatsArgs, StandaloneArgs, StoreArgs};
 use anyhow::{anyhow, bail, Context, Result};
-use flotilla_ingest::{FileSource, NatsPublisher, Publisher};
+use flotilla_ingest::{FileSource, NatsPublisher, Publisher, Refusals};
 use flotilla_model::ResourceEvent;
 use flotilla_store::{EmbeddedBus, NatsSource, StoreConfig, StoreNode};
 use flotilla_xds_edge::{Edge, EdgeConfig};
@@ -27,7 +27,10 @@ pub fn run_async(cmd: Command) -> Result<()> {
             Command::Store(a) => store(a, shutdown).await,
             Command::Edge(a) => edge(a, shutdown).await,
             Command::Standalone(a) => standalone(a, shutdown).await,
-            Command::Bootstrap(_) | Command::Translate(_) | Command::Ctl(_) => {
+            Command::Bootstrap(_)
+            | Command::Translate(_)
+            | Command::Ctl(_)
+            | Command::NatsConfig(_) => {
                 bail!("not a long-running command")
             }
         }
@@ -79,21 +82,30 @@ async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener> {
 
 async fn ingest(a: IngestArgs, shutdown: CancellationToken) -> Result<()> {
     flotilla_ingest::validate_cluster(&a.cluster)?;
-    let client = connect_nats(&a.nats.nats).await?;
+    let (client, refusals) = connect_nats(&a.nats, &shutdown).await?;
     let js = async_nats::jetstream::new(client);
-    flotilla_ingest::nats::ensure_stream(&js).await?;
+    // An agent's user may not use the JetStream API (see `flotilla nats-config`): then the
+    // stores create the stream.
+    flotilla_ingest::nats::ensure_stream_if_allowed(&js, &refusals).await?;
     let source = FileSource::new(a.cluster.clone(), a.dir.clone());
     info!(cluster = %a.cluster, dir = %a.dir.display(), "ingesting files");
-    source.run(NatsPublisher::new(js), shutdown).await?;
+    source
+        .run(NatsPublisher::new(js).with_refusals(refusals), shutdown)
+        .await?;
     Ok(())
 }
 
-async fn connect_nats(url: &str) -> Result<async_nats::Client> {
-    async_nats::ConnectOptions::new()
-        .retry_on_initial_connect()
-        .connect(url)
-        .await
-        .with_context(|| format!("connecting to NATS at {url}"))
+/// Connects with the `--nats-*` options: waits for an unreachable server (until shutdown),
+/// fails at once on a bad file, refused credentials or failed TLS.
+async fn connect_nats(
+    a: &NatsArgs,
+    shutdown: &CancellationToken,
+) -> Result<(async_nats::Client, Refusals)> {
+    let cfg = a.client_config();
+    tokio::select! {
+        r = cfg.connect() => Ok(r?),
+        _ = shutdown.cancelled() => bail!("shut down while connecting to NATS at {}", a.nats),
+    }
 }
 
 fn parse_peers(peers: &[String]) -> Result<BTreeMap<u64, String>> {
@@ -115,9 +127,10 @@ fn parse_peers(peers: &[String]) -> Result<BTreeMap<u64, String>> {
 
 async fn store(a: StoreArgs, shutdown: CancellationToken) -> Result<()> {
     let peers = parse_peers(&a.peers)?;
-    let source = NatsSource::connect(&a.nats.nats, flotilla_ingest::nats::STREAM)
+    let (client, _refusals) = connect_nats(&a.nats, &shutdown).await?;
+    let source = NatsSource::new(client, flotilla_ingest::nats::STREAM)
         .await
-        .with_context(|| format!("connecting to NATS at {}", a.nats.nats))?;
+        .with_context(|| format!("using the event stream on NATS at {}", a.nats.nats))?;
     let cfg = StoreConfig {
         node_id: a.id,
         data_dir: a.data_dir.clone(),
@@ -151,6 +164,7 @@ impl flotilla_api::StateReader for NodeReader {
                 "lastSeq": st.last_seq(),
                 "eventsApplied": c.events_applied,
                 "eventsRejected": c.events_rejected,
+                "eventsMisattributed": c.events_misattributed,
                 "sequencesMissing": c.sequences_missing,
                 "batchesRefused": c.batches_refused,
             }),
@@ -249,8 +263,12 @@ fn with_scheme(s: &str) -> String {
     }
 }
 
-/// The embedded event bus as an ingest publisher (standalone mode: no NATS).
-struct BusPublisher(Arc<EmbeddedBus>);
+/// The embedded event bus as an ingest publisher (standalone mode: no NATS). It publishes on
+/// its agent's cluster subject, as a NATS agent's credentials allow it to.
+struct BusPublisher {
+    bus: Arc<EmbeddedBus>,
+    subject: String,
+}
 
 impl Publisher for BusPublisher {
     async fn publish(
@@ -263,7 +281,8 @@ impl Publisher for BusPublisher {
         event
             .validate()
             .map_err(flotilla_ingest::Error::InvalidEvent)?;
-        self.0.publish_event(&event)?;
+        self.bus
+            .publish(self.subject.clone(), serde_json::to_vec(&event)?);
         Ok(())
     }
 }
@@ -307,10 +326,17 @@ async fn standalone(a: StandaloneArgs, shutdown: CancellationToken) -> Result<()
     tasks.spawn(async move { run.await.map_err(anyhow::Error::from) });
     tasks.spawn(crate::telemetry::serve_admin(admin, edge, shutdown.clone()));
     let source = FileSource::new(a.cluster.clone(), a.dir.clone());
+    let cluster = a.cluster.clone();
     let sd = shutdown.clone();
     tasks.spawn(async move {
         source
-            .run(BusPublisher(bus), sd)
+            .run(
+                BusPublisher {
+                    subject: flotilla_model::events_subject(&cluster),
+                    bus,
+                },
+                sd,
+            )
             .await
             .map_err(anyhow::Error::from)
     });

@@ -146,7 +146,8 @@ impl NatsClientConfig {
                 Err(e) => e,
             };
             use async_nats::ConnectErrorKind as K;
-            let hint = match e.kind() {
+            let kind = if is_tls_failure(&e) { K::Tls } else { e.kind() };
+            let hint = match kind {
                 K::AuthorizationViolation | K::Authentication => Some(match &self.user {
                     Some(user) => format!(
                         "the server refused user {user:?}: check the user and its password file"
@@ -154,11 +155,20 @@ impl NatsClientConfig {
                     None => "the server requires credentials: give a user and a password file"
                         .to_string(),
                 }),
-                K::Tls => Some(match &self.ca {
-                    Some(ca) => format!("TLS failed, trusting the CA in {}", ca.display()),
-                    None => "TLS failed (no CA given: the server's certificate was checked \
-                             against the system's roots; give the CA that signed it)"
+                K::Tls => Some(match (&self.ca, &self.cert) {
+                    (None, _) => "TLS failed (no CA given: the server's certificate was checked \
+                                  against the system's roots; give the CA that signed it)"
                         .to_string(),
+                    (Some(ca), None) => format!(
+                        "TLS failed (trusting the CA in {}; no client certificate given, which \
+                         a server that verifies its clients refuses)",
+                        ca.display()
+                    ),
+                    (Some(ca), Some(cert)) => format!(
+                        "TLS failed (trusting the CA in {}, client certificate {})",
+                        ca.display(),
+                        cert.display()
+                    ),
                 }),
                 _ => None,
             };
@@ -186,6 +196,28 @@ impl NatsClientConfig {
             }),
         }
     }
+}
+
+/// Whether a TLS error is behind `e`: async-nats reports a failed handshake (an untrusted
+/// server certificate, a client certificate the server wants) as an IO error around rustls'.
+fn is_tls_failure(e: &async_nats::ConnectError) -> bool {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = next {
+        if err.is::<rustls::Error>() {
+            return true;
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            // `io::Error::source` skips the wrapped error itself; look at it.
+            if io
+                .get_ref()
+                .is_some_and(|inner| inner.is::<rustls::Error>())
+            {
+                return true;
+            }
+        }
+        next = err.source();
+    }
+    e.kind() == async_nats::ConnectErrorKind::Tls
 }
 
 /// An error and its sources, `: `-separated (async-nats keeps the useful part in the source).
@@ -319,7 +351,10 @@ impl Refusals {
             Event::ServerError(ServerError::Other(message))
                 if message.starts_with("Permissions Violation") =>
             {
-                tracing::error!(refused = %message, "the NATS server refused an operation of this client");
+                // A warning, not an error: an agent's first refusal is the expected one of the
+                // stream check (see `nats::ensure_stream_if_allowed`); what a refusal costs is
+                // reported by whoever waited on it.
+                tracing::warn!(refused = %message, "the NATS server refused an operation of this client");
                 // No watcher is not an error: nobody was waiting on this one.
                 let _ = self.tx.send(message.clone());
             }
@@ -341,18 +376,25 @@ impl Refusals {
 pub struct RefusalWatch(broadcast::Receiver<String>);
 
 impl RefusalWatch {
+    /// The next permission violation the server reports (its message). Pending forever if
+    /// none comes.
+    pub async fn next(&mut self) -> String {
+        loop {
+            match self.0.recv().await {
+                Ok(message) => return message,
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
+            }
+        }
+    }
+
     /// Waits for the server to refuse a publish on a subject `refused` accepts; returns the
     /// server's message. Pending forever if none comes.
     pub async fn publish_refused(&mut self, refused: impl Fn(&str) -> bool) -> String {
         loop {
-            match self.0.recv().await {
-                Ok(message) => {
-                    if refused_publish_subject(&message).is_some_and(&refused) {
-                        return message;
-                    }
-                }
-                Err(broadcast::error::RecvError::Lagged(_)) => {}
-                Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
+            let message = self.next().await;
+            if refused_publish_subject(&message).is_some_and(&refused) {
+                return message;
             }
         }
     }

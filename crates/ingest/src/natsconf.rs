@@ -65,7 +65,6 @@ pub const MIN_PASSWORD_LEN: usize = 32;
 const BCRYPT_COST: u32 = 11;
 /// The file names in the output directory.
 pub const CONF_FILE: &str = "nats.conf";
-pub const JETSTREAM_DIR: &str = "jetstream";
 
 /// The user of the agent of `cluster`.
 pub fn agent_user(cluster: &str) -> String {
@@ -196,7 +195,8 @@ pub fn write(cfg: &ServerConfig) -> Result<Written> {
         passwords.push((user.name.clone(), path, created));
     }
 
-    let text = render(&cfg.listen, &dir.join(JETSTREAM_DIR), tls.as_ref(), &hashed);
+    // nats-server keeps JetStream's files in `<store_dir>/jetstream`.
+    let text = render(&cfg.listen, &dir, tls.as_ref(), &hashed);
     let conf = dir.join(CONF_FILE);
     let tmp = dir.join(format!("{CONF_FILE}.tmp"));
     match std::fs::remove_file(&tmp) {
@@ -382,7 +382,7 @@ mod tests {
         );
         assert!(conf.contains(&format!(
             "store_dir: \"{}\"",
-            dir.canonicalize().expect("abs").join("jetstream").display()
+            dir.canonicalize().expect("abs").display()
         )));
 
         // Again, with a new cluster: the existing passwords are kept.

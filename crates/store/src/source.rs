@@ -129,10 +129,10 @@ impl EmbeddedBus {
     /// Appends an encoded event published on `subject` (`flotilla.events.<cluster>`: the bus
     /// stands in for NATS, and the caller for the server that authorizes who publishes where);
     /// returns its sequence.
-    pub fn publish(&self, subject: impl Into<String>, payload: Bytes) -> u64 {
+    pub fn publish(&self, subject: impl Into<String>, payload: impl Into<Bytes>) -> u64 {
         let seq = {
             let mut log = self.lock();
-            log.events.push_back((subject.into(), payload));
+            log.events.push_back((subject.into(), payload.into()));
             log.base + log.events.len() as u64
         };
         self.notify.notify_waiters();
@@ -145,7 +145,7 @@ impl EmbeddedBus {
         &self,
         event: &flotilla_model::ResourceEvent,
     ) -> std::result::Result<u64, serde_json::Error> {
-        let payload = Bytes::from(serde_json::to_vec(event)?);
+        let payload = serde_json::to_vec(event)?;
         Ok(self.publish(flotilla_model::events_subject(&event.cluster), payload))
     }
 
