@@ -50,3 +50,74 @@ pub fn run(a: NatsConfigArgs) -> Result<()> {
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    #[test]
+    fn nats_config_writes_the_files_the_agents_and_stores_name() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let out = tmp.path().join("nats");
+        let out_arg = out.display().to_string();
+        let cli = Cli::try_parse_from([
+            "flotilla",
+            "nats-config",
+            "--out",
+            &out_arg,
+            "--clusters",
+            "east,west",
+        ])
+        .expect("parses");
+        let Command::NatsConfig(a) = cli.command else {
+            panic!("not nats-config");
+        };
+        super::run(a).expect("writes");
+        for user in ["agent-east", "agent-west", "store"] {
+            let file = out.join(flotilla_ingest::natsconf::password_file_name(user));
+            // What an agent or a store is started with reads back.
+            let cli = Cli::try_parse_from([
+                "flotilla",
+                "ingest",
+                "--nats-user",
+                user,
+                "--nats-password-file",
+                &file.display().to_string(),
+            ])
+            .expect("parses");
+            let Command::Ingest(a) = cli.command else {
+                panic!("not ingest");
+            };
+            let cfg = a.nats.client_config();
+            assert_eq!(cfg.user.as_deref(), Some(user));
+            let pw = flotilla_ingest::client::read_password(&file).expect("password");
+            assert_eq!(pw.len(), flotilla_ingest::natsconf::PASSWORD_LEN);
+        }
+        assert!(out.join("nats.conf").exists());
+    }
+
+    #[test]
+    fn credentials_and_certificates_come_in_pairs() {
+        for args in [
+            &["--nats-user", "store"][..],
+            &["--nats-password-file", "p"][..],
+            &["--nats-cert", "c", "--nats-key", "k"][..],
+            &["--nats-key", "k"][..],
+        ] {
+            let argv = ["flotilla", "store"].iter().chain(args.iter());
+            assert!(Cli::try_parse_from(argv).is_err(), "{args:?}");
+        }
+        assert!(Cli::try_parse_from([
+            "flotilla",
+            "store",
+            "--nats-ca",
+            "ca.pem",
+            "--nats-cert",
+            "c",
+            "--nats-key",
+            "k"
+        ])
+        .is_ok());
+    }
+}

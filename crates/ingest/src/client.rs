@@ -361,7 +361,7 @@ impl Refusals {
             Event::ServerError(e) => tracing::error!(error = %e, "NATS server error"),
             Event::ClientError(e) => tracing::error!(error = %e, "NATS client error"),
             Event::Disconnected => tracing::warn!("disconnected from NATS; reconnecting"),
-            Event::Connected => tracing::info!("connected to NATS"),
+            Event::Connected => tracing::debug!("connected to NATS"),
             other => tracing::debug!(event = %other, "NATS connection event"),
         }
     }
