@@ -44,6 +44,9 @@ pub enum Command {
     Certs(CertsArgs),
     /// Print a fresh API bearer token and its line for the --api-tokens file.
     Token(crate::api_auth::TokenArgs),
+    /// Write a nats-server configuration (JetStream; one user per cluster agent and one for the
+    /// stores, each with only the permissions it needs) and the users' password files.
+    NatsConfig(NatsConfigArgs),
 }
 
 #[derive(Args, Debug)]
@@ -186,6 +189,65 @@ pub struct NatsArgs {
     /// NATS server URL.
     #[arg(long, env = "FLOTILLA_NATS", default_value = "nats://127.0.0.1:4222")]
     pub nats: String,
+    /// NATS user (`flotilla nats-config` makes `agent-<cluster>` for each agent and `store`).
+    #[arg(long, env = "FLOTILLA_NATS_USER", requires = "nats_password_file")]
+    pub nats_user: Option<String>,
+    /// File holding the NATS user's password (`nats-<user>.password`).
+    #[arg(long, env = "FLOTILLA_NATS_PASSWORD_FILE", requires = "nats_user")]
+    pub nats_password_file: Option<PathBuf>,
+    /// Require TLS to NATS and trust this CA (PEM) for the server's certificate.
+    #[arg(long, env = "FLOTILLA_NATS_CA")]
+    pub nats_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for a NATS server that verifies its clients.
+    #[arg(long, env = "FLOTILLA_NATS_CERT", requires_all = ["nats_key", "nats_ca"])]
+    pub nats_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, env = "FLOTILLA_NATS_KEY", requires = "nats_cert")]
+    pub nats_key: Option<PathBuf>,
+}
+
+impl NatsArgs {
+    pub fn client_config(&self) -> flotilla_ingest::NatsClientConfig {
+        flotilla_ingest::NatsClientConfig {
+            url: self.nats.clone(),
+            user: self.nats_user.clone(),
+            password_file: self.nats_password_file.clone(),
+            ca: self.nats_ca.clone(),
+            cert: self.nats_cert.clone(),
+            key: self.nats_key.clone(),
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct NatsConfigArgs {
+    /// Output directory: nats.conf, nats-<user>.password files, JetStream's store directory.
+    #[arg(
+        long,
+        env = "FLOTILLA_NATS_CONFIG_OUT",
+        default_value = "./flotilla-nats"
+    )]
+    pub out: PathBuf,
+    /// The clusters whose agents get a user, comma separated.
+    #[arg(
+        long,
+        env = "FLOTILLA_CLUSTERS",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub clusters: Vec<String>,
+    /// The server's client address.
+    #[arg(long, env = "FLOTILLA_NATS_LISTEN", default_value = "0.0.0.0:4222")]
+    pub listen: String,
+    /// Server certificate (PEM): clients must use TLS.
+    #[arg(long, env = "FLOTILLA_NATS_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The server certificate's private key (PEM).
+    #[arg(long, env = "FLOTILLA_NATS_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// CA (PEM) whose client certificates the server requires (on top of user and password).
+    #[arg(long, env = "FLOTILLA_NATS_TLS_CA", requires = "tls_cert")]
+    pub tls_ca: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -375,6 +437,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Ctl(a) => crate::ctl::run(a),
         Command::Certs(a) => crate::certs_cmd::run(&a),
         Command::Token(a) => crate::api_auth::token(a),
+        Command::NatsConfig(a) => crate::natsconf::run(a),
         other => crate::runtime::run_async(other),
     };
     match result {

@@ -6,6 +6,7 @@ pub mod bootstrap;
 pub mod certs_cmd;
 pub mod cli;
 pub mod ctl;
+pub mod natsconf;
 pub mod runtime;
 pub mod telemetry;
 pub mod translate_cmd;

@@ -2,9 +2,9 @@
 //! subcommand, one cancellation token for all, and a non-zero exit when a critical task dies.
 
 use crate::api_auth::ApiAuth;
-use crate::cli::{Command, EdgeArgs, IngestArgs, ListenArgs, StandaloneArgs, StoreArgs};
+use crate::cli::{Command, EdgeArgs, IngestArgs, ListenArgs, NatsArgs, StandaloneArgs, StoreArgs};
 use anyhow::{anyhow, bail, Context, Result};
-use flotilla_ingest::{FileSource, NatsPublisher, Publisher};
+use flotilla_ingest::{FileSource, NatsPublisher, Publisher, Refusals};
 use flotilla_model::ResourceEvent;
 use flotilla_net::{ClientAuth, Limits, PeerAuth, ProxyAuth, ProxyKey, Role, ServerSecurity, Tls};
 use flotilla_store::{EmbeddedBus, NatsSource, StoreConfig, StoreNode};
@@ -36,7 +36,8 @@ pub fn run_async(cmd: Command) -> Result<()> {
             | Command::Translate(_)
             | Command::Ctl(_)
             | Command::Token(_)
-            | Command::Certs(_) => {
+            | Command::Certs(_)
+            | Command::NatsConfig(_) => {
                 bail!("not a long-running command")
             }
         }
@@ -214,21 +215,30 @@ fn proxy_auth(key: Option<&std::path::Path>, certs: bool) -> Result<ProxyAuth> {
 
 async fn ingest(a: IngestArgs, shutdown: CancellationToken) -> Result<()> {
     flotilla_ingest::validate_cluster(&a.cluster)?;
-    let client = connect_nats(&a.nats.nats).await?;
+    let (client, refusals) = connect_nats(&a.nats, &shutdown).await?;
     let js = async_nats::jetstream::new(client);
-    flotilla_ingest::nats::ensure_stream(&js).await?;
+    // An agent's user may not use the JetStream API (see `flotilla nats-config`): then the
+    // stores create the stream.
+    flotilla_ingest::nats::ensure_stream_if_allowed(&js, &refusals).await?;
     let source = FileSource::new(a.cluster.clone(), a.dir.clone());
     info!(cluster = %a.cluster, dir = %a.dir.display(), "ingesting files");
-    source.run(NatsPublisher::new(js), shutdown).await?;
+    source
+        .run(NatsPublisher::new(js).with_refusals(refusals), shutdown)
+        .await?;
     Ok(())
 }
 
-async fn connect_nats(url: &str) -> Result<async_nats::Client> {
-    async_nats::ConnectOptions::new()
-        .retry_on_initial_connect()
-        .connect(url)
-        .await
-        .with_context(|| format!("connecting to NATS at {url}"))
+/// Connects with the `--nats-*` options: waits for an unreachable server (until shutdown),
+/// fails at once on a bad file, refused credentials or failed TLS.
+async fn connect_nats(
+    a: &NatsArgs,
+    shutdown: &CancellationToken,
+) -> Result<(async_nats::Client, Refusals)> {
+    let cfg = a.client_config();
+    tokio::select! {
+        r = cfg.connect() => Ok(r?),
+        _ = shutdown.cancelled() => bail!("shut down while connecting to NATS at {}", a.nats),
+    }
 }
 
 fn parse_peers(peers: &[String]) -> Result<BTreeMap<u64, String>> {
@@ -251,9 +261,10 @@ fn parse_peers(peers: &[String]) -> Result<BTreeMap<u64, String>> {
 async fn store(a: StoreArgs, shutdown: CancellationToken) -> Result<()> {
     let peers = parse_peers(&a.peers)?;
     let auth = ApiAuth::load(&a.api_auth, a.api)?;
-    let source = NatsSource::connect(&a.nats.nats, flotilla_ingest::nats::STREAM)
+    let (client, _refusals) = connect_nats(&a.nats, &shutdown).await?;
+    let source = NatsSource::new(client, flotilla_ingest::nats::STREAM)
         .await
-        .with_context(|| format!("connecting to NATS at {}", a.nats.nats))?;
+        .with_context(|| format!("using the event stream on NATS at {}", a.nats.nats))?;
     let tls = load_tls(&a.listen, &[Role::Store], &shutdown)?;
     let grpc = bind(a.grpc, "store gRPC (Raft, watch)", &a.listen, tls.is_some())?;
     let api = bind(a.api, "API", &a.listen, tls.is_some())?;
@@ -313,6 +324,7 @@ impl flotilla_api::StateReader for NodeReader {
                 "lastSeq": st.last_seq(),
                 "eventsApplied": c.events_applied,
                 "eventsRejected": c.events_rejected,
+                "eventsMisattributed": c.events_misattributed,
                 "sequencesMissing": c.sequences_missing,
                 "batchesRefused": c.batches_refused,
                 "grpcCallsDenied": self.0.denied_calls(),
@@ -454,8 +466,12 @@ fn with_scheme(s: &str) -> String {
     }
 }
 
-/// The embedded event bus as an ingest publisher (standalone mode: no NATS).
-struct BusPublisher(Arc<EmbeddedBus>);
+/// The embedded event bus as an ingest publisher (standalone mode: no NATS). It publishes on
+/// its agent's cluster subject, as a NATS agent's credentials allow it to.
+struct BusPublisher {
+    bus: Arc<EmbeddedBus>,
+    subject: String,
+}
 
 impl Publisher for BusPublisher {
     async fn publish(
@@ -468,7 +484,8 @@ impl Publisher for BusPublisher {
         event
             .validate()
             .map_err(flotilla_ingest::Error::InvalidEvent)?;
-        self.0.publish_event(&event)?;
+        self.bus
+            .publish(self.subject.clone(), serde_json::to_vec(&event)?);
         Ok(())
     }
 }
@@ -575,10 +592,17 @@ async fn standalone(a: StandaloneArgs, shutdown: CancellationToken) -> Result<()
         shutdown.clone(),
     ));
     let source = FileSource::new(a.cluster.clone(), a.dir.clone());
+    let cluster = a.cluster.clone();
     let sd = shutdown.clone();
     tasks.spawn(async move {
         source
-            .run(BusPublisher(bus), sd)
+            .run(
+                BusPublisher {
+                    subject: flotilla_model::events_subject(&cluster),
+                    bus,
+                },
+                sd,
+            )
             .await
             .map_err(anyhow::Error::from)
     });

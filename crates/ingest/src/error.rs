@@ -36,6 +36,15 @@ pub enum Error {
         source: BoxError,
     },
 
+    /// The NATS server refused to let this client publish on `subject` (a permissions
+    /// violation: the user's permissions do not include it). Neither transient nor to be
+    /// skipped: nothing this agent publishes can get through until the configuration changes.
+    #[error(
+        "the NATS server refused publishing to {subject}: {message} (this agent's NATS user may \
+         not publish for this cluster: check --cluster against the agent's NATS credentials)"
+    )]
+    Denied { subject: String, message: String },
+
     #[error("creating or checking stream {stream}: {source}")]
     Stream {
         stream: String,
@@ -74,6 +83,12 @@ impl Error {
             transient,
             source: source.into(),
         }
+    }
+
+    /// Whether nothing more can be published (the server refuses this publisher): a source
+    /// stops with this error rather than dropping or retrying events.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, Error::Denied { .. })
     }
 
     /// Whether retrying the same operation may succeed.

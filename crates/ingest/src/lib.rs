@@ -7,14 +7,19 @@
 //! - [`FileSource`] watches a directory of Kubernetes YAML/JSON and publishes upserts,
 //!   deletes and a resync.
 //! - [`DedupIds`] hands out the per-event dedup ids; [`IngestStats`] counts what happened.
+//! - [`client`]: how every part connects to NATS (credentials, TLS, refusals);
+//!   [`natsconf`]: the nats-server configuration with one user per part and its permissions.
 
+pub mod client;
 mod dedup;
 mod error;
 pub mod file;
 pub mod memory;
 pub mod nats;
+pub mod natsconf;
 mod stats;
 
+pub use client::{NatsClientConfig, Refusals};
 pub use dedup::DedupIds;
 pub use error::{BoxError, Error, Result};
 pub use file::FileSource;

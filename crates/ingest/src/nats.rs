@@ -4,7 +4,13 @@
 //! [`STREAM`] with subjects `flotilla.events.>`, file storage, a 2-minute duplicate window;
 //! one subject per cluster, `flotilla.events.<cluster>`; payload = JSON of
 //! [`ResourceEvent`]; header `Nats-Msg-Id` = the event's dedup id.
+//!
+//! An agent's NATS user may publish on its own cluster's subject only (see [`crate::natsconf`]):
+//! it cannot create the stream (the stores do, [`ensure_stream_if_allowed`]), and a publish the
+//! server refuses fails at once with [`Error::Denied`] when the publisher watches the
+//! connection's [`Refusals`].
 
+use crate::client::Refusals;
 use crate::{validate_cluster, Error, Publisher, Result};
 use async_nats::jetstream::{
     self,
@@ -18,7 +24,7 @@ use flotilla_model::ResourceEvent;
 use std::time::Duration;
 
 pub const STREAM: &str = "FLOTILLA_EVENTS";
-pub const SUBJECT_PREFIX: &str = "flotilla.events";
+pub const SUBJECT_PREFIX: &str = flotilla_model::EVENTS_SUBJECT_PREFIX;
 /// How long JetStream remembers a `Nats-Msg-Id`: a retry must land within it to be dropped
 /// as a duplicate. Far longer than our retries take; short enough to keep the id set small.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
@@ -50,19 +56,40 @@ pub async fn ensure_stream(js: &jetstream::Context) -> Result<Stream> {
         })
 }
 
+/// Like [`ensure_stream`], for a client whose user may not use the JetStream API (an agent):
+/// when the server refuses the request, the stream is left to the stores, which create it, and
+/// `None` is returned (publishes meanwhile fail with a transient "no stream" and are retried).
+pub async fn ensure_stream_if_allowed(
+    js: &jetstream::Context,
+    refusals: &Refusals,
+) -> Result<Option<Stream>> {
+    let mut refused = refusals.watch();
+    tokio::select! {
+        r = ensure_stream(js) => r.map(Some),
+        message = refused.publish_refused(|s| s.starts_with("$JS.API.")) => {
+            tracing::info!(refused = %message, "this NATS user may not manage the stream; the stores create it");
+            Ok(None)
+        }
+    }
+}
+
 /// `flotilla.events.<cluster>`, after checking the cluster name is one safe subject token.
 pub fn subject_for(cluster: &str) -> Result<String> {
     validate_cluster(cluster)?;
-    Ok(format!("{SUBJECT_PREFIX}.{cluster}"))
+    Ok(flotilla_model::events_subject(cluster))
 }
 
 /// Publishes to JetStream and waits for the PubAck. Transient failures (timeout, lost
 /// connection, no stream yet) are retried with the same `Nats-Msg-Id`, so the stream stores
 /// the event once however many attempts it took.
+///
+/// With [`NatsPublisher::with_refusals`], a publish the server refuses (the user may not publish
+/// on the subject) fails at once with [`Error::Denied`] instead of timing out.
 #[derive(Clone, Debug)]
 pub struct NatsPublisher {
     js: jetstream::Context,
     attempts: u32,
+    refusals: Option<Refusals>,
 }
 
 impl NatsPublisher {
@@ -70,7 +97,15 @@ impl NatsPublisher {
         Self {
             js,
             attempts: DEFAULT_PUBLISH_ATTEMPTS,
+            refusals: None,
         }
+    }
+
+    /// Watches the refusals of the connection `js` uses (from
+    /// [`crate::NatsClientConfig::connect`]).
+    pub fn with_refusals(mut self, refusals: Refusals) -> Self {
+        self.refusals = Some(refusals);
+        self
     }
 
     /// Attempts per `publish` call (at least 1).
@@ -94,17 +129,31 @@ impl NatsPublisher {
             );
             Error::publish(subject, transient, e)
         };
-        let ack = self
-            .js
-            .send_publish(
-                subject.to_string(),
-                PublishMessage::build()
-                    .payload(payload)
-                    .message_id(dedup_id),
-            )
-            .await
-            .map_err(fail)?;
-        ack.await.map_err(fail)
+        // Watch before sending, so a refusal of this publish cannot be missed.
+        let refused = self.refusals.as_ref().map(Refusals::watch);
+        let publish = async {
+            let ack = self
+                .js
+                .send_publish(
+                    subject.to_string(),
+                    PublishMessage::build()
+                        .payload(payload)
+                        .message_id(dedup_id),
+                )
+                .await
+                .map_err(fail)?;
+            ack.await.map_err(fail)
+        };
+        let Some(mut refused) = refused else {
+            return publish.await;
+        };
+        tokio::select! {
+            r = publish => r,
+            message = refused.publish_refused(|s| s == subject) => Err(Error::Denied {
+                subject: subject.to_string(),
+                message,
+            }),
+        }
     }
 }
 

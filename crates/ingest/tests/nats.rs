@@ -1,5 +1,6 @@
-//! Against a real nats-server with JetStream: ordering and dedup of `NatsPublisher`, and a
-//! `FileSource` end to end (files written, edited, deleted -> events on the stream).
+//! Against a real nats-server with JetStream: ordering and dedup of `NatsPublisher`, a
+//! `FileSource` end to end (files written, edited, deleted -> events on the stream), and a
+//! `FileSource` whose NATS user may not publish for its cluster (the generated nats.conf).
 
 use async_nats::jetstream::{self, stream::Stream};
 use flotilla_ingest::nats::{ensure_stream, STREAM, SUBJECT_PREFIX};
@@ -52,6 +53,37 @@ impl NatsServer {
                 Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
             }
         }
+    }
+}
+
+impl NatsServer {
+    /// Runs `conf` (which listens on 127.0.0.1:`port`).
+    async fn start_with_config(conf: &Path, port: u16) -> Self {
+        let child = Command::new(NATS_SERVER)
+            .arg("-c")
+            .arg(conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn nats-server");
+        let server = Self {
+            child,
+            url: format!("nats://127.0.0.1:{port}"),
+            _dir: tempfile::tempdir().expect("tempdir"),
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "nats-server with {} did not come up",
+                conf.display()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        server
     }
 }
 
@@ -285,4 +317,66 @@ async fn file_source_to_stream() {
     );
     let st = stats.snapshot();
     assert_eq!((st.events_published, st.parse_errors), (7, 1));
+}
+
+/// An agent started with another cluster's credentials (`--cluster west`, user `agent-east`)
+/// cannot publish anything: the source stops at once with the server's refusal, naming the
+/// subject, instead of retrying or dropping events one by one.
+#[tokio::test]
+async fn a_file_agent_refused_by_the_server_stops_and_says_why() {
+    let conf_dir = tempfile::tempdir().expect("tempdir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let written = flotilla_ingest::natsconf::write(&flotilla_ingest::natsconf::ServerConfig {
+        dir: conf_dir.path().to_path_buf(),
+        clusters: vec!["east".into(), "west".into()],
+        listen: format!("127.0.0.1:{port}"),
+        tls: None,
+        stream: STREAM.to_string(),
+    })
+    .expect("nats.conf");
+    let server = NatsServer::start_with_config(&written.conf, port).await;
+    let user = |name: &str| flotilla_ingest::NatsClientConfig {
+        user: Some(name.to_string()),
+        password_file: Some(
+            conf_dir
+                .path()
+                .join(flotilla_ingest::natsconf::password_file_name(name)),
+        ),
+        ..flotilla_ingest::NatsClientConfig::new(&server.url)
+    };
+    // The stream exists (a store made it); the agent may not even look at it.
+    let (store, _) = user("store").connect().await.expect("store connects");
+    ensure_stream(&jetstream::new(store)).await.expect("stream");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("s.yaml"), svc("s1")).expect("write");
+    let (client, refusals) = user("agent-east").connect().await.expect("agent connects");
+    let js = jetstream::new(client);
+    assert!(
+        flotilla_ingest::nats::ensure_stream_if_allowed(&js, &refusals)
+            .await
+            .expect("a refusal is not an error")
+            .is_none()
+    );
+    let source = FileSource::new("west", dir.path());
+    let stats = source.stats();
+    let run = source.run(
+        NatsPublisher::new(js).with_refusals(refusals),
+        CancellationToken::new(),
+    );
+    let err = tokio::time::timeout(Duration::from_secs(5), run)
+        .await
+        .expect("stops at once, no timeouts and retries")
+        .expect_err("the source stops with the refusal");
+    assert!(matches!(err, Error::Denied { .. }), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("flotilla.events.west") && text.contains("Permissions Violation"),
+        "{text}"
+    );
+    let st = stats.snapshot();
+    assert_eq!((st.events_published, st.publish_failures), (0, 1));
 }

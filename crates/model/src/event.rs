@@ -1,7 +1,28 @@
-//! The event envelope: what an ingest agent publishes and the store folds, in order.
+//! The event envelope: what an ingest agent publishes and the store folds, in order, and the
+//! subject naming that ties an event to the cluster whose agent published it.
 
 use crate::ResourceKey;
 use serde::{Deserialize, Serialize};
+
+/// Prefix of the subjects events are published on: `flotilla.events.<cluster>`. The subject is
+/// what the NATS server authorizes (an agent may publish on its own cluster's subject only), so
+/// the store trusts the subject's cluster, not the envelope's.
+pub const EVENTS_SUBJECT_PREFIX: &str = "flotilla.events";
+
+/// The subject the events of `cluster` are published on (the caller checks that `cluster` is
+/// one subject token).
+pub fn events_subject(cluster: &str) -> String {
+    format!("{EVENTS_SUBJECT_PREFIX}.{cluster}")
+}
+
+/// The cluster an events subject speaks for: exactly one non-empty token after
+/// [`EVENTS_SUBJECT_PREFIX`]. `None` for any other subject.
+pub fn cluster_of_subject(subject: &str) -> Option<&str> {
+    let cluster = subject
+        .strip_prefix(EVENTS_SUBJECT_PREFIX)?
+        .strip_prefix('.')?;
+    (!cluster.is_empty() && !cluster.contains('.')).then_some(cluster)
+}
 
 /// One change seen by an ingest agent. Events carry whole objects (never patches) so that the
 /// fold is trivially idempotent per key.

@@ -12,7 +12,9 @@ pub mod resource;
 pub mod routes;
 
 pub use digest::state_digest;
-pub use event::{EventBody, ResourceEvent};
+pub use event::{
+    cluster_of_subject, events_subject, EventBody, ResourceEvent, EVENTS_SUBJECT_PREFIX,
+};
 pub use key::{Kind, ResourceKey};
 pub use parse::{parse_documents, parse_object, ParseError};
 pub use resource::{Object, Resource};

@@ -44,9 +44,12 @@ mod tests {
             "stream@1",
             7,
             vec![
-                StreamItem::Event(Bytes::from(deep)),
+                StreamItem::event("flotilla.events.east", Bytes::from(deep)),
                 StreamItem::Missing(2),
-                StreamItem::Event(Bytes::from_static(b"\xff\x00garbage")),
+                StreamItem::event(
+                    "flotilla.events.west",
+                    Bytes::from_static(b"\xff\x00garbage"),
+                ),
             ],
         )
         .expect("batch");

@@ -167,7 +167,7 @@ async fn lead<S: EventSource>(
             let events = batch
                 .items
                 .iter()
-                .filter(|i| matches!(i, StreamItem::Event(_)))
+                .filter(|i| matches!(i, StreamItem::Event { .. }))
                 .count();
             let resp = raft.client_write(batch).await.map_err(|e| Error::Write {
                 last_seq: batch_last,
@@ -202,7 +202,7 @@ async fn lead<S: EventSource>(
 /// Payload bytes of one stream item.
 fn item_bytes(item: &StreamItem) -> usize {
     match item {
-        StreamItem::Event(b) => b.len(),
+        StreamItem::Event { subject, payload } => subject.len() + payload.len(),
         StreamItem::Missing(_) => 0,
     }
 }
@@ -234,7 +234,7 @@ mod tests {
     use bytes::Bytes;
 
     fn ev(n: usize) -> StreamItem {
-        StreamItem::Event(Bytes::from(vec![b'x'; n]))
+        StreamItem::event("flotilla.events.east", Bytes::from(vec![b'x'; n]))
     }
 
     #[test]

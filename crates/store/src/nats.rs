@@ -269,7 +269,13 @@ impl SourceSession for NatsSession {
             }
             self.position = seq;
             let (msg, acker) = m.split();
-            out.push((seq, StreamItem::Event(msg.payload)));
+            out.push((
+                seq,
+                StreamItem::Event {
+                    subject: msg.subject.to_string(),
+                    payload: msg.payload,
+                },
+            ));
             last_acker = Some((seq, acker));
         }
         if let Some((seq, acker)) = last_acker {

@@ -102,7 +102,8 @@ pub struct EmbeddedBus {
 struct BusLog {
     /// Sequence of the event before `events[0]` (everything up to it was acked and dropped).
     base: u64,
-    events: VecDeque<Bytes>,
+    /// (subject, payload) of each event.
+    events: VecDeque<(String, Bytes)>,
 }
 
 impl Default for EmbeddedBus {
@@ -125,23 +126,27 @@ impl EmbeddedBus {
         self.log.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Appends an encoded event; returns its sequence.
-    pub fn publish(&self, payload: Bytes) -> u64 {
+    /// Appends an encoded event published on `subject` (`flotilla.events.<cluster>`: the bus
+    /// stands in for NATS, and the caller for the server that authorizes who publishes where);
+    /// returns its sequence.
+    pub fn publish(&self, subject: impl Into<String>, payload: impl Into<Bytes>) -> u64 {
         let seq = {
             let mut log = self.lock();
-            log.events.push_back(payload);
+            log.events.push_back((subject.into(), payload.into()));
             log.base + log.events.len() as u64
         };
         self.notify.notify_waiters();
         seq
     }
 
-    /// Encodes an event as an agent publishes it (JSON) and appends it; returns its sequence.
+    /// Encodes an event as an agent publishes it (JSON, on the subject of its cluster) and
+    /// appends it; returns its sequence.
     pub fn publish_event(
         &self,
         event: &flotilla_model::ResourceEvent,
     ) -> std::result::Result<u64, serde_json::Error> {
-        Ok(self.publish(Bytes::from(serde_json::to_vec(event)?)))
+        let payload = serde_json::to_vec(event)?;
+        Ok(self.publish(flotilla_model::events_subject(&event.cluster), payload))
     }
 
     /// The sequence of the last published event (0 if none).
@@ -167,7 +172,12 @@ impl EmbeddedBus {
             .enumerate()
             .skip(skip)
             .take(max)
-            .map(|(i, ev)| (log.base + i as u64 + 1, StreamItem::Event(ev.clone())))
+            .map(|(i, (subject, payload))| {
+                (
+                    log.base + i as u64 + 1,
+                    StreamItem::event(subject.clone(), payload.clone()),
+                )
+            })
             .collect())
     }
 

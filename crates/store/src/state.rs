@@ -10,7 +10,7 @@
 //! Both are plain synchronous code: nothing here awaits.
 
 use crate::types::{EventBatch, LogId, StoredMembership, StreamItem};
-use flotilla_model::{EventBody, ResourceEvent};
+use flotilla_model::{cluster_of_subject, EventBody, ResourceEvent};
 use flotilla_translate::{GatewayXds, Translator, TranslatorView};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -74,6 +74,9 @@ pub struct Counters {
     pub events_applied: u64,
     /// Of those, how many could not be folded (see [`Rejection`]).
     pub events_rejected: u64,
+    /// Of the rejected, how many named another cluster in their envelope than the subject they
+    /// were published on (the subject is what the NATS server authorized the publisher for).
+    pub events_misattributed: u64,
     /// Sequences the stream no longer held when the store reached them.
     pub sequences_missing: u64,
     /// Batches refused whole because they did not continue the state's sequence.
@@ -287,12 +290,12 @@ impl State {
                     });
                     self.position.last_seq = end;
                 }
-                StreamItem::Event(bytes) => {
+                StreamItem::Event { subject, payload } => {
                     if seq <= last {
                         continue;
                     }
                     self.counters.events_applied += 1;
-                    if let Some(ev) = self.fold(log_id.index, seq, bytes) {
+                    if let Some(ev) = self.fold(log_id.index, seq, subject, payload) {
                         folded.push((seq, ev));
                     }
                     self.position.last_seq = seq;
@@ -322,9 +325,15 @@ impl State {
         None
     }
 
-    /// Decodes and folds one event; what cannot be is recorded, never fatal. Returns the event
-    /// when it was folded.
-    fn fold(&mut self, revision: u64, seq: u64, payload: &[u8]) -> Option<ResourceEvent> {
+    /// Decodes and folds one event published on `subject`; what cannot be is recorded, never
+    /// fatal. Returns the event when it was folded.
+    fn fold(
+        &mut self,
+        revision: u64,
+        seq: u64,
+        subject: &str,
+        payload: &[u8],
+    ) -> Option<ResourceEvent> {
         let ev: ResourceEvent = match serde_json::from_slice(payload) {
             Ok(ev) => ev,
             Err(e) => {
@@ -341,6 +350,21 @@ impl State {
                 return None;
             }
         };
+        if let Some(reason) = misattribution(subject, &ev) {
+            self.counters.events_rejected += 1;
+            self.counters.events_misattributed += 1;
+            let what = event_keys(&ev);
+            tracing::warn!(seq, subject, cluster = %ev.cluster, source = %ev.source, keys = %what, "misattributed event rejected: its envelope names another cluster than its subject");
+            self.reject(Rejection {
+                seq,
+                revision,
+                cluster: Some(ev.cluster),
+                source: Some(ev.source),
+                what,
+                reason,
+            });
+            return None;
+        }
         let prior = self.translator.view();
         let applied =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.translator.apply(&ev)));
@@ -488,6 +512,24 @@ impl State {
     #[cfg(test)]
     pub(crate) fn history(&self) -> &imbl::Vector<Arc<Change>> {
         &self.history
+    }
+}
+
+/// Why an event may not be folded as published on `subject`, if it may not: its envelope must
+/// name the cluster of the subject, which is what the NATS server authorized its publisher for
+/// (every key of the event belongs to the envelope's cluster: the translator checks that).
+fn misattribution(subject: &str, ev: &ResourceEvent) -> Option<String> {
+    match cluster_of_subject(subject) {
+        Some(c) if c == ev.cluster => None,
+        Some(c) => Some(format!(
+            "misattributed: published on {subject} (cluster {c:?}) but the event names cluster {:?}",
+            ev.cluster
+        )),
+        None => Some(format!(
+            "misattributed: published on {subject:?}, which names no cluster (expected {}.<cluster>), but the event names cluster {:?}",
+            flotilla_model::EVENTS_SUBJECT_PREFIX,
+            ev.cluster
+        )),
     }
 }
 

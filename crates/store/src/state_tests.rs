@@ -49,9 +49,16 @@ fn mk_events(text: &str) -> Vec<ResourceEvent> {
         .collect()
 }
 
+/// An event as its cluster's agent publishes it: on its own subject.
 fn payload(ev: &ResourceEvent) -> StreamItem {
-    StreamItem::Event(Bytes::from(serde_json::to_vec(ev).expect("encode")))
+    payload_on(&flotilla_model::events_subject(&ev.cluster), ev)
 }
+
+fn payload_on(subject: &str, ev: &ResourceEvent) -> StreamItem {
+    StreamItem::event(subject, serde_json::to_vec(ev).expect("encode"))
+}
+
+const C1: &str = "flotilla.events.c1";
 
 fn mk_batch_in(epoch: &str, first_seq: u64, evs: &[ResourceEvent]) -> EventBatch {
     EventBatch::new(epoch, first_seq, evs.iter().map(payload).collect()).expect("batch")
@@ -196,8 +203,8 @@ fn poison_payloads_are_recorded_and_the_rest_applies() {
     );
     let items = vec![
         payload(&evs[0]),
-        StreamItem::Event(Bytes::from_static(b"\xff\xfegarbage")),
-        StreamItem::Event(Bytes::from(deep)),
+        StreamItem::event(C1, Bytes::from_static(b"\xff\xfegarbage")),
+        StreamItem::event(C1, Bytes::from(deep)),
         payload(&evs[1]),
     ];
     let batch = EventBatch::new(EPOCH, 1, items).expect("batch");
@@ -330,7 +337,7 @@ fn history_is_bounded_and_old_watchers_get_full_state() {
 fn restore_rebuilds_the_same_output() {
     let mut st = State::default();
     let mut items: Vec<StreamItem> = mk_events(BASE).iter().map(payload).collect();
-    items.push(StreamItem::Event(Bytes::from_static(b"junk")));
+    items.push(StreamItem::event(C1, Bytes::from_static(b"junk")));
     st.apply_batch(log_id(1), &EventBatch::new(EPOCH, 1, items).expect("batch"));
     let read = st.read_state();
     let resources: Vec<_> = read
@@ -443,4 +450,97 @@ fn a_translator_panic_rejects_the_event_not_the_store() {
             .gateways()
             .contains_key("c1/infra/gw2"));
     }
+}
+
+/// An event whose envelope names another cluster than the subject it was published on (the
+/// subject is what NATS authorized its publisher for) is rejected, counted as misattributed,
+/// and everything else in the batch applies, identically on every replica.
+#[test]
+fn misattributed_events_are_rejected_and_the_rest_applies() {
+    let evs = mk_events(BASE);
+    // Agent c1's credentials, an envelope (and key) of cluster c2.
+    let forged = ResourceEvent {
+        cluster: "c2".into(),
+        source: "evil".into(),
+        body: EventBody::Delete {
+            key: flotilla_model::ResourceKey::new(
+                "c2",
+                flotilla_model::Kind::Gateway,
+                "infra",
+                "gw",
+            ),
+        },
+    };
+    let items = vec![
+        payload(&evs[0]),
+        payload_on(C1, &forged),
+        payload(&evs[1]),
+        // Subjects that name no cluster vouch for none.
+        payload_on("flotilla.events.c1.x", &evs[2]),
+        payload_on("flotilla.events", &evs[2]),
+        payload(&evs[2]),
+    ];
+    let batch = EventBatch::new(EPOCH, 1, items).expect("batch");
+    let mut st = State::default();
+    assert_eq!(st.apply_batch(log_id(1), &batch), None);
+    let c = st.counters();
+    assert_eq!(c.events_applied, 6, "every sequence consumed once");
+    assert_eq!(c.events_rejected, 3);
+    assert_eq!(c.events_misattributed, 3);
+    assert_eq!(st.position().last_seq, 6);
+    assert_eq!(
+        st.translator().resources().count(),
+        3,
+        "the good events around the forged ones applied"
+    );
+    assert!(st.translator().gateways().contains_key("c1/infra/gw"));
+
+    let read = st.read_state();
+    let rejected: Vec<_> = read.rejections().cloned().collect();
+    assert_eq!(
+        rejected.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        vec![2, 4, 5]
+    );
+    let r = &rejected[0];
+    assert_eq!(r.cluster.as_deref(), Some("c2"));
+    assert_eq!(r.source.as_deref(), Some("evil"));
+    assert!(
+        r.what.starts_with("delete c2/") && r.what.ends_with("/infra/gw"),
+        "{}",
+        r.what
+    );
+    assert!(
+        r.reason.contains("flotilla.events.c1")
+            && r.reason.contains("\"c1\"")
+            && r.reason.contains("\"c2\""),
+        "the reason names both clusters: {}",
+        r.reason
+    );
+    assert!(
+        rejected[1].reason.contains("names no cluster"),
+        "{}",
+        rejected[1].reason
+    );
+
+    // A replica folding the same entry decides the same.
+    let mut replica = State::default();
+    replica.apply_batch(log_id(1), &batch);
+    assert_eq!(replica.counters(), c);
+    assert_eq!(
+        replica
+            .read_state()
+            .rejections()
+            .cloned()
+            .collect::<Vec<_>>(),
+        rejected
+    );
+
+    // The counter survives a snapshot.
+    let restored = State::restore(
+        read.last_applied(),
+        read.last_membership().clone(),
+        read.saved(),
+        Vec::new(),
+    );
+    assert_eq!(restored.counters().events_misattributed, 3);
 }

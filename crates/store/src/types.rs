@@ -12,6 +12,12 @@ use std::io::Cursor;
 /// the opaque bytes read from the stream: the log never nests an object's structure, so
 /// nothing an agent publishes can make an entry undecodable; the state machine decodes each
 /// payload when it folds it, and records (identically on every replica) why one cannot be.
+///
+/// Each event carries the subject it was published on: the NATS server authorizes publishers
+/// per subject, so the subject (not the envelope) says which cluster's agent sent it, and every
+/// replica checks the two agree from the log alone. (Format change: entries written before the
+/// subject was carried do not decode; such data dirs are not readable, as with earlier format
+/// changes.)
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EventBatch {
     /// Which sequence space `first_seq` belongs to: the identity of the stream incarnation
@@ -27,9 +33,14 @@ pub struct EventBatch {
 /// One position (or run of positions) of the event stream.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum StreamItem {
-    /// The message payload as read from the stream (JSON of a `ResourceEvent`, if the
-    /// publisher behaved).
-    Event(Bytes),
+    /// One message as read from the stream.
+    Event {
+        /// The subject it was published on (`flotilla.events.<cluster>`, if the publisher
+        /// behaved; the server only lets an agent publish on its own cluster's subject).
+        subject: String,
+        /// JSON of a `ResourceEvent`, if the publisher behaved.
+        payload: Bytes,
+    },
     /// `count` consecutive sequences that the stream no longer holds (deleted or expired
     /// before the store consumed them). The source verified they are gone; they are recorded
     /// as lost instead of being skipped silently.
@@ -37,10 +48,18 @@ pub enum StreamItem {
 }
 
 impl StreamItem {
+    /// An event published on `subject`.
+    pub fn event(subject: impl Into<String>, payload: impl Into<Bytes>) -> Self {
+        StreamItem::Event {
+            subject: subject.into(),
+            payload: payload.into(),
+        }
+    }
+
     /// How many sequences the item covers.
     pub fn len(&self) -> u64 {
         match self {
-            StreamItem::Event(_) => 1,
+            StreamItem::Event { .. } => 1,
             StreamItem::Missing(n) => *n,
         }
     }
@@ -147,9 +166,9 @@ mod tests {
             "e",
             5,
             vec![
-                StreamItem::Event(Bytes::from_static(b"a")),
+                StreamItem::event("flotilla.events.c", Bytes::from_static(b"a")),
                 StreamItem::Missing(3),
-                StreamItem::Event(Bytes::from_static(b"b")),
+                StreamItem::event("flotilla.events.c", Bytes::from_static(b"b")),
             ],
         )
         .expect("batch");

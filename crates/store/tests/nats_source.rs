@@ -61,7 +61,13 @@ async fn sessions_deliver_dense_runs_and_ack() -> TestResult {
     let got = fetch_through(&mut session, 5).await?;
     assert_eq!(seqs(&got), vec![1, 2, 3, 4, 5]);
     match &got[4].1 {
-        StreamItem::Event(b) => assert_eq!(&b[..], b"not json"),
+        StreamItem::Event { subject, payload } => {
+            assert_eq!(&payload[..], b"not json");
+            assert_eq!(
+                subject, "flotilla.events.c1",
+                "the subject travels with the event"
+            );
+        }
         other => panic!("expected the raw payload, got {other:?}"),
     }
     session.ack(5).await?;

@@ -151,8 +151,10 @@ impl FileSource {
     }
 
     /// Runs until `shutdown` is cancelled. Returns an error only when it cannot work at all:
-    /// an invalid cluster name, a directory that cannot be watched, a crashed loader. Bad
-    /// files and publish failures are logged and retried, never returned.
+    /// an invalid cluster name, a directory that cannot be watched, a crashed loader, a
+    /// publisher that refuses everything ([`Error::is_fatal`]: the NATS server does not let
+    /// this agent publish for its cluster). Bad files and other publish failures are logged
+    /// and retried, never returned.
     pub async fn run<P: Publisher>(self, publisher: P, shutdown: CancellationToken) -> Result<()> {
         let span =
             tracing::info_span!("file_source", cluster = %self.cluster, dir = %self.dir.display());
@@ -204,12 +206,16 @@ impl FileSource {
         loop {
             let (next, events) = loader.process_blocking(targets).await?;
             loader = next;
-            if emitter.emit_all(events).await.is_err() {
-                break;
+            match emitter.emit_all(events).await {
+                Ok(()) => {}
+                Err(Stopped::Shutdown) => break,
+                Err(Stopped::Fatal(e)) => return Err(e),
             }
             if let Some(body) = resync.due(&loader.index) {
-                if emitter.emit(body).await.is_err() {
-                    break;
+                match emitter.emit(body).await {
+                    Ok(()) => {}
+                    Err(Stopped::Shutdown) => break,
+                    Err(Stopped::Fatal(e)) => return Err(e),
                 }
             }
 
@@ -635,8 +641,13 @@ struct Emitter<P> {
     shutdown: CancellationToken,
 }
 
-/// The source is shutting down; the event in flight may or may not have been stored.
-struct Stopped;
+/// Why the emitter stopped.
+enum Stopped {
+    /// The source is shutting down; the event in flight may or may not have been stored.
+    Shutdown,
+    /// The publisher refuses everything (see [`Error::is_fatal`]); the source stops with it.
+    Fatal(Error),
+}
 
 impl<P: Publisher> Emitter<P> {
     async fn emit_all(&self, events: Vec<EventBody>) -> Result<(), Stopped> {
@@ -657,7 +668,7 @@ impl<P: Publisher> Emitter<P> {
         let mut backoff = PUBLISH_BACKOFF_START;
         loop {
             let result = tokio::select! {
-                _ = self.shutdown.cancelled() => return Err(Stopped),
+                _ = self.shutdown.cancelled() => return Err(Stopped::Shutdown),
                 r = self.publisher.publish(event.clone(), dedup_id.clone()) => r,
             };
             match result {
@@ -670,10 +681,15 @@ impl<P: Publisher> Emitter<P> {
                     self.stats.publish_retry();
                     tracing::warn!(%dedup_id, event = describe(&event.body), error = %e, retry_in = ?backoff, "publish failed, retrying");
                     tokio::select! {
-                        _ = self.shutdown.cancelled() => return Err(Stopped),
+                        _ = self.shutdown.cancelled() => return Err(Stopped::Shutdown),
                         _ = tokio::time::sleep(backoff) => {}
                     }
                     backoff = (backoff * 2).min(PUBLISH_BACKOFF_MAX);
+                }
+                Err(e) if e.is_fatal() => {
+                    self.stats.publish_failure();
+                    tracing::error!(%dedup_id, event = describe(&event.body), error = %e, "publishing refused; the source stops");
+                    return Err(Stopped::Fatal(e));
                 }
                 Err(e) => {
                     // Retrying cannot help (e.g. the object exceeds the server's max

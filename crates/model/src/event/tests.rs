@@ -82,3 +82,23 @@ fn validate_checks_clusters_and_origins() {
     assert!(resync("b.yaml").validate().is_ok());
     assert!(resync("").validate().is_err());
 }
+
+#[test]
+fn subjects_name_exactly_one_cluster() {
+    assert_eq!(events_subject("east"), "flotilla.events.east");
+    assert_eq!(cluster_of_subject("flotilla.events.east"), Some("east"));
+    assert_eq!(
+        cluster_of_subject(&events_subject("us-west-2")),
+        Some("us-west-2")
+    );
+    for other in [
+        "flotilla.events",
+        "flotilla.events.",
+        "flotilla.events.east.x",
+        "flotilla.eventseast",
+        "flotilla.status.east",
+        "",
+    ] {
+        assert_eq!(cluster_of_subject(other), None, "{other:?}");
+    }
+}

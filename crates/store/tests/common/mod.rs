@@ -53,14 +53,19 @@ pub fn route(name: &str, path: &str) -> String {
 
 /// Upsert events for every document of `text`, in cluster `c1`.
 pub fn events(text: &str) -> TestResult<Vec<ResourceEvent>> {
-    let (rs, errs) = flotilla_model::parse_documents("test.yaml", text, "c1");
+    events_in("c1", text)
+}
+
+/// Upsert events for every document of `text`, in `cluster`.
+pub fn events_in(cluster: &str, text: &str) -> TestResult<Vec<ResourceEvent>> {
+    let (rs, errs) = flotilla_model::parse_documents("test.yaml", text, cluster);
     if !errs.is_empty() {
         return Err(format!("{errs:?}").into());
     }
     Ok(rs
         .into_iter()
         .map(|r| ResourceEvent {
-            cluster: "c1".into(),
+            cluster: cluster.into(),
             source: "test".into(),
             body: EventBody::Upsert {
                 key: r.key,
@@ -188,33 +193,59 @@ pub fn agreed_leader(nodes: &[&TestNode]) -> Option<u64> {
         .then_some(first)
 }
 
+/// A free loopback port (bound then released).
+pub fn free_port() -> TestResult<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
 /// A nats-server with JetStream on a free port, killed on drop.
 pub struct NatsServer {
     child: Child,
     pub url: String,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
+}
+
+const NATS_SERVER: &str = "/usr/sbin/nats-server";
+
+fn nats_server_bin() -> TestResult<&'static str> {
+    if !Path::new(NATS_SERVER).exists() {
+        return Err(format!(
+            "{NATS_SERVER} is missing: install it with `apt-get install -y nats-server` (see TOOLCHAIN.md)"
+        )
+        .into());
+    }
+    Ok(NATS_SERVER)
 }
 
 impl NatsServer {
+    /// No authorization, JetStream in a temp dir.
     pub async fn start() -> TestResult<Self> {
-        let bin = "/usr/sbin/nats-server";
-        if !Path::new(bin).exists() {
-            return Err(format!(
-                "{bin} is missing: install it with `apt-get install -y nats-server` (see TOOLCHAIN.md)"
-            )
-            .into());
-        }
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-            l.local_addr()?.port()
-        };
+        let port = free_port()?;
         let dir = tempfile::tempdir()?;
-        let child = Command::new(bin)
+        let child = Command::new(nats_server_bin()?)
             .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
             .arg(dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()?;
+        Self::wait(child, port, Some(dir)).await
+    }
+
+    /// Runs the configuration `conf`, which listens on 127.0.0.1:`port`; the server's log goes
+    /// to `nats-server.log` beside it.
+    pub async fn start_with_config(conf: &Path, port: u16) -> TestResult<Self> {
+        let log = conf.with_file_name("nats-server.log");
+        let child = Command::new(nats_server_bin()?)
+            .arg("-c")
+            .arg(conf)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()?;
+        Self::wait(child, port, None).await
+    }
+
+    async fn wait(child: Child, port: u16, dir: Option<tempfile::TempDir>) -> TestResult<Self> {
         let url = format!("nats://127.0.0.1:{port}");
         let server = NatsServer {
             child,
