@@ -152,11 +152,19 @@ pub struct ListenArgs {
     #[arg(long, env = "FLOTILLA_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
     /// Seconds a new connection has for its TLS handshake, or to send its first byte.
-    #[arg(long, env = "FLOTILLA_HANDSHAKE_TIMEOUT", default_value_t = 10)]
+    #[arg(
+        long = "handshake-timeout",
+        env = "FLOTILLA_HANDSHAKE_TIMEOUT",
+        default_value_t = 10
+    )]
     pub handshake_timeout_secs: u64,
     /// Seconds a connection may read nothing before it is closed (longer than every
     /// keepalive: only dead or silent peers reach it).
-    #[arg(long, env = "FLOTILLA_IDLE_TIMEOUT", default_value_t = 300)]
+    #[arg(
+        long = "idle-timeout",
+        env = "FLOTILLA_IDLE_TIMEOUT",
+        default_value_t = 300
+    )]
     pub idle_timeout_secs: u64,
     /// CA bundle this part trusts (mTLS on every port it serves and calls). With
     /// --tls-cert and --tls-key; the three files are reloaded when they change.

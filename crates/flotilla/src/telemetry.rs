@@ -137,6 +137,7 @@ fn stats_json(s: &EdgeStats) -> serde_json::Value {
         "connections": s.connections,
         "handshakesFailed": s.handshakes_failed,
         "idleClosed": s.idle_closed,
+        "evicted": s.evicted,
         "atConnectionLimit": s.at_connection_limit,
         "acceptErrors": s.accept_errors,
     })

@@ -28,6 +28,8 @@ pub struct EdgeStats {
     pub handshakes_failed: u64,
     /// Connections closed for reading nothing for the idle timeout.
     pub idle_closed: u64,
+    /// Connections closed before their handshake finished, to make room at the limit.
+    pub evicted: u64,
     /// Times the xDS listener held its connection limit and paused accepting.
     pub at_connection_limit: u64,
     /// Failed `accept` calls (e.g. out of file descriptors), each followed by a pause.
@@ -60,6 +62,7 @@ impl StatsInner {
             connections: l.active,
             handshakes_failed: l.handshake_failed + l.handshake_timeouts,
             idle_closed: l.idle_closed,
+            evicted: l.evicted,
             at_connection_limit: l.at_limit,
             accept_errors: l.accept_errors,
         }

@@ -328,3 +328,198 @@ async fn a_secured_cluster_refuses_every_caller_without_the_right_credentials() 
     })
     .await;
 }
+
+/// Opens N connections to HOST:PORT that never send a byte, holds them for HOLD seconds, and
+/// prints how many were established and how many the server closed meanwhile. A separate
+/// process (python3, beside Envoy) so that its descriptors are not the test's.
+const IDLE_FLOOD: &str = r#"
+import errno, resource, select, socket, sys, time
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+host, port, n, hold = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+ep = select.epoll()
+socks = {}
+for _ in range(n):
+    try:
+        s = socket.socket()
+    except OSError:
+        break
+    s.setblocking(False)
+    s.connect_ex((host, port))
+    socks[s.fileno()] = s
+    ep.register(s.fileno(), select.EPOLLOUT)
+connected, closed, pending = 0, 0, set(socks)
+deadline = time.time() + 10
+while pending and time.time() < deadline:
+    for fd, ev in ep.poll(0.5):
+        if fd in pending:
+            pending.discard(fd)
+            if socks[fd].getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
+                connected += 1
+                ep.modify(fd, select.EPOLLIN | select.EPOLLRDHUP)
+            else:
+                ep.unregister(fd)
+print("connected", connected, flush=True)
+end = time.time() + hold
+gone = set()
+while time.time() < end:
+    for fd, ev in ep.poll(0.5):
+        if fd in gone or fd in pending:
+            continue
+        gone.add(fd)
+        ep.unregister(fd)
+print("closed", len(gone), flush=True)
+"#;
+
+/// CPU seconds (user + system) `pid` has used.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the command.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// The flood's "connected N" and "closed M".
+fn flood_result(out: &str) -> (u64, u64) {
+    let get = |k: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (get("connected "), get("closed "))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_thousand_silent_connections_do_not_stop_changes_reaching_envoy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("proxy-token.key");
+    std::fs::write(&key, flotilla_net::auth::random_secret()).expect("key");
+    let s = crate::standalone::Standalone::start_in(
+        dir,
+        vec![
+            "--proxy-token-key".into(),
+            key.display().to_string(),
+            "--handshake-timeout".into(),
+            "3".into(),
+        ],
+    );
+    let _logs = LogsOnPanic(s.dir.path().to_path_buf());
+    let v1 = start_backend("v1").await;
+    let port = free_port();
+    let all = |path: &str| {
+        format!(
+            "{}---\n{}---\n{}",
+            gateway_yaml("default", "gw", "127.0.0.1", port),
+            service_yaml("default", "v1", v1),
+            route_yaml("default", "app", "gw", path, &[("v1", 1)])
+        )
+    };
+    write_file(&s.yaml, "all.yaml", &all("/app"));
+    let (_envoy, _) = start_envoy_with(
+        s.dir.path(),
+        "envoy",
+        "local/default/gw",
+        &[format!("127.0.0.1:{}", s.xds)],
+        &["--token-key".into(), key.display().to_string()],
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    s.expect(&format!("{base}/app"), "the route", |c, _| c == 200)
+        .await;
+
+    // 20,000 connections that never send a byte: 2 x 9,000 on the xDS port, 2,000 on the API.
+    let script = s.dir.path().join("idle_flood.py");
+    std::fs::write(&script, IDLE_FLOOD).expect("script");
+    let hold = 25.0;
+    let flood = |port: u16, n: u32| {
+        std::process::Command::new("python3")
+            .arg(&script)
+            .args([
+                "127.0.0.1",
+                &port.to_string(),
+                &n.to_string(),
+                &hold.to_string(),
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3")
+    };
+    let floods = vec![
+        flood(s.xds, 9_000),
+        flood(s.xds, 9_000),
+        flood(s.api, 2_000),
+    ];
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // While they are held: a change still goes file → store → edge → Envoy, and the API
+    // answers.
+    write_file(&s.yaml, "all.yaml", &all("/moved"));
+    s.expect(
+        &format!("{base}/moved"),
+        "the change under the flood",
+        |c, _| c == 200,
+    )
+    .await;
+    let ready = eventually(
+        "the API under the flood",
+        Duration::from_secs(10),
+        || async { s.api("/readyz").await },
+    )
+    .await;
+    assert_eq!(ready["status"], "ready");
+
+    // Once the connections are closed by the handshake timeout, the process is quiet: no
+    // accept loop spinning on an error.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let pid = s.proc.child.as_ref().map(|c| c.id()).expect("running");
+    let before = cpu_seconds(pid);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let busy = cpu_seconds(pid) - before;
+    assert!(
+        busy < 2.5,
+        "standalone used {busy:.1} s of CPU in 5 s of silence"
+    );
+
+    let mut connected = 0;
+    let mut closed = 0;
+    for f in floods {
+        let out = f.wait_with_output().expect("flood");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (c, d) = flood_result(&text);
+        connected += c;
+        closed += d;
+    }
+    assert!(
+        connected >= 18_000,
+        "only {connected} connections were made"
+    );
+    // Every connection the server took was closed by it, not held.
+    assert!(
+        closed * 100 >= connected * 95,
+        "the server closed {closed} of {connected} silent connections"
+    );
+    let stats = s.stats().await.expect("stats");
+    eprintln!(
+        "flood: {connected} connected, {closed} closed by the server, {busy:.2} s CPU in 5 s \
+         of silence; edge {stats}"
+    );
+    assert!(
+        counter(&stats, "handshakesFailed") + counter(&stats, "evicted") >= 9_000,
+        "{stats}"
+    );
+}
