@@ -178,6 +178,10 @@ pub struct Harness {
     /// First delta proxy of each gateway (for the Envoy comparison).
     pub delta_proxy_of: BTreeMap<u32, u32>,
     pub proxy_protocols: Vec<Protocol>,
+    /// The edges' proxy token key (a file for the processes, the key for the simulated
+    /// proxies): every proxy proves its gateway, as in production.
+    pub proxy_key_file: PathBuf,
+    pub proxy_key: flotilla_net::ProxyKey,
 }
 
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -188,7 +192,13 @@ impl Harness {
     pub fn new(bins: Bins, work: PathBuf, seed: u64, ui: Ui) -> Result<Self> {
         let logs = work.join("logs");
         std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+        let proxy_key_file = work.join("proxy-token.key");
+        std::fs::write(&proxy_key_file, flotilla_net::auth::random_secret())
+            .with_context(|| format!("writing {}", proxy_key_file.display()))?;
+        let proxy_key = flotilla_net::ProxyKey::load(&proxy_key_file)?;
         Ok(Self {
+            proxy_key_file,
+            proxy_key,
             bins,
             logs,
             work,
@@ -356,6 +366,8 @@ impl Harness {
                     format!("127.0.0.1:{xds}"),
                     "--admin".into(),
                     format!("127.0.0.1:{admin}"),
+                    "--proxy-token-key".into(),
+                    self.proxy_key_file.display().to_string(),
                 ],
             )?);
             m.edge_xds.push(format!("127.0.0.1:{xds}"));
@@ -439,6 +451,8 @@ impl Harness {
                 format!("127.0.0.1:{admin}"),
                 "--data-dir".into(),
                 data.display().to_string(),
+                "--proxy-token-key".into(),
+                self.proxy_key_file.display().to_string(),
             ],
         )?;
         self.solo = Some(Solo {
@@ -630,6 +644,7 @@ impl Harness {
             self.proxy_protocols.push(plan.protocol);
             specs.push(ProxySpec {
                 id,
+                token: self.proxy_key.token(&gateways[g as usize]),
                 gateway: gateways[g as usize].clone(),
                 protocol: plan.protocol,
                 nack: plan.nack,
@@ -690,6 +705,8 @@ impl Harness {
                 .args(["bootstrap", "--gateway", &id, "--xds", &xds.join(",")])
                 .args(["--admin-port", &admin.to_string()])
                 .args(["--node-id", &format!("envoy-{g}")])
+                .arg("--token-key")
+                .arg(&self.proxy_key_file)
                 .output()
                 .context("running flotilla bootstrap")?;
             if !out.status.success() {

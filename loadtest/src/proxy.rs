@@ -68,6 +68,8 @@ pub struct ProxySpec {
     pub id: u32,
     /// `CLUSTER/NAMESPACE/NAME`, sent as `node.cluster`.
     pub gateway: String,
+    /// The gateway's proxy token, sent on every stream.
+    pub token: String,
     pub protocol: Protocol,
     pub nack: NackMode,
     /// Edge xDS addresses (HOST:PORT); the proxy starts at `first_edge` and moves on.
@@ -147,6 +149,16 @@ async fn session(
     }
 }
 
+/// A stream request carrying the proxy's gateway token, as Envoy sends it from its bootstrap.
+fn with_token<T>(spec: &ProxySpec, stream: T) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(stream);
+    if let Ok(v) = spec.token.parse() {
+        req.metadata_mut()
+            .insert(flotilla_net::auth::PROXY_TOKEN_HEADER, v);
+    }
+    req
+}
+
 fn node(spec: &ProxySpec) -> Node {
     Node {
         id: format!("loadtest-{}", spec.id),
@@ -195,7 +207,7 @@ async fn delta_session(
         tx.send(r).await.map_err(|e| e.to_string())?;
     }
     let mut inbound = client
-        .delta_aggregated_resources(ReceiverStream::new(rx))
+        .delta_aggregated_resources(with_token(spec, ReceiverStream::new(rx)))
         .await
         .map_err(|e| format!("open delta stream: {e}"))?
         .into_inner();
@@ -489,7 +501,7 @@ async fn sotw_session(
         tx.send(req).await.map_err(|e| e.to_string())?;
     }
     let mut inbound = client
-        .stream_aggregated_resources(ReceiverStream::new(rx))
+        .stream_aggregated_resources(with_token(spec, ReceiverStream::new(rx)))
         .await
         .map_err(|e| format!("open sotw stream: {e}"))?
         .into_inner();

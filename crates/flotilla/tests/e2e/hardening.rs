@@ -240,6 +240,17 @@ async fn a_secured_cluster_refuses_every_caller_without_the_right_credentials() 
         Ok(Code::PermissionDenied)
     );
     assert!(watch(lport, Connector::plain()).await != Ok(Code::Ok));
+    // An edge's watch request with a 16 KiB name: over the 4 KiB a watch request needs.
+    let ch = channel(lport, as_(&certs, "edge-edge", Role::Store))
+        .await
+        .expect("edge channel");
+    let r = WatchClient::new(ch)
+        .watch(WatchRequest {
+            since_revision: 0,
+            edge_id: "e".repeat(16 * 1024),
+        })
+        .await;
+    assert_eq!(r.err().map(|s| s.code()), Some(Code::OutOfRange));
     // 5. A message far over what a peer can legitimately send, from a real store identity:
     //    refused from its length prefix, the node unharmed.
     let big = vec![0u8; 48 * 1024 * 1024];
@@ -521,5 +532,54 @@ async fn twenty_thousand_silent_connections_do_not_stop_changes_reaching_envoy()
     assert!(
         counter(&stats, "handshakesFailed") + counter(&stats, "evicted") >= 9_000,
         "{stats}"
+    );
+}
+
+#[test]
+fn a_plaintext_port_beyond_loopback_needs_insecure() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let args = |insecure: bool| {
+        let mut a: Vec<String> = vec![
+            "edge".into(),
+            "--stores".into(),
+            "127.0.0.1:1".into(),
+            "--xds".into(),
+            format!("0.0.0.0:{}", free_port()),
+            "--admin".into(),
+            format!("127.0.0.1:{}", free_port()),
+        ];
+        if insecure {
+            a.push("--insecure".into());
+        }
+        a
+    };
+    let mut refused = Proc::spawn("refused", dir.path(), &flotilla_bin(), &args(false));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while refused.is_running() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = refused
+        .child
+        .as_mut()
+        .and_then(|c| c.try_wait().ok().flatten());
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "a plaintext xDS port on 0.0.0.0 was served: {}",
+        refused.log_text()
+    );
+    assert!(
+        refused
+            .log_text()
+            .contains("refusing to serve the xDS port"),
+        "{}",
+        refused.log_text()
+    );
+    let mut insecure = Proc::spawn("insecure", dir.path(), &flotilla_bin(), &args(true));
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(insecure.is_running(), "{}", insecure.log_text());
+    assert!(
+        insecure.log_text().contains("INSECURE"),
+        "{}",
+        insecure.log_text()
     );
 }
