@@ -328,6 +328,41 @@ async fn a_secured_cluster_refuses_every_caller_without_the_right_credentials() 
     assert!(s.stores[leader].log_text().contains("refused a call"));
     assert!(s.edge.log_text().contains("refused a proxy"));
 
+    // Certificates rotate without a restart: reissue every leaf (the CA stays); new
+    // connections to the edge and to the stores see the new certificates.
+    let presented = |port: u16, role: Role| {
+        let c = as_(&certs, "reader-reader", role);
+        async move {
+            let uri: tonic::codegen::http::Uri =
+                format!("http://127.0.0.1:{port}").parse().expect("uri");
+            c.connect(&uri)
+                .await
+                .map_err(|e| e.to_string())
+                .map(|s| s.peer_certificate().map(|d| d.as_ref().to_vec()))
+        }
+    };
+    let edge_before = presented(s.xds, Role::Edge).await.expect("edge cert");
+    let store_before = presented(lport, Role::Store).await.expect("store cert");
+    make_certs(s.dir.path(), "east");
+    eventually(
+        "the edge and the store present their new certificates",
+        T,
+        || async {
+            let e = presented(s.xds, Role::Edge).await?;
+            let st = presented(lport, Role::Store).await?;
+            if e != edge_before && st != store_before {
+                Ok(())
+            } else {
+                Err("still the old certificates".to_string())
+            }
+        },
+    )
+    .await;
+    assert!(s.edge.log_text().contains("TLS certificate reloaded"));
+    assert!(s.stores[leader]
+        .log_text()
+        .contains("TLS certificate reloaded"));
+
     // Nothing else disturbed: the same leader, and a change still reaches Envoy.
     assert_eq!(s.leader().await, leader, "the attacks moved the leadership");
     s.set_route("/moved");
