@@ -80,4 +80,6 @@ impl ResourceEvent {
 }
 
 #[cfg(test)]
+mod fuzz_tests;
+#[cfg(test)]
 mod tests;
