@@ -77,7 +77,7 @@ fn entry() -> impl Strategy<Value = Entry> {
 }
 
 proptest! {
-    #![proptest_config(config(3000))]
+    #![proptest_config(config(5000))]
 
     #[test]
     fn fuzz_codec_decode_arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..128)) {
@@ -296,7 +296,7 @@ fn observable(st: &State) -> String {
 }
 
 proptest! {
-    #![proptest_config(config(1000))]
+    #![proptest_config(config(2000))]
 
     #[test]
     fn fuzz_state_apply_arbitrary_batches(plans in prop::collection::vec(plan(), 1..8)) {

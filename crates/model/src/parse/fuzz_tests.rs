@@ -24,6 +24,16 @@ fn config(cases: u32) -> Config {
     config
 }
 
+/// As [`config`], for a property whose cases cost about a second each: one case per 100 that
+/// `PROPTEST_CASES` asks for.
+fn config_costly(cases: u32) -> Config {
+    let mut config = config(cases);
+    if std::env::var_os("PROPTEST_CASES").is_some() {
+        config.cases = (config.cases / 100).max(cases);
+    }
+    config
+}
+
 /// Far above what any case needs (the slowest, an alias bomb stopped by the size budget, takes
 /// about a second in a debug build): a case still running then is a hang.
 const HANG: Duration = Duration::from_secs(60);
@@ -549,7 +559,7 @@ fn repeats_a_key(n: &Node) -> bool {
 }
 
 proptest! {
-    #![proptest_config(config(1500))]
+    #![proptest_config(config(3000))]
 
     #[test]
     fn fuzz_parse_arbitrary_bytes(bytes in prop::collection::vec(yaml_byte(), 0..1024)) {
@@ -567,7 +577,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(config(600))]
+    #![proptest_config(config(2000))]
 
     #[test]
     fn fuzz_parse_yaml_grammar(
@@ -641,8 +651,72 @@ proptest! {
     }
 }
 
+/// JSON values as an event carries them (no YAML in between): any type where a string is
+/// expected.
+fn json_value() -> impl Strategy<Value = serde_json::Value> {
+    use serde_json::Value;
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>().prop_map(Value::from),
+        ".{0,12}".prop_map(Value::String),
+        object_name().prop_map(Value::String),
+    ];
+    leaf.prop_recursive(4, 24, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            prop::collection::btree_map(map_key(), inner, 0..4)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
 proptest! {
-    #![proptest_config(config(150))]
+    #![proptest_config(config(2000))]
+
+    /// `parse_object` on values as the store folds them from events: the identity fields of any
+    /// JSON type, and arbitrary fields beside them.
+    #[test]
+    fn fuzz_parse_object_json_values(
+        kind in prop_oneof![
+            4 => prop::sample::select(Kind::ALL.to_vec()).prop_map(|k| serde_json::Value::from(k.as_str())),
+            1 => json_value(),
+        ],
+        right_api in prop::bool::weighted(0.8),
+        api in json_value(),
+        name in prop_oneof![4 => object_name().prop_map(serde_json::Value::from), 1 => json_value()],
+        namespace in prop::option::of(json_value()),
+        metadata_extra in prop::collection::btree_map(map_key(), json_value(), 0..3),
+        extra in prop::collection::btree_map(map_key(), json_value(), 0..4),
+    ) {
+        let api_version = match kind.as_str().and_then(Kind::parse) {
+            Some(k) if right_api && k.group().is_empty() => serde_json::Value::from("v1"),
+            Some(k) if right_api => serde_json::Value::from(format!("{}/v1", k.group())),
+            _ => api,
+        };
+        let mut metadata: serde_json::Map<String, serde_json::Value> =
+            metadata_extra.into_iter().collect();
+        metadata.insert("name".into(), name.clone());
+        if let Some(ns) = namespace {
+            metadata.insert("namespace".into(), ns);
+        }
+        let mut object: serde_json::Map<String, serde_json::Value> = extra.into_iter().collect();
+        object.insert("apiVersion".into(), api_version);
+        object.insert("kind".into(), kind);
+        object.insert("metadata".into(), metadata.into());
+        match parse_object(CLUSTER, object.into()) {
+            Ok(r) => {
+                check_accepted(&r);
+                prop_assert_eq!(Some(r.key.name.as_str()), name.as_str());
+            }
+            Err(e) => prop_assert!(!e.message.is_empty(), "{:?}", e),
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(config(300))]
 
     /// Nesting around [`MAX_OBJECT_DEPTH`], any mix of lists and mappings, either style.
     #[test]
@@ -707,7 +781,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(config(6))]
+    #![proptest_config(config_costly(8))]
 
     /// "Billion laughs": `levels` anchors, each a list of `fan` aliases of the one before, the
     /// first a list of `width` scalars of `scalar` bytes. Small texts that expand past the

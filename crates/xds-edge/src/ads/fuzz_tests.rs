@@ -703,7 +703,7 @@ fn check_sotw_response(
 }
 
 proptest! {
-    #![proptest_config(config(400))]
+    #![proptest_config(config(2000))]
 
     #[test]
     fn fuzz_ads_delta_stream(steps in steps()) {
