@@ -101,4 +101,6 @@ impl ResourceEvent {
 }
 
 #[cfg(test)]
+mod fuzz_tests;
+#[cfg(test)]
 mod tests;

@@ -85,22 +85,38 @@ impl std::error::Error for ParseError {}
 /// error for each one that did not; one bad document never hides the others. Empty documents
 /// are skipped.
 ///
-/// A mapping that repeats a key refuses its document (see [`yaml`]); a UTF-8 byte order mark
-/// at the start of the text is skipped.
+/// A mapping that repeats a key refuses its document (see [`yaml`]), and so does a document
+/// that would be larger than [`MAX_OBJECT_BYTES`] as JSON, checked while it is read so that
+/// aliases cannot expand a small text into gigabytes; a UTF-8 byte order mark at the start of
+/// the text is skipped.
 pub fn parse_documents(file: &str, text: &str, cluster: &str) -> (Vec<Resource>, Vec<ParseError>) {
     let mut resources = Vec::new();
     let mut errors = Vec::new();
     // Editors on Windows save with a BOM; the YAML parser would read it as part of the first
     // key (`\u{feff}apiVersion`), and the document would have no apiVersion.
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut check = WholeCheck::new(text);
     for (index, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
         let located = |mut e: ParseError| {
             e.file = Some(file.to_string());
             e.document = Some(index);
             e
         };
-        let value = match yaml::document(doc) {
+        let value = match yaml::document(doc, MAX_OBJECT_BYTES) {
             Ok(v) => v,
+            Err(yaml::DocumentError::TooLarge { budget }) => {
+                errors.push(located(ParseError::new(format!(
+                    "document is larger than the limit of {budget} bytes (as JSON) once its \
+                     YAML aliases are expanded"
+                ))));
+                match check.loaded_whole(index) {
+                    Ok(()) => continue,
+                    Err(e) => {
+                        errors.push(located(ParseError::new(format!("invalid YAML: {e}"))));
+                        break;
+                    }
+                }
+            }
             Err(yaml::DocumentError::Duplicate { duplicate: d, at }) => {
                 let at = at
                     .map(|(line, column)| {
@@ -118,9 +134,13 @@ pub fn parse_documents(file: &str, text: &str, cluster: &str) -> (Vec<Resource>,
                         d.key
                     ),
                 }));
-                // The document was read whole before it was deserialized: the stream is
-                // intact and the next document can be parsed.
-                continue;
+                match check.loaded_whole(index) {
+                    Ok(()) => continue,
+                    Err(e) => {
+                        errors.push(located(ParseError::new(format!("invalid YAML: {e}"))));
+                        break;
+                    }
+                }
             }
             Err(yaml::DocumentError::Yaml(e)) => {
                 errors.push(located(ParseError::new(format!("invalid YAML: {e}"))));
@@ -138,6 +158,46 @@ pub fn parse_documents(file: &str, text: &str, cluster: &str) -> (Vec<Resource>,
         }
     }
     (resources, errors)
+}
+
+/// Whether the YAML parser loaded a document whole, for the documents whose reading stopped
+/// at an error of ours (a repeated key, the size budget): only then can the next document be
+/// read. The parser loads a document before it is deserialized, but stops inside one that is
+/// itself broken (a syntax error, an alias of no anchor) and then starts the next "document"
+/// with the rest of this one, on which serde_yaml_ng panics ("unexpected end of mapping").
+/// Reading the document to its end would tell, but once our visitor has failed the
+/// deserializer is gone; so a second pass over the same text reads documents up to that one,
+/// without building anything (and without expanding aliases). It runs only when such an error
+/// happens and moves forward only: at most one more read of the text.
+struct WholeCheck<'a> {
+    docs: serde_yaml_ng::Deserializer<'a>,
+    /// Index of the document `docs` yields next.
+    next: usize,
+}
+
+impl<'a> WholeCheck<'a> {
+    fn new(text: &'a str) -> Self {
+        Self {
+            docs: serde_yaml_ng::Deserializer::from_str(text),
+            next: 0,
+        }
+    }
+
+    /// `Ok` if document `index` was loaded whole, else the YAML error that stopped it.
+    /// `index` must be at least the last one asked about, plus one.
+    fn loaded_whole(&mut self, index: usize) -> Result<(), serde_yaml_ng::Error> {
+        use serde::de::{Deserialize, IgnoredAny};
+        for doc in self.docs.by_ref() {
+            let at = self.next;
+            self.next += 1;
+            // An error in an earlier document stopped the main pass there already.
+            IgnoredAny::deserialize(doc)?;
+            if at == index {
+                return Ok(());
+            }
+        }
+        Err(serde::de::Error::custom("the document was not found again"))
+    }
 }
 
 fn display_name(namespace: Option<&str>, name: Option<&str>) -> Option<String> {
@@ -380,5 +440,7 @@ fn typed<T: DeserializeOwned>(value: &serde_json::Value) -> Result<T, (Option<St
     })
 }
 
+#[cfg(test)]
+mod fuzz_tests;
 #[cfg(test)]
 mod tests;

@@ -26,6 +26,9 @@ pub mod state_machine;
 pub mod types;
 pub mod watch;
 
+#[cfg(test)]
+mod fuzz_tests;
+
 pub use nats::NatsSource;
 pub use node::{StoreConfig, StoreMetrics, StoreNode};
 pub use source::{EmbeddedBus, EventSource, SourceSession, Start};

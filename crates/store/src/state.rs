@@ -237,7 +237,7 @@ impl State {
             return Some(self.refuse(log_id, batch, why));
         }
         let base = self.position.last_seq_of(&batch.epoch);
-        if batch.first_seq > base + 1 {
+        if batch.first_seq > base.saturating_add(1) {
             let why = format!(
                 "gap: the batch starts at sequence {} of epoch {:?}, the state is at {base}",
                 batch.first_seq, batch.epoch
@@ -259,7 +259,7 @@ impl State {
             }
             self.position.switch(&batch.epoch, base);
         }
-        let consumed_before = self.counters.events_applied + self.counters.sequences_missing;
+        let mut consumed = false;
         // The translator's state before the batch, kept (O(1)) to get back to if translation
         // panics (see `translate_guarded`).
         let before = self.translator.view();
@@ -268,12 +268,20 @@ impl State {
             let last = self.position.last_seq;
             match item {
                 StreamItem::Missing(n) => {
-                    let end = seq + n - 1;
+                    // `n - 1` first: a run may end at u64::MAX (`malformed` refused empty runs
+                    // and batches past it).
+                    let end = seq + (n - 1);
                     if end <= last {
                         continue;
                     }
                     let from = seq.max(last + 1);
-                    self.counters.sequences_missing += end - from + 1;
+                    consumed = true;
+                    // Saturating: a damaged log may claim runs of 2^63 sequences, in several
+                    // epochs.
+                    self.counters.sequences_missing = self
+                        .counters
+                        .sequences_missing
+                        .saturating_add(end - from + 1);
                     tracing::error!(
                         from,
                         end,
@@ -294,6 +302,7 @@ impl State {
                     if seq <= last {
                         continue;
                     }
+                    consumed = true;
                     self.counters.events_applied += 1;
                     if let Some(ev) = self.fold(log_id.index, seq, subject, payload) {
                         folded.push((seq, ev));
@@ -304,7 +313,7 @@ impl State {
         }
         // Nothing consumed means nothing changed: neither the revision nor the translation
         // moves.
-        if self.counters.events_applied + self.counters.sequences_missing == consumed_before {
+        if !consumed {
             return None;
         }
         self.counters.revision = log_id.index;
@@ -550,6 +559,9 @@ fn malformed(batch: &EventBatch) -> Option<String> {
         Some("a batch at sequence 0".into())
     } else if batch.items.iter().any(StreamItem::is_empty) {
         Some("a batch with an empty missing run".into())
+    } else if batch.checked_last_seq().is_none() {
+        // Its sequences would wrap around: folding it would count them wrongly (or panic).
+        Some("a batch that runs past the largest stream sequence".into())
     } else {
         None
     }

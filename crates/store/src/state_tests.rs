@@ -225,6 +225,55 @@ fn poison_payloads_are_recorded_and_the_rest_applies() {
     assert!(rejected[0].1.starts_with("payload of"), "{rejected:?}");
 }
 
+/// Found by the fuzz pass: sequence arithmetic on a batch from a damaged log or a broken peer
+/// overflowed (a panic in a debug build, wrapped-around counters in a release one). A batch
+/// that runs past `u64::MAX` is refused; one that ends exactly there folds.
+#[test]
+fn batches_at_the_end_of_the_sequence_space() {
+    let evs = mk_events(BASE);
+    let past = EventBatch {
+        epoch: EPOCH.into(),
+        first_seq: 1,
+        items: vec![
+            StreamItem::Missing(u64::MAX - 1),
+            payload(&evs[0]),
+            payload(&evs[1]),
+        ],
+    };
+    // 1 + (u64::MAX - 1) + 2 - 1: one past the last.
+    assert_eq!(past.checked_last_seq(), None);
+    assert_eq!(
+        EventBatch::new(EPOCH, 1, past.items.clone()),
+        Err(crate::types::BatchError::Overflow)
+    );
+    let mut st = State::default();
+    let why = st.apply_batch(log_id(1), &past).expect("refused");
+    assert!(why.contains("largest stream sequence"), "{why}");
+    assert_eq!(st.position().last_seq, 0);
+    assert_eq!(st.counters().batches_refused, 1);
+
+    // Sequences 1..=u64::MAX-1 lost, then one event at u64::MAX: both fold.
+    let lost = EventBatch::new(EPOCH, 1, vec![StreamItem::Missing(u64::MAX - 1)]).expect("batch");
+    assert_eq!(st.apply_batch(log_id(2), &lost), None);
+    assert_eq!(st.counters().sequences_missing, u64::MAX - 1);
+    let last = EventBatch::new(EPOCH, u64::MAX, vec![payload(&evs[0])]).expect("batch");
+    assert_eq!(last.last_seq(), u64::MAX);
+    assert_eq!(st.apply_batch(log_id(3), &last), None);
+    assert_eq!(st.position().last_seq, u64::MAX);
+    assert_eq!(st.counters().events_applied, 1);
+    // Delivered again: nothing to do.
+    assert_eq!(st.apply_batch(log_id(4), &last), None);
+    assert_eq!(st.counters().events_applied, 1);
+
+    // One run of every sequence of a new epoch, then another: the counter saturates.
+    let all = |epoch| EventBatch::new(epoch, 1, vec![StreamItem::Missing(u64::MAX)]);
+    assert_eq!(st.apply_batch(log_id(5), &all("e2").expect("batch")), None);
+    assert_eq!(st.position().last_seq, u64::MAX);
+    assert_eq!(st.apply_batch(log_id(6), &all("e3").expect("batch")), None);
+    assert_eq!(st.counters().sequences_missing, u64::MAX);
+    assert_eq!(st.revision(), 6);
+}
+
 #[test]
 fn missing_sequences_are_counted_as_lost() {
     let mut st = State::default();

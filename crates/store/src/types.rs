@@ -79,10 +79,13 @@ pub enum BatchError {
     ZeroSequence,
     #[error("a missing run of zero sequences")]
     EmptyRun,
+    #[error("the batch runs past the largest stream sequence (u64::MAX)")]
+    Overflow,
 }
 
 impl EventBatch {
-    /// Builds a batch, refusing what would break density: no items, sequence 0, empty runs.
+    /// Builds a batch, refusing what would break density: no items, sequence 0, empty runs, a
+    /// run past the largest sequence.
     pub fn new(
         epoch: impl Into<String>,
         first_seq: u64,
@@ -97,17 +100,33 @@ impl EventBatch {
         if items.iter().any(StreamItem::is_empty) {
             return Err(BatchError::EmptyRun);
         }
-        Ok(Self {
+        let batch = Self {
             epoch: epoch.into(),
             first_seq,
             items,
-        })
+        };
+        if batch.checked_last_seq().is_none() {
+            return Err(BatchError::Overflow);
+        }
+        Ok(batch)
     }
 
-    /// The last stream sequence the batch covers.
+    /// The last stream sequence the batch covers; `None` past `u64::MAX` (a batch decoded from
+    /// a damaged log or a broken peer: [`EventBatch::new`] refuses it).
+    pub fn checked_last_seq(&self) -> Option<u64> {
+        let covered = self
+            .items
+            .iter()
+            .try_fold(0u64, |sum, item| sum.checked_add(item.len()))?;
+        // In u128: a batch that ends exactly at u64::MAX has its next sequence one past it.
+        let end = u128::from(self.first_seq) + u128::from(covered);
+        u64::try_from(end.saturating_sub(1)).ok()
+    }
+
+    /// The last stream sequence the batch covers (`u64::MAX` for a batch that runs past it,
+    /// which the fold refuses).
     pub fn last_seq(&self) -> u64 {
-        let covered: u64 = self.items.iter().map(StreamItem::len).sum();
-        (self.first_seq + covered).saturating_sub(1)
+        self.checked_last_seq().unwrap_or(u64::MAX)
     }
 
     /// `(sequence, item)` pairs, the sequence of a `Missing` run being its first.
@@ -115,7 +134,8 @@ impl EventBatch {
         let mut next = self.first_seq;
         self.items.iter().map(move |item| {
             let seq = next;
-            next += item.len();
+            // Saturating: after an item that ends at u64::MAX, there is no next one to number.
+            next = next.saturating_add(item.len());
             (seq, item)
         })
     }

@@ -144,6 +144,10 @@ pub(crate) const STREAM_RESPONSE_BUFFER: usize = 8;
 /// Distinct type URLs one stream may subscribe to; bounds the per-stream state a garbage
 /// client can create (Envoy uses at most ~8).
 pub(crate) const MAX_TYPES_PER_STREAM: usize = 16;
+/// Names one type of one stream may subscribe to, and initial versions it may claim (bounds
+/// garbage clients; Envoy subscribes to one EDS name per cluster, far below this). Beyond it,
+/// the rest of a request's names are ignored, with a warning.
+pub(crate) const MAX_NAMES_PER_TYPE: usize = 65_536;
 /// Unacknowledged responses remembered per type; older ones are forgotten (a proxy that does
 /// not ACK must not grow our memory).
 pub(crate) const MAX_IN_FLIGHT_PER_TYPE: usize = 16;
@@ -304,6 +308,21 @@ impl Fnv {
         format!("{:016x}", self.0)
     }
 }
+
+/// One type's protocol state, as the fuzz pass checks it against the documented bounds.
+#[cfg(test)]
+#[derive(Debug)]
+pub(crate) struct Tracked {
+    pub(crate) type_url: String,
+    pub(crate) wildcard: bool,
+    pub(crate) names: Vec<String>,
+    pub(crate) in_flight: usize,
+    /// Resource versions remembered (delta: the larger of acked and sent).
+    pub(crate) versions: usize,
+}
+
+#[cfg(test)]
+mod fuzz_tests;
 
 #[cfg(test)]
 mod tests {

@@ -345,3 +345,93 @@ fn absurd_depth_is_refused_without_overflowing_the_stack() {
     let e = parse_object("east", nested_configmap(1_000_000)).unwrap_err();
     assert!(e.message.contains("nested deeper than 64"), "{e}");
 }
+
+// ---- aliases ----
+
+/// "Billion laughs": `a0` is a list of `width` one-letter scalars, each next anchor a list of
+/// `fan` aliases of the one before.
+fn alias_bomb(levels: usize, fan: usize, width: usize) -> String {
+    let mut text = String::from("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: lol}\nlol:\n");
+    text += &format!("  a0: &a0 [{}]\n", vec!["x"; width].join(","));
+    for l in 1..levels {
+        text += &format!(
+            "  a{l}: &a{l} [{}]\n",
+            vec![format!("*a{}", l - 1); fan].join(",")
+        );
+    }
+    text
+}
+
+#[test]
+fn alias_bomb_is_refused_while_read() {
+    // Expands to 118 MB of JSON: before the size budget, 2 GB of memory and a minute of CPU
+    // (debug build) went into building it, only to be refused as too large afterwards.
+    let bomb = alias_bomb(6, 7, 1500);
+    assert!(bomb.len() < 4096, "{}", bomb.len());
+    let text = format!("{bomb}---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: after}}\n");
+    let (rs, errs) = parse_documents("lol.yaml", &text, "east");
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(errs[0].document, Some(0));
+    assert_eq!(
+        errs[0].message,
+        format!(
+            "document is larger than the limit of {MAX_OBJECT_BYTES} bytes (as JSON) once its \
+             YAML aliases are expanded"
+        )
+    );
+    // The document was read whole: the next one is not lost.
+    assert_eq!(rs.len(), 1);
+    assert_eq!(rs[0].key.name, "after");
+}
+
+#[test]
+fn aliases_within_the_limit_still_expand() {
+    let (rs, errs) = parse_documents("lol.yaml", &alias_bomb(3, 10, 100), "east");
+    assert!(errs.is_empty(), "{errs:?}");
+    assert_eq!(rs[0].raw["lol"]["a2"][9][9][99], "x");
+    // An object just under the limit, through aliases: the budget charges no more than the
+    // JSON weighs.
+    let scalar = "x".repeat(MAX_OBJECT_BYTES / 4 - 100);
+    let text = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: big}}\ndata: {{a: &s {scalar}, b: *s, c: *s, d: *s}}\n"
+    );
+    let (rs, errs) = parse_documents("big.yaml", &text, "east");
+    assert!(errs.is_empty(), "{errs:?}");
+    let size = serde_json::to_vec(&rs[0].raw).map(|v| v.len()).unwrap_or(0);
+    assert!(
+        size > MAX_OBJECT_BYTES - 400 && size <= MAX_OBJECT_BYTES,
+        "{size}"
+    );
+}
+
+#[test]
+fn a_broken_document_after_our_own_refusal_stops_the_file_without_a_panic() {
+    // Found by the fuzz pass: the YAML parser stops loading a document at an alias of no
+    // anchor; a repeated key found before it ended the document's reading early, parsing went
+    // on with the "next document" (the rest of this one) and serde_yaml_ng panicked
+    // ("unexpected end of mapping"), taking the file agent with it.
+    for text in [
+        "a:\n  <<: a\n  a: a\n  <<: *a0\n",
+        "{a: 1, a: 2, b: *nope}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: after}\n",
+        "{a: 1, a: 2, b: [}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: after}\n",
+    ] {
+        let (rs, errs) = parse_documents("x.yaml", text, "east");
+        assert!(rs.is_empty(), "{text:?}: {rs:?}");
+        let messages: Vec<&str> = errs.iter().map(|e| e.message.as_str()).collect();
+        assert_eq!(messages.len(), 2, "{text:?}: {messages:?}");
+        assert!(messages[0].starts_with("duplicate key"), "{messages:?}");
+        assert!(messages[1].starts_with("invalid YAML"), "{messages:?}");
+        assert!(errs.iter().all(|e| e.document == Some(0)), "{errs:?}");
+    }
+    // The same after a document refused for its expanded size.
+    let text = format!("{}  b: *nope\n", alias_bomb(6, 7, 1500));
+    let (rs, errs) = parse_documents("x.yaml", &text, "east");
+    assert!(rs.is_empty());
+    assert_eq!(errs.len(), 2, "{errs:?}");
+    assert!(
+        errs[0].message.contains("aliases are expanded"),
+        "{}",
+        errs[0]
+    );
+    assert!(errs[1].message.contains("unknown anchor"), "{}", errs[1]);
+}

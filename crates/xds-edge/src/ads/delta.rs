@@ -19,13 +19,9 @@ use tracing::{debug, warn};
 
 use super::{
     is_wildcard_type, removal_is_late, type_rank, valid_type_url, Ctx, Out, MAX_IN_FLIGHT_PER_TYPE,
-    MAX_TYPES_PER_STREAM,
+    MAX_NAMES_PER_TYPE, MAX_TYPES_PER_STREAM,
 };
 use crate::cache::{GatewaySnapshot, Res};
-
-/// Explicit names one type of one stream may subscribe to (bounds garbage clients; Envoy
-/// subscribes to one EDS name per cluster, far below this).
-const MAX_NAMES_PER_TYPE: usize = 65_536;
 
 type Tx = mpsc::Sender<Out<DeltaDiscoveryResponse>>;
 /// One entry of an in-flight response: a name and the version sent (`None` = removal).
@@ -182,7 +178,14 @@ impl Stream {
         // Subscription changes.
         if first {
             ts.wildcard = resource_names_subscribe.is_empty() && is_wildcard_type(&type_url);
-            for (name, version) in initial_resource_versions {
+            if initial_resource_versions.len() > MAX_NAMES_PER_TYPE {
+                // They would be kept (as acked and sent) until the proxy ACKs their removal.
+                warn!(type_url = %key, count = initial_resource_versions.len(), "too many initial resource versions, ignoring the rest");
+            }
+            let initial = initial_resource_versions
+                .into_iter()
+                .take(MAX_NAMES_PER_TYPE);
+            for (name, version) in initial {
                 let name: Arc<str> = name.into();
                 let version: Arc<str> = version.into();
                 ts.acked.insert(name.clone(), version.clone());
@@ -377,5 +380,22 @@ fn diff_type(
         adds,
         removes,
         must_reply: ts.must_reply,
+    }
+}
+
+#[cfg(test)]
+impl Stream {
+    /// Every type's state, for the fuzz pass.
+    pub(super) fn tracked(&self) -> Vec<super::Tracked> {
+        self.types
+            .iter()
+            .map(|(type_url, ts)| super::Tracked {
+                type_url: type_url.to_string(),
+                wildcard: ts.wildcard,
+                names: ts.names.iter().map(|n| n.to_string()).collect(),
+                in_flight: ts.in_flight.len(),
+                versions: ts.acked.len().max(ts.sent.len()),
+            })
+            .collect()
     }
 }

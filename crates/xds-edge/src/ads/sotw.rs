@@ -14,7 +14,10 @@ use envoy_types::pb::google::protobuf::Any;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use super::{is_wildcard_type, type_rank, valid_type_url, Ctx, Fnv, Out, MAX_TYPES_PER_STREAM};
+use super::{
+    is_wildcard_type, type_rank, valid_type_url, Ctx, Fnv, Out, MAX_NAMES_PER_TYPE,
+    MAX_TYPES_PER_STREAM,
+};
 use crate::cache::{GatewaySnapshot, Res};
 
 type Tx = mpsc::Sender<Out<DiscoveryResponse>>;
@@ -84,7 +87,16 @@ impl Stream {
             warn!(type_url = %type_url.escape_debug(), "ignoring sotw request with an invalid type_url");
             return;
         }
-        let names: BTreeSet<String> = resource_names.into_iter().filter(|n| n != "*").collect();
+        let mut names = BTreeSet::new();
+        for name in resource_names.into_iter().filter(|n| n != "*") {
+            if names.len() >= MAX_NAMES_PER_TYPE {
+                // Each request replaces the set, but 16 types of millions of names (a 4 MiB
+                // request each) would hold gigabytes for one stream.
+                warn!(type_url = %type_url, "too many resource names, ignoring the rest");
+                break;
+            }
+            names.insert(name);
+        }
         let Some(ts) = self.types.get_mut(&type_url) else {
             if self.types.len() >= MAX_TYPES_PER_STREAM {
                 warn!(type_url = %type_url, "ignoring sotw request: too many types on one stream");
@@ -189,5 +201,23 @@ impl Stream {
             self.ctx.stats.served(revision);
         }
         true
+    }
+}
+
+#[cfg(test)]
+impl Stream {
+    /// Every type's state, for the fuzz pass (a state-of-the-world stream has at most the last
+    /// response in flight).
+    pub(super) fn tracked(&self) -> Vec<super::Tracked> {
+        self.types
+            .iter()
+            .map(|(type_url, ts)| super::Tracked {
+                type_url: type_url.clone(),
+                wildcard: ts.wildcard,
+                names: ts.names.iter().cloned().collect(),
+                in_flight: usize::from(ts.last_nonce.is_some()),
+                versions: 0,
+            })
+            .collect()
     }
 }
