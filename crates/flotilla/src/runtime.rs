@@ -316,6 +316,7 @@ impl flotilla_api::StateReader for NodeReader {
     fn state(&self) -> flotilla_api::ApiState {
         let st = self.0.state();
         let c = st.counters();
+        let l = self.0.listen_counters();
         flotilla_api::ApiState {
             revision: st.revision(),
             view: st.view().clone(),
@@ -328,6 +329,9 @@ impl flotilla_api::StateReader for NodeReader {
                 "sequencesMissing": c.sequences_missing,
                 "batchesRefused": c.batches_refused,
                 "grpcCallsDenied": self.0.denied_calls(),
+                "grpcConnections": l.active,
+                "grpcHandshakesFailed": l.handshake_failed + l.handshake_timeouts + l.evicted,
+                "grpcAcceptErrors": l.accept_errors,
             }),
             rejections: serde_json::to_value(st.rejections().collect::<Vec<_>>())
                 .unwrap_or_default(),
