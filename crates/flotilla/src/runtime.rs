@@ -167,6 +167,32 @@ fn secured(
     }
 }
 
+/// A port that proxies, API and metrics clients reach: TLS when this part has a certificate,
+/// a client certificate optional (they may bring a token instead); who may do what is decided
+/// above the connection (proxy and API authentication).
+fn client_facing(tls: Option<&Tls>, limits: Limits) -> ServerSecurity {
+    secured(tls, ClientAuth::Optional, PeerAuth::Open, limits)
+}
+
+/// Runs an edge (xDS on `xds`) and its admin server (on `admin`) as tasks of `tasks`.
+fn spawn_edge(
+    tasks: &mut JoinSet<Result<()>>,
+    edge: Edge,
+    xds: TcpListener,
+    admin: TcpListener,
+    admin_security: ServerSecurity,
+    shutdown: &CancellationToken,
+) {
+    let run = edge.run(xds, shutdown.clone());
+    tasks.spawn(async move { run.await.map_err(anyhow::Error::from) });
+    tasks.spawn(crate::telemetry::serve_admin(
+        admin,
+        admin_security,
+        edge,
+        shutdown.clone(),
+    ));
+}
+
 /// Loads this part's certificate, checks it is one of `roles`, and reloads the files when
 /// they change (until shutdown).
 fn load_tls(
@@ -272,25 +298,21 @@ async fn store(a: StoreArgs, shutdown: CancellationToken) -> Result<()> {
     let mut cfg = StoreConfig::new(a.id, a.data_dir.clone(), a.grpc, peers);
     // With certificates, only stores speak Raft and only edges and stores watch; without,
     // the port is open to whoever reaches it (loopback, or --insecure).
-    let (peer_auth, client_auth) = match tls {
-        Some(_) => (PeerAuth::Tls, ClientAuth::Required),
-        None => (PeerAuth::Open, ClientAuth::Required),
+    let peer_auth = if tls.is_some() {
+        PeerAuth::Tls
+    } else {
+        PeerAuth::Open
     };
     cfg.server = secured(
         tls.as_ref(),
-        client_auth,
+        ClientAuth::Required,
         peer_auth,
         limits(&a.listen, grpc_limit),
     );
     cfg.client = store_client(tls.as_ref());
     let node = StoreNode::start_with_listener(cfg, grpc, source, shutdown.clone()).await?;
     info!(node = a.id, grpc = %a.grpc, api = %a.api, "store node started");
-    let api_security = secured(
-        tls.as_ref(),
-        ClientAuth::Optional,
-        PeerAuth::Open,
-        limits(&a.listen, API_CONNECTIONS),
-    );
+    let api_security = client_facing(tls.as_ref(), limits(&a.listen, API_CONNECTIONS));
     let mut tasks = JoinSet::new();
     if let Some(reload) = auth.reloader(shutdown.clone()) {
         tasks.spawn(reload.instrument(tracing::info_span!("api-tokens")));
@@ -422,10 +444,8 @@ async fn edge(a: EdgeArgs, shutdown: CancellationToken) -> Result<()> {
     let mut cfg = EdgeConfig::new(a.xds, stores, a.id.clone());
     // Proxies may present a certificate or a token: the certificate is optional at the TLS
     // layer and the gateway check decides.
-    cfg.server = secured(
+    cfg.server = client_facing(
         tls.as_ref(),
-        ClientAuth::Optional,
-        PeerAuth::Open,
         limits(&a.listen, main_limit(&a.listen, ADMIN_CONNECTIONS)?),
     );
     cfg.client = store_client(tls.as_ref());
@@ -434,19 +454,14 @@ async fn edge(a: EdgeArgs, shutdown: CancellationToken) -> Result<()> {
     let edge = Edge::new(cfg)?;
     info!(xds = %a.xds, admin = %a.admin, "edge started");
     let mut tasks = JoinSet::new();
-    let run = edge.run(xds, shutdown.clone());
-    tasks.spawn(async move { run.await.map_err(anyhow::Error::from) });
-    tasks.spawn(crate::telemetry::serve_admin(
-        admin,
-        secured(
-            tls.as_ref(),
-            ClientAuth::Optional,
-            PeerAuth::Open,
-            limits(&a.listen, ADMIN_CONNECTIONS),
-        ),
+    spawn_edge(
+        &mut tasks,
         edge,
-        shutdown.clone(),
-    ));
+        xds,
+        admin,
+        client_facing(tls.as_ref(), limits(&a.listen, ADMIN_CONNECTIONS)),
+        &shutdown,
+    );
     supervise(tasks, shutdown).await
 }
 
@@ -541,10 +556,8 @@ async fn standalone(a: StandaloneArgs, shutdown: CancellationToken) -> Result<()
     cfg.client = internal.clone();
     let node = StoreNode::start_with_listener(cfg, grpc, bus.clone(), shutdown.clone()).await?;
     let mut edge_cfg = EdgeConfig::new(a.xds, vec![format!("http://{grpc_addr}")], "standalone");
-    edge_cfg.server = secured(
+    edge_cfg.server = client_facing(
         tls.as_ref(),
-        ClientAuth::Optional,
-        PeerAuth::Open,
         limits(
             &a.listen,
             main_limit(&a.listen, API_CONNECTIONS + ADMIN_CONNECTIONS + 64)?,
@@ -570,31 +583,21 @@ async fn standalone(a: StandaloneArgs, shutdown: CancellationToken) -> Result<()
     tasks.spawn(
         serve_api(
             api,
-            secured(
-                tls.as_ref(),
-                ClientAuth::Optional,
-                PeerAuth::Open,
-                limits(&a.listen, API_CONNECTIONS),
-            ),
+            client_facing(tls.as_ref(), limits(&a.listen, API_CONNECTIONS)),
             node.clone(),
             api_auth,
             shutdown.clone(),
         )
         .instrument(tracing::info_span!("api")),
     );
-    let run = edge.run(xds, shutdown.clone());
-    tasks.spawn(async move { run.await.map_err(anyhow::Error::from) });
-    tasks.spawn(crate::telemetry::serve_admin(
-        admin,
-        secured(
-            tls.as_ref(),
-            ClientAuth::Optional,
-            PeerAuth::Open,
-            limits(&a.listen, ADMIN_CONNECTIONS),
-        ),
+    spawn_edge(
+        &mut tasks,
         edge,
-        shutdown.clone(),
-    ));
+        xds,
+        admin,
+        client_facing(tls.as_ref(), limits(&a.listen, ADMIN_CONNECTIONS)),
+        &shutdown,
+    );
     let source = FileSource::new(a.cluster.clone(), a.dir.clone());
     let cluster = a.cluster.clone();
     let sd = shutdown.clone();

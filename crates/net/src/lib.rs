@@ -18,6 +18,7 @@ pub mod identity;
 pub mod limits;
 pub mod listen;
 pub mod server;
+pub mod stream;
 pub mod tls;
 
 pub use auth::{Caller, Denials, PeerAuth, ProxyAuth, ProxyKey};
