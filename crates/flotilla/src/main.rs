@@ -4,5 +4,5 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = flotilla::cli::Cli::parse();
-    flotilla::cli::run(cli)
+    flotilla::run(cli)
 }

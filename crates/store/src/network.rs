@@ -38,12 +38,16 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Response, Status};
 
 /// Largest raft message accepted or sent: what a peer can legitimately send, and no more. An
-/// AppendEntries holds at most [`crate::node::MAX_PAYLOAD_ENTRIES`] entries of at most
+/// AppendEntries holds at most [`MAX_PAYLOAD_ENTRIES`] entries of at most
 /// [`crate::leader::MAX_BATCH_BYTES`] each (or one event, if a single event is larger: at most
 /// an object of `MAX_OBJECT_BYTES` and its envelope); snapshot chunks are 1 MiB. The decoder
 /// refuses a longer message from its length prefix, before buffering it.
 pub const MAX_MESSAGE_BYTES: usize =
-    crate::node::MAX_PAYLOAD_ENTRIES as usize * crate::leader::MAX_BATCH_BYTES + 4 * 1024 * 1024;
+    MAX_PAYLOAD_ENTRIES as usize * crate::leader::MAX_BATCH_BYTES + 4 * 1024 * 1024;
+/// Entries replicated per AppendEntries. Each is at most [`crate::leader::MAX_BATCH_BYTES`];
+/// 8 keeps a request at tens of MiB worst case (the message limit follows from it) while
+/// still catching a lagging follower up quickly.
+pub const MAX_PAYLOAD_ENTRIES: u64 = 8;
 /// TCP connect timeout to a peer. Short: peers are in one region, and an unreachable peer
 /// should turn into openraft's backoff quickly.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);

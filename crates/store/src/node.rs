@@ -2,7 +2,7 @@
 //! leader loop and cluster formation, and exposes the read interface the API crate uses.
 
 use crate::log_store::LogStore;
-use crate::network::{NetworkFactory, RaftService};
+use crate::network::{NetworkFactory, RaftService, MAX_PAYLOAD_ENTRIES};
 use crate::source::EventSource;
 use crate::state::ReadState;
 use crate::state_machine::{Shared, StateMachine};
@@ -28,10 +28,6 @@ pub const ELECTION_TIMEOUT_MAX_MS: u64 = 600;
 /// Build a snapshot every this many entries. Entries are batches, so this is up to ~5M events
 /// of log between snapshots; restart replays at most this many entries.
 pub const SNAPSHOT_EVERY: u64 = 5000;
-/// Entries replicated per AppendEntries. Each is at most [`crate::leader::MAX_BATCH_BYTES`];
-/// 8 keeps a request at tens of MiB worst case (the Raft port's message limit follows from
-/// it) while still catching a lagging follower up quickly.
-pub const MAX_PAYLOAD_ENTRIES: u64 = 8;
 /// Snapshot transfer chunk: a few round trips per MiB-sized snapshot, each message far below
 /// the message size limit.
 const SNAPSHOT_CHUNK_BYTES: u64 = 1024 * 1024;
