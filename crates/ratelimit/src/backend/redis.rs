@@ -89,52 +89,88 @@ impl RedisCounter {
     async fn run(&self, hits: &[Hit]) -> Result<Vec<u64>> {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
         let mut slot = self.slots[i].lock().await;
-        let conn = match slot.conn.take() {
-            Some(c) => c,
-            None => {
-                if slot
-                    .failed_connect
-                    .is_some_and(|t| t.elapsed() < RECONNECT_BACKOFF)
-                {
-                    return Err(Error::Redis("not connected (reconnecting)".into()));
-                }
-                match TcpStream::connect(&self.cfg.address).await {
-                    Ok(s) => {
-                        let _ = s.set_nodelay(true);
-                        slot.failed_connect = None;
-                        Conn {
-                            stream: BufReader::new(s),
-                        }
-                    }
-                    Err(e) => {
-                        slot.failed_connect = Some(Instant::now());
-                        return Err(Error::Redis(format!("connect {}: {e}", self.cfg.address)));
-                    }
-                }
-            }
+        let (mut conn, reused) = match slot.conn.take() {
+            Some(c) => (c, true),
+            None => (self.connect(&mut slot).await?, false),
         };
-        let mut conn = conn;
-        let out = conn.pipeline(hits).await?;
+        let out = match conn.pipeline(hits).await {
+            Ok(out) => out,
+            // A pooled connection that Redis closed while idle (a restart, a timeout) is only
+            // found out on use. It failed at the write or the first reply, which for a closed
+            // connection means Redis never ran the script: retried once, on a fresh connection.
+            Err(Failed { stale: true, .. }) if reused => {
+                conn = self.connect(&mut slot).await?;
+                conn.pipeline(hits).await.map_err(|f| f.error)?
+            }
+            Err(f) => return Err(f.error),
+        };
         // Only a connection whose every reply was read goes back: a failed one is dropped.
         slot.conn = Some(conn);
         Ok(out)
     }
+
+    async fn connect(&self, slot: &mut Slot) -> Result<Conn> {
+        if slot
+            .failed_connect
+            .is_some_and(|t| t.elapsed() < RECONNECT_BACKOFF)
+        {
+            return Err(Error::Redis("not connected (reconnecting)".into()));
+        }
+        match TcpStream::connect(&self.cfg.address).await {
+            Ok(s) => {
+                let _ = s.set_nodelay(true);
+                slot.failed_connect = None;
+                Ok(Conn {
+                    stream: BufReader::new(s),
+                })
+            }
+            Err(e) => {
+                slot.failed_connect = Some(Instant::now());
+                Err(Error::Redis(format!("connect {}: {e}", self.cfg.address)))
+            }
+        }
+    }
+}
+
+/// A failed pipeline; `stale` when the connection turned out closed before any reply.
+struct Failed {
+    stale: bool,
+    error: Error,
+}
+
+impl From<Error> for Failed {
+    fn from(error: Error) -> Failed {
+        Failed {
+            stale: false,
+            error,
+        }
+    }
 }
 
 impl Conn {
-    async fn pipeline(&mut self, hits: &[Hit]) -> Result<Vec<u64>> {
+    async fn pipeline(&mut self, hits: &[Hit]) -> Result<Vec<u64>, Failed> {
         let mut buf = Vec::with_capacity(hits.len() * 128);
         for h in hits {
             let hits = h.hits.to_string();
             let exp = h.expires_at.to_string();
             encode(&mut buf, &["EVAL", SCRIPT, "1", &h.key, &hits, &exp]);
         }
-        let io = |e: std::io::Error| Error::Redis(e.to_string());
-        self.stream.get_mut().write_all(&buf).await.map_err(io)?;
+        let stale = |e: Error| Failed {
+            stale: true,
+            error: e,
+        };
+        if let Err(e) = self.stream.get_mut().write_all(&buf).await {
+            return Err(stale(Error::Redis(e.to_string())));
+        }
         let mut out = Vec::with_capacity(hits.len());
         let mut first_err = None;
-        for _ in hits {
-            match self.read_reply().await? {
+        for i in 0..hits.len() {
+            let reply = match self.read_reply().await {
+                Ok(r) => r,
+                Err(e) if i == 0 => return Err(stale(e)),
+                Err(e) => return Err(e.into()),
+            };
+            match reply {
                 Ok(n) => out.push(n),
                 Err(e) => {
                     first_err.get_or_insert(e);
@@ -143,7 +179,7 @@ impl Conn {
         }
         match first_err {
             // A Redis error reply (e.g. OOM, a replica): the connection is still in step.
-            Some(e) => Err(Error::Redis(e)),
+            Some(e) => Err(Error::Redis(e).into()),
             None => Ok(out),
         }
     }

@@ -1,0 +1,211 @@
+//! The service over gRPC on a loopback port, with the in-memory counter: answers, hits_addend,
+//! shadow mode, several descriptors, refusal of oversized requests, runtime replacement.
+
+mod support;
+
+use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::Entry;
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::Code;
+use envoy_types::pb::google::protobuf::UInt64Value;
+use flotilla_ratelimit::telemetry::Stats;
+use flotilla_ratelimit::{Backend, FailureMode, MemoryCounter};
+use support::*;
+
+const USER_A: &[(&str, &str)] = &[("r1", "r1"), ("rule-0-match-0", "alice")];
+const USER_B: &[(&str, &str)] = &[("r1", "r1"), ("rule-0-match-0", "bob")];
+
+fn memory() -> Backend {
+    Backend::new(MemoryCounter::new(1000), FailureMode::Open)
+}
+
+#[tokio::test]
+async fn counts_to_the_limit_per_descriptor_value() {
+    wait_for_fresh_minute(5).await;
+    let svc = start_service(&per_user_config(3), memory()).await;
+    let mut c = client(svc.port).await;
+    for left in [2, 1, 0] {
+        let r = ask(&mut c, request(DOMAIN, &[USER_A], 0))
+            .await
+            .expect("answer");
+        assert_eq!(r.overall_code, Code::Ok as i32);
+        let s = &r.statuses[0];
+        assert_eq!(s.limit_remaining, left);
+        let lim = s.current_limit.as_ref().expect("current_limit");
+        assert_eq!((lim.requests_per_unit, lim.name.as_str()), (3, "per-user"));
+        let reset = s
+            .duration_until_reset
+            .expect("duration_until_reset")
+            .seconds;
+        assert!((1..=60).contains(&reset), "{reset}");
+    }
+    let r = ask(&mut c, request(DOMAIN, &[USER_A], 0))
+        .await
+        .expect("answer");
+    assert_eq!(r.overall_code, Code::OverLimit as i32);
+    assert_eq!(r.statuses[0].code, Code::OverLimit as i32);
+    // Another value of the distinct header has its own counter.
+    let r = ask(&mut c, request(DOMAIN, &[USER_B], 0))
+        .await
+        .expect("answer");
+    assert_eq!(r.overall_code, Code::Ok as i32);
+    // Several descriptors: over limit if any is; each has its own status; no rule → plain OK.
+    let r = ask(&mut c, request(DOMAIN, &[USER_B, USER_A, &[("x", "y")]], 0))
+        .await
+        .expect("answer");
+    assert_eq!(r.overall_code, Code::OverLimit as i32);
+    let codes: Vec<i32> = r.statuses.iter().map(|s| s.code).collect();
+    assert_eq!(
+        codes,
+        [Code::Ok as i32, Code::OverLimit as i32, Code::Ok as i32]
+    );
+    assert!(r.statuses[2].current_limit.is_none());
+    // An unknown domain has no limits.
+    let r = ask(&mut c, request("other", &[USER_A], 0))
+        .await
+        .expect("answer");
+    assert_eq!(r.overall_code, Code::Ok as i32);
+    assert_eq!(Stats::get(&svc.stats.over_limit), 2);
+}
+
+#[tokio::test]
+async fn hits_addend_request_and_descriptor_level() {
+    wait_for_fresh_minute(5).await;
+    let svc = start_service(&per_user_config(10), memory()).await;
+    let mut c = client(svc.port).await;
+    let r = ask(&mut c, request(DOMAIN, &[USER_A], 4))
+        .await
+        .expect("answer");
+    assert_eq!(r.statuses[0].limit_remaining, 6);
+    let mut req = request(DOMAIN, &[USER_A], 4);
+    req.descriptors[0].hits_addend = Some(UInt64Value { value: 5 });
+    let r = ask(&mut c, req).await.expect("answer");
+    assert_eq!(
+        (r.overall_code, r.statuses[0].limit_remaining),
+        (Code::Ok as i32, 1)
+    );
+    let r = ask(&mut c, request(DOMAIN, &[USER_A], 2))
+        .await
+        .expect("answer");
+    assert_eq!(
+        (r.overall_code, r.statuses[0].limit_remaining),
+        (Code::OverLimit as i32, 0)
+    );
+}
+
+#[tokio::test]
+async fn shadow_mode_counts_but_never_limits() {
+    wait_for_fresh_minute(5).await;
+    let mut cfg = per_user_config(1);
+    cfg.domains[0].rules[0].shadow_mode = true;
+    let svc = start_service(&cfg, memory()).await;
+    let mut c = client(svc.port).await;
+    for _ in 0..3 {
+        let r = ask(&mut c, request(DOMAIN, &[USER_A], 0))
+            .await
+            .expect("answer");
+        assert_eq!(r.overall_code, Code::Ok as i32);
+    }
+    assert_eq!(Stats::get(&svc.stats.shadow_over_limit), 2);
+    assert_eq!(Stats::get(&svc.stats.over_limit), 0);
+}
+
+#[tokio::test]
+async fn config_is_replaced_at_runtime() {
+    wait_for_fresh_minute(5).await;
+    let svc = start_service(&per_user_config(1), memory()).await;
+    let mut c = client(svc.port).await;
+    ask(&mut c, request(DOMAIN, &[USER_A], 0))
+        .await
+        .expect("answer");
+    let r = ask(&mut c, request(DOMAIN, &[USER_A], 0))
+        .await
+        .expect("answer");
+    assert_eq!(r.overall_code, Code::OverLimit as i32);
+    assert_eq!(
+        svc.config.replace(&per_user_config(1)),
+        Ok(false),
+        "no change, no wake-up"
+    );
+    assert_eq!(svc.config.replace(&per_user_config(100)), Ok(true));
+    let r = ask(&mut c, request(DOMAIN, &[USER_A], 0))
+        .await
+        .expect("answer");
+    assert_eq!(r.overall_code, Code::Ok as i32);
+    assert_eq!(r.statuses[0].limit_remaining, 97);
+    // A broken configuration is refused and the current one stays.
+    let mut bad = per_user_config(5);
+    bad.domains[0].rules[0].descriptor.clear();
+    assert!(svc.config.replace(&bad).is_err());
+    let r = ask(&mut c, request(DOMAIN, &[USER_A], 0))
+        .await
+        .expect("answer");
+    assert_eq!(r.statuses[0].limit_remaining, 96);
+}
+
+#[tokio::test]
+async fn oversized_requests_are_invalid_argument() {
+    let svc = start_service(&per_user_config(1), memory()).await;
+    let mut c = client(svc.port).await;
+    let big = "v".repeat(2000);
+    let many: Vec<&[(&str, &str)]> = vec![USER_A; 65];
+    let deep: Vec<(&str, &str)> = vec![("k", "v"); 33];
+    let cases = [
+        request("", &[USER_A], 0),
+        request(DOMAIN, &[], 0),
+        request(DOMAIN, &many, 0),
+        request(DOMAIN, &[&deep], 0),
+        request(DOMAIN, &[&[("r1", big.as_str())]], 0),
+        request(DOMAIN, &[&[("", "v")]], 0),
+    ];
+    for req in cases {
+        let e = ask(&mut c, req).await.expect_err("refused");
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
+    }
+    // Beyond the message size limit: refused before it is decoded.
+    let mut huge = request(DOMAIN, &[USER_A], 0);
+    huge.descriptors[0].entries = (0..20)
+        .map(|i| Entry {
+            key: format!("k{i}"),
+            value: "x".repeat(5000),
+        })
+        .collect();
+    let e = ask(&mut c, huge).await.expect_err("refused");
+    assert_eq!(e.code(), tonic::Code::OutOfRange, "{e}");
+    assert_eq!(Stats::get(&svc.stats.invalid_requests), 6);
+    // The service still answers.
+    ask(&mut c, request(DOMAIN, &[USER_A], 0))
+        .await
+        .expect("answer");
+}
+
+#[tokio::test]
+async fn memory_bound_refuses_new_keys_and_fails_per_mode() {
+    wait_for_fresh_minute(5).await;
+    for (mode, code) in [
+        (FailureMode::Open, Code::Ok),
+        (FailureMode::Closed, Code::OverLimit),
+    ] {
+        let svc = start_service(
+            &per_user_config(5),
+            Backend::new(MemoryCounter::new(2), mode),
+        )
+        .await;
+        let mut c = client(svc.port).await;
+        for u in ["a", "b"] {
+            let r = ask(
+                &mut c,
+                request(DOMAIN, &[&[("r1", "r1"), ("rule-0-match-0", u)]], 0),
+            )
+            .await
+            .expect("answer");
+            assert_eq!(r.statuses[0].limit_remaining, 4);
+        }
+        let r = ask(
+            &mut c,
+            request(DOMAIN, &[&[("r1", "r1"), ("rule-0-match-0", "c")]], 0),
+        )
+        .await
+        .expect("answer");
+        assert_eq!(r.overall_code, code as i32, "{mode:?}");
+        assert_eq!(Stats::get(&svc.stats.memory_full), 1);
+    }
+}
