@@ -2,6 +2,7 @@
 //! [`Limits`], matched against the current [`Rules`] and counted by the [`Backend`].
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -17,7 +18,7 @@ use envoy_types::pb::google::protobuf::Duration as PbDuration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
-use tracing::warn;
+use tracing::{debug, info, warn};
 
 use crate::backend::{counter_key, Backend, Error as BackendError, FailureMode, Hit};
 use crate::config::{CompiledRule, RateLimitConfig, Rules};
@@ -90,6 +91,9 @@ pub struct RateLimiter {
     backend: Backend,
     limits: Limits,
     stats: Arc<Stats>,
+    /// Whether the last call to the backend failed: an outage is logged when it starts and
+    /// when it ends, not once per request (the counters count every failure).
+    backend_down: Arc<AtomicBool>,
 }
 
 impl RateLimiter {
@@ -99,6 +103,7 @@ impl RateLimiter {
             backend,
             limits: Limits::default(),
             stats: Arc::default(),
+            backend_down: Arc::default(),
         }
     }
 
@@ -193,7 +198,12 @@ impl RateLimiter {
             Err(e) => Err(e),
         };
         let counts = match counts {
-            Ok(c) => Some(c),
+            Ok(c) => {
+                if self.backend_down.swap(false, Ordering::Relaxed) {
+                    info!("rate limit backend recovered");
+                }
+                Some(c)
+            }
             Err(e) => {
                 Stats::inc(&self.stats.backend_errors);
                 if matches!(e, BackendError::Full(_)) {
@@ -204,7 +214,12 @@ impl RateLimiter {
                     FailureMode::Open => Stats::inc(&self.stats.failed_open),
                     FailureMode::Closed => Stats::inc(&self.stats.failed_closed),
                 }
-                warn!(domain = %req.domain, error = %e, ?mode, "rate limit backend failed");
+                if self.backend_down.swap(true, Ordering::Relaxed) {
+                    debug!(domain = %req.domain, error = %e, ?mode, "rate limit backend failed");
+                } else {
+                    warn!(domain = %req.domain, error = %e, ?mode,
+                        "rate limit backend failed; answering per the failure mode until it recovers");
+                }
                 None
             }
         };
