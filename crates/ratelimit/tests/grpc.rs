@@ -209,3 +209,24 @@ async fn memory_bound_refuses_new_keys_and_fails_per_mode() {
         assert_eq!(Stats::get(&svc.stats.memory_full), 1);
     }
 }
+
+/// The window arithmetic as answered, at chosen times (`decide` takes `now`, no sleeping).
+#[tokio::test]
+async fn window_resets_at_its_end_and_reports_time_until_reset() {
+    let cfg = flotilla_ratelimit::ConfigHandle::new(&per_user_config(2)).expect("valid");
+    let limiter = flotilla_ratelimit::RateLimiter::new(cfg.subscribe(), memory());
+    let at = |now: u64| {
+        let limiter = limiter.clone();
+        async move {
+            let r = limiter.decide(&request(DOMAIN, &[USER_A], 0), now).await;
+            let s = &r.statuses[0];
+            let reset = s.duration_until_reset.expect("reset").seconds;
+            (r.overall_code, s.limit_remaining, reset)
+        }
+    };
+    let (ok, over) = (Code::Ok as i32, Code::OverLimit as i32);
+    assert_eq!(at(6000).await, (ok, 1, 60)); // the window [6000, 6060)
+    assert_eq!(at(6030).await, (ok, 0, 30));
+    assert_eq!(at(6059).await, (over, 0, 1));
+    assert_eq!(at(6060).await, (ok, 1, 60), "a new window, a new counter");
+}
