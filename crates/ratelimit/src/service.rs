@@ -239,7 +239,9 @@ impl RateLimiter {
                 let reset = rule.limit.unit.window(now).remaining(now);
                 let (over, remaining) = match counts.as_mut().and_then(|c| c.next()) {
                     Some(n) => (n > limit, limit.saturating_sub(n)),
-                    None => (self.backend.on_failure == FailureMode::Closed, limit),
+                    // The backend failed: closed denies with nothing left, open allows.
+                    None if self.backend.on_failure == FailureMode::Closed => (true, 0),
+                    None => (false, limit),
                 };
                 let code = if over && rule.shadow_mode {
                     Stats::inc(&self.stats.shadow_over_limit);
