@@ -41,11 +41,36 @@ pub enum Command {
     Ctl(CtlArgs),
     /// Make a local CA and the certificates (and proxy token key) of a dev or test setup.
     Certs(CertsArgs),
+    /// Serve Envoy's rate limit service (global rate limits) from a rules file.
+    Ratelimit(RatelimitArgs),
     /// Print a fresh API bearer token and its line for the --api-tokens file.
     Token(crate::api_auth::TokenArgs),
     /// Write a nats-server configuration (JetStream; one user per cluster agent and one for the
     /// stores, each with only the permissions it needs) and the users' password files.
     NatsConfig(NatsConfigArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RatelimitArgs {
+    /// Where Envoys call `envoy.service.ratelimit.v3.RateLimitService`.
+    #[arg(long, env = "FLOTILLA_RATELIMIT", default_value = "127.0.0.1:18090")]
+    pub listen: std::net::SocketAddr,
+    /// The rules (YAML: `domains: [{domain, rules: [{descriptor, limit}]}]`); reread when it
+    /// changes (a bad version is logged and the rules in force stay).
+    #[arg(long, env = "FLOTILLA_RATELIMIT_CONFIG")]
+    pub config: PathBuf,
+    /// Count in this Redis (HOST:PORT), shared by every instance, instead of in memory.
+    #[arg(long, env = "FLOTILLA_RATELIMIT_REDIS")]
+    pub redis: Option<String>,
+    /// When the counter fails (Redis down, memory full): `open` lets requests through,
+    /// `closed` limits them.
+    #[arg(long, value_enum, default_value = "open")]
+    pub on_failure: crate::ratelimit_cmd::OnFailure,
+    /// Counters held in memory at most (in-memory counting).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub max_keys: usize,
+    #[command(flatten)]
+    pub net: ListenArgs,
 }
 
 #[derive(Args, Debug)]

@@ -8,6 +8,7 @@ pub mod certs_cmd;
 pub mod cli;
 pub mod ctl;
 pub mod natsconf;
+pub mod ratelimit_cmd;
 pub mod runtime;
 pub mod telemetry;
 pub mod translate_cmd;

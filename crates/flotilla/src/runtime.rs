@@ -32,6 +32,7 @@ pub fn run_async(cmd: Command) -> Result<()> {
             Command::Store(a) => store(a, shutdown).await,
             Command::Edge(a) => edge(a, shutdown).await,
             Command::Standalone(a) => standalone(a, shutdown).await,
+            Command::Ratelimit(a) => crate::ratelimit_cmd::run(a, shutdown).await,
             Command::Bootstrap(_)
             | Command::Translate(_)
             | Command::Ctl(_)
@@ -63,7 +64,10 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
 
 /// Runs every task until shutdown; the first task to fail (or to end before shutdown) stops
 /// the others and makes the process exit non-zero.
-async fn supervise(mut tasks: JoinSet<Result<()>>, shutdown: CancellationToken) -> Result<()> {
+pub(crate) async fn supervise(
+    mut tasks: JoinSet<Result<()>>,
+    shutdown: CancellationToken,
+) -> Result<()> {
     let mut first_error = None;
     while let Some(done) = tasks.join_next().await {
         let outcome: Result<()> = match done {
@@ -83,7 +87,12 @@ async fn supervise(mut tasks: JoinSet<Result<()>>, shutdown: CancellationToken) 
 
 /// Binds a listener after checking it may be exposed as configured: a plaintext port on a
 /// non-loopback address needs `--insecure` (and is logged).
-fn bind(addr: SocketAddr, what: &str, listen: &ListenArgs, tls: bool) -> Result<TcpListener> {
+pub(crate) fn bind(
+    addr: SocketAddr,
+    what: &str,
+    listen: &ListenArgs,
+    tls: bool,
+) -> Result<TcpListener> {
     if !tls && !addr.ip().is_loopback() {
         if !listen.insecure {
             bail!(
@@ -112,7 +121,7 @@ const ADMIN_CONNECTIONS: usize = 64;
 const STORE_GRPC_CONNECTIONS: usize = 4096;
 
 /// The limits of a listener allowed `max_connections`.
-fn limits(listen: &ListenArgs, max_connections: usize) -> Limits {
+pub(crate) fn limits(listen: &ListenArgs, max_connections: usize) -> Limits {
     Limits {
         backlog: listen.backlog,
         max_connections,
@@ -170,7 +179,7 @@ fn secured(
 /// A port that proxies, API and metrics clients reach: TLS when this part has a certificate,
 /// a client certificate optional (they may bring a token instead); who may do what is decided
 /// above the connection (proxy and API authentication).
-fn client_facing(tls: Option<&Tls>, limits: Limits) -> ServerSecurity {
+pub(crate) fn client_facing(tls: Option<&Tls>, limits: Limits) -> ServerSecurity {
     secured(tls, ClientAuth::Optional, PeerAuth::Open, limits)
 }
 
@@ -195,7 +204,7 @@ fn spawn_edge(
 
 /// Loads this part's certificate, checks it is one of `roles`, and reloads the files when
 /// they change (until shutdown).
-fn load_tls(
+pub(crate) fn load_tls(
     listen: &ListenArgs,
     roles: &[Role],
     shutdown: &CancellationToken,

@@ -116,23 +116,43 @@ impl RateLimiter {
         self.stats.clone()
     }
 
-    /// Serves on `listener` until `shutdown` completes.
+    /// Serves on `listener` until `shutdown` completes: plaintext, open, default listener
+    /// limits (tests, loopback).
     pub async fn serve(
         self,
         listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), tonic::transport::Error> {
+        self.serve_secured(listener, flotilla_net::ServerSecurity::default(), shutdown)
+            .await
+    }
+
+    /// Serves on `listener` behind Flotilla's listener (TLS as `security` says, backlog,
+    /// connection limit, handshake and idle timeouts) until `shutdown` completes.
+    pub async fn serve_secured(
+        self,
+        listener: TcpListener,
+        security: flotilla_net::ServerSecurity,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), tonic::transport::Error> {
         let limits = self.limits;
         let svc = RateLimitServiceServer::new(self)
             .max_decoding_message_size(limits.max_message_bytes)
             .max_encoding_message_size(limits.max_message_bytes);
-        tonic::transport::Server::builder()
-            .max_concurrent_streams(Some(limits.max_concurrent_streams))
+        let stop = tokio_util::sync::CancellationToken::new();
+        let incoming = flotilla_net::server::accept(
+            listener,
+            &security,
+            Arc::new(flotilla_net::ListenStats::default()),
+            stop.clone(),
+        );
+        let shutdown = async move {
+            shutdown.await;
+            stop.cancel();
+        };
+        flotilla_net::server::grpc_server(limits.max_concurrent_streams)
             .add_service(svc)
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
-                shutdown,
-            )
+            .serve_with_incoming_shutdown(incoming, shutdown)
             .await
     }
 

@@ -9,6 +9,7 @@ mod ingest;
 mod membership;
 mod multicluster;
 mod poison;
+mod ratelimit;
 mod sds;
 mod spine;
 mod standalone;
