@@ -31,9 +31,11 @@ umask 077
 # One CA and a certificate per part: its identity (spiffe://flotilla/<role>/<name>) is what
 # the others check. Stores and edges name 127.0.0.1 and localhost, where they are reached.
 # Each Envoy gets its gateway's proxy certificate: an edge serves it that gateway only.
+# nats-server gets a server certificate of its own (role nats).
 certs=$work/certs
 "$bin" certs --out "$certs" --stores 1,2,3 --edges edge1,edge2 --agents east,west \
-  --proxies east/default/demo,west/default/demo --admins admin --readers reader >/dev/null
+  --proxies east/default/demo,west/default/demo --admins admin --readers reader \
+  --nats nats >/dev/null
 # The three TLS flags of the part whose files are named $1 (into the array tls).
 tls_of() { tls=(--tls-ca "$certs/ca.pem" --tls-cert "$certs/$1.pem" --tls-key "$certs/$1.key"); }
 
@@ -48,20 +50,23 @@ for t in admin:ops reader:viewer; do
 done
 
 # NATS with one user per part: agent-<cluster> may publish its own cluster's subject only, so
-# an agent cannot speak for another cluster; the stores read the stream. NATS stays plaintext,
-# on loopback only: its TLS needs a server certificate naming 127.0.0.1, and `flotilla certs`
-# issues those only to stores and edges; handing a store's key to nats-server would let it
-# pose as that store to Raft and the edges. The passwords still keep other local users out.
+# an agent cannot speak for another cluster; the stores read the stream. Over TLS with client
+# certificates (each part presents its own: agent-<cluster>, store-<id>) on top of the
+# passwords.
 nats_bin=$(command -v nats-server || echo /usr/sbin/nats-server)
-"$bin" nats-config --out "$work/nats" --clusters east,west --listen 127.0.0.1:4222 >/dev/null
+"$bin" nats-config --out "$work/nats" --clusters east,west --listen 127.0.0.1:4222 \
+  --tls-cert "$certs/nats-nats.pem" --tls-key "$certs/nats-nats.key" --tls-ca "$certs/ca.pem" >/dev/null
 start nats "$nats_bin" -c "$work/nats/nats.conf"
 sleep 0.5
-# The NATS flags of user $1 (into the array nats).
-nats_as() { nats=(--nats nats://127.0.0.1:4222 --nats-user "$1" --nats-password-file "$work/nats/nats-$1.password"); }
+# The NATS flags of user $1 presenting the certificate named $2 (into the array nats).
+nats_as() {
+  nats=(--nats nats://127.0.0.1:4222 --nats-user "$1" --nats-password-file "$work/nats/nats-$1.password"
+    --nats-ca "$certs/ca.pem" --nats-cert "$certs/$2.pem" --nats-key "$certs/$2.key")
+}
 
 peers=1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003
-nats_as store
 for i in 1 2 3; do
+  nats_as store "store-$i"
   tls_of "store-$i"
   start "store$i" "$bin" store --id $i --data-dir "$work/store$i" --grpc 127.0.0.1:700$i \
     --api 127.0.0.1:808$i --peers $peers "${nats[@]}" "${tls[@]}" --api-tokens "$work/api-tokens"
@@ -88,7 +93,7 @@ done
 sed -i 's/port: 10080/port: 10081/' "$work/east/gateway.yaml"
 sed -i 's/port: 10080/port: 10082/' "$work/west/gateway.yaml"
 for c in east west; do
-  nats_as "agent-$c"
+  nats_as "agent-$c" "agent-$c"
   start "ingest-$c" "$bin" ingest --cluster $c --dir "$work/$c" "${nats[@]}"
 done
 

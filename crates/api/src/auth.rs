@@ -82,6 +82,7 @@ impl Role {
             flotilla_net::Role::Store
             | flotilla_net::Role::Edge
             | flotilla_net::Role::Agent
+            | flotilla_net::Role::Nats
             | flotilla_net::Role::Proxy => None,
         }
     }

@@ -18,6 +18,7 @@ pub fn run(a: &CertsArgs) -> Result<()> {
         proxies: a.proxies.clone(),
         admins: a.admins.clone(),
         readers: a.readers.clone(),
+        nats: a.nats.clone(),
         hosts: a.hosts.clone(),
         days: a.days,
     };

@@ -96,6 +96,9 @@ pub struct CertsArgs {
     /// API clients with the read-only role.
     #[arg(long, value_delimiter = ',')]
     pub readers: Vec<String>,
+    /// NATS servers: a server certificate each (`flotilla nats-config --tls-cert`).
+    #[arg(long, value_delimiter = ',')]
+    pub nats: Vec<String>,
     /// DNS names and IP addresses the servers (stores, edges) are reached at.
     #[arg(long, value_delimiter = ',', default_value = "localhost,127.0.0.1")]
     pub hosts: Vec<String>,

@@ -372,6 +372,8 @@ pub struct DevSet {
     pub admins: Vec<String>,
     /// API clients with the read-only role.
     pub readers: Vec<String>,
+    /// NATS servers (a server certificate each, for NATS TLS).
+    pub nats: Vec<String>,
     /// DNS names and IP addresses the servers are reached at.
     pub hosts: Vec<String>,
     /// Lifetime of the leaf certificates.
@@ -379,22 +381,23 @@ pub struct DevSet {
 }
 
 /// Whether certificates of `role` name the hosts: only servers need them (stores serve Raft,
-/// the watch and the API; edges serve xDS), and a client certificate that also names hosts
+/// the watch and the API; edges serve xDS; NATS serves the event bus), and a client certificate that also names hosts
 /// could pose as a server there.
 fn serves(role: Role) -> bool {
-    matches!(role, Role::Store | Role::Edge)
+    matches!(role, Role::Store | Role::Edge | Role::Nats)
 }
 
 impl DevSet {
     /// Every identity of the set, checked, in role order.
     pub fn identities(&self) -> Result<Vec<Identity>> {
-        let groups: [(Role, &[String]); 6] = [
+        let groups: [(Role, &[String]); 7] = [
             (Role::Store, &self.stores),
             (Role::Edge, &self.edges),
             (Role::Agent, &self.agents),
             (Role::Proxy, &self.proxies),
             (Role::Admin, &self.admins),
             (Role::Reader, &self.readers),
+            (Role::Nats, &self.nats),
         ];
         let ids = groups
             .into_iter()

@@ -5,7 +5,8 @@
 //! - `edge/<name>`: an xDS edge (watches a store);
 //! - `agent/<cluster>`: an ingest agent of one cluster;
 //! - `proxy/<cluster>/<namespace>/<gateway>`: an Envoy serving one gateway;
-//! - `admin/<name>` and `reader/<name>`: API clients with the admin and read-only roles.
+//! - `admin/<name>` and `reader/<name>`: API clients with the admin and read-only roles;
+//! - `nats/<name>`: a NATS server of the event bus (a server certificate for NATS TLS).
 
 use std::fmt;
 
@@ -21,16 +22,18 @@ pub enum Role {
     Proxy,
     Admin,
     Reader,
+    Nats,
 }
 
 impl Role {
-    pub const ALL: [Role; 6] = [
+    pub const ALL: [Role; 7] = [
         Role::Store,
         Role::Edge,
         Role::Agent,
         Role::Proxy,
         Role::Admin,
         Role::Reader,
+        Role::Nats,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -41,6 +44,7 @@ impl Role {
             Role::Proxy => "proxy",
             Role::Admin => "admin",
             Role::Reader => "reader",
+            Role::Nats => "nats",
         }
     }
 
@@ -71,7 +75,7 @@ pub struct Identity {
 pub enum Error {
     #[error("{0:?} is not a spiffe://{TRUST_DOMAIN}/ URI")]
     NotOurs(String),
-    #[error("{0:?}: unknown role (expected one of store, edge, agent, proxy, admin, reader)")]
+    #[error("{0:?}: unknown role (expected one of store, edge, agent, proxy, admin, reader, nats)")]
     Role(String),
     #[error(
         "{uri:?}: a {role} identity has {want} name part(s), each non-empty, of [A-Za-z0-9._-]"

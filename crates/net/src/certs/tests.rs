@@ -164,6 +164,7 @@ fn a_dev_set_is_written_in_one_call() {
         proxies: vec!["east/infra/public".into()],
         admins: vec!["alice".into()],
         readers: vec!["ci".into()],
+        nats: Vec::new(),
         hosts: vec!["localhost".into(), "127.0.0.1".into()],
         days: 7,
     };
