@@ -415,6 +415,28 @@ async fn evaluate(
             (w.clusters[solo].dir.clone(), w.clusters[solo].name.clone()),
         )
     };
+    let intruders = lock(&h.intruders).clone();
+    let served: Vec<&str> = intruders
+        .iter()
+        .filter(|i| i.outcome == crate::inject::Outcome::Served)
+        .map(|i| i.what.as_str())
+        .collect();
+    let refused = intruders
+        .iter()
+        .filter(|i| i.outcome == crate::inject::Outcome::Refused)
+        .count();
+    checks.push(Check::new(
+        "no intruder proxy was served another gateway",
+        served.is_empty(),
+        if served.is_empty() {
+            format!(
+                "{refused} of {} intruders refused (the rest found their edge down)",
+                intruders.len()
+            )
+        } else {
+            served.join("; ")
+        },
+    ));
     let mut fold = BTreeMap::new();
     for (d, c) in &dirs {
         fold.extend(fold_dir(d, c));

@@ -33,6 +33,9 @@ pub enum FaultKind {
     PoisonBadRegex,
     /// Garbage bytes published straight to `flotilla.events.<cluster>`.
     PoisonGarbage,
+    /// A delta xDS client naming a gateway with another gateway's token (or none): the edge
+    /// must refuse it (`PERMISSION_DENIED`) and serve everyone else as before.
+    IntruderProxy,
 }
 
 impl FaultKind {
@@ -45,7 +48,7 @@ impl FaultKind {
         FaultKind::NatsRestart,
         FaultKind::StandaloneRestart,
     ];
-    pub const POISON: [FaultKind; 7] = [
+    pub const POISON: [FaultKind; 8] = [
         FaultKind::PoisonDeepConfigmap,
         FaultKind::PoisonDuplicateKey,
         FaultKind::PoisonBom,
@@ -53,6 +56,7 @@ impl FaultKind {
         FaultKind::PoisonHuge,
         FaultKind::PoisonBadRegex,
         FaultKind::PoisonGarbage,
+        FaultKind::IntruderProxy,
     ];
 
     pub fn name(self) -> &'static str {
@@ -71,6 +75,7 @@ impl FaultKind {
             FaultKind::PoisonHuge => "poison-huge",
             FaultKind::PoisonBadRegex => "poison-bad-regex",
             FaultKind::PoisonGarbage => "poison-garbage",
+            FaultKind::IntruderProxy => "intruder-proxy",
         }
     }
 

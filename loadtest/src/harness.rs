@@ -182,6 +182,8 @@ pub struct Harness {
     /// proxies): every proxy proves its gateway, as in production.
     pub proxy_key_file: PathBuf,
     pub proxy_key: flotilla_net::ProxyKey,
+    /// What each intruder fault got: refused, unreachable, or (a violation) served.
+    pub intruders: Arc<Mutex<Vec<crate::inject::Intrusion>>>,
 }
 
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -199,6 +201,7 @@ impl Harness {
         Ok(Self {
             proxy_key_file,
             proxy_key,
+            intruders: Arc::default(),
             bins,
             logs,
             work,

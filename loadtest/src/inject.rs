@@ -147,6 +147,45 @@ impl Harness {
                 let s = self.solo.clone().ok_or_else(|| anyhow!("no standalone"))?;
                 Ok((self.kill_then_start(s.proc, rng), vec![s.cluster]))
             }
+            FaultKind::IntruderProxy => {
+                let (target, token_of, clusters) = {
+                    let w = lock(&self.world);
+                    if w.gateways.len() < 2 {
+                        return Err(anyhow!("an intruder needs two gateways"));
+                    }
+                    let a = rng.random_range(0..w.gateways.len());
+                    let b = (a + rng.random_range(1..w.gateways.len())) % w.gateways.len();
+                    (
+                        w.gateways[a].id.clone(),
+                        w.gateways[b].id.clone(),
+                        (0..w.clusters.len()).collect::<Vec<_>>(),
+                    )
+                };
+                let edges: Vec<String> = match (&multi, &self.solo) {
+                    (Some(m), _) => m.edge_xds.clone(),
+                    (None, Some(s)) => vec![s.xds.clone()],
+                    (None, None) => return Err(anyhow!("no xDS server")),
+                };
+                let edge = edges[rng.random_range(0..edges.len())].clone();
+                // Half the intruders bring another gateway's token, half none at all.
+                let token = rng
+                    .random_bool(0.5)
+                    .then(|| self.proxy_key.token(&token_of));
+                let outcome = intrude(&edge, &target, token.as_deref()).await;
+                let what = format!(
+                    "{edge}: names {target} with {}: {outcome}",
+                    if token.is_some() {
+                        format!("the token of {token_of}")
+                    } else {
+                        "no token".to_string()
+                    }
+                );
+                lock(&self.intruders).push(Intrusion {
+                    what: what.clone(),
+                    outcome,
+                });
+                Ok((what, clusters))
+            }
             FaultKind::PoisonGarbage => {
                 let ci = agent_cluster(rng)?;
                 let name = lock(&self.world).clusters[ci].name.clone();
@@ -262,5 +301,76 @@ impl Harness {
         );
         lock(&self.trackers).push(h);
         Ok(target)
+    }
+}
+
+/// How an intruder fared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// `PERMISSION_DENIED`, as it must be.
+    Refused,
+    /// The edge was down (another fault) or did not answer: nothing learned.
+    Unreachable,
+    /// The edge sent it a response or ended it otherwise: a violation.
+    Served,
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Outcome::Refused => "refused",
+            Outcome::Unreachable => "edge unreachable",
+            Outcome::Served => "SERVED",
+        })
+    }
+}
+
+/// One intruder fault.
+#[derive(Clone, Debug)]
+pub struct Intrusion {
+    pub what: String,
+    pub outcome: Outcome,
+}
+
+/// Opens a delta stream to `edge` naming `gateway`, with `token` as its proxy token.
+async fn intrude(edge: &str, gateway: &str, token: Option<&str>) -> Outcome {
+    use envoy_types::pb::envoy::config::core::v3::Node;
+    use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+    use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
+    use futures::StreamExt;
+    let attempt = async {
+        let mut client = AggregatedDiscoveryServiceClient::connect(format!("http://{edge}"))
+            .await
+            .map_err(|_| Outcome::Unreachable)?;
+        let first = DeltaDiscoveryRequest {
+            node: Some(Node {
+                id: "intruder".into(),
+                cluster: gateway.into(),
+                ..Default::default()
+            }),
+            type_url: "type.googleapis.com/envoy.config.cluster.v3.Cluster".into(),
+            ..Default::default()
+        };
+        let mut req =
+            tonic::Request::new(futures::stream::iter([first]).chain(futures::stream::pending()));
+        if let Some(t) = token.and_then(|t| t.parse().ok()) {
+            req.metadata_mut()
+                .insert(flotilla_net::auth::PROXY_TOKEN_HEADER, t);
+        }
+        let mut inbound = match client.delta_aggregated_resources(req).await {
+            Ok(r) => r.into_inner(),
+            Err(s) if s.code() == tonic::Code::PermissionDenied => return Ok(Outcome::Refused),
+            Err(s) if s.code() == tonic::Code::Unavailable => return Err(Outcome::Unreachable),
+            Err(_) => return Ok(Outcome::Served),
+        };
+        Ok(match inbound.message().await {
+            Err(s) if s.code() == tonic::Code::PermissionDenied => Outcome::Refused,
+            Err(s) if s.code() == tonic::Code::Unavailable => Outcome::Unreachable,
+            _ => Outcome::Served,
+        })
+    };
+    match tokio::time::timeout(Duration::from_secs(10), attempt).await {
+        Ok(Ok(o)) | Ok(Err(o)) => o,
+        Err(_) => Outcome::Unreachable,
     }
 }

@@ -75,7 +75,9 @@ pub struct Identity {
 pub enum Error {
     #[error("{0:?} is not a spiffe://{TRUST_DOMAIN}/ URI")]
     NotOurs(String),
-    #[error("{0:?}: unknown role (expected one of store, edge, agent, proxy, admin, reader, nats)")]
+    #[error(
+        "{0:?}: unknown role (expected one of store, edge, agent, proxy, admin, reader, nats)"
+    )]
     Role(String),
     #[error(
         "{uri:?}: a {role} identity has {want} name part(s), each non-empty, of [A-Za-z0-9._-]"
