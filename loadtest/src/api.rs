@@ -8,7 +8,7 @@ use std::time::Duration;
 const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Clone, Debug)]
-pub struct Http(reqwest::Client);
+pub struct Http(reqwest::Client, &'static str);
 
 impl Http {
     pub fn new() -> Result<Self, String> {
@@ -16,8 +16,29 @@ impl Http {
             .timeout(HTTP_TIMEOUT)
             .no_proxy()
             .build()
-            .map(Http)
+            .map(|c| Http(c, "http"))
             .map_err(|e| e.to_string())
+    }
+
+    /// HTTPS to Flotilla's ports, trusting the CA in `ca_pem` and presenting the client
+    /// certificate and key in `identity_pem` (a reader's: the API reads need nothing more).
+    pub fn with_ca(ca_pem: &[u8], identity_pem: &[u8]) -> Result<Self, String> {
+        let ca = reqwest::Certificate::from_pem(ca_pem).map_err(|e| e.to_string())?;
+        let id = reqwest::Identity::from_pem(identity_pem).map_err(|e| e.to_string())?;
+        reqwest::Client::builder()
+            .timeout(HTTP_TIMEOUT)
+            .no_proxy()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(ca)
+            .identity(id)
+            .build()
+            .map(|c| Http(c, "https"))
+            .map_err(|e| e.to_string())
+    }
+
+    /// The URL of `path` on a Flotilla port at `addr` (HTTPS when the parts have certificates).
+    pub fn url(&self, addr: &str, path: &str) -> String {
+        format!("{}://{addr}{path}", self.1)
     }
 
     /// GET `url` as JSON; `Err` names the URL and what went wrong.
@@ -46,7 +67,7 @@ impl Http {
 
     /// `/api/v1/revision` of a store (or standalone) API.
     pub async fn revision(&self, api: &str) -> Result<Revision, String> {
-        let v = self.json(&format!("http://{api}/api/v1/revision")).await?;
+        let v = self.json(&self.url(api, "/api/v1/revision")).await?;
         Ok(Revision {
             revision: v["revision"].as_u64().unwrap_or(0),
             ready: v["ready"].as_bool().unwrap_or(false),
@@ -59,7 +80,7 @@ impl Http {
     /// `/api/v1/digest`, or the digest of `/api/v1/resources` where the store has no digest
     /// endpoint yet (404).
     pub async fn digest(&self, api: &str) -> Result<StoreDigest, String> {
-        let url = format!("http://{api}/api/v1/digest");
+        let url = self.url(api, "/api/v1/digest");
         match self.json(&url).await {
             Ok(v) => Ok(StoreDigest {
                 revision: v["revision"].as_u64().unwrap_or(0),
@@ -68,7 +89,7 @@ impl Http {
                 source: "digest",
             }),
             Err(e) if e.contains("404") => {
-                let v = self.json(&format!("http://{api}/api/v1/resources")).await?;
+                let v = self.json(&self.url(api, "/api/v1/resources")).await?;
                 let map = resources_from_list(&v)?;
                 let (digest, resources) = crate::fold::digest(&map);
                 Ok(StoreDigest {
@@ -87,13 +108,13 @@ impl Http {
         &self,
         api: &str,
     ) -> Result<std::collections::BTreeMap<flotilla_model::ResourceKey, Value>, String> {
-        let v = self.json(&format!("http://{api}/api/v1/resources")).await?;
+        let v = self.json(&self.url(api, "/api/v1/resources")).await?;
         resources_from_list(&v)
     }
 
     /// `/api/v1/gateways`: gateway id -> [(type_url, name, version)].
     pub async fn gateways(&self, api: &str) -> Result<(u64, Gateways), String> {
-        let v = self.json(&format!("http://{api}/api/v1/gateways")).await?;
+        let v = self.json(&self.url(api, "/api/v1/gateways")).await?;
         let mut out = Gateways::new();
         for g in v["gateways"].as_array().into_iter().flatten() {
             let id = g["gateway"].as_str().unwrap_or_default().to_string();

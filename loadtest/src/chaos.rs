@@ -91,6 +91,9 @@ pub async fn chaos(s: &Scenario, duration: Duration, opts: &RunOpts) -> Result<R
         opts.seed, opts.seed
     ));
     let mut h = Harness::new(opts.bins.clone(), opts.work.clone(), opts.seed, ui.clone())?;
+    if s.tls {
+        h.enable_tls()?;
+    }
     let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
     h.start_sampler();
     let mut agent_clusters = Vec::new();

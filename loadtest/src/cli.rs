@@ -54,6 +54,9 @@ pub struct Cli {
     /// while one known fault would mask them.
     #[arg(long, env = "LOADTEST_EXCLUDE_FAULTS", value_delimiter = ',')]
     pub exclude_fault: Vec<crate::faults::FaultKind>,
+    /// Every Flotilla part with certificates (overrides the scenario's `tls`).
+    #[arg(long, env = "LOADTEST_TLS", default_value_t = false)]
+    pub tls: bool,
     /// No progress bar (it is drawn only when stderr is a terminal anyway).
     #[arg(long, env = "LOADTEST_NO_PROGRESS", default_value_t = false)]
     pub no_progress: bool,
@@ -89,6 +92,9 @@ fn run_inner(cli: Cli) -> Result<bool> {
     };
     if let Some(n) = cli.real_envoys {
         scenario.real_envoys = n;
+    }
+    if cli.tls {
+        scenario.tls = true;
     }
     let chaos_duration = cli.duration.unwrap_or(Duration::from_secs(120));
     if let (Some(d), false) = (cli.duration, cli.chaos) {

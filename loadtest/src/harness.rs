@@ -184,13 +184,78 @@ pub struct Harness {
     pub proxy_key: flotilla_net::ProxyKey,
     /// What each intruder fault got: refused, unreachable, or (a violation) served.
     pub intruders: Arc<Mutex<Vec<crate::inject::Intrusion>>>,
+    /// Where the parts' certificates are, when they run with TLS ([`Harness::enable_tls`]).
+    pub certs: Option<PathBuf>,
+    /// How simulated proxies (and intruders) dial the edges.
+    pub connector: flotilla_net::Connector,
 }
+
+/// Edge names the certificates cover (`edge1`.. and standalone's edge).
+const MAX_EDGES: u32 = 8;
 
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Harness {
+    /// Runs every Flotilla part of this run with certificates from `flotilla certs`: stores
+    /// speak Raft and serve the watch over mTLS, edges serve xDS and the API is HTTPS.
+    /// Simulated proxies connect over TLS and prove their gateway with its token.
+    pub fn enable_tls(&mut self) -> Result<()> {
+        let certs = self.work.join("certs");
+        let edges: Vec<String> = (1..=MAX_EDGES)
+            .map(|e| format!("edge{e}"))
+            .chain(["standalone".to_string()])
+            .collect();
+        let out = std::process::Command::new(&self.bins.flotilla)
+            .args(["certs", "--out"])
+            .arg(&certs)
+            .args([
+                "--stores",
+                "1,2,3",
+                "--edges",
+                &edges.join(","),
+                "--readers",
+                "harness",
+            ])
+            .output()
+            .context("running flotilla certs")?;
+        if !out.status.success() {
+            bail!(
+                "flotilla certs failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let read = |f: &str| std::fs::read(certs.join(f)).with_context(|| format!("reading {f}"));
+        let ca = read("ca.pem")?;
+        let identity = [read("reader-harness.pem")?, read("reader-harness.key")?].concat();
+        self.http = Http::with_ca(&ca, &identity).map_err(|e| anyhow!("HTTPS client: {e}"))?;
+        // The proxies' client certificate names no gateway: their token does.
+        let tls = flotilla_net::Tls::load(flotilla_net::TlsFiles {
+            ca: certs.join("ca.pem"),
+            cert: certs.join("reader-harness.pem"),
+            key: certs.join("reader-harness.key"),
+        })?;
+        self.connector = flotilla_net::Connector::tls(tls, Some(flotilla_net::Role::Edge));
+        self.certs = Some(certs);
+        Ok(())
+    }
+
+    /// `--tls-*` flags for the part whose certificate is `stem` (none without TLS).
+    fn tls_args(&self, stem: &str) -> Vec<String> {
+        match &self.certs {
+            Some(c) => vec![
+                "--tls-ca".into(),
+                c.join("ca.pem").display().to_string(),
+                "--tls-cert".into(),
+                c.join(format!("{stem}.pem")).display().to_string(),
+                "--tls-key".into(),
+                c.join(format!("{stem}.key")).display().to_string(),
+            ],
+            None => Vec::new(),
+        }
+    }
+
     pub fn new(bins: Bins, work: PathBuf, seed: u64, ui: Ui) -> Result<Self> {
         let logs = work.join("logs");
         std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
@@ -202,6 +267,8 @@ impl Harness {
             proxy_key_file,
             proxy_key,
             intruders: Arc::default(),
+            certs: None,
+            connector: flotilla_net::Connector::plain(),
             bins,
             logs,
             work,
@@ -318,26 +385,32 @@ impl Harness {
         let mut stores = Vec::new();
         for i in 0..3 {
             let data = self.work.join(format!("store{}", i + 1));
-            stores.push(self.add_proc(
-                &format!("store{}", i + 1),
-                "store",
-                &flotilla,
-                vec![
-                    "store".into(),
-                    "--id".into(),
-                    (i + 1).to_string(),
-                    "--data-dir".into(),
-                    data.display().to_string(),
-                    "--grpc".into(),
-                    format!("127.0.0.1:{}", grpc[i]),
-                    "--api".into(),
-                    format!("127.0.0.1:{}", api[i]),
-                    "--peers".into(),
-                    peers.join(","),
-                    "--nats".into(),
-                    nats_url.clone(),
-                ],
-            )?);
+            let tls = self.tls_args(&format!("store-{}", i + 1));
+            stores.push(
+                self.add_proc(
+                    &format!("store{}", i + 1),
+                    "store",
+                    &flotilla,
+                    [
+                        "store".into(),
+                        "--id".into(),
+                        (i + 1).to_string(),
+                        "--data-dir".into(),
+                        data.display().to_string(),
+                        "--grpc".into(),
+                        format!("127.0.0.1:{}", grpc[i]),
+                        "--api".into(),
+                        format!("127.0.0.1:{}", api[i]),
+                        "--peers".into(),
+                        peers.join(","),
+                        "--nats".into(),
+                        nats_url.clone(),
+                    ]
+                    .into_iter()
+                    .chain(tls)
+                    .collect(),
+                )?,
+            );
         }
         let store_grpc: Vec<String> = grpc.iter().map(|p| format!("127.0.0.1:{p}")).collect();
         let mut m = Multi {
@@ -355,24 +428,33 @@ impl Harness {
             // Each edge lists the stores starting at a different one (spread the watch load).
             let mut list = store_grpc.clone();
             list.rotate_left(e as usize % 3);
-            m.edges.push(self.add_proc(
-                &format!("edge{}", e + 1),
-                "edge",
-                &flotilla,
-                vec![
-                    "edge".into(),
-                    "--id".into(),
-                    format!("edge{}", e + 1),
-                    "--stores".into(),
-                    list.join(","),
-                    "--xds".into(),
-                    format!("127.0.0.1:{xds}"),
-                    "--admin".into(),
-                    format!("127.0.0.1:{admin}"),
-                    "--proxy-token-key".into(),
-                    self.proxy_key_file.display().to_string(),
-                ],
-            )?);
+            if e >= MAX_EDGES && self.certs.is_some() {
+                bail!("TLS runs cover at most {MAX_EDGES} edges");
+            }
+            let tls = self.tls_args(&format!("edge-edge{}", e + 1));
+            m.edges.push(
+                self.add_proc(
+                    &format!("edge{}", e + 1),
+                    "edge",
+                    &flotilla,
+                    [
+                        "edge".into(),
+                        "--id".into(),
+                        format!("edge{}", e + 1),
+                        "--stores".into(),
+                        list.join(","),
+                        "--xds".into(),
+                        format!("127.0.0.1:{xds}"),
+                        "--admin".into(),
+                        format!("127.0.0.1:{admin}"),
+                        "--proxy-token-key".into(),
+                        self.proxy_key_file.display().to_string(),
+                    ]
+                    .into_iter()
+                    .chain(tls)
+                    .collect(),
+                )?,
+            );
             m.edge_xds.push(format!("127.0.0.1:{xds}"));
             m.edge_admin.push(format!("127.0.0.1:{admin}"));
         }
@@ -436,11 +518,12 @@ impl Harness {
         let admin = free_port()?;
         let data = self.work.join("standalone-data");
         let flotilla = self.bins.flotilla.clone();
+        let tls = self.tls_args("edge-standalone");
         let proc = self.add_proc(
             "standalone",
             "standalone",
             &flotilla,
-            vec![
+            [
                 "standalone".into(),
                 "--dir".into(),
                 dir.display().to_string(),
@@ -456,7 +539,10 @@ impl Harness {
                 data.display().to_string(),
                 "--proxy-token-key".into(),
                 self.proxy_key_file.display().to_string(),
-            ],
+            ]
+            .into_iter()
+            .chain(tls)
+            .collect(),
         )?;
         self.solo = Some(Solo {
             proc,
@@ -488,7 +574,7 @@ impl Harness {
     async fn ready_problem(&self) -> Option<String> {
         if let Some(m) = &self.multi {
             for api in &m.store_api {
-                if self.http.status(&format!("http://{api}/readyz")).await != 200 {
+                if self.http.status(&self.http.url(api, "/readyz")).await != 200 {
                     return Some(format!("store {api} not ready"));
                 }
             }
@@ -496,7 +582,7 @@ impl Harness {
                 return Some("no Raft leader".into());
             }
             for admin in &m.edge_admin {
-                match self.http.json(&format!("http://{admin}/stats")).await {
+                match self.http.json(&self.http.url(admin, "/stats")).await {
                     Ok(v) if v["synced"].as_bool() == Some(true) => {}
                     Ok(_) => return Some(format!("edge {admin} not synced")),
                     Err(e) => return Some(e),
@@ -504,7 +590,7 @@ impl Harness {
             }
         }
         if let Some(s) = &self.solo {
-            if self.http.status(&format!("http://{}/readyz", s.api)).await != 200 {
+            if self.http.status(&self.http.url(&s.api, "/readyz")).await != 200 {
                 return Some("standalone not ready".into());
             }
         }
@@ -661,6 +747,7 @@ impl Harness {
             self.cache.interner().clone(),
         ));
         let shared = Shared {
+            connector: self.connector.clone(),
             recorder: recorder.clone(),
             cache: self.cache.clone(),
             connect_permits: Arc::new(tokio::sync::Semaphore::new(
@@ -710,6 +797,11 @@ impl Harness {
                 .args(["--node-id", &format!("envoy-{g}")])
                 .arg("--token-key")
                 .arg(&self.proxy_key_file)
+                .args(
+                    self.certs
+                        .iter()
+                        .flat_map(|c| ["--tls-ca".into(), c.join("ca.pem").into_os_string()]),
+                )
                 .output()
                 .context("running flotilla bootstrap")?;
             if !out.status.success() {
@@ -1006,7 +1098,7 @@ impl Harness {
         let mut n = 0;
         let multi = self.multi.iter().flat_map(|m| m.edge_admin.iter());
         for a in multi.chain(self.solo.as_ref().map(|s| &s.admin)) {
-            if let Ok(v) = self.http.json(&format!("http://{a}/stats")).await {
+            if let Ok(v) = self.http.json(&self.http.url(a, "/stats")).await {
                 n += v["streams"].as_u64().unwrap_or(0);
             }
         }

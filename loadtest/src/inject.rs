@@ -171,7 +171,7 @@ impl Harness {
                 let token = rng
                     .random_bool(0.5)
                     .then(|| self.proxy_key.token(&token_of));
-                let outcome = intrude(&edge, &target, token.as_deref()).await;
+                let outcome = intrude(&self.connector, &edge, &target, token.as_deref()).await;
                 let what = format!(
                     "{edge}: names {target} with {}: {outcome}",
                     if token.is_some() {
@@ -333,15 +333,23 @@ pub struct Intrusion {
 }
 
 /// Opens a delta stream to `edge` naming `gateway`, with `token` as its proxy token.
-async fn intrude(edge: &str, gateway: &str, token: Option<&str>) -> Outcome {
+async fn intrude(
+    connector: &flotilla_net::Connector,
+    edge: &str,
+    gateway: &str,
+    token: Option<&str>,
+) -> Outcome {
     use envoy_types::pb::envoy::config::core::v3::Node;
     use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
     use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
     use futures::StreamExt;
     let attempt = async {
-        let mut client = AggregatedDiscoveryServiceClient::connect(format!("http://{edge}"))
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{edge}"))
+            .map_err(|_| Outcome::Unreachable)?
+            .connect_with_connector(connector.clone())
             .await
             .map_err(|_| Outcome::Unreachable)?;
+        let mut client = AggregatedDiscoveryServiceClient::new(channel);
         let first = DeltaDiscoveryRequest {
             node: Some(Node {
                 id: "intruder".into(),

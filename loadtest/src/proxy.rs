@@ -85,6 +85,8 @@ pub struct Shared {
     /// Bounds concurrent connection attempts: a storm of 10k SYNs overflows the edge's
     /// listen backlog (seen at 5k+), so at most this many handshakes run at once.
     pub connect_permits: Arc<Semaphore>,
+    /// Dials the edges: plaintext, or TLS when the run's parts have certificates.
+    pub connector: flotilla_net::Connector,
 }
 
 /// Runs the proxy until `shutdown`.
@@ -137,7 +139,7 @@ async fn session(
             .map_err(|e| e.to_string())?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
-            .connect()
+            .connect_with_connector(shared.connector.clone().connect_timeout(CONNECT_TIMEOUT))
             .await
             .map_err(|e| format!("connect {addr}: {e}"))?
     };

@@ -41,6 +41,9 @@ pub fn envoy_gateways(total: u32, n: u32) -> Vec<u32> {
 pub async fn load(s: &Scenario, opts: &RunOpts) -> Result<Report> {
     let ui = Ui::new(opts.progress);
     let mut h = Harness::new(opts.bins.clone(), opts.work.clone(), opts.seed, ui.clone())?;
+    if s.tls {
+        h.enable_tls()?;
+    }
     let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
     h.start_sampler();
     let mut clusters = Vec::new();

@@ -97,6 +97,9 @@ pub struct Scenario {
     pub settle_timeout: Duration,
     /// Connection attempts in flight at once (connect storms overflow the listen backlog).
     pub max_concurrent_connects: u32,
+    /// Every Flotilla part with certificates (`flotilla certs`): Raft and the watch over mTLS,
+    /// proxies and the API over TLS.
+    pub tls: bool,
     pub faults: Vec<FaultAt>,
 }
 
@@ -117,6 +120,7 @@ impl Default for Scenario {
             warmup_timeout: Duration::from_secs(120),
             settle_timeout: Duration::from_secs(60),
             max_concurrent_connects: 256,
+            tls: false,
             faults: Vec::new(),
         }
     }

@@ -1,7 +1,8 @@
 //! The chaos run: faults at random (kill -9 of stores, the leader, edges, agents; leader
 //! SIGSTOP; nats-server and standalone restarts; poison inputs) while routes and services
 //! churn, then the checks (no event lost or applied twice, every replica's digest equals the
-//! fold of the files, every proxy holds the final state, revisions never go back).
+//! fold of the files, every proxy holds the final state, revisions never go back, no intruder
+//! proxy is served another gateway), every part running with TLS.
 //!
 //! Two minutes by default; `LOADTEST_CHAOS_DURATION=30m cargo test -p flotilla-loadtest --test
 //! chaos` runs it as long as asked (`LOADTEST_SEED` repeats a run).
@@ -12,8 +13,11 @@ mod common;
 fn chaos_run_passes_every_check() {
     let out = tempfile::tempdir().expect("tempdir");
     let duration = std::env::var("LOADTEST_CHAOS_DURATION").unwrap_or_else(|_| "2m".into());
+    // With certificates: Raft between the stores and the edges' watch over mTLS, proxies and the
+    // API over TLS, through every kill, stop and restart.
     let mut args = vec![
         "--chaos".to_string(),
+        "--tls".into(),
         "--preset".into(),
         "smoke".into(),
         "--duration".into(),
