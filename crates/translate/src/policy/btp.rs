@@ -7,7 +7,7 @@
 //! closest parent policy, which then says so.
 
 use super::status::{AncestorRef, PolicyStatus};
-use super::{is_kind, policies_in, Target};
+use super::{invalid_duration, is_kind, policies_in, Target};
 use crate::index::Index;
 use flotilla_model::gateway::{Gateway, ParentReference};
 use flotilla_model::{Kind, Object, ResourceKey, GATEWAY_GROUP};
@@ -103,6 +103,28 @@ fn route_kind(t: &Target) -> Option<Kind> {
     ROUTE_KINDS.into_iter().find(|k| k.as_str() == t.kind)
 }
 
+/// Why a policy's fields cannot be translated, if that is cheap to tell (the durations Envoy
+/// Gateway parses while translating; the other fields are checked when translated).
+pub(crate) fn invalid(spec: &Value) -> Option<String> {
+    invalid_duration(
+        spec,
+        &[
+            ("/timeout/tcp/connectTimeout", "ConnectTimeout", "Timeout"),
+            (
+                "/timeout/http/connectionIdleTimeout",
+                "ConnectionIdleTimeout",
+                "Timeout",
+            ),
+            (
+                "/timeout/http/maxConnectionDuration",
+                "MaxConnectionDuration",
+                "Timeout",
+            ),
+            ("/timeout/http/requestTimeout", "RequestTimeout", "Timeout"),
+        ],
+    )
+}
+
 /// Attaches every BackendTrafficPolicy of `cluster` to the gateways `gateways` (those this
 /// controller translates) and their routes, and computes their statuses.
 pub(crate) fn attach(
@@ -127,6 +149,7 @@ pub(crate) fn attach(
         .map(|p| PolicyStatus::new(p.generation))
         .collect();
     let mut out = BtpResult::default();
+    let invalid: Vec<Option<String>> = policies.iter().map(|p| invalid(p.spec)).collect();
     // The first policy naming each Gateway / listener (before conflicts), for merges.
     let mut gw_policy: BTreeMap<(ResourceKey, Option<String>), ResourceKey> = BTreeMap::new();
     for (p, ts) in policies.iter().zip(&targets) {
@@ -154,7 +177,12 @@ pub(crate) fn attach(
 
     // Passes 1 and 2: policies naming a route rule, then a whole route.
     for rule_pass in [true, false] {
-        for ((p, ts), st) in policies.iter().zip(&targets).zip(statuses.iter_mut()) {
+        for (((p, ts), st), bad) in policies
+            .iter()
+            .zip(&targets)
+            .zip(statuses.iter_mut())
+            .zip(&invalid)
+        {
             for t in ts {
                 let Some(kind) = route_kind(t) else { continue };
                 if t.section.is_some() != rule_pass {
@@ -223,7 +251,11 @@ pub(crate) fn attach(
                     }
                     continue;
                 }
-                if p.spec.get("mergeType").is_some_and(|m| !m.is_null()) {
+                if let Some(msg) = bad {
+                    for a in &ancestors {
+                        st.reject(a, "Invalid", msg);
+                    }
+                } else if p.spec.get("mergeType").is_some_and(|m| !m.is_null()) {
                     merge_into_parents(ix, &rk, &parents_gw, &gw_policy, &mut merged, st);
                 }
                 for a in &ancestors {
@@ -248,7 +280,12 @@ pub(crate) fn attach(
 
     // Passes 3 and 4: policies naming a listener, then a whole Gateway.
     for listener_pass in [true, false] {
-        for ((p, ts), st) in policies.iter().zip(&targets).zip(statuses.iter_mut()) {
+        for (((p, ts), st), bad) in policies
+            .iter()
+            .zip(&targets)
+            .zip(statuses.iter_mut())
+            .zip(&invalid)
+        {
             for t in ts.iter().filter(|t| is_kind(t, "Gateway")) {
                 if t.section.is_some() != listener_pass {
                     continue;
@@ -290,6 +327,9 @@ pub(crate) fn attach(
                 if let Some((reason, msg)) = err {
                     st.reject(&a, reason, &msg);
                     continue;
+                }
+                if let Some(msg) = bad {
+                    st.reject(&a, "Invalid", msg);
                 }
                 st.accept_if_unset(&a);
                 if p.targets.deprecated_target_ref {

@@ -5,7 +5,7 @@
 //! listener policies displace on some listeners is `Overridden` there.
 
 use super::status::{AncestorRef, PolicyStatus};
-use super::{is_kind, policies_in, PolicyRef};
+use super::{invalid_duration, is_kind, policies_in, PolicyRef};
 use crate::index::Index;
 use flotilla_model::gateway::Gateway;
 use flotilla_model::{Kind, ResourceKey};
@@ -41,6 +41,35 @@ pub(crate) struct CtpResult {
     pub statuses: BTreeMap<ResourceKey, Value>,
 }
 
+/// Why a policy's fields cannot be translated, if that is cheap to tell (the durations Envoy
+/// Gateway parses while translating a listener; the other fields are checked when translated).
+pub(crate) fn invalid(spec: &Value) -> Option<String> {
+    invalid_duration(
+        spec,
+        &[
+            ("/tcpKeepalive/idleTime", "IdleTime", "TCP KeepAlive"),
+            ("/tcpKeepalive/interval", "Interval", "TCP KeepAlive"),
+            (
+                "/connection/connectionLimit/closeDelay",
+                "CloseDelay",
+                "Connection",
+            ),
+            ("/timeout/tcp/idleTimeout", "TCP IdleTimeout", "Timeout"),
+            (
+                "/timeout/http/requestReceivedTimeout",
+                "HTTP RequestReceivedTimeout",
+                "Timeout",
+            ),
+            ("/timeout/http/idleTimeout", "HTTP IdleTimeout", "Timeout"),
+            (
+                "/timeout/http/streamIdleTimeout",
+                "HTTP StreamIdleTimeout",
+                "Timeout",
+            ),
+        ],
+    )
+}
+
 /// Attaches every ClientTrafficPolicy of `cluster` to the gateways `gateways` (those this
 /// controller translates) and computes their statuses.
 pub(crate) fn attach(
@@ -69,9 +98,10 @@ pub(crate) fn attach(
             .filter(|t| is_kind(t, "Gateway"))
             .collect::<Vec<_>>()
     };
+    let invalid: Vec<Option<String>> = policies.iter().map(|p| invalid(p.spec)).collect();
     // Pass 1: policies naming a listener; pass 2: those naming a whole Gateway.
     for with_section in [true, false] {
-        for (p, st) in policies.iter().zip(statuses.iter_mut()) {
+        for ((p, st), bad) in policies.iter().zip(statuses.iter_mut()).zip(&invalid) {
             for t in targets_of(p) {
                 if t.section.is_some() != with_section {
                     continue;
@@ -125,6 +155,9 @@ pub(crate) fn attach(
                             .gateways
                             .insert((*gw_key).clone(), p.key.clone());
                     }
+                }
+                if let Some(msg) = bad {
+                    st.reject(&anc, "Invalid", msg);
                 }
                 st.accept_if_unset(&anc);
                 if p.targets.deprecated_target_ref {

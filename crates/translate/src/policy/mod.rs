@@ -195,6 +195,19 @@ pub(crate) fn our_gateways<'a>(
         .collect()
 }
 
+/// The first invalid Go duration among `fields` of `spec` (each a JSON pointer, the name
+/// Envoy Gateway gives the field, and the section that wraps the error), as Envoy Gateway's
+/// condition message: `Section: invalid Name value V.` (its `Error2ConditionMsg` capitalizes
+/// and ends the sentence).
+pub(crate) fn invalid_duration(spec: &Value, fields: &[(&str, &str, &str)]) -> Option<String> {
+    fields.iter().find_map(|(pointer, name, section)| {
+        let v = spec.pointer(pointer)?.as_str()?;
+        crate::values::parse_go_duration(v)
+            .err()
+            .map(|_| format!("{section}: invalid {name} value {v}."))
+    })
+}
+
 /// Whether a target names a Gateway API object of `kind`.
 pub(crate) fn is_kind(t: &Target, kind: &str) -> bool {
     t.group == GATEWAY_GROUP && t.kind == kind

@@ -421,3 +421,30 @@ fn a_policy_added_or_deleted_later_updates_its_status_and_a_new_gateway_picks_it
     apply_all(&mut t, &[del]);
     assert!(t.status(&key(Kind::ClientTrafficPolicy, "p")).is_none());
 }
+
+#[test]
+fn a_bad_duration_is_invalid_but_still_holds_its_target() {
+    let bad = format!(
+        "{}\n  timeout: {{http: {{requestReceivedTimeout: 5sec}}}}",
+        refs("gw", None)
+    );
+    let t = build(&format!(
+        "{}{}{}",
+        mk_gateway("gw", "", &["http"]),
+        mk_policy("ClientTrafficPolicy", "bad", T0, &bad),
+        mk_policy("ClientTrafficPolicy", "later", T1, &refs("gw", None)),
+    ));
+    let k = Kind::ClientTrafficPolicy;
+    assert_eq!(
+        ancestors(&t, k, "bad"),
+        vec![anc("gw", None, &[cond("Accepted", false, "Invalid")])]
+    );
+    assert_eq!(
+        message(&t, k, "bad", "Accepted"),
+        "Timeout: invalid HTTP RequestReceivedTimeout value 5sec."
+    );
+    assert_eq!(
+        ancestors(&t, k, "later"),
+        vec![anc("gw", None, &[cond("Accepted", false, "Conflicted")])]
+    );
+}
