@@ -238,6 +238,17 @@ impl Index {
         }
     }
 
+    /// Gateways a route (by key) attaches to, directly or through a ListenerSet.
+    pub fn gateways_of_route(&self, route: &ResourceKey, out: &mut BTreeSet<ResourceKey>) {
+        if let Some(r) = self.resources.get(route) {
+            for (e, target) in Self::edges(r) {
+                if e == Edge::RouteGateway {
+                    out.extend(self.parent_gateway(target));
+                }
+            }
+        }
+    }
+
     /// Gateways whose routes refer to a backend (a Service, ServiceImport or Backend: route
     /// edges record every backendRef under the Service-kind key of its namespace/name).
     fn gateways_of_service(&self, svc: &ResourceKey, out: &mut BTreeSet<ResourceKey>) {

@@ -239,17 +239,28 @@ impl Translator {
         }
         let key = r.key.clone();
         if let Some(old) = self.index.insert(r.clone()) {
-            self.index.affected_gateways(&old, &mut self.dirty);
+            self.mark_affected(&old);
         }
-        self.index.affected_gateways(&r, &mut self.dirty);
+        self.mark_affected(&r);
         self.dirty_status.insert(key);
     }
 
     fn delete(&mut self, key: &ResourceKey) {
         self.origins.remove(key);
         if let Some(old) = self.index.remove(key) {
-            self.index.affected_gateways(&old, &mut self.dirty);
+            self.mark_affected(&old);
             self.dirty_status.insert(key.clone());
+        }
+    }
+
+    /// Marks the gateways `r` can affect: the dependency index's edges, and for the policy
+    /// kinds, their targets (see [`policy::affected_gateways`]).
+    fn mark_affected(&mut self, r: &Resource) {
+        match r.key.kind {
+            Kind::ClientTrafficPolicy | Kind::BackendTrafficPolicy => {
+                policy::affected_gateways(&self.index, r, &mut self.dirty)
+            }
+            _ => self.index.affected_gateways(r, &mut self.dirty),
         }
     }
 

@@ -20,7 +20,7 @@ pub(crate) mod status;
 
 use crate::index::{selector_matches, Index};
 use crate::values::Age;
-use flotilla_model::{Kind, Object, ResourceKey, GATEWAY_GROUP};
+use flotilla_model::{Kind, Object, Resource, ResourceKey, GATEWAY_GROUP};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use serde::Deserialize;
 use serde_json::Value;
@@ -193,6 +193,42 @@ pub(crate) fn our_gateways<'a>(
             _ => None,
         })
         .collect()
+}
+
+/// The gateways a policy (in its current or previous form) can affect: those it names, those
+/// of the routes it names, and (a selector may match any of them) every gateway of the cluster
+/// when it has a selector. Policy statuses themselves are recomputed per cluster (see
+/// `Translator::recompute`); this edge is what retranslates the gateways a policy configures.
+pub(crate) fn affected_gateways(ix: &Index, r: &Resource, out: &mut BTreeSet<ResourceKey>) {
+    let Object::Extension(_, o) = &r.object else {
+        return;
+    };
+    let k = &r.key;
+    let targets = PolicyTargets::parse(&o.spec);
+    if !targets.selectors.is_empty() {
+        out.extend(ix.gateways_in(&k.cluster).cloned());
+        return;
+    }
+    for t in &targets.refs {
+        if t.group != GATEWAY_GROUP {
+            continue;
+        }
+        match Kind::parse(&t.kind) {
+            Some(Kind::Gateway) => {
+                out.insert(ResourceKey::new(
+                    &k.cluster,
+                    Kind::Gateway,
+                    &k.namespace,
+                    &t.name,
+                ));
+            }
+            Some(kind) if btp::ROUTE_KINDS.contains(&kind) => {
+                let route = ResourceKey::new(&k.cluster, kind, &k.namespace, &t.name);
+                ix.gateways_of_route(&route, out);
+            }
+            _ => {}
+        }
+    }
 }
 
 /// The first invalid Go duration among `fields` of `spec` (each a JSON pointer, the name

@@ -448,3 +448,34 @@ fn a_bad_duration_is_invalid_but_still_holds_its_target() {
         vec![anc("gw", None, &[cond("Accepted", false, "Conflicted")])]
     );
 }
+
+#[test]
+fn a_policy_change_marks_only_the_gateways_of_its_targets() {
+    let mut t = build(&format!(
+        "{}{}{}",
+        mk_gateway("gw-a", "", &["http"]),
+        mk_gateway("gw-b", "", &["http"]),
+        mk_route("r", "[{name: gw-b}]", &["rule-1"]),
+    ));
+    let route_ref = "  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r}]";
+    for e in events(
+        "c1",
+        &format!(
+            "{}{}",
+            mk_policy("ClientTrafficPolicy", "c", T0, &refs("gw-a", None)),
+            mk_policy("BackendTrafficPolicy", "b", T0, route_ref)
+        ),
+    ) {
+        t.apply(&e).unwrap();
+    }
+    let dirty: Vec<&str> = t.dirty.iter().map(|k| k.name.as_str()).collect();
+    assert_eq!(dirty, vec!["gw-a", "gw-b"]);
+    t.recompute();
+    assert!(t.dirty.is_empty());
+    // A selector may match any gateway: every gateway of the cluster.
+    let sel = "  targetSelectors: [{kind: Gateway, matchLabels: {x: y}}]";
+    for e in events("c1", &mk_policy("ClientTrafficPolicy", "s", T0, sel)) {
+        t.apply(&e).unwrap();
+    }
+    assert_eq!(t.dirty.len(), 2);
+}
