@@ -316,7 +316,7 @@ impl Index {
     }
 
     /// The Gateway a route parent stands for: itself, or a ListenerSet's parent Gateway.
-    fn parent_gateway(&self, parent: ResourceKey) -> Option<ResourceKey> {
+    pub fn parent_gateway(&self, parent: ResourceKey) -> Option<ResourceKey> {
         if parent.kind != Kind::ListenerSet {
             return Some(parent);
         }

@@ -7,6 +7,7 @@
 use super::status::{AncestorRef, PolicyStatus};
 use super::{invalid_duration, is_kind, policies_in, PolicyRef};
 use crate::index::Index;
+use crate::listener::listener_sets;
 use flotilla_model::gateway::Gateway;
 use flotilla_model::{Kind, ResourceKey};
 use serde_json::Value;
@@ -19,17 +20,32 @@ pub(crate) struct CtpAttachment {
     listeners: BTreeMap<(ResourceKey, String), ResourceKey>,
     /// gateway -> the policy attached to the whole Gateway.
     gateways: BTreeMap<ResourceKey, ResourceKey>,
+    /// (ListenerSet, listener name) -> the policy attached to that listener by `sectionName`.
+    set_listeners: BTreeMap<(ResourceKey, String), ResourceKey>,
+    /// ListenerSet -> the policy attached to the whole ListenerSet.
+    sets: BTreeMap<ResourceKey, ResourceKey>,
 }
 
 impl CtpAttachment {
-    /// The policy that configures listener `listener` of gateway `gw`: the one naming the
-    /// listener, else the one naming the Gateway.
+    /// The policy that configures listener `listener` of gateway `gw`, or of its ListenerSet
+    /// `set`: the one naming the listener, else the one naming its ListenerSet, else the one
+    /// naming the Gateway.
     // The next step (translating the policies' fields) calls this; until then only tests do.
     #[cfg_attr(not(test), allow(dead_code))]
-    pub fn for_listener(&self, gw: &ResourceKey, listener: &str) -> Option<&ResourceKey> {
-        self.listeners
-            .get(&(gw.clone(), listener.to_string()))
-            .or_else(|| self.gateways.get(gw))
+    pub fn for_listener(
+        &self,
+        gw: &ResourceKey,
+        set: Option<&ResourceKey>,
+        listener: &str,
+    ) -> Option<&ResourceKey> {
+        let own = match set {
+            Some(ls) => self
+                .set_listeners
+                .get(&(ls.clone(), listener.to_string()))
+                .or_else(|| self.sets.get(ls)),
+            None => self.listeners.get(&(gw.clone(), listener.to_string())),
+        };
+        own.or_else(|| self.gateways.get(gw))
     }
 }
 
@@ -39,6 +55,14 @@ pub(crate) struct CtpResult {
     pub attachment: CtpAttachment,
     /// The status of every ClientTrafficPolicy of the cluster.
     pub statuses: BTreeMap<ResourceKey, Value>,
+}
+
+/// An attachment point: a Gateway or one of its (accepted) ListenerSets.
+struct Owner<'a> {
+    key: ResourceKey,
+    /// The Gateway it belongs to.
+    gateway: ResourceKey,
+    listeners: Vec<&'a str>,
 }
 
 /// Why a policy's fields cannot be translated, if that is cheap to tell (the durations Envoy
@@ -71,7 +95,12 @@ pub(crate) fn invalid(spec: &Value) -> Option<String> {
 }
 
 /// Attaches every ClientTrafficPolicy of `cluster` to the gateways `gateways` (those this
-/// controller translates) and computes their statuses.
+/// controller translates) and their ListenerSets, and computes their statuses.
+///
+/// Envoy Gateway's order: first the policies naming a listener (of a Gateway or of a
+/// ListenerSet), then those naming a whole ListenerSet, then those naming a whole Gateway; a
+/// wider policy keeps the listeners no narrower one took, and reports the others as
+/// `Overridden`.
 pub(crate) fn attach(
     ix: &Index,
     cluster: &str,
@@ -79,81 +108,154 @@ pub(crate) fn attach(
     controller: &str,
 ) -> CtpResult {
     let policies = policies_in(ix, cluster, Kind::ClientTrafficPolicy);
-    let gw_by_nn: BTreeMap<(&str, &str), (&ResourceKey, &Gateway)> = gateways
-        .iter()
-        .map(|(k, g)| ((k.namespace.as_str(), k.name.as_str()), (*k, *g)))
-        .collect();
+    let mut owners: BTreeMap<(Kind, &str, &str), Owner> = BTreeMap::new();
+    for (k, g) in gateways {
+        owners.insert(
+            (Kind::Gateway, k.namespace.as_str(), k.name.as_str()),
+            Owner {
+                key: (*k).clone(),
+                gateway: (*k).clone(),
+                listeners: g.spec.listeners.iter().map(|l| l.name.as_str()).collect(),
+            },
+        );
+        for set in listener_sets(ix, k, g).into_iter().filter(|s| s.allowed) {
+            let Some(r) = ix.resources.get(&set.key) else {
+                continue;
+            };
+            owners.insert(
+                (
+                    Kind::ListenerSet,
+                    r.key.namespace.as_str(),
+                    r.key.name.as_str(),
+                ),
+                Owner {
+                    key: set.key.clone(),
+                    gateway: (*k).clone(),
+                    listeners: set
+                        .ls
+                        .spec
+                        .listeners
+                        .iter()
+                        .map(|l| l.name.as_str())
+                        .collect(),
+                },
+            );
+        }
+    }
     let mut out = CtpResult::default();
     let mut statuses: Vec<PolicyStatus> = policies
         .iter()
         .map(|p| PolicyStatus::new(p.generation))
         .collect();
-    // Gateway -> sections taken ("/" stands for the whole Gateway, as in Envoy Gateway).
-    let mut taken: BTreeMap<ResourceKey, BTreeSet<String>> = BTreeMap::new();
-    const ALL: &str = "/";
+    // Per Gateway, the listeners taken by narrower policies: (owner, listener) for conflicts,
+    // and the listener names for the `Overridden` message. Per ListenerSet, the same.
+    let mut taken: BTreeSet<(ResourceKey, String)> = BTreeSet::new();
+    let mut overriding: BTreeMap<ResourceKey, BTreeSet<String>> = BTreeMap::new();
     let targets_of = |p: &PolicyRef| {
         p.targets
-            .resolve(ix, cluster, &p.key.namespace, &[Kind::Gateway])
+            .resolve(
+                ix,
+                cluster,
+                &p.key.namespace,
+                &[Kind::Gateway, Kind::ListenerSet],
+            )
             .into_iter()
-            .filter(|t| is_kind(t, "Gateway"))
+            .filter_map(|t| {
+                let kind = if is_kind(&t, "Gateway") {
+                    Kind::Gateway
+                } else if is_kind(&t, "ListenerSet") {
+                    Kind::ListenerSet
+                } else {
+                    return None;
+                };
+                Some((kind, t))
+            })
             .collect::<Vec<_>>()
     };
     let invalid: Vec<Option<String>> = policies.iter().map(|p| invalid(p.spec)).collect();
-    // Pass 1: policies naming a listener; pass 2: those naming a whole Gateway.
-    for with_section in [true, false] {
+    // Pass 1: a listener; pass 2: a whole ListenerSet; pass 3: a whole Gateway.
+    for pass in 0..3 {
         for ((p, st), bad) in policies.iter().zip(statuses.iter_mut()).zip(&invalid) {
-            for t in targets_of(p) {
-                if t.section.is_some() != with_section {
+            for (kind, t) in targets_of(p) {
+                let this_pass = match (&t.section, kind) {
+                    (Some(_), _) => 0,
+                    (None, Kind::ListenerSet) => 1,
+                    (None, _) => 2,
+                };
+                if this_pass != pass {
                     continue;
                 }
                 let ns = p.key.namespace.as_str();
-                let Some((gw_key, gw)) = gw_by_nn.get(&(ns, t.name.as_str())) else {
+                let Some(owner) = owners.get(&(kind, ns, t.name.as_str())) else {
                     continue;
                 };
-                let anc = AncestorRef::gateway(ns, &t.name, t.section.as_deref());
-                let s = taken.entry((*gw_key).clone()).or_default();
+                let anc = AncestorRef {
+                    kind: kind.as_str(),
+                    namespace: ns.to_string(),
+                    name: t.name.clone(),
+                    section: t.section.clone(),
+                };
                 match &t.section {
                     Some(section) => {
-                        if !gw.spec.listeners.iter().any(|l| l.name == *section) {
+                        if !owner.listeners.contains(&section.as_str()) {
                             st.reject(
                                 &anc,
                                 "TargetNotFound",
                                 &format!(
-                                    "No section name {section} found for Gateway {ns}/{}",
+                                    "No section name {section} found for {} {ns}/{}",
+                                    kind.as_str(),
                                     t.name
                                 ),
                             );
                             continue;
                         }
-                        if s.contains(section) {
+                        if !taken.insert((owner.key.clone(), section.clone())) {
                             st.reject(&anc, "Conflicted", &format!(
                                 "Unable to target section of {}, another ClientTrafficPolicy has already attached to it",
                                 t.name));
                             continue;
                         }
-                        s.insert(section.clone());
-                        out.attachment
-                            .listeners
-                            .insert(((*gw_key).clone(), section.clone()), p.key.clone());
+                        overriding
+                            .entry(owner.gateway.clone())
+                            .or_default()
+                            .insert(section.clone());
+                        overriding
+                            .entry(owner.key.clone())
+                            .or_default()
+                            .insert(section.clone());
+                        let map = match kind {
+                            Kind::ListenerSet => &mut out.attachment.set_listeners,
+                            _ => &mut out.attachment.listeners,
+                        };
+                        map.insert((owner.key.clone(), section.clone()), p.key.clone());
                     }
                     None => {
-                        if s.contains(ALL) {
+                        let whole = match kind {
+                            Kind::ListenerSet => &mut out.attachment.sets,
+                            _ => &mut out.attachment.gateways,
+                        };
+                        if whole.contains_key(&owner.key) {
                             st.reject(&anc, "Conflicted", &format!(
-                                "Unable to target Gateway {}, another ClientTrafficPolicy has already attached to it",
-                                t.name));
+                                "Unable to target {} {}, another ClientTrafficPolicy has already attached to it",
+                                kind.as_str(), t.name));
                             continue;
                         }
-                        if !s.is_empty() {
-                            // BTreeSet iterates sorted, as Envoy Gateway sorts the sections.
+                        whole.insert(owner.key.clone(), p.key.clone());
+                        if let Some(s) = overriding.get(&owner.key).filter(|s| !s.is_empty()) {
+                            // A BTreeSet iterates sorted, as Envoy Gateway sorts the sections.
                             let sections: Vec<&str> = s.iter().map(String::as_str).collect();
                             st.set(&anc, "Overridden", true, "Overridden", &format!(
                                 "There are existing ClientTrafficPolicies that are overriding these sections [{}]",
                                 sections.join(" ")));
                         }
-                        s.insert(ALL.to_string());
-                        out.attachment
-                            .gateways
-                            .insert((*gw_key).clone(), p.key.clone());
+                        if kind == Kind::ListenerSet {
+                            // The whole ListenerSet displaces a Gateway-wide policy there.
+                            let names = owner.listeners.iter().map(|l| l.to_string());
+                            overriding
+                                .entry(owner.gateway.clone())
+                                .or_default()
+                                .extend(names);
+                        }
                     }
                 }
                 if let Some(msg) = bad {

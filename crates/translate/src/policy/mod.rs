@@ -196,7 +196,7 @@ pub(crate) fn our_gateways<'a>(
 }
 
 /// The gateways a policy (in its current or previous form) can affect: those it names, those
-/// of the routes it names, and (a selector may match any of them) every gateway of the cluster
+/// of the ListenerSets and routes it names, and (a selector may match any of them) every gateway of the cluster
 /// when it has a selector. Policy statuses themselves are recomputed per cluster (see
 /// `Translator::recompute`); this edge is what retranslates the gateways a policy configures.
 pub(crate) fn affected_gateways(ix: &Index, r: &Resource, out: &mut BTreeSet<ResourceKey>) {
@@ -221,6 +221,10 @@ pub(crate) fn affected_gateways(ix: &Index, r: &Resource, out: &mut BTreeSet<Res
                     &k.namespace,
                     &t.name,
                 ));
+            }
+            Some(Kind::ListenerSet) => {
+                let set = ResourceKey::new(&k.cluster, Kind::ListenerSet, &k.namespace, &t.name);
+                out.extend(ix.parent_gateway(set));
             }
             Some(kind) if btp::ROUTE_KINDS.contains(&kind) => {
                 let route = ResourceKey::new(&k.cluster, kind, &k.namespace, &t.name);

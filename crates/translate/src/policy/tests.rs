@@ -180,8 +180,8 @@ fn ctp_listener_policy_beats_gateway_policy_and_later_ones_conflict() {
     );
     let a = ctp_attachment(&t);
     let gw = key(Kind::Gateway, "gw");
-    assert_eq!(a.for_listener(&gw, "http"), Some(&key(k, "http")));
-    assert_eq!(a.for_listener(&gw, "admin"), Some(&key(k, "wide")));
+    assert_eq!(a.for_listener(&gw, None, "http"), Some(&key(k, "http")));
+    assert_eq!(a.for_listener(&gw, None, "admin"), Some(&key(k, "wide")));
 }
 
 #[test]
@@ -267,7 +267,7 @@ fn creation_timestamps_compare_as_times_not_text() {
         ),
     ));
     assert_eq!(
-        ctp_attachment(&t).for_listener(&key(Kind::Gateway, "gw"), "http"),
+        ctp_attachment(&t).for_listener(&key(Kind::Gateway, "gw"), None, "http"),
         Some(&key(k, "c"))
     );
 }
@@ -478,4 +478,63 @@ fn a_policy_change_marks_only_the_gateways_of_its_targets() {
         t.apply(&e).unwrap();
     }
     assert_eq!(t.dirty.len(), 2);
+}
+
+fn mk_set(name: &str, gw: &str, listeners: &[(&str, u16)]) -> String {
+    let ls: String = listeners
+        .iter()
+        .map(|(l, port)| format!("  - {{name: {l}, port: {port}, protocol: HTTP}}\n"))
+        .collect();
+    format!("---\napiVersion: gateway.networking.k8s.io/v1\nkind: ListenerSet\nmetadata: {{name: {name}, namespace: infra}}\nspec:\n  parentRef: {{name: {gw}}}\n  listeners:\n{ls}")
+}
+
+#[test]
+fn ctp_listener_set_policies_beat_the_gateway_wide_one_on_their_listeners() {
+    let gw = "---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: infra}\nspec:\n  gatewayClassName: eg\n  allowedListeners: {namespaces: {from: Same}}\n  listeners:\n  - {name: core, port: 80, protocol: HTTP}\n";
+    let ls_ref = |section: &str| {
+        format!("  targetRefs: [{{group: gateway.networking.k8s.io, kind: ListenerSet, name: ext{section}}}]")
+    };
+    let t = build(&format!(
+        "{gw}{}{}{}{}",
+        mk_set("ext", "gw", &[("a", 8081), ("b", 8082)]),
+        mk_policy("ClientTrafficPolicy", "gw-wide", T0, &refs("gw", None)),
+        mk_policy("ClientTrafficPolicy", "set-wide", T1, &ls_ref("")),
+        mk_policy(
+            "ClientTrafficPolicy",
+            "set-a",
+            T2,
+            &ls_ref(", sectionName: a")
+        ),
+    ));
+    let k = Kind::ClientTrafficPolicy;
+    assert_eq!(
+        message(&t, k, "gw-wide", "Overridden"),
+        "There are existing ClientTrafficPolicies that are overriding these sections [a b]"
+    );
+    assert_eq!(
+        message(&t, k, "set-wide", "Overridden"),
+        "There are existing ClientTrafficPolicies that are overriding these sections [a]"
+    );
+    assert_eq!(
+        ancestors(&t, k, "set-a")
+            .into_iter()
+            .map(|a| (a.gateway, a.section, a.conds))
+            .collect::<Vec<_>>(),
+        vec![(
+            "ext".to_string(),
+            Some("a".to_string()),
+            [accepted()].into_iter().collect()
+        )]
+    );
+    let a = ctp_attachment(&t);
+    let (gwk, set) = (key(Kind::Gateway, "gw"), key(Kind::ListenerSet, "ext"));
+    assert_eq!(
+        a.for_listener(&gwk, Some(&set), "a"),
+        Some(&key(k, "set-a"))
+    );
+    assert_eq!(
+        a.for_listener(&gwk, Some(&set), "b"),
+        Some(&key(k, "set-wide"))
+    );
+    assert_eq!(a.for_listener(&gwk, None, "core"), Some(&key(k, "gw-wide")));
 }
