@@ -65,6 +65,44 @@ struct Owner<'a> {
     listeners: Vec<&'a str>,
 }
 
+/// A plain-HTTP listener of a gateway, named as Envoy Gateway names its IR listener
+/// (`ns/gateway/listener`, or `ns/gateway/set-ns/set/listener` for a ListenerSet's).
+struct HttpListener {
+    owner: ResourceKey,
+    name: String,
+    port: i32,
+    ir_name: String,
+}
+
+/// Envoy Gateway's `validatePortOverlapForClientTrafficPolicy`: plain-HTTP listeners that
+/// share a port share one Envoy listener, so a policy may not configure one of them alone.
+/// A policy on a whole Gateway or ListenerSet may cover the others when they are its own
+/// (their IR names start with its prefix).
+fn port_overlap(
+    all: &[HttpListener],
+    owner: &ResourceKey,
+    listener: &str,
+    whole: bool,
+) -> Option<String> {
+    let me = all
+        .iter()
+        .find(|l| l.owner == *owner && l.name == listener)?;
+    let others = all
+        .iter()
+        .filter(|o| o.ir_name != me.ir_name && o.port == me.port);
+    let prefix = format!("{}/", &me.ir_name[..me.ir_name.rfind('/').unwrap_or(0)]);
+    let names: Vec<&str> = others
+        .filter(|o| !whole || !o.ir_name.starts_with(&prefix))
+        .map(|o| o.ir_name.as_str())
+        .collect();
+    (!names.is_empty()).then(|| {
+        format!(
+            "ClientTrafficPolicy is being applied to multiple http (non https) listeners ({}) on the same port, which is not allowed.",
+            names.join(", ")
+        )
+    })
+}
+
 /// Why a policy's fields cannot be translated, if that is cheap to tell (the durations Envoy
 /// Gateway parses while translating a listener; the other fields are checked when translated).
 pub(crate) fn invalid(spec: &Value) -> Option<String> {
@@ -109,7 +147,17 @@ pub(crate) fn attach(
 ) -> CtpResult {
     let policies = policies_in(ix, cluster, Kind::ClientTrafficPolicy);
     let mut owners: BTreeMap<(Kind, &str, &str), Owner> = BTreeMap::new();
+    let mut http: BTreeMap<ResourceKey, Vec<HttpListener>> = BTreeMap::new();
     for (k, g) in gateways {
+        let gw_http = http.entry((*k).clone()).or_default();
+        for l in g.spec.listeners.iter().filter(|l| l.protocol == "HTTP") {
+            gw_http.push(HttpListener {
+                owner: (*k).clone(),
+                name: l.name.clone(),
+                port: l.port,
+                ir_name: format!("{}/{}/{}", k.namespace, k.name, l.name),
+            });
+        }
         owners.insert(
             (Kind::Gateway, k.namespace.as_str(), k.name.as_str()),
             Owner {
@@ -122,6 +170,23 @@ pub(crate) fn attach(
             let Some(r) = ix.resources.get(&set.key) else {
                 continue;
             };
+            for l in set
+                .ls
+                .spec
+                .listeners
+                .iter()
+                .filter(|l| l.protocol == "HTTP")
+            {
+                gw_http.push(HttpListener {
+                    owner: set.key.clone(),
+                    name: l.name.clone(),
+                    port: l.port,
+                    ir_name: format!(
+                        "{}/{}/{}/{}/{}",
+                        k.namespace, k.name, set.key.namespace, set.key.name, l.name
+                    ),
+                });
+            }
             owners.insert(
                 (
                     Kind::ListenerSet,
@@ -195,6 +260,7 @@ pub(crate) fn attach(
                     name: t.name.clone(),
                     section: t.section.clone(),
                 };
+                let overlap;
                 match &t.section {
                     Some(section) => {
                         if !owner.listeners.contains(&section.as_str()) {
@@ -215,6 +281,7 @@ pub(crate) fn attach(
                                 t.name));
                             continue;
                         }
+                        overlap = port_overlap(&http[&owner.gateway], &owner.key, section, false);
                         overriding
                             .entry(owner.gateway.clone())
                             .or_default()
@@ -241,6 +308,15 @@ pub(crate) fn attach(
                             continue;
                         }
                         whole.insert(owner.key.clone(), p.key.clone());
+                        let errs: Vec<String> = owner
+                            .listeners
+                            .iter()
+                            .filter(|l| !taken.contains(&(owner.key.clone(), l.to_string())))
+                            .filter_map(|l| {
+                                port_overlap(&http[&owner.gateway], &owner.key, l, true)
+                            })
+                            .collect();
+                        overlap = (!errs.is_empty()).then(|| errs.join("\n"));
                         if let Some(s) = overriding.get(&owner.key).filter(|s| !s.is_empty()) {
                             // A BTreeSet iterates sorted, as Envoy Gateway sorts the sections.
                             let sections: Vec<&str> = s.iter().map(String::as_str).collect();
@@ -258,7 +334,7 @@ pub(crate) fn attach(
                         }
                     }
                 }
-                if let Some(msg) = bad {
+                if let Some(msg) = overlap.as_ref().or(bad.as_ref()) {
                     st.reject(&anc, "Invalid", msg);
                 }
                 st.accept_if_unset(&anc);

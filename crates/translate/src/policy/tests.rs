@@ -538,3 +538,31 @@ fn ctp_listener_set_policies_beat_the_gateway_wide_one_on_their_listeners() {
     );
     assert_eq!(a.for_listener(&gwk, None, "core"), Some(&key(k, "gw-wide")));
 }
+
+#[test]
+fn ctp_on_one_of_two_plain_http_listeners_sharing_a_port_is_invalid() {
+    let gw = "---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: infra}\nspec:\n  gatewayClassName: eg\n  listeners:\n  - {name: a, port: 80, protocol: HTTP, hostname: a.example}\n  - {name: b, port: 80, protocol: HTTP, hostname: b.example}\n";
+    let t = build(&format!(
+        "{gw}{}{}",
+        mk_policy("ClientTrafficPolicy", "on-a", T0, &refs("gw", Some("a"))),
+        mk_policy("ClientTrafficPolicy", "wide", T0, &refs("gw", None)),
+    ));
+    let k = Kind::ClientTrafficPolicy;
+    assert_eq!(
+        ancestors(&t, k, "on-a"),
+        vec![anc("gw", Some("a"), &[cond("Accepted", false, "Invalid")])]
+    );
+    assert_eq!(
+        message(&t, k, "on-a", "Accepted"),
+        "ClientTrafficPolicy is being applied to multiple http (non https) listeners (infra/gw/b) on the same port, which is not allowed."
+    );
+    // The whole Gateway may cover both: they are its own.
+    assert_eq!(
+        ancestors(&t, k, "wide"),
+        vec![anc(
+            "gw",
+            None,
+            &[accepted(), cond("Overridden", true, "Overridden")]
+        )]
+    );
+}
