@@ -9,6 +9,7 @@
 use super::status::{AncestorRef, PolicyStatus};
 use super::{invalid_duration, is_kind, policies_in, Target};
 use crate::index::Index;
+use crate::listener::listener_sets;
 use flotilla_model::gateway::{Gateway, ParentReference};
 use flotilla_model::{Kind, Object, ResourceKey, GATEWAY_GROUP};
 use serde_json::Value;
@@ -30,15 +31,18 @@ pub(crate) struct BtpAttachment {
     rules: BTreeMap<(ResourceKey, String), ResourceKey>,
     /// route -> the policy attached to the whole route.
     routes: BTreeMap<ResourceKey, ResourceKey>,
-    /// (gateway, listener name) -> the policy attached to that listener.
+    /// (Gateway or ListenerSet, listener name) -> the policy attached to that listener.
     listeners: BTreeMap<(ResourceKey, String), ResourceKey>,
-    /// gateway -> the policy attached to the whole Gateway.
-    gateways: BTreeMap<ResourceKey, ResourceKey>,
+    /// Gateway or ListenerSet -> the policy attached to all of it.
+    owners: BTreeMap<ResourceKey, ResourceKey>,
 }
 
 impl BtpAttachment {
     /// The policy that configures rule `rule` (its name, if it has one) of `route` as served
-    /// by listener `listener` of gateway `gw`: the most specific attached policy.
+    /// by listener `listener` of gateway `gw` (of its ListenerSet `set`, if the listener is
+    /// one's): the most specific attached policy. Envoy Gateway's `LookupBTPRoutingType`
+    /// order: rule, route, ListenerSet listener, ListenerSet, Gateway listener (for the
+    /// Gateway's own listeners only: the two are siblings), Gateway.
     // The next step (translating the policies' fields) calls this; until then only tests do.
     #[cfg_attr(not(test), allow(dead_code))]
     pub fn for_route_rule(
@@ -46,12 +50,21 @@ impl BtpAttachment {
         route: &ResourceKey,
         rule: Option<&str>,
         gw: &ResourceKey,
+        set: Option<&ResourceKey>,
         listener: &str,
     ) -> Option<&ResourceKey> {
+        let in_listener = |owner: &ResourceKey| {
+            self.listeners
+                .get(&(owner.clone(), listener.to_string()))
+                .or_else(|| match owner.kind {
+                    Kind::ListenerSet => self.owners.get(owner),
+                    _ => None,
+                })
+        };
         rule.and_then(|r| self.rules.get(&(route.clone(), r.to_string())))
             .or_else(|| self.routes.get(route))
-            .or_else(|| self.listeners.get(&(gw.clone(), listener.to_string())))
-            .or_else(|| self.gateways.get(gw))
+            .or_else(|| in_listener(set.unwrap_or(gw)))
+            .or_else(|| self.owners.get(gw))
     }
 }
 
@@ -138,7 +151,43 @@ pub(crate) fn attach(
         .iter()
         .map(|(k, g)| ((k.namespace.as_str(), k.name.as_str()), (*k, *g)))
         .collect();
-    let mut kinds = vec![Kind::Gateway];
+    // Attachment points: Gateways and their accepted ListenerSets, by (kind, namespace, name).
+    let mut owners: BTreeMap<(Kind, String, String), Owner> = BTreeMap::new();
+    for (k, g) in gateways {
+        let sets: Vec<_> = listener_sets(ix, k, g)
+            .into_iter()
+            .filter(|s| s.allowed)
+            .collect();
+        for set in &sets {
+            owners.insert(
+                (
+                    Kind::ListenerSet,
+                    set.key.namespace.clone(),
+                    set.key.name.clone(),
+                ),
+                Owner {
+                    key: set.key.clone(),
+                    listeners: set
+                        .ls
+                        .spec
+                        .listeners
+                        .iter()
+                        .map(|l| l.name.clone())
+                        .collect(),
+                    sets: vec![],
+                },
+            );
+        }
+        owners.insert(
+            (Kind::Gateway, k.namespace.clone(), k.name.clone()),
+            Owner {
+                key: (*k).clone(),
+                listeners: g.spec.listeners.iter().map(|l| l.name.clone()).collect(),
+                sets: sets.into_iter().map(|s| s.key).collect(),
+            },
+        );
+    }
+    let mut kinds = vec![Kind::Gateway, Kind::ListenerSet];
     kinds.extend(ROUTE_KINDS);
     let targets: Vec<Vec<Target>> = policies
         .iter()
@@ -195,22 +244,32 @@ pub(crate) fn attach(
                 let mut ancestors = Vec::new();
                 let mut parents_gw: Vec<(ResourceKey, Option<String>)> = Vec::new();
                 for pr in info.parents {
-                    if pr.group.as_deref().unwrap_or(GATEWAY_GROUP) != GATEWAY_GROUP
-                        || pr.kind.as_deref().unwrap_or("Gateway") != "Gateway"
-                    {
+                    let kind = match pr.kind.as_deref().unwrap_or("Gateway") {
+                        "Gateway" => Kind::Gateway,
+                        "ListenerSet" => Kind::ListenerSet,
+                        _ => continue,
+                    };
+                    if pr.group.as_deref().unwrap_or(GATEWAY_GROUP) != GATEWAY_GROUP {
                         continue;
                     }
                     let ns = pr.namespace.as_deref().unwrap_or(&rk.namespace);
-                    let Some((gk, _)) = gw_by_nn.get(&(ns, pr.name.as_str())) else {
+                    let Some(owner) = owners.get(&(kind, ns.to_string(), pr.name.clone())) else {
                         continue;
                     };
-                    let a = AncestorRef::gateway(ns, &pr.name, pr.section_name.as_deref());
+                    let a = AncestorRef {
+                        kind: kind.as_str(),
+                        namespace: ns.to_string(),
+                        name: pr.name.clone(),
+                        section: pr.section_name.clone(),
+                    };
                     if !ancestors.contains(&a) {
                         ancestors.push(a);
                     }
-                    parents_gw.push(((*gk).clone(), pr.section_name.clone()));
+                    if kind == Kind::Gateway {
+                        parents_gw.push((owner.key.clone(), pr.section_name.clone()));
+                    }
                     route_children
-                        .entry(((*gk).clone(), pr.section_name.clone()))
+                        .entry((owner.key.clone(), pr.section_name.clone()))
                         .or_default()
                         .insert(format!("{}/{}", rk.namespace, rk.name));
                 }
@@ -278,33 +337,48 @@ pub(crate) fn attach(
         }
     }
 
-    // Passes 3 and 4: policies naming a listener, then a whole Gateway.
-    for listener_pass in [true, false] {
+    // Passes 3 to 6: policies naming a ListenerSet listener, a whole ListenerSet, a Gateway
+    // listener, a whole Gateway.
+    for (kind, listener_pass) in [
+        (Kind::ListenerSet, true),
+        (Kind::ListenerSet, false),
+        (Kind::Gateway, true),
+        (Kind::Gateway, false),
+    ] {
         for (((p, ts), st), bad) in policies
             .iter()
             .zip(&targets)
             .zip(statuses.iter_mut())
             .zip(&invalid)
         {
-            for t in ts.iter().filter(|t| is_kind(t, "Gateway")) {
+            for t in ts.iter().filter(|t| is_kind(t, kind.as_str())) {
                 if t.section.is_some() != listener_pass {
                     continue;
                 }
                 let ns = p.key.namespace.as_str();
-                let Some((gk, g)) = gw_by_nn.get(&(ns, t.name.as_str())) else {
+                let Some(owner) = owners.get(&(kind, ns.to_string(), t.name.clone())) else {
                     continue;
                 };
-                let gk = (*gk).clone();
-                let a = AncestorRef::gateway(ns, &t.name, t.section.as_deref());
+                let ok = owner.key.clone();
+                let a = AncestorRef {
+                    kind: kind.as_str(),
+                    namespace: ns.to_string(),
+                    name: t.name.clone(),
+                    section: t.section.clone(),
+                };
                 let err = match &t.section {
-                    Some(s) if !g.spec.listeners.iter().any(|l| l.name == *s) => Some((
+                    Some(s) if !owner.listeners.contains(s) => Some((
                         "TargetNotFound",
-                        format!("No section name {s} found for Gateway {ns}/{}", t.name),
+                        format!(
+                            "No section name {s} found for {} {ns}/{}",
+                            kind.as_str(),
+                            t.name
+                        ),
                     )),
                     Some(s) => {
                         if !claim(
                             &mut out.attachment.listeners,
-                            (gk.clone(), s.clone()),
+                            (ok.clone(), s.clone()),
                             p.key,
                         ) {
                             Some(("Conflicted", format!(
@@ -315,10 +389,10 @@ pub(crate) fn attach(
                         }
                     }
                     None => {
-                        if !claim(&mut out.attachment.gateways, gk.clone(), p.key) {
+                        if !claim(&mut out.attachment.owners, ok.clone(), p.key) {
                             Some(("Conflicted", format!(
-                                "Unable to target Gateway {}, another BackendTrafficPolicy has already attached to it",
-                                t.name)))
+                                "Unable to target {} {}, another BackendTrafficPolicy has already attached to it",
+                                kind.as_str(), t.name)))
                         } else {
                             None
                         }
@@ -335,57 +409,86 @@ pub(crate) fn attach(
                 if p.targets.deprecated_target_ref {
                     st.warn_deprecated(&a, &[("spec.targetRef", "spec.targetRefs")]);
                 }
-                // What displaces this policy: listener policies (for a Gateway-wide one) and
-                // route policies attached below it, less the routes merged into it.
-                let scopes: Vec<Option<String>> = match &t.section {
-                    Some(s) => vec![Some(s.clone())],
+                // What displaces this policy: narrower policies below it, and the policies of
+                // routes attached below it (less the routes merged into it).
+                let mut scopes: Vec<(ResourceKey, Option<String>)> = match &t.section {
+                    Some(s) => vec![(ok.clone(), Some(s.clone()))],
                     None => std::iter::once(None)
-                        .chain(g.spec.listeners.iter().map(|l| Some(l.name.clone())))
+                        .chain(owner.listeners.iter().cloned().map(Some))
+                        .map(|s| (ok.clone(), s))
                         .collect(),
                 };
+                if kind == Kind::ListenerSet && t.section.is_some() {
+                    // Envoy Gateway counts the ListenerSet's section-less routes here too.
+                    scopes.push((ok.clone(), None));
+                }
+                let mut gateway_listeners = BTreeSet::new();
+                let mut sets = BTreeSet::new();
+                let mut set_listeners = BTreeSet::new();
+                if t.section.is_none() {
+                    for l in &owner.listeners {
+                        if out
+                            .attachment
+                            .listeners
+                            .contains_key(&(ok.clone(), l.clone()))
+                        {
+                            let name = format!("{ns}/{}/{l}", t.name);
+                            match kind {
+                                Kind::ListenerSet => set_listeners.insert(name),
+                                _ => gateway_listeners.insert(name),
+                            };
+                        }
+                    }
+                    for set in &owner.sets {
+                        if out.attachment.owners.contains_key(set) {
+                            sets.insert(format!("{}/{}", set.namespace, set.name));
+                        }
+                        if let Some(so) = owners.get(&(
+                            Kind::ListenerSet,
+                            set.namespace.clone(),
+                            set.name.clone(),
+                        )) {
+                            for l in &so.listeners {
+                                if out
+                                    .attachment
+                                    .listeners
+                                    .contains_key(&(set.clone(), l.clone()))
+                                {
+                                    set_listeners
+                                        .insert(format!("{}/{}/{l}", set.namespace, set.name));
+                                }
+                                scopes.push((set.clone(), Some(l.clone())));
+                            }
+                            scopes.push((set.clone(), None));
+                        }
+                    }
+                }
                 let merged_here: BTreeSet<String> = merged
-                    .get(&(gk.clone(), t.section.clone()))
+                    .get(&(ok.clone(), t.section.clone()))
                     .cloned()
                     .unwrap_or_default();
                 let routes: BTreeSet<String> = scopes
                     .iter()
-                    .filter_map(|s| route_children.get(&(gk.clone(), s.clone())))
+                    .filter_map(|s| route_children.get(s))
                     .flatten()
                     .filter(|r| !merged_here.contains(*r))
                     .cloned()
                     .collect();
-                let listeners: Vec<String> = match &t.section {
-                    Some(_) => vec![],
-                    None => g
-                        .spec
-                        .listeners
-                        .iter()
-                        .filter(|l| {
-                            out.attachment
-                                .listeners
-                                .contains_key(&(gk.clone(), l.name.clone()))
-                        })
-                        .map(|l| format!("{ns}/{}/{}", t.name, l.name))
-                        .collect::<BTreeSet<_>>()
-                        .into_iter()
-                        .collect(),
-                };
                 if !merged_here.is_empty() {
-                    let m: Vec<&str> = merged_here.iter().map(String::as_str).collect();
                     st.set(&a, "Merged", true, "Merged", &format!(
                         "This policy is being merged by other backendTrafficPolicies for these routes: [{}]",
-                        m.join(" ")));
+                        join(&merged_here)));
                 }
                 let mut parts = Vec::new();
-                if !listeners.is_empty() {
-                    parts.push(format!(
-                        "these gateway listeners: [{}]",
-                        listeners.join(" ")
-                    ));
-                }
-                if !routes.is_empty() {
-                    let r: Vec<&str> = routes.iter().map(String::as_str).collect();
-                    parts.push(format!("these routes: [{}]", r.join(" ")));
+                for (what, names) in [
+                    ("gateway listeners", &gateway_listeners),
+                    ("listenersets", &sets),
+                    ("listenerset listeners", &set_listeners),
+                    ("routes", &routes),
+                ] {
+                    if !names.is_empty() {
+                        parts.push(format!("these {what}: [{}]", join(names)));
+                    }
                 }
                 if !parts.is_empty() {
                     st.set(
@@ -406,6 +509,23 @@ pub(crate) fn attach(
         out.statuses.insert(p.key.clone(), st.to_json(controller));
     }
     out
+}
+
+/// Names joined by spaces, as Go prints a sorted `[]string` inside `[...]`.
+fn join(names: &BTreeSet<String>) -> String {
+    names
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// An attachment point: a Gateway or one of its accepted ListenerSets.
+struct Owner {
+    key: ResourceKey,
+    listeners: Vec<String>,
+    /// For a Gateway, its ListenerSets.
+    sets: Vec<ResourceKey>,
 }
 
 /// Attaches `policy` at `slot` unless an earlier policy holds it; whether it did.

@@ -346,19 +346,19 @@ fn btp_most_specific_target_wins_rule_route_listener_gateway() {
         key(Kind::HTTPRoute, "r2"),
     );
     assert_eq!(
-        a.for_route_rule(&r1, Some("rule-1"), &gw, "http"),
+        a.for_route_rule(&r1, Some("rule-1"), &gw, None, "http"),
         Some(&key(k, "rule"))
     );
     assert_eq!(
-        a.for_route_rule(&r1, Some("rule-2"), &gw, "http"),
+        a.for_route_rule(&r1, Some("rule-2"), &gw, None, "http"),
         Some(&key(k, "route"))
     );
     assert_eq!(
-        a.for_route_rule(&r2, Some("rule-1"), &gw, "http"),
+        a.for_route_rule(&r2, Some("rule-1"), &gw, None, "http"),
         Some(&key(k, "listener"))
     );
     assert_eq!(
-        a.for_route_rule(&r2, None, &gw, "admin"),
+        a.for_route_rule(&r2, None, &gw, None, "admin"),
         Some(&key(k, "gw-wide"))
     );
 }
@@ -564,5 +564,53 @@ fn ctp_on_one_of_two_plain_http_listeners_sharing_a_port_is_invalid() {
             None,
             &[accepted(), cond("Overridden", true, "Overridden")]
         )]
+    );
+}
+
+#[test]
+fn btp_on_a_listener_set_sits_between_routes_and_the_gateway() {
+    let gw = "---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: infra}\nspec:\n  gatewayClassName: eg\n  allowedListeners: {namespaces: {from: Same}}\n  listeners:\n  - {name: core, port: 80, protocol: HTTP}\n";
+    let ls_ref = |section: &str| {
+        format!("  targetRefs: [{{group: gateway.networking.k8s.io, kind: ListenerSet, name: ext{section}}}]")
+    };
+    let t = build(&format!(
+        "{gw}{}{}{}{}{}",
+        mk_set("ext", "gw", &[("a", 8081), ("b", 8082)]),
+        mk_route("on-set", "[{kind: ListenerSet, name: ext}]", &["rule-1"]),
+        mk_policy("BackendTrafficPolicy", "gw-wide", T0, &refs("gw", None)),
+        mk_policy("BackendTrafficPolicy", "set-wide", T0, &ls_ref("")),
+        mk_policy(
+            "BackendTrafficPolicy",
+            "set-a",
+            T0,
+            &ls_ref(", sectionName: a")
+        ),
+    ));
+    let k = Kind::BackendTrafficPolicy;
+    assert_eq!(
+        message(&t, k, "gw-wide", "Overridden"),
+        "This policy is being overridden by other backendTrafficPolicies for these listenersets: [infra/ext] and these listenerset listeners: [infra/ext/a]"
+    );
+    assert_eq!(
+        message(&t, k, "set-wide", "Overridden"),
+        "This policy is being overridden by other backendTrafficPolicies for these listenerset listeners: [infra/ext/a]"
+    );
+    let a = btp_attachment(&t);
+    let (gwk, set, r) = (
+        key(Kind::Gateway, "gw"),
+        key(Kind::ListenerSet, "ext"),
+        key(Kind::HTTPRoute, "on-set"),
+    );
+    assert_eq!(
+        a.for_route_rule(&r, None, &gwk, Some(&set), "a"),
+        Some(&key(k, "set-a"))
+    );
+    assert_eq!(
+        a.for_route_rule(&r, None, &gwk, Some(&set), "b"),
+        Some(&key(k, "set-wide"))
+    );
+    assert_eq!(
+        a.for_route_rule(&r, None, &gwk, None, "core"),
+        Some(&key(k, "gw-wide"))
     );
 }
