@@ -7,7 +7,7 @@
 //! closest parent policy, which then says so.
 
 use super::status::{AncestorRef, PolicyStatus};
-use super::{invalid_duration, is_kind, policies_in, Target};
+use super::{is_kind, policies_in, FieldErrors, Target};
 use crate::index::Index;
 use crate::listener::listener_sets;
 use flotilla_model::gateway::{Gateway, ParentReference};
@@ -116,26 +116,78 @@ fn route_kind(t: &Target) -> Option<Kind> {
     ROUTE_KINDS.into_iter().find(|k| k.as_str() == t.kind)
 }
 
-/// Why a policy's fields cannot be translated, if that is cheap to tell (the durations Envoy
-/// Gateway parses while translating; the other fields are checked when translated).
+/// Why a policy's fields cannot be translated, if that is cheap to tell: Envoy Gateway's
+/// checks of durations and numbers while translating (the other fields are checked when they
+/// are translated).
 pub(crate) fn invalid(spec: &Value) -> Option<String> {
-    invalid_duration(
+    let mut e = FieldErrors::default();
+    for (pointer, name) in [
+        ("/circuitBreaker/maxConnections", "MaxConnections"),
+        ("/circuitBreaker/maxPendingRequests", "MaxPendingRequests"),
+        ("/circuitBreaker/maxParallelRequests", "MaxParallelRequests"),
+        ("/circuitBreaker/maxParallelRetries", "MaxParallelRetries"),
+        (
+            "/circuitBreaker/maxRequestsPerConnection",
+            "MaxRequestsPerConnection",
+        ),
+    ] {
+        if let Some(n) = spec.pointer(pointer).and_then(Value::as_i64) {
+            if u32::try_from(n).is_err() {
+                e.add("CircuitBreaker", format!("invalid {name} value {n}"));
+            }
+        }
+    }
+    if let Some(n) = spec
+        .pointer("/loadBalancer/consistentHash/tableSize")
+        .and_then(Value::as_u64)
+    {
+        // Envoy's Maglev table size: a prime no larger than 5000011.
+        if n > 5_000_011 || !is_prime(n) {
+            e.add(
+                "LoadBalancer",
+                format!("ConsistentHash: invalid TableSize value {n}"),
+            );
+        }
+    }
+    let backoff = |f: &str| {
+        spec.pointer(&format!("/retry/perRetry/backoff/{f}"))
+            .and_then(Value::as_str)
+            .and_then(|v| crate::values::parse_go_duration(v).ok())
+    };
+    if let Some(base) = backoff("baseInterval") {
+        if base.is_zero() {
+            e.add("Retry", "baseInterval cannot be set to 0s".into());
+        } else if backoff("maxInterval").is_some_and(|max| max < base) {
+            e.add(
+                "Retry",
+                "maxInterval cannot be less than baseInterval".into(),
+            );
+        }
+    }
+    e.durations(
         spec,
+        "Timeout",
         &[
-            ("/timeout/tcp/connectTimeout", "ConnectTimeout", "Timeout"),
+            ("/timeout/tcp/connectTimeout", "ConnectTimeout"),
             (
                 "/timeout/http/connectionIdleTimeout",
                 "ConnectionIdleTimeout",
-                "Timeout",
             ),
             (
                 "/timeout/http/maxConnectionDuration",
                 "MaxConnectionDuration",
-                "Timeout",
             ),
-            ("/timeout/http/requestTimeout", "RequestTimeout", "Timeout"),
+            ("/timeout/http/requestTimeout", "RequestTimeout"),
         ],
-    )
+    );
+    e.message()
+}
+
+fn is_prime(n: u64) -> bool {
+    n >= 2
+        && (2..)
+            .take_while(|d| d * d <= n)
+            .all(|d| !n.is_multiple_of(d))
 }
 
 /// Attaches every BackendTrafficPolicy of `cluster` to the gateways `gateways` (those this

@@ -5,7 +5,7 @@
 //! listener policies displace on some listeners is `Overridden` there.
 
 use super::status::{AncestorRef, PolicyStatus};
-use super::{invalid_duration, is_kind, policies_in, PolicyRef};
+use super::{is_kind, policies_in, FieldErrors, PolicyRef};
 use crate::index::Index;
 use crate::listener::listener_sets;
 use flotilla_model::gateway::Gateway;
@@ -103,33 +103,82 @@ fn port_overlap(
     })
 }
 
-/// Why a policy's fields cannot be translated, if that is cheap to tell (the durations Envoy
-/// Gateway parses while translating a listener; the other fields are checked when translated).
+/// Why a policy's fields cannot be translated, if that is cheap to tell: Envoy Gateway's
+/// checks of durations and numeric ranges while translating a listener, in its order (the
+/// other fields are checked when they are translated).
 pub(crate) fn invalid(spec: &Value) -> Option<String> {
-    invalid_duration(
+    const U32: (f64, f64) = (0.0, 4_294_967_295.0);
+    const WINDOW: (f64, f64) = (65_535.0, 2_147_483_647.0);
+    let mut e = FieldErrors::default();
+    e.durations(
         spec,
+        "TCP KeepAlive",
         &[
-            ("/tcpKeepalive/idleTime", "IdleTime", "TCP KeepAlive"),
-            ("/tcpKeepalive/interval", "Interval", "TCP KeepAlive"),
-            (
-                "/connection/connectionLimit/closeDelay",
-                "CloseDelay",
-                "Connection",
-            ),
-            ("/timeout/tcp/idleTimeout", "TCP IdleTimeout", "Timeout"),
+            ("/tcpKeepalive/idleTime", "IdleTime"),
+            ("/tcpKeepalive/interval", "Interval"),
+        ],
+    );
+    e.quantity_range(
+        spec,
+        "Connection",
+        "/connection/bufferLimit",
+        "BufferLimit",
+        U32,
+    );
+    e.durations(
+        spec,
+        "Connection",
+        &[("/connection/connectionLimit/closeDelay", "CloseDelay")],
+    );
+    e.durations(
+        spec,
+        "Timeout",
+        &[
+            ("/timeout/tcp/idleTimeout", "TCP IdleTimeout"),
             (
                 "/timeout/http/requestReceivedTimeout",
                 "HTTP RequestReceivedTimeout",
-                "Timeout",
             ),
-            ("/timeout/http/idleTimeout", "HTTP IdleTimeout", "Timeout"),
-            (
-                "/timeout/http/streamIdleTimeout",
-                "HTTP StreamIdleTimeout",
-                "Timeout",
-            ),
+            ("/timeout/http/idleTimeout", "HTTP IdleTimeout"),
+            ("/timeout/http/streamIdleTimeout", "HTTP StreamIdleTimeout"),
         ],
-    )
+    );
+    if let Some(v) = spec.pointer("/headers/maxRequestHeaderLimit") {
+        let text = v
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| v.to_string());
+        match crate::values::parse_quantity(&text) {
+            Some(q) if q < 1024.0 => e.add(
+                "Headers",
+                format!("MaxRequestHeaderLimit value {text} must be at least 1Ki"),
+            ),
+            Some(q) if q > 8192.0 * 1024.0 => e.add(
+                "Headers",
+                format!("MaxRequestHeaderLimit value {text} exceeds the maximum of 8192Ki"),
+            ),
+            Some(_) => {}
+            None => e.add(
+                "Headers",
+                format!("invalid MaxRequestHeaderLimit value {text}"),
+            ),
+        }
+    }
+    e.quantity_range(
+        spec,
+        "HTTP2",
+        "/http2/initialStreamWindowSize",
+        "InitialStreamWindowSize",
+        WINDOW,
+    );
+    e.quantity_range(
+        spec,
+        "HTTP2",
+        "/http2/initialConnectionWindowSize",
+        "InitialConnectionWindowSize",
+        WINDOW,
+    );
+    e.message()
 }
 
 /// Attaches every ClientTrafficPolicy of `cluster` to the gateways `gateways` (those this

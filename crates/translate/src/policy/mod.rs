@@ -235,17 +235,72 @@ pub(crate) fn affected_gateways(ix: &Index, r: &Resource, out: &mut BTreeSet<Res
     }
 }
 
-/// The first invalid Go duration among `fields` of `spec` (each a JSON pointer, the name
-/// Envoy Gateway gives the field, and the section that wraps the error), as Envoy Gateway's
-/// condition message: `Section: invalid Name value V.` (its `Error2ConditionMsg` capitalizes
-/// and ends the sentence).
-pub(crate) fn invalid_duration(spec: &Value, fields: &[(&str, &str, &str)]) -> Option<String> {
-    fields.iter().find_map(|(pointer, name, section)| {
-        let v = spec.pointer(pointer)?.as_str()?;
-        crate::values::parse_go_duration(v)
-            .err()
-            .map(|_| format!("{section}: invalid {name} value {v}."))
-    })
+/// Field errors of a policy, grouped by the section of the spec Envoy Gateway wraps them in,
+/// in the order it translates them; [`FieldErrors::message`] is its condition message.
+#[derive(Default)]
+pub(crate) struct FieldErrors(Vec<(&'static str, Vec<String>)>);
+
+impl FieldErrors {
+    pub fn add(&mut self, section: &'static str, error: String) {
+        match self.0.iter_mut().find(|(s, _)| *s == section) {
+            Some((_, errs)) => errs.push(error),
+            None => self.0.push((section, vec![error])),
+        }
+    }
+
+    /// Invalid Go durations among `fields` (JSON pointer, Envoy Gateway's field name).
+    pub fn durations(&mut self, spec: &Value, section: &'static str, fields: &[(&str, &str)]) {
+        for (pointer, name) in fields {
+            if let Some(v) = spec.pointer(pointer).and_then(Value::as_str) {
+                if crate::values::parse_go_duration(v).is_err() {
+                    self.add(section, format!("invalid {name} value {v}"));
+                }
+            }
+        }
+    }
+
+    /// A quantity outside `min..=max`, in Envoy Gateway's words.
+    pub fn quantity_range(
+        &mut self,
+        spec: &Value,
+        section: &'static str,
+        pointer: &str,
+        name: &str,
+        (min, max): (f64, f64),
+    ) {
+        let Some(v) = spec.pointer(pointer) else {
+            return;
+        };
+        let text = match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        match crate::values::parse_quantity(&text) {
+            Some(q) if q >= min && q <= max => {}
+            _ => self.add(
+                section,
+                format!("{name} value {text} is out of range, must be between {min} and {max}"),
+            ),
+        }
+    }
+
+    /// Envoy Gateway's message: each section `Section: error\nerror`, sections one per line,
+    /// ended with a period (its `Error2ConditionMsg`).
+    pub fn message(&self) -> Option<String> {
+        if self.0.is_empty() {
+            return None;
+        }
+        let mut m = self
+            .0
+            .iter()
+            .map(|(s, errs)| format!("{s}: {}", errs.join("\n")))
+            .collect::<Vec<_>>()
+            .join("\n");
+        if !m.ends_with('.') {
+            m.push('.');
+        }
+        Some(m)
+    }
 }
 
 /// Whether a target names a Gateway API object of `kind`.

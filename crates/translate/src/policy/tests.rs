@@ -614,3 +614,25 @@ fn btp_on_a_listener_set_sits_between_routes_and_the_gateway() {
         Some(&key(k, "gw-wide"))
     );
 }
+
+#[test]
+fn field_errors_read_as_envoy_gateway_writes_them() {
+    let spec: Value = serde_json::json!({
+        "http2": {"initialStreamWindowSize": "1Ki", "initialConnectionWindowSize": "64Ki"},
+        "headers": {"maxRequestHeaderLimit": "512"},
+    });
+    assert_eq!(
+        ctp::invalid(&spec).as_deref(),
+        Some("Headers: MaxRequestHeaderLimit value 512 must be at least 1Ki\nHTTP2: InitialStreamWindowSize value 1Ki is out of range, must be between 65535 and 2147483647.")
+    );
+    let spec: Value = serde_json::json!({
+        "loadBalancer": {"consistentHash": {"tableSize": 1024}},
+        "retry": {"perRetry": {"backoff": {"baseInterval": "2s", "maxInterval": "1s"}}},
+    });
+    assert_eq!(
+        btp::invalid(&spec).as_deref(),
+        Some("LoadBalancer: ConsistentHash: invalid TableSize value 1024\nRetry: maxInterval cannot be less than baseInterval.")
+    );
+    let ok: Value = serde_json::json!({"loadBalancer": {"consistentHash": {"tableSize": 65537}}});
+    assert_eq!(btp::invalid(&ok), None);
+}
