@@ -121,6 +121,36 @@ fn route_kind(t: &Target) -> Option<Kind> {
 /// are translated).
 pub(crate) fn invalid(spec: &Value) -> Option<String> {
     let mut e = FieldErrors::default();
+    if let Some(v) = spec.pointer("/connection/bufferLimit") {
+        let text = v
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| v.to_string());
+        match crate::values::parse_quantity(&text) {
+            Some(q) if q.fract() != 0.0 => e.add(
+                "BackendConnection",
+                format!("invalid BufferLimit value {text}"),
+            ),
+            // Envoy Gateway prints the value in Kubernetes' canonical form (`1000G` as `1T`);
+            // this prints it as written.
+            Some(q) if !(0.0..=4_294_967_295.0).contains(&q) => e.add(
+                "BackendConnection",
+                format!("BufferLimit value {text} is out of range"),
+            ),
+            Some(_) => {}
+            None => e.add(
+                "BackendConnection",
+                format!("invalid BufferLimit value {text}"),
+            ),
+        }
+    }
+    e.quantity_range(
+        spec,
+        "RequestBuffer",
+        "/requestBuffer/limit",
+        "limit",
+        (0.0, 4_294_967_295.0),
+    );
     for (pointer, name) in [
         ("/circuitBreaker/maxConnections", "MaxConnections"),
         ("/circuitBreaker/maxPendingRequests", "MaxPendingRequests"),
