@@ -238,6 +238,17 @@ impl Index {
         }
     }
 
+    /// Gateways a route (by key) attaches to, directly or through a ListenerSet.
+    pub fn gateways_of_route(&self, route: &ResourceKey, out: &mut BTreeSet<ResourceKey>) {
+        if let Some(r) = self.resources.get(route) {
+            for (e, target) in Self::edges(r) {
+                if e == Edge::RouteGateway {
+                    out.extend(self.parent_gateway(target));
+                }
+            }
+        }
+    }
+
     /// Gateways whose routes refer to a backend (a Service, ServiceImport or Backend: route
     /// edges record every backendRef under the Service-kind key of its namespace/name).
     fn gateways_of_service(&self, svc: &ResourceKey, out: &mut BTreeSet<ResourceKey>) {
@@ -305,7 +316,7 @@ impl Index {
     }
 
     /// The Gateway a route parent stands for: itself, or a ListenerSet's parent Gateway.
-    fn parent_gateway(&self, parent: ResourceKey) -> Option<ResourceKey> {
+    pub fn parent_gateway(&self, parent: ResourceKey) -> Option<ResourceKey> {
         if parent.kind != Kind::ListenerSet {
             return Some(parent);
         }

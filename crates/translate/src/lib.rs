@@ -17,6 +17,7 @@ mod index;
 mod l4route;
 mod listener;
 mod options;
+mod policy;
 mod refgrant;
 mod runtime;
 mod session;
@@ -238,17 +239,28 @@ impl Translator {
         }
         let key = r.key.clone();
         if let Some(old) = self.index.insert(r.clone()) {
-            self.index.affected_gateways(&old, &mut self.dirty);
+            self.mark_affected(&old);
         }
-        self.index.affected_gateways(&r, &mut self.dirty);
+        self.mark_affected(&r);
         self.dirty_status.insert(key);
     }
 
     fn delete(&mut self, key: &ResourceKey) {
         self.origins.remove(key);
         if let Some(old) = self.index.remove(key) {
-            self.index.affected_gateways(&old, &mut self.dirty);
+            self.mark_affected(&old);
             self.dirty_status.insert(key.clone());
+        }
+    }
+
+    /// Marks the gateways `r` can affect: the dependency index's edges, and for the policy
+    /// kinds, their targets (see [`policy::affected_gateways`]).
+    fn mark_affected(&mut self, r: &Resource) {
+        match r.key.kind {
+            Kind::ClientTrafficPolicy | Kind::BackendTrafficPolicy => {
+                policy::affected_gateways(&self.index, r, &mut self.dirty)
+            }
+            _ => self.index.affected_gateways(r, &mut self.dirty),
         }
     }
 
@@ -265,6 +277,21 @@ impl Translator {
         // (cluster, namespace) of BackendTLSPolicies whose status may have changed.
         let mut tls_ns_touched: BTreeSet<(String, String)> = BTreeSet::new();
         let dirty = std::mem::take(&mut self.dirty);
+        // Clusters whose ClientTrafficPolicy/BackendTrafficPolicy statuses may have changed:
+        // a gateway or route of theirs was retranslated, or a policy changed.
+        let mut policy_clusters: BTreeSet<String> =
+            dirty.iter().map(|k| k.cluster.clone()).collect();
+        policy_clusters.extend(
+            self.dirty_status
+                .iter()
+                .filter(|k| {
+                    matches!(
+                        k.kind,
+                        Kind::ClientTrafficPolicy | Kind::BackendTrafficPolicy
+                    )
+                })
+                .map(|k| k.cluster.clone()),
+        );
         for gw_key in dirty {
             let id = gw_key.gateway_id();
             let gw = match self.index.resources.get(&gw_key).map(|r| &r.object) {
@@ -365,6 +392,12 @@ impl Translator {
                         self.set_status(&key, None, &mut changes);
                     }
                 }
+                // A deleted policy loses its status; a present one is recomputed below.
+                Kind::ClientTrafficPolicy | Kind::BackendTrafficPolicy
+                    if !self.index.resources.contains_key(&key) =>
+                {
+                    self.set_status(&key, None, &mut changes);
+                }
                 Kind::Backend => {
                     let status = match self.index.resources.get(&key).map(|r| &r.object) {
                         Some(Object::Backend(b)) => {
@@ -389,6 +422,9 @@ impl Translator {
                 }
                 _ => {}
             }
+        }
+        for cluster in policy_clusters {
+            self.policy_statuses(&cluster, &mut changes);
         }
         for (cluster, ns) in tls_ns_touched {
             let ancestors = |policy: &ResourceKey| -> Vec<serde_json::Value> {
@@ -419,6 +455,20 @@ impl Translator {
             self.set_status(&route, status, &mut changes);
         }
         changes
+    }
+
+    /// Recomputes the status of every ClientTrafficPolicy and BackendTrafficPolicy of
+    /// `cluster` (their attachment depends on every policy of the kind: precedence).
+    fn policy_statuses(&mut self, cluster: &str, changes: &mut Changes) {
+        let is_ours = |g: &flotilla_model::gateway::Gateway| {
+            self.class_is_ours(cluster, &g.spec.gateway_class_name)
+        };
+        let gateways = policy::our_gateways(&self.index, cluster, &is_ours);
+        let ctp = policy::ctp::attach(&self.index, cluster, &gateways, CONTROLLER_NAME);
+        let btp = policy::btp::attach(&self.index, cluster, &gateways, CONTROLLER_NAME);
+        for (key, status) in ctp.statuses.into_iter().chain(btp.statuses) {
+            self.set_status(&key, Some(status), changes);
+        }
     }
 
     /// Replaces the statuses gateway `gw` decided for other resources with `statuses`.

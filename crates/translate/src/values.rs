@@ -229,6 +229,38 @@ fn leading_fraction(s: &[u8]) -> (u64, u64, &[u8]) {
     (x, scale, &s[end..])
 }
 
+/// A Kubernetes `resource.Quantity` (`128Ki`, `1G`, `1.5M`, `100m`) as a number: decimal
+/// suffixes (k, M, G, T, P, E), binary ones (Ki … Ei), `m` (milli) and exponents (`1e3`).
+/// `None` when it is not a quantity. The value is exact for every integer a policy field can
+/// hold (f64 holds integers to 2^53; the policy limits are below 2^33).
+pub fn parse_quantity(input: &str) -> Option<f64> {
+    let s = input.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
+        .unwrap_or(s.len());
+    let (num, suffix) = s.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let mult = match suffix {
+        "" => 1.0,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        "Ki" => 1024.0,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        "Ei" => 1024f64.powi(6),
+        e if e.starts_with(['e', 'E']) => 10f64.powi(e[1..].parse().ok()?),
+        _ => return None,
+    };
+    Some(n * mult)
+}
+
 /// Go's `time.quote`: double quotes, `"` and `\` escaped, bytes of non-ASCII or control
 /// characters as `\xNN`.
 fn go_quote(s: &str) -> String {

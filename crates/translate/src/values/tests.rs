@@ -178,3 +178,16 @@ fn missing_timestamps_are_oldest_then_namespace_slash_name() {
     assert!(Age::of(&none, &key("a", "x")) < Age::of(&none, &key("a", "y")));
     assert!(Age::of(&none, &key("a", "x")) < Age::of(&none, &key("b", "a")));
 }
+
+#[test]
+fn quantities_parse_with_kubernetes_suffixes() {
+    assert_eq!(parse_quantity("1Ki"), Some(1024.0));
+    assert_eq!(parse_quantity("8192Ki"), Some(8_388_608.0));
+    assert_eq!(parse_quantity("100G"), Some(1e11));
+    assert_eq!(parse_quantity("1.5M"), Some(1_500_000.0));
+    assert_eq!(parse_quantity("512"), Some(512.0));
+    assert_eq!(parse_quantity("100m"), Some(0.1));
+    assert_eq!(parse_quantity("1e3"), Some(1000.0));
+    assert_eq!(parse_quantity("10mib"), None);
+    assert_eq!(parse_quantity(""), None);
+}
