@@ -156,9 +156,7 @@ pub async fn chaos(s: &Scenario, duration: Duration, opts: &RunOpts) -> Result<R
     ));
 
     // Faults: every kind, in a random order, round after round.
-    let mut kinds: Vec<FaultKind> = FaultKind::PROCESS
-        .into_iter()
-        .chain(FaultKind::POISON)
+    let mut kinds: Vec<FaultKind> = FaultKind::all()
         .filter(|k| !opts.exclude_faults.contains(k))
         .collect();
     if kinds.is_empty() {

@@ -48,7 +48,7 @@ impl FaultKind {
         FaultKind::NatsRestart,
         FaultKind::StandaloneRestart,
     ];
-    pub const POISON: [FaultKind; 8] = [
+    pub const POISON: [FaultKind; 7] = [
         FaultKind::PoisonDeepConfigmap,
         FaultKind::PoisonDuplicateKey,
         FaultKind::PoisonBom,
@@ -56,8 +56,17 @@ impl FaultKind {
         FaultKind::PoisonHuge,
         FaultKind::PoisonBadRegex,
         FaultKind::PoisonGarbage,
-        FaultKind::IntruderProxy,
     ];
+    /// Hostile clients (they must be refused; nothing else may notice).
+    pub const ATTACK: [FaultKind; 1] = [FaultKind::IntruderProxy];
+
+    /// Every kind: process faults, poison inputs, attacks.
+    pub fn all() -> impl Iterator<Item = FaultKind> {
+        Self::PROCESS
+            .into_iter()
+            .chain(Self::POISON)
+            .chain(Self::ATTACK)
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -87,18 +96,10 @@ impl FaultKind {
 impl std::str::FromStr for FaultKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        FaultKind::PROCESS
-            .into_iter()
-            .chain(FaultKind::POISON)
-            .find(|k| k.name() == s)
-            .ok_or_else(|| {
-                let all: Vec<&str> = FaultKind::PROCESS
-                    .into_iter()
-                    .chain(FaultKind::POISON)
-                    .map(FaultKind::name)
-                    .collect();
-                format!("unknown fault {s:?} (known: {})", all.join(", "))
-            })
+        FaultKind::all().find(|k| k.name() == s).ok_or_else(|| {
+            let all: Vec<&str> = FaultKind::all().map(FaultKind::name).collect();
+            format!("unknown fault {s:?} (known: {})", all.join(", "))
+        })
     }
 }
 
@@ -126,7 +127,7 @@ mod tests {
 
     #[test]
     fn names_match_serde() {
-        for k in FaultKind::PROCESS.into_iter().chain(FaultKind::POISON) {
+        for k in FaultKind::all() {
             let s = serde_json::to_string(&k).unwrap();
             assert_eq!(s, format!("\"{}\"", k.name()));
             assert_eq!(k.is_poison(), k.name().starts_with("poison"));
