@@ -264,6 +264,10 @@ struct Harness {
     gw_rx: watch::Receiver<GatewaySnapshot>,
     /// The snapshot the stream was last given.
     current: GatewaySnapshot,
+    /// Every resource name of every snapshot the stream was given, per type: a resource the
+    /// proxy ACKed stays remembered until it ACKs its removal, so these bound what a stream
+    /// may remember beyond the initial versions it was told.
+    seen: std::collections::HashMap<String, std::collections::HashSet<String>>,
     revision: u64,
     /// Nonces sent, in order, with their type.
     nonces: Vec<(String, String)>,
@@ -287,13 +291,26 @@ impl Harness {
             proxy_auth: flotilla_net::ProxyAuth::default(),
             shutdown: CancellationToken::new(),
         };
-        Harness {
+        let mut h = Harness {
             cache,
             ctx,
             gw_rx,
             current,
+            seen: Default::default(),
             revision: 1,
             nonces: Vec::new(),
+        };
+        h.remember_current();
+        h
+    }
+
+    /// Adds the current snapshot's names to `seen`.
+    fn remember_current(&mut self) {
+        if let Some(state) = self.current.as_ref() {
+            for (type_url, names) in &state.resources {
+                let seen = self.seen.entry(type_url.to_string()).or_default();
+                seen.extend(names.keys().map(|n| n.to_string()));
+            }
         }
     }
 
@@ -343,6 +360,7 @@ impl Harness {
         });
         if self.gw_rx.has_changed().unwrap_or(false) {
             self.current = self.gw_rx.borrow_and_update().clone();
+            self.remember_current();
             return Some(self.current.clone());
         }
         None
@@ -396,11 +414,7 @@ impl Harness {
                 "{} in flight",
                 t.in_flight
             );
-            let resources = self
-                .current
-                .as_ref()
-                .and_then(|s| s.of_type(&t.type_url))
-                .map_or(0, |m| m.len());
+            let resources = self.seen.get(t.type_url.as_str()).map_or(0, |s| s.len());
             prop_assert!(
                 t.versions <= MAX_NAMES_PER_TYPE + resources,
                 "{} versions remembered",
