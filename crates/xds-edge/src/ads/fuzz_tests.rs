@@ -11,7 +11,7 @@
 //! - the response to a NACK never carries again what was rejected, and a second flush with
 //!   nothing new sends nothing (no loop).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -473,20 +473,26 @@ fn run_delta(steps: &[Step]) -> Result<(), TestCaseError> {
     let (tx, mut rx) = mpsc::channel(1024);
     // What each response carried: nonce -> (type, (name, version) added).
     let mut sent: HashMap<String, (String, Vec<(String, String)>)> = HashMap::new();
+    // Unanswered nonces per type, oldest first: the stream remembers the last
+    // MAX_IN_FLIGHT_PER_TYPE, so a NACK of an older one names nothing it can reject.
+    let mut unanswered: HashMap<String, VecDeque<String>> = HashMap::new();
     for step in steps {
         let mut rejected: Vec<(String, String, String)> = Vec::new();
         match step {
             Step::Request(r) => {
                 let type_url = r.type_url.url();
                 let nonce = h.nonce(&r.nonce, &type_url);
-                if r.nack.is_some() {
-                    if let Some((t, added)) = sent.get(&nonce) {
-                        if *t == type_url {
-                            rejected.extend(
-                                added.iter().map(|(n, v)| (t.clone(), n.clone(), v.clone())),
-                            );
-                        }
-                    }
+                // A nonce is answered once: an ACK or NACK of one already answered (or of one
+                // the stream no longer remembers) rejects nothing.
+                let answered = match sent.get(&nonce) {
+                    Some((t, _)) if *t == type_url => sent.remove(&nonce),
+                    _ => None,
+                };
+                if let Some(order) = unanswered.get_mut(&type_url) {
+                    order.retain(|n| *n != nonce);
+                }
+                if let (Some(_), Some((t, added))) = (&r.nack, &answered) {
+                    rejected.extend(added.iter().map(|(n, v)| (t.clone(), n.clone(), v.clone())));
                 }
                 let mut initial: HashMap<String, String> = r
                     .initial
@@ -536,6 +542,13 @@ fn run_delta(steps: &[Step]) -> Result<(), TestCaseError> {
                 );
             }
             h.nonces.push((resp.type_url.clone(), resp.nonce.clone()));
+            let order = unanswered.entry(resp.type_url.clone()).or_default();
+            order.push_back(resp.nonce.clone());
+            if order.len() > MAX_IN_FLIGHT_PER_TYPE {
+                if let Some(old) = order.pop_front() {
+                    sent.remove(&old);
+                }
+            }
             sent.insert(
                 resp.nonce.clone(),
                 (
