@@ -5,6 +5,7 @@ use crate::envoy::{self, EndpointAddr};
 use crate::httproute::{check_route, set_condition, OverlapTracker, PrecedenceKey};
 use crate::index::Index;
 use crate::listener::{self, port_of, ListenerState, SetInfo};
+use crate::policy::Policies;
 use crate::values::Age;
 use crate::GatewayXds;
 use envoy_types::pb::envoy::config::route::v3::{route, Route, RouteConfiguration, VirtualHost};
@@ -30,7 +31,12 @@ pub(crate) struct GatewayResult {
     pub policy_ancestors: BTreeMap<ResourceKey, Vec<Value>>,
 }
 
-pub(crate) fn translate_gateway(ix: &Index, gw_key: &ResourceKey, gw: &Gateway) -> GatewayResult {
+pub(crate) fn translate_gateway(
+    ix: &Index,
+    gw_key: &ResourceKey,
+    gw: &Gateway,
+    _policies: &Policies,
+) -> GatewayResult {
     // A Gateway with an address of a type Envoy Gateway does not support is not translated.
     if let Some(status) = listener::unsupported_address_status(gw) {
         return GatewayResult {

@@ -292,6 +292,15 @@ impl Translator {
                 })
                 .map(|k| k.cluster.clone()),
         );
+        // Which policies apply where, per cluster, with their statuses: gateway translation
+        // reads the attachments, and the statuses are set below.
+        let mut policies: BTreeMap<
+            String,
+            (policy::Policies, Vec<(ResourceKey, serde_json::Value)>),
+        > = policy_clusters
+            .iter()
+            .map(|c| (c.clone(), self.policies(c)))
+            .collect();
         for gw_key in dirty {
             let id = gw_key.gateway_id();
             let gw = match self.index.resources.get(&gw_key).map(|r| &r.object) {
@@ -330,7 +339,9 @@ impl Translator {
                             panic!("injected fault: panic translating {gw_key}");
                         }
                     }
-                    let result = translate_gateway(&self.index, &gw_key, gw);
+                    let none = policy::Policies::default();
+                    let attached = policies.get(&gw_key.cluster).map_or(&none, |(p, _)| p);
+                    let result = translate_gateway(&self.index, &gw_key, gw, attached);
                     let mut reported = (Vec::new(), Vec::new());
                     for (policy, ancestors) in result.policy_ancestors {
                         tls_ns_touched.insert((policy.cluster.clone(), policy.namespace.clone()));
@@ -423,8 +434,10 @@ impl Translator {
                 _ => {}
             }
         }
-        for cluster in policy_clusters {
-            self.policy_statuses(&cluster, &mut changes);
+        for (_, (_, statuses)) in std::mem::take(&mut policies) {
+            for (key, status) in statuses {
+                self.set_status(&key, Some(status), &mut changes);
+            }
         }
         for (cluster, ns) in tls_ns_touched {
             let ancestors = |policy: &ResourceKey| -> Vec<serde_json::Value> {
@@ -457,18 +470,24 @@ impl Translator {
         changes
     }
 
-    /// Recomputes the status of every ClientTrafficPolicy and BackendTrafficPolicy of
-    /// `cluster` (their attachment depends on every policy of the kind: precedence).
-    fn policy_statuses(&mut self, cluster: &str, changes: &mut Changes) {
+    /// Attaches every ClientTrafficPolicy and BackendTrafficPolicy of `cluster` (their
+    /// attachment depends on every policy of the kind: precedence) and computes their
+    /// statuses.
+    fn policies(&self, cluster: &str) -> (policy::Policies, Vec<(ResourceKey, serde_json::Value)>) {
         let is_ours = |g: &flotilla_model::gateway::Gateway| {
             self.class_is_ours(cluster, &g.spec.gateway_class_name)
         };
         let gateways = policy::our_gateways(&self.index, cluster, &is_ours);
         let ctp = policy::ctp::attach(&self.index, cluster, &gateways, CONTROLLER_NAME);
         let btp = policy::btp::attach(&self.index, cluster, &gateways, CONTROLLER_NAME);
-        for (key, status) in ctp.statuses.into_iter().chain(btp.statuses) {
-            self.set_status(&key, Some(status), changes);
-        }
+        let statuses = ctp.statuses.into_iter().chain(btp.statuses).collect();
+        (
+            policy::Policies {
+                ctp: ctp.attachment,
+                btp: btp.attachment,
+            },
+            statuses,
+        )
     }
 
     /// Replaces the statuses gateway `gw` decided for other resources with `statuses`.

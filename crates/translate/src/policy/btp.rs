@@ -43,8 +43,7 @@ impl BtpAttachment {
     /// one's): the most specific attached policy. Envoy Gateway's `LookupBTPRoutingType`
     /// order: rule, route, ListenerSet listener, ListenerSet, Gateway listener (for the
     /// Gateway's own listeners only: the two are siblings), Gateway.
-    // The next step (translating the policies' fields) calls this; until then only tests do.
-    #[cfg_attr(not(test), allow(dead_code))]
+    #[allow(dead_code)]
     pub fn for_route_rule(
         &self,
         route: &ResourceKey,

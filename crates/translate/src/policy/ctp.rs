@@ -30,8 +30,7 @@ impl CtpAttachment {
     /// The policy that configures listener `listener` of gateway `gw`, or of its ListenerSet
     /// `set`: the one naming the listener, else the one naming its ListenerSet, else the one
     /// naming the Gateway.
-    // The next step (translating the policies' fields) calls this; until then only tests do.
-    #[cfg_attr(not(test), allow(dead_code))]
+    #[allow(dead_code)]
     pub fn for_listener(
         &self,
         gw: &ResourceKey,

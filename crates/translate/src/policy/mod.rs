@@ -18,6 +18,48 @@ pub(crate) mod btp;
 pub(crate) mod ctp;
 pub(crate) mod status;
 
+/// Which policies apply where in one cluster: what gateway translation asks while it builds
+/// listeners, routes and clusters. Computed once per cluster per recompute, with the
+/// policies' statuses.
+// Read by gateway translation as the policies' fields are translated (in progress).
+#[derive(Default)]
+#[allow(dead_code)]
+pub(crate) struct Policies {
+    pub ctp: ctp::CtpAttachment,
+    pub btp: btp::BtpAttachment,
+}
+
+#[allow(dead_code)]
+impl Policies {
+    /// The ClientTrafficPolicy configuring listener `listener` of gateway `gw` (of its
+    /// ListenerSet `set`, if the listener is one's).
+    pub fn client<'a>(
+        &self,
+        ix: &'a Index,
+        gw: &ResourceKey,
+        set: Option<&ResourceKey>,
+        listener: &str,
+    ) -> Option<&'a Resource> {
+        let key = self.ctp.for_listener(gw, set, listener)?;
+        ix.resources.get(key).map(|r| &**r)
+    }
+
+    /// The BackendTrafficPolicy configuring rule `rule` (its name) of `route` as served by
+    /// listener `listener` of gateway `gw` (of its ListenerSet `set`).
+    pub fn backend<'a>(
+        &self,
+        ix: &'a Index,
+        route: &ResourceKey,
+        rule: Option<&str>,
+        gw: &ResourceKey,
+        set: Option<&ResourceKey>,
+        listener: &str,
+    ) -> Option<&'a Resource> {
+        let key = self.btp.for_route_rule(route, rule, gw, set, listener)?;
+        ix.resources.get(key).map(|r| &**r)
+    }
+}
+
 use crate::index::{selector_matches, Index};
 use crate::values::Age;
 use flotilla_model::{Kind, Object, Resource, ResourceKey, GATEWAY_GROUP};
