@@ -1,6 +1,8 @@
-//! Translation speed against ARCHITECTURE.md's targets: 10,000 HTTPRoutes translated in full
-//! (<= 500 ms) and one route changed incrementally (<= 2 ms). Two shapes: all routes on one
-//! Gateway, and 100 Gateways of 100 routes each (the incremental change then touches one).
+//! Translation speed against ARCHITECTURE.md's targets: 10,000 HTTPRoutes over 1,000 hostnames,
+//! a BackendTrafficPolicy on every tenth route, translated in full (<= 500 ms); one route
+//! changed (<= 5 ms, aim 2 ms); one EndpointSlice changed (<= 1 ms, only
+//! ClusterLoadAssignments change); one Gateway-level policy changed (reported). Two shapes: all
+//! routes on one Gateway, and 100 Gateways of 100 routes each.
 //! Run: `cargo bench -p flotilla-translate --bench translate`.
 
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -9,6 +11,8 @@ use flotilla_translate::Translator;
 use std::time::Duration;
 
 const ROUTES: usize = 10_000;
+const HOSTS: usize = 1_000;
+const SERVICES: usize = 500;
 
 fn events(text: &str) -> Vec<ResourceEvent> {
     let (rs, errs) = flotilla_model::parse_documents("bench.yaml", text, "c1");
@@ -40,24 +44,73 @@ spec:
     )
 }
 
-/// Route `i` on gateway `gw`: its own host, two path rules, a header match, weighted backends.
+/// Route `i` on gateway `gw`: one of 1,000 hosts, two path rules, a header match, weighted
+/// backends; every tenth route has a BackendTrafficPolicy.
 fn route(i: usize, gw: usize, version: usize) -> String {
-    let svc = i % 500;
+    let svc = i % SERVICES;
+    let host = i % HOSTS;
+    let policy = if i % 10 == 0 {
+        format!(
+            "apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: BackendTrafficPolicy
+metadata: {{name: p{i}, namespace: app}}
+spec:
+  targetRefs: [{{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r{i}}}]
+  retry: {{numRetries: 2, retryOn: {{triggers: [connect-failure, retriable-status-codes], httpStatusCodes: [503]}}}}
+  timeout: {{http: {{requestTimeout: 5s}}}}
+  circuitBreaker: {{maxPendingRequests: 100}}
+---
+"
+        )
+    } else {
+        String::new()
+    };
     format!(
         "apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {{name: r{i}, namespace: app}}
 spec:
   parentRefs: [{{name: gw{gw}, namespace: infra}}]
-  hostnames: [h{i}.example.com]
+  hostnames: [h{host}.example.com]
   rules:
   - matches: [{{path: {{type: PathPrefix, value: /api/v{version}}}, headers: [{{name: x-tenant, value: t{i}}}]}}]
     backendRefs: [{{name: s{svc}, port: 80, weight: 90}}, {{name: s{}, port: 80, weight: 10}}]
   - matches: [{{path: {{type: Exact, value: /health}}}}]
     backendRefs: [{{name: s{svc}, port: 80}}]
 ---
+{policy}",
+        (svc + 1) % SERVICES
+    )
+}
+
+fn endpoint_slice(s: usize, last_octet: usize) -> String {
+    format!(
+        "apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: s{s}-1, namespace: app, labels: {{kubernetes.io/service-name: s{s}}}}}
+addressType: IPv4
+ports: [{{name: http, port: 9000}}]
+endpoints: [{{addresses: [10.0.{}.{}]}}, {{addresses: [10.1.{}.{last_octet}]}}]
+---
 ",
-        (svc + 1) % 500
+        s / 250,
+        s % 250,
+        s / 250,
+    )
+}
+
+/// A Gateway-level BackendTrafficPolicy on gateway `gw`, in one of two versions.
+fn gateway_policy(gw: usize, version: usize) -> String {
+    format!(
+        "apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: BackendTrafficPolicy
+metadata: {{name: gw{gw}-policy, namespace: infra}}
+spec:
+  targetRefs: [{{group: gateway.networking.k8s.io, kind: Gateway, name: gw{gw}}}]
+  timeout: {{http: {{requestTimeout: {}s}}}}
+---
+",
+        10 + version
     )
 }
 
@@ -73,26 +126,16 @@ spec: {controllerName: gateway.envoyproxy.io/gatewayclass-controller}
     for g in 0..gateways {
         text.push_str(&gateway(g));
     }
-    for s in 0..500 {
+    for s in 0..SERVICES {
         text.push_str(&format!(
             "apiVersion: v1
 kind: Service
 metadata: {{name: s{s}, namespace: app}}
 spec: {{ports: [{{name: http, port: 80}}]}}
 ---
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {{name: s{s}-1, namespace: app, labels: {{kubernetes.io/service-name: s{s}}}}}
-addressType: IPv4
-ports: [{{name: http, port: 9000}}]
-endpoints: [{{addresses: [10.0.{}.{}]}}, {{addresses: [10.1.{}.{}]}}]
----
-",
-            s / 250,
-            s % 250,
-            s / 250,
-            s % 250
+"
         ));
+        text.push_str(&endpoint_slice(s, s % 250));
     }
     for i in 0..ROUTES {
         text.push_str(&route(i, i % gateways, 1));
@@ -110,13 +153,24 @@ fn full(world: &[ResourceEvent]) -> Translator {
     t
 }
 
+/// Applies `edit` and recomputes, returning what changed.
+fn step(t: &mut Translator, edit: &[ResourceEvent]) -> flotilla_translate::Changes {
+    for e in edit {
+        t.apply(e).expect("apply");
+    }
+    t.recompute()
+}
+
 fn bench(c: &mut Criterion) {
     for gateways in [1, 100] {
         let w = world(gateways);
-        let mut g = c.benchmark_group(format!("{ROUTES} routes on {gateways} gateways"));
+        let mut g = c.benchmark_group(format!(
+            "{ROUTES} routes over {HOSTS} hosts on {gateways} gateways"
+        ));
         g.sample_size(10).measurement_time(Duration::from_secs(20));
         g.bench_function("full translation", |b| b.iter(|| full(&w)));
-        // Alternate between two versions of one route, so every iteration changes it.
+        // Each case alternates between two versions of one object, so every iteration changes
+        // it.
         let mut t = full(&w);
         let edits: Vec<Vec<ResourceEvent>> =
             (2..4).map(|v| events(&route(7, 7 % gateways, v))).collect();
@@ -124,11 +178,46 @@ fn bench(c: &mut Criterion) {
         g.bench_function("one route changed", |b| {
             b.iter(|| {
                 n += 1;
-                for e in &edits[n % edits.len()] {
-                    t.apply(e).expect("apply");
-                }
-                let ch = t.recompute();
+                let ch = step(&mut t, &edits[n % edits.len()]);
                 assert_eq!(ch.updated.len(), 1);
+            })
+        });
+        let edits: Vec<Vec<ResourceEvent>> = (0..2)
+            .map(|v| events(&endpoint_slice(7, 251 + v)))
+            .collect();
+        // Checked once, outside the timing: an EndpointSlice changes ClusterLoadAssignments only.
+        let before = t.gateways().clone();
+        let ch = step(&mut t, &edits[0]);
+        for gx in &ch.updated {
+            let old: std::collections::BTreeMap<_, _> = before[&gx.gateway]
+                .resources
+                .iter()
+                .map(|r| ((&r.type_url, &r.name), &r.version))
+                .collect();
+            for r in &gx.resources {
+                if old.get(&(&r.type_url, &r.name)) != Some(&&r.version) {
+                    assert_eq!(
+                        r.type_url,
+                        flotilla_translate::type_url::ENDPOINT,
+                        "{} changed",
+                        r.name
+                    );
+                }
+            }
+        }
+        g.bench_function("one EndpointSlice changed", |b| {
+            b.iter(|| {
+                n += 1;
+                let ch = step(&mut t, &edits[n % edits.len()]);
+                assert!(!ch.updated.is_empty());
+            })
+        });
+        let edits: Vec<Vec<ResourceEvent>> =
+            (0..2).map(|v| events(&gateway_policy(0, v))).collect();
+        g.bench_function("one Gateway policy changed", |b| {
+            b.iter(|| {
+                n += 1;
+                step(&mut t, &edits[n % edits.len()])
             })
         });
         g.finish();

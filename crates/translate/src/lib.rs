@@ -63,6 +63,18 @@ pub struct GatewayXds {
     pub resources: Vec<Arc<XdsResource>>,
 }
 
+impl GatewayXds {
+    /// The same resources at the same versions (content hashes): compares a few bytes per
+    /// resource instead of every body.
+    pub fn same_content(&self, other: &GatewayXds) -> bool {
+        self.gateway == other.gateway
+            && self.resources.len() == other.resources.len()
+            && self.resources.iter().zip(&other.resources).all(|(a, b)| {
+                a.version == b.version && a.name == b.name && a.type_url == b.type_url
+            })
+    }
+}
+
 /// What one [`Translator::recompute`] changed.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Changes {
@@ -113,6 +125,9 @@ pub struct Translator {
     /// The routes and policies each gateway recorded in `route_parents` / `policy_ancestors`,
     /// so retranslating one gateway forgets its old words without scanning every route.
     reported: BTreeMap<ResourceKey, (Vec<ResourceKey>, Vec<ResourceKey>)>,
+    /// The last policy pass of each cluster: which policies apply where, and what the pass
+    /// read (a change it did not read reuses it).
+    policy_passes: BTreeMap<String, Arc<(policy::Policies, policy::PolicyDeps)>>,
     /// Gateways to retranslate at the next `recompute`.
     dirty: BTreeSet<ResourceKey>,
     /// Resources whose own status must be recomputed (classes, deleted objects).
@@ -292,15 +307,23 @@ impl Translator {
                 })
                 .map(|k| k.cluster.clone()),
         );
+        // Of those, the clusters whose last pass read something that changed since (or that
+        // have none): the pass runs again there; elsewhere its result stands.
+        policy_clusters.retain(|c| match self.policy_passes.get(c) {
+            None => true,
+            Some(pass) => self
+                .dirty_status
+                .iter()
+                .any(|k| k.cluster == *c && pass.1.affected_by(k)),
+        });
         // Which policies apply where, per cluster, with their statuses: gateway translation
         // reads the attachments, and the statuses are set below.
-        let mut policies: BTreeMap<
-            String,
-            (policy::Policies, Vec<(ResourceKey, serde_json::Value)>),
-        > = policy_clusters
-            .iter()
-            .map(|c| (c.clone(), self.policies(c)))
-            .collect();
+        let mut policy_statuses: Vec<(ResourceKey, serde_json::Value)> = Vec::new();
+        for c in &policy_clusters {
+            let (pass, statuses) = self.policy_pass(c);
+            self.policy_passes.insert(c.clone(), Arc::new(pass));
+            policy_statuses.extend(statuses);
+        }
         for gw_key in dirty {
             let id = gw_key.gateway_id();
             let gw = match self.index.resources.get(&gw_key).map(|r| &r.object) {
@@ -312,15 +335,20 @@ impl Translator {
                 _ => None,
             };
             // Drop what this gateway said about routes before; it is said anew below.
+            // A route whose parents this gateway words exactly as before keeps its status: it
+            // is not touched (a gateway of 10,000 routes changes one route's words, not all).
             let (old_routes, old_policies) = self.reported.remove(&gw_key).unwrap_or_default();
+            let mut old_words: BTreeMap<ResourceKey, Vec<(usize, serde_json::Value)>> =
+                BTreeMap::new();
             for route in old_routes {
                 if let Some(by_gw) = self.route_parents.get_mut(&route) {
-                    by_gw.remove(&gw_key);
+                    if let Some(words) = by_gw.remove(&gw_key) {
+                        old_words.insert(route.clone(), words);
+                    }
                     if by_gw.is_empty() {
                         self.route_parents.remove(&route);
                     }
                 }
-                routes_touched.insert(route);
             }
             for policy in old_policies {
                 if let Some(by_gw) = self.policy_ancestors.get_mut(&policy) {
@@ -339,8 +367,9 @@ impl Translator {
                             panic!("injected fault: panic translating {gw_key}");
                         }
                     }
+                    let pass = self.policy_passes.get(&gw_key.cluster).cloned();
                     let none = policy::Policies::default();
-                    let attached = policies.get(&gw_key.cluster).map_or(&none, |(p, _)| p);
+                    let attached = pass.as_ref().map_or(&none, |p| &p.0);
                     let result = translate_gateway(&self.index, &gw_key, gw, attached);
                     let mut reported = (Vec::new(), Vec::new());
                     for (policy, ancestors) in result.policy_ancestors {
@@ -352,7 +381,9 @@ impl Translator {
                             .insert(gw_key.clone(), ancestors);
                     }
                     for (route, parents) in result.route_parents {
-                        routes_touched.insert(route.clone());
+                        if old_words.remove(&route).as_ref() != Some(&parents) {
+                            routes_touched.insert(route.clone());
+                        }
                         reported.0.push(route.clone());
                         self.route_parents
                             .entry(route)
@@ -370,7 +401,11 @@ impl Translator {
                         .insert(gw_key.clone(), Arc::new(result.status));
                     self.set_status(&gw_key, Some(full), &mut changes);
                     self.set_owned_status(&gw_key, result.other_status, &mut changes);
-                    if self.gateways.get(&id).map(|g| g.as_ref()) != Some(&result.xds) {
+                    if !self
+                        .gateways
+                        .get(&id)
+                        .is_some_and(|g| g.same_content(&result.xds))
+                    {
                         let xds = Arc::new(result.xds);
                         self.gateways.insert(id, xds.clone());
                         changes.updated.push(xds);
@@ -385,6 +420,8 @@ impl Translator {
                     }
                 }
             }
+            // Routes this gateway no longer words at all.
+            routes_touched.extend(old_words.into_keys());
         }
         let dirty_status = std::mem::take(&mut self.dirty_status);
         for key in dirty_status {
@@ -434,10 +471,8 @@ impl Translator {
                 _ => {}
             }
         }
-        for (_, (_, statuses)) in std::mem::take(&mut policies) {
-            for (key, status) in statuses {
-                self.set_status(&key, Some(status), &mut changes);
-            }
+        for (key, status) in policy_statuses {
+            self.set_status(&key, Some(status), &mut changes);
         }
         for (cluster, ns) in tls_ns_touched {
             let ancestors = |policy: &ResourceKey| -> Vec<serde_json::Value> {
@@ -473,7 +508,13 @@ impl Translator {
     /// Attaches every ClientTrafficPolicy and BackendTrafficPolicy of `cluster` (their
     /// attachment depends on every policy of the kind: precedence) and computes their
     /// statuses.
-    fn policies(&self, cluster: &str) -> (policy::Policies, Vec<(ResourceKey, serde_json::Value)>) {
+    fn policy_pass(
+        &self,
+        cluster: &str,
+    ) -> (
+        (policy::Policies, policy::PolicyDeps),
+        Vec<(ResourceKey, serde_json::Value)>,
+    ) {
         let is_ours = |g: &flotilla_model::gateway::Gateway| {
             self.class_is_ours(cluster, &g.spec.gateway_class_name)
         };
@@ -481,11 +522,12 @@ impl Translator {
         let ctp = policy::ctp::attach(&self.index, cluster, &gateways, CONTROLLER_NAME);
         let btp = policy::btp::attach(&self.index, cluster, &gateways, CONTROLLER_NAME);
         let statuses = ctp.statuses.into_iter().chain(btp.statuses).collect();
+        let policies = policy::Policies {
+            ctp: ctp.attachment,
+            btp: btp.attachment,
+        };
         (
-            policy::Policies {
-                ctp: ctp.attachment,
-                btp: btp.attachment,
-            },
+            (policies, policy::PolicyDeps::of(&self.index, cluster)),
             statuses,
         )
     }
@@ -654,6 +696,8 @@ impl TranslatorView {
 
 #[cfg(all(test, feature = "corpus"))]
 mod corpus_tests;
+#[cfg(test)]
+mod incremental_tests;
 #[cfg(test)]
 mod route_tests;
 #[cfg(test)]

@@ -18,6 +18,67 @@ pub(crate) mod btp;
 pub(crate) mod ctp;
 pub(crate) mod status;
 
+/// What one cluster's policy pass ([`ctp::attach`] and [`btp::attach`]) read besides the
+/// policies themselves, so that a change it did not read skips the pass (and the statuses of
+/// a thousand policies are not rebuilt for one route). Kept with the pass's result.
+#[derive(Default)]
+pub(crate) struct PolicyDeps {
+    /// (kind, namespace, name) of every object a policy of the cluster names.
+    named: BTreeSet<(Kind, String, String)>,
+    /// Some policy selects its targets by labels (any object of a target kind may match).
+    selects: bool,
+}
+
+impl PolicyDeps {
+    pub fn of(ix: &Index, cluster: &str) -> Self {
+        let mut deps = PolicyDeps::default();
+        for kind in [Kind::ClientTrafficPolicy, Kind::BackendTrafficPolicy] {
+            let start = ResourceKey::new(cluster, kind, "", "");
+            let policies = ix
+                .resources
+                .range(start..)
+                .take_while(|(k, _)| k.cluster == cluster && k.kind == kind);
+            for (k, r) in policies {
+                let Object::Extension(_, o) = &r.object else {
+                    continue;
+                };
+                let targets = PolicyTargets::parse(&o.spec);
+                deps.selects |= !targets.selectors.is_empty();
+                for t in targets.refs {
+                    if let Some(kind) = Kind::parse(&t.kind) {
+                        deps.named.insert((kind, k.namespace.clone(), t.name));
+                    }
+                }
+            }
+        }
+        deps
+    }
+
+    /// Whether a change of the object `key` (of this cluster) can change what the pass
+    /// decides. Everything the pass reads must be here: policies, Gateways, their classes,
+    /// ListenerSets, Namespaces (allowed ListenerSets), Secrets and ConfigMaps (references of
+    /// policy fields), and the routes a policy names or may select.
+    pub fn affected_by(&self, key: &ResourceKey) -> bool {
+        match key.kind {
+            Kind::ClientTrafficPolicy
+            | Kind::BackendTrafficPolicy
+            | Kind::Gateway
+            | Kind::GatewayClass
+            | Kind::ListenerSet
+            | Kind::Namespace
+            | Kind::Secret
+            | Kind::ConfigMap => true,
+            k if btp::ROUTE_KINDS.contains(&k) => {
+                self.selects
+                    || self
+                        .named
+                        .contains(&(k, key.namespace.clone(), key.name.clone()))
+            }
+            _ => false,
+        }
+    }
+}
+
 /// Which policies apply where in one cluster: what gateway translation asks while it builds
 /// listeners, routes and clusters. Computed once per cluster per recompute, with the
 /// policies' statuses.
