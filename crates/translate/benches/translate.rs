@@ -49,7 +49,7 @@ spec:
 fn route(i: usize, gw: usize, version: usize) -> String {
     let svc = i % SERVICES;
     let host = i % HOSTS;
-    let policy = if i % 10 == 0 {
+    let policy = if i.is_multiple_of(10) {
         format!(
             "apiVersion: gateway.envoyproxy.io/v1alpha1
 kind: BackendTrafficPolicy
