@@ -187,7 +187,7 @@ pub(crate) struct PolicyTargets {
 
 impl PolicyTargets {
     pub fn parse(spec: &Value) -> Self {
-        let f: TargetFields = serde_json::from_value(spec.clone()).unwrap_or_default();
+        let f = TargetFields::deserialize(spec).unwrap_or_default();
         let deprecated_target_ref = f.target_ref.is_some();
         let refs = f
             .target_ref
