@@ -3,13 +3,13 @@
 //! all of them; a steady random stream of creates/updates/deletes of routes and services while
 //! faults are injected at random; then, once churn stops and the system settles, the checks.
 
-use crate::faults::{FaultKind, FaultRecord};
+use crate::faults::{by_kind, FaultKind, FaultRecord};
 use crate::fold::{digest, fold_dir};
 use crate::harness::{lock, Harness};
 use crate::inject::PROBE_ROUTE;
 use crate::proxy::NackMode;
 use crate::recorder::ChangeKind;
-use crate::report::{ChaosSection, Check, FaultSummary, Replica, Report};
+use crate::report::{ChaosSection, Check, Replica, Report};
 use crate::run::{common_checks, envoy_gateways, fill_common, wait_trackers, RunOpts};
 use crate::scenario::Scenario;
 use crate::ui::Ui;
@@ -64,24 +64,6 @@ impl Op {
             _ => Op::DeleteService,
         }
     }
-}
-
-/// Fault summary per kind.
-pub fn by_kind(records: &[FaultRecord]) -> BTreeMap<String, FaultSummary> {
-    let mut out: BTreeMap<String, FaultSummary> = BTreeMap::new();
-    for r in records {
-        let e = out.entry(r.kind.name().to_string()).or_default();
-        if !r.injected {
-            e.not_injected += 1;
-            continue;
-        }
-        e.injected += 1;
-        if let Some(ms) = r.recovery_ms {
-            e.recovered += 1;
-            e.longest_recovery_ms = Some(e.longest_recovery_ms.map_or(ms, |m: f64| m.max(ms)));
-        }
-    }
-    out
 }
 
 pub async fn chaos(s: &Scenario, duration: Duration, opts: &RunOpts) -> Result<Report> {
@@ -419,12 +401,12 @@ async fn evaluate(
     let intruders = lock(&h.intruders).clone();
     let served: Vec<&str> = intruders
         .iter()
-        .filter(|i| i.outcome == crate::inject::Outcome::Served)
+        .filter(|i| i.outcome == crate::faults::Outcome::Served)
         .map(|i| i.what.as_str())
         .collect();
     let refused = intruders
         .iter()
-        .filter(|i| i.outcome == crate::inject::Outcome::Refused)
+        .filter(|i| i.outcome == crate::faults::Outcome::Refused)
         .count();
     checks.push(Check::new(
         "no intruder proxy was served another gateway",

@@ -1,6 +1,7 @@
 //! Fault kinds: process faults (kill -9 and restart, SIGSTOP/SIGCONT) and poison inputs.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -134,4 +135,60 @@ mod tests {
             assert_eq!(k.name().parse::<FaultKind>(), Ok(k));
         }
     }
+}
+
+/// What the faults of one kind did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct FaultSummary {
+    pub injected: usize,
+    /// Attempts that found nothing to hit (e.g. no leader during a quorum loss).
+    pub not_injected: usize,
+    pub recovered: usize,
+    pub longest_recovery_ms: Option<f64>,
+}
+
+/// Fault summary per kind.
+pub fn by_kind(records: &[FaultRecord]) -> BTreeMap<String, FaultSummary> {
+    let mut out: BTreeMap<String, FaultSummary> = BTreeMap::new();
+    for r in records {
+        let e = out.entry(r.kind.name().to_string()).or_default();
+        if !r.injected {
+            e.not_injected += 1;
+            continue;
+        }
+        e.injected += 1;
+        if let Some(ms) = r.recovery_ms {
+            e.recovered += 1;
+            e.longest_recovery_ms = Some(e.longest_recovery_ms.map_or(ms, |m: f64| m.max(ms)));
+        }
+    }
+    out
+}
+
+/// How an intruder fared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// `PERMISSION_DENIED`, as it must be.
+    Refused,
+    /// The edge was down (another fault) or did not answer: nothing learned.
+    Unreachable,
+    /// The edge sent it a response or ended it otherwise: a violation.
+    Served,
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Outcome::Refused => "refused",
+            Outcome::Unreachable => "edge unreachable",
+            Outcome::Served => "SERVED",
+        })
+    }
+}
+
+/// One intruder fault.
+#[derive(Clone, Debug)]
+pub struct Intrusion {
+    pub what: String,
+    pub outcome: Outcome,
 }

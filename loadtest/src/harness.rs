@@ -183,7 +183,7 @@ pub struct Harness {
     pub proxy_key_file: PathBuf,
     pub proxy_key: flotilla_net::ProxyKey,
     /// What each intruder fault got: refused, unreachable, or (a violation) served.
-    pub intruders: Arc<Mutex<Vec<crate::inject::Intrusion>>>,
+    pub intruders: Arc<Mutex<Vec<crate::faults::Intrusion>>>,
     /// Where the parts' certificates are, when they run with TLS ([`Harness::enable_tls`]).
     pub certs: Option<PathBuf>,
     /// How simulated proxies (and intruders) dial the edges.

@@ -2,7 +2,7 @@
 //! the chaos mode.
 
 use crate::decode::Marker;
-use crate::faults::{FaultKind, FaultRecord};
+use crate::faults::{FaultKind, FaultRecord, Intrusion, Outcome};
 use crate::fixtures::{poison, write_atomic};
 use crate::harness::{lock, Harness};
 use crate::recorder::{ChangeId, ChangeKind};
@@ -302,34 +302,6 @@ impl Harness {
         lock(&self.trackers).push(h);
         Ok(target)
     }
-}
-
-/// How an intruder fared.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// `PERMISSION_DENIED`, as it must be.
-    Refused,
-    /// The edge was down (another fault) or did not answer: nothing learned.
-    Unreachable,
-    /// The edge sent it a response or ended it otherwise: a violation.
-    Served,
-}
-
-impl std::fmt::Display for Outcome {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Outcome::Refused => "refused",
-            Outcome::Unreachable => "edge unreachable",
-            Outcome::Served => "SERVED",
-        })
-    }
-}
-
-/// One intruder fault.
-#[derive(Clone, Debug)]
-pub struct Intrusion {
-    pub what: String,
-    pub outcome: Outcome,
 }
 
 /// Opens a delta stream to `edge` naming `gateway`, with `token` as its proxy token.

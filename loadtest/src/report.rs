@@ -1,5 +1,6 @@
 //! The report: a table on stdout, a JSON file and an SVG chart (convergence CDF).
 
+use crate::faults::FaultSummary;
 use crate::procs::Usage;
 use crate::stats::Summary;
 use serde::Serialize;
@@ -92,15 +93,6 @@ pub struct Replica {
     pub digest_source: Option<String>,
     pub resources: Option<usize>,
     pub error: Option<String>,
-}
-
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct FaultSummary {
-    pub injected: usize,
-    /// Attempts that found nothing to hit (e.g. no leader during a quorum loss).
-    pub not_injected: usize,
-    pub recovered: usize,
-    pub longest_recovery_ms: Option<f64>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]

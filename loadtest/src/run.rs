@@ -217,7 +217,7 @@ pub async fn load(s: &Scenario, opts: &RunOpts) -> Result<Report> {
     let faults = lock(&records).clone();
     if !faults.is_empty() {
         report.chaos = Some(crate::report::ChaosSection {
-            faults_by_kind: crate::chaos::by_kind(&faults),
+            faults_by_kind: crate::faults::by_kind(&faults),
             faults,
             ..Default::default()
         });
