@@ -9,6 +9,8 @@
 use crate::backendtls::{transport_socket, CaSource, TlsTarget, UpstreamTls};
 use crate::envoy::{self, EndpointAddr};
 use crate::index::Index;
+use crate::ir::cluster::ClusterKey;
+use crate::traffic::UpstreamHttp;
 use crate::XdsResource;
 use envoy_types::pb::envoy::config::cluster::v3::{cluster, Cluster};
 use envoy_types::pb::envoy::config::core::v3::TransportSocket;
@@ -543,21 +545,48 @@ fn decode_cluster_name(name: &str) -> Option<(BackendKind, &str, &str, Option<&s
     }
 }
 
-/// The Envoy resources of one backend cluster of `cluster` (a Kubernetes cluster id): a
-/// STRICT_DNS cluster with its endpoints inline for an FQDN Backend, otherwise an EDS cluster
-/// and its ClusterLoadAssignment; with the upstream TLS transport socket when a Backend's
-/// `spec.tls` or a BackendTLSPolicy asks for it.
+/// The Envoy resources of one cluster of `cluster` (a Kubernetes cluster id): a STRICT_DNS
+/// cluster with its endpoints inline for an FQDN Backend, otherwise an EDS cluster (and, for the
+/// backend's own cluster, its ClusterLoadAssignment: a settings variant reads the base
+/// cluster's); with the upstream TLS transport socket when a Backend's `spec.tls` or a
+/// BackendTLSPolicy asks for it, HTTP/2 upstream when `http2` (gRPC) or the port's
+/// appProtocol says so, and the key's BackendTrafficPolicy settings.
 pub(crate) fn cluster_resources(
     ix: &Index,
     cluster: &str,
-    name: &str,
+    key: &ClusterKey,
     endpoints: &[EndpointAddr],
+    http2: bool,
 ) -> Vec<Arc<XdsResource>> {
-    let Some((kind, ns, bname, port)) = decode_cluster_name(name) else {
-        return vec![
-            envoy::eds_cluster(name),
-            envoy::load_assignment(name, endpoints),
-        ];
+    let base = key.backend.as_str();
+    let name = key.name();
+    let settings = key.settings.as_deref();
+    // A gRPC health check means the backend speaks gRPC: HTTP/2 (Envoy requires it).
+    let grpc_checked = settings
+        .and_then(|s| s.active_health_check.as_ref())
+        .is_some_and(|h| matches!(h.kind, crate::ir::cluster::HealthCheckKind::Grpc { .. }));
+    let proto = if http2 || grpc_checked || app_protocol_is_http2(ix, cluster, base) {
+        UpstreamHttp::Http2
+    } else {
+        UpstreamHttp::Http1
+    };
+    let finish = |mut c: Cluster| {
+        if let Some(s) = settings {
+            crate::traffic::apply_cluster(&mut c, s);
+        }
+        crate::traffic::set_protocol_options(
+            &mut c,
+            crate::traffic::protocol_options(proto, settings),
+        );
+        envoy::encode(crate::type_url::CLUSTER, &name, &c)
+    };
+    let own_endpoints = settings.is_none();
+    let Some((kind, ns, bname, port)) = decode_cluster_name(base) else {
+        let mut out = vec![finish(envoy::eds_cluster_message(&name, base))];
+        if own_endpoints {
+            out.push(envoy::load_assignment(base, endpoints));
+        }
+        return out;
     };
     let (group, kind_name, section, backend) = match kind {
         BackendKind::Service => (
@@ -602,15 +631,16 @@ pub(crate) fn cluster_resources(
     }
     let socket = tls.as_ref().map(transport_socket);
     let mut out = if backend.is_some_and(|be| be.spec.type_.as_deref() == Some("DynamicResolver")) {
-        vec![dynamic_forward_proxy_cluster(name, socket)]
+        vec![finish(dynamic_forward_proxy_cluster(&name, socket))]
     } else if endpoints.iter().any(|e| !is_ip(&e.ip)) {
         // Host names (FQDN Backends, FQDN EndpointSlices) need DNS; EDS takes only addresses.
-        vec![strict_dns_cluster(name, endpoints, socket)]
+        vec![finish(strict_dns_cluster(&name, endpoints, socket))]
     } else {
-        vec![
-            eds_cluster(name, socket),
-            envoy::load_assignment(name, endpoints),
-        ]
+        let mut v = vec![finish(eds_cluster(&name, base, socket))];
+        if own_endpoints {
+            v.push(envoy::load_assignment(base, endpoints));
+        }
+        v
     };
     // A CA from an SDS server needs the cluster that reaches it (the gateway keeps one copy).
     if let Some(CaSource::Sds(r)) = tls.as_ref().map(|t| &t.ca) {
@@ -652,7 +682,7 @@ fn service_port_name(
 /// Does the backend of cluster `name` speak HTTP/2 by its port's appProtocol? Envoy Gateway
 /// (`serviceAppProtocolToIRAppProtocol`) takes `kubernetes.io/h2c` as HTTP/2 (prior knowledge)
 /// and `grpc` as gRPC, for a Service or ServiceImport port.
-pub(crate) fn app_protocol_is_http2(ix: &Index, cluster: &str, name: &str) -> bool {
+fn app_protocol_is_http2(ix: &Index, cluster: &str, name: &str) -> bool {
     let Some((kind, ns, bname, Some(port))) = decode_cluster_name(name) else {
         return false;
     };
@@ -702,19 +732,12 @@ fn base_cluster(name: &str, socket: Option<TransportSocket>) -> Cluster {
     }
 }
 
-fn eds_cluster(name: &str, socket: Option<TransportSocket>) -> Arc<XdsResource> {
-    if socket.is_none() {
-        return envoy::eds_cluster(name);
-    }
-    let mut c = base_cluster(name, socket);
-    c.cluster_discovery_type = Some(cluster::ClusterDiscoveryType::Type(
-        cluster::DiscoveryType::Eds as i32,
-    ));
-    c.eds_cluster_config = Some(cluster::EdsClusterConfig {
-        eds_config: Some(envoy::ads()),
-        service_name: name.to_string(),
-    });
-    envoy::encode(crate::type_url::CLUSTER, name, &c)
+/// An EDS cluster named `name` reading the ClusterLoadAssignment `service` (the backend's own
+/// cluster name, shared by its settings variants).
+fn eds_cluster(name: &str, service: &str, socket: Option<TransportSocket>) -> Cluster {
+    let mut c = envoy::eds_cluster_message(name, service);
+    c.transport_socket = socket;
+    c
 }
 
 /// A dynamic forward proxy cluster in sub-cluster mode: one sub-cluster per request host:port,
@@ -742,7 +765,7 @@ fn dfp_cluster(name: &str, socket: Option<TransportSocket>, implementation: DfpI
 }
 
 /// A DynamicResolver Backend of an HTTP route: one sub-cluster per requested host:port.
-fn dynamic_forward_proxy_cluster(name: &str, socket: Option<TransportSocket>) -> Arc<XdsResource> {
+fn dynamic_forward_proxy_cluster(name: &str, socket: Option<TransportSocket>) -> Cluster {
     use envoy_types::pb::envoy::extensions::clusters::dynamic_forward_proxy::v3::SubClustersConfig;
     let mut c = dfp_cluster(
         name,
@@ -754,7 +777,7 @@ fn dynamic_forward_proxy_cluster(name: &str, socket: Option<TransportSocket>) ->
     );
     // Sub-clusters inherit this: prefer IPv4, fall back to IPv6.
     c.dns_lookup_family = cluster::DnsLookupFamily::V4Preferred as i32;
-    envoy::encode(crate::type_url::CLUSTER, name, &c)
+    c
 }
 
 /// The DNS cache a TLSRoute's dynamic forward proxy cluster and its listener's SNI filter share.
@@ -779,14 +802,14 @@ fn strict_dns_cluster(
     name: &str,
     endpoints: &[EndpointAddr],
     socket: Option<TransportSocket>,
-) -> Arc<XdsResource> {
+) -> Cluster {
     let mut c = base_cluster(name, socket);
     c.cluster_discovery_type = Some(cluster::ClusterDiscoveryType::Type(
         cluster::DiscoveryType::StrictDns as i32,
     ));
     c.dns_lookup_family = cluster::DnsLookupFamily::V4Preferred as i32;
     c.load_assignment = Some(envoy::cluster_load_assignment(name, endpoints, false));
-    envoy::encode(crate::type_url::CLUSTER, name, &c)
+    c
 }
 
 #[cfg(test)]

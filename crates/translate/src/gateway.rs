@@ -4,16 +4,21 @@
 use crate::envoy::{self, EndpointAddr};
 use crate::httproute::{check_route, set_condition, OverlapTracker, PrecedenceKey};
 use crate::index::Index;
+use crate::ir::cluster::ClusterKey;
 use crate::listener::{self, port_of, ListenerState, SetInfo};
+use crate::policy::backend::BackendPolicy;
 use crate::policy::Policies;
 use crate::values::Age;
 use crate::GatewayXds;
-use envoy_types::pb::envoy::config::route::v3::{route, Route, RouteConfiguration, VirtualHost};
+use envoy_types::pb::envoy::config::route::v3::{
+    route, route_action, Route, RouteConfiguration, VirtualHost,
+};
 use flotilla_model::gateway::{Condition, Gateway, HttpRoute, ParentReference};
 use flotilla_model::routes::GrpcRoute;
-use flotilla_model::{Object, ResourceKey};
+use flotilla_model::{Object, Resource, ResourceKey};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 /// The controller name Flotilla answers to: Envoy Gateway's, so that GatewayClasses written
 /// for Envoy Gateway move over unchanged.
@@ -35,7 +40,7 @@ pub(crate) fn translate_gateway(
     ix: &Index,
     gw_key: &ResourceKey,
     gw: &Gateway,
-    _policies: &Policies,
+    policies: &Policies,
 ) -> GatewayResult {
     // A Gateway with an address of a type Envoy Gateway does not support is not translated.
     if let Some(status) = listener::unsupported_address_status(gw) {
@@ -107,6 +112,9 @@ pub(crate) fn translate_gateway(
 
     let mut overlaps = OverlapTracker::default();
     let mut http2_clusters: BTreeSet<String> = BTreeSet::new();
+    // BackendTrafficPolicies, translated once each; the clusters their settings ask for.
+    let mut btps = BtpCache::default();
+    let mut variants: BTreeSet<ClusterKey> = BTreeSet::new();
     // Parent statuses wait for the overlap check, which needs every route in place.
     let mut pending: Vec<PendingParent> = Vec::new();
     for (rank, (_, route_key, route)) in routes.iter().enumerate() {
@@ -163,11 +171,32 @@ pub(crate) fn translate_gateway(
                         .or_default();
                     let own = listener_hostname(&listeners[*li]);
                     let others = port_hosts.get(&port).map(Vec::as_slice).unwrap_or_default();
+                    let set = listeners[*li].set.map(|i| &sets[i].key);
+                    let lname = listeners[*li].spec.name.as_str();
+                    // The BackendTrafficPolicy of each rule as served by this listener.
+                    let rule_policies: Vec<Option<Arc<BackendPolicy>>> = checked
+                        .entries
+                        .iter()
+                        .map(|e| {
+                            let p = policies.backend(
+                                ix,
+                                route_key,
+                                e.rule_name.as_deref(),
+                                gw_key,
+                                set,
+                                lname,
+                            )?;
+                            btps.get(ix, p)
+                        })
+                        .collect();
                     for host in hostnames {
                         let isolated = isolated_by_other_listener(*li, own, others, host);
                         let mut entries = Vec::new();
-                        for e in &checked.entries {
+                        for (e, policy) in checked.entries.iter().zip(&rule_policies) {
                             let mut r = e.route.clone();
+                            if let Some(p) = policy {
+                                apply_backend_policy(&mut r, p, &mut variants);
+                            }
                             if let (Some(scheme), Some(route::Action::Redirect(ra))) =
                                 (&e.redirect_scheme, r.action.as_mut())
                             {
@@ -324,19 +353,21 @@ pub(crate) fn translate_gateway(
         .flat_map(|l| l.sds.iter().map(|r| r.url.as_str()))
         .collect();
     resources.extend(sds_urls.into_iter().map(crate::tls::sds_cluster));
-    for (name, endpoints) in &clusters {
-        let mut rs = crate::backend::cluster_resources(ix, &gw_key.cluster, name, endpoints);
-        if http2_clusters.contains(name)
-            || crate::backend::app_protocol_is_http2(ix, &gw_key.cluster, name)
-        {
-            for r in rs
-                .iter_mut()
-                .filter(|r| r.type_url == crate::type_url::CLUSTER)
-            {
-                *r = crate::httproute::with_http2(r);
-            }
-        }
-        resources.extend(rs);
+    let base_keys = clusters
+        .keys()
+        .map(|name| ClusterKey::new(name.as_str(), None));
+    for key in base_keys.chain(variants) {
+        let Some(endpoints) = clusters.get(&key.backend) else {
+            continue;
+        };
+        let http2 = http2_clusters.contains(&key.backend);
+        resources.extend(crate::backend::cluster_resources(
+            ix,
+            &gw_key.cluster,
+            &key,
+            endpoints,
+            http2,
+        ));
     }
     resources.sort_by(|a, b| (&a.type_url, &a.name).cmp(&(&b.type_url, &b.name)));
     // Shared resources (an SDS server's cluster) are built by each user: keep one.
@@ -353,6 +384,53 @@ pub(crate) fn translate_gateway(
         route_parents,
         other_status,
         policy_ancestors: crate::backendtls::gateway_tls_ancestors(ix, gw_key, &sets),
+    }
+}
+
+/// BackendTrafficPolicies translated once per gateway: `None` for one that is invalid (its
+/// status says why; it configures nothing).
+#[derive(Default)]
+struct BtpCache(BTreeMap<ResourceKey, Option<Arc<BackendPolicy>>>);
+
+impl BtpCache {
+    fn get(&mut self, ix: &Index, p: &Resource) -> Option<Arc<BackendPolicy>> {
+        self.0
+            .entry(p.key.clone())
+            .or_insert_with(|| {
+                let Object::Extension(_, o) = &p.object else {
+                    return None;
+                };
+                crate::policy::btp::translate(ix, &p.key, &o.spec).map(Arc::new)
+            })
+            .clone()
+    }
+}
+
+/// Adds a rule's BackendTrafficPolicy to one of its routes: the route-level settings, and its
+/// clusters replaced by their variants with the policy's cluster settings (recorded in
+/// `variants`).
+fn apply_backend_policy(r: &mut Route, p: &BackendPolicy, variants: &mut BTreeSet<ClusterKey>) {
+    crate::traffic::apply_route(r, &p.route, p.cluster.as_deref());
+    let Some(settings) = &p.cluster else {
+        return;
+    };
+    let Some(route::Action::Route(ra)) = r.action.as_mut() else {
+        return;
+    };
+    let mut variant = |name: &mut String| {
+        if name == crate::backend::INVALID_BACKEND_CLUSTER {
+            return;
+        }
+        let key = ClusterKey::new(name.as_str(), Some(settings.clone()));
+        *name = key.name();
+        variants.insert(key);
+    };
+    match ra.cluster_specifier.as_mut() {
+        Some(route_action::ClusterSpecifier::Cluster(name)) => variant(name),
+        Some(route_action::ClusterSpecifier::WeightedClusters(w)) => {
+            w.clusters.iter_mut().for_each(|c| variant(&mut c.name))
+        }
+        _ => {}
     }
 }
 

@@ -146,6 +146,8 @@ pub(crate) struct RouteEntry {
     /// `Some(scheme)` when the route redirects without a port: the port is derived per
     /// listener (the scheme's well-known port, else the listener's).
     pub redirect_scheme: Option<Option<String>>,
+    /// The rule's name (`sectionName` of a policy targeting it), if it has one.
+    pub rule_name: Option<String>,
 }
 
 /// A route after per-route validation, independent of the parent it attaches to.
@@ -1111,12 +1113,14 @@ pub(crate) fn check_route(
                 key: PrecedenceKey::from_shape(shape, rank, ri, mi),
                 route: r,
                 redirect_scheme: redirect_scheme.clone(),
+                rule_name: rule.name.clone(),
             });
             if let Some(p) = preflight {
                 entries.push(RouteEntry {
                     key: PrecedenceKey::from_shape(shape, rank, ri, mi),
                     route: p,
                     redirect_scheme,
+                    rule_name: rule.name.clone(),
                 });
             }
         }
@@ -1128,45 +1132,6 @@ pub(crate) fn check_route(
         rule_count: route.spec.rules.len(),
         http2_clusters: BTreeSet::new(),
     }
-}
-
-/// `c` (an encoded Cluster) speaking HTTP/2 to its endpoints, as gRPC needs.
-pub(crate) fn with_http2(
-    c: &std::sync::Arc<crate::XdsResource>,
-) -> std::sync::Arc<crate::XdsResource> {
-    use envoy_types::pb::envoy::config::cluster::v3::Cluster;
-    use envoy_types::pb::envoy::config::core::v3::Http2ProtocolOptions;
-    use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
-        http_protocol_options::{
-            explicit_http_config, ExplicitHttpConfig, UpstreamProtocolOptions,
-        },
-        HttpProtocolOptions,
-    };
-    use prost::Message;
-    const KEY: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
-    let Ok(mut cluster) = Cluster::decode(c.body.clone()) else {
-        return c.clone();
-    };
-    if !cluster.typed_extension_protocol_options.is_empty() {
-        // Someone chose the protocol already; a second map entry would also make the bytes
-        // depend on hash-map order.
-        return c.clone();
-    }
-    let opts = HttpProtocolOptions {
-        upstream_protocol_options: Some(UpstreamProtocolOptions::ExplicitHttpConfig(
-            ExplicitHttpConfig {
-                protocol_config: Some(explicit_http_config::ProtocolConfig::Http2ProtocolOptions(
-                    Http2ProtocolOptions::default(),
-                )),
-            },
-        )),
-        ..Default::default()
-    };
-    cluster.typed_extension_protocol_options.insert(
-        KEY.to_string(),
-        crate::envoy::any(&format!("type.googleapis.com/{KEY}"), &opts),
-    );
-    crate::envoy::encode(&c.type_url, &c.name, &cluster)
 }
 
 /// Envoy Gateway's overlap check (`checkRouteOverlaps`): routes of different xRoutes on one

@@ -43,7 +43,6 @@ impl BtpAttachment {
     /// one's): the most specific attached policy. Envoy Gateway's `LookupBTPRoutingType`
     /// order: rule, route, ListenerSet listener, ListenerSet, Gateway listener (for the
     /// Gateway's own listeners only: the two are siblings), Gateway.
-    #[allow(dead_code)]
     pub fn for_route_rule(
         &self,
         route: &ResourceKey,
@@ -212,6 +211,24 @@ pub(crate) fn invalid(spec: &Value) -> Option<String> {
     e.message()
 }
 
+/// Why policy `key` cannot be translated ([`invalid`], then what translating its fields finds),
+/// or `None`.
+pub(crate) fn check(ix: &Index, key: &ResourceKey, spec: &Value) -> Option<String> {
+    invalid(spec).or_else(|| super::backend::translate(ix, key, spec).err()?.message())
+}
+
+/// The policy translated, or `None` when it is invalid (its status says why).
+pub(crate) fn translate(
+    ix: &Index,
+    key: &ResourceKey,
+    spec: &Value,
+) -> Option<super::backend::BackendPolicy> {
+    if invalid(spec).is_some() {
+        return None;
+    }
+    super::backend::translate(ix, key, spec).ok()
+}
+
 fn is_prime(n: u64) -> bool {
     n >= 2
         && (2..)
@@ -279,7 +296,7 @@ pub(crate) fn attach(
         .map(|p| PolicyStatus::new(p.generation))
         .collect();
     let mut out = BtpResult::default();
-    let invalid: Vec<Option<String>> = policies.iter().map(|p| invalid(p.spec)).collect();
+    let invalid: Vec<Option<String>> = policies.iter().map(|p| check(ix, p.key, p.spec)).collect();
     // The first policy naming each Gateway / listener (before conflicts), for merges.
     let mut gw_policy: BTreeMap<(ResourceKey, Option<String>), ResourceKey> = BTreeMap::new();
     for (p, ts) in policies.iter().zip(&targets) {

@@ -14,6 +14,7 @@
 //! and "which BackendTrafficPolicy applies to this route rule"
 //! ([`btp::BtpAttachment::for_route_rule`]), most specific target first.
 
+pub(crate) mod backend;
 pub(crate) mod btp;
 pub(crate) mod ctp;
 pub(crate) mod status;
