@@ -174,7 +174,7 @@ pub(crate) fn translate_gateway(
                     let set = listeners[*li].set.map(|i| &sets[i].key);
                     let lname = listeners[*li].spec.name.as_str();
                     // The BackendTrafficPolicy of each rule as served by this listener.
-                    let rule_policies: Vec<Option<Arc<BackendPolicy>>> = checked
+                    let rule_policies: Vec<Option<Btp>> = checked
                         .entries
                         .iter()
                         .map(|e| {
@@ -194,8 +194,16 @@ pub(crate) fn translate_gateway(
                         let mut entries = Vec::new();
                         for (e, policy) in checked.entries.iter().zip(&rule_policies) {
                             let mut r = e.route.clone();
-                            if let Some(p) = policy {
-                                apply_backend_policy(&mut r, p, &mut variants);
+                            match policy {
+                                Some(Btp::Valid(p)) => {
+                                    apply_backend_policy(&mut r, p, &mut variants)
+                                }
+                                // Envoy Gateway answers the routes of an invalid policy with
+                                // 500 (its status says why).
+                                Some(Btp::Invalid) => {
+                                    r.action = Some(crate::httproute::direct(500, None))
+                                }
+                                None => {}
                             }
                             if let (Some(scheme), Some(route::Action::Redirect(ra))) =
                                 (&e.redirect_scheme, r.action.as_mut())
@@ -387,22 +395,31 @@ pub(crate) fn translate_gateway(
     }
 }
 
-/// BackendTrafficPolicies translated once per gateway: `None` for one that is invalid (its
-/// status says why; it configures nothing).
+/// A BackendTrafficPolicy as translated: valid, or invalid (its status says why; it configures
+/// nothing).
+#[derive(Clone)]
+enum Btp {
+    Valid(Arc<BackendPolicy>),
+    Invalid,
+}
+
+/// BackendTrafficPolicies translated once per gateway.
 #[derive(Default)]
-struct BtpCache(BTreeMap<ResourceKey, Option<Arc<BackendPolicy>>>);
+struct BtpCache(BTreeMap<ResourceKey, Btp>);
 
 impl BtpCache {
-    fn get(&mut self, ix: &Index, p: &Resource) -> Option<Arc<BackendPolicy>> {
-        self.0
-            .entry(p.key.clone())
-            .or_insert_with(|| {
-                let Object::Extension(_, o) = &p.object else {
-                    return None;
-                };
-                crate::policy::btp::translate(ix, &p.key, &o.spec).map(Arc::new)
-            })
-            .clone()
+    fn get(&mut self, ix: &Index, p: &Resource) -> Option<Btp> {
+        let Object::Extension(_, o) = &p.object else {
+            return None;
+        };
+        let b =
+            self.0.entry(p.key.clone()).or_insert_with(|| {
+                match crate::policy::btp::translate(ix, &p.key, &o.spec) {
+                    Some(b) => Btp::Valid(Arc::new(b)),
+                    None => Btp::Invalid,
+                }
+            });
+        Some(b.clone())
     }
 }
 

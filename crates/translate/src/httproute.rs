@@ -659,7 +659,7 @@ pub(crate) fn reject_path_regex_host_rewrite(
     }
 }
 
-fn direct(status: u32, body: Option<&[u8]>) -> route::Action {
+pub(crate) fn direct(status: u32, body: Option<&[u8]>) -> route::Action {
     route::Action::DirectResponse(DirectResponseAction {
         status,
         body: body.map(|b| DataSource {

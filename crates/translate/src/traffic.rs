@@ -268,7 +268,7 @@ fn apply_route_action(ra: &mut RouteAction, s: &RouteSettings, cluster: Option<&
         ..
     }) = cluster.and_then(|c| c.load_balancer.as_ref())
     {
-        ra.hash_policy = vec![hash_policy(hash)];
+        ra.hash_policy = hash.iter().map(hash_policy).collect();
     }
 }
 

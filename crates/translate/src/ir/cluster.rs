@@ -79,7 +79,8 @@ pub(crate) enum LbPolicy {
     LeastRequest,
     /// Maglev over the hash of the request's `HashPolicy`.
     ConsistentHash {
-        hash: HashOn,
+        /// What the route hashes (several: hashed together).
+        hash: Vec<HashOn>,
         table_size: Option<u64>,
     },
 }

@@ -38,6 +38,7 @@ pub(crate) fn translate(
         request_buffer: p.quantity_u32("/requestBuffer/limit", "RequestBuffer", "limit"),
         upgrades: p.upgrades(),
     };
+    p.bandwidth_limit();
     let cluster = ClusterSettings {
         load_balancer: p.load_balancer(),
         circuit_breaker: p.circuit_breaker(),
@@ -186,6 +187,42 @@ impl<'a> Parser<'a> {
             _ => {
                 self.err(section, format!("invalid percentage {v}"));
                 None
+            }
+        }
+    }
+
+    /// `bandwidthLimit` is not translated yet; its limits are checked as Envoy Gateway
+    /// checks them (`bandwidthToKibps`: at least 1 KiB/s).
+    fn bandwidth_limit(&mut self) {
+        for dir in ["request", "response"] {
+            let Some(v) = self.get(&format!("/bandwidthLimit/{dir}/limit/value")) else {
+                continue;
+            };
+            let text = v
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| v.to_string());
+            let unit = self
+                .str(&format!("/bandwidthLimit/{dir}/limit/unit"))
+                .unwrap_or("Second")
+                .to_string();
+            let per_unit: f64 = match unit.as_str() {
+                "Minute" => 60.0,
+                "Hour" => 3600.0,
+                _ => 1.0,
+            };
+            match parse_quantity(&text) {
+                Some(q) if q >= 0.0 && (q / (per_unit * 1024.0)).floor() >= 1.0 => {}
+                Some(q) if q >= 0.0 => self.err(
+                    "BandwidthLimit",
+                    format!(
+                        "{dir}: bandwidth limit of {q} bytes per {unit} is below the minimum of 1 KiB/s"
+                    ),
+                ),
+                _ => self.err(
+                    "BandwidthLimit",
+                    format!("{dir}: invalid bandwidth limit {text}"),
+                ),
             }
         }
     }
@@ -340,12 +377,8 @@ impl<'a> Parser<'a> {
                 }
             }
             if ro.pointer("/match/responseHeaders").is_some() || ro.get("redirect").is_some() {
-                // Matching on response headers and redirects are not translated yet: refused
-                // rather than served as something else.
-                self.err(
-                    "ResponseOverride",
-                    "responseHeaders matches and redirects are not supported".into(),
-                );
+                // Response header matches and redirects are not translated yet: such an
+                // override is left out whole (its status part alone would match more).
                 continue;
             }
             if o.statuses.is_empty() {
@@ -432,10 +465,10 @@ impl<'a> Parser<'a> {
             .flatten()
         {
             match u.get("type").and_then(Value::as_str) {
-                // CONNECT needs a connect config (terminate or proxy): not translated yet.
-                Some(t) if !t.is_empty() && !t.eq_ignore_ascii_case("connect") => {
-                    out.push(t.to_string())
-                }
+                // CONNECT needs a connect config (terminate or proxy): not translated yet,
+                // left out.
+                Some(t) if t.eq_ignore_ascii_case("connect") => {}
+                Some(t) if !t.is_empty() => out.push(t.to_string()),
                 _ => self.err("HTTPUpgrade", format!("unsupported upgrade {u}")),
             }
         }
@@ -450,43 +483,58 @@ impl<'a> Parser<'a> {
             "LeastRequest" => LbPolicy::LeastRequest,
             "ConsistentHash" => {
                 let ch = |f: &str| format!("/loadBalancer/consistentHash/{f}");
-                let hash = match self.str(&ch("type")) {
-                    Some("SourceIP") => Some(HashOn::SourceIp),
+                let names = |p: &Self, f: &str| -> Vec<String> {
+                    p.get(&ch(f))
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|h| h.get("name").and_then(Value::as_str))
+                        .map(str::to_string)
+                        .collect()
+                };
+                let hash: Vec<HashOn> = match self.str(&ch("type")) {
+                    Some("SourceIP") => vec![HashOn::SourceIp],
                     Some("Header") => self
                         .str(&ch("header/name"))
-                        .or_else(|| self.str(&ch("headers/0/name")))
-                        .map(|h| HashOn::Header(h.to_ascii_lowercase())),
+                        .map(|h| HashOn::Header(h.to_ascii_lowercase()))
+                        .into_iter()
+                        .collect(),
+                    // Several headers: one hash policy each, hashed together.
+                    Some("Headers") => names(self, "headers")
+                        .into_iter()
+                        .map(|h| HashOn::Header(h.to_ascii_lowercase()))
+                        .collect(),
                     Some("Cookie") => {
                         let ttl = self.duration(&ch("cookie/ttl"), "LoadBalancer", "Cookie TTL");
-                        self.str(&ch("cookie/name")).map(|name| HashOn::Cookie {
-                            name: name.to_string(),
-                            ttl,
-                        })
+                        self.str(&ch("cookie/name"))
+                            .map(|name| HashOn::Cookie {
+                                name: name.to_string(),
+                                ttl,
+                            })
+                            .into_iter()
+                            .collect()
                     }
-                    Some("QueryParams") | Some("QueryParameter") => self
-                        .str(&ch("queryParams/0/name"))
-                        .map(|q| HashOn::QueryParameter(q.to_string())),
-                    _ => None,
+                    Some("QueryParams") => names(self, "queryParams")
+                        .into_iter()
+                        .map(HashOn::QueryParameter)
+                        .collect(),
+                    _ => vec![],
                 };
-                let Some(hash) = hash else {
+                if hash.is_empty() {
                     self.err(
                         "LoadBalancer",
-                        "ConsistentHash: unsupported or incomplete hash type".into(),
+                        "ConsistentHash: the hash type's settings are missing".into(),
                     );
                     return None;
-                };
+                }
                 LbPolicy::ConsistentHash {
                     hash,
                     table_size: self.get(&ch("tableSize")).and_then(Value::as_u64),
                 }
             }
-            other => {
-                self.err(
-                    "LoadBalancer",
-                    format!("unsupported load balancer type {other}"),
-                );
-                return None;
-            }
+            // BackendUtilization (and any type added later) is not translated yet: left out,
+            // the cluster keeps round robin.
+            _ => return None,
         };
         let slow_start_window = self.duration(
             "/loadBalancer/slowStart/window",
@@ -706,8 +754,9 @@ impl<'a> Parser<'a> {
     fn dns(&mut self) -> Option<Dns> {
         self.get("/dns")?;
         let refresh_rate = self.duration("/dns/dnsRefreshRate", "DNS", "DNSRefreshRate");
-        if refresh_rate.is_some_and(|d| d < 1_000_000) {
-            self.err("DNS", "dnsRefreshRate must be at least 1ms".into());
+        // Envoy takes a refresh rate above 1ms only.
+        if refresh_rate.is_some_and(|d| d <= 1_000_000) {
+            self.err("DNS", "dnsRefreshRate must be greater than 1ms".into());
         }
         let lookup_family = match self.str("/dns/lookupFamily") {
             None => None,
@@ -716,10 +765,8 @@ impl<'a> Parser<'a> {
             Some("IPv4Preferred") => Some(DnsFamily::V4Preferred),
             Some("IPv6Preferred") => Some(DnsFamily::V6Preferred),
             Some("IPv4AndIPv6") => Some(DnsFamily::All),
-            Some(f) => {
-                self.err("DNS", format!("unsupported lookupFamily {f}"));
-                None
-            }
+            // Envoy Gateway takes any other value as unset.
+            Some(_) => None,
         };
         Some(Dns {
             refresh_rate,

@@ -481,10 +481,41 @@ fn an_invalid_policy_says_so_and_configures_nothing() {
         message,
         "ResponseOverride: can't find the referenced configmap app/missing."
     );
+    // Envoy Gateway answers the routes of an invalid policy with 500; none of its settings
+    // reach Envoy.
     for p in ["/a", "/b", "/c"] {
         let r = route_named(&t, p);
         assert!(r.typed_per_filter_config.is_empty(), "{p}");
-        assert_eq!(cluster_of(&r), "app/web/80", "{p}");
+        match r.action {
+            Some(route::Action::DirectResponse(d)) => assert_eq!(d.status, 500, "{p}"),
+            other => panic!("{p}: {other:?}"),
+        }
     }
+    assert_eq!(clusters(&t).len(), 1, "only the backend's own cluster");
+    validate(&t);
+}
+
+#[test]
+fn a_response_body_from_a_configmap_follows_the_configmap() {
+    let cm = |body: &str| {
+        format!("---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: page, namespace: app}}\ndata: {{response.body: {body}}}\n")
+    };
+    let p = policy(
+        "p",
+        Some("a"),
+        "  responseOverride:\n  - match: {statusCodes: [{value: 500}]}\n    response: {body: {type: ValueRef, valueRef: {group: '', kind: ConfigMap, name: page}}}",
+    );
+    let body_has = |t: &Translator, text: &str| {
+        let r = route_named(t, "/a");
+        let v = &r.typed_per_filter_config["envoy.filters.http.custom_response"].value;
+        v.windows(text.len()).any(|w| w == text.as_bytes())
+    };
+    let mut t = translate(&[p, cm("first-page")]);
+    assert!(body_has(&t, "first-page"));
+    crate::tests::apply_all(&mut t, &crate::tests::events("c1", &cm("second-page")));
+    assert!(
+        body_has(&t, "second-page"),
+        "the gateway follows the ConfigMap"
+    );
     validate(&t);
 }
