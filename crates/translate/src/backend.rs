@@ -9,7 +9,7 @@
 use crate::backendtls::{transport_socket, CaSource, TlsTarget, UpstreamTls};
 use crate::envoy::{self, EndpointAddr};
 use crate::index::Index;
-use crate::ir::cluster::ClusterKey;
+use crate::ir::cluster::{BackendId, ClusterKey};
 use crate::traffic::UpstreamHttp;
 use crate::XdsResource;
 use envoy_types::pb::envoy::config::cluster::v3::{cluster, Cluster};
@@ -69,7 +69,7 @@ pub(crate) fn resolve_backend(
     ix: &Index,
     route: &ResourceKey,
     b: &HttpBackendRef,
-) -> Result<(String, Vec<EndpointAddr>), (&'static str, String)> {
+) -> Result<(BackendId, Vec<EndpointAddr>), (&'static str, String)> {
     resolve_inner(ix, route, b, &mut None, true)
 }
 
@@ -79,7 +79,7 @@ fn resolve_inner(
     b: &HttpBackendRef,
     tls_policy: &mut Option<ResourceKey>,
     with_endpoints: bool,
-) -> Result<(String, Vec<EndpointAddr>), (&'static str, String)> {
+) -> Result<(BackendId, Vec<EndpointAddr>), (&'static str, String)> {
     let group = b.group.as_deref().unwrap_or("");
     if !matches!(group, "" | MCS_GROUP | EG_GROUP) {
         return Err((
@@ -200,8 +200,16 @@ fn resolve_inner(
                 ));
             };
             let name = match kind {
-                BackendKind::Service => format!("{ns}/{}/{port}", b.name),
-                _ => format!("serviceimport/{ns}/{}/{port}", b.name),
+                BackendKind::Service => BackendId::Service {
+                    namespace: ns.to_string(),
+                    name: b.name.clone(),
+                    port,
+                },
+                _ => BackendId::ServiceImport {
+                    namespace: ns.to_string(),
+                    name: b.name.clone(),
+                    port,
+                },
             };
             // Envoy Gateway checks neither TLS nor endpoints of a backend of weight 0.
             if weight != 0 {
@@ -284,9 +292,10 @@ fn resolve_inner(
                         .into(),
                 ));
             }
-            let name = match b.port {
-                Some(p) => format!("backend/{ns}/{}/{p}", b.name),
-                None => format!("backend/{ns}/{}/-", b.name),
+            let name = BackendId::Backend {
+                namespace: ns.to_string(),
+                name: b.name.clone(),
+                port: b.port,
             };
             if weight != 0 {
                 let target = TlsTarget {
@@ -529,22 +538,6 @@ pub(crate) fn tls_policies_of<'a>(
     out
 }
 
-/// What a cluster name (as [`resolve`] makes them) refers to.
-fn decode_cluster_name(name: &str) -> Option<(BackendKind, &str, &str, Option<&str>)> {
-    let parts: Vec<&str> = name.split('/').collect();
-    match parts.as_slice() {
-        ["backend", ns, n, port] => Some((
-            BackendKind::Backend,
-            ns,
-            n,
-            Some(*port).filter(|p| *p != "-"),
-        )),
-        ["serviceimport", ns, n, port] => Some((BackendKind::ServiceImport, ns, n, Some(port))),
-        [ns, n, port] => Some((BackendKind::Service, ns, n, Some(port))),
-        _ => None,
-    }
-}
-
 /// The Envoy resources of one cluster of `cluster` (a Kubernetes cluster id): a STRICT_DNS
 /// cluster with its endpoints inline for an FQDN Backend, otherwise an EDS cluster (and, for the
 /// backend's own cluster, its ClusterLoadAssignment: a settings variant reads the base
@@ -558,14 +551,14 @@ pub(crate) fn cluster_resources(
     endpoints: &[EndpointAddr],
     http2: bool,
 ) -> Vec<Arc<XdsResource>> {
-    let base = key.backend.as_str();
+    let base = key.backend.name();
     let name = key.name();
     let settings = key.settings.as_deref();
     // A gRPC health check means the backend speaks gRPC: HTTP/2 (Envoy requires it).
     let grpc_checked = settings
         .and_then(|s| s.active_health_check.as_ref())
         .is_some_and(|h| matches!(h.kind, crate::ir::cluster::HealthCheckKind::Grpc { .. }));
-    let proto = if http2 || grpc_checked || app_protocol_is_http2(ix, cluster, base) {
+    let proto = if http2 || grpc_checked || app_protocol_is_http2(ix, cluster, &key.backend) {
         UpstreamHttp::Http2
     } else {
         UpstreamHttp::Http1
@@ -581,13 +574,46 @@ pub(crate) fn cluster_resources(
         envoy::encode(crate::type_url::CLUSTER, &name, &c)
     };
     let own_endpoints = settings.is_none();
-    let Some((kind, ns, bname, port)) = decode_cluster_name(base) else {
-        let mut out = vec![finish(envoy::eds_cluster_message(&name, base))];
-        if own_endpoints {
-            out.push(envoy::load_assignment(base, endpoints));
+    let (kind, ns, bname, port) = match &key.backend {
+        BackendId::Service {
+            namespace,
+            name,
+            port,
+        } => (
+            BackendKind::Service,
+            namespace,
+            name,
+            Some(port.to_string()),
+        ),
+        BackendId::ServiceImport {
+            namespace,
+            name,
+            port,
+        } => (
+            BackendKind::ServiceImport,
+            namespace,
+            name,
+            Some(port.to_string()),
+        ),
+        BackendId::Backend {
+            namespace,
+            name,
+            port,
+        } => (
+            BackendKind::Backend,
+            namespace,
+            name,
+            port.map(|p| p.to_string()),
+        ),
+        BackendId::Named(_) => {
+            let mut out = vec![finish(envoy::eds_cluster_message(&name, &base))];
+            if own_endpoints {
+                out.push(envoy::load_assignment(&base, endpoints));
+            }
+            return out;
         }
-        return out;
     };
+    let (ns, bname, port) = (ns.as_str(), bname.as_str(), port.as_deref());
     let (group, kind_name, section, backend) = match kind {
         BackendKind::Service => (
             "",
@@ -636,9 +662,9 @@ pub(crate) fn cluster_resources(
         // Host names (FQDN Backends, FQDN EndpointSlices) need DNS; EDS takes only addresses.
         vec![finish(strict_dns_cluster(&name, endpoints, socket))]
     } else {
-        let mut v = vec![finish(eds_cluster(&name, base, socket))];
+        let mut v = vec![finish(eds_cluster(&name, &base, socket))];
         if own_endpoints {
-            v.push(envoy::load_assignment(base, endpoints));
+            v.push(envoy::load_assignment(&base, endpoints));
         }
         v
     };
@@ -682,13 +708,21 @@ fn service_port_name(
 /// Does the backend of cluster `name` speak HTTP/2 by its port's appProtocol? Envoy Gateway
 /// (`serviceAppProtocolToIRAppProtocol`) takes `kubernetes.io/h2c` as HTTP/2 (prior knowledge)
 /// and `grpc` as gRPC, for a Service or ServiceImport port.
-fn app_protocol_is_http2(ix: &Index, cluster: &str, name: &str) -> bool {
-    let Some((kind, ns, bname, Some(port))) = decode_cluster_name(name) else {
-        return false;
+fn app_protocol_is_http2(ix: &Index, cluster: &str, id: &BackendId) -> bool {
+    let (kind, ns, bname, port) = match id {
+        BackendId::Service {
+            namespace,
+            name,
+            port,
+        } => (BackendKind::Service, namespace, name, *port),
+        BackendId::ServiceImport {
+            namespace,
+            name,
+            port,
+        } => (BackendKind::ServiceImport, namespace, name, *port),
+        _ => return false,
     };
-    let Ok(port) = port.parse::<i32>() else {
-        return false;
-    };
+    let (ns, bname) = (ns.as_str(), bname.as_str());
     let app = match kind {
         BackendKind::Service => {
             let key = ResourceKey::new(cluster, Kind::Service, ns, bname);

@@ -1,10 +1,10 @@
 //! Translation of one Gateway: its listeners, the HTTPRoutes attached to it and their
 //! backends → Envoy resources, listener status and route parent status.
 
-use crate::envoy::{self, EndpointAddr};
+use crate::envoy;
 use crate::httproute::{check_route, set_condition, OverlapTracker, PrecedenceKey};
 use crate::index::Index;
-use crate::ir::cluster::ClusterKey;
+use crate::ir::cluster::{Backends, ClusterKey};
 use crate::listener::{self, port_of, ListenerState, SetInfo};
 use crate::policy::backend::BackendPolicy;
 use crate::policy::Policies;
@@ -89,7 +89,7 @@ pub(crate) fn translate_gateway(
                 .push((i, h.to_ascii_lowercase()));
         }
     }
-    let mut clusters: BTreeMap<String, Vec<EndpointAddr>> = BTreeMap::new();
+    let mut clusters: crate::ir::cluster::Backends = BTreeMap::new();
     let mut route_parents: BTreeMap<ResourceKey, Vec<(usize, Value)>> = BTreeMap::new();
 
     let route_keys: BTreeSet<&ResourceKey> = std::iter::once(gw_key)
@@ -196,7 +196,7 @@ pub(crate) fn translate_gateway(
                             let mut r = e.route.clone();
                             match policy {
                                 Some(Btp::Valid(p)) => {
-                                    apply_backend_policy(&mut r, p, &mut variants)
+                                    apply_backend_policy(&mut r, p, &clusters, &mut variants)
                                 }
                                 // Envoy Gateway answers the routes of an invalid policy with
                                 // 500 (its status says why).
@@ -362,13 +362,14 @@ pub(crate) fn translate_gateway(
         .collect();
     resources.extend(sds_urls.into_iter().map(crate::tls::sds_cluster));
     let base_keys = clusters
-        .keys()
-        .map(|name| ClusterKey::new(name.as_str(), None));
+        .values()
+        .map(|(id, _)| ClusterKey::new(id.clone(), None));
     for key in base_keys.chain(variants) {
-        let Some(endpoints) = clusters.get(&key.backend) else {
+        let name = key.backend.name();
+        let Some((_, endpoints)) = clusters.get(&name) else {
             continue;
         };
-        let http2 = http2_clusters.contains(&key.backend);
+        let http2 = http2_clusters.contains(&name);
         resources.extend(crate::backend::cluster_resources(
             ix,
             &gw_key.cluster,
@@ -426,7 +427,12 @@ impl BtpCache {
 /// Adds a rule's BackendTrafficPolicy to one of its routes: the route-level settings, and its
 /// clusters replaced by their variants with the policy's cluster settings (recorded in
 /// `variants`).
-fn apply_backend_policy(r: &mut Route, p: &BackendPolicy, variants: &mut BTreeSet<ClusterKey>) {
+fn apply_backend_policy(
+    r: &mut Route,
+    p: &BackendPolicy,
+    backends: &Backends,
+    variants: &mut BTreeSet<ClusterKey>,
+) {
     crate::traffic::apply_route(r, &p.route, p.cluster.as_deref());
     let Some(settings) = &p.cluster else {
         return;
@@ -435,10 +441,11 @@ fn apply_backend_policy(r: &mut Route, p: &BackendPolicy, variants: &mut BTreeSe
         return;
     };
     let mut variant = |name: &mut String| {
-        if name == crate::backend::INVALID_BACKEND_CLUSTER {
+        // The invalid share's cluster (which never exists) has no backend.
+        let Some((id, _)) = backends.get(name.as_str()) else {
             return;
-        }
-        let key = ClusterKey::new(name.as_str(), Some(settings.clone()));
+        };
+        let key = ClusterKey::new(id.clone(), Some(settings.clone()));
         *name = key.name();
         variants.insert(key);
     };

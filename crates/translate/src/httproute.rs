@@ -5,7 +5,6 @@
 //! live here too; `grpcroute.rs` only builds its own matches.
 
 use crate::backend::resolve_backend;
-use crate::envoy::EndpointAddr;
 use crate::filters::{
     auto_host_rewrite, check_backend_filters, process_filters, CookieMatch, FilterScope, Filtered,
     HostRewrite, PathRewrite, RouteKind,
@@ -529,7 +528,7 @@ pub(crate) struct RuleScope<'a> {
 pub(crate) fn resolve_rule_backends(
     s: &RuleScope<'_>,
     refs: &[HttpBackendRef],
-    clusters: &mut BTreeMap<String, Vec<EndpointAddr>>,
+    clusters: &mut crate::ir::cluster::Backends,
     errs: &mut ErrorCollector,
 ) -> RuleTarget {
     let ri = s.rule;
@@ -548,7 +547,7 @@ pub(crate) fn resolve_rule_backends(
             t.invalid_weight = t.invalid_weight.saturating_add(weight);
             continue;
         }
-        let (name, endpoints) = match resolve_backend(s.ix, s.route, b) {
+        let (id, endpoints) = match resolve_backend(s.ix, s.route, b) {
             Ok(v) => v,
             Err((reason, msg)) if reason == "EndpointsNotFound" => {
                 errs.add(StatusError::new(
@@ -602,7 +601,8 @@ pub(crate) fn resolve_rule_backends(
             t.invalid_weight = t.invalid_weight.saturating_add(weight);
             continue;
         }
-        clusters.insert(name.clone(), endpoints);
+        let name = id.name();
+        clusters.insert(name.clone(), (id, endpoints));
         if weight > 0 {
             t.clusters.push((name, weight, filtered));
         }
@@ -998,7 +998,7 @@ pub(crate) fn check_route(
     key: &ResourceKey,
     route: &HttpRoute,
     rank: usize,
-    clusters: &mut BTreeMap<String, Vec<EndpointAddr>>,
+    clusters: &mut crate::ir::cluster::Backends,
 ) -> CheckedRoute {
     let mut errs = ErrorCollector::default();
     let mut unaccepted = BTreeSet::new();

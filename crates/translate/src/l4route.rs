@@ -5,6 +5,7 @@
 use crate::envoy::{any, EndpointAddr};
 use crate::gateway::intersect_hostnames;
 use crate::index::Index;
+use crate::ir::cluster::BackendId;
 use crate::listener::{
     network_filter, parent_candidates, refers_to, Chain, L4Chains, ListenerState, SetInfo,
 };
@@ -48,7 +49,7 @@ pub(crate) fn translate_l4_routes(
     gw_key: &ResourceKey,
     listeners: &mut [ListenerState],
     sets: &[SetInfo],
-    clusters: &mut BTreeMap<String, Vec<EndpointAddr>>,
+    clusters: &mut crate::ir::cluster::Backends,
     route_parents: &mut BTreeMap<ResourceKey, Vec<(usize, Value)>>,
 ) -> L4Chains {
     let mut keys: BTreeSet<&ResourceKey> = ix.routes_of_gateway(gw_key).collect();
@@ -322,7 +323,7 @@ fn program(
 fn resolve_rules(
     ix: &Index,
     r: &L4Route,
-    clusters: &mut BTreeMap<String, Vec<EndpointAddr>>,
+    clusters: &mut crate::ir::cluster::Backends,
 ) -> (
     Vec<(String, u32)>,
     Vec<(&'static str, String)>,
@@ -364,7 +365,8 @@ fn resolve_rules(
                 continue;
             }
             match resolve_service(ix, r, b, udp) {
-                Ok((name, eps)) => {
+                Ok((id, eps)) => {
+                    let name = id.name();
                     let w = u32::try_from(b.weight.unwrap_or(1)).unwrap_or(0);
                     if w == 0 {
                         continue;
@@ -372,7 +374,7 @@ fn resolve_rules(
                     if udp {
                         udp_eps.extend(eps);
                     } else {
-                        clusters.insert(name.clone(), eps);
+                        clusters.insert(name.clone(), (id, eps));
                         backends.push((name, w));
                     }
                 }
@@ -383,7 +385,10 @@ fn resolve_rules(
     if udp && !udp_eps.is_empty() {
         udp_eps.sort();
         udp_eps.dedup();
-        clusters.insert(udp_cluster.clone(), udp_eps);
+        clusters.insert(
+            udp_cluster.clone(),
+            (BackendId::Named(udp_cluster.clone()), udp_eps),
+        );
         backends.push((udp_cluster, 1));
     }
     (backends, unresolved, dynamic)
@@ -413,7 +418,7 @@ fn resolve_service(
     r: &L4Route,
     b: &HttpBackendRef,
     udp: bool,
-) -> Result<(String, Vec<EndpointAddr>), (&'static str, String)> {
+) -> Result<(BackendId, Vec<EndpointAddr>), (&'static str, String)> {
     let group = b.group.as_deref().unwrap_or("");
     let kind = b.kind.as_deref().unwrap_or("Service");
     if !group.is_empty() || kind != "Service" {
@@ -468,9 +473,13 @@ fn resolve_service(
         ));
     };
     let name = if udp {
-        format!("{ns}/{}/{port}/udp", b.name)
+        BackendId::Named(format!("{ns}/{}/{port}/udp", b.name))
     } else {
-        format!("{ns}/{}/{port}", b.name)
+        BackendId::Service {
+            namespace: ns.to_string(),
+            name: b.name.clone(),
+            port,
+        }
     };
     Ok((name, ix.endpoints(&svc_key, sp)))
 }

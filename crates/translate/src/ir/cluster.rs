@@ -3,31 +3,85 @@
 //! cluster; a rule whose settings differ gets its own (Envoy Gateway builds one cluster per
 //! rule; sharing keeps the connection pools and health checks shared where nothing differs).
 
+use crate::envoy::EndpointAddr;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
-/// One Envoy cluster: a backend (its base cluster name, as backend resolution names it) and
-/// the settings it is built with (`None`: Flotilla's defaults).
+/// What a cluster reaches: the backend a backendRef resolved to.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum BackendId {
+    /// A Service port.
+    Service {
+        namespace: String,
+        name: String,
+        port: i32,
+    },
+    /// A Multi-Cluster Services ServiceImport port.
+    ServiceImport {
+        namespace: String,
+        name: String,
+        port: i32,
+    },
+    /// An Envoy Gateway Backend (the port a backendRef names, if any).
+    Backend {
+        namespace: String,
+        name: String,
+        port: Option<i32>,
+    },
+    /// Anything else (a UDPRoute rule's merged endpoints), by the name it is given.
+    Named(String),
+}
+
+impl BackendId {
+    /// The Envoy cluster name of the backend's own cluster.
+    pub fn name(&self) -> String {
+        match self {
+            BackendId::Service {
+                namespace,
+                name,
+                port,
+            } => format!("{namespace}/{name}/{port}"),
+            BackendId::ServiceImport {
+                namespace,
+                name,
+                port,
+            } => format!("serviceimport/{namespace}/{name}/{port}"),
+            BackendId::Backend {
+                namespace,
+                name,
+                port: Some(p),
+            } => format!("backend/{namespace}/{name}/{p}"),
+            BackendId::Backend {
+                namespace, name, ..
+            } => format!("backend/{namespace}/{name}/-"),
+            BackendId::Named(n) => n.clone(),
+        }
+    }
+}
+
+/// The backends a gateway's routes use, by their own cluster's name: what each is and its
+/// endpoints.
+pub(crate) type Backends = std::collections::BTreeMap<String, (BackendId, Vec<EndpointAddr>)>;
+
+/// One Envoy cluster: a backend and the settings it is built with (`None`: Flotilla's
+/// defaults).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) struct ClusterKey {
-    pub backend: String,
+    pub backend: BackendId,
     pub settings: Option<Arc<ClusterSettings>>,
 }
 
 impl ClusterKey {
-    pub fn new(backend: impl Into<String>, settings: Option<Arc<ClusterSettings>>) -> Self {
-        ClusterKey {
-            backend: backend.into(),
-            settings,
-        }
+    pub fn new(backend: BackendId, settings: Option<Arc<ClusterSettings>>) -> Self {
+        ClusterKey { backend, settings }
     }
 
     /// The Envoy cluster name: the backend's, followed by a short content hash of the settings
     /// when there are any (equal settings, equal name; no name is ever parsed back).
     pub fn name(&self) -> String {
         match &self.settings {
-            None => self.backend.clone(),
-            Some(s) => format!("{}/btp-{}", self.backend, s.digest()),
+            None => self.backend.name(),
+            Some(s) => format!("{}/btp-{}", self.backend.name(), s.digest()),
         }
     }
 }
