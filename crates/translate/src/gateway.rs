@@ -178,15 +178,11 @@ pub(crate) fn translate_gateway(
                         .entries
                         .iter()
                         .map(|e| {
-                            let p = policies.backend(
-                                ix,
-                                route_key,
-                                e.rule_name.as_deref(),
-                                gw_key,
-                                set,
-                                lname,
-                            )?;
-                            btps.get(ix, p)
+                            let rule = e.rule_name.as_deref();
+                            let p = policies.backend(ix, route_key, rule, gw_key, set, lname)?;
+                            let parent = policies
+                                .backend_merge_parent(ix, p, route_key, rule, gw_key, set, lname);
+                            btps.get(ix, p, parent)
                         })
                         .collect();
                     for host in hostnames {
@@ -404,23 +400,34 @@ enum Btp {
     Invalid,
 }
 
-/// BackendTrafficPolicies translated once per gateway.
+/// BackendTrafficPolicies translated once per gateway, by policy and the parent policy it
+/// merges into (if any).
 #[derive(Default)]
-struct BtpCache(BTreeMap<ResourceKey, Btp>);
+struct BtpCache(BTreeMap<(ResourceKey, Option<ResourceKey>), Btp>);
 
 impl BtpCache {
-    fn get(&mut self, ix: &Index, p: &Resource) -> Option<Btp> {
-        let Object::Extension(_, o) = &p.object else {
-            return None;
+    fn get(&mut self, ix: &Index, p: &Resource, parent: Option<&Resource>) -> Option<Btp> {
+        let spec_of = |r: &Resource| match &r.object {
+            Object::Extension(_, o) => Some(o.spec.clone()),
+            _ => None,
         };
-        let b =
-            self.0.entry(p.key.clone()).or_insert_with(|| {
-                match crate::policy::btp::translate(ix, &p.key, &o.spec) {
-                    Some(b) => Btp::Valid(Arc::new(b)),
-                    None => Btp::Invalid,
-                }
-            });
-        Some(b.clone())
+        let slot = (p.key.clone(), parent.map(|r| r.key.clone()));
+        if let Some(b) = self.0.get(&slot) {
+            return Some(b.clone());
+        }
+        let mut spec = spec_of(p)?;
+        if let Some(base) = parent.and_then(spec_of) {
+            // Envoy Gateway's mergeBackendTrafficPolicy: the route policy patches its parent's.
+            let mut merged = base;
+            crate::policy::btp::merge_patch(&mut merged, &spec);
+            spec = merged;
+        }
+        let b = match crate::policy::btp::translate(ix, &p.key, &spec) {
+            Some(b) => Btp::Valid(Arc::new(b)),
+            None => Btp::Invalid,
+        };
+        self.0.insert(slot, b.clone());
+        Some(b)
     }
 }
 

@@ -66,6 +66,59 @@ impl BtpAttachment {
     }
 }
 
+impl BtpAttachment {
+    /// Whether `policy` is attached to rule `rule` of `route` or to the whole route (not to a
+    /// gateway or listener).
+    pub fn is_route_level(
+        &self,
+        policy: &ResourceKey,
+        route: &ResourceKey,
+        rule: Option<&str>,
+    ) -> bool {
+        rule.and_then(|r| self.rules.get(&(route.clone(), r.to_string())))
+            .or_else(|| self.routes.get(route))
+            == Some(policy)
+    }
+
+    /// The policy a route policy with `mergeType` merges into on listener `listener` of `gw`:
+    /// the listener's, else the Gateway's (Envoy Gateway merges into the closest one).
+    pub fn merge_parent(
+        &self,
+        gw: &ResourceKey,
+        set: Option<&ResourceKey>,
+        listener: &str,
+    ) -> Option<&ResourceKey> {
+        let owner = set.unwrap_or(gw);
+        self.listeners
+            .get(&(owner.clone(), listener.to_string()))
+            .or_else(|| set.and_then(|s| self.owners.get(s)))
+            .or_else(|| self.owners.get(gw))
+    }
+}
+
+/// `patch` merged into `base` as a JSON merge patch (RFC 7386): objects merge key by key, a
+/// null removes, anything else replaces. Envoy Gateway's StrategicMerge of a
+/// BackendTrafficPolicy reads the same: none of its lists declares a merge strategy, so lists
+/// are replaced.
+pub(crate) fn merge_patch(base: &mut Value, patch: &Value) {
+    let Value::Object(p) = patch else {
+        *base = patch.clone();
+        return;
+    };
+    if !base.is_object() {
+        *base = Value::Object(Default::default());
+    }
+    if let Value::Object(b) = base {
+        for (k, v) in p {
+            if v.is_null() {
+                b.remove(k);
+            } else {
+                merge_patch(b.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+    }
+}
+
 /// Everything [`attach`] decides.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct BtpResult {

@@ -519,3 +519,33 @@ fn a_response_body_from_a_configmap_follows_the_configmap() {
     );
     validate(&t);
 }
+
+#[test]
+fn a_route_policy_with_merge_type_patches_the_gateway_policy() {
+    let gw_policy = "---\napiVersion: gateway.envoyproxy.io/v1alpha1\nkind: BackendTrafficPolicy\nmetadata: {name: gw-wide, namespace: app}\nspec:\n  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: gw}]\n  retry: {numRetries: 4}\n  timeout: {http: {requestTimeout: 9s}}\n".to_string();
+    let t = translate(&[
+        gw_policy.clone(),
+        policy(
+            "merging",
+            Some("a"),
+            "  mergeType: StrategicMerge\n  timeout: {http: {requestTimeout: 2s}}",
+        ),
+        policy(
+            "replacing",
+            Some("b"),
+            "  timeout: {http: {requestTimeout: 3s}}",
+        ),
+    ]);
+    // Rule a: its own timeout over the gateway policy's retry.
+    let a = action(&route_named(&t, "/a")).clone();
+    assert_eq!(a.timeout.unwrap().seconds, 2);
+    assert_eq!(a.retry_policy.unwrap().num_retries.unwrap().value, 4);
+    // Rule b: its policy replaces the gateway's whole.
+    let b = action(&route_named(&t, "/b")).clone();
+    assert_eq!(b.timeout.unwrap().seconds, 3);
+    assert!(b.retry_policy.is_none());
+    // Rule c: the gateway policy.
+    let c = action(&route_named(&t, "/c")).clone();
+    assert_eq!(c.timeout.unwrap().seconds, 9);
+    validate(&t);
+}
