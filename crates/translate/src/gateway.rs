@@ -416,13 +416,16 @@ impl BtpCache {
             return Some(b.clone());
         }
         let mut spec = spec_of(p)?;
-        if let Some(base) = parent.and_then(spec_of) {
-            // Envoy Gateway's mergeBackendTrafficPolicy: the route policy patches its parent's.
+        let mut key = &p.key;
+        if let Some((pk, base)) = parent.and_then(|r| Some((&r.key, spec_of(r)?))) {
+            // Envoy Gateway's mergeBackendTrafficPolicy: the route policy patches its parent's
+            // (and the result reads references from the parent's namespace).
             let mut merged = base;
             crate::policy::btp::merge_patch(&mut merged, &spec);
             spec = merged;
+            key = pk;
         }
-        let b = match crate::policy::btp::translate(ix, &p.key, &spec) {
+        let b = match crate::policy::btp::translate(ix, key, &spec) {
             Some(b) => Btp::Valid(Arc::new(b)),
             None => Btp::Invalid,
         };

@@ -466,7 +466,7 @@ pub(crate) fn attach(
                         st.reject(a, "Invalid", msg);
                     }
                 } else if p.spec.get("mergeType").is_some_and(|m| !m.is_null()) {
-                    merge_into_parents(ix, &rk, &parents_gw, &gw_policy, &mut merged, st);
+                    merge_into_parents(ix, &rk, p.spec, &parents_gw, &gw_policy, &mut merged, st);
                 }
                 for a in &ancestors {
                     st.accept_if_unset(a);
@@ -693,9 +693,11 @@ fn claim<K: Ord>(map: &mut BTreeMap<K, ResourceKey>, slot: K, policy: &ResourceK
 /// A route policy with `mergeType` merges into the closest policy of each listener its route
 /// attaches to (the listener's, else the Gateway's): the route policy reports `Merged` on that
 /// listener, and the parent policy lists the route.
+#[allow(clippy::too_many_arguments)]
 fn merge_into_parents(
     ix: &Index,
     route: &ResourceKey,
+    spec: &Value,
     parents: &[(ResourceKey, Option<String>)],
     gw_policy: &BTreeMap<(ResourceKey, Option<String>), ResourceKey>,
     merged: &mut BTreeMap<(ResourceKey, Option<String>), BTreeSet<String>>,
@@ -719,11 +721,22 @@ fn merge_into_parents(
                     None => continue,
                 },
             };
+            let a = AncestorRef::gateway(&gk.namespace, &gk.name, Some(l));
+            // The merged policy must translate (Envoy Gateway checks it as the parent's, whose
+            // namespace it keeps); if it does not, the route policy is invalid there and the
+            // parent counts as overridden.
+            if let Some(Object::Extension(_, o)) = ix.resources.get(parent).map(|r| &r.object) {
+                let mut m = o.spec.clone();
+                merge_patch(&mut m, spec);
+                if let Some(err) = check(ix, parent, &m) {
+                    st.reject(&a, "Invalid", &err);
+                    continue;
+                }
+            }
             merged
                 .entry(scope)
                 .or_default()
                 .insert(format!("{}/{}", route.namespace, route.name));
-            let a = AncestorRef::gateway(&gk.namespace, &gk.name, Some(l));
             st.set(
                 &a,
                 "Merged",
