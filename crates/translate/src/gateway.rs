@@ -256,6 +256,16 @@ pub(crate) fn translate_gateway(
         ));
     }
 
+    // TCP, UDP and TLS routes take the cluster settings of their BackendTrafficPolicy.
+    let mut l4_policy =
+        |route: &ResourceKey, rule: Option<&str>, set: Option<&ResourceKey>, listener: &str| {
+            let p = policies.backend(ix, route, rule, gw_key, set, listener)?;
+            let parent = policies.backend_merge_parent(ix, p, route, rule, gw_key, set, listener);
+            match btps.get(ix, p, parent)? {
+                Btp::Valid(b) => b.cluster.clone(),
+                Btp::Invalid => None,
+            }
+        };
     let mut l4 = crate::l4route::translate_l4_routes(
         ix,
         gw_key,
@@ -263,6 +273,8 @@ pub(crate) fn translate_gateway(
         &sets,
         &mut clusters,
         &mut route_parents,
+        &mut l4_policy,
+        &mut variants,
     );
 
     // A listener hostname that a less specific domain (of another listener's routes) covers

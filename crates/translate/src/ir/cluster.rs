@@ -120,6 +120,29 @@ impl ClusterSettings {
         hex::encode(&d[..4])
     }
 
+    /// The settings that apply to a TCP proxy's cluster (Envoy Gateway's TCP routes take no
+    /// HTTP settings).
+    pub fn for_tcp(&self) -> ClusterSettings {
+        let mut s = self.clone();
+        s.idle_timeout = None;
+        s.max_connection_duration = None;
+        s.http2 = None;
+        s.use_client_protocol = false;
+        if let Some(cb) = &mut s.circuit_breaker {
+            cb.max_requests_per_connection = None;
+        }
+        s
+    }
+
+    /// The settings that apply to a UDP proxy's cluster: load balancing and DNS only.
+    pub fn for_udp(&self) -> ClusterSettings {
+        ClusterSettings {
+            load_balancer: self.load_balancer.clone(),
+            dns: self.dns.clone(),
+            ..Default::default()
+        }
+    }
+
     /// No setting differs from Flotilla's defaults.
     pub fn is_empty(&self) -> bool {
         *self == ClusterSettings::default()

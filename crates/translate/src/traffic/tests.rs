@@ -549,3 +549,59 @@ fn a_route_policy_with_merge_type_patches_the_gateway_policy() {
     assert_eq!(c.timeout.unwrap().seconds, 9);
     validate(&t);
 }
+
+#[test]
+fn a_tcp_route_takes_the_cluster_settings_fit_for_tcp() {
+    let t = translate_yaml(&format!(
+        "{}{}",
+        BASE.replace(
+            "  - {name: http, port: 8080, protocol: HTTP}",
+            "  - {name: http, port: 8080, protocol: HTTP}\n  - {name: tcp, port: 9000, protocol: TCP}",
+        ),
+        "---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {name: t, namespace: app}
+spec:
+  parentRefs: [{name: gw, sectionName: tcp}]
+  rules: [{backendRefs: [{name: web, port: 80}]}]
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: BackendTrafficPolicy
+metadata: {name: tcp-policy, namespace: app}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: TCPRoute, name: t}]
+  circuitBreaker: {maxConnections: 5, maxRequestsPerConnection: 9}
+  loadBalancer: {type: Random}
+  timeout: {tcp: {connectTimeout: 2s}, http: {connectionIdleTimeout: 30s}}
+"
+    ));
+    let variant = clusters(&t)
+        .into_iter()
+        .find(|c| c.name.starts_with("app/web/80/btp-"))
+        .expect("the TCP route's cluster variant");
+    assert_eq!(variant.lb_policy, cluster::LbPolicy::Random as i32);
+    let th = &variant.circuit_breakers.as_ref().unwrap().thresholds[0];
+    assert_eq!(th.max_connections.as_ref().unwrap().value, 5);
+    assert_eq!(variant.connect_timeout.as_ref().unwrap().seconds, 2);
+    // HTTP settings do not reach a TCP proxy's cluster.
+    assert!(variant.typed_extension_protocol_options.is_empty());
+    // The TCP proxy forwards to the variant.
+    let l = gateway(&t)
+        .resources
+        .iter()
+        .filter(|r| r.type_url == type_url::LISTENER)
+        .map(|r| Listener::decode(r.body.clone()).unwrap())
+        .find(|l| format!("{l:?}").contains("tcp_proxy"))
+        .expect("the TCP listener");
+    let Some(filter::ConfigType::TypedConfig(any)) = &l.filter_chains[0].filters[0].config_type
+    else {
+        panic!("no filter");
+    };
+    let tp = envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy::decode(
+        any.value.as_slice(),
+    )
+    .unwrap();
+    assert!(format!("{:?}", tp.cluster_specifier).contains(&variant.name));
+    validate(&t);
+}
