@@ -9,6 +9,8 @@
 use crate::backendtls::{transport_socket, CaSource, TlsTarget, UpstreamTls};
 use crate::envoy::{self, EndpointAddr};
 use crate::index::Index;
+use crate::ir::cluster::{BackendId, ClusterKey};
+use crate::traffic::UpstreamHttp;
 use crate::XdsResource;
 use envoy_types::pb::envoy::config::cluster::v3::{cluster, Cluster};
 use envoy_types::pb::envoy::config::core::v3::TransportSocket;
@@ -67,7 +69,7 @@ pub(crate) fn resolve_backend(
     ix: &Index,
     route: &ResourceKey,
     b: &HttpBackendRef,
-) -> Result<(String, Vec<EndpointAddr>), (&'static str, String)> {
+) -> Result<(BackendId, Vec<EndpointAddr>), (&'static str, String)> {
     resolve_inner(ix, route, b, &mut None, true)
 }
 
@@ -77,7 +79,7 @@ fn resolve_inner(
     b: &HttpBackendRef,
     tls_policy: &mut Option<ResourceKey>,
     with_endpoints: bool,
-) -> Result<(String, Vec<EndpointAddr>), (&'static str, String)> {
+) -> Result<(BackendId, Vec<EndpointAddr>), (&'static str, String)> {
     let group = b.group.as_deref().unwrap_or("");
     if !matches!(group, "" | MCS_GROUP | EG_GROUP) {
         return Err((
@@ -198,8 +200,16 @@ fn resolve_inner(
                 ));
             };
             let name = match kind {
-                BackendKind::Service => format!("{ns}/{}/{port}", b.name),
-                _ => format!("serviceimport/{ns}/{}/{port}", b.name),
+                BackendKind::Service => BackendId::Service {
+                    namespace: ns.to_string(),
+                    name: b.name.clone(),
+                    port,
+                },
+                _ => BackendId::ServiceImport {
+                    namespace: ns.to_string(),
+                    name: b.name.clone(),
+                    port,
+                },
             };
             // Envoy Gateway checks neither TLS nor endpoints of a backend of weight 0.
             if weight != 0 {
@@ -282,9 +292,10 @@ fn resolve_inner(
                         .into(),
                 ));
             }
-            let name = match b.port {
-                Some(p) => format!("backend/{ns}/{}/{p}", b.name),
-                None => format!("backend/{ns}/{}/-", b.name),
+            let name = BackendId::Backend {
+                namespace: ns.to_string(),
+                name: b.name.clone(),
+                port: b.port,
             };
             if weight != 0 {
                 let target = TlsTarget {
@@ -527,38 +538,82 @@ pub(crate) fn tls_policies_of<'a>(
     out
 }
 
-/// What a cluster name (as [`resolve`] makes them) refers to.
-fn decode_cluster_name(name: &str) -> Option<(BackendKind, &str, &str, Option<&str>)> {
-    let parts: Vec<&str> = name.split('/').collect();
-    match parts.as_slice() {
-        ["backend", ns, n, port] => Some((
-            BackendKind::Backend,
-            ns,
-            n,
-            Some(*port).filter(|p| *p != "-"),
-        )),
-        ["serviceimport", ns, n, port] => Some((BackendKind::ServiceImport, ns, n, Some(port))),
-        [ns, n, port] => Some((BackendKind::Service, ns, n, Some(port))),
-        _ => None,
-    }
-}
-
-/// The Envoy resources of one backend cluster of `cluster` (a Kubernetes cluster id): a
-/// STRICT_DNS cluster with its endpoints inline for an FQDN Backend, otherwise an EDS cluster
-/// and its ClusterLoadAssignment; with the upstream TLS transport socket when a Backend's
-/// `spec.tls` or a BackendTLSPolicy asks for it.
+/// The Envoy resources of one cluster of `cluster` (a Kubernetes cluster id): a STRICT_DNS
+/// cluster with its endpoints inline for an FQDN Backend, otherwise an EDS cluster (and, for the
+/// backend's own cluster, its ClusterLoadAssignment: a settings variant reads the base
+/// cluster's); with the upstream TLS transport socket when a Backend's `spec.tls` or a
+/// BackendTLSPolicy asks for it, HTTP/2 upstream when `http2` (gRPC) or the port's
+/// appProtocol says so, and the key's BackendTrafficPolicy settings.
 pub(crate) fn cluster_resources(
     ix: &Index,
     cluster: &str,
-    name: &str,
+    key: &ClusterKey,
     endpoints: &[EndpointAddr],
+    http2: bool,
 ) -> Vec<Arc<XdsResource>> {
-    let Some((kind, ns, bname, port)) = decode_cluster_name(name) else {
-        return vec![
-            envoy::eds_cluster(name),
-            envoy::load_assignment(name, endpoints),
-        ];
+    let base = key.backend.name();
+    let name = key.name();
+    let settings = key.settings.as_deref();
+    // A gRPC health check means the backend speaks gRPC: HTTP/2 (Envoy requires it).
+    let grpc_checked = settings
+        .and_then(|s| s.active_health_check.as_ref())
+        .is_some_and(|h| matches!(h.kind, crate::ir::cluster::HealthCheckKind::Grpc { .. }));
+    let proto = if http2 || grpc_checked || app_protocol_is_http2(ix, cluster, &key.backend) {
+        UpstreamHttp::Http2
+    } else {
+        UpstreamHttp::Http1
     };
+    let finish = |mut c: Cluster| {
+        if let Some(s) = settings {
+            crate::traffic::apply_cluster(&mut c, s);
+        }
+        crate::traffic::set_protocol_options(
+            &mut c,
+            crate::traffic::protocol_options(proto, settings),
+        );
+        envoy::encode(crate::type_url::CLUSTER, &name, &c)
+    };
+    let own_endpoints = settings.is_none();
+    let (kind, ns, bname, port) = match &key.backend {
+        BackendId::Service {
+            namespace,
+            name,
+            port,
+        } => (
+            BackendKind::Service,
+            namespace,
+            name,
+            Some(port.to_string()),
+        ),
+        BackendId::ServiceImport {
+            namespace,
+            name,
+            port,
+        } => (
+            BackendKind::ServiceImport,
+            namespace,
+            name,
+            Some(port.to_string()),
+        ),
+        BackendId::Backend {
+            namespace,
+            name,
+            port,
+        } => (
+            BackendKind::Backend,
+            namespace,
+            name,
+            port.map(|p| p.to_string()),
+        ),
+        BackendId::Named(_) => {
+            let mut out = vec![finish(envoy::eds_cluster_message(&name, &base))];
+            if own_endpoints {
+                out.push(envoy::load_assignment(&base, endpoints));
+            }
+            return out;
+        }
+    };
+    let (ns, bname, port) = (ns.as_str(), bname.as_str(), port.as_deref());
     let (group, kind_name, section, backend) = match kind {
         BackendKind::Service => (
             "",
@@ -602,15 +657,16 @@ pub(crate) fn cluster_resources(
     }
     let socket = tls.as_ref().map(transport_socket);
     let mut out = if backend.is_some_and(|be| be.spec.type_.as_deref() == Some("DynamicResolver")) {
-        vec![dynamic_forward_proxy_cluster(name, socket)]
+        vec![finish(dynamic_forward_proxy_cluster(&name, socket))]
     } else if endpoints.iter().any(|e| !is_ip(&e.ip)) {
         // Host names (FQDN Backends, FQDN EndpointSlices) need DNS; EDS takes only addresses.
-        vec![strict_dns_cluster(name, endpoints, socket)]
+        vec![finish(strict_dns_cluster(&name, endpoints, socket))]
     } else {
-        vec![
-            eds_cluster(name, socket),
-            envoy::load_assignment(name, endpoints),
-        ]
+        let mut v = vec![finish(eds_cluster(&name, &base, socket))];
+        if own_endpoints {
+            v.push(envoy::load_assignment(&base, endpoints));
+        }
+        v
     };
     // A CA from an SDS server needs the cluster that reaches it (the gateway keeps one copy).
     if let Some(CaSource::Sds(r)) = tls.as_ref().map(|t| &t.ca) {
@@ -652,13 +708,21 @@ fn service_port_name(
 /// Does the backend of cluster `name` speak HTTP/2 by its port's appProtocol? Envoy Gateway
 /// (`serviceAppProtocolToIRAppProtocol`) takes `kubernetes.io/h2c` as HTTP/2 (prior knowledge)
 /// and `grpc` as gRPC, for a Service or ServiceImport port.
-pub(crate) fn app_protocol_is_http2(ix: &Index, cluster: &str, name: &str) -> bool {
-    let Some((kind, ns, bname, Some(port))) = decode_cluster_name(name) else {
-        return false;
+fn app_protocol_is_http2(ix: &Index, cluster: &str, id: &BackendId) -> bool {
+    let (kind, ns, bname, port) = match id {
+        BackendId::Service {
+            namespace,
+            name,
+            port,
+        } => (BackendKind::Service, namespace, name, *port),
+        BackendId::ServiceImport {
+            namespace,
+            name,
+            port,
+        } => (BackendKind::ServiceImport, namespace, name, *port),
+        _ => return false,
     };
-    let Ok(port) = port.parse::<i32>() else {
-        return false;
-    };
+    let (ns, bname) = (ns.as_str(), bname.as_str());
     let app = match kind {
         BackendKind::Service => {
             let key = ResourceKey::new(cluster, Kind::Service, ns, bname);
@@ -702,19 +766,12 @@ fn base_cluster(name: &str, socket: Option<TransportSocket>) -> Cluster {
     }
 }
 
-fn eds_cluster(name: &str, socket: Option<TransportSocket>) -> Arc<XdsResource> {
-    if socket.is_none() {
-        return envoy::eds_cluster(name);
-    }
-    let mut c = base_cluster(name, socket);
-    c.cluster_discovery_type = Some(cluster::ClusterDiscoveryType::Type(
-        cluster::DiscoveryType::Eds as i32,
-    ));
-    c.eds_cluster_config = Some(cluster::EdsClusterConfig {
-        eds_config: Some(envoy::ads()),
-        service_name: name.to_string(),
-    });
-    envoy::encode(crate::type_url::CLUSTER, name, &c)
+/// An EDS cluster named `name` reading the ClusterLoadAssignment `service` (the backend's own
+/// cluster name, shared by its settings variants).
+fn eds_cluster(name: &str, service: &str, socket: Option<TransportSocket>) -> Cluster {
+    let mut c = envoy::eds_cluster_message(name, service);
+    c.transport_socket = socket;
+    c
 }
 
 /// A dynamic forward proxy cluster in sub-cluster mode: one sub-cluster per request host:port,
@@ -742,7 +799,7 @@ fn dfp_cluster(name: &str, socket: Option<TransportSocket>, implementation: DfpI
 }
 
 /// A DynamicResolver Backend of an HTTP route: one sub-cluster per requested host:port.
-fn dynamic_forward_proxy_cluster(name: &str, socket: Option<TransportSocket>) -> Arc<XdsResource> {
+fn dynamic_forward_proxy_cluster(name: &str, socket: Option<TransportSocket>) -> Cluster {
     use envoy_types::pb::envoy::extensions::clusters::dynamic_forward_proxy::v3::SubClustersConfig;
     let mut c = dfp_cluster(
         name,
@@ -754,7 +811,7 @@ fn dynamic_forward_proxy_cluster(name: &str, socket: Option<TransportSocket>) ->
     );
     // Sub-clusters inherit this: prefer IPv4, fall back to IPv6.
     c.dns_lookup_family = cluster::DnsLookupFamily::V4Preferred as i32;
-    envoy::encode(crate::type_url::CLUSTER, name, &c)
+    c
 }
 
 /// The DNS cache a TLSRoute's dynamic forward proxy cluster and its listener's SNI filter share.
@@ -779,14 +836,14 @@ fn strict_dns_cluster(
     name: &str,
     endpoints: &[EndpointAddr],
     socket: Option<TransportSocket>,
-) -> Arc<XdsResource> {
+) -> Cluster {
     let mut c = base_cluster(name, socket);
     c.cluster_discovery_type = Some(cluster::ClusterDiscoveryType::Type(
         cluster::DiscoveryType::StrictDns as i32,
     ));
     c.dns_lookup_family = cluster::DnsLookupFamily::V4Preferred as i32;
     c.load_assignment = Some(envoy::cluster_load_assignment(name, endpoints, false));
-    envoy::encode(crate::type_url::CLUSTER, name, &c)
+    c
 }
 
 #[cfg(test)]

@@ -95,7 +95,7 @@ pub fn http_listener(name: &str, ip: &str, port: u32, route_name: &str) -> Arc<X
 
 /// The HTTP connection manager filter, routes from RDS resource `route_name`.
 pub fn hcm_filter(stat_prefix: &str, route_name: &str) -> Filter {
-    let hcm = HttpConnectionManager {
+    let mut hcm = HttpConnectionManager {
         stat_prefix: stat_prefix.to_string(),
         route_specifier: Some(http_connection_manager::RouteSpecifier::Rds(Rds {
             config_source: Some(ads()),
@@ -148,6 +148,8 @@ pub fn hcm_filter(stat_prefix: &str, route_name: &str) -> Filter {
         }],
         ..Default::default()
     };
+    // BackendTrafficPolicy's filters, each in its place in Envoy Gateway's order.
+    crate::traffic::insert_http_filters(&mut hcm.http_filters);
     Filter {
         name: "envoy.filters.network.http_connection_manager".to_string(),
         config_type: Some(filter::ConfigType::TypedConfig(any(
@@ -230,16 +232,16 @@ fn put_message(tag: u32, body: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(body);
 }
 
-/// An EDS cluster named `name` (its endpoints come as a ClusterLoadAssignment of that name).
-pub fn eds_cluster(name: &str) -> Arc<XdsResource> {
-    let c = Cluster {
+/// An EDS cluster named `name` whose endpoints come as the ClusterLoadAssignment `service`.
+pub fn eds_cluster_message(name: &str, service: &str) -> Cluster {
+    Cluster {
         name: name.to_string(),
         cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
             cluster::DiscoveryType::Eds as i32,
         )),
         eds_cluster_config: Some(cluster::EdsClusterConfig {
             eds_config: Some(ads()),
-            service_name: name.to_string(),
+            service_name: service.to_string(),
         }),
         connect_timeout: Some(Duration {
             seconds: 10,
@@ -247,8 +249,7 @@ pub fn eds_cluster(name: &str) -> Arc<XdsResource> {
         }),
         lb_policy: cluster::LbPolicy::RoundRobin as i32,
         ..Default::default()
-    };
-    encode(type_url::CLUSTER, name, &c)
+    }
 }
 
 /// One endpoint address of a backend. Ordered by priority and locality first, so a sorted

@@ -6,7 +6,6 @@
 //! ResolvedRefs → the rule answers 500, BackendsAvailable), with Envoy Gateway's wording.
 
 use crate::backend::resolve_backend;
-use crate::envoy::EndpointAddr;
 use crate::httproute::{CondType, ErrorCollector, StatusError};
 use crate::index::Index;
 use envoy_types::pb::envoy::config::core::v3::{
@@ -24,7 +23,6 @@ use flotilla_model::gateway::{
 };
 use flotilla_model::{Kind, Object, ResourceKey, EG_GROUP};
 use serde::Deserialize;
-use std::collections::BTreeMap;
 
 /// Which route kind the filters belong to: GRPCRoute allows fewer filter types.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,7 +117,7 @@ pub(crate) struct FilterScope<'a> {
     pub ix: &'a Index,
     pub route: &'a ResourceKey,
     pub kind: RouteKind,
-    pub clusters: &'a mut BTreeMap<String, Vec<EndpointAddr>>,
+    pub clusters: &'a mut crate::ir::cluster::Backends,
 }
 
 const MIRROR_DIRECT_RESPONSE_CONFLICT: &str =
@@ -542,9 +540,10 @@ fn mirror(
     let b = HttpBackendRef::from_object_ref(&m.backend_ref);
     let wrap = |msg: &str| format!("failed to validate the RequestMirror filter: {msg}");
     match resolve_backend(scope.ix, scope.route, &b) {
-        Ok((name, endpoints)) => {
+        Ok((id, endpoints)) => {
             let empty = endpoints.is_empty();
-            scope.clusters.insert(name.clone(), endpoints);
+            let name = id.name();
+            scope.clusters.insert(name.clone(), (id, endpoints));
             if empty {
                 let ns = b.namespace.as_deref().unwrap_or(&scope.route.namespace);
                 return Err(StatusError::new(

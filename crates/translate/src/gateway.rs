@@ -1,19 +1,24 @@
 //! Translation of one Gateway: its listeners, the HTTPRoutes attached to it and their
 //! backends → Envoy resources, listener status and route parent status.
 
-use crate::envoy::{self, EndpointAddr};
+use crate::envoy;
 use crate::httproute::{check_route, set_condition, OverlapTracker, PrecedenceKey};
 use crate::index::Index;
+use crate::ir::cluster::{Backends, ClusterKey};
 use crate::listener::{self, port_of, ListenerState, SetInfo};
+use crate::policy::backend::BackendPolicy;
 use crate::policy::Policies;
 use crate::values::Age;
 use crate::GatewayXds;
-use envoy_types::pb::envoy::config::route::v3::{route, Route, RouteConfiguration, VirtualHost};
+use envoy_types::pb::envoy::config::route::v3::{
+    route, route_action, Route, RouteConfiguration, VirtualHost,
+};
 use flotilla_model::gateway::{Condition, Gateway, HttpRoute, ParentReference};
 use flotilla_model::routes::GrpcRoute;
-use flotilla_model::{Object, ResourceKey};
+use flotilla_model::{Object, Resource, ResourceKey};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 /// The controller name Flotilla answers to: Envoy Gateway's, so that GatewayClasses written
 /// for Envoy Gateway move over unchanged.
@@ -35,7 +40,7 @@ pub(crate) fn translate_gateway(
     ix: &Index,
     gw_key: &ResourceKey,
     gw: &Gateway,
-    _policies: &Policies,
+    policies: &Policies,
 ) -> GatewayResult {
     // A Gateway with an address of a type Envoy Gateway does not support is not translated.
     if let Some(status) = listener::unsupported_address_status(gw) {
@@ -84,7 +89,7 @@ pub(crate) fn translate_gateway(
                 .push((i, h.to_ascii_lowercase()));
         }
     }
-    let mut clusters: BTreeMap<String, Vec<EndpointAddr>> = BTreeMap::new();
+    let mut clusters: crate::ir::cluster::Backends = BTreeMap::new();
     let mut route_parents: BTreeMap<ResourceKey, Vec<(usize, Value)>> = BTreeMap::new();
 
     let route_keys: BTreeSet<&ResourceKey> = std::iter::once(gw_key)
@@ -107,6 +112,9 @@ pub(crate) fn translate_gateway(
 
     let mut overlaps = OverlapTracker::default();
     let mut http2_clusters: BTreeSet<String> = BTreeSet::new();
+    // BackendTrafficPolicies, translated once each; the clusters their settings ask for.
+    let mut btps = BtpCache::default();
+    let mut variants: BTreeSet<ClusterKey> = BTreeSet::new();
     // Parent statuses wait for the overlap check, which needs every route in place.
     let mut pending: Vec<PendingParent> = Vec::new();
     for (rank, (_, route_key, route)) in routes.iter().enumerate() {
@@ -163,11 +171,36 @@ pub(crate) fn translate_gateway(
                         .or_default();
                     let own = listener_hostname(&listeners[*li]);
                     let others = port_hosts.get(&port).map(Vec::as_slice).unwrap_or_default();
+                    let set = listeners[*li].set.map(|i| &sets[i].key);
+                    let lname = listeners[*li].spec.name.as_str();
+                    // The BackendTrafficPolicy of each rule as served by this listener.
+                    let rule_policies: Vec<Option<Btp>> = checked
+                        .entries
+                        .iter()
+                        .map(|e| {
+                            let rule = e.rule_name.as_deref();
+                            let p = policies.backend(ix, route_key, rule, gw_key, set, lname)?;
+                            let parent = policies
+                                .backend_merge_parent(ix, p, route_key, rule, gw_key, set, lname);
+                            btps.get(ix, p, parent)
+                        })
+                        .collect();
                     for host in hostnames {
                         let isolated = isolated_by_other_listener(*li, own, others, host);
                         let mut entries = Vec::new();
-                        for e in &checked.entries {
+                        for (e, policy) in checked.entries.iter().zip(&rule_policies) {
                             let mut r = e.route.clone();
+                            match policy {
+                                Some(Btp::Valid(p)) => {
+                                    apply_backend_policy(&mut r, p, &clusters, &mut variants)
+                                }
+                                // Envoy Gateway answers the routes of an invalid policy with
+                                // 500 (its status says why).
+                                Some(Btp::Invalid) => {
+                                    r.action = Some(crate::httproute::direct(500, None))
+                                }
+                                None => {}
+                            }
                             if let (Some(scheme), Some(route::Action::Redirect(ra))) =
                                 (&e.redirect_scheme, r.action.as_mut())
                             {
@@ -223,6 +256,16 @@ pub(crate) fn translate_gateway(
         ));
     }
 
+    // TCP, UDP and TLS routes take the cluster settings of their BackendTrafficPolicy.
+    let mut l4_policy =
+        |route: &ResourceKey, rule: Option<&str>, set: Option<&ResourceKey>, listener: &str| {
+            let p = policies.backend(ix, route, rule, gw_key, set, listener)?;
+            let parent = policies.backend_merge_parent(ix, p, route, rule, gw_key, set, listener);
+            match btps.get(ix, p, parent)? {
+                Btp::Valid(b) => b.cluster.clone(),
+                Btp::Invalid => None,
+            }
+        };
     let mut l4 = crate::l4route::translate_l4_routes(
         ix,
         gw_key,
@@ -230,6 +273,8 @@ pub(crate) fn translate_gateway(
         &sets,
         &mut clusters,
         &mut route_parents,
+        &mut l4_policy,
+        &mut variants,
     );
 
     // A listener hostname that a less specific domain (of another listener's routes) covers
@@ -324,19 +369,22 @@ pub(crate) fn translate_gateway(
         .flat_map(|l| l.sds.iter().map(|r| r.url.as_str()))
         .collect();
     resources.extend(sds_urls.into_iter().map(crate::tls::sds_cluster));
-    for (name, endpoints) in &clusters {
-        let mut rs = crate::backend::cluster_resources(ix, &gw_key.cluster, name, endpoints);
-        if http2_clusters.contains(name)
-            || crate::backend::app_protocol_is_http2(ix, &gw_key.cluster, name)
-        {
-            for r in rs
-                .iter_mut()
-                .filter(|r| r.type_url == crate::type_url::CLUSTER)
-            {
-                *r = crate::httproute::with_http2(r);
-            }
-        }
-        resources.extend(rs);
+    let base_keys = clusters
+        .values()
+        .map(|(id, _)| ClusterKey::new(id.clone(), None));
+    for key in base_keys.chain(variants) {
+        let name = key.backend.name();
+        let Some((_, endpoints)) = clusters.get(&name) else {
+            continue;
+        };
+        let http2 = http2_clusters.contains(&name);
+        resources.extend(crate::backend::cluster_resources(
+            ix,
+            &gw_key.cluster,
+            &key,
+            endpoints,
+            http2,
+        ));
     }
     resources.sort_by(|a, b| (&a.type_url, &a.name).cmp(&(&b.type_url, &b.name)));
     // Shared resources (an SDS server's cluster) are built by each user: keep one.
@@ -353,6 +401,82 @@ pub(crate) fn translate_gateway(
         route_parents,
         other_status,
         policy_ancestors: crate::backendtls::gateway_tls_ancestors(ix, gw_key, &sets),
+    }
+}
+
+/// A BackendTrafficPolicy as translated: valid, or invalid (its status says why; it configures
+/// nothing).
+#[derive(Clone)]
+enum Btp {
+    Valid(Arc<BackendPolicy>),
+    Invalid,
+}
+
+/// BackendTrafficPolicies translated once per gateway, by policy and the parent policy it
+/// merges into (if any).
+#[derive(Default)]
+struct BtpCache(BTreeMap<(ResourceKey, Option<ResourceKey>), Btp>);
+
+impl BtpCache {
+    fn get(&mut self, ix: &Index, p: &Resource, parent: Option<&Resource>) -> Option<Btp> {
+        let spec_of = |r: &Resource| match &r.object {
+            Object::Extension(_, o) => Some(o.spec.clone()),
+            _ => None,
+        };
+        let slot = (p.key.clone(), parent.map(|r| r.key.clone()));
+        if let Some(b) = self.0.get(&slot) {
+            return Some(b.clone());
+        }
+        let mut spec = spec_of(p)?;
+        let mut key = &p.key;
+        if let Some((pk, base)) = parent.and_then(|r| Some((&r.key, spec_of(r)?))) {
+            // Envoy Gateway's mergeBackendTrafficPolicy: the route policy patches its parent's
+            // (and the result reads references from the parent's namespace).
+            let mut merged = base;
+            crate::policy::btp::merge_patch(&mut merged, &spec);
+            spec = merged;
+            key = pk;
+        }
+        let b = match crate::policy::btp::translate(ix, key, &spec) {
+            Some(b) => Btp::Valid(Arc::new(b)),
+            None => Btp::Invalid,
+        };
+        self.0.insert(slot, b.clone());
+        Some(b)
+    }
+}
+
+/// Adds a rule's BackendTrafficPolicy to one of its routes: the route-level settings, and its
+/// clusters replaced by their variants with the policy's cluster settings (recorded in
+/// `variants`).
+fn apply_backend_policy(
+    r: &mut Route,
+    p: &BackendPolicy,
+    backends: &Backends,
+    variants: &mut BTreeSet<ClusterKey>,
+) {
+    crate::traffic::apply_route(r, &p.route, p.cluster.as_deref());
+    let Some(settings) = &p.cluster else {
+        return;
+    };
+    let Some(route::Action::Route(ra)) = r.action.as_mut() else {
+        return;
+    };
+    let mut variant = |name: &mut String| {
+        // The invalid share's cluster (which never exists) has no backend.
+        let Some((id, _)) = backends.get(name.as_str()) else {
+            return;
+        };
+        let key = ClusterKey::new(id.clone(), Some(settings.clone()));
+        *name = key.name();
+        variants.insert(key);
+    };
+    match ra.cluster_specifier.as_mut() {
+        Some(route_action::ClusterSpecifier::Cluster(name)) => variant(name),
+        Some(route_action::ClusterSpecifier::WeightedClusters(w)) => {
+            w.clusters.iter_mut().for_each(|c| variant(&mut c.name))
+        }
+        _ => {}
     }
 }
 

@@ -2,7 +2,6 @@
 //! match is a match on the HTTP/2 path `/<service>/<method>`; filters, backends and status
 //! errors are shared with HTTPRoute.
 
-use crate::envoy::EndpointAddr;
 use crate::filters::{process_filters, FilterScope, RouteKind};
 use crate::httproute::{
     check_regex, decorate, header_matcher, reject_path_regex_host_rewrite, resolve_rule_backends,
@@ -14,7 +13,7 @@ use envoy_types::pb::envoy::config::route::v3::{route_match, Route, RouteMatch};
 use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher, RegexMatcher, StringMatcher};
 use flotilla_model::routes::{GrpcRoute, GrpcRouteMatch};
 use flotilla_model::ResourceKey;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 /// Envoy Gateway's patterns for "any service" / "any method" in regex method matches.
 const VALID_SERVICE_NAME: &str = r"(?i)\.?[a-z_][a-z_0-9]*(\.[a-z_][a-z_0-9]*)*";
@@ -124,7 +123,7 @@ pub(crate) fn check_route(
     key: &ResourceKey,
     route: &GrpcRoute,
     rank: usize,
-    clusters: &mut BTreeMap<String, Vec<EndpointAddr>>,
+    clusters: &mut crate::ir::cluster::Backends,
 ) -> CheckedRoute {
     let mut errs = ErrorCollector::default();
     let mut unaccepted = BTreeSet::new();
@@ -223,6 +222,7 @@ pub(crate) fn check_route(
                 key: PrecedenceKey::from_shape(shape, rank, ri, mi),
                 route: r,
                 redirect_scheme,
+                rule_name: rule.name.clone(),
             });
         }
     }

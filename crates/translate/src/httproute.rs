@@ -5,7 +5,6 @@
 //! live here too; `grpcroute.rs` only builds its own matches.
 
 use crate::backend::resolve_backend;
-use crate::envoy::EndpointAddr;
 use crate::filters::{
     auto_host_rewrite, check_backend_filters, process_filters, CookieMatch, FilterScope, Filtered,
     HostRewrite, PathRewrite, RouteKind,
@@ -146,6 +145,8 @@ pub(crate) struct RouteEntry {
     /// `Some(scheme)` when the route redirects without a port: the port is derived per
     /// listener (the scheme's well-known port, else the listener's).
     pub redirect_scheme: Option<Option<String>>,
+    /// The rule's name (`sectionName` of a policy targeting it), if it has one.
+    pub rule_name: Option<String>,
 }
 
 /// A route after per-route validation, independent of the parent it attaches to.
@@ -527,7 +528,7 @@ pub(crate) struct RuleScope<'a> {
 pub(crate) fn resolve_rule_backends(
     s: &RuleScope<'_>,
     refs: &[HttpBackendRef],
-    clusters: &mut BTreeMap<String, Vec<EndpointAddr>>,
+    clusters: &mut crate::ir::cluster::Backends,
     errs: &mut ErrorCollector,
 ) -> RuleTarget {
     let ri = s.rule;
@@ -546,7 +547,7 @@ pub(crate) fn resolve_rule_backends(
             t.invalid_weight = t.invalid_weight.saturating_add(weight);
             continue;
         }
-        let (name, endpoints) = match resolve_backend(s.ix, s.route, b) {
+        let (id, endpoints) = match resolve_backend(s.ix, s.route, b) {
             Ok(v) => v,
             Err((reason, msg)) if reason == "EndpointsNotFound" => {
                 errs.add(StatusError::new(
@@ -600,7 +601,8 @@ pub(crate) fn resolve_rule_backends(
             t.invalid_weight = t.invalid_weight.saturating_add(weight);
             continue;
         }
-        clusters.insert(name.clone(), endpoints);
+        let name = id.name();
+        clusters.insert(name.clone(), (id, endpoints));
         if weight > 0 {
             t.clusters.push((name, weight, filtered));
         }
@@ -657,7 +659,7 @@ pub(crate) fn reject_path_regex_host_rewrite(
     }
 }
 
-fn direct(status: u32, body: Option<&[u8]>) -> route::Action {
+pub(crate) fn direct(status: u32, body: Option<&[u8]>) -> route::Action {
     route::Action::DirectResponse(DirectResponseAction {
         status,
         body: body.map(|b| DataSource {
@@ -996,7 +998,7 @@ pub(crate) fn check_route(
     key: &ResourceKey,
     route: &HttpRoute,
     rank: usize,
-    clusters: &mut BTreeMap<String, Vec<EndpointAddr>>,
+    clusters: &mut crate::ir::cluster::Backends,
 ) -> CheckedRoute {
     let mut errs = ErrorCollector::default();
     let mut unaccepted = BTreeSet::new();
@@ -1111,12 +1113,14 @@ pub(crate) fn check_route(
                 key: PrecedenceKey::from_shape(shape, rank, ri, mi),
                 route: r,
                 redirect_scheme: redirect_scheme.clone(),
+                rule_name: rule.name.clone(),
             });
             if let Some(p) = preflight {
                 entries.push(RouteEntry {
                     key: PrecedenceKey::from_shape(shape, rank, ri, mi),
                     route: p,
                     redirect_scheme,
+                    rule_name: rule.name.clone(),
                 });
             }
         }
@@ -1128,45 +1132,6 @@ pub(crate) fn check_route(
         rule_count: route.spec.rules.len(),
         http2_clusters: BTreeSet::new(),
     }
-}
-
-/// `c` (an encoded Cluster) speaking HTTP/2 to its endpoints, as gRPC needs.
-pub(crate) fn with_http2(
-    c: &std::sync::Arc<crate::XdsResource>,
-) -> std::sync::Arc<crate::XdsResource> {
-    use envoy_types::pb::envoy::config::cluster::v3::Cluster;
-    use envoy_types::pb::envoy::config::core::v3::Http2ProtocolOptions;
-    use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
-        http_protocol_options::{
-            explicit_http_config, ExplicitHttpConfig, UpstreamProtocolOptions,
-        },
-        HttpProtocolOptions,
-    };
-    use prost::Message;
-    const KEY: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
-    let Ok(mut cluster) = Cluster::decode(c.body.clone()) else {
-        return c.clone();
-    };
-    if !cluster.typed_extension_protocol_options.is_empty() {
-        // Someone chose the protocol already; a second map entry would also make the bytes
-        // depend on hash-map order.
-        return c.clone();
-    }
-    let opts = HttpProtocolOptions {
-        upstream_protocol_options: Some(UpstreamProtocolOptions::ExplicitHttpConfig(
-            ExplicitHttpConfig {
-                protocol_config: Some(explicit_http_config::ProtocolConfig::Http2ProtocolOptions(
-                    Http2ProtocolOptions::default(),
-                )),
-            },
-        )),
-        ..Default::default()
-    };
-    cluster.typed_extension_protocol_options.insert(
-        KEY.to_string(),
-        crate::envoy::any(&format!("type.googleapis.com/{KEY}"), &opts),
-    );
-    crate::envoy::encode(&c.type_url, &c.name, &cluster)
 }
 
 /// Envoy Gateway's overlap check (`checkRouteOverlaps`): routes of different xRoutes on one

@@ -220,6 +220,7 @@ impl Index {
             Object::ConfigMap(_) => {
                 self.gateways_of_ca_holder(k, out);
                 self.gateways_validating_clients_with(k, out);
+                self.gateways_of_response_body(k, out);
             }
             Object::EndpointSlice(_) => {
                 for (_, svc) in Self::edges(r) {
@@ -311,6 +312,31 @@ impl Index {
                 {
                     self.gateways_of_service(k, out);
                 }
+            }
+        }
+    }
+
+    /// Gateways affected by a ConfigMap that may hold a response body: those the
+    /// BackendTrafficPolicies of its namespace whose `responseOverride` names it configure.
+    fn gateways_of_response_body(&self, cm: &ResourceKey, out: &mut BTreeSet<ResourceKey>) {
+        let start = ResourceKey::new(&cm.cluster, Kind::BackendTrafficPolicy, &cm.namespace, "");
+        for (_, r) in self.resources.range(start..).take_while(|(k, _)| {
+            k.cluster == cm.cluster
+                && k.kind == Kind::BackendTrafficPolicy
+                && k.namespace == cm.namespace
+        }) {
+            let Object::Extension(_, o) = &r.object else {
+                continue;
+            };
+            let names_it = o.spec["responseOverride"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|ro| {
+                    ro.pointer("/response/body/valueRef/name") == Some(&cm.name.as_str().into())
+                });
+            if names_it {
+                crate::policy::affected_gateways(self, r, out);
             }
         }
     }

@@ -5,6 +5,7 @@
 use crate::envoy::{any, EndpointAddr};
 use crate::gateway::intersect_hostnames;
 use crate::index::Index;
+use crate::ir::cluster::{BackendId, ClusterKey, ClusterSettings};
 use crate::listener::{
     network_filter, parent_candidates, refers_to, Chain, L4Chains, ListenerState, SetInfo,
 };
@@ -23,6 +24,7 @@ use flotilla_model::{Kind, Object, ResourceKey, EG_GROUP, GATEWAY_GROUP};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 /// A route of one of the layer-4 kinds.
 struct L4Route<'a> {
@@ -43,13 +45,16 @@ fn l4_route<'a>(ix: &'a Index, k: &ResourceKey) -> Option<(Kind, &'a ObjectMeta,
 
 /// Attaches the gateway's TLS/TCP/UDP routes, records their parent status and resolves their
 /// backends into `clusters`; returns the Envoy chains per listener.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn translate_l4_routes(
     ix: &Index,
     gw_key: &ResourceKey,
     listeners: &mut [ListenerState],
     sets: &[SetInfo],
-    clusters: &mut BTreeMap<String, Vec<EndpointAddr>>,
+    clusters: &mut crate::ir::cluster::Backends,
     route_parents: &mut BTreeMap<ResourceKey, Vec<(usize, Value)>>,
+    policy: &mut L4Policy<'_>,
+    variants: &mut BTreeSet<ClusterKey>,
 ) -> L4Chains {
     let mut keys: BTreeSet<&ResourceKey> = ix.routes_of_gateway(gw_key).collect();
     for s in sets {
@@ -177,6 +182,34 @@ pub(crate) fn translate_l4_routes(
                 if !listeners[i].valid || (backends.is_empty() && dynamic.is_none()) {
                     continue;
                 }
+                // The cluster settings of the route's BackendTrafficPolicy on this listener.
+                let rule = match r.spec.rules.as_slice() {
+                    [one] => one.name.as_deref(),
+                    _ => None,
+                };
+                let set = listeners[i].set.map(|s| &sets[s].key);
+                let settings = policy(r.key, rule, set, &listeners[i].spec.name).map(|s| {
+                    Arc::new(if r.kind == Kind::UDPRoute {
+                        s.for_udp()
+                    } else {
+                        s.for_tcp()
+                    })
+                });
+                let backends: Vec<(String, u32)> = match settings.filter(|s| !s.is_empty()) {
+                    None => backends.clone(),
+                    Some(s) => backends
+                        .iter()
+                        .map(|(name, w)| match clusters.get(name) {
+                            Some((id, _)) => {
+                                let key = ClusterKey::new(id.clone(), Some(s.clone()));
+                                let name = key.name();
+                                variants.insert(key);
+                                (name, *w)
+                            }
+                            None => (name.clone(), *w),
+                        })
+                        .collect(),
+                };
                 program(&mut out, &listeners[i], i, r, hosts, &backends, dynamic);
             }
             route_parents.entry(r.key.clone()).or_default().push((
@@ -187,6 +220,11 @@ pub(crate) fn translate_l4_routes(
     }
     out
 }
+
+/// The cluster settings of the BackendTrafficPolicy of (route, rule name) as served by a
+/// listener (of a ListenerSet, if given), by name.
+pub(crate) type L4Policy<'a> = dyn FnMut(&ResourceKey, Option<&str>, Option<&ResourceKey>, &str) -> Option<Arc<ClusterSettings>>
+    + 'a;
 
 /// Adds the Envoy configuration of route `r` on listener `i`.
 fn program(
@@ -322,7 +360,7 @@ fn program(
 fn resolve_rules(
     ix: &Index,
     r: &L4Route,
-    clusters: &mut BTreeMap<String, Vec<EndpointAddr>>,
+    clusters: &mut crate::ir::cluster::Backends,
 ) -> (
     Vec<(String, u32)>,
     Vec<(&'static str, String)>,
@@ -364,7 +402,8 @@ fn resolve_rules(
                 continue;
             }
             match resolve_service(ix, r, b, udp) {
-                Ok((name, eps)) => {
+                Ok((id, eps)) => {
+                    let name = id.name();
                     let w = u32::try_from(b.weight.unwrap_or(1)).unwrap_or(0);
                     if w == 0 {
                         continue;
@@ -372,7 +411,7 @@ fn resolve_rules(
                     if udp {
                         udp_eps.extend(eps);
                     } else {
-                        clusters.insert(name.clone(), eps);
+                        clusters.insert(name.clone(), (id, eps));
                         backends.push((name, w));
                     }
                 }
@@ -383,7 +422,10 @@ fn resolve_rules(
     if udp && !udp_eps.is_empty() {
         udp_eps.sort();
         udp_eps.dedup();
-        clusters.insert(udp_cluster.clone(), udp_eps);
+        clusters.insert(
+            udp_cluster.clone(),
+            (BackendId::Named(udp_cluster.clone()), udp_eps),
+        );
         backends.push((udp_cluster, 1));
     }
     (backends, unresolved, dynamic)
@@ -413,7 +455,7 @@ fn resolve_service(
     r: &L4Route,
     b: &HttpBackendRef,
     udp: bool,
-) -> Result<(String, Vec<EndpointAddr>), (&'static str, String)> {
+) -> Result<(BackendId, Vec<EndpointAddr>), (&'static str, String)> {
     let group = b.group.as_deref().unwrap_or("");
     let kind = b.kind.as_deref().unwrap_or("Service");
     if !group.is_empty() || kind != "Service" {
@@ -468,9 +510,13 @@ fn resolve_service(
         ));
     };
     let name = if udp {
-        format!("{ns}/{}/{port}/udp", b.name)
+        BackendId::Named(format!("{ns}/{}/{port}/udp", b.name))
     } else {
-        format!("{ns}/{}/{port}", b.name)
+        BackendId::Service {
+            namespace: ns.to_string(),
+            name: b.name.clone(),
+            port,
+        }
     };
     Ok((name, ix.endpoints(&svc_key, sp)))
 }

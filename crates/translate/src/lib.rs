@@ -14,6 +14,7 @@ mod gateway;
 mod grpcroute;
 mod httproute;
 mod index;
+mod ir;
 mod l4route;
 mod listener;
 mod options;
@@ -22,6 +23,7 @@ mod refgrant;
 mod runtime;
 mod session;
 mod tls;
+mod traffic;
 mod values;
 
 pub use gateway::CONTROLLER_NAME;

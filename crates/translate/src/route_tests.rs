@@ -392,13 +392,14 @@ pub(crate) fn bootstrap_of(g: &GatewayXds) -> Vec<u8> {
     let mut clusters = Vec::new();
     for r in of(type_url::CLUSTER) {
         let mut c = Cluster::decode(r.body.clone()).unwrap();
-        if c.eds_cluster_config.is_some() {
-            c.eds_cluster_config = None;
+        if let Some(eds) = c.eds_cluster_config.take() {
+            // A settings variant reads its base cluster's endpoints.
+            let service = eds.service_name;
             c.cluster_discovery_type = Some(cluster::ClusterDiscoveryType::Type(
                 cluster::DiscoveryType::Static as i32,
             ));
             c.load_assignment = of(type_url::ENDPOINT)
-                .find(|e| e.name == c.name)
+                .find(|e| e.name == service)
                 .map(|e| ClusterLoadAssignment::decode(e.body.clone()).unwrap());
         }
         clusters.push(c);

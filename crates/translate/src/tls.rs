@@ -769,7 +769,12 @@ pub(crate) fn sds_cluster(url: &str) -> std::sync::Arc<crate::XdsResource> {
         ..Default::default()
     };
     // gRPC: HTTP/2 to the server.
-    crate::httproute::with_http2(&crate::envoy::encode(crate::type_url::CLUSTER, &name, &c))
+    let mut c = c;
+    crate::traffic::set_protocol_options(
+        &mut c,
+        crate::traffic::protocol_options(crate::traffic::UpstreamHttp::Http2, None),
+    );
+    crate::envoy::encode(crate::type_url::CLUSTER, &name, &c)
 }
 
 /// The `envoy.transport_sockets.tls` socket serving `certs`, with ALPN `alpn`.

@@ -45,7 +45,6 @@ impl GoDuration {
         GoDuration(nanos)
     }
 
-    #[cfg(test)]
     pub fn as_nanos(self) -> i64 {
         self.0
     }

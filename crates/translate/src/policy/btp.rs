@@ -43,7 +43,6 @@ impl BtpAttachment {
     /// one's): the most specific attached policy. Envoy Gateway's `LookupBTPRoutingType`
     /// order: rule, route, ListenerSet listener, ListenerSet, Gateway listener (for the
     /// Gateway's own listeners only: the two are siblings), Gateway.
-    #[allow(dead_code)]
     pub fn for_route_rule(
         &self,
         route: &ResourceKey,
@@ -64,6 +63,59 @@ impl BtpAttachment {
             .or_else(|| self.routes.get(route))
             .or_else(|| in_listener(set.unwrap_or(gw)))
             .or_else(|| self.owners.get(gw))
+    }
+}
+
+impl BtpAttachment {
+    /// Whether `policy` is attached to rule `rule` of `route` or to the whole route (not to a
+    /// gateway or listener).
+    pub fn is_route_level(
+        &self,
+        policy: &ResourceKey,
+        route: &ResourceKey,
+        rule: Option<&str>,
+    ) -> bool {
+        rule.and_then(|r| self.rules.get(&(route.clone(), r.to_string())))
+            .or_else(|| self.routes.get(route))
+            == Some(policy)
+    }
+
+    /// The policy a route policy with `mergeType` merges into on listener `listener` of `gw`:
+    /// the listener's, else the Gateway's (Envoy Gateway merges into the closest one).
+    pub fn merge_parent(
+        &self,
+        gw: &ResourceKey,
+        set: Option<&ResourceKey>,
+        listener: &str,
+    ) -> Option<&ResourceKey> {
+        let owner = set.unwrap_or(gw);
+        self.listeners
+            .get(&(owner.clone(), listener.to_string()))
+            .or_else(|| set.and_then(|s| self.owners.get(s)))
+            .or_else(|| self.owners.get(gw))
+    }
+}
+
+/// `patch` merged into `base` as a JSON merge patch (RFC 7386): objects merge key by key, a
+/// null removes, anything else replaces. Envoy Gateway's StrategicMerge of a
+/// BackendTrafficPolicy reads the same: none of its lists declares a merge strategy, so lists
+/// are replaced.
+pub(crate) fn merge_patch(base: &mut Value, patch: &Value) {
+    let Value::Object(p) = patch else {
+        *base = patch.clone();
+        return;
+    };
+    if !base.is_object() {
+        *base = Value::Object(Default::default());
+    }
+    if let Value::Object(b) = base {
+        for (k, v) in p {
+            if v.is_null() {
+                b.remove(k);
+            } else {
+                merge_patch(b.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
     }
 }
 
@@ -212,6 +264,24 @@ pub(crate) fn invalid(spec: &Value) -> Option<String> {
     e.message()
 }
 
+/// Why policy `key` cannot be translated ([`invalid`], then what translating its fields finds),
+/// or `None`.
+pub(crate) fn check(ix: &Index, key: &ResourceKey, spec: &Value) -> Option<String> {
+    invalid(spec).or_else(|| super::backend::translate(ix, key, spec).err()?.message())
+}
+
+/// The policy translated, or `None` when it is invalid (its status says why).
+pub(crate) fn translate(
+    ix: &Index,
+    key: &ResourceKey,
+    spec: &Value,
+) -> Option<super::backend::BackendPolicy> {
+    if invalid(spec).is_some() {
+        return None;
+    }
+    super::backend::translate(ix, key, spec).ok()
+}
+
 fn is_prime(n: u64) -> bool {
     n >= 2
         && (2..)
@@ -279,7 +349,7 @@ pub(crate) fn attach(
         .map(|p| PolicyStatus::new(p.generation))
         .collect();
     let mut out = BtpResult::default();
-    let invalid: Vec<Option<String>> = policies.iter().map(|p| invalid(p.spec)).collect();
+    let invalid: Vec<Option<String>> = policies.iter().map(|p| check(ix, p.key, p.spec)).collect();
     // The first policy naming each Gateway / listener (before conflicts), for merges.
     let mut gw_policy: BTreeMap<(ResourceKey, Option<String>), ResourceKey> = BTreeMap::new();
     for (p, ts) in policies.iter().zip(&targets) {
@@ -396,7 +466,7 @@ pub(crate) fn attach(
                         st.reject(a, "Invalid", msg);
                     }
                 } else if p.spec.get("mergeType").is_some_and(|m| !m.is_null()) {
-                    merge_into_parents(ix, &rk, &parents_gw, &gw_policy, &mut merged, st);
+                    merge_into_parents(ix, &rk, p.spec, &parents_gw, &gw_policy, &mut merged, st);
                 }
                 for a in &ancestors {
                     st.accept_if_unset(a);
@@ -623,9 +693,11 @@ fn claim<K: Ord>(map: &mut BTreeMap<K, ResourceKey>, slot: K, policy: &ResourceK
 /// A route policy with `mergeType` merges into the closest policy of each listener its route
 /// attaches to (the listener's, else the Gateway's): the route policy reports `Merged` on that
 /// listener, and the parent policy lists the route.
+#[allow(clippy::too_many_arguments)]
 fn merge_into_parents(
     ix: &Index,
     route: &ResourceKey,
+    spec: &Value,
     parents: &[(ResourceKey, Option<String>)],
     gw_policy: &BTreeMap<(ResourceKey, Option<String>), ResourceKey>,
     merged: &mut BTreeMap<(ResourceKey, Option<String>), BTreeSet<String>>,
@@ -649,11 +721,22 @@ fn merge_into_parents(
                     None => continue,
                 },
             };
+            let a = AncestorRef::gateway(&gk.namespace, &gk.name, Some(l));
+            // The merged policy must translate (Envoy Gateway checks it as the parent's, whose
+            // namespace it keeps); if it does not, the route policy is invalid there and the
+            // parent counts as overridden.
+            if let Some(Object::Extension(_, o)) = ix.resources.get(parent).map(|r| &r.object) {
+                let mut m = o.spec.clone();
+                merge_patch(&mut m, spec);
+                if let Some(err) = check(ix, parent, &m) {
+                    st.reject(&a, "Invalid", &err);
+                    continue;
+                }
+            }
             merged
                 .entry(scope)
                 .or_default()
                 .insert(format!("{}/{}", route.namespace, route.name));
-            let a = AncestorRef::gateway(&gk.namespace, &gk.name, Some(l));
             st.set(
                 &a,
                 "Merged",

@@ -14,6 +14,7 @@
 //! and "which BackendTrafficPolicy applies to this route rule"
 //! ([`btp::BtpAttachment::for_route_rule`]), most specific target first.
 
+pub(crate) mod backend;
 pub(crate) mod btp;
 pub(crate) mod ctp;
 pub(crate) mod status;
@@ -82,18 +83,17 @@ impl PolicyDeps {
 /// Which policies apply where in one cluster: what gateway translation asks while it builds
 /// listeners, routes and clusters. Computed once per cluster per recompute, with the
 /// policies' statuses.
-// Read by gateway translation as the policies' fields are translated (in progress).
 #[derive(Default)]
-#[allow(dead_code)]
 pub(crate) struct Policies {
     pub ctp: ctp::CtpAttachment,
     pub btp: btp::BtpAttachment,
 }
 
-#[allow(dead_code)]
 impl Policies {
     /// The ClientTrafficPolicy configuring listener `listener` of gateway `gw` (of its
     /// ListenerSet `set`, if the listener is one's).
+    // Read by ClientTrafficPolicy translation (in progress elsewhere).
+    #[allow(dead_code)]
     pub fn client<'a>(
         &self,
         ix: &'a Index,
@@ -117,6 +117,32 @@ impl Policies {
         listener: &str,
     ) -> Option<&'a Resource> {
         let key = self.btp.for_route_rule(route, rule, gw, set, listener)?;
+        ix.resources.get(key).map(|r| &**r)
+    }
+
+    /// The policy a route-level BackendTrafficPolicy `policy` (of rule `rule` of `route`)
+    /// merges into on that listener, when it asks to (`mergeType`). The arguments are
+    /// [`Policies::backend`]'s and the policy it returned.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backend_merge_parent<'a>(
+        &self,
+        ix: &'a Index,
+        policy: &Resource,
+        route: &ResourceKey,
+        rule: Option<&str>,
+        gw: &ResourceKey,
+        set: Option<&ResourceKey>,
+        listener: &str,
+    ) -> Option<&'a Resource> {
+        let Object::Extension(_, o) = &policy.object else {
+            return None;
+        };
+        if o.spec.get("mergeType").is_none_or(Value::is_null)
+            || !self.btp.is_route_level(&policy.key, route, rule)
+        {
+            return None;
+        }
+        let key = self.btp.merge_parent(gw, set, listener)?;
         ix.resources.get(key).map(|r| &**r)
     }
 }

@@ -1,0 +1,476 @@
+//! BackendTrafficPolicy through `flotilla standalone` and a real Envoy, against real HTTP
+//! backends started here: each test gives one HTTPRoute a policy and checks what the traffic
+//! does (retries, fault injection, response override, compression, consistent hashing,
+//! circuit breaking, active and passive health checking).
+
+use crate::standalone::{Standalone, T};
+use crate::support::*;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Serves `app` on `ip:port` (0: any free port); the port.
+async fn serve(ip: &str, port: u16, app: axum::Router) -> std::io::Result<u16> {
+    let listener = tokio::net::TcpListener::bind((ip, port)).await?;
+    let port = listener.local_addr()?.port();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(port)
+}
+
+/// One app per loopback address (127.0.0.2, .3, ...), all on one port (a Service's endpoints
+/// share its target port); the port.
+async fn serve_pool(apps: Vec<axum::Router>) -> u16 {
+    for _ in 0..20 {
+        let Ok(port) = serve("127.0.0.2", 0, apps[0].clone()).await else {
+            continue;
+        };
+        let mut ok = true;
+        for (i, app) in apps.iter().enumerate().skip(1) {
+            if serve(&format!("127.0.0.{}", i + 2), port, app.clone())
+                .await
+                .is_err()
+            {
+                ok = false;
+                break;
+            }
+        }
+        if ok {
+            return port;
+        }
+    }
+    panic!("no port free on every pool address");
+}
+
+/// A Service `name` whose endpoints are 127.0.0.2.. (`n` of them) on `port`.
+fn pool_yaml(name: &str, port: u16, n: usize) -> String {
+    let eps: Vec<String> = (0..n)
+        .map(|i| format!("{{addresses: [127.0.0.{}]}}", i + 2))
+        .collect();
+    format!(
+        "apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: default}}
+spec: {{ports: [{{name: http, port: 80}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: {name}-1, namespace: default, labels: {{kubernetes.io/service-name: {name}}}}}
+addressType: IPv4
+ports: [{{name: http, port: {port}}}]
+endpoints: [{}]
+",
+        eps.join(", ")
+    )
+}
+
+/// A BackendTrafficPolicy on HTTPRoute `route` (namespace default).
+fn btp_yaml(route: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: BackendTrafficPolicy
+metadata: {{name: {route}-policy, namespace: default}}
+spec:
+  targetRefs: [{{group: gateway.networking.k8s.io, kind: HTTPRoute, name: {route}}}]
+{spec}
+"
+    )
+}
+
+/// Standalone + Envoy serving `docs` (YAML documents) behind gateway `gw`; the base URL.
+async fn start(docs: &[String]) -> (Standalone, Proc, String) {
+    let s = Standalone::start();
+    let port = free_port();
+    let mut all = vec![gateway_yaml("default", "gw", "127.0.0.1", port)];
+    all.extend(docs.iter().cloned());
+    write_file(&s.yaml, "all.yaml", &all.join("---\n"));
+    let (envoy, _) = start_envoy(
+        s.dir.path(),
+        "envoy",
+        "local/default/gw",
+        &[format!("127.0.0.1:{}", s.xds)],
+    );
+    (s, envoy, format!("http://127.0.0.1:{port}"))
+}
+
+/// The policy's status is Accepted on its gateway (so the test checks an applied policy).
+async fn expect_accepted(s: &Standalone, route: &str) {
+    let path = format!("/api/v1/resources/local/BackendTrafficPolicy/default/{route}-policy");
+    eventually("the policy accepted", T, || async {
+        let v = s.api(&path).await?;
+        let conds = &v["object"]["status"]["ancestors"][0]["conditions"];
+        let accepted = conds
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Accepted" && c["status"] == "True");
+        if accepted {
+            Ok(())
+        } else {
+            Err(v.to_string())
+        }
+    })
+    .await
+}
+
+/// Envoy took every configuration it was sent.
+async fn expect_no_nacks(s: &Standalone) {
+    let stats = s.stats().await.expect("stats");
+    assert_eq!(stats["nacks"], 0, "{stats}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_survives_a_backend_that_fails_twice() {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    // Fails the first two requests of each `/retry/<n>` round with 500, then answers.
+    let app = axum::Router::new().fallback(move || {
+        let h = h.clone();
+        async move {
+            if h.fetch_add(1, Ordering::SeqCst) % 3 < 2 {
+                (StatusCode::INTERNAL_SERVER_ERROR, "fail").into_response()
+            } else {
+                "ok".into_response()
+            }
+        }
+    });
+    let port = serve("127.0.0.1", 0, app).await.unwrap();
+    let (s, _envoy, base) = start(&[
+        service_yaml("default", "flaky", port),
+        route_yaml("default", "r", "gw", "/retry", &[("flaky", 1)]),
+        btp_yaml(
+            "r",
+            "  retry:
+    numRetries: 3
+    retryOn: {triggers: [retriable-status-codes], httpStatusCodes: [500]}
+    perRetry: {backOff: {baseInterval: 10ms, maxInterval: 50ms}}",
+        ),
+    ])
+    .await;
+    expect_accepted(&s, "r").await;
+    // Wait for the route and the retry policy (a first answer may predate the policy).
+    s.expect(&format!("{base}/retry"), "a retried 200", |c, b| {
+        c == 200 && b == "ok"
+    })
+    .await;
+    // Three more rounds: every one succeeds, after exactly three backend requests.
+    for _ in 0..3 {
+        hits.store(0, Ordering::SeqCst);
+        let (code, body) = get(&s.http, &format!("{base}/retry")).await.unwrap();
+        assert_eq!((code, body.as_str()), (200, "ok"));
+        assert_eq!(hits.load(Ordering::SeqCst), 3, "two failures, then success");
+    }
+    expect_no_nacks(&s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_injection_aborts_with_its_status() {
+    let port = start_backend("v1").await;
+    let (s, _envoy, base) = start(&[
+        service_yaml("default", "v1", port),
+        route_yaml("default", "r", "gw", "/fault", &[("v1", 1)]),
+        route_yaml("default", "plain", "gw", "/plain", &[("v1", 1)]),
+        btp_yaml(
+            "r",
+            "  faultInjection: {abort: {httpStatus: 418, percentage: 100}}",
+        ),
+    ])
+    .await;
+    expect_accepted(&s, "r").await;
+    s.expect(&format!("{base}/fault"), "the injected abort", |c, _| {
+        c == 418
+    })
+    .await;
+    // Only the policy's route is faulted.
+    s.expect(&format!("{base}/plain"), "the plain route", |c, b| {
+        c == 200 && b == "backend=v1 path=/plain"
+    })
+    .await;
+    expect_no_nacks(&s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_override_rewrites_a_500() {
+    let app = axum::Router::new()
+        .fallback(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "stack trace").into_response() });
+    let port = serve("127.0.0.1", 0, app).await.unwrap();
+    let (s, _envoy, base) = start(&[
+        service_yaml("default", "broken", port),
+        route_yaml("default", "r", "gw", "/broken", &[("broken", 1)]),
+        btp_yaml(
+            "r",
+            "  responseOverride:
+  - match: {statusCodes: [{type: Value, value: 500}]}
+    response: {contentType: text/plain, statusCode: 503, body: {type: Inline, inline: please try again}}",
+        ),
+    ])
+    .await;
+    expect_accepted(&s, "r").await;
+    s.expect(&format!("{base}/broken"), "the overridden 500", |c, b| {
+        c == 503 && b == "please try again"
+    })
+    .await;
+    expect_no_nacks(&s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compression_gzips_a_large_body_for_a_gzip_client() {
+    let body = "compress me please ".repeat(500);
+    let b = body.clone();
+    let app = axum::Router::new().fallback(move || {
+        let b = b.clone();
+        async move { ([("content-type", "text/plain")], b).into_response() }
+    });
+    let port = serve("127.0.0.1", 0, app).await.unwrap();
+    let (s, _envoy, base) = start(&[
+        service_yaml("default", "big", port),
+        route_yaml("default", "r", "gw", "/big", &[("big", 1)]),
+        route_yaml("default", "plain", "gw", "/plain", &[("big", 1)]),
+        btp_yaml("r", "  compression: [{type: Gzip}]"),
+    ])
+    .await;
+    expect_accepted(&s, "r").await;
+    let fetch = |path: &'static str| {
+        let (http, base) = (s.http.clone(), base.clone());
+        async move {
+            let r = http
+                .get(format!("{base}{path}"))
+                .header("accept-encoding", "gzip")
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = r.status().as_u16();
+            let enc = r
+                .headers()
+                .get("content-encoding")
+                .map(|v| v.to_str().unwrap_or_default().to_string());
+            let len = r.bytes().await.map_err(|e| e.to_string())?.len();
+            Ok::<_, String>((status, enc, len))
+        }
+    };
+    let (status, enc, len) = eventually("a gzip response", T, || async {
+        match fetch("/big").await? {
+            (200, Some(e), len) if e == "gzip" => Ok((200, e, len)),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert_eq!((status, enc.as_str()), (200, "gzip"));
+    assert!(len < body.len() / 4, "compressed: {len} of {}", body.len());
+    // The route without the policy is not compressed.
+    let (status, enc, len) = fetch("/plain").await.unwrap();
+    assert_eq!((status, enc, len), (200, None, body.len()));
+    expect_no_nacks(&s).await;
+}
+
+/// An app answering with its own name.
+fn named(name: &'static str) -> axum::Router {
+    axum::Router::new().fallback(move || async move { name })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consistent_hash_keeps_a_header_value_on_one_backend() {
+    let port = serve_pool(vec![named("a"), named("b"), named("c")]).await;
+    let (s, _envoy, base) = start(&[
+        pool_yaml("pool", port, 3),
+        route_yaml("default", "r", "gw", "/hash", &[("pool", 1)]),
+        route_yaml("default", "plain", "gw", "/plain", &[("pool", 1)]),
+        btp_yaml(
+            "r",
+            "  loadBalancer: {type: ConsistentHash, consistentHash: {type: Header, header: {name: X-User}}}",
+        ),
+    ])
+    .await;
+    expect_accepted(&s, "r").await;
+    let send = |path: &'static str, user: String| {
+        let (http, base) = (s.http.clone(), base.clone());
+        async move {
+            let r = http
+                .get(format!("{base}{path}"))
+                .header("x-user", user)
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            if r.status() != 200 {
+                return Err(format!("status {}", r.status()));
+            }
+            r.text().await.map_err(|e| e.to_string())
+        }
+    };
+    // Without the policy, one user's requests spread over the endpoints (round robin).
+    eventually("round robin on the plain route", T, || async {
+        let mut seen = BTreeSet::new();
+        for _ in 0..9 {
+            seen.insert(send("/plain", "alice".into()).await?);
+        }
+        if seen.len() > 1 {
+            Ok(())
+        } else {
+            Err(format!("{seen:?}"))
+        }
+    })
+    .await;
+    // With it, each user stays on one endpoint; the users together use more than one.
+    let mut used = BTreeSet::new();
+    eventually("the hash route", T, || send("/hash", "warmup".into())).await;
+    for user in ["alice", "bob", "carol", "dave", "erin", "frank"] {
+        let mut seen = BTreeSet::new();
+        for _ in 0..10 {
+            seen.insert(send("/hash", user.into()).await.unwrap());
+        }
+        assert_eq!(seen.len(), 1, "{user} went to {seen:?}");
+        used.extend(seen);
+    }
+    assert!(used.len() > 1, "every user hashed to {used:?}");
+    expect_no_nacks(&s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn circuit_breaker_overflow_answers_503_overloaded() {
+    let app = axum::Router::new().fallback(|| async {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        "slow"
+    });
+    let port = serve("127.0.0.1", 0, app).await.unwrap();
+    let (s, _envoy, base) = start(&[
+        service_yaml("default", "slow", port),
+        route_yaml("default", "r", "gw", "/slow", &[("slow", 1)]),
+        btp_yaml(
+            "r",
+            // One connection and one waiting request: of five concurrent slow requests, two
+            // are served and the rest overflow. (With maxPendingRequests 0 an HTTP/1 pool never
+            // opens a connection: every request overflows, as Envoy defines it.)
+            "  circuitBreaker: {maxConnections: 1, maxPendingRequests: 1}",
+        ),
+    ])
+    .await;
+    expect_accepted(&s, "r").await;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .no_proxy()
+        .build()
+        .unwrap();
+    eventually("overflow under concurrent slow requests", T, || async {
+        let reqs = (0..5).map(|_| {
+            let (http, url) = (http.clone(), format!("{base}/slow"));
+            async move {
+                let r = http.get(url).send().await.map_err(|e| e.to_string())?;
+                let overloaded = r.headers().get("x-envoy-overloaded").is_some();
+                Ok::<_, String>((r.status().as_u16(), overloaded))
+            }
+        });
+        let results: Vec<(u16, bool)> = futures_join(reqs).await?;
+        let ok = results.iter().filter(|(c, _)| *c == 200).count();
+        let overflow = results.iter().filter(|(c, o)| *c == 503 && *o).count();
+        if ok >= 1 && overflow >= 1 && ok + overflow == results.len() {
+            Ok(())
+        } else {
+            Err(format!("{results:?}"))
+        }
+    })
+    .await;
+    expect_no_nacks(&s).await;
+}
+
+/// Runs the futures concurrently; the first error, else every result in order.
+async fn futures_join<F, V>(fs: impl Iterator<Item = F>) -> Result<Vec<V>, String>
+where
+    F: std::future::Future<Output = Result<V, String>> + Send + 'static,
+    V: Send + 'static,
+{
+    let handles: Vec<_> = fs.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.map_err(|e| e.to_string())??);
+    }
+    Ok(out)
+}
+
+/// Polls until `n` requests in a row to `url` all answer 200 from `want`.
+async fn expect_only(s: &Standalone, url: &str, want: &str, what: &str) {
+    eventually(what, T, || async {
+        let mut seen = Vec::new();
+        for _ in 0..12 {
+            let (code, body) = get(&s.http, url).await?;
+            seen.push(format!("{code} {body}"));
+        }
+        if seen.iter().all(|x| *x == format!("200 {want}")) {
+            Ok(())
+        } else {
+            Err(format!("{seen:?}"))
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_health_check_ejects_a_dead_endpoint() {
+    // Three endpoints: two healthy; one that answers traffic but fails its health check.
+    let sick = axum::Router::new()
+        .route(
+            "/healthz",
+            axum::routing::get(|| async { StatusCode::SERVICE_UNAVAILABLE }),
+        )
+        .fallback(|| async { "sick" });
+    let healthy = |name: &'static str| {
+        axum::Router::new()
+            .route("/healthz", axum::routing::get(|| async { "ok" }))
+            .fallback(move || async move { name })
+    };
+    let port = serve_pool(vec![healthy("good"), sick, healthy("good")]).await;
+    let (s, _envoy, base) = start(&[
+        pool_yaml("pool", port, 3),
+        route_yaml("default", "r", "gw", "/hc", &[("pool", 1)]),
+        route_yaml("default", "plain", "gw", "/plain", &[("pool", 1)]),
+        btp_yaml(
+            "r",
+            "  healthCheck:
+    active: {type: HTTP, interval: 500ms, timeout: 250ms, healthyThreshold: 1, unhealthyThreshold: 1, http: {path: /healthz, expectedStatuses: [200]}}",
+        ),
+    ])
+    .await;
+    expect_accepted(&s, "r").await;
+    // The plain route (no health check) still reaches the sick endpoint.
+    eventually("the sick endpoint on the plain route", T, || async {
+        for _ in 0..9 {
+            if get(&s.http, &format!("{base}/plain")).await?.1 == "sick" {
+                return Ok(());
+            }
+        }
+        Err("never sick".into())
+    })
+    .await;
+    expect_only(&s, &format!("{base}/hc"), "good", "only healthy endpoints").await;
+    expect_no_nacks(&s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passive_outlier_detection_ejects_a_failing_endpoint() {
+    let failing = axum::Router::new()
+        .fallback(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "bad").into_response() });
+    let port = serve_pool(vec![named("good"), failing, named("good")]).await;
+    let (s, _envoy, base) = start(&[
+        pool_yaml("pool", port, 3),
+        route_yaml("default", "r", "gw", "/od", &[("pool", 1)]),
+        btp_yaml(
+            "r",
+            "  healthCheck:
+    passive: {consecutive5XxErrors: 1, interval: 1s, baseEjectionTime: 60s, maxEjectionPercent: 50}",
+        ),
+    ])
+    .await;
+    expect_accepted(&s, "r").await;
+    // The failing endpoint answers 500 until its errors eject it; then only good ones answer.
+    expect_only(
+        &s,
+        &format!("{base}/od"),
+        "good",
+        "the failing endpoint ejected",
+    )
+    .await;
+    expect_no_nacks(&s).await;
+}

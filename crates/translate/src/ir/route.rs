@@ -1,0 +1,92 @@
+//! Route-level settings of a BackendTrafficPolicy, validated: what a rule's Envoy routes carry
+//! (retries, timeout, fault injection, response overrides, compression, buffering, upgrades).
+
+use super::cluster::Nanos;
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct RouteSettings {
+    pub retry: Option<Retry>,
+    /// `timeout.http.requestTimeout`.
+    pub request_timeout: Option<Nanos>,
+    pub fault: Option<Fault>,
+    pub response_overrides: Vec<ResponseOverride>,
+    pub compressors: Vec<CompressorKind>,
+    /// `requestBuffer.limit`, bytes.
+    pub request_buffer: Option<u32>,
+    /// `httpUpgrade` types (Envoy upgrade types, e.g. `websocket`, `spdy/3.1`).
+    pub upgrades: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct Retry {
+    pub num_retries: Option<u32>,
+    pub triggers: Vec<String>,
+    pub status_codes: Vec<u32>,
+    pub per_try_timeout: Option<Nanos>,
+    /// Base and (optional) maximum interval.
+    pub backoff: Option<(Nanos, Option<Nanos>)>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct Fault {
+    pub abort: Option<FaultAbort>,
+    pub delay: Option<FaultDelay>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum AbortWith {
+    Http(u32),
+    Grpc(u32),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct FaultAbort {
+    pub with: AbortWith,
+    /// Share of requests, in millionths (None: all).
+    pub per_million: Option<u32>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct FaultDelay {
+    pub fixed: Nanos,
+    pub per_million: Option<u32>,
+}
+
+/// A response status to match: one code or an inclusive range.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum StatusMatch {
+    Value(u32),
+    Range(u32, u32),
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct ResponseOverride {
+    pub statuses: Vec<StatusMatch>,
+    pub content_type: Option<String>,
+    pub body: Option<String>,
+    pub status: Option<u32>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum CompressorKind {
+    Brotli,
+    Gzip,
+    Zstd,
+}
+
+impl CompressorKind {
+    pub const ALL: [CompressorKind; 3] = [
+        CompressorKind::Brotli,
+        CompressorKind::Gzip,
+        CompressorKind::Zstd,
+    ];
+
+    /// The HTTP filter's name (Envoy Gateway's `envoy.filters.http.compressor.<type>`).
+    pub fn filter_name(self) -> &'static str {
+        match self {
+            CompressorKind::Brotli => "envoy.filters.http.compressor.brotli",
+            CompressorKind::Gzip => "envoy.filters.http.compressor.gzip",
+            CompressorKind::Zstd => "envoy.filters.http.compressor.zstd",
+        }
+    }
+}

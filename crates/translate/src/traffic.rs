@@ -1,0 +1,723 @@
+//! Envoy encoding of BackendTrafficPolicy settings (Envoy Gateway's `internal/xds/translator`
+//! route.go, cluster.go, fault.go, custom_response.go, compressor.go, buffer.go): what a
+//! rule's routes carry and how its clusters are built, from the typed settings of
+//! [`crate::ir`]. Also the HTTP filters the connection manager holds for them, disabled until a
+//! route's per-filter config enables them.
+
+use crate::envoy::{any, any_of};
+use crate::ir::cluster::*;
+use crate::ir::route::*;
+use envoy_types::pb::envoy::config::cluster::v3::{
+    circuit_breakers, cluster, CircuitBreakers, Cluster, OutlierDetection as EnvoyOutlier,
+    UpstreamConnectionOptions,
+};
+use envoy_types::pb::envoy::config::core::v3::{
+    health_check, socket_option, transport_socket, BindConfig, HeaderValue, HeaderValueOption,
+    HealthCheck, Http2ProtocolOptions, HttpProtocolOptions as CoreHttpOptions, ProxyProtocolConfig,
+    SocketOption, TcpKeepalive as EnvoyKeepalive, TransportSocket, TypedExtensionConfig,
+};
+use envoy_types::pb::envoy::config::route::v3::{
+    retry_policy, route, route_action, FilterConfig, RetryPolicy, Route, RouteAction,
+};
+use envoy_types::pb::envoy::extensions::filters::http::buffer::v3::{
+    buffer_per_route, Buffer, BufferPerRoute,
+};
+use envoy_types::pb::envoy::extensions::filters::http::custom_response::v3::CustomResponse;
+use envoy_types::pb::envoy::extensions::filters::http::fault::v3::{
+    fault_abort, FaultAbort as EnvoyAbort, HttpFault,
+};
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    http_filter, HttpFilter,
+};
+use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
+    http_protocol_options::{
+        explicit_http_config, ExplicitHttpConfig, UpstreamProtocolOptions, UseDownstreamHttpConfig,
+    },
+    HttpProtocolOptions,
+};
+use envoy_types::pb::envoy::r#type::v3::{
+    fractional_percent, FractionalPercent, Int64Range, Percent,
+};
+use envoy_types::pb::google::protobuf::{BoolValue, Duration, UInt32Value, UInt64Value};
+
+pub const FAULT_FILTER: &str = "envoy.filters.http.fault";
+pub const CUSTOM_RESPONSE_FILTER: &str = "envoy.filters.http.custom_response";
+pub const BUFFER_FILTER: &str = "envoy.filters.http.buffer";
+/// The key of a cluster's upstream HTTP protocol options.
+const HTTP_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+
+fn nanos(n: Nanos) -> Duration {
+    crate::values::GoDuration::from_nanos(n).to_proto()
+}
+
+fn u32v(value: u32) -> UInt32Value {
+    UInt32Value { value }
+}
+
+fn per_million(n: Option<u32>) -> FractionalPercent {
+    FractionalPercent {
+        numerator: n.unwrap_or(1_000_000),
+        denominator: fractional_percent::DenominatorType::Million as i32,
+    }
+}
+
+fn disabled_filter(name: &str, config: envoy_types::pb::google::protobuf::Any) -> HttpFilter {
+    HttpFilter {
+        name: name.to_string(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(config)),
+        disabled: true,
+        ..Default::default()
+    }
+}
+
+/// Inserts the filters BackendTrafficPolicy routes enable into a connection manager's list,
+/// each disabled until a route's per-filter config enables it, where Envoy Gateway's
+/// `newOrderedHTTPFilter` puts it: custom response and fault before CORS, the request buffer
+/// after session persistence, the compressors just before the router.
+pub fn insert_http_filters(filters: &mut Vec<HttpFilter>) {
+    let at = |filters: &Vec<HttpFilter>, name: &str| filters.iter().position(|f| f.name == name);
+    let cors = at(filters, crate::envoy::CORS_FILTER).unwrap_or(0);
+    filters.splice(
+        cors..cors,
+        [
+            disabled_filter(CUSTOM_RESPONSE_FILTER, any_of(&CustomResponse::default())),
+            disabled_filter(FAULT_FILTER, any_of(&HttpFault::default())),
+        ],
+    );
+    let session =
+        at(filters, crate::session::STATEFUL_SESSION_FILTER).map_or(filters.len(), |i| i + 1);
+    filters.insert(session, buffer_filter());
+    let router = at(filters, "envoy.filters.http.router").unwrap_or(filters.len());
+    filters.splice(router..router, compressor_filters());
+}
+
+/// The request buffer filter.
+fn buffer_filter() -> HttpFilter {
+    disabled_filter(
+        BUFFER_FILTER,
+        any_of(&Buffer {
+            // Required by Envoy; each route that enables the filter sets its own limit.
+            max_request_bytes: Some(u32v(1 << 20)),
+        }),
+    )
+}
+
+/// The compressor filters (Envoy Gateway orders them just before the router, by name).
+fn compressor_filters() -> Vec<HttpFilter> {
+    use envoy_types::pb::envoy::extensions::compression::brotli::compressor::v3::Brotli;
+    use envoy_types::pb::envoy::extensions::compression::gzip::compressor::v3::Gzip;
+    use envoy_types::pb::envoy::extensions::compression::zstd::compressor::v3::Zstd;
+    use envoy_types::pb::envoy::extensions::filters::http::compressor::v3::Compressor;
+    CompressorKind::ALL
+        .into_iter()
+        .map(|k| {
+            let (name, lib) = match k {
+                CompressorKind::Brotli => (
+                    "envoy.compression.brotli.compressor",
+                    any_of(&Brotli::default()),
+                ),
+                CompressorKind::Gzip => (
+                    "envoy.compression.gzip.compressor",
+                    any_of(&Gzip::default()),
+                ),
+                CompressorKind::Zstd => (
+                    "envoy.compression.zstd.compressor",
+                    any_of(&Zstd::default()),
+                ),
+            };
+            disabled_filter(
+                k.filter_name(),
+                any_of(&Compressor {
+                    compressor_library: Some(TypedExtensionConfig {
+                        name: name.to_string(),
+                        typed_config: Some(lib),
+                    }),
+                    ..Default::default()
+                }),
+            )
+        })
+        .collect()
+}
+
+/// Envoy Gateway's defaults for a retry policy without `retryOn` (`buildRetryPolicy`).
+const DEFAULT_RETRY_ON: &str =
+    "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes";
+const DEFAULT_RETRY_STATUS: u32 = 503;
+const DEFAULT_NUM_RETRIES: u32 = 2;
+
+fn retry_policy(r: &Retry) -> RetryPolicy {
+    let mut rp = RetryPolicy {
+        retry_on: DEFAULT_RETRY_ON.into(),
+        retriable_status_codes: vec![DEFAULT_RETRY_STATUS],
+        num_retries: Some(u32v(r.num_retries.unwrap_or(DEFAULT_NUM_RETRIES))),
+        // Retry on another host when there is one.
+        retry_host_predicate: vec![retry_policy::RetryHostPredicate {
+            name: "envoy.retry_host_predicates.previous_hosts".into(),
+            config_type: Some(retry_policy::retry_host_predicate::ConfigType::TypedConfig(any_of(
+                &envoy_types::pb::envoy::extensions::retry::host::previous_hosts::v3::PreviousHostsPredicate::default(),
+            ))),
+        }],
+        host_selection_retry_max_attempts: 5,
+        ..Default::default()
+    };
+    if !r.triggers.is_empty() {
+        rp.retry_on = r.triggers.join(",");
+    }
+    if !r.status_codes.is_empty() {
+        rp.retriable_status_codes = r.status_codes.clone();
+        if !rp
+            .retry_on
+            .split(',')
+            .any(|t| t == "retriable-status-codes")
+        {
+            rp.retry_on.push_str(",retriable-status-codes");
+        }
+    }
+    rp.per_try_timeout = r.per_try_timeout.map(nanos);
+    if let Some((base, max)) = r.backoff {
+        rp.retry_back_off = Some(retry_policy::RetryBackOff {
+            base_interval: Some(nanos(base)),
+            max_interval: max.map(nanos),
+        });
+    }
+    rp
+}
+
+fn hash_policy(h: &HashOn) -> route_action::HashPolicy {
+    use route_action::hash_policy::{self, PolicySpecifier};
+    let spec = match h {
+        HashOn::SourceIp => {
+            PolicySpecifier::ConnectionProperties(hash_policy::ConnectionProperties {
+                source_ip: true,
+            })
+        }
+        HashOn::Header(name) => PolicySpecifier::Header(hash_policy::Header {
+            header_name: name.clone(),
+            ..Default::default()
+        }),
+        HashOn::Cookie { name, ttl } => PolicySpecifier::Cookie(hash_policy::Cookie {
+            name: name.clone(),
+            ttl: ttl.map(nanos),
+            ..Default::default()
+        }),
+        HashOn::QueryParameter(name) => {
+            PolicySpecifier::QueryParameter(hash_policy::QueryParameter { name: name.clone() })
+        }
+    };
+    route_action::HashPolicy {
+        policy_specifier: Some(spec),
+        terminal: false,
+    }
+}
+
+/// Adds the route-level settings (and the hash policy a consistent-hash cluster needs) to one
+/// route. A retry policy or timeout the HTTPRoute rule sets itself wins (Envoy Gateway keeps
+/// the route's own).
+pub fn apply_route(r: &mut Route, s: &RouteSettings, cluster: Option<&ClusterSettings>) {
+    if let Some(route::Action::Route(ra)) = r.action.as_mut() {
+        apply_route_action(ra, s, cluster);
+    }
+    let mut put = |name: &str, config| {
+        r.typed_per_filter_config.insert(name.to_string(), config);
+    };
+    if let Some(f) = &s.fault {
+        put(FAULT_FILTER, any_of(&http_fault(f)));
+    }
+    if !s.response_overrides.is_empty() {
+        put(
+            CUSTOM_RESPONSE_FILTER,
+            any_of(&custom_response(&s.response_overrides)),
+        );
+    }
+    if let Some(limit) = s.request_buffer {
+        put(
+            BUFFER_FILTER,
+            any_of(&BufferPerRoute {
+                r#override: Some(buffer_per_route::Override::Buffer(Buffer {
+                    max_request_bytes: Some(u32v(limit)),
+                })),
+            }),
+        );
+    }
+    for c in &s.compressors {
+        // Enables the filter without per-route config (an empty `config`, as Envoy Gateway).
+        let enable = FilterConfig {
+            config: Some(Default::default()),
+            ..Default::default()
+        };
+        put(c.filter_name(), any_of(&enable));
+    }
+}
+
+fn apply_route_action(ra: &mut RouteAction, s: &RouteSettings, cluster: Option<&ClusterSettings>) {
+    if let (Some(r), None) = (&s.retry, &ra.retry_policy) {
+        ra.retry_policy = Some(retry_policy(r));
+    }
+    if let (Some(t), None) = (s.request_timeout, &ra.timeout) {
+        ra.timeout = Some(nanos(t));
+    }
+    for u in &s.upgrades {
+        ra.upgrade_configs.push(route_action::UpgradeConfig {
+            upgrade_type: u.clone(),
+            enabled: Some(BoolValue { value: true }),
+            ..Default::default()
+        });
+    }
+    if let Some(LoadBalancer {
+        policy: LbPolicy::ConsistentHash { hash, .. },
+        ..
+    }) = cluster.and_then(|c| c.load_balancer.as_ref())
+    {
+        ra.hash_policy = hash.iter().map(hash_policy).collect();
+    }
+}
+
+fn http_fault(f: &Fault) -> HttpFault {
+    use envoy_types::pb::envoy::extensions::filters::common::fault::v3::{fault_delay, FaultDelay};
+    HttpFault {
+        abort: f.abort.as_ref().map(|a| EnvoyAbort {
+            error_type: Some(match a.with {
+                AbortWith::Http(s) => fault_abort::ErrorType::HttpStatus(s),
+                AbortWith::Grpc(s) => fault_abort::ErrorType::GrpcStatus(s),
+            }),
+            percentage: Some(per_million(a.per_million)),
+            ..Default::default()
+        }),
+        delay: f.delay.as_ref().map(|d| FaultDelay {
+            fault_delay_secifier: Some(fault_delay::FaultDelaySecifier::FixedDelay(nanos(d.fixed))),
+            percentage: Some(per_million(d.per_million)),
+        }),
+        ..Default::default()
+    }
+}
+
+/// The custom response filter's per-route config: the first override whose status matches
+/// answers with its local response.
+fn custom_response(overrides: &[ResponseOverride]) -> CustomResponse {
+    use envoy_types::pb::envoy::config::core::v3::{data_source, DataSource};
+    use envoy_types::pb::envoy::extensions::http::custom_response::local_response_policy::v3::LocalResponsePolicy;
+    use envoy_types::pb::xds::r#type::matcher::v3::{
+        matcher::{
+            self,
+            matcher_list::{self, predicate},
+        },
+        string_matcher, Matcher, StringMatcher,
+    };
+    let status_input = || {
+        Some(envoy_types::pb::xds::core::v3::TypedExtensionConfig {
+            name: "status_code".into(),
+            typed_config: Some(any_of(
+                &envoy_types::pb::envoy::r#type::matcher::v3::HttpResponseStatusCodeMatchInput {},
+            )),
+        })
+    };
+    let exact = |code: u32| {
+        predicate::MatchType::SinglePredicate(predicate::SinglePredicate {
+            input: status_input(),
+            matcher: Some(predicate::single_predicate::Matcher::ValueMatch(
+                StringMatcher {
+                    match_pattern: Some(string_matcher::MatchPattern::Exact(code.to_string())),
+                    ignore_case: false,
+                },
+            )),
+        })
+    };
+    let matchers = overrides
+        .iter()
+        .map(|o| {
+            let codes: Vec<u32> = o
+                .statuses
+                .iter()
+                .flat_map(|s| match *s {
+                    StatusMatch::Value(c) => c..=c,
+                    StatusMatch::Range(a, b) => a..=b,
+                })
+                .collect();
+            let match_type = if codes.len() == 1 {
+                exact(codes[0])
+            } else {
+                predicate::MatchType::OrMatcher(predicate::PredicateList {
+                    predicate: codes
+                        .into_iter()
+                        .map(|c| matcher_list::Predicate { match_type: Some(exact(c)) })
+                        .collect(),
+                })
+            };
+            let policy = LocalResponsePolicy {
+                body: o.body.as_ref().map(|b| DataSource {
+                    specifier: Some(data_source::Specifier::InlineString(b.clone())),
+                    ..Default::default()
+                }),
+                status_code: o.status.map(u32v),
+                response_headers_to_add: o
+                    .content_type
+                    .iter()
+                    .map(|ct| HeaderValueOption {
+                        header: Some(HeaderValue {
+                            key: "content-type".into(),
+                            value: ct.clone(),
+                            ..Default::default()
+                        }),
+                        append_action: envoy_types::pb::envoy::config::core::v3::header_value_option::HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            };
+            matcher_list::FieldMatcher {
+                predicate: Some(matcher_list::Predicate {
+                    match_type: Some(match_type),
+                }),
+                on_match: Some(matcher::OnMatch {
+                    on_match: Some(matcher::on_match::OnMatch::Action(
+                        envoy_types::pb::xds::core::v3::TypedExtensionConfig {
+                            name: "local_response".into(),
+                            typed_config: Some(any_of(&policy)),
+                        },
+                    )),
+                    keep_matching: false,
+                }),
+            }
+        })
+        .collect();
+    CustomResponse {
+        custom_response_matcher: Some(Matcher {
+            matcher_type: Some(matcher::MatcherType::MatcherList(matcher::MatcherList {
+                matchers,
+            })),
+            on_no_match: None,
+        }),
+    }
+}
+
+/// How a cluster talks HTTP upstream, before BackendTrafficPolicy settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpstreamHttp {
+    Http1,
+    Http2,
+}
+
+/// Builds the cluster's upstream HTTP protocol options from its protocol and the settings;
+/// `None` when Envoy's defaults (HTTP/1.1, no limits) are what is wanted.
+pub fn protocol_options(
+    proto: UpstreamHttp,
+    s: Option<&ClusterSettings>,
+) -> Option<HttpProtocolOptions> {
+    let h2 = || {
+        let h = s.and_then(|s| s.http2.as_ref());
+        Http2ProtocolOptions {
+            initial_stream_window_size: h.and_then(|h| h.initial_stream_window_size).map(u32v),
+            initial_connection_window_size: h
+                .and_then(|h| h.initial_connection_window_size)
+                .map(u32v),
+            max_concurrent_streams: h.and_then(|h| h.max_concurrent_streams).map(u32v),
+            override_stream_error_on_invalid_http_message: h
+                .and_then(|h| h.terminate_stream_on_invalid)
+                .map(|value| BoolValue { value }),
+            ..Default::default()
+        }
+    };
+    let common = CoreHttpOptions {
+        idle_timeout: s.and_then(|s| s.idle_timeout).map(nanos),
+        max_connection_duration: s.and_then(|s| s.max_connection_duration).map(nanos),
+        max_requests_per_connection: s
+            .and_then(|s| s.circuit_breaker.as_ref())
+            .and_then(|c| c.max_requests_per_connection)
+            .map(u32v),
+        ..Default::default()
+    };
+    let client = s.is_some_and(|s| s.use_client_protocol);
+    let has_common = common != CoreHttpOptions::default();
+    if proto == UpstreamHttp::Http1 && !client && !has_common {
+        return None;
+    }
+    let upstream = if client {
+        UpstreamProtocolOptions::UseDownstreamProtocolConfig(UseDownstreamHttpConfig {
+            http2_protocol_options: Some(h2()),
+            ..Default::default()
+        })
+    } else {
+        UpstreamProtocolOptions::ExplicitHttpConfig(ExplicitHttpConfig {
+            protocol_config: Some(match proto {
+                UpstreamHttp::Http2 => {
+                    explicit_http_config::ProtocolConfig::Http2ProtocolOptions(h2())
+                }
+                UpstreamHttp::Http1 => {
+                    explicit_http_config::ProtocolConfig::HttpProtocolOptions(Default::default())
+                }
+            }),
+        })
+    };
+    Some(HttpProtocolOptions {
+        common_http_protocol_options: has_common.then_some(common),
+        upstream_protocol_options: Some(upstream),
+        ..Default::default()
+    })
+}
+
+/// Sets the protocol options on `c` (the only entry of its map: deterministic encoding).
+pub fn set_protocol_options(c: &mut Cluster, opts: Option<HttpProtocolOptions>) {
+    c.typed_extension_protocol_options.clear();
+    if let Some(o) = opts {
+        c.typed_extension_protocol_options.insert(
+            HTTP_OPTIONS.to_string(),
+            any(&format!("type.googleapis.com/{HTTP_OPTIONS}"), &o),
+        );
+    }
+}
+
+/// Applies the cluster-level settings to `c` (a built EDS, STRICT_DNS or dynamic forward proxy
+/// cluster; its protocol options are set by [`set_protocol_options`]).
+pub fn apply_cluster(c: &mut Cluster, s: &ClusterSettings) {
+    let provided_lb = c.lb_policy == cluster::LbPolicy::ClusterProvided as i32;
+    if let (Some(lb), false) = (&s.load_balancer, provided_lb) {
+        apply_lb(c, lb);
+    }
+    if let Some(cb) = &s.circuit_breaker {
+        c.circuit_breakers = Some(CircuitBreakers {
+            thresholds: vec![circuit_breakers::Thresholds {
+                max_connections: cb.max_connections.map(u32v),
+                max_pending_requests: cb.max_pending_requests.map(u32v),
+                max_requests: cb.max_parallel_requests.map(u32v),
+                max_retries: cb.max_parallel_retries.map(u32v),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+    }
+    if let Some(hc) = &s.active_health_check {
+        c.health_checks = vec![health_check(hc)];
+    }
+    if let Some(o) = &s.outlier_detection {
+        c.outlier_detection = Some(EnvoyOutlier {
+            consecutive_5xx: o.consecutive_5xx.map(u32v),
+            consecutive_gateway_failure: o.consecutive_gateway_errors.map(u32v),
+            consecutive_local_origin_failure: o.consecutive_local_origin_failures.map(u32v),
+            split_external_local_origin_errors: o
+                .split_external_local_origin_errors
+                .unwrap_or(false),
+            interval: o.interval.map(nanos),
+            base_ejection_time: o.base_ejection_time.map(nanos),
+            max_ejection_percent: o.max_ejection_percent.map(u32v),
+            ..Default::default()
+        });
+    }
+    if let Some(b) = s.buffer_limit {
+        c.per_connection_buffer_limit_bytes = Some(u32v(b));
+    }
+    if let Some(b) = s.socket_buffer_limit {
+        // SOL_SOCKET / SO_SNDBUF and SO_RCVBUF (Linux), set before the socket connects.
+        let opt = |name: i64, description: &str| SocketOption {
+            description: description.into(),
+            level: 1,
+            name,
+            value: Some(socket_option::Value::IntValue(i64::from(b))),
+            state: socket_option::SocketState::StatePrebind as i32,
+            ..Default::default()
+        };
+        c.upstream_bind_config = Some(BindConfig {
+            socket_options: vec![opt(7, "SO_SNDBUF"), opt(8, "SO_RCVBUF")],
+            ..Default::default()
+        });
+    }
+    if let Some(k) = &s.tcp_keepalive {
+        c.upstream_connection_options = Some(UpstreamConnectionOptions {
+            tcp_keepalive: Some(EnvoyKeepalive {
+                keepalive_probes: k.probes.map(u32v),
+                keepalive_time: k.idle_time.map(u32v),
+                keepalive_interval: k.interval.map(u32v),
+            }),
+            ..Default::default()
+        });
+    }
+    if let Some(v) = s.proxy_protocol {
+        c.transport_socket = Some(proxy_protocol_socket(v, c.transport_socket.take()));
+    }
+    let dns = c.cluster_discovery_type
+        == Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::StrictDns as i32,
+        ));
+    if let (Some(d), true) = (&s.dns, dns) {
+        // Envoy deprecates these in favour of a DNS cluster extension, but still takes them
+        // (as Envoy Gateway writes them).
+        #[allow(deprecated)]
+        {
+            c.dns_refresh_rate = d.refresh_rate.map(nanos);
+            if let Some(t) = d.respect_ttl {
+                c.respect_dns_ttl = t;
+            }
+        }
+        if let Some(f) = d.lookup_family {
+            c.dns_lookup_family = match f {
+                DnsFamily::V4Only => cluster::DnsLookupFamily::V4Only,
+                DnsFamily::V6Only => cluster::DnsLookupFamily::V6Only,
+                DnsFamily::V4Preferred => cluster::DnsLookupFamily::V4Preferred,
+                DnsFamily::V6Preferred => cluster::DnsLookupFamily::Auto,
+                DnsFamily::All => cluster::DnsLookupFamily::All,
+            } as i32;
+        }
+    }
+    if let Some(t) = s.connect_timeout {
+        c.connect_timeout = Some(nanos(t));
+    }
+}
+
+fn apply_lb(c: &mut Cluster, lb: &LoadBalancer) {
+    use cluster::LbConfig as L;
+    let slow_start = lb.slow_start_window.map(|w| cluster::SlowStartConfig {
+        slow_start_window: Some(nanos(w)),
+        ..Default::default()
+    });
+    match &lb.policy {
+        LbPolicy::RoundRobin => {
+            c.lb_policy = cluster::LbPolicy::RoundRobin as i32;
+            c.lb_config = slow_start.map(|s| {
+                L::RoundRobinLbConfig(cluster::RoundRobinLbConfig {
+                    slow_start_config: Some(s),
+                })
+            });
+        }
+        LbPolicy::LeastRequest => {
+            c.lb_policy = cluster::LbPolicy::LeastRequest as i32;
+            c.lb_config = slow_start.map(|s| {
+                L::LeastRequestLbConfig(cluster::LeastRequestLbConfig {
+                    slow_start_config: Some(s),
+                    ..Default::default()
+                })
+            });
+        }
+        LbPolicy::Random => c.lb_policy = cluster::LbPolicy::Random as i32,
+        LbPolicy::ConsistentHash { table_size, .. } => {
+            c.lb_policy = cluster::LbPolicy::Maglev as i32;
+            c.lb_config = table_size.map(|t| {
+                L::MaglevLbConfig(cluster::MaglevLbConfig {
+                    table_size: Some(UInt64Value { value: t }),
+                })
+            });
+        }
+    }
+    if let Some(z) = &lb.zone_aware {
+        let common = c.common_lb_config.get_or_insert_with(Default::default);
+        common.locality_config_specifier = Some(
+            cluster::common_lb_config::LocalityConfigSpecifier::ZoneAwareLbConfig(
+                cluster::common_lb_config::ZoneAwareLbConfig {
+                    routing_enabled: z.percentage_enabled.map(|p| Percent {
+                        value: f64::from(p),
+                    }),
+                    min_cluster_size: z.min_endpoints_threshold.map(|value| UInt64Value { value }),
+                    ..Default::default()
+                },
+            ),
+        );
+    }
+}
+
+fn payload(p: &Payload) -> health_check::Payload {
+    health_check::Payload {
+        payload: Some(match p {
+            Payload::Text(t) => health_check::payload::Payload::Text(hex::encode(t.as_bytes())),
+            Payload::Binary(b) => health_check::payload::Payload::Binary(b.clone()),
+        }),
+    }
+}
+
+fn health_check(hc: &ActiveHealthCheck) -> HealthCheck {
+    use envoy_types::pb::envoy::config::core::v3::RequestMethod;
+    let checker = match &hc.kind {
+        HealthCheckKind::Http {
+            path,
+            host,
+            method,
+            expected,
+            retriable,
+            response,
+            request,
+        } => health_check::HealthChecker::HttpHealthCheck(health_check::HttpHealthCheck {
+            path: path.clone(),
+            host: host.clone().unwrap_or_default(),
+            method: match method.as_deref() {
+                Some("HEAD") => RequestMethod::Head,
+                Some("POST") => RequestMethod::Post,
+                Some("PUT") => RequestMethod::Put,
+                Some("DELETE") => RequestMethod::Delete,
+                Some("OPTIONS") => RequestMethod::Options,
+                Some("TRACE") => RequestMethod::Trace,
+                Some("PATCH") => RequestMethod::Patch,
+                _ => RequestMethod::MethodUnspecified,
+            } as i32,
+            expected_statuses: expected
+                .iter()
+                .map(|(a, b)| Int64Range {
+                    start: i64::from(*a),
+                    end: i64::from(*b),
+                })
+                .collect(),
+            retriable_statuses: retriable
+                .iter()
+                .map(|(a, b)| Int64Range {
+                    start: i64::from(*a),
+                    end: i64::from(*b),
+                })
+                .collect(),
+            receive: response.iter().map(payload).collect(),
+            send: request.as_ref().map(payload),
+            ..Default::default()
+        }),
+        HealthCheckKind::Tcp { send, receive } => {
+            health_check::HealthChecker::TcpHealthCheck(health_check::TcpHealthCheck {
+                send: send.as_ref().map(payload),
+                receive: receive.iter().map(payload).collect(),
+                ..Default::default()
+            })
+        }
+        HealthCheckKind::Grpc { service } => {
+            health_check::HealthChecker::GrpcHealthCheck(health_check::GrpcHealthCheck {
+                service_name: service.clone().unwrap_or_default(),
+                ..Default::default()
+            })
+        }
+    };
+    HealthCheck {
+        timeout: Some(nanos(hc.timeout)),
+        interval: Some(nanos(hc.interval)),
+        initial_jitter: hc.initial_jitter.map(nanos),
+        unhealthy_threshold: Some(u32v(hc.unhealthy_threshold)),
+        healthy_threshold: Some(u32v(hc.healthy_threshold)),
+        health_checker: Some(checker),
+        ..Default::default()
+    }
+}
+
+fn proxy_protocol_socket(
+    v: ProxyProtocolVersion,
+    inner: Option<TransportSocket>,
+) -> TransportSocket {
+    use envoy_types::pb::envoy::config::core::v3::proxy_protocol_config::Version;
+    use envoy_types::pb::envoy::extensions::transport_sockets::proxy_protocol::v3::ProxyProtocolUpstreamTransport;
+    use envoy_types::pb::envoy::extensions::transport_sockets::raw_buffer::v3::RawBuffer;
+    let inner = inner.unwrap_or_else(|| TransportSocket {
+        name: "envoy.transport_sockets.raw_buffer".into(),
+        config_type: Some(transport_socket::ConfigType::TypedConfig(any_of(
+            &RawBuffer::default(),
+        ))),
+    });
+    TransportSocket {
+        name: "envoy.transport_sockets.upstream_proxy_protocol".into(),
+        config_type: Some(transport_socket::ConfigType::TypedConfig(any_of(
+            &ProxyProtocolUpstreamTransport {
+                config: Some(ProxyProtocolConfig {
+                    version: match v {
+                        ProxyProtocolVersion::V1 => Version::V1,
+                        ProxyProtocolVersion::V2 => Version::V2,
+                    } as i32,
+                    ..Default::default()
+                }),
+                transport_socket: Some(inner),
+                ..Default::default()
+            },
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests;

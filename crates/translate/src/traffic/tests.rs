@@ -1,0 +1,607 @@
+//! BackendTrafficPolicy → xDS: YAML in, the Envoy routes, clusters and filters out, and the
+//! real Envoy's `--mode validate` on the whole gateway.
+
+use crate::route_tests::bootstrap_of;
+use crate::tests::{envoy_validate, translate_yaml};
+use crate::{type_url, Translator};
+use envoy_types::pb::envoy::config::cluster::v3::{cluster, Cluster};
+use envoy_types::pb::envoy::config::listener::v3::{filter, Listener};
+use envoy_types::pb::envoy::config::route::v3::{route, route_action, Route, RouteConfiguration};
+use envoy_types::pb::envoy::extensions::filters::http::fault::v3::{fault_abort, HttpFault};
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
+use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
+    http_protocol_options::UpstreamProtocolOptions, HttpProtocolOptions,
+};
+use flotilla_model::{Kind, ResourceKey};
+use prost::Message;
+
+const BASE: &str = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: eg}
+spec: {controllerName: gateway.envoyproxy.io/gatewayclass-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: app}
+spec:
+  gatewayClassName: eg
+  listeners:
+  - {name: http, port: 8080, protocol: HTTP}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: app}
+spec: {ports: [{name: http, port: 80}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-1, namespace: app, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+ports: [{name: http, port: 9000}]
+endpoints: [{addresses: [127.0.0.1]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: app}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - name: a
+    matches: [{path: {type: PathPrefix, value: /a}}]
+    backendRefs: [{name: web, port: 80}]
+  - name: b
+    matches: [{path: {type: PathPrefix, value: /b}}]
+    backendRefs: [{name: web, port: 80}]
+  - name: c
+    matches: [{path: {type: PathPrefix, value: /c}}]
+    backendRefs: [{name: web, port: 80}]
+"#;
+
+/// A BackendTrafficPolicy `name` targeting rule `rule` of route `r` (the whole route: None).
+fn policy(name: &str, rule: Option<&str>, spec: &str) -> String {
+    let section = rule
+        .map(|r| format!(", sectionName: {r}"))
+        .unwrap_or_default();
+    format!(
+        "---\napiVersion: gateway.envoyproxy.io/v1alpha1\nkind: BackendTrafficPolicy\nmetadata: {{name: {name}, namespace: app}}\nspec:\n  targetRefs: [{{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r{section}}}]\n{spec}\n"
+    )
+}
+
+fn translate(policies: &[String]) -> Translator {
+    translate_yaml(&format!("{BASE}{}", policies.concat()))
+}
+
+fn gateway(t: &Translator) -> &crate::GatewayXds {
+    &t.gateways()["c1/app/gw"]
+}
+
+fn route_named(t: &Translator, prefix: &str) -> Route {
+    let r = gateway(t)
+        .resources
+        .iter()
+        .find(|r| r.type_url == type_url::ROUTE)
+        .expect("a route configuration");
+    let rc = RouteConfiguration::decode(r.body.clone()).unwrap();
+    rc.virtual_hosts
+        .into_iter()
+        .flat_map(|v| v.routes)
+        .find(|r| {
+            matches!(&r.r#match.as_ref().unwrap().path_specifier,
+                Some(envoy_types::pb::envoy::config::route::v3::route_match::PathSpecifier::PathSeparatedPrefix(p)) if p == prefix)
+        })
+        .unwrap_or_else(|| panic!("a route for {prefix}"))
+}
+
+fn action(r: &Route) -> &envoy_types::pb::envoy::config::route::v3::RouteAction {
+    match r.action.as_ref() {
+        Some(route::Action::Route(ra)) => ra,
+        other => panic!("not forwarded: {other:?}"),
+    }
+}
+
+fn cluster_of(r: &Route) -> String {
+    match action(r).cluster_specifier.as_ref() {
+        Some(route_action::ClusterSpecifier::Cluster(c)) => c.clone(),
+        other => panic!("no single cluster: {other:?}"),
+    }
+}
+
+fn clusters(t: &Translator) -> Vec<Cluster> {
+    gateway(t)
+        .resources
+        .iter()
+        .filter(|r| r.type_url == type_url::CLUSTER)
+        .map(|r| Cluster::decode(r.body.clone()).unwrap())
+        .collect()
+}
+
+fn cluster_named(t: &Translator, name: &str) -> Cluster {
+    clusters(t)
+        .into_iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("cluster {name}"))
+}
+
+fn validate(t: &Translator) {
+    envoy_validate(&bootstrap_of(gateway(t)), "c1/app/gw").expect("Envoy accepts the config");
+}
+
+/// (type, status, reason, message) of the policy's first ancestor's Accepted condition.
+fn accepted(t: &Translator, name: &str) -> (String, String, String) {
+    let st = t
+        .status(&ResourceKey::new(
+            "c1",
+            Kind::BackendTrafficPolicy,
+            "app",
+            name,
+        ))
+        .expect("a policy status");
+    let c = st["ancestors"][0]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Accepted")
+        .expect("Accepted")
+        .clone();
+    let s = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+    (s("status"), s("reason"), s("message"))
+}
+
+#[test]
+fn route_level_settings_reach_the_rule_routes() {
+    let t = translate(&[policy(
+        "p",
+        Some("a"),
+        "  retry:
+    numRetries: 5
+    retryOn: {triggers: [connect-failure, reset], httpStatusCodes: [500, 502]}
+    perRetry: {timeout: 250ms, backOff: {baseInterval: 100ms, maxInterval: 1s}}
+  timeout: {http: {requestTimeout: 7s}}
+  faultInjection:
+    abort: {httpStatus: 418, percentage: 50}
+    delay: {fixedDelay: 2s, percentage: 0.5}
+  responseOverride:
+  - match: {statusCodes: [{type: Value, value: 500}, {type: Range, range: {start: 502, end: 503}}]}
+    response: {contentType: text/plain, body: {type: Inline, inline: oops}, statusCode: 503}
+  compression: [{type: Gzip}, {type: Brotli}]
+  requestBuffer: {limit: 4Ki}
+  httpUpgrade: [{type: spdy/3.1}]",
+    )]);
+    let a = route_named(&t, "/a");
+    let ra = action(&a);
+    let rp = ra.retry_policy.as_ref().expect("a retry policy");
+    assert_eq!(rp.num_retries.as_ref().unwrap().value, 5);
+    assert_eq!(rp.retry_on, "connect-failure,reset,retriable-status-codes");
+    assert_eq!(rp.retriable_status_codes, vec![500, 502]);
+    assert_eq!(rp.per_try_timeout.as_ref().unwrap().nanos, 250_000_000);
+    let bo = rp.retry_back_off.as_ref().unwrap();
+    assert_eq!(bo.base_interval.as_ref().unwrap().nanos, 100_000_000);
+    assert_eq!(bo.max_interval.as_ref().unwrap().seconds, 1);
+    assert_eq!(ra.timeout.as_ref().unwrap().seconds, 7);
+    assert_eq!(ra.upgrade_configs[0].upgrade_type, "spdy/3.1");
+    let keys: Vec<&str> = a
+        .typed_per_filter_config
+        .keys()
+        .map(String::as_str)
+        .collect();
+    for k in [
+        "envoy.filters.http.fault",
+        "envoy.filters.http.custom_response",
+        "envoy.filters.http.buffer",
+        "envoy.filters.http.compressor.gzip",
+        "envoy.filters.http.compressor.brotli",
+    ] {
+        assert!(keys.contains(&k), "{k} in {keys:?}");
+    }
+    assert!(!keys.contains(&"envoy.filters.http.compressor.zstd"));
+    let fault = HttpFault::decode(
+        a.typed_per_filter_config["envoy.filters.http.fault"]
+            .value
+            .as_slice(),
+    )
+    .unwrap();
+    let abort = fault.abort.unwrap();
+    assert_eq!(
+        abort.error_type,
+        Some(fault_abort::ErrorType::HttpStatus(418))
+    );
+    assert_eq!(abort.percentage.unwrap().numerator, 500_000);
+    assert_eq!(fault.delay.unwrap().percentage.unwrap().numerator, 5_000);
+    // The other rules are untouched.
+    let b = route_named(&t, "/b");
+    assert!(action(&b).retry_policy.is_none());
+    assert!(b.typed_per_filter_config.is_empty());
+    validate(&t);
+}
+
+#[test]
+fn the_connection_manager_holds_the_policy_filters_in_envoy_gateways_order() {
+    let t = translate(&[]);
+    let l = gateway(&t)
+        .resources
+        .iter()
+        .find(|r| r.type_url == type_url::LISTENER)
+        .map(|r| Listener::decode(r.body.clone()).unwrap())
+        .unwrap();
+    let Some(filter::ConfigType::TypedConfig(any)) = &l.filter_chains[0].filters[0].config_type
+    else {
+        panic!("no HCM");
+    };
+    let hcm = HttpConnectionManager::decode(any.value.as_slice()).unwrap();
+    let names: Vec<&str> = hcm.http_filters.iter().map(|f| f.name.as_str()).collect();
+    let pos = |n: &str| {
+        names
+            .iter()
+            .position(|x| *x == n)
+            .unwrap_or_else(|| panic!("{n} in {names:?}"))
+    };
+    assert!(pos("envoy.filters.http.custom_response") < pos("envoy.filters.http.fault"));
+    assert!(pos("envoy.filters.http.fault") < pos("envoy.filters.http.cors"));
+    assert!(pos("envoy.filters.http.buffer") > pos("envoy.filters.http.stateful_session"));
+    assert!(pos("envoy.filters.http.compressor.zstd") < pos("envoy.filters.http.router"));
+    assert_eq!(*names.last().unwrap(), "envoy.filters.http.router");
+    // Nothing runs unless a route enables it.
+    for f in &hcm.http_filters {
+        if f.name.contains("compressor") || f.name.ends_with("fault") || f.name.ends_with("buffer")
+        {
+            assert!(f.disabled, "{} disabled", f.name);
+        }
+    }
+}
+
+#[test]
+fn an_httproute_retry_and_timeout_win_over_the_policy() {
+    let text = BASE.replace(
+        "  - name: c\n",
+        "  - name: c\n    timeouts: {request: 3s}\n    retry: {attempts: 1}\n",
+    );
+    let t = translate_yaml(&format!(
+        "{text}{}",
+        policy(
+            "p",
+            None,
+            "  retry: {numRetries: 9}\n  timeout: {http: {requestTimeout: 7s}}"
+        )
+    ));
+    let c = route_named(&t, "/c");
+    assert_eq!(action(&c).timeout.as_ref().unwrap().seconds, 3);
+    assert_eq!(
+        action(&c)
+            .retry_policy
+            .as_ref()
+            .unwrap()
+            .num_retries
+            .as_ref()
+            .unwrap()
+            .value,
+        1
+    );
+    let a = route_named(&t, "/a");
+    assert_eq!(action(&a).timeout.as_ref().unwrap().seconds, 7);
+    assert_eq!(
+        action(&a)
+            .retry_policy
+            .as_ref()
+            .unwrap()
+            .num_retries
+            .as_ref()
+            .unwrap()
+            .value,
+        9
+    );
+}
+
+const CLUSTER_SPEC: &str = "  loadBalancer:
+    type: ConsistentHash
+    consistentHash: {type: Header, header: {name: X-User}, tableSize: 65537}
+  circuitBreaker: {maxConnections: 1, maxPendingRequests: 0, maxParallelRequests: 10, maxParallelRetries: 2, maxRequestsPerConnection: 100}
+  healthCheck:
+    active: {type: HTTP, interval: 1s, timeout: 500ms, healthyThreshold: 1, unhealthyThreshold: 2, http: {path: /healthz, expectedStatuses: [200]}}
+    passive: {consecutive5XxErrors: 2, interval: 1s, baseEjectionTime: 30s, maxEjectionPercent: 100}
+  connection: {bufferLimit: 32Ki, socketBufferLimit: 64Ki}
+  tcpKeepalive: {probes: 3, idleTime: 60s, interval: 10s}
+  proxyProtocol: {version: V2}
+  timeout: {tcp: {connectTimeout: 3s}, http: {connectionIdleTimeout: 30s, maxConnectionDuration: 10m}}";
+
+#[test]
+fn cluster_settings_make_one_variant_shared_by_rules_with_equal_settings() {
+    let t = translate(&[
+        policy("pa", Some("a"), CLUSTER_SPEC),
+        policy("pb", Some("b"), CLUSTER_SPEC),
+        policy(
+            "pc",
+            Some("c"),
+            "  loadBalancer: {type: Random}\n  useClientProtocol: true",
+        ),
+    ]);
+    let (a, b, c) = (
+        route_named(&t, "/a"),
+        route_named(&t, "/b"),
+        route_named(&t, "/c"),
+    );
+    let (ca, cb, cc) = (cluster_of(&a), cluster_of(&b), cluster_of(&c));
+    assert_eq!(ca, cb, "equal settings share a cluster");
+    assert_ne!(ca, cc, "different settings get their own");
+    assert!(ca.starts_with("app/web/80/btp-"), "{ca}");
+    // The route hashes on the header the cluster balances on.
+    let hp = &action(&a).hash_policy;
+    assert_eq!(hp.len(), 1);
+    assert!(format!("{hp:?}").contains("x-user"));
+
+    let k = cluster_named(&t, &ca);
+    assert_eq!(k.lb_policy, cluster::LbPolicy::Maglev as i32);
+    assert_eq!(
+        k.eds_cluster_config.as_ref().unwrap().service_name,
+        "app/web/80",
+        "a variant reads the backend's endpoints"
+    );
+    let th = &k.circuit_breakers.as_ref().unwrap().thresholds[0];
+    assert_eq!(th.max_connections.as_ref().unwrap().value, 1);
+    assert_eq!(th.max_pending_requests.as_ref().unwrap().value, 0);
+    assert_eq!(th.max_requests.as_ref().unwrap().value, 10);
+    assert_eq!(th.max_retries.as_ref().unwrap().value, 2);
+    assert_eq!(k.health_checks.len(), 1);
+    assert_eq!(
+        k.health_checks[0]
+            .unhealthy_threshold
+            .as_ref()
+            .unwrap()
+            .value,
+        2
+    );
+    let od = k.outlier_detection.as_ref().unwrap();
+    assert_eq!(od.consecutive_5xx.as_ref().unwrap().value, 2);
+    assert_eq!(
+        k.per_connection_buffer_limit_bytes.as_ref().unwrap().value,
+        32 * 1024
+    );
+    assert_eq!(
+        k.upstream_bind_config
+            .as_ref()
+            .unwrap()
+            .socket_options
+            .len(),
+        2
+    );
+    let ka = k
+        .upstream_connection_options
+        .as_ref()
+        .unwrap()
+        .tcp_keepalive
+        .as_ref()
+        .unwrap();
+    assert_eq!(ka.keepalive_time.as_ref().unwrap().value, 60);
+    assert_eq!(
+        k.transport_socket.as_ref().unwrap().name,
+        "envoy.transport_sockets.upstream_proxy_protocol"
+    );
+    assert_eq!(k.connect_timeout.as_ref().unwrap().seconds, 3);
+    let opts = HttpProtocolOptions::decode(
+        k.typed_extension_protocol_options
+            ["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+            .value
+            .as_slice(),
+    )
+    .unwrap();
+    let common = opts.common_http_protocol_options.unwrap();
+    assert_eq!(common.idle_timeout.unwrap().seconds, 30);
+    assert_eq!(common.max_connection_duration.unwrap().seconds, 600);
+    assert_eq!(common.max_requests_per_connection.unwrap().value, 100);
+
+    let kc = cluster_named(&t, &cc);
+    assert_eq!(kc.lb_policy, cluster::LbPolicy::Random as i32);
+    let opts = HttpProtocolOptions::decode(
+        kc.typed_extension_protocol_options
+            ["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+            .value
+            .as_slice(),
+    )
+    .unwrap();
+    assert!(matches!(
+        opts.upstream_protocol_options,
+        Some(UpstreamProtocolOptions::UseDownstreamProtocolConfig(_))
+    ));
+    // The backend's own cluster is still there, without settings, with the endpoints.
+    let base = cluster_named(&t, "app/web/80");
+    assert!(base.circuit_breakers.is_none());
+    let endpoints: Vec<&str> = gateway(&t)
+        .resources
+        .iter()
+        .filter(|r| r.type_url == type_url::ENDPOINT)
+        .map(|r| r.name.as_str())
+        .collect();
+    assert_eq!(endpoints, vec!["app/web/80"]);
+    validate(&t);
+}
+
+#[test]
+fn load_balancer_kinds_and_health_checkers_are_accepted_by_envoy() {
+    let t = translate(&[
+        policy(
+            "pa",
+            Some("a"),
+            "  loadBalancer: {type: LeastRequest, slowStart: {window: 30s}}
+  healthCheck:
+    active: {type: TCP, interval: 2s, timeout: 1s, healthyThreshold: 1, unhealthyThreshold: 3, tcp: {send: {type: Text, text: ping}, receive: {type: Text, text: pong}}}",
+        ),
+        policy(
+            "pb",
+            Some("b"),
+            "  loadBalancer: {type: ConsistentHash, consistentHash: {type: Cookie, cookie: {name: session, ttl: 60s}}}
+  healthCheck:
+    active: {type: GRPC, interval: 2s, timeout: 1s, healthyThreshold: 1, unhealthyThreshold: 3, grpc: {service: health}}
+  http2: {initialStreamWindowSize: 1Mi, initialConnectionWindowSize: 2Mi, maxConcurrentStreams: 100}",
+        ),
+        policy(
+            "pc",
+            Some("c"),
+            "  loadBalancer: {type: RoundRobin, slowStart: {window: 10s}, zoneAware: {preferLocal: {minEndpointsThreshold: 2, percentageEnabled: 50}}}",
+        ),
+    ]);
+    let la = cluster_named(&t, &cluster_of(&route_named(&t, "/a")));
+    assert_eq!(la.lb_policy, cluster::LbPolicy::LeastRequest as i32);
+    assert!(matches!(
+        la.lb_config,
+        Some(cluster::LbConfig::LeastRequestLbConfig(_))
+    ));
+    let lb = cluster_named(&t, &cluster_of(&route_named(&t, "/b")));
+    assert_eq!(lb.lb_policy, cluster::LbPolicy::Maglev as i32);
+    let lc = cluster_named(&t, &cluster_of(&route_named(&t, "/c")));
+    assert!(lc.common_lb_config.is_some());
+    validate(&t);
+}
+
+#[test]
+fn an_invalid_policy_says_so_and_configures_nothing() {
+    let t = translate(&[
+        policy(
+            "bad-fault",
+            Some("a"),
+            "  faultInjection: {abort: {httpStatus: 700}}",
+        ),
+        policy(
+            "bad-cb",
+            Some("b"),
+            "  circuitBreaker: {maxConnections: -1}",
+        ),
+        policy(
+            "bad-override",
+            Some("c"),
+            "  responseOverride:\n  - match: {statusCodes: [{value: 500}]}\n    response: {body: {type: ValueRef, valueRef: {group: '', kind: ConfigMap, name: missing}}}",
+        ),
+    ]);
+    let (status, reason, message) = accepted(&t, "bad-fault");
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "Invalid"));
+    assert!(message.contains("FaultInjection"), "{message}");
+    let (_, _, message) = accepted(&t, "bad-cb");
+    assert_eq!(message, "CircuitBreaker: invalid MaxConnections value -1.");
+    let (_, _, message) = accepted(&t, "bad-override");
+    assert_eq!(
+        message,
+        "ResponseOverride: can't find the referenced configmap app/missing."
+    );
+    // Envoy Gateway answers the routes of an invalid policy with 500; none of its settings
+    // reach Envoy.
+    for p in ["/a", "/b", "/c"] {
+        let r = route_named(&t, p);
+        assert!(r.typed_per_filter_config.is_empty(), "{p}");
+        match r.action {
+            Some(route::Action::DirectResponse(d)) => assert_eq!(d.status, 500, "{p}"),
+            other => panic!("{p}: {other:?}"),
+        }
+    }
+    assert_eq!(clusters(&t).len(), 1, "only the backend's own cluster");
+    validate(&t);
+}
+
+#[test]
+fn a_response_body_from_a_configmap_follows_the_configmap() {
+    let cm = |body: &str| {
+        format!("---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: page, namespace: app}}\ndata: {{response.body: {body}}}\n")
+    };
+    let p = policy(
+        "p",
+        Some("a"),
+        "  responseOverride:\n  - match: {statusCodes: [{value: 500}]}\n    response: {body: {type: ValueRef, valueRef: {group: '', kind: ConfigMap, name: page}}}",
+    );
+    let body_has = |t: &Translator, text: &str| {
+        let r = route_named(t, "/a");
+        let v = &r.typed_per_filter_config["envoy.filters.http.custom_response"].value;
+        v.windows(text.len()).any(|w| w == text.as_bytes())
+    };
+    let mut t = translate(&[p, cm("first-page")]);
+    assert!(body_has(&t, "first-page"));
+    crate::tests::apply_all(&mut t, &crate::tests::events("c1", &cm("second-page")));
+    assert!(
+        body_has(&t, "second-page"),
+        "the gateway follows the ConfigMap"
+    );
+    validate(&t);
+}
+
+#[test]
+fn a_route_policy_with_merge_type_patches_the_gateway_policy() {
+    let gw_policy = "---\napiVersion: gateway.envoyproxy.io/v1alpha1\nkind: BackendTrafficPolicy\nmetadata: {name: gw-wide, namespace: app}\nspec:\n  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: gw}]\n  retry: {numRetries: 4}\n  timeout: {http: {requestTimeout: 9s}}\n".to_string();
+    let t = translate(&[
+        gw_policy.clone(),
+        policy(
+            "merging",
+            Some("a"),
+            "  mergeType: StrategicMerge\n  timeout: {http: {requestTimeout: 2s}}",
+        ),
+        policy(
+            "replacing",
+            Some("b"),
+            "  timeout: {http: {requestTimeout: 3s}}",
+        ),
+    ]);
+    // Rule a: its own timeout over the gateway policy's retry.
+    let a = action(&route_named(&t, "/a")).clone();
+    assert_eq!(a.timeout.unwrap().seconds, 2);
+    assert_eq!(a.retry_policy.unwrap().num_retries.unwrap().value, 4);
+    // Rule b: its policy replaces the gateway's whole.
+    let b = action(&route_named(&t, "/b")).clone();
+    assert_eq!(b.timeout.unwrap().seconds, 3);
+    assert!(b.retry_policy.is_none());
+    // Rule c: the gateway policy.
+    let c = action(&route_named(&t, "/c")).clone();
+    assert_eq!(c.timeout.unwrap().seconds, 9);
+    validate(&t);
+}
+
+#[test]
+fn a_tcp_route_takes_the_cluster_settings_fit_for_tcp() {
+    let t = translate_yaml(&format!(
+        "{}{}",
+        BASE.replace(
+            "  - {name: http, port: 8080, protocol: HTTP}",
+            "  - {name: http, port: 8080, protocol: HTTP}\n  - {name: tcp, port: 9000, protocol: TCP}",
+        ),
+        "---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {name: t, namespace: app}
+spec:
+  parentRefs: [{name: gw, sectionName: tcp}]
+  rules: [{backendRefs: [{name: web, port: 80}]}]
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: BackendTrafficPolicy
+metadata: {name: tcp-policy, namespace: app}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: TCPRoute, name: t}]
+  circuitBreaker: {maxConnections: 5, maxRequestsPerConnection: 9}
+  loadBalancer: {type: Random}
+  timeout: {tcp: {connectTimeout: 2s}, http: {connectionIdleTimeout: 30s}}
+"
+    ));
+    let variant = clusters(&t)
+        .into_iter()
+        .find(|c| c.name.starts_with("app/web/80/btp-"))
+        .expect("the TCP route's cluster variant");
+    assert_eq!(variant.lb_policy, cluster::LbPolicy::Random as i32);
+    let th = &variant.circuit_breakers.as_ref().unwrap().thresholds[0];
+    assert_eq!(th.max_connections.as_ref().unwrap().value, 5);
+    assert_eq!(variant.connect_timeout.as_ref().unwrap().seconds, 2);
+    // HTTP settings do not reach a TCP proxy's cluster.
+    assert!(variant.typed_extension_protocol_options.is_empty());
+    // The TCP proxy forwards to the variant.
+    let l = gateway(&t)
+        .resources
+        .iter()
+        .filter(|r| r.type_url == type_url::LISTENER)
+        .map(|r| Listener::decode(r.body.clone()).unwrap())
+        .find(|l| format!("{l:?}").contains("tcp_proxy"))
+        .expect("the TCP listener");
+    let Some(filter::ConfigType::TypedConfig(any)) = &l.filter_chains[0].filters[0].config_type
+    else {
+        panic!("no filter");
+    };
+    let tp = envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy::decode(
+        any.value.as_slice(),
+    )
+    .unwrap();
+    assert!(format!("{:?}", tp.cluster_specifier).contains(&variant.name));
+    validate(&t);
+}
