@@ -217,7 +217,8 @@ fn bench(c: &mut Criterion) {
         g.bench_function("one Gateway policy changed", |b| {
             b.iter(|| {
                 n += 1;
-                step(&mut t, &edits[n % edits.len()])
+                let ch = step(&mut t, &edits[n % edits.len()]);
+                assert!(!ch.updated.is_empty());
             })
         });
         g.finish();
