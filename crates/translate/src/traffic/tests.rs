@@ -342,6 +342,8 @@ fn cluster_settings_make_one_variant_shared_by_rules_with_equal_settings() {
     assert_eq!(th.max_requests.as_ref().unwrap().value, 10);
     assert_eq!(th.max_retries.as_ref().unwrap().value, 2);
     assert_eq!(k.health_checks.len(), 1);
+    // Without a hostname of its own, the HTTP health check asks for the route's host.
+    assert!(format!("{:?}", k.health_checks[0].health_checker).contains("host: \"*\""));
     assert_eq!(
         k.health_checks[0]
             .unhealthy_threshold
