@@ -155,6 +155,7 @@ fn route_level_settings_reach_the_rule_routes() {
         Some("a"),
         "  retry:
     numRetries: 5
+    numAttemptsPerPriority: 2
     retryOn: {triggers: [connect-failure, reset], httpStatusCodes: [500, 502]}
     perRetry: {timeout: 250ms, backOff: {baseInterval: 100ms, maxInterval: 1s}}
   timeout: {http: {requestTimeout: 7s}}
@@ -164,6 +165,8 @@ fn route_level_settings_reach_the_rule_routes() {
   responseOverride:
   - match: {statusCodes: [{type: Value, value: 500}, {type: Range, range: {start: 502, end: 503}}]}
     response: {contentType: text/plain, body: {type: Inline, inline: oops}, statusCode: 503}
+  - match: {statusCodes: [{value: 404}], responseHeaders: [{name: X-Error, value: {type: RegularExpression, value: '^up.*'}}, {name: X-Zone, value: {value: eu}}]}
+    response: {body: {inline: gone}}
   compression: [{type: Gzip}, {type: Brotli}]
   requestBuffer: {limit: 4Ki}
   httpUpgrade: [{type: spdy/3.1}]",
@@ -179,6 +182,16 @@ fn route_level_settings_reach_the_rule_routes() {
     assert_eq!(bo.base_interval.as_ref().unwrap().nanos, 100_000_000);
     assert_eq!(bo.max_interval.as_ref().unwrap().seconds, 1);
     assert_eq!(ra.timeout.as_ref().unwrap().seconds, 7);
+    assert_eq!(
+        rp.retry_priority.as_ref().unwrap().name,
+        "envoy.retry_priorities.previous_priorities"
+    );
+    let cr = &a.typed_per_filter_config["envoy.filters.http.custom_response"].value;
+    let has = |t: &str| cr.windows(t.len()).any(|w| w == t.as_bytes());
+    assert!(
+        has("x-error") && has("^up.*") && has("gone"),
+        "the header-matched override"
+    );
     assert_eq!(ra.upgrade_configs[0].upgrade_type, "spdy/3.1");
     let keys: Vec<&str> = a
         .typed_per_filter_config
@@ -299,9 +312,9 @@ const CLUSTER_SPEC: &str = "  loadBalancer:
   healthCheck:
     active: {type: HTTP, interval: 1s, timeout: 500ms, healthyThreshold: 1, unhealthyThreshold: 2, http: {path: /healthz, expectedStatuses: [200]}}
     passive: {consecutive5XxErrors: 2, interval: 1s, baseEjectionTime: 30s, maxEjectionPercent: 100}
-  connection: {bufferLimit: 32Ki, socketBufferLimit: 64Ki}
   tcpKeepalive: {probes: 3, idleTime: 60s, interval: 10s}
   proxyProtocol: {version: V2}
+  connection: {bufferLimit: 32Ki, socketBufferLimit: 64Ki, preconnect: {perEndpointPercent: 150}}
   timeout: {tcp: {connectTimeout: 3s}, http: {connectionIdleTimeout: 30s, maxConnectionDuration: 10m}}";
 
 #[test]
@@ -379,6 +392,11 @@ fn cluster_settings_make_one_variant_shared_by_rules_with_equal_settings() {
         "envoy.transport_sockets.upstream_proxy_protocol"
     );
     assert_eq!(k.connect_timeout.as_ref().unwrap().seconds, 3);
+    let pre = k.preconnect_policy.as_ref().unwrap();
+    assert_eq!(
+        pre.per_upstream_preconnect_ratio.as_ref().unwrap().value,
+        1.5
+    );
     let opts = HttpProtocolOptions::decode(
         k.typed_extension_protocol_options
             ["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
