@@ -625,3 +625,42 @@ spec:
     assert!(format!("{:?}", tp.cluster_specifier).contains(&variant.name));
     validate(&t);
 }
+
+/// Values Envoy would refuse are refused with a status condition naming the section, and
+/// nothing of the policy reaches Envoy (its rule answers 500, as in Envoy Gateway).
+#[test]
+fn values_envoy_would_refuse_are_refused_in_status() {
+    for (spec, section) in [
+        ("  http2: {initialStreamWindowSize: 1Ki}", "HTTP2"),
+        ("  connection: {preconnect: {perEndpointPercent: 50}}", "BackendConnection"),
+        ("  dns: {dnsRefreshRate: 1ms}", "DNS"),
+        (
+            "  healthCheck: {active: {type: HTTP, interval: 0s, timeout: 1s, healthyThreshold: 1, unhealthyThreshold: 1, http: {path: /}}}",
+            "HealthCheck",
+        ),
+        ("  healthCheck: {passive: {maxEjectionPercent: 150}}", "HealthCheck"),
+        ("  retry: {retryOn: {httpStatusCodes: [99]}}", "Retry"),
+        ("  retry: {perRetry: {timeout: 0s}}", "Retry"),
+        ("  faultInjection: {abort: {grpcStatus: 14, percentage: 120}}", "FaultInjection"),
+        ("  tcpKeepalive: {idleTime: 10ms}", "TCPKeepalive"),
+        (
+            "  loadBalancer: {type: ConsistentHash, consistentHash: {type: Header}}",
+            "LoadBalancer",
+        ),
+        (
+            "  responseOverride:\n  - match: {statusCodes: [{type: Range, range: {start: 510, end: 500}}]}\n    response: {body: {inline: x}}",
+            "ResponseOverride",
+        ),
+    ] {
+        let t = translate(&[policy("p", Some("a"), spec)]);
+        let (status, reason, message) = accepted(&t, "p");
+        assert_eq!((status.as_str(), reason.as_str()), ("False", "Invalid"), "{spec}");
+        assert!(message.starts_with(&format!("{section}: ")), "{spec}: {message}");
+        let a = route_named(&t, "/a");
+        assert!(
+            matches!(a.action, Some(route::Action::DirectResponse(ref d)) if d.status == 500),
+            "{spec}"
+        );
+        assert_eq!(clusters(&t).len(), 1, "{spec}: no variant cluster");
+    }
+}
