@@ -4,7 +4,7 @@
 use crate::envoy;
 use crate::httproute::{check_route, set_condition, OverlapTracker, PrecedenceKey};
 use crate::index::Index;
-use crate::ir::cluster::{Backends, ClusterKey};
+use crate::ir::cluster::{Backends, ClusterKey, ClusterSettings, HealthCheckKind};
 use crate::listener::{self, port_of, ListenerState, SetInfo};
 use crate::policy::backend::BackendPolicy;
 use crate::policy::Policies;
@@ -192,7 +192,7 @@ pub(crate) fn translate_gateway(
                             let mut r = e.route.clone();
                             match policy {
                                 Some(Btp::Valid(p)) => {
-                                    apply_backend_policy(&mut r, p, &clusters, &mut variants)
+                                    apply_backend_policy(&mut r, p, host, &clusters, &mut variants)
                                 }
                                 // Envoy Gateway answers the routes of an invalid policy with
                                 // 500 (its status says why).
@@ -452,6 +452,7 @@ impl BtpCache {
 fn apply_backend_policy(
     r: &mut Route,
     p: &BackendPolicy,
+    host: &str,
     backends: &Backends,
     variants: &mut BTreeSet<ClusterKey>,
 ) {
@@ -459,6 +460,9 @@ fn apply_backend_policy(
     let Some(settings) = &p.cluster else {
         return;
     };
+    // An HTTP health check without a hostname asks for the route's host (Envoy Gateway's
+    // SetHTTPHostIfAbsent), rather than Envoy's default, the cluster name.
+    let settings = &with_health_check_host(settings, host);
     let Some(route::Action::Route(ra)) = r.action.as_mut() else {
         return;
     };
@@ -478,6 +482,21 @@ fn apply_backend_policy(
         }
         _ => {}
     }
+}
+
+fn with_health_check_host(s: &Arc<ClusterSettings>, host: &str) -> Arc<ClusterSettings> {
+    let Some(HealthCheckKind::Http { host: None, .. }) =
+        s.active_health_check.as_ref().map(|h| &h.kind)
+    else {
+        return s.clone();
+    };
+    let mut with = (**s).clone();
+    if let Some(HealthCheckKind::Http { host: h, .. }) =
+        with.active_health_check.as_mut().map(|h| &mut h.kind)
+    {
+        *h = Some(host.to_string());
+    }
+    Arc::new(with)
 }
 
 /// A route parent's status, kept until every route is placed (for the overlap check).

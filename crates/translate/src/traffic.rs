@@ -174,6 +174,17 @@ fn retry_policy(r: &Retry) -> RetryPolicy {
         }
     }
     rp.per_try_timeout = r.per_try_timeout.map(nanos);
+    if let Some(n) = r.attempts_per_priority {
+        use envoy_types::pb::envoy::extensions::retry::priority::previous_priorities::v3::PreviousPrioritiesConfig;
+        rp.retry_priority = Some(retry_policy::RetryPriority {
+            name: "envoy.retry_priorities.previous_priorities".into(),
+            config_type: Some(retry_policy::retry_priority::ConfigType::TypedConfig(
+                any_of(&PreviousPrioritiesConfig {
+                    update_frequency: i32::try_from(n).unwrap_or(i32::MAX),
+                }),
+            )),
+        });
+    }
     if let Some((base, max)) = r.backoff {
         rp.retry_back_off = Some(retry_policy::RetryBackOff {
             base_interval: Some(nanos(base)),
@@ -333,13 +344,31 @@ fn custom_response(overrides: &[ResponseOverride]) -> CustomResponse {
                     StatusMatch::Range(a, b) => a..=b,
                 })
                 .collect();
-            let match_type = if codes.len() == 1 {
-                exact(codes[0])
-            } else {
-                predicate::MatchType::OrMatcher(predicate::PredicateList {
+            let mut all: Vec<predicate::MatchType> = Vec::new();
+            match codes.len() {
+                0 => {}
+                1 => all.push(exact(codes[0])),
+                _ => all.push(predicate::MatchType::OrMatcher(predicate::PredicateList {
                     predicate: codes
                         .into_iter()
-                        .map(|c| matcher_list::Predicate { match_type: Some(exact(c)) })
+                        .map(|c| matcher_list::Predicate {
+                            match_type: Some(exact(c)),
+                        })
+                        .collect(),
+                })),
+            }
+            for (name, m) in &o.headers {
+                all.push(header_predicate(name, m));
+            }
+            let match_type = if all.len() == 1 {
+                all.remove(0)
+            } else {
+                predicate::MatchType::AndMatcher(predicate::PredicateList {
+                    predicate: all
+                        .into_iter()
+                        .map(|m| matcher_list::Predicate {
+                            match_type: Some(m),
+                        })
                         .collect(),
                 })
             };
@@ -388,6 +417,44 @@ fn custom_response(overrides: &[ResponseOverride]) -> CustomResponse {
             on_no_match: None,
         }),
     }
+}
+
+/// A custom response matcher's predicate on one response header.
+fn header_predicate(
+    name: &str,
+    m: &ValueMatch,
+) -> envoy_types::pb::xds::r#type::matcher::v3::matcher::matcher_list::predicate::MatchType {
+    use envoy_types::pb::xds::r#type::matcher::v3::{
+        matcher::matcher_list::predicate, regex_matcher, string_matcher, RegexMatcher,
+        StringMatcher,
+    };
+    let pattern = match m {
+        ValueMatch::Exact(v) => string_matcher::MatchPattern::Exact(v.clone()),
+        ValueMatch::Prefix(v) => string_matcher::MatchPattern::Prefix(v.clone()),
+        ValueMatch::Suffix(v) => string_matcher::MatchPattern::Suffix(v.clone()),
+        ValueMatch::Regex(v) => string_matcher::MatchPattern::SafeRegex(RegexMatcher {
+            regex: v.clone(),
+            engine_type: Some(regex_matcher::EngineType::GoogleRe2(
+                regex_matcher::GoogleRe2 {},
+            )),
+        }),
+    };
+    predicate::MatchType::SinglePredicate(predicate::SinglePredicate {
+        input: Some(envoy_types::pb::xds::core::v3::TypedExtensionConfig {
+            name: "response_header".into(),
+            typed_config: Some(any_of(
+                &envoy_types::pb::envoy::r#type::matcher::v3::HttpResponseHeaderMatchInput {
+                    header_name: name.to_string(),
+                },
+            )),
+        }),
+        matcher: Some(predicate::single_predicate::Matcher::ValueMatch(
+            StringMatcher {
+                match_pattern: Some(pattern),
+                ignore_case: false,
+            },
+        )),
+    })
 }
 
 /// How a cluster talks HTTP upstream, before BackendTrafficPolicy settings.
@@ -559,6 +626,17 @@ pub fn apply_cluster(c: &mut Cluster, s: &ClusterSettings) {
     }
     if let Some(t) = s.connect_timeout {
         c.connect_timeout = Some(nanos(t));
+    }
+    if let Some((per, predictive)) = s.preconnect {
+        use envoy_types::pb::google::protobuf::DoubleValue;
+        let ratio = |p: u32| DoubleValue {
+            value: f64::from(p) / 100.0,
+        };
+        c.preconnect_policy = Some(cluster::PreconnectPolicy {
+            per_upstream_preconnect_ratio: per.map(ratio),
+            predictive_preconnect_ratio: predictive.map(ratio),
+            ..Default::default()
+        });
     }
 }
 

@@ -111,6 +111,8 @@ pub(crate) struct ClusterSettings {
     pub max_connection_duration: Option<Nanos>,
     /// `useClientProtocol`: speak upstream the protocol the client spoke.
     pub use_client_protocol: bool,
+    /// `connection.preconnect`: per-endpoint and predictive ratios, in percent.
+    pub preconnect: Option<(Option<u32>, Option<u32>)>,
 }
 
 impl ClusterSettings {

@@ -25,6 +25,8 @@ pub(crate) struct Retry {
     pub per_try_timeout: Option<Nanos>,
     /// Base and (optional) maximum interval.
     pub backoff: Option<(Nanos, Option<Nanos>)>,
+    /// `numAttemptsPerPriority`: attempts per priority before the next is tried.
+    pub attempts_per_priority: Option<u32>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -59,9 +61,21 @@ pub(crate) enum StatusMatch {
     Range(u32, u32),
 }
 
+/// How a response header value is matched.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum ValueMatch {
+    Exact(String),
+    Prefix(String),
+    Suffix(String),
+    Regex(String),
+}
+
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct ResponseOverride {
+    /// Any of these statuses (none: any status).
     pub statuses: Vec<StatusMatch>,
+    /// All of these response headers (name, value match).
+    pub headers: Vec<(String, ValueMatch)>,
     pub content_type: Option<String>,
     pub body: Option<String>,
     pub status: Option<u32>,

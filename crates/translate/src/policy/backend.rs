@@ -82,6 +82,7 @@ pub(crate) fn translate(
             .pointer("/useClientProtocol")
             .and_then(Value::as_bool)
             == Some(true),
+        preconnect: p.preconnect(),
     };
     if e.message().is_some() {
         return Err(e);
@@ -269,6 +270,11 @@ impl<'a> Parser<'a> {
                 }
             }
         }
+        r.attempts_per_priority = self.u32(
+            "/retry/numAttemptsPerPriority",
+            "Retry",
+            "NumAttemptsPerPriority",
+        );
         r.per_try_timeout =
             self.positive_duration("/retry/perRetry/timeout", "Retry", "PerRetry Timeout");
         let base = self.duration(
@@ -376,12 +382,48 @@ impl<'a> Parser<'a> {
                     },
                 }
             }
-            if ro.pointer("/match/responseHeaders").is_some() || ro.get("redirect").is_some() {
-                // Response header matches and redirects are not translated yet: such an
-                // override is left out whole (its status part alone would match more).
+            for h in ro
+                .pointer("/match/responseHeaders")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let name = h.get("name").and_then(Value::as_str).unwrap_or_default();
+                let value = h
+                    .pointer("/value/value")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                let m = match h.pointer("/value/type").and_then(Value::as_str) {
+                    None | Some("Exact") => ValueMatch::Exact(value),
+                    Some("Prefix") => ValueMatch::Prefix(value),
+                    Some("Suffix") => ValueMatch::Suffix(value),
+                    Some("RegularExpression") => {
+                        if let Err(e) = crate::httproute::check_regex(&value) {
+                            self.err("ResponseOverride", e);
+                            continue;
+                        }
+                        ValueMatch::Regex(value)
+                    }
+                    Some(t) => {
+                        self.err("ResponseOverride", format!("unsupported match type {t}"));
+                        continue;
+                    }
+                };
+                if name.is_empty() {
+                    self.err(
+                        "ResponseOverride",
+                        "a response header match needs a name".into(),
+                    );
+                    continue;
+                }
+                o.headers.push((name.to_ascii_lowercase(), m));
+            }
+            if ro.get("redirect").is_some() {
+                // Redirects are not translated yet: such an override is left out whole.
                 continue;
             }
-            if o.statuses.is_empty() {
+            if o.statuses.is_empty() && o.headers.is_empty() {
                 continue;
             }
             o.content_type = ro
@@ -473,6 +515,29 @@ impl<'a> Parser<'a> {
             }
         }
         out
+    }
+
+    /// `connection.preconnect`: Envoy takes ratios from 1 to 3 (100% to 300%).
+    fn preconnect(&mut self) -> Option<(Option<u32>, Option<u32>)> {
+        self.get("/connection/preconnect")?;
+        let pct = |p: &mut Self, f: &str, name: &str| {
+            let v = p.u32(
+                &format!("/connection/preconnect/{f}"),
+                "BackendConnection",
+                name,
+            )?;
+            if !(100..=300).contains(&v) {
+                p.err(
+                    "BackendConnection",
+                    format!("{name} value {v} is out of range, must be between 100 and 300"),
+                );
+                return None;
+            }
+            Some(v)
+        };
+        let per = pct(self, "perEndpointPercent", "PerEndpointPercent");
+        let predictive = pct(self, "predictivePercent", "PredictivePercent");
+        (per.is_some() || predictive.is_some()).then_some((per, predictive))
     }
 
     fn load_balancer(&mut self) -> Option<LoadBalancer> {

@@ -155,6 +155,7 @@ fn route_level_settings_reach_the_rule_routes() {
         Some("a"),
         "  retry:
     numRetries: 5
+    numAttemptsPerPriority: 2
     retryOn: {triggers: [connect-failure, reset], httpStatusCodes: [500, 502]}
     perRetry: {timeout: 250ms, backOff: {baseInterval: 100ms, maxInterval: 1s}}
   timeout: {http: {requestTimeout: 7s}}
@@ -164,6 +165,8 @@ fn route_level_settings_reach_the_rule_routes() {
   responseOverride:
   - match: {statusCodes: [{type: Value, value: 500}, {type: Range, range: {start: 502, end: 503}}]}
     response: {contentType: text/plain, body: {type: Inline, inline: oops}, statusCode: 503}
+  - match: {statusCodes: [{value: 404}], responseHeaders: [{name: X-Error, value: {type: RegularExpression, value: '^up.*'}}, {name: X-Zone, value: {value: eu}}]}
+    response: {body: {inline: gone}}
   compression: [{type: Gzip}, {type: Brotli}]
   requestBuffer: {limit: 4Ki}
   httpUpgrade: [{type: spdy/3.1}]",
@@ -179,6 +182,16 @@ fn route_level_settings_reach_the_rule_routes() {
     assert_eq!(bo.base_interval.as_ref().unwrap().nanos, 100_000_000);
     assert_eq!(bo.max_interval.as_ref().unwrap().seconds, 1);
     assert_eq!(ra.timeout.as_ref().unwrap().seconds, 7);
+    assert_eq!(
+        rp.retry_priority.as_ref().unwrap().name,
+        "envoy.retry_priorities.previous_priorities"
+    );
+    let cr = &a.typed_per_filter_config["envoy.filters.http.custom_response"].value;
+    let has = |t: &str| cr.windows(t.len()).any(|w| w == t.as_bytes());
+    assert!(
+        has("x-error") && has("^up.*") && has("gone"),
+        "the header-matched override"
+    );
     assert_eq!(ra.upgrade_configs[0].upgrade_type, "spdy/3.1");
     let keys: Vec<&str> = a
         .typed_per_filter_config
@@ -299,9 +312,9 @@ const CLUSTER_SPEC: &str = "  loadBalancer:
   healthCheck:
     active: {type: HTTP, interval: 1s, timeout: 500ms, healthyThreshold: 1, unhealthyThreshold: 2, http: {path: /healthz, expectedStatuses: [200]}}
     passive: {consecutive5XxErrors: 2, interval: 1s, baseEjectionTime: 30s, maxEjectionPercent: 100}
-  connection: {bufferLimit: 32Ki, socketBufferLimit: 64Ki}
   tcpKeepalive: {probes: 3, idleTime: 60s, interval: 10s}
   proxyProtocol: {version: V2}
+  connection: {bufferLimit: 32Ki, socketBufferLimit: 64Ki, preconnect: {perEndpointPercent: 150}}
   timeout: {tcp: {connectTimeout: 3s}, http: {connectionIdleTimeout: 30s, maxConnectionDuration: 10m}}";
 
 #[test]
@@ -342,6 +355,8 @@ fn cluster_settings_make_one_variant_shared_by_rules_with_equal_settings() {
     assert_eq!(th.max_requests.as_ref().unwrap().value, 10);
     assert_eq!(th.max_retries.as_ref().unwrap().value, 2);
     assert_eq!(k.health_checks.len(), 1);
+    // Without a hostname of its own, the HTTP health check asks for the route's host.
+    assert!(format!("{:?}", k.health_checks[0].health_checker).contains("host: \"*\""));
     assert_eq!(
         k.health_checks[0]
             .unhealthy_threshold
@@ -377,6 +392,11 @@ fn cluster_settings_make_one_variant_shared_by_rules_with_equal_settings() {
         "envoy.transport_sockets.upstream_proxy_protocol"
     );
     assert_eq!(k.connect_timeout.as_ref().unwrap().seconds, 3);
+    let pre = k.preconnect_policy.as_ref().unwrap();
+    assert_eq!(
+        pre.per_upstream_preconnect_ratio.as_ref().unwrap().value,
+        1.5
+    );
     let opts = HttpProtocolOptions::decode(
         k.typed_extension_protocol_options
             ["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
@@ -604,4 +624,43 @@ spec:
     .unwrap();
     assert!(format!("{:?}", tp.cluster_specifier).contains(&variant.name));
     validate(&t);
+}
+
+/// Values Envoy would refuse are refused with a status condition naming the section, and
+/// nothing of the policy reaches Envoy (its rule answers 500, as in Envoy Gateway).
+#[test]
+fn values_envoy_would_refuse_are_refused_in_status() {
+    for (spec, section) in [
+        ("  http2: {initialStreamWindowSize: 1Ki}", "HTTP2"),
+        ("  connection: {preconnect: {perEndpointPercent: 50}}", "BackendConnection"),
+        ("  dns: {dnsRefreshRate: 1ms}", "DNS"),
+        (
+            "  healthCheck: {active: {type: HTTP, interval: 0s, timeout: 1s, healthyThreshold: 1, unhealthyThreshold: 1, http: {path: /}}}",
+            "HealthCheck",
+        ),
+        ("  healthCheck: {passive: {maxEjectionPercent: 150}}", "HealthCheck"),
+        ("  retry: {retryOn: {httpStatusCodes: [99]}}", "Retry"),
+        ("  retry: {perRetry: {timeout: 0s}}", "Retry"),
+        ("  faultInjection: {abort: {grpcStatus: 14, percentage: 120}}", "FaultInjection"),
+        ("  tcpKeepalive: {idleTime: 10ms}", "TCPKeepalive"),
+        (
+            "  loadBalancer: {type: ConsistentHash, consistentHash: {type: Header}}",
+            "LoadBalancer",
+        ),
+        (
+            "  responseOverride:\n  - match: {statusCodes: [{type: Range, range: {start: 510, end: 500}}]}\n    response: {body: {inline: x}}",
+            "ResponseOverride",
+        ),
+    ] {
+        let t = translate(&[policy("p", Some("a"), spec)]);
+        let (status, reason, message) = accepted(&t, "p");
+        assert_eq!((status.as_str(), reason.as_str()), ("False", "Invalid"), "{spec}");
+        assert!(message.starts_with(&format!("{section}: ")), "{spec}: {message}");
+        let a = route_named(&t, "/a");
+        assert!(
+            matches!(a.action, Some(route::Action::DirectResponse(ref d)) if d.status == 500),
+            "{spec}"
+        );
+        assert_eq!(clusters(&t).len(), 1, "{spec}: no variant cluster");
+    }
 }
