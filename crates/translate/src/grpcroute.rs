@@ -223,6 +223,8 @@ pub(crate) fn check_route(
                 key: PrecedenceKey::from_shape(shape, rank, ri, mi),
                 route: r,
                 redirect_scheme,
+                rule: ri,
+                rule_name: rule.name.clone(),
             });
         }
     }

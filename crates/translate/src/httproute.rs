@@ -146,6 +146,9 @@ pub(crate) struct RouteEntry {
     /// `Some(scheme)` when the route redirects without a port: the port is derived per
     /// listener (the scheme's well-known port, else the listener's).
     pub redirect_scheme: Option<Option<String>>,
+    /// The rule it comes from: its index and name (policies attach to named rules).
+    pub rule: usize,
+    pub rule_name: Option<String>,
 }
 
 /// A route after per-route validation, independent of the parent it attaches to.
@@ -1111,12 +1114,16 @@ pub(crate) fn check_route(
                 key: PrecedenceKey::from_shape(shape, rank, ri, mi),
                 route: r,
                 redirect_scheme: redirect_scheme.clone(),
+                rule: ri,
+                rule_name: rule.name.clone(),
             });
             if let Some(p) = preflight {
                 entries.push(RouteEntry {
                     key: PrecedenceKey::from_shape(shape, rank, ri, mi),
                     route: p,
                     redirect_scheme,
+                    rule: ri,
+                    rule_name: rule.name.clone(),
                 });
             }
         }

@@ -43,7 +43,6 @@ impl BtpAttachment {
     /// one's): the most specific attached policy. Envoy Gateway's `LookupBTPRoutingType`
     /// order: rule, route, ListenerSet listener, ListenerSet, Gateway listener (for the
     /// Gateway's own listeners only: the two are siblings), Gateway.
-    #[allow(dead_code)]
     pub fn for_route_rule(
         &self,
         route: &ResourceKey,
@@ -118,8 +117,11 @@ fn route_kind(t: &Target) -> Option<Kind> {
 /// Why a policy's fields cannot be translated, if that is cheap to tell: Envoy Gateway's
 /// checks of durations and numbers while translating (the other fields are checked when they
 /// are translated).
-pub(crate) fn invalid(spec: &Value) -> Option<String> {
+pub(crate) fn invalid(spec: &Value, options: &crate::TranslateOptions) -> Option<String> {
     let mut e = FieldErrors::default();
+    if let Err(m) = super::ratelimit::parse(spec, "", "", options.global_rate_limit_enabled()) {
+        e.add("RateLimit", m);
+    }
     if let Some(v) = spec.pointer("/connection/bufferLimit") {
         let text = v
             .as_str()
@@ -279,7 +281,10 @@ pub(crate) fn attach(
         .map(|p| PolicyStatus::new(p.generation))
         .collect();
     let mut out = BtpResult::default();
-    let invalid: Vec<Option<String>> = policies.iter().map(|p| invalid(p.spec)).collect();
+    let invalid: Vec<Option<String>> = policies
+        .iter()
+        .map(|p| invalid(p.spec, &ix.options))
+        .collect();
     // The first policy naming each Gateway / listener (before conflicts), for merges.
     let mut gw_policy: BTreeMap<(ResourceKey, Option<String>), ResourceKey> = BTreeMap::new();
     for (p, ts) in policies.iter().zip(&targets) {

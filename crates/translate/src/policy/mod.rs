@@ -16,23 +16,23 @@
 
 pub(crate) mod btp;
 pub(crate) mod ctp;
+pub(crate) mod ratelimit;
 pub(crate) mod status;
 
 /// Which policies apply where in one cluster: what gateway translation asks while it builds
 /// listeners, routes and clusters. Computed once per cluster per recompute, with the
 /// policies' statuses.
-// Read by gateway translation as the policies' fields are translated (in progress).
 #[derive(Default)]
-#[allow(dead_code)]
 pub(crate) struct Policies {
     pub ctp: ctp::CtpAttachment,
     pub btp: btp::BtpAttachment,
 }
 
-#[allow(dead_code)]
 impl Policies {
     /// The ClientTrafficPolicy configuring listener `listener` of gateway `gw` (of its
     /// ListenerSet `set`, if the listener is one's).
+    // Read by gateway translation as ClientTrafficPolicy's fields are translated (in progress).
+    #[allow(dead_code)]
     pub fn client<'a>(
         &self,
         ix: &'a Index,
