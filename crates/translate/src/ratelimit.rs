@@ -349,6 +349,10 @@ pub fn apply_global(route: &mut Route, rules: &[Rule], key: &str) -> Vec<Service
     let mut out = Vec::new();
     for (i, r) in rules.iter().enumerate() {
         let (selectors, entries) = selector_actions(i, r);
+        // A shared rule has one counter for every route of the policy (in this gateway's
+        // domain: Envoy Gateway's shared domain spans gateways, Flotilla's domains do not).
+        let shared_key = format!("backendtrafficpolicy/{}", r.policy);
+        let key = if r.shared { shared_key.as_str() } else { key };
         let mut actions = vec![generic_key(key, key)];
         actions.extend(selectors);
         let hits = |n: Option<u64>| {

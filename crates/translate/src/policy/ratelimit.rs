@@ -91,6 +91,14 @@ pub(crate) struct Rule {
     /// `cost.request.number` / `cost.response.number`: what one request counts for.
     pub request_cost: Option<u64>,
     pub response_cost: Option<u64>,
+    /// `shared`: one counter for every route the policy applies to (global rules only).
+    pub shared: bool,
+    /// `<policy ns>/<policy name>`.
+    pub policy: String,
+    /// The fields of the rule Flotilla does not translate (`clientSelectors[].path`,
+    /// `methods`, `limit.fromMetadata`, a cost from metadata). Envoy Gateway accepts them;
+    /// such a rule is left out of Envoy rather than applied to more requests than it names.
+    pub unsupported: Vec<String>,
 }
 
 impl Rule {
@@ -150,9 +158,10 @@ pub(crate) fn parse(
         let rules = rules_of(global.unwrap_or(&Value::Null));
         let mut built = Vec::with_capacity(rules.len());
         for (i, r) in rules.iter().enumerate() {
-            built.push(rule(r, rule_name(namespace, name, i))?);
+            built.push(rule(r, &format!("{namespace}/{name}"), i)?);
         }
         distinct_selectors(&built)?;
+        built.retain(|r| r.unsupported.is_empty());
         out.global = Some(built);
     }
     if want_local {
@@ -188,10 +197,6 @@ fn rules_of(v: &Value) -> Vec<Value> {
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default()
-}
-
-fn rule_name(namespace: &str, name: &str, i: usize) -> String {
-    format!("{namespace}/{name}/rule/{i}")
 }
 
 fn selectors(r: &Value) -> &[Value] {
@@ -232,10 +237,11 @@ fn local_rate_limit(v: &Value, namespace: &str, name: &str) -> Result<LocalRateL
             return Err("local rateLimit rule limit requests must be greater than 0".into());
         }
         if !selectors(r).is_empty() {
-            built.push(rule(r, rule_name(namespace, name, i))?);
+            built.push(rule(r, &format!("{namespace}/{name}"), i)?);
         }
     }
     distinct_selectors(&built)?;
+    built.retain(|r| r.unsupported.is_empty());
     Ok(LocalRateLimit {
         default,
         rules: built,
@@ -259,16 +265,24 @@ fn bool_at(v: &Value, key: &str) -> bool {
     v.get(key).and_then(Value::as_bool).unwrap_or(false)
 }
 
-fn rule(r: &Value, name: String) -> Result<Rule, String> {
+fn rule(r: &Value, policy: &str, i: usize) -> Result<Rule, String> {
     let mut out = Rule {
-        name,
+        name: format!("{policy}/rule/{i}"),
         headers: Vec::new(),
         cidr: None,
         limit: limit(r)?,
         shadow_mode: bool_at(r, "shadowMode"),
         request_cost: None,
         response_cost: None,
+        shared: bool_at(r, "shared"),
+        policy: policy.to_string(),
+        unsupported: Vec::new(),
     };
+    if r.pointer("/limit/fromMetadata")
+        .is_some_and(|v| !v.is_null())
+    {
+        out.unsupported.push("limit.fromMetadata".into());
+    }
     for sel in selectors(r) {
         let headers = sel
             .get("headers")
@@ -276,7 +290,14 @@ fn rule(r: &Value, name: String) -> Result<Rule, String> {
             .map(Vec::as_slice)
             .unwrap_or_default();
         let cidr = sel.get("sourceCIDR").filter(|v| !v.is_null());
-        if headers.is_empty() && cidr.is_none() {
+        let mut other = false;
+        for f in ["path", "methods", "queryParams"] {
+            if sel.get(f).is_some_and(|v| !v.is_null()) {
+                out.unsupported.push(format!("clientSelectors.{f}"));
+                other = true;
+            }
+        }
+        if headers.is_empty() && cidr.is_none() && !other {
             return Err("unable to translate rateLimit. At least one of the header or sourceCIDR must be specified".into());
         }
         for h in headers {
@@ -303,12 +324,7 @@ fn rule(r: &Value, name: String) -> Result<Rule, String> {
         };
         match c.get("number").and_then(Value::as_u64) {
             Some(n) if c.get("from").and_then(Value::as_str) != Some("Metadata") => *slot = Some(n),
-            // The cost from dynamic metadata is not translated: refused rather than ignored.
-            _ => {
-                return Err(format!(
-                    "rateLimit cost.{field}: only a fixed number is supported"
-                ))
-            }
+            _ => out.unsupported.push(format!("cost.{field}.metadata")),
         }
     }
     Ok(out)
@@ -487,6 +503,24 @@ mod tests {
             parse(&global, "ns", "pol", false).unwrap_err(),
             "enable Ratelimit in the EnvoyGateway config to configure global rateLimit"
         );
+    }
+
+    #[test]
+    fn rules_with_fields_flotilla_does_not_translate_are_left_out() {
+        let rl = p(json!({"type": "Global", "global": {"rules": [
+            {"clientSelectors": [{"path": {"type": "Exact", "value": "/a"}}],
+             "limit": {"requests": 1, "unit": "Hour"}},
+            {"clientSelectors": [{"headers": [{"name": "x", "value": "1"}]}],
+             "limit": {"requests": 2, "unit": "Hour"},
+             "cost": {"response": {"from": "Metadata", "metadata": {"namespace": "n", "key": "k"}}}},
+            {"limit": {"requests": 3, "unit": "Hour"}, "shared": true},
+        ]}}))
+        .unwrap()
+        .unwrap();
+        let rules = rl.global.unwrap();
+        assert_eq!(rules.len(), 1, "{rules:?}");
+        assert_eq!(rules[0].name, "ns/pol/rule/2");
+        assert!(rules[0].shared);
     }
 
     #[test]

@@ -386,3 +386,28 @@ fn invalid_rate_limits_get_a_condition_and_never_reach_envoy() {
             .all(|r| r.typed_per_filter_config.is_empty()));
     }
 }
+
+#[test]
+fn a_shared_rule_has_one_counter_for_every_route_of_the_policy() {
+    let shared = r#"
+    type: Global
+    global:
+      rules:
+      - limit: {requests: 3, unit: Minute}
+        shared: true
+"#;
+    let mut t = Translator::with_options(with_service());
+    let whole_route = policy(shared).replace(", sectionName: limited", "");
+    apply_all(&mut t, &events("c1", &format!("{BASE}---\n{whole_route}")));
+    let rules = t.view().rate_limit_rules();
+    // Both rules' routes name the policy's counter: one rule in the service.
+    assert_eq!(rules.domains[0].rules.len(), 1, "{rules:?}");
+    assert_eq!(
+        rules.domains[0].rules[0].descriptor[0].key,
+        "backendtrafficpolicy/app/rl"
+    );
+    let rs = routes(&t);
+    for r in [route(&rs, "/rule/0/"), route(&rs, "/rule/1/")] {
+        assert!(r.typed_per_filter_config.contains_key(super::GLOBAL_FILTER));
+    }
+}
