@@ -173,20 +173,24 @@ pub(crate) fn translate_gateway(
                     let own = listener_hostname(&listeners[*li]);
                     let others = port_hosts.get(&port).map(Vec::as_slice).unwrap_or_default();
                     // The rate limit of each rule's BackendTrafficPolicy through this listener.
-                    let limits: BTreeMap<usize, policy_rl::RateLimit> = checked
+                    let rules: BTreeMap<usize, Option<&str>> = checked
                         .entries
                         .iter()
-                        .filter_map(|e| {
+                        .map(|e| (e.rule, e.rule_name.as_deref()))
+                        .collect();
+                    let limits: BTreeMap<usize, policy_rl::RateLimit> = rules
+                        .into_iter()
+                        .filter_map(|(rule, name)| {
                             let rl = rate_limit_of(
                                 ix,
                                 policies,
                                 route_key,
-                                e.rule_name.as_deref(),
+                                name,
                                 gw_key,
                                 &sets,
                                 &listeners[*li],
                             )?;
-                            Some((e.rule, rl))
+                            Some((rule, rl))
                         })
                         .collect();
                     for host in hostnames {

@@ -45,14 +45,28 @@ spec:
     )
 }
 
+/// `n` per hour for the route, and 2 per hour for each distinct `x-user`.
 fn local_limit(n: u32) -> String {
     format!(
         "    type: Local
     local:
       rules:
       - limit: {{requests: {n}, unit: Hour}}
+      - clientSelectors: [{{headers: [{{name: x-user, type: Distinct}}]}}]
+        limit: {{requests: 2, unit: Hour}}
 "
     )
+}
+
+/// GET `url` with header `x-user: user`: the status.
+async fn get_as_user(c: &reqwest::Client, url: &str, user: &str) -> u16 {
+    c.get(url)
+        .header("x-user", user)
+        .send()
+        .await
+        .expect("a response")
+        .status()
+        .as_u16()
 }
 
 fn global_limit(n: u32) -> String {
@@ -62,6 +76,17 @@ fn global_limit(n: u32) -> String {
       rules:
       - limit: {{requests: {n}, unit: Hour}}
 "
+    )
+}
+
+/// [`global_limit`] and 2 per hour for each distinct `x-user` (whose requests count against
+/// both: every rule applies).
+fn global_limit_per_user(n: u32) -> String {
+    format!(
+        "{}      - clientSelectors: [{{headers: [{{name: x-user, type: Distinct}}]}}]
+        limit: {{requests: 2, unit: Hour}}
+",
+        global_limit(n)
     )
 }
 
@@ -153,6 +178,12 @@ async fn local_rate_limit_answers_429_after_n_requests() {
     assert_eq!(codes(&c, &limited, N).await, vec![200; N as usize]);
     let (code, body) = get(&c, &limited).await.expect("a response");
     assert_eq!(code, 429, "request N+1: {body}");
+    // Each user has a bucket of their own (and does not take from the route's).
+    for user in ["alice", "bob"] {
+        assert_eq!(get_as_user(&c, &limited, user).await, 200, "{user} 1");
+        assert_eq!(get_as_user(&c, &limited, user).await, 200, "{user} 2");
+        assert_eq!(get_as_user(&c, &limited, user).await, 429, "{user} 3");
+    }
     // The other rule has no policy.
     assert_eq!(
         codes(&c, &format!("http://127.0.0.1:{port}/free"), N + 1).await,
@@ -163,22 +194,34 @@ async fn local_rate_limit_answers_429_after_n_requests() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn global_rate_limit_through_the_embedded_service_answers_429_after_n_requests() {
     let (s, port, _envoy, admin) = serve(Vec::new()).await;
-    write_file(&s.yaml, "policy.yaml", &policy_yaml(&global_limit(N)));
+    write_file(
+        &s.yaml,
+        "policy.yaml",
+        &policy_yaml(&global_limit_per_user(N)),
+    );
     envoy_has(admin, GLOBAL_FILTER_CONFIG, GLOBAL_ROUTE_CONFIG).await;
     // The embedded service has the same rules the API shows.
     let rules = s.api("/api/v1/ratelimit").await.expect("the rules");
     assert_eq!(rules["domains"][0]["domain"], "local/default/gw", "{rules}");
     let c = fresh_client();
     let limited = format!("http://127.0.0.1:{port}/limited");
-    assert_eq!(codes(&c, &limited, N).await, vec![200; N as usize]);
-    assert_eq!(get(&c, &limited).await.expect("a response").0, 429);
+    // Counts: (route, alice, bob).
+    assert_eq!(get_as_user(&c, &limited, "alice").await, 200); // (1, 1, 0)
+    assert_eq!(get_as_user(&c, &limited, "alice").await, 200); // (2, 2, 0)
+    assert_eq!(get_as_user(&c, &limited, "alice").await, 429); // (3, 3, 0): alice's
+    assert_eq!(get_as_user(&c, &limited, "bob").await, 200); // (4, 3, 1)
+    assert_eq!(get(&c, &limited).await.expect("a response").0, 429); // (5): the route's
     assert_eq!(
         codes(&c, &format!("http://127.0.0.1:{port}/free"), 2).await,
         vec![200; 2]
     );
 
     // A higher limit replaces the rules in place: the same counter, more room.
-    write_file(&s.yaml, "policy.yaml", &policy_yaml(&global_limit(N + 2)));
+    write_file(
+        &s.yaml,
+        "policy.yaml",
+        &policy_yaml(&global_limit_per_user(N + 2)),
+    );
     eventually("the new limit", T, || async {
         let rules = s.api("/api/v1/ratelimit").await?;
         let n = &rules["domains"][0]["rules"][0]["limit"]["requests_per_unit"];
@@ -191,7 +234,7 @@ async fn global_rate_limit_through_the_embedded_service_answers_429_after_n_requ
     .await;
     // The embedded service follows the store's published state, which the API reads too.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    // N+1 were counted (the 429 too, as Envoy asked): one more fits.
+    // N+1 were counted (the 429s too, as Envoy asked for them): one more fits.
     assert_eq!(get(&c, &limited).await.expect("a response").0, 200);
     assert_eq!(get(&c, &limited).await.expect("a response").0, 429);
 }
