@@ -336,9 +336,25 @@ fn generic_key(key: &str, value: &str) -> Action {
 /// The descriptor key (and value) naming one limited route: see the module doc. `*` is
 /// spelled out, as a trailing `*` is a prefix in the service's rules.
 pub fn route_descriptor(listener: &str, route_name: &str, host: &str) -> String {
-    format!(
+    bounded(format!(
         "{listener}/{route_name}/{}",
         host.replace('.', "_").replace('*', "all")
+    ))
+}
+
+/// The longest descriptor key the rate limit service takes (its `Limits::max_key_len`).
+const MAX_DESCRIPTOR_KEY: usize = 256;
+
+/// `key`, or when longer than the service takes, a digest of it (`sha256:` and 32 hex
+/// digits): still one key per route, the same on every replica.
+fn bounded(key: String) -> String {
+    if key.len() <= MAX_DESCRIPTOR_KEY {
+        return key;
+    }
+    use sha2::{Digest, Sha256};
+    format!(
+        "sha256:{}",
+        &hex::encode(Sha256::digest(key.as_bytes()))[..32]
     )
 }
 
@@ -351,7 +367,7 @@ pub fn apply_global(route: &mut Route, rules: &[Rule], key: &str) -> Vec<Service
         let (selectors, entries) = selector_actions(i, r);
         // A shared rule has one counter for every route of the policy (in this gateway's
         // domain: Envoy Gateway's shared domain spans gateways, Flotilla's domains do not).
-        let shared_key = format!("backendtrafficpolicy/{}", r.policy);
+        let shared_key = bounded(format!("backendtrafficpolicy/{}", r.policy));
         let key = if r.shared { shared_key.as_str() } else { key };
         let mut actions = vec![generic_key(key, key)];
         actions.extend(selectors);

@@ -411,3 +411,25 @@ fn a_shared_rule_has_one_counter_for_every_route_of_the_policy() {
         assert!(r.typed_per_filter_config.contains_key(super::GLOBAL_FILTER));
     }
 }
+
+/// The store rebuilds its translator from a view after a failure: the rate limit service (an
+/// option, not a resource) must come back with it, or the rebuilt output would differ.
+#[test]
+fn a_rebuilt_translator_keeps_the_rate_limit_service() {
+    let t = translate(with_service(), GLOBAL);
+    let (rebuilt, _) = Translator::rebuild(&t.view());
+    assert_eq!(rebuilt.options(), t.options());
+    assert_eq!(rebuilt.gateways()[GW], t.gateways()[GW]);
+}
+
+#[test]
+fn long_descriptor_keys_become_digests() {
+    let short = super::route_descriptor("ns/gw/http", "httproute/ns/r/rule/0/match/0", "a.b");
+    assert_eq!(short, "ns/gw/http/httproute/ns/r/rule/0/match/0/a_b");
+    let long = super::route_descriptor("ns/gw/http", &"r".repeat(300), "a.b");
+    assert_eq!(long.len(), "sha256:".len() + 32);
+    assert_ne!(
+        long,
+        super::route_descriptor("ns/gw/http", &"r".repeat(301), "a.b")
+    );
+}
