@@ -94,10 +94,10 @@ pub(crate) fn translate_gateway(
         .chain(sets.iter().map(|s| &s.key))
         .flat_map(|k| ix.routes_of_gateway(k))
         .collect();
-    // Envoy Gateway translates every HTTPRoute, then every GRPCRoute; within a kind, oldest
-    // first, then namespace/name (Gateway API precedence).
     // Global rate limits reach Envoy only with a rate limit service to call.
     let has_service = !ix.options.rate_limit_service.is_empty();
+    // Envoy Gateway translates every HTTPRoute, then every GRPCRoute; within a kind, oldest
+    // first, then namespace/name (Gateway API precedence).
     let mut routes: Vec<(u8, &ResourceKey, AnyRoute)> = route_keys
         .into_iter()
         .filter_map(|k| match ix.resources.get(k).map(|r| &r.object) {
@@ -173,12 +173,12 @@ pub(crate) fn translate_gateway(
                     let own = listener_hostname(&listeners[*li]);
                     let others = port_hosts.get(&port).map(Vec::as_slice).unwrap_or_default();
                     // The rate limit of each rule's BackendTrafficPolicy through this listener.
-                    let rules: BTreeMap<usize, Option<&str>> = checked
+                    let rule_names: BTreeMap<usize, Option<&str>> = checked
                         .entries
                         .iter()
                         .map(|e| (e.rule, e.rule_name.as_deref()))
                         .collect();
-                    let limits: BTreeMap<usize, policy_rl::RateLimit> = rules
+                    let limits: BTreeMap<usize, policy_rl::RateLimit> = rule_names
                         .into_iter()
                         .filter_map(|(rule, name)| {
                             let rl = rate_limit_of(
