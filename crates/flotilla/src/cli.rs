@@ -326,6 +326,10 @@ pub struct StoreArgs {
     /// ratelimit`.
     #[arg(long, env = "FLOTILLA_RATELIMIT_SERVICE", value_delimiter = ',')]
     pub ratelimit_service: Vec<String>,
+    /// Envoys refuse requests (500) under a global rate limit when the rate limit service
+    /// cannot answer, instead of letting them through.
+    #[arg(long, env = "FLOTILLA_RATELIMIT_FAIL_CLOSED", default_value_t = false)]
+    pub ratelimit_fail_closed: bool,
     #[command(flatten)]
     pub nats: NatsArgs,
     #[command(flatten)]
@@ -408,6 +412,10 @@ pub struct StandaloneArgs {
     /// instances) instead of in memory.
     #[arg(long, env = "FLOTILLA_RATELIMIT_REDIS")]
     pub ratelimit_redis: Option<String>,
+    /// Envoys refuse requests (500) under a global rate limit when the rate limit service
+    /// cannot answer, instead of letting them through.
+    #[arg(long, env = "FLOTILLA_RATELIMIT_FAIL_CLOSED", default_value_t = false)]
+    pub ratelimit_fail_closed: bool,
     #[command(flatten)]
     pub listen: ListenArgs,
     #[command(flatten)]

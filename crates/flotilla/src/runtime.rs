@@ -320,6 +320,7 @@ async fn store(a: StoreArgs, shutdown: CancellationToken) -> Result<()> {
     );
     cfg.client = store_client(tls.as_ref());
     cfg.translate.rate_limit_service = a.ratelimit_service.clone();
+    cfg.translate.rate_limit_fail_closed = a.ratelimit_fail_closed;
     let node = StoreNode::start_with_listener(cfg, grpc, source, shutdown.clone()).await?;
     info!(node = a.id, grpc = %a.grpc, api = %a.api, "store node started");
     let api_security = client_facing(tls.as_ref(), limits(&a.listen, API_CONNECTIONS));
@@ -564,6 +565,7 @@ async fn standalone(a: StandaloneArgs, shutdown: CancellationToken) -> Result<()
         limits(&a.listen, 64),
     );
     cfg.client = internal.clone();
+    cfg.translate.rate_limit_fail_closed = a.ratelimit_fail_closed;
     // The rate limit service: embedded, unless --ratelimit-service names others.
     let embedded_ratelimit = if a.ratelimit_service.is_empty() {
         let l = bind(a.ratelimit, "rate limit", &a.listen, false)?;

@@ -383,6 +383,7 @@ pub(crate) fn translate_gateway(
         ratelimit::HcmRateLimits {
             local: has_local,
             domain: rate_limits.as_ref().map(|d| d.domain.as_str()),
+            fail_closed: ix.options.rate_limit_fail_closed,
         },
     ));
     resources.append(&mut l4.resources);

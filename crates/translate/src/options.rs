@@ -38,6 +38,9 @@ pub struct TranslateOptions {
     /// otherwise a BackendTrafficPolicy with one is refused, as Envoy Gateway refuses it when
     /// its rate limit service is not configured.
     pub global_rate_limit: bool,
+    /// When the rate limit service cannot answer, Envoy refuses the request (Envoy Gateway's
+    /// `rateLimit.failClosed`); by default it lets it through.
+    pub rate_limit_fail_closed: bool,
 }
 
 impl Default for TranslateOptions {
@@ -48,6 +51,7 @@ impl Default for TranslateOptions {
             sds: true,
             rate_limit_service: Vec::new(),
             global_rate_limit: false,
+            rate_limit_fail_closed: false,
         }
     }
 }

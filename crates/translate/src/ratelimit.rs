@@ -70,6 +70,8 @@ pub struct HcmRateLimits<'a> {
     pub local: bool,
     /// The gateway's domain, when a route has a global rate limit.
     pub domain: Option<&'a str>,
+    /// Refuse requests when the rate limit service cannot answer.
+    pub fail_closed: bool,
 }
 
 impl HcmRateLimits<'_> {
@@ -78,7 +80,7 @@ impl HcmRateLimits<'_> {
         if self.local {
             out.push(local_filter());
         }
-        out.extend(self.domain.map(global_filter));
+        out.extend(self.domain.map(|d| global_filter(d, self.fail_closed)));
         out
     }
 }
@@ -101,11 +103,12 @@ fn local_filter() -> HttpFilter {
 }
 
 /// The global rate limit filter of a gateway whose routes have global limits: requests go to
-/// [`SERVICE_CLUSTER`] with `domain`; a failing service lets requests through (Envoy Gateway's
-/// default, `failClosed: false`).
-fn global_filter(domain: &str) -> HttpFilter {
+/// [`SERVICE_CLUSTER`] with `domain`; a failing service lets requests through unless
+/// `fail_closed` (Envoy Gateway's `failClosed`, default off).
+fn global_filter(domain: &str, fail_closed: bool) -> HttpFilter {
     let cfg = GlobalFilter {
         domain: domain.to_string(),
+        failure_mode_deny: fail_closed,
         timeout: Some(Duration {
             seconds: 0,
             nanos: SERVICE_TIMEOUT_MS * 1_000_000,

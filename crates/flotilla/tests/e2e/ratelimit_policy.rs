@@ -404,3 +404,33 @@ fn start_redis(dir: &std::path::Path, port: u16) -> Proc {
     wait_tcp(&format!("127.0.0.1:{port}"), Duration::from_secs(10));
     p
 }
+
+/// With `--ratelimit-fail-closed`, a request under a global limit is refused when the service
+/// cannot answer (here: nothing listens where it should be); others are not affected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn global_rate_limit_fails_closed_when_asked_and_the_service_is_down() {
+    let nobody = free_port();
+    let (s, port, _envoy, admin) = serve(vec![
+        "--ratelimit-service".into(),
+        format!("127.0.0.1:{nobody}"),
+        "--ratelimit-fail-closed".into(),
+    ])
+    .await;
+    write_file(&s.yaml, "policy.yaml", &policy_yaml(&global_limit(N)));
+    envoy_has(admin, GLOBAL_FILTER_CONFIG, GLOBAL_ROUTE_CONFIG).await;
+    let c = fresh_client();
+    assert_eq!(
+        get(&c, &format!("http://127.0.0.1:{port}/limited"))
+            .await
+            .expect("a response")
+            .0,
+        500
+    );
+    assert_eq!(
+        get(&c, &format!("http://127.0.0.1:{port}/free"))
+            .await
+            .expect("a response")
+            .0,
+        200
+    );
+}

@@ -240,6 +240,22 @@ fn global_rate_limit_calls_the_service_with_envoy_gateway_descriptors() {
     let f = GlobalFilter::decode(any.value.as_slice()).unwrap();
     assert_eq!(f.domain, GW);
     assert!(!f.failure_mode_deny);
+    let closed = translate(
+        TranslateOptions {
+            rate_limit_fail_closed: true,
+            ..with_service()
+        },
+        GLOBAL,
+    );
+    let Some(http_filter::ConfigType::TypedConfig(any)) = &http_filters(&closed)[1].config_type
+    else {
+        panic!()
+    };
+    assert!(
+        GlobalFilter::decode(any.value.as_slice())
+            .unwrap()
+            .failure_mode_deny
+    );
 
     let rs = routes(&t);
     let limited = route(&rs, "/rule/0/");
