@@ -8,6 +8,7 @@
 //! | `GET /api/v1/resources?cluster=&kind=&namespace=&limit=&continue=` | objects with their computed status, a page at a time |
 //! | `GET /api/v1/resources/{cluster}/{kind}/{namespace}/{name}` | one object (`-` as namespace for cluster-scoped kinds) |
 //! | `GET /api/v1/gateways` | every translated gateway with its xDS resource names and versions |
+//! | `GET /api/v1/ratelimit` | the rate limit service's rules (`flotilla ratelimit --config` format) |
 //! | `GET /api/v1/rejections` | the events the store could not fold, most recent last, and why |
 //! | `GET /api/v1/digest` | a digest of every stored object (replicas compare it) |
 //! | `GET /api/v1/members` | the cluster's voters, learners, their addresses, the leader |
@@ -169,6 +170,7 @@ pub fn router(state: Arc<dyn StateReader>, admin: Option<Arc<dyn Admin>>, auth: 
             get(one),
         )
         .route("/api/v1/gateways", get(gateways))
+        .route("/api/v1/ratelimit", get(ratelimit))
         .route("/api/v1/rejections", get(rejections))
         .route("/api/v1/digest", get(digest))
         .with_state(api);
@@ -469,6 +471,12 @@ async fn gateways(State(s): S) -> Result<Response, ApiError> {
         to_json(&json!({"revision": st.revision, "gateways": out}))
     })
     .await
+}
+
+/// The rate limit service's rules for every gateway's global rate limits: the file format of
+/// `flotilla ratelimit --config` (JSON is YAML), for a separate rate limit fleet.
+async fn ratelimit(State(s): S) -> Result<Response, ApiError> {
+    s.heavy(|st| to_json(&st.view.rate_limit_rules())).await
 }
 
 async fn rejections(State(s): S) -> Json<Value> {

@@ -319,6 +319,17 @@ pub struct StoreArgs {
         value_delimiter = ','
     )]
     pub peers: Vec<String>,
+    /// The rate limit service instances (`flotilla ratelimit`) Envoys call for the global rate
+    /// limits of BackendTrafficPolicy: HOST:PORT, comma separated. Without it a global rate
+    /// limit is refused (a status condition on the policy). Every store node must be given the
+    /// same list. The services' rules: GET /api/v1/ratelimit, or `flotilla translate --to
+    /// ratelimit`.
+    #[arg(long, env = "FLOTILLA_RATELIMIT_SERVICE", value_delimiter = ',')]
+    pub ratelimit_service: Vec<String>,
+    /// Envoys refuse requests (500) under a global rate limit when the rate limit service
+    /// cannot answer, instead of letting them through.
+    #[arg(long, env = "FLOTILLA_RATELIMIT_FAIL_CLOSED", default_value_t = false)]
+    pub ratelimit_fail_closed: bool,
     #[command(flatten)]
     pub nats: NatsArgs,
     #[command(flatten)]
@@ -386,6 +397,25 @@ pub struct StandaloneArgs {
     /// proxies must then present their gateway's token (or a client certificate).
     #[arg(long, env = "FLOTILLA_PROXY_TOKEN_KEY")]
     pub proxy_token_key: Option<PathBuf>,
+    /// Where the embedded rate limit service listens (plaintext: keep it on loopback or a
+    /// private network), with the rules of every global rate limit, replaced in place on every
+    /// change. Envoys are told this address in their xDS (127.0.0.1 for an unspecified IP);
+    /// port 0 (the default) picks a free one.
+    #[arg(long, env = "FLOTILLA_RATELIMIT", default_value = "127.0.0.1:0")]
+    pub ratelimit: SocketAddr,
+    /// Rate limit service instances (`flotilla ratelimit`) Envoys call instead of the embedded
+    /// one, which is then not started: HOST:PORT, comma separated. Their rules: GET
+    /// /api/v1/ratelimit, or `flotilla translate --to ratelimit`.
+    #[arg(long, env = "FLOTILLA_RATELIMIT_SERVICE", value_delimiter = ',')]
+    pub ratelimit_service: Vec<String>,
+    /// Count the embedded service's limits in this Redis (HOST:PORT, shared with other
+    /// instances) instead of in memory.
+    #[arg(long, env = "FLOTILLA_RATELIMIT_REDIS")]
+    pub ratelimit_redis: Option<String>,
+    /// Envoys refuse requests (500) under a global rate limit when the rate limit service
+    /// cannot answer, instead of letting them through.
+    #[arg(long, env = "FLOTILLA_RATELIMIT_FAIL_CLOSED", default_value_t = false)]
+    pub ratelimit_fail_closed: bool,
     #[command(flatten)]
     pub listen: ListenArgs,
     #[command(flatten)]

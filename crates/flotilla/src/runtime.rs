@@ -319,6 +319,8 @@ async fn store(a: StoreArgs, shutdown: CancellationToken) -> Result<()> {
         limits(&a.listen, grpc_limit),
     );
     cfg.client = store_client(tls.as_ref());
+    cfg.translate.rate_limit_service = a.ratelimit_service.clone();
+    cfg.translate.rate_limit_fail_closed = a.ratelimit_fail_closed;
     let node = StoreNode::start_with_listener(cfg, grpc, source, shutdown.clone()).await?;
     info!(node = a.id, grpc = %a.grpc, api = %a.api, "store node started");
     let api_security = client_facing(tls.as_ref(), limits(&a.listen, API_CONNECTIONS));
@@ -563,6 +565,20 @@ async fn standalone(a: StandaloneArgs, shutdown: CancellationToken) -> Result<()
         limits(&a.listen, 64),
     );
     cfg.client = internal.clone();
+    cfg.translate.rate_limit_fail_closed = a.ratelimit_fail_closed;
+    // The rate limit service: embedded, unless --ratelimit-service names others.
+    let embedded_ratelimit = if a.ratelimit_service.is_empty() {
+        let l = bind(a.ratelimit, "rate limit", &a.listen, false)?;
+        let mut told = l.local_addr()?;
+        if told.ip().is_unspecified() {
+            told.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        cfg.translate.rate_limit_service = vec![told.to_string()];
+        Some((l, told))
+    } else {
+        cfg.translate.rate_limit_service = a.ratelimit_service.clone();
+        None
+    };
     let node = StoreNode::start_with_listener(cfg, grpc, bus.clone(), shutdown.clone()).await?;
     let mut edge_cfg = EdgeConfig::new(a.xds, vec![format!("http://{grpc_addr}")], "standalone");
     edge_cfg.server = client_facing(
@@ -607,6 +623,20 @@ async fn standalone(a: StandaloneArgs, shutdown: CancellationToken) -> Result<()
         client_facing(tls.as_ref(), limits(&a.listen, ADMIN_CONNECTIONS)),
         &shutdown,
     );
+    let ratelimit_banner = match embedded_ratelimit {
+        Some((listener, addr)) => {
+            crate::ratelimit_cmd::spawn_embedded(
+                &mut tasks,
+                listener,
+                a.ratelimit_redis.as_deref(),
+                &a.listen,
+                node.subscribe(),
+                &shutdown,
+            )?;
+            format!("embedded on {addr}")
+        }
+        None => a.ratelimit_service.join(","),
+    };
     let source = FileSource::new(a.cluster.clone(), a.dir.clone());
     let cluster = a.cluster.clone();
     let sd = shutdown.clone();
@@ -637,6 +667,7 @@ async fn standalone(a: StandaloneArgs, shutdown: CancellationToken) -> Result<()
         a.api, a.admin
     );
     println!("  API authentication: {auth_banner}");
+    println!("  rate limit service: {ratelimit_banner}");
     println!(
         "  Envoy bootstrap: flotilla bootstrap --gateway {}/NAMESPACE/NAME --xds {} > envoy.json && envoy -c envoy.json",
         a.cluster, a.xds

@@ -19,6 +19,9 @@ pub enum Output {
     Status,
     /// The xDS resources of every gateway (decoded to JSON-ish summaries).
     Xds,
+    /// The rate limit service's rules (`flotilla ratelimit --config`): give the translator a
+    /// rate limit service (`--flags` with `{"rateLimitService": ["HOST:PORT"]}`).
+    Ratelimit,
 }
 
 pub fn run(
@@ -62,6 +65,17 @@ pub fn run(
     }
     t.recompute();
     let docs: Vec<Value> = match to {
+        // One document, not a list: the rules file as it is.
+        Output::Ratelimit => {
+            let rules = t.rate_limit_rules();
+            let mut out = std::io::stdout().lock();
+            match format {
+                Format::Json => serde_json::to_writer_pretty(&mut out, &rules)?,
+                Format::Yaml => serde_yaml_ng::to_writer(&mut out, &rules)?,
+            }
+            writeln!(out)?;
+            return Ok(());
+        }
         Output::Status => order
             .iter()
             .filter_map(|k| {

@@ -10,12 +10,16 @@
 //! descriptor tree the same way, trying `key_value` before `key` at every level).
 //!
 //! # Mapping from BackendTrafficPolicy `rateLimit.global.rules[]` (what the translator emits)
-//! Envoy Gateway (`internal/xds/translator/ratelimit.go`, `buildRouteRateLimits` and
-//! `buildRateLimitServiceDescriptors`) gives the route's `rate_limits` one entry per rule `i`,
-//! whose actions produce, in this order:
-//! 1. `generic_key {descriptor_key: <route name>, descriptor_value: <route name>}`
-//!    (shared policy: key `<btp name>`, value `<btp namespace>`, domain `<btp name>-<btp ns>`;
-//!    otherwise the domain is the listener name);
+//! `flotilla-translate` (`ratelimit.rs`) produces these rules (its `RateLimitRules`, the same
+//! serde form) from the BackendTrafficPolicies, following Envoy Gateway
+//! (`internal/xds/translator/ratelimit.go`, `buildRouteRateLimits` and
+//! `buildRateLimitServiceDescriptors`). The domain is the gateway's id
+//! (`<cluster>/<namespace>/<name>`); each limited route gives Envoy's `rate_limits` one entry
+//! per rule `i`, whose actions produce, in this order:
+//! 1. `generic_key` with key and value `<listener>/<route name>/<host>` (the listener as
+//!    `<ns>/<owner>/<name>`, the host with `.` as `_` and `*` as `all`); for a `shared` rule,
+//!    `backendtrafficpolicy/<policy ns>/<policy name>` (one counter for all the policy's routes
+//!    in the gateway);
 //! 2. per `clientSelectors[].headers[m]`: `distinct` → `request_headers` with key
 //!    `rule-<i>-match-<m>` (rule entry: that key, any value); otherwise `header_value_match`
 //!    with key and value `rule-<i>-match-<m>` (rule entry: exact value);
@@ -24,7 +28,8 @@
 //! 4. no selector at all: `generic_key` with key and value `rule-<i>-match--1`.
 //!
 //! The rule's `limit {requests, unit}` becomes [`Limit`]; `shadowMode` → `shadow_mode`;
-//! `cost.request.number` is Envoy's `hits_addend` and needs nothing here.
+//! `cost.request.number` is Envoy's `hits_addend` and needs nothing here. A store serves these
+//! rules at `GET /api/v1/ratelimit`; `flotilla standalone` hands them to its embedded service.
 
 use std::collections::HashMap;
 use std::fmt;

@@ -53,6 +53,9 @@ pub struct StoreConfig {
     pub server: ServerSecurity,
     /// How this node proves itself to its peers.
     pub client: ClientSecurity,
+    /// The translator's switches (the rate limit service's address): every node of a store
+    /// must have the same, as they are part of the translated output.
+    pub translate: flotilla_translate::TranslateOptions,
 }
 
 impl StoreConfig {
@@ -70,6 +73,7 @@ impl StoreConfig {
             peers,
             server: ServerSecurity::default(),
             client: ClientSecurity::default(),
+            translate: flotilla_translate::TranslateOptions::default(),
         }
     }
 }
@@ -235,9 +239,10 @@ impl StoreNode {
         // Opening the log and loading the snapshot (which re-translates everything) are
         // blocking and can take a while: keep them off the runtime workers.
         let dir = cfg.data_dir.clone();
+        let options = cfg.translate.clone();
         let (mut log, sm) = tokio::task::spawn_blocking(move || -> Result<_> {
             let log = open_log(&dir.join(LOG_FILE))?;
-            let sm = StateMachine::open(&dir)?;
+            let sm = StateMachine::open_with(&dir, options)?;
             Ok((log, sm))
         })
         .await

@@ -136,8 +136,15 @@ pub struct State {
 
 impl Default for State {
     fn default() -> Self {
+        Self::new(flotilla_translate::TranslateOptions::default())
+    }
+}
+
+impl State {
+    /// An empty state whose translator has `options` (every replica must be given the same).
+    pub(crate) fn new(options: flotilla_translate::TranslateOptions) -> Self {
         Self {
-            translator: Translator::new(),
+            translator: Translator::with_options(options),
             position: Position::default(),
             counters: Counters::default(),
             last_applied: None,
@@ -180,8 +187,9 @@ impl State {
             serde_json::Value,
             Option<String>,
         )>,
+        options: flotilla_translate::TranslateOptions,
     ) -> Self {
-        let mut translator = Translator::new();
+        let mut translator = Translator::with_options(options);
         let any = !resources.is_empty();
         for (key, raw, origin) in resources {
             let ev = ResourceEvent {

@@ -159,7 +159,10 @@ fn split_snapshot(bytes: &[u8]) -> std::result::Result<(SnapshotMeta, &[u8]), St
 }
 
 /// Decodes a snapshot into the state it describes (translating everything once).
-fn decode_snapshot(bytes: &[u8]) -> std::result::Result<(SnapshotMeta, State), String> {
+fn decode_snapshot(
+    bytes: &[u8],
+    options: &flotilla_translate::TranslateOptions,
+) -> std::result::Result<(SnapshotMeta, State), String> {
     let (meta, body) = split_snapshot(bytes)?;
     let body: Body = codec::decode("snapshot body", body).map_err(|e| e.to_string())?;
     let mut resources = Vec::with_capacity(body.resources.len());
@@ -181,6 +184,7 @@ fn decode_snapshot(bytes: &[u8]) -> std::result::Result<(SnapshotMeta, State), S
         meta.last_membership.clone(),
         body.saved,
         resources,
+        options.clone(),
     );
     Ok((meta, state))
 }
@@ -223,18 +227,26 @@ pub struct StateMachine {
     dir: PathBuf,
     /// Last log id of the snapshot file on disk.
     snapshot_log_id: Arc<Mutex<Option<LogId>>>,
+    /// The translator's options, for the states built from snapshots.
+    options: flotilla_translate::TranslateOptions,
 }
 
 impl StateMachine {
     /// Opens the state machine in `dir`, loading the latest snapshot if there is one.
     pub fn open(dir: &Path) -> Result<Self> {
+        Self::open_with(dir, flotilla_translate::TranslateOptions::default())
+    }
+
+    /// [`StateMachine::open`] with a translator of `options`.
+    pub fn open_with(dir: &Path, options: flotilla_translate::TranslateOptions) -> Result<Self> {
         let path = dir.join(SNAPSHOT_FILE);
         let (state, snap_id) = match std::fs::read(&path) {
             Ok(bytes) => {
-                let (meta, state) = decode_snapshot(&bytes).map_err(|message| Error::Decode {
-                    path: path.display().to_string(),
-                    message,
-                })?;
+                let (meta, state) =
+                    decode_snapshot(&bytes, &options).map_err(|message| Error::Decode {
+                        path: path.display().to_string(),
+                        message,
+                    })?;
                 tracing::info!(
                     last_log_id = ?meta.last_log_id,
                     revision = state.revision(),
@@ -242,7 +254,9 @@ impl StateMachine {
                 );
                 (state, meta.last_log_id)
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (State::default(), None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                (State::new(options.clone()), None)
+            }
             Err(source) => {
                 return Err(Error::Read {
                     path: path.display().to_string(),
@@ -255,6 +269,7 @@ impl StateMachine {
             state: Some(state),
             dir: dir.to_path_buf(),
             snapshot_log_id: Arc::new(Mutex::new(snap_id)),
+            options,
         })
     }
 
@@ -401,9 +416,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let dir = self.dir.clone();
         let guard = self.snapshot_log_id.clone();
         let last_log_id = meta.last_log_id;
+        let options = self.options.clone();
         // Decode and translate off the runtime; swap in one step.
         let new_state = tokio::task::spawn_blocking(move || {
-            let (_, state) = decode_snapshot(&bytes)?;
+            let (_, state) = decode_snapshot(&bytes, &options)?;
             persist_snapshot(&dir, &bytes, last_log_id, &guard).map_err(|e| e.to_string())?;
             Ok::<_, String>(state)
         })

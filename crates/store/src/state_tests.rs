@@ -402,6 +402,7 @@ fn restore_rebuilds_the_same_output() {
         read.last_membership().clone(),
         read.saved(),
         resources,
+        Default::default(),
     );
     let back = restored.read_state();
     assert_eq!(back.revision(), 1);
@@ -590,6 +591,7 @@ fn misattributed_events_are_rejected_and_the_rest_applies() {
         read.last_membership().clone(),
         read.saved(),
         Vec::new(),
+        Default::default(),
     );
     assert_eq!(restored.counters().events_misattributed, 3);
 }

@@ -65,3 +65,52 @@ fn envoy_accepts_the_route_corpus() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Envoy accepts what every rate limit case of the corpus translates to, with a rate limit
+/// service configured (so that global limits reach Envoy too).
+#[test]
+fn envoy_accepts_the_rate_limit_corpus() {
+    let corpus = corpus_dir();
+    let mut failures = Vec::new();
+    let mut limited = 0;
+    let mut cases: Vec<_> = std::fs::read_dir(&corpus)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .contains("ratelimit")
+        })
+        .collect();
+    cases.sort();
+    for case in cases {
+        let text = std::fs::read_to_string(case.join("input.yaml")).unwrap();
+        let (rs, _) = flotilla_model::parse_documents("input.yaml", &text, "c1");
+        let mut t = Translator::with_options(crate::TranslateOptions {
+            rate_limit_service: vec!["127.0.0.1:18090".into()],
+            ..Default::default()
+        });
+        for r in rs {
+            let _ = t.apply(&ResourceEvent {
+                cluster: "c1".into(),
+                source: "test".into(),
+                body: EventBody::Upsert {
+                    key: r.key,
+                    object: r.raw,
+                    origin: None,
+                },
+            });
+        }
+        t.recompute();
+        for (id, g) in t.gateways() {
+            limited += usize::from(g.rate_limits.is_some());
+            if let Err(e) = crate::tests::envoy_validate(&crate::route_tests::bootstrap_of(g), id) {
+                failures.push(format!("{} {id}: {e}", case.display()));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(limited > 0, "no case had a global rate limit");
+}

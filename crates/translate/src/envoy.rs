@@ -80,12 +80,18 @@ pub const CORS_POLICY_TYPE: &str =
     "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy";
 
 /// An HTTP listener on `ip:port` whose routes come from RDS resource `route_name`.
-pub fn http_listener(name: &str, ip: &str, port: u32, route_name: &str) -> Arc<XdsResource> {
+pub fn http_listener(
+    name: &str,
+    ip: &str,
+    port: u32,
+    route_name: &str,
+    rate_limits: crate::ratelimit::HcmRateLimits,
+) -> Arc<XdsResource> {
     let listener = Listener {
         name: name.to_string(),
         address: Some(socket_address(ip, port)),
         filter_chains: vec![FilterChain {
-            filters: vec![hcm_filter(name, route_name)],
+            filters: vec![hcm_filter(name, route_name, rate_limits)],
             ..Default::default()
         }],
         ..Default::default()
@@ -93,53 +99,63 @@ pub fn http_listener(name: &str, ip: &str, port: u32, route_name: &str) -> Arc<X
     encode(type_url::LISTENER, name, &listener)
 }
 
-/// The HTTP connection manager filter, routes from RDS resource `route_name`.
-pub fn hcm_filter(stat_prefix: &str, route_name: &str) -> Filter {
+/// The HTTP connection manager filter, routes from RDS resource `route_name`, with the rate
+/// limit filters the gateway's routes need.
+pub fn hcm_filter(
+    stat_prefix: &str,
+    route_name: &str,
+    rate_limits: crate::ratelimit::HcmRateLimits,
+) -> Filter {
+    let mut http_filters = vec![
+        // Routes carry their CORS policy as per-filter config; without one the filter
+        // passes requests through.
+        HttpFilter {
+            name: CORS_FILTER.to_string(),
+            config_type: Some(http_filter::ConfigType::TypedConfig(any(
+                "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors",
+                &envoy_types::pb::envoy::extensions::filters::http::cors::v3::Cors::default(),
+            ))),
+            ..Default::default()
+        },
+    ];
+    // Envoy Gateway's order: after CORS, before the forward proxy.
+    http_filters.extend(rate_limits.filters());
+    http_filters.extend([
+        // Resolves the request host for routes to a dynamic forward proxy cluster (an Envoy
+        // Gateway DynamicResolver Backend); every other route passes through untouched.
+        HttpFilter {
+            name: "envoy.filters.http.dynamic_forward_proxy".to_string(),
+            config_type: Some(http_filter::ConfigType::TypedConfig(any(
+                "type.googleapis.com/envoy.extensions.filters.http.dynamic_forward_proxy.v3.FilterConfig",
+                &dfp_filter_config(),
+            ))),
+            ..Default::default()
+        },
+        // Disabled unless a route enables it with its session persistence config.
+        HttpFilter {
+            name: crate::session::STATEFUL_SESSION_FILTER.to_string(),
+            config_type: Some(http_filter::ConfigType::TypedConfig(any_of(
+                &StatefulSession::default(),
+            ))),
+            disabled: true,
+            ..Default::default()
+        },
+        HttpFilter {
+            name: "envoy.filters.http.router".to_string(),
+            config_type: Some(http_filter::ConfigType::TypedConfig(any(
+                "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
+                &Router::default(),
+            ))),
+            ..Default::default()
+        },
+    ]);
     let mut hcm = HttpConnectionManager {
         stat_prefix: stat_prefix.to_string(),
         route_specifier: Some(http_connection_manager::RouteSpecifier::Rds(Rds {
             config_source: Some(ads()),
             route_config_name: route_name.to_string(),
         })),
-        http_filters: vec![
-            // Routes carry their CORS policy as per-filter config; without one the filter
-            // passes requests through.
-            HttpFilter {
-                name: CORS_FILTER.to_string(),
-                config_type: Some(http_filter::ConfigType::TypedConfig(any(
-                    "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors",
-                    &envoy_types::pb::envoy::extensions::filters::http::cors::v3::Cors::default(),
-                ))),
-                ..Default::default()
-            },
-            // Resolves the request host for routes to a dynamic forward proxy cluster (an Envoy
-            // Gateway DynamicResolver Backend); every other route passes through untouched.
-            HttpFilter {
-                name: "envoy.filters.http.dynamic_forward_proxy".to_string(),
-                config_type: Some(http_filter::ConfigType::TypedConfig(any(
-                    "type.googleapis.com/envoy.extensions.filters.http.dynamic_forward_proxy.v3.FilterConfig",
-                    &dfp_filter_config(),
-                ))),
-                ..Default::default()
-            },
-            // Disabled unless a route enables it with its session persistence config.
-            HttpFilter {
-                name: crate::session::STATEFUL_SESSION_FILTER.to_string(),
-                config_type: Some(http_filter::ConfigType::TypedConfig(any_of(
-                    &StatefulSession::default(),
-                ))),
-                disabled: true,
-                ..Default::default()
-            },
-            HttpFilter {
-                name: "envoy.filters.http.router".to_string(),
-                config_type: Some(http_filter::ConfigType::TypedConfig(any(
-                    "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
-                    &Router::default(),
-                ))),
-                ..Default::default()
-            },
-        ],
+        http_filters,
         // WebSocket upgrades are allowed on every route, as Envoy Gateway's HCM does
         // (HTTPRouteBackendProtocolWebSocket).
         upgrade_configs: vec![http_connection_manager::UpgradeConfig {

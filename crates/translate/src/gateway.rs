@@ -7,7 +7,9 @@ use crate::index::Index;
 use crate::ir::cluster::{Backends, ClusterKey, ClusterSettings, HealthCheckKind};
 use crate::listener::{self, port_of, ListenerState, SetInfo};
 use crate::policy::backend::BackendPolicy;
+use crate::policy::ratelimit as policy_rl;
 use crate::policy::Policies;
+use crate::ratelimit;
 use crate::values::Age;
 use crate::GatewayXds;
 use envoy_types::pb::envoy::config::route::v3::{
@@ -48,6 +50,7 @@ pub(crate) fn translate_gateway(
             xds: GatewayXds {
                 gateway: gw_key.gateway_id(),
                 resources: vec![],
+                rate_limits: None,
             },
             status,
             route_parents: BTreeMap::new(),
@@ -96,6 +99,8 @@ pub(crate) fn translate_gateway(
         .chain(sets.iter().map(|s| &s.key))
         .flat_map(|k| ix.routes_of_gateway(k))
         .collect();
+    // Global rate limits reach Envoy only with a rate limit service to call.
+    let has_service = !ix.options.rate_limit_service.is_empty();
     // Envoy Gateway translates every HTTPRoute, then every GRPCRoute; within a kind, oldest
     // first, then namespace/name (Gateway API precedence).
     let mut routes: Vec<(u8, &ResourceKey, AnyRoute)> = route_keys
@@ -111,6 +116,10 @@ pub(crate) fn translate_gateway(
     });
 
     let mut overlaps = OverlapTracker::default();
+    // The rate limit service's rules of this gateway's routes (its domain).
+    let mut service_rules: Vec<ratelimit::ServiceRule> = Vec::new();
+    // Whether a route has a local rate limit (its listeners need the filter).
+    let mut has_local = false;
     let mut http2_clusters: BTreeSet<String> = BTreeSet::new();
     // BackendTrafficPolicies, translated once each; the clusters their settings ask for.
     let mut btps = BtpCache::default();
@@ -185,9 +194,31 @@ pub(crate) fn translate_gateway(
                             btps.get(ix, p, parent)
                         })
                         .collect();
+                    // The rate limit of each rule's BackendTrafficPolicy through this listener.
+                    let rule_names: BTreeMap<usize, Option<&str>> = checked
+                        .entries
+                        .iter()
+                        .map(|e| (e.rule, e.rule_name.as_deref()))
+                        .collect();
+                    let limits: BTreeMap<usize, policy_rl::RateLimit> = rule_names
+                        .into_iter()
+                        .filter_map(|(rule, name)| {
+                            let rl = rate_limit_of(
+                                ix,
+                                policies,
+                                route_key,
+                                name,
+                                gw_key,
+                                &sets,
+                                &listeners[*li],
+                            )?;
+                            Some((rule, rl))
+                        })
+                        .collect();
                     for host in hostnames {
                         let isolated = isolated_by_other_listener(*li, own, others, host);
                         let mut entries = Vec::new();
+                        let mut rules = Vec::new();
                         for (e, policy) in checked.entries.iter().zip(&rule_policies) {
                             let mut r = e.route.clone();
                             match policy {
@@ -210,11 +241,31 @@ pub(crate) fn translate_gateway(
                                     _ => listener_port,
                                 };
                             }
+                            if let Some(rl) =
+                                limits.get(&e.rule).filter(|_| ratelimit::forwards(&r))
+                            {
+                                if let Some(local) = &rl.local {
+                                    ratelimit::apply_local(&mut r, local);
+                                    has_local = true;
+                                }
+                                match &rl.global {
+                                    Some(g) if !g.is_empty() && has_service => {
+                                        let key = ratelimit::route_descriptor(
+                                            &listeners[*li].full_name(),
+                                            &r.name,
+                                            host,
+                                        );
+                                        rules.extend(ratelimit::apply_global(&mut r, g, &key));
+                                    }
+                                    _ => {}
+                                }
+                            }
                             overlaps.record(*li, host, kind, route_key, &r);
                             entries.push((e.key.clone(), r));
                         }
                         if !isolated {
                             domains.entry(host.clone()).or_default().extend(entries);
+                            service_rules.extend(rules);
                         }
                     }
                 }
@@ -360,7 +411,26 @@ pub(crate) fn translate_gateway(
         };
         resources.push(envoy::route_configuration(rc));
     }
-    resources.extend(listener::envoy_listeners(&listeners, &bind_ip, &mut l4));
+    // A route seen through two parent refs is placed twice: its rules once.
+    service_rules.sort();
+    service_rules.dedup();
+    let rate_limits = (!service_rules.is_empty()).then(|| ratelimit::RateLimitDomain {
+        domain: gw_key.gateway_id(),
+        rules: service_rules,
+    });
+    if rate_limits.is_some() {
+        resources.push(ratelimit::service_cluster(&ix.options.rate_limit_service));
+    }
+    resources.extend(listener::envoy_listeners(
+        &listeners,
+        &bind_ip,
+        &mut l4,
+        ratelimit::HcmRateLimits {
+            local: has_local,
+            domain: rate_limits.as_ref().map(|d| d.domain.as_str()),
+            fail_closed: ix.options.rate_limit_fail_closed,
+        },
+    ));
     resources.append(&mut l4.resources);
     // The SDS servers the listeners' certificates come from.
     let sds_urls: BTreeSet<&str> = listeners
@@ -396,6 +466,7 @@ pub(crate) fn translate_gateway(
         xds: GatewayXds {
             gateway: gw_key.gateway_id(),
             resources,
+            rate_limits,
         },
         status,
         route_parents,
@@ -497,6 +568,32 @@ fn with_health_check_host(s: &Arc<ClusterSettings>, host: &str) -> Arc<ClusterSe
         *h = Some(host.to_string());
     }
     Arc::new(with)
+}
+
+/// The rate limit of the BackendTrafficPolicy that configures rule `rule` of `route` served
+/// through listener `l`: none without one, and none when the policy is invalid (its status
+/// says why; an invalid policy never reaches Envoy).
+fn rate_limit_of(
+    ix: &Index,
+    policies: &Policies,
+    route: &ResourceKey,
+    rule: Option<&str>,
+    gw_key: &ResourceKey,
+    sets: &[SetInfo],
+    l: &ListenerState,
+) -> Option<policy_rl::RateLimit> {
+    let set = l.set.and_then(|i| sets.get(i)).map(|s| &s.key);
+    let p = policies.backend(ix, route, rule, gw_key, set, &l.spec.name)?;
+    let Object::Extension(_, o) = &p.object else {
+        return None;
+    };
+    if crate::policy::btp::invalid(&o.spec, &ix.options).is_some() {
+        return None;
+    }
+    let enabled = ix.options.global_rate_limit_enabled();
+    policy_rl::parse(&o.spec, &p.key.namespace, &p.key.name, enabled)
+        .ok()
+        .flatten()
 }
 
 /// A route parent's status, kept until every route is placed (for the overlap check).

@@ -222,6 +222,7 @@ pub(crate) fn check_route(
                 key: PrecedenceKey::from_shape(shape, rank, ri, mi),
                 route: r,
                 redirect_scheme,
+                rule: ri,
                 rule_name: rule.name.clone(),
             });
         }

@@ -145,7 +145,8 @@ pub(crate) struct RouteEntry {
     /// `Some(scheme)` when the route redirects without a port: the port is derived per
     /// listener (the scheme's well-known port, else the listener's).
     pub redirect_scheme: Option<Option<String>>,
-    /// The rule's name (`sectionName` of a policy targeting it), if it has one.
+    /// The rule it comes from: its index and name (`sectionName` of a policy targeting it).
+    pub rule: usize,
     pub rule_name: Option<String>,
 }
 
@@ -1113,6 +1114,7 @@ pub(crate) fn check_route(
                 key: PrecedenceKey::from_shape(shape, rank, ri, mi),
                 route: r,
                 redirect_scheme: redirect_scheme.clone(),
+                rule: ri,
                 rule_name: rule.name.clone(),
             });
             if let Some(p) = preflight {
@@ -1120,6 +1122,7 @@ pub(crate) fn check_route(
                     key: PrecedenceKey::from_shape(shape, rank, ri, mi),
                     route: p,
                     redirect_scheme,
+                    rule: ri,
                     rule_name: rule.name.clone(),
                 });
             }

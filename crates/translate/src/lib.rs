@@ -19,6 +19,7 @@ mod l4route;
 mod listener;
 mod options;
 mod policy;
+mod ratelimit;
 mod refgrant;
 mod runtime;
 mod session;
@@ -28,6 +29,7 @@ mod values;
 
 pub use gateway::CONTROLLER_NAME;
 pub use options::TranslateOptions;
+pub use ratelimit::{DescriptorEntry, RateLimitDomain, RateLimitRules, ServiceLimit, ServiceRule};
 
 use bytes::Bytes;
 use flotilla_model::gateway::Condition;
@@ -63,13 +65,17 @@ pub struct GatewayXds {
     /// `cluster/namespace/name`.
     pub gateway: String,
     pub resources: Vec<Arc<XdsResource>>,
+    /// The rate limit service's rules of this gateway's global rate limits (its domain), if it
+    /// has any. Not an xDS resource: see [`TranslatorView::rate_limit_rules`].
+    pub rate_limits: Option<RateLimitDomain>,
 }
 
 impl GatewayXds {
-    /// The same resources at the same versions (content hashes): compares a few bytes per
-    /// resource instead of every body.
+    /// The same resources at the same versions (content hashes), and the same rate limit
+    /// rules: compares a few bytes per resource instead of every body.
     pub fn same_content(&self, other: &GatewayXds) -> bool {
         self.gateway == other.gateway
+            && self.rate_limits == other.rate_limits
             && self.resources.len() == other.resources.len()
             && self.resources.iter().zip(&other.resources).all(|(a, b)| {
                 a.version == b.version && a.name == b.name && a.type_url == b.type_url
@@ -175,7 +181,7 @@ impl Translator {
     /// pending work is recomputed: the store uses it to get back to a known state after the
     /// translator panicked halfway through a change.
     pub fn rebuild(view: &TranslatorView) -> (Self, Changes) {
-        let mut t = Self::new();
+        let mut t = Self::with_options(view.options.clone());
         for r in view.resources() {
             t.upsert_shared(r.clone());
         }
@@ -618,6 +624,16 @@ impl Translator {
         &self.gateways
     }
 
+    /// The rate limit service's rules: see [`rate_limit_rules`].
+    pub fn rate_limit_rules(&self) -> RateLimitRules {
+        rate_limit_rules(&self.gateways)
+    }
+
+    /// The switches this translator was built with.
+    pub fn options(&self) -> &TranslateOptions {
+        &self.index.options
+    }
+
     /// An immutable view of what readers see (resources, statuses, gateways), O(1) to take:
     /// the maps are persistent, so the view shares everything with the translator and the
     /// translator's next change copies only what it touches. Readers (API, watch streams,
@@ -628,6 +644,7 @@ impl Translator {
             statuses: self.statuses.clone(),
             gateways: self.gateways.clone(),
             origins: self.origins.clone(),
+            options: self.index.options.clone(),
         }
     }
 }
@@ -649,6 +666,8 @@ pub struct TranslatorView {
     statuses: imbl::OrdMap<ResourceKey, Arc<serde_json::Value>>,
     gateways: imbl::OrdMap<String, Arc<GatewayXds>>,
     origins: imbl::OrdMap<ResourceKey, Arc<str>>,
+    /// The options of the translator the view is of (a rebuild keeps them).
+    options: TranslateOptions,
 }
 
 impl TranslatorView {
@@ -693,6 +712,23 @@ impl TranslatorView {
     /// The translated output of every gateway, by gateway id.
     pub fn gateways(&self) -> &imbl::OrdMap<String, Arc<GatewayXds>> {
         &self.gateways
+    }
+
+    /// The rate limit service's rules: see [`rate_limit_rules`].
+    pub fn rate_limit_rules(&self) -> RateLimitRules {
+        rate_limit_rules(&self.gateways)
+    }
+}
+
+/// The rules a rate limit service needs for the global rate limits of every gateway: one
+/// domain per gateway, in gateway id order. A function of the translated state, so every
+/// replica (and every rate limit service given it) agrees.
+pub fn rate_limit_rules(gateways: &imbl::OrdMap<String, Arc<GatewayXds>>) -> RateLimitRules {
+    RateLimitRules {
+        domains: gateways
+            .values()
+            .filter_map(|g| g.rate_limits.clone())
+            .collect(),
     }
 }
 

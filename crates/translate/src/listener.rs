@@ -58,7 +58,8 @@ pub(crate) struct ListenerState<'a> {
 }
 
 impl ListenerState<'_> {
-    fn full_name(&self) -> String {
+    /// `<owner ns>/<owner name>/<listener>`: Envoy Gateway's IR listener name.
+    pub(crate) fn full_name(&self) -> String {
         format!("{}/{}/{}", self.owner_ns, self.owner_name, self.spec.name)
     }
 
@@ -1046,6 +1047,7 @@ pub(crate) fn envoy_listeners(
     ls: &[ListenerState],
     bind_ip: &str,
     l4: &mut L4Chains,
+    rate_limits: crate::ratelimit::HcmRateLimits,
 ) -> Vec<Arc<XdsResource>> {
     let mut out = Vec::new();
     let mut ports: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
@@ -1058,6 +1060,7 @@ pub(crate) fn envoy_listeners(
                     bind_ip,
                     port_of(l.spec),
                     &format!("http-{}", port_of(l.spec)),
+                    rate_limits,
                 ));
             }
             "UDP" => {
@@ -1087,6 +1090,7 @@ pub(crate) fn envoy_listeners(
                     filters: vec![envoy::hcm_filter(
                         &format!("https-{port}"),
                         &route_config_name(l),
+                        rate_limits,
                     )],
                 });
             }

@@ -2,8 +2,8 @@
 //! fields set from the Envoy Gateway configuration).
 //!
 //! Read from JSON with Envoy Gateway's corpus names (`{"backend": true, "runningOnHost": false}`);
-//! fields not listed here (`globalRateLimit`, `luaDisabled`, ...) are accepted and ignored:
-//! Flotilla does not implement what they switch.
+//! fields not listed here (`luaDisabled`, ...) are accepted and ignored: Flotilla does not
+//! implement what they switch.
 
 use serde::Deserialize;
 
@@ -25,6 +25,22 @@ pub struct TranslateOptions {
     /// Secret; Envoy Gateway's `sds` switch). Envoy Gateway defaults it off; Flotilla, which
     /// configures the SDS cluster itself, defaults it on.
     pub sds: bool,
+    /// Where Envoys reach the rate limit service (`host:port`, one per instance; Envoy
+    /// balances over them): Envoy Gateway takes it from its EnvoyGateway configuration
+    /// (`rateLimit.backend`), Flotilla from `--ratelimit-service` (the store) or its embedded
+    /// service (standalone). It becomes the `ratelimit_cluster` of every gateway that has a
+    /// global rate limit. Every store replica must be given the same list: it is part of the
+    /// translated output.
+    pub rate_limit_service: Vec<String>,
+    /// Envoy Gateway's `globalRateLimit` switch (its corpus flags): global rate limits are
+    /// accepted without a [`Self::rate_limit_service`] (statuses only: with no service, no
+    /// gateway gets the rate limit filter). Global rate limits are accepted when either is set;
+    /// otherwise a BackendTrafficPolicy with one is refused, as Envoy Gateway refuses it when
+    /// its rate limit service is not configured.
+    pub global_rate_limit: bool,
+    /// When the rate limit service cannot answer, Envoy refuses the request (Envoy Gateway's
+    /// `rateLimit.failClosed`); by default it lets it through.
+    pub rate_limit_fail_closed: bool,
 }
 
 impl Default for TranslateOptions {
@@ -33,6 +49,9 @@ impl Default for TranslateOptions {
             backend: true,
             running_on_host: false,
             sds: true,
+            rate_limit_service: Vec::new(),
+            global_rate_limit: false,
+            rate_limit_fail_closed: false,
         }
     }
 }
@@ -41,6 +60,11 @@ impl TranslateOptions {
     /// Parses options from JSON (missing fields take their defaults, unknown fields are ignored).
     pub fn from_json(text: &str) -> Result<Self, serde_json::Error> {
         serde_json::from_str(text)
+    }
+
+    /// Whether a BackendTrafficPolicy may have a global rate limit.
+    pub fn global_rate_limit_enabled(&self) -> bool {
+        self.global_rate_limit || !self.rate_limit_service.is_empty()
     }
 }
 
@@ -60,6 +84,9 @@ mod tests {
         .unwrap();
         assert!(!o.backend);
         assert!(o.running_on_host);
+        assert!(o.global_rate_limit_enabled());
+        assert!(o.rate_limit_service.is_empty());
+        assert!(!TranslateOptions::default().global_rate_limit_enabled());
         assert!(TranslateOptions::from_json(r#"{"backend": "yes"}"#).is_err());
     }
 

@@ -11,6 +11,7 @@ mod membership;
 mod multicluster;
 mod poison;
 mod ratelimit;
+mod ratelimit_policy;
 mod sds;
 mod spine;
 mod standalone;

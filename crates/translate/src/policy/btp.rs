@@ -170,8 +170,11 @@ fn route_kind(t: &Target) -> Option<Kind> {
 /// Why a policy's fields cannot be translated, if that is cheap to tell: Envoy Gateway's
 /// checks of durations and numbers while translating (the other fields are checked when they
 /// are translated).
-pub(crate) fn invalid(spec: &Value) -> Option<String> {
+pub(crate) fn invalid(spec: &Value, options: &crate::TranslateOptions) -> Option<String> {
     let mut e = FieldErrors::default();
+    if let Err(m) = super::ratelimit::parse(spec, "", "", options.global_rate_limit_enabled()) {
+        e.add("RateLimit", m);
+    }
     if let Some(v) = spec.pointer("/connection/bufferLimit") {
         let text = v
             .as_str()
@@ -267,7 +270,7 @@ pub(crate) fn invalid(spec: &Value) -> Option<String> {
 /// Why policy `key` cannot be translated ([`invalid`], then what translating its fields finds),
 /// or `None`.
 pub(crate) fn check(ix: &Index, key: &ResourceKey, spec: &Value) -> Option<String> {
-    invalid(spec).or_else(|| super::backend::translate(ix, key, spec).err()?.message())
+    invalid(spec, &ix.options).or_else(|| super::backend::translate(ix, key, spec).err()?.message())
 }
 
 /// The policy translated, or `None` when it is invalid (its status says why).
@@ -276,7 +279,7 @@ pub(crate) fn translate(
     key: &ResourceKey,
     spec: &Value,
 ) -> Option<super::backend::BackendPolicy> {
-    if invalid(spec).is_some() {
+    if invalid(spec, &ix.options).is_some() {
         return None;
     }
     super::backend::translate(ix, key, spec).ok()

@@ -17,6 +17,7 @@
 pub(crate) mod backend;
 pub(crate) mod btp;
 pub(crate) mod ctp;
+pub(crate) mod ratelimit;
 pub(crate) mod status;
 
 /// What one cluster's policy pass ([`ctp::attach`] and [`btp::attach`]) read besides the

@@ -630,9 +630,9 @@ fn field_errors_read_as_envoy_gateway_writes_them() {
         "retry": {"perRetry": {"backoff": {"baseInterval": "2s", "maxInterval": "1s"}}},
     });
     assert_eq!(
-        btp::invalid(&spec).as_deref(),
+        btp::invalid(&spec, &Default::default()).as_deref(),
         Some("LoadBalancer: ConsistentHash: invalid TableSize value 1024\nRetry: maxInterval cannot be less than baseInterval.")
     );
     let ok: Value = serde_json::json!({"loadBalancer": {"consistentHash": {"tableSize": 65537}}});
-    assert_eq!(btp::invalid(&ok), None);
+    assert_eq!(btp::invalid(&ok, &Default::default()), None);
 }

@@ -1,0 +1,436 @@
+//! BackendTrafficPolicy `rateLimit` end to end: `flotilla standalone` translating it, the real
+//! Envoy enforcing it, and the rate limit service (embedded, or a `flotilla ratelimit` fleet
+//! sharing a real redis-server) counting the global limits.
+
+use crate::standalone::{Standalone, T};
+use crate::support::*;
+use std::time::Duration;
+
+/// The limit of every test: per hour, so that a window boundary (hour-aligned for the global
+/// limits, an hour's refill for the local token bucket) is unlikely inside a test.
+const N: u32 = 4;
+
+/// A gateway on `port` with route `app` (`/limited` in rule `limited`, `/free` in another rule)
+/// to a backend on `backend`.
+fn base_yaml(port: u16, backend: u16) -> String {
+    format!(
+        "{}---\n{}---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: app, namespace: default}}
+spec:
+  parentRefs: [{{name: gw}}]
+  rules:
+  - name: limited
+    matches: [{{path: {{type: PathPrefix, value: /limited}}}}]
+    backendRefs: [{{name: v1, port: 80}}]
+  - matches: [{{path: {{type: PathPrefix, value: /free}}}}]
+    backendRefs: [{{name: v1, port: 80}}]
+",
+        gateway_yaml("default", "gw", "127.0.0.1", port),
+        service_yaml("default", "v1", backend),
+    )
+}
+
+/// A BackendTrafficPolicy on rule `limited` of route `app`.
+fn policy_yaml(rate_limit: &str) -> String {
+    format!(
+        "apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: BackendTrafficPolicy
+metadata: {{name: rl, namespace: default}}
+spec:
+  targetRefs: [{{group: gateway.networking.k8s.io, kind: HTTPRoute, name: app, sectionName: limited}}]
+  rateLimit:
+{rate_limit}"
+    )
+}
+
+/// `n` per hour for the route, and 2 per hour for each distinct `x-user`.
+fn local_limit(n: u32) -> String {
+    format!(
+        "    type: Local
+    local:
+      rules:
+      - limit: {{requests: {n}, unit: Hour}}
+      - clientSelectors: [{{headers: [{{name: x-user, type: Distinct}}]}}]
+        limit: {{requests: 2, unit: Hour}}
+"
+    )
+}
+
+/// GET `url` with header `x-user: user`: the status.
+async fn get_as_user(c: &reqwest::Client, url: &str, user: &str) -> u16 {
+    c.get(url)
+        .header("x-user", user)
+        .send()
+        .await
+        .expect("a response")
+        .status()
+        .as_u16()
+}
+
+fn global_limit(n: u32) -> String {
+    format!(
+        "    type: Global
+    global:
+      rules:
+      - limit: {{requests: {n}, unit: Hour}}
+"
+    )
+}
+
+/// [`global_limit`] and 2 per hour for each distinct `x-user` (whose requests count against
+/// both: every rule applies).
+fn global_limit_per_user(n: u32) -> String {
+    format!(
+        "{}      - clientSelectors: [{{headers: [{{name: x-user, type: Distinct}}]}}]
+        limit: {{requests: 2, unit: Hour}}
+",
+        global_limit(n)
+    )
+}
+
+/// A client that opens a connection per request: a connection made before a listener update
+/// keeps the filter chain it was accepted with, and across two Envoys sharing a port (reuse
+/// port) a new connection is what lets the kernel pick either.
+fn fresh_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .pool_max_idle_per_host(0)
+        .no_proxy()
+        .build()
+        .expect("http client")
+}
+
+/// Waits until Envoy (admin port `admin`) has a filter config of type `filter` in its active
+/// listeners and a per-route config of type `per_route` in its routes (the whole config dump
+/// would also list every type Envoy knows).
+async fn envoy_has(admin: u16, filter: &str, per_route: &str) {
+    let c = client();
+    let filter = format!("{filter}\"");
+    let per_route = format!("{per_route}\"");
+    eventually("Envoy's configuration", T, || async {
+        let url = format!("http://127.0.0.1:{admin}/config_dump?resource=dynamic_listeners");
+        let dump: serde_json::Value = get_json(&c, &url).await?;
+        // What serves new connections: the active listeners, not the warming ones.
+        let active: Vec<String> = dump["configs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|l| l["active_state"].to_string())
+            .collect();
+        if !active.iter().any(|l| l.contains(filter.as_str())) {
+            return Err(format!("no {filter} in the active listeners yet"));
+        }
+        let url = format!("http://127.0.0.1:{admin}/config_dump?resource=dynamic_route_configs");
+        let (_, routes) = get(&c, &url).await?;
+        if !routes.contains(per_route.as_str()) {
+            return Err(format!("no {per_route} in the routes yet"));
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// Status codes of `n` requests to `url`.
+async fn codes(c: &reqwest::Client, url: &str, n: u32) -> Vec<u16> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(get(c, url).await.expect("a response").0);
+    }
+    out
+}
+
+/// Starts `flotilla standalone` (with `extra` flags) serving the base YAML, a backend and an
+/// Envoy for the gateway; returns them once `/limited` answers 200 (no policy yet).
+async fn serve(extra: Vec<String>) -> (Standalone, u16, Proc, u16) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Standalone::start_in(dir, extra);
+    let backend = start_backend("v1").await;
+    let port = free_port();
+    write_file(&s.yaml, "base.yaml", &base_yaml(port, backend));
+    let (envoy, admin) = start_envoy(
+        s.dir.path(),
+        "envoy",
+        "local/default/gw",
+        &[format!("127.0.0.1:{}", s.xds)],
+    );
+    s.expect(
+        &format!("http://127.0.0.1:{port}/limited"),
+        "the route, before any policy",
+        |code, _| code == 200,
+    )
+    .await;
+    (s, port, envoy, admin)
+}
+
+const LOCAL_CONFIG: &str = "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit";
+const GLOBAL_FILTER_CONFIG: &str = "envoy.extensions.filters.http.ratelimit.v3.RateLimit";
+const GLOBAL_ROUTE_CONFIG: &str = "envoy.extensions.filters.http.ratelimit.v3.RateLimitPerRoute";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_rate_limit_answers_429_after_n_requests() {
+    let (s, port, _envoy, admin) = serve(Vec::new()).await;
+    write_file(&s.yaml, "policy.yaml", &policy_yaml(&local_limit(N)));
+    envoy_has(admin, LOCAL_CONFIG, LOCAL_CONFIG).await;
+    let c = fresh_client();
+    let limited = format!("http://127.0.0.1:{port}/limited");
+    assert_eq!(codes(&c, &limited, N).await, vec![200; N as usize]);
+    let (code, body) = get(&c, &limited).await.expect("a response");
+    assert_eq!(code, 429, "request N+1: {body}");
+    // Each user has a bucket of their own (and does not take from the route's).
+    for user in ["alice", "bob"] {
+        assert_eq!(get_as_user(&c, &limited, user).await, 200, "{user} 1");
+        assert_eq!(get_as_user(&c, &limited, user).await, 200, "{user} 2");
+        assert_eq!(get_as_user(&c, &limited, user).await, 429, "{user} 3");
+    }
+    // The other rule has no policy.
+    assert_eq!(
+        codes(&c, &format!("http://127.0.0.1:{port}/free"), N + 1).await,
+        vec![200; N as usize + 1]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn global_rate_limit_through_the_embedded_service_answers_429_after_n_requests() {
+    let (s, port, _envoy, admin) = serve(Vec::new()).await;
+    write_file(
+        &s.yaml,
+        "policy.yaml",
+        &policy_yaml(&global_limit_per_user(N)),
+    );
+    envoy_has(admin, GLOBAL_FILTER_CONFIG, GLOBAL_ROUTE_CONFIG).await;
+    // The embedded service has the same rules the API shows.
+    let rules = s.api("/api/v1/ratelimit").await.expect("the rules");
+    assert_eq!(rules["domains"][0]["domain"], "local/default/gw", "{rules}");
+    let c = fresh_client();
+    let limited = format!("http://127.0.0.1:{port}/limited");
+    // Counts: (route, alice, bob).
+    assert_eq!(get_as_user(&c, &limited, "alice").await, 200); // (1, 1, 0)
+    assert_eq!(get_as_user(&c, &limited, "alice").await, 200); // (2, 2, 0)
+    assert_eq!(get_as_user(&c, &limited, "alice").await, 429); // (3, 3, 0): alice's
+    assert_eq!(get_as_user(&c, &limited, "bob").await, 200); // (4, 3, 1)
+    assert_eq!(get(&c, &limited).await.expect("a response").0, 429); // (5): the route's
+    assert_eq!(
+        codes(&c, &format!("http://127.0.0.1:{port}/free"), 2).await,
+        vec![200; 2]
+    );
+
+    // A higher limit replaces the rules in place: the same counter, more room.
+    write_file(
+        &s.yaml,
+        "policy.yaml",
+        &policy_yaml(&global_limit_per_user(N + 2)),
+    );
+    eventually("the new limit", T, || async {
+        let rules = s.api("/api/v1/ratelimit").await?;
+        let n = &rules["domains"][0]["rules"][0]["limit"]["requests_per_unit"];
+        if *n == N + 2 {
+            Ok(())
+        } else {
+            Err(format!("{rules}"))
+        }
+    })
+    .await;
+    // The embedded service follows the store's published state, which the API reads too.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // N+1 were counted (the 429s too, as Envoy asked for them): one more fits.
+    assert_eq!(get(&c, &limited).await.expect("a response").0, 200);
+    assert_eq!(get(&c, &limited).await.expect("a response").0, 429);
+}
+
+/// Global limits across a fleet: two Envoys serving the same gateway (sharing its port by
+/// reuse-port, so the kernel spreads connections over them), calling two `flotilla ratelimit`
+/// instances (Envoy balances over the cluster's two endpoints) that count in one redis-server,
+/// with the rules the store's API gives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn global_rate_limit_holds_across_two_envoys_and_two_services_sharing_redis() {
+    const FLEET_N: u32 = 24;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redis_port = free_port();
+    let _redis = start_redis(dir.path(), redis_port);
+    let (a, b) = (free_port(), free_port());
+    let s = Standalone::start_in(
+        dir,
+        vec![
+            "--ratelimit-service".into(),
+            format!("127.0.0.1:{a},127.0.0.1:{b}"),
+        ],
+    );
+    let backend = start_backend("v1").await;
+    let port = free_port();
+    write_file(
+        &s.yaml,
+        "all.yaml",
+        &format!(
+            "{}---\n{}",
+            base_yaml(port, backend),
+            policy_yaml(&global_limit(FLEET_N))
+        ),
+    );
+    // The rules file of the fleet, from the store's API.
+    let rules = eventually("the rules", T, || async {
+        let r = s.api("/api/v1/ratelimit").await?;
+        if r["domains"].as_array().is_some_and(|d| !d.is_empty()) {
+            Ok(r)
+        } else {
+            Err(format!("{r}"))
+        }
+    })
+    .await;
+    let file = s.dir.path().join("rules.yaml");
+    std::fs::write(&file, rules.to_string()).expect("rules file");
+    let _services: Vec<Proc> = [a, b]
+        .iter()
+        .map(|p| {
+            let proc = Proc::spawn(
+                &format!("ratelimit-{p}"),
+                s.dir.path(),
+                &flotilla_bin(),
+                &[
+                    "ratelimit".into(),
+                    "--listen".into(),
+                    format!("127.0.0.1:{p}"),
+                    "--config".into(),
+                    file.display().to_string(),
+                    "--redis".into(),
+                    format!("127.0.0.1:{redis_port}"),
+                ],
+            );
+            wait_tcp(&format!("127.0.0.1:{p}"), Duration::from_secs(20));
+            proc
+        })
+        .collect();
+    let xds = [format!("127.0.0.1:{}", s.xds)];
+    let (_e1, admin1) = start_envoy(s.dir.path(), "envoy-1", "local/default/gw", &xds);
+    let (_e2, admin2) = start_envoy_with(
+        s.dir.path(),
+        "envoy-2",
+        "local/default/gw",
+        &xds,
+        &["--node-id".into(), "envoy-2".into()],
+    );
+    for admin in [admin1, admin2] {
+        envoy_has(admin, GLOBAL_FILTER_CONFIG, GLOBAL_ROUTE_CONFIG).await;
+        // Listening (both bind the gateway's port).
+        eventually("the listener", T, || async {
+            let (_, l) = get(&client(), &format!("http://127.0.0.1:{admin}/listeners")).await?;
+            if l.contains(&format!(":{port}")) {
+                Ok(())
+            } else {
+                Err(l)
+            }
+        })
+        .await;
+    }
+    let c = fresh_client();
+    let limited = format!("http://127.0.0.1:{port}/limited");
+    assert_eq!(
+        codes(&c, &limited, FLEET_N).await,
+        vec![200; FLEET_N as usize]
+    );
+    for _ in 0..4 {
+        assert_eq!(
+            get(&c, &limited).await.expect("a response").0,
+            429,
+            "over the limit, whichever Envoy answers"
+        );
+    }
+    // Both Envoys served, and both services answered.
+    // Requests each Envoy's gateway listener (stat prefix `http-PORT`) served.
+    let served = |admin: u16| async move {
+        let (_, text) = get(
+            &client(),
+            &format!("http://127.0.0.1:{admin}/stats?filter=downstream_rq_total"),
+        )
+        .await
+        .expect("stats");
+        text.lines()
+            .filter(|l| l.starts_with(&format!("http.http-{port}.downstream_rq_total:")))
+            .filter_map(|l| l.rsplit_once(": ")?.1.trim().parse::<u64>().ok())
+            .sum::<u64>()
+    };
+    let served1 = served(admin1).await;
+    let served2 = served(admin2).await;
+    assert!(
+        served1 > 0 && served2 > 0,
+        "requests spread over both Envoys: {served1} and {served2}"
+    );
+    assert_eq!(served1 + served2, u64::from(FLEET_N) + 4);
+    let mut per_service = [0u64; 2];
+    for admin in [admin1, admin2] {
+        let (_, clusters) = get(&client(), &format!("http://127.0.0.1:{admin}/clusters"))
+            .await
+            .expect("clusters");
+        for (i, p) in [a, b].iter().enumerate() {
+            let prefix = format!("ratelimit_cluster::127.0.0.1:{p}::rq_total::");
+            per_service[i] += clusters
+                .lines()
+                .filter_map(|l| l.strip_prefix(&prefix)?.trim().parse::<u64>().ok())
+                .sum::<u64>();
+        }
+    }
+    assert!(
+        per_service.iter().all(|n| *n > 0),
+        "both rate limit services were called: {per_service:?}"
+    );
+}
+
+/// A real redis-server on `port` (`$REDIS_SERVER_BIN`, else /usr/bin/redis-server), no
+/// persistence, its files in `dir`.
+fn start_redis(dir: &std::path::Path, port: u16) -> Proc {
+    let bin = std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "/usr/bin/redis-server".into());
+    assert!(
+        std::path::Path::new(&bin).exists(),
+        "redis-server not found at {bin} (apt-get install -y redis-server, or set REDIS_SERVER_BIN)"
+    );
+    let p = Proc::spawn(
+        "redis",
+        dir,
+        std::path::Path::new(&bin),
+        &[
+            "--port".into(),
+            port.to_string(),
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "--save".into(),
+            String::new(),
+            "--appendonly".into(),
+            "no".into(),
+            "--dir".into(),
+            dir.display().to_string(),
+        ],
+    );
+    wait_tcp(&format!("127.0.0.1:{port}"), Duration::from_secs(10));
+    p
+}
+
+/// With `--ratelimit-fail-closed`, a request under a global limit is refused when the service
+/// cannot answer (here: nothing listens where it should be); others are not affected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn global_rate_limit_fails_closed_when_asked_and_the_service_is_down() {
+    let nobody = free_port();
+    let (s, port, _envoy, admin) = serve(vec![
+        "--ratelimit-service".into(),
+        format!("127.0.0.1:{nobody}"),
+        "--ratelimit-fail-closed".into(),
+    ])
+    .await;
+    write_file(&s.yaml, "policy.yaml", &policy_yaml(&global_limit(N)));
+    envoy_has(admin, GLOBAL_FILTER_CONFIG, GLOBAL_ROUTE_CONFIG).await;
+    let c = fresh_client();
+    assert_eq!(
+        get(&c, &format!("http://127.0.0.1:{port}/limited"))
+            .await
+            .expect("a response")
+            .0,
+        500
+    );
+    assert_eq!(
+        get(&c, &format!("http://127.0.0.1:{port}/free"))
+            .await
+            .expect("a response")
+            .0,
+        200
+    );
+}

@@ -1,0 +1,473 @@
+//! BackendTrafficPolicy rate limits: YAML in, Envoy resources, rate limit service rules and
+//! policy status out; what is emitted is validated by the real Envoy.
+
+use crate::route_tests::bootstrap_of;
+use crate::tests::{apply_all, envoy_validate, events};
+use crate::{type_url, TranslateOptions, Translator};
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::listener::v3::{filter, Listener};
+use envoy_types::pb::envoy::config::route::v3::rate_limit::action::ActionSpecifier;
+use envoy_types::pb::envoy::config::route::v3::{Route, RouteConfiguration};
+use envoy_types::pb::envoy::extensions::filters::http::local_ratelimit::v3::LocalRateLimit;
+use envoy_types::pb::envoy::extensions::filters::http::ratelimit::v3::{
+    RateLimit as GlobalFilter, RateLimitPerRoute,
+};
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    http_filter, HttpConnectionManager, HttpFilter,
+};
+use flotilla_model::{Kind, ResourceKey};
+use prost::Message;
+
+const BASE: &str = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: eg}
+spec: {controllerName: gateway.envoyproxy.io/gatewayclass-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: infra}
+spec:
+  gatewayClassName: eg
+  listeners:
+  - {name: http, port: 8080, protocol: HTTP, allowedRoutes: {namespaces: {from: All}}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: app}
+spec: {ports: [{name: http, port: 80}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-1, namespace: app, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+ports: [{name: http, port: 9000}]
+endpoints: [{addresses: [127.0.0.1]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: app}
+spec:
+  parentRefs: [{name: gw, namespace: infra}]
+  hostnames: [www.example.com]
+  rules:
+  - name: limited
+    matches: [{path: {type: PathPrefix, value: /limited}}]
+    backendRefs: [{name: web, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /free}}]
+    backendRefs: [{name: web, port: 80}]
+"#;
+
+fn policy(rate_limit: &str) -> String {
+    format!(
+        r#"
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: BackendTrafficPolicy
+metadata: {{name: rl, namespace: app}}
+spec:
+  targetRefs: [{{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r, sectionName: limited}}]
+  rateLimit:
+{rate_limit}"#
+    )
+}
+
+const LOCAL: &str = r#"
+    type: Local
+    local:
+      rules:
+      - limit: {requests: 3, unit: Minute}
+      - clientSelectors: [{headers: [{name: x-user, type: Distinct}]}]
+        limit: {requests: 1, unit: Hour}
+"#;
+
+const GLOBAL: &str = r#"
+    type: Global
+    global:
+      rules:
+      - limit: {requests: 3, unit: Minute}
+      - clientSelectors:
+        - headers: [{name: x-user, type: Distinct}, {name: x-tier, value: free}]
+          sourceCIDR: {type: Distinct, value: 10.1.0.0/16}
+        limit: {requests: 1, unit: Hour}
+        shadowMode: true
+"#;
+
+fn translate(opts: TranslateOptions, rate_limit: &str) -> Translator {
+    let mut t = Translator::with_options(opts);
+    apply_all(
+        &mut t,
+        &events("c1", &format!("{BASE}---\n{}", policy(rate_limit))),
+    );
+    t
+}
+
+fn with_service() -> TranslateOptions {
+    TranslateOptions {
+        rate_limit_service: vec!["127.0.0.1:18081".into(), "localhost:18082".into()],
+        ..Default::default()
+    }
+}
+
+const GW: &str = "c1/infra/gw";
+
+fn routes(t: &Translator) -> Vec<Route> {
+    let g = &t.gateways()[GW];
+    let r = g
+        .resources
+        .iter()
+        .find(|r| r.type_url == type_url::ROUTE)
+        .expect("a route configuration");
+    RouteConfiguration::decode(r.body.clone())
+        .unwrap()
+        .virtual_hosts
+        .into_iter()
+        .flat_map(|v| v.routes)
+        .collect()
+}
+
+fn route<'a>(rs: &'a [Route], prefix: &str) -> &'a Route {
+    rs.iter()
+        .find(|r| r.name.contains(prefix))
+        .unwrap_or_else(|| panic!("no route {prefix}"))
+}
+
+fn http_filters(t: &Translator) -> Vec<HttpFilter> {
+    let g = &t.gateways()[GW];
+    let l = g
+        .resources
+        .iter()
+        .find(|r| r.type_url == type_url::LISTENER)
+        .expect("a listener");
+    let l = Listener::decode(l.body.clone()).unwrap();
+    let Some(filter::ConfigType::TypedConfig(any)) = &l.filter_chains[0].filters[0].config_type
+    else {
+        panic!("no HCM");
+    };
+    HttpConnectionManager::decode(any.value.as_slice())
+        .unwrap()
+        .http_filters
+}
+
+/// The HTTP filters of the gateway's connection manager, but for those every connection
+/// manager holds for BackendTrafficPolicy's other fields (disabled until a route enables them).
+fn filter_names(t: &Translator) -> Vec<String> {
+    let others = |n: &str| {
+        [
+            crate::traffic::FAULT_FILTER,
+            crate::traffic::CUSTOM_RESPONSE_FILTER,
+            crate::traffic::BUFFER_FILTER,
+        ]
+        .contains(&n)
+            || n.starts_with("envoy.filters.http.compressor.")
+    };
+    http_filters(t)
+        .into_iter()
+        .map(|f| f.name)
+        .filter(|n| !others(n))
+        .collect()
+}
+
+fn btp_condition(t: &Translator) -> (String, String, String) {
+    let st = t
+        .status(&ResourceKey::new(
+            "c1",
+            Kind::BackendTrafficPolicy,
+            "app",
+            "rl",
+        ))
+        .expect("a status");
+    let c = &st["ancestors"][0]["conditions"][0];
+    let s = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+    (s("type"), s("reason"), s("message"))
+}
+
+#[test]
+fn local_rate_limit_is_a_disabled_filter_enabled_by_the_rule_routes() {
+    let t = translate(TranslateOptions::default(), LOCAL);
+    assert_eq!(btp_condition(&t).1, "Accepted");
+    let names = filter_names(&t);
+    assert_eq!(
+        names,
+        [
+            "envoy.filters.http.cors",
+            super::LOCAL_FILTER,
+            "envoy.filters.http.dynamic_forward_proxy",
+            "envoy.filters.http.stateful_session",
+            "envoy.filters.http.router"
+        ]
+    );
+    assert!(http_filters(&t)[1].disabled);
+    let rs = routes(&t);
+    let limited = route(&rs, "/rule/0/");
+    let cfg = LocalRateLimit::decode(
+        limited.typed_per_filter_config[super::LOCAL_FILTER]
+            .value
+            .as_slice(),
+    )
+    .unwrap();
+    let bucket = cfg.token_bucket.unwrap();
+    assert_eq!(bucket.max_tokens, 3);
+    assert_eq!(bucket.fill_interval.unwrap().seconds, 60);
+    assert_eq!(cfg.descriptors.len(), 1);
+    assert_eq!(cfg.descriptors[0].entries[0].key, "rule-0-match-0");
+    assert_eq!(cfg.descriptors[0].entries[0].value, "");
+    assert_eq!(
+        cfg.descriptors[0]
+            .token_bucket
+            .as_ref()
+            .unwrap()
+            .fill_interval
+            .unwrap()
+            .seconds,
+        3600
+    );
+    assert!(matches!(
+        cfg.rate_limits[0].actions[0].action_specifier,
+        Some(ActionSpecifier::RequestHeaders(ref h)) if h.header_name == "x-user"
+    ));
+    // The other rule has no policy.
+    assert!(route(&rs, "/rule/1/").typed_per_filter_config.is_empty());
+    assert!(t.gateways()[GW].rate_limits.is_none());
+    envoy_validate(&bootstrap_of(&t.gateways()[GW]), GW).unwrap();
+}
+
+#[test]
+fn no_rate_limit_no_filters() {
+    let mut t = Translator::with_options(with_service());
+    apply_all(&mut t, &events("c1", BASE));
+    assert_eq!(filter_names(&t).len(), 4);
+    assert!(!t.gateways()[GW]
+        .resources
+        .iter()
+        .any(|r| r.name == super::SERVICE_CLUSTER));
+}
+
+#[test]
+fn global_rate_limit_calls_the_service_with_envoy_gateway_descriptors() {
+    let t = translate(with_service(), GLOBAL);
+    assert_eq!(btp_condition(&t).1, "Accepted");
+    let filters = http_filters(&t);
+    assert_eq!(filter_names(&t)[1], super::GLOBAL_FILTER);
+    let global = filters
+        .iter()
+        .find(|f| f.name == super::GLOBAL_FILTER)
+        .expect("the rate limit filter");
+    let Some(http_filter::ConfigType::TypedConfig(any)) = &global.config_type else {
+        panic!()
+    };
+    let f = GlobalFilter::decode(any.value.as_slice()).unwrap();
+    assert_eq!(f.domain, GW);
+    assert!(!f.failure_mode_deny);
+    let closed = translate(
+        TranslateOptions {
+            rate_limit_fail_closed: true,
+            ..with_service()
+        },
+        GLOBAL,
+    );
+    let filters = http_filters(&closed);
+    let global = filters
+        .iter()
+        .find(|f| f.name == super::GLOBAL_FILTER)
+        .expect("the rate limit filter");
+    let Some(http_filter::ConfigType::TypedConfig(any)) = &global.config_type else {
+        panic!()
+    };
+    assert!(
+        GlobalFilter::decode(any.value.as_slice())
+            .unwrap()
+            .failure_mode_deny
+    );
+
+    let rs = routes(&t);
+    let limited = route(&rs, "/rule/0/");
+    let per_route = RateLimitPerRoute::decode(
+        limited.typed_per_filter_config[super::GLOBAL_FILTER]
+            .value
+            .as_slice(),
+    )
+    .unwrap();
+    let key = "infra/gw/http/httproute/app/r/rule/0/match/0/www_example_com";
+    let kinds: Vec<Vec<String>> = per_route
+        .rate_limits
+        .iter()
+        .map(|rl| {
+            rl.actions
+                .iter()
+                .map(|a| match a.action_specifier.as_ref().unwrap() {
+                    ActionSpecifier::GenericKey(g) => format!("generic {}", g.descriptor_key),
+                    ActionSpecifier::RequestHeaders(h) => format!("header {}", h.descriptor_key),
+                    ActionSpecifier::HeaderValueMatch(h) => {
+                        format!("match {}", h.descriptor_value)
+                    }
+                    ActionSpecifier::MaskedRemoteAddress(m) => {
+                        format!("masked {}", m.v4_prefix_mask_len.as_ref().unwrap().value)
+                    }
+                    ActionSpecifier::RemoteAddress(_) => "remote".into(),
+                    _ => "other".into(),
+                })
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            vec![format!("generic {key}"), "generic rule-0-match--1".into()],
+            vec![
+                format!("generic {key}"),
+                "header rule-1-match-0".into(),
+                "match rule-1-match-1".into(),
+                "masked 16".into(),
+                "remote".into()
+            ],
+        ]
+    );
+    assert!(route(&rs, "/rule/1/").typed_per_filter_config.is_empty());
+
+    // The service's rules: the same descriptors, most entries with their value.
+    let rules = serde_json::to_value(t.view().rate_limit_rules()).unwrap();
+    assert_eq!(
+        rules,
+        serde_json::json!({"domains": [{"domain": GW, "rules": [
+            {"descriptor": [{"key": key, "value": key},
+                            {"key": "rule-0-match--1", "value": "rule-0-match--1"}],
+             "limit": {"requests_per_unit": 3, "unit": "minute"},
+             "shadow_mode": false, "name": "app/rl/rule/0"},
+            {"descriptor": [{"key": key, "value": key},
+                            {"key": "rule-1-match-0"},
+                            {"key": "rule-1-match-1", "value": "rule-1-match-1"},
+                            {"key": "masked_remote_address", "value": "10.1.0.0/16"},
+                            {"key": "remote_address"}],
+             "limit": {"requests_per_unit": 1, "unit": "hour"},
+             "shadow_mode": true, "name": "app/rl/rule/1"},
+        ]}]})
+    );
+    // ... in the rate limit service's own format, which it accepts.
+    let cfg: flotilla_ratelimit::RateLimitConfig = serde_json::from_value(rules).unwrap();
+    flotilla_ratelimit::Rules::compile(&cfg).unwrap();
+
+    let cluster = t.gateways()[GW]
+        .resources
+        .iter()
+        .find(|r| r.type_url == type_url::CLUSTER && r.name == super::SERVICE_CLUSTER)
+        .expect("the rate limit service cluster");
+    let c = Cluster::decode(cluster.body.clone()).unwrap();
+    assert_eq!(
+        c.load_assignment.unwrap().endpoints[0].lb_endpoints.len(),
+        2
+    );
+    envoy_validate(&bootstrap_of(&t.gateways()[GW]), GW).unwrap();
+}
+
+#[test]
+fn rules_are_a_function_of_the_translated_state() {
+    let a = translate(with_service(), GLOBAL);
+    let mut b = Translator::with_options(with_service());
+    // Another order of arrival, and a detour through another limit.
+    let evs = events("c1", &format!("{BASE}---\n{}", policy(GLOBAL)));
+    for e in evs.iter().rev() {
+        b.apply(e).unwrap();
+    }
+    b.recompute();
+    apply_all(
+        &mut b,
+        &events("c1", &policy(&GLOBAL.replace("requests: 3", "requests: 7"))),
+    );
+    assert_ne!(a.view().rate_limit_rules(), b.view().rate_limit_rules());
+    apply_all(&mut b, &events("c1", &policy(GLOBAL)));
+    assert_eq!(a.view().rate_limit_rules(), b.view().rate_limit_rules());
+    assert_eq!(a.gateways()[GW], b.gateways()[GW]);
+}
+
+#[test]
+fn global_rate_limit_without_a_service_is_refused() {
+    let t = translate(TranslateOptions::default(), GLOBAL);
+    assert_eq!(
+        btp_condition(&t),
+        (
+            "Accepted".into(),
+            "Invalid".into(),
+            "RateLimit: enable Ratelimit in the EnvoyGateway config to configure global rateLimit."
+                .into()
+        )
+    );
+    assert!(!filter_names(&t).contains(&super::GLOBAL_FILTER.to_string()));
+    assert!(route(&routes(&t), "/rule/0/")
+        .typed_per_filter_config
+        .is_empty());
+}
+
+#[test]
+fn invalid_rate_limits_get_a_condition_and_never_reach_envoy() {
+    for (rl, msg) in [
+        (
+            LOCAL.replace("unit: Hour", "unit: Second"),
+            "RateLimit: local rateLimit rule limit unit must be a multiple of the default limit unit.",
+        ),
+        (
+            GLOBAL.replace("type: Distinct, value: 10.1.0.0/16", "value: 10.1.0.0/99"),
+            "RateLimit: unable to translate rateLimit: invalid CIDR address: 10.1.0.0/99.",
+        ),
+        (
+            GLOBAL.replace("{name: x-user, type: Distinct}", "{name: x-user, type: Distinct, invert: true}"),
+            "RateLimit: unable to translate rateLimit.Invert is not applicable for distinct header match type.",
+        ),
+    ] {
+        let t = translate(with_service(), &rl);
+        assert_eq!(btp_condition(&t), ("Accepted".into(), "Invalid".into(), msg.into()));
+        let names = filter_names(&t);
+        assert!(!names.contains(&super::LOCAL_FILTER.to_string()), "{msg}");
+        assert!(!names.contains(&super::GLOBAL_FILTER.to_string()), "{msg}");
+        assert!(t.gateways()[GW].rate_limits.is_none());
+        assert!(routes(&t)
+            .iter()
+            .all(|r| r.typed_per_filter_config.is_empty()));
+    }
+}
+
+#[test]
+fn a_shared_rule_has_one_counter_for_every_route_of_the_policy() {
+    let shared = r#"
+    type: Global
+    global:
+      rules:
+      - limit: {requests: 3, unit: Minute}
+        shared: true
+"#;
+    let mut t = Translator::with_options(with_service());
+    let whole_route = policy(shared).replace(", sectionName: limited", "");
+    apply_all(&mut t, &events("c1", &format!("{BASE}---\n{whole_route}")));
+    let rules = t.view().rate_limit_rules();
+    // Both rules' routes name the policy's counter: one rule in the service.
+    assert_eq!(rules.domains[0].rules.len(), 1, "{rules:?}");
+    assert_eq!(
+        rules.domains[0].rules[0].descriptor[0].key,
+        "backendtrafficpolicy/app/rl"
+    );
+    let rs = routes(&t);
+    for r in [route(&rs, "/rule/0/"), route(&rs, "/rule/1/")] {
+        assert!(r.typed_per_filter_config.contains_key(super::GLOBAL_FILTER));
+    }
+}
+
+/// The store rebuilds its translator from a view after a failure: the rate limit service (an
+/// option, not a resource) must come back with it, or the rebuilt output would differ.
+#[test]
+fn a_rebuilt_translator_keeps_the_rate_limit_service() {
+    let t = translate(with_service(), GLOBAL);
+    let (rebuilt, _) = Translator::rebuild(&t.view());
+    assert_eq!(rebuilt.options(), t.options());
+    assert_eq!(rebuilt.gateways()[GW], t.gateways()[GW]);
+}
+
+#[test]
+fn long_descriptor_keys_become_digests() {
+    let short = super::route_descriptor("ns/gw/http", "httproute/ns/r/rule/0/match/0", "a.b");
+    assert_eq!(short, "ns/gw/http/httproute/ns/r/rule/0/match/0/a_b");
+    let long = super::route_descriptor("ns/gw/http", &"r".repeat(300), "a.b");
+    assert_eq!(long.len(), "sha256:".len() + 32);
+    assert_ne!(
+        long,
+        super::route_descriptor("ns/gw/http", &"r".repeat(301), "a.b")
+    );
+}
