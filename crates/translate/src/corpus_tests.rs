@@ -23,7 +23,8 @@ fn corpus_dir() -> String {
     dir
 }
 
-/// Envoy accepts what every HTTPRoute/GRPCRoute case of Envoy Gateway's corpus translates to.
+/// Envoy accepts what every HTTPRoute/GRPCRoute and ClientTrafficPolicy case of Envoy Gateway's
+/// corpus translates to.
 #[test]
 fn envoy_accepts_the_route_corpus() {
     let corpus = corpus_dir();
@@ -34,7 +35,9 @@ fn envoy_accepts_the_route_corpus() {
         .map(|e| e.path())
         .filter(|p| {
             let n = p.file_name().unwrap().to_string_lossy().to_string();
-            n.starts_with("httproute-") || n.starts_with("grpcroute-")
+            n.starts_with("httproute-")
+                || n.starts_with("grpcroute-")
+                || n.starts_with("clienttrafficpolicy-")
         })
         .collect();
     cases.sort();

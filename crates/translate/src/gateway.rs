@@ -35,7 +35,7 @@ pub(crate) fn translate_gateway(
     ix: &Index,
     gw_key: &ResourceKey,
     gw: &Gateway,
-    _policies: &Policies,
+    policies: &Policies,
 ) -> GatewayResult {
     // A Gateway with an address of a type Envoy Gateway does not support is not translated.
     if let Some(status) = listener::unsupported_address_status(gw) {
@@ -52,6 +52,23 @@ pub(crate) fn translate_gateway(
     }
     let sets: Vec<SetInfo> = listener::listener_sets(ix, gw_key, gw);
     let mut listeners: Vec<ListenerState> = listener::check_listeners(ix, gw_key, gw, &sets);
+    // Each listener's ClientTrafficPolicy, read once; one with invalid fields configures
+    // nothing (its status says why).
+    for l in listeners.iter_mut() {
+        let set = l.set.map(|si| &sets[si].key);
+        l.ctp = policies
+            .client(ix, gw_key, set, &l.spec.name)
+            .and_then(|r| match &r.object {
+                Object::Extension(_, o) => {
+                    let mut s = crate::policy::client::parse(&o.spec).ok()?;
+                    s.tls.client_ca =
+                        crate::policy::client::resolve_client_ca(ix, &r.key, &o.spec).ok()?;
+                    Some(s)
+                }
+                _ => None,
+            })
+            .map(std::sync::Arc::new);
+    }
 
     let bind_ip = gw
         .spec

@@ -4,9 +4,11 @@
 
 use crate::envoy::{self, any};
 use crate::index::Index;
+use crate::policy::client::{self, ClientSettings};
 use crate::tls::{
-    check_certificate_refs, downstream_tls_socket, frontend_validation, gateway_tls_conditions,
-    resolve_client_validation, CertPair, ClientValidation, SdsRef, ServingCerts,
+    check_certificate_refs, downstream_tls_context, frontend_validation, gateway_tls_conditions,
+    resolve_client_validation, tls_transport_socket, CertPair, ClientValidation, SdsRef,
+    ServingCerts,
 };
 use crate::values::Age;
 use crate::XdsResource;
@@ -53,6 +55,8 @@ pub(crate) struct ListenerState<'a> {
     pub sds: Vec<SdsRef>,
     /// Client certificate validation (Gateway `spec.tls.frontend`), HTTPS only.
     pub client: Option<ClientValidation>,
+    /// The settings of the ClientTrafficPolicy that configures the listener, if any.
+    pub ctp: Option<Arc<ClientSettings>>,
     /// Generation of the owner, for the conditions' observedGeneration.
     pub gen: Option<i64>,
 }
@@ -362,6 +366,7 @@ fn validate<'a>(
         sans: vec![],
         sds: vec![],
         client: None,
+        ctp: None,
         gen,
     };
     let c = &mut st.conditions;
@@ -1010,6 +1015,8 @@ pub(crate) struct Chain {
     pub alpn: &'static [&'static str],
     pub client: Option<ClientValidation>,
     pub filters: Vec<Filter>,
+    /// The ClientTrafficPolicy settings of the listener the chain serves.
+    pub ctp: Option<Arc<ClientSettings>>,
 }
 
 /// What the routes produced for Envoy, per listener index.
@@ -1041,7 +1048,9 @@ fn socket(ip: &str, port: u32, udp: bool) -> envoy_types::pb::envoy::config::cor
 /// The Envoy listeners of every programmed listener: one per port and transport. A port
 /// whose listeners are HTTP is served by the plain HTTP listener `http-PORT` (built by the
 /// gateway); HTTPS, TLS and TCP listeners share `tcp-PORT` with one filter chain per SNI name;
-/// UDP listeners become `udp-PORT`.
+/// UDP listeners become `udp-PORT`. ClientTrafficPolicy settings: the first listener of a port
+/// configures the Envoy listener (and, for plain HTTP, its one HCM), each HTTPS or TLS
+/// listener its own filter chains (see [`crate::policy::client`]).
 pub(crate) fn envoy_listeners(
     ls: &[ListenerState],
     bind_ip: &str,
@@ -1053,11 +1062,14 @@ pub(crate) fn envoy_listeners(
     for (i, l) in ls.iter().enumerate().filter(|(_, l)| l.valid) {
         match l.protocol() {
             "HTTP" => {
+                // The first HTTP listener of the port is kept below (a stable sort, then
+                // dedup): its policy configures the port's one HCM.
                 out.push(envoy::http_listener(
                     &format!("http-{}", port_of(l.spec)),
                     bind_ip,
                     port_of(l.spec),
                     &format!("http-{}", port_of(l.spec)),
+                    l.ctp.as_deref(),
                 ));
             }
             "UDP" => {
@@ -1087,11 +1099,29 @@ pub(crate) fn envoy_listeners(
                     filters: vec![envoy::hcm_filter(
                         &format!("https-{port}"),
                         &route_config_name(l),
+                        l.ctp.as_deref(),
                     )],
+                    ctp: l.ctp.clone(),
                 });
             }
-            chains.extend(l4.chains.remove(&i).unwrap_or_default());
+            chains.extend(
+                l4.chains
+                    .remove(&i)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|mut c| {
+                        c.ctp = l.ctp.clone();
+                        c
+                    }),
+            );
         }
+        // Envoy Gateway creates a port's Envoy listener from its first HTTPS listener (HTTP
+        // listeners are translated before TCP ones), else its first listener.
+        let first = idx
+            .iter()
+            .find(|&&i| ls[i].protocol() == "HTTPS")
+            .or(idx.first())
+            .and_then(|&i| ls[i].ctp.clone());
         // Envoy rejects two chains that match the same server name: the first keeps it.
         let mut taken: BTreeSet<String> = BTreeSet::new();
         let mut filter_chains = Vec::new();
@@ -1107,17 +1137,25 @@ pub(crate) fn envoy_listeners(
                     continue;
                 }
             }
+            let transport_socket = c.tls.as_ref().map(|certs| {
+                let mut ctx = downstream_tls_context(certs, c.alpn, c.client.as_ref());
+                if let Some(s) = &c.ctp {
+                    client::apply_tls(s, &mut ctx);
+                }
+                tls_transport_socket(&ctx)
+            });
+            let mut filters = c.filters;
+            if let Some(s) = &c.ctp {
+                client::apply_chain_filters(s, &format!("tcp-{port}"), &mut filters);
+            }
             filter_chains.push(FilterChain {
                 name: format!("tcp-{port}/{n}"),
                 filter_chain_match: (!c.server_names.is_empty()).then(|| FilterChainMatch {
                     server_names: c.server_names.clone(),
                     ..Default::default()
                 }),
-                transport_socket: c
-                    .tls
-                    .as_ref()
-                    .map(|certs| downstream_tls_socket(certs, c.alpn, c.client.as_ref())),
-                filters: c.filters,
+                transport_socket,
+                filters,
                 ..Default::default()
             });
         }
@@ -1128,7 +1166,7 @@ pub(crate) fn envoy_listeners(
             .iter()
             .any(|c| c.filter_chain_match.is_some() || c.transport_socket.is_some());
         let name = format!("tcp-{port}");
-        let listener = EnvoyListener {
+        let mut listener = EnvoyListener {
             name: name.clone(),
             address: Some(socket(bind_ip, port, false)),
             filter_chains,
@@ -1146,6 +1184,9 @@ pub(crate) fn envoy_listeners(
             },
             ..Default::default()
         };
+        if let Some(s) = &first {
+            client::apply_listener(s, &mut listener);
+        }
         out.push(envoy::encode(crate::type_url::LISTENER, &name, &listener));
     }
     for (port, i) in udp_ports {

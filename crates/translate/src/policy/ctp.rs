@@ -24,19 +24,28 @@ pub(crate) struct CtpAttachment {
     set_listeners: BTreeMap<(ResourceKey, String), ResourceKey>,
     /// ListenerSet -> the policy attached to the whole ListenerSet.
     sets: BTreeMap<ResourceKey, ResourceKey>,
+    /// (Gateway or ListenerSet, listener name) whose policy is refused there (it would
+    /// configure other plain HTTP listeners of the port too): nothing configures them.
+    refused: BTreeSet<(ResourceKey, String)>,
 }
 
 impl CtpAttachment {
     /// The policy that configures listener `listener` of gateway `gw`, or of its ListenerSet
     /// `set`: the one naming the listener, else the one naming its ListenerSet, else the one
     /// naming the Gateway.
-    #[allow(dead_code)]
     pub fn for_listener(
         &self,
         gw: &ResourceKey,
         set: Option<&ResourceKey>,
         listener: &str,
     ) -> Option<&ResourceKey> {
+        let owner = set.unwrap_or(gw);
+        if self
+            .refused
+            .contains(&(owner.clone(), listener.to_string()))
+        {
+            return None;
+        }
         let own = match set {
             Some(ls) => self
                 .set_listeners
@@ -177,6 +186,9 @@ pub(crate) fn invalid(spec: &Value) -> Option<String> {
         "InitialConnectionWindowSize",
         WINDOW,
     );
+    for (section, msg) in super::client::schema_errors(spec) {
+        e.add(section, msg);
+    }
     e.message()
 }
 
@@ -285,7 +297,12 @@ pub(crate) fn attach(
             })
             .collect::<Vec<_>>()
     };
-    let invalid: Vec<Option<String>> = policies.iter().map(|p| invalid(p.spec)).collect();
+    let invalid: Vec<Option<String>> = policies
+        .iter()
+        .map(|p| {
+            invalid(p.spec).or_else(|| super::client::resolve_client_ca(ix, p.key, p.spec).err())
+        })
+        .collect();
     // Pass 1: a listener; pass 2: a whole ListenerSet; pass 3: a whole Gateway.
     for pass in 0..3 {
         for ((p, st), bad) in policies.iter().zip(statuses.iter_mut()).zip(&invalid) {
@@ -330,6 +347,11 @@ pub(crate) fn attach(
                             continue;
                         }
                         overlap = port_overlap(&http[&owner.gateway], &owner.key, section, false);
+                        if overlap.is_some() {
+                            out.attachment
+                                .refused
+                                .insert((owner.key.clone(), section.clone()));
+                        }
                         overriding
                             .entry(owner.gateway.clone())
                             .or_default()
@@ -356,14 +378,21 @@ pub(crate) fn attach(
                             continue;
                         }
                         whole.insert(owner.key.clone(), p.key.clone());
-                        let errs: Vec<String> = owner
+                        let mut errs: Vec<String> = Vec::new();
+                        for l in owner
                             .listeners
                             .iter()
                             .filter(|l| !taken.contains(&(owner.key.clone(), l.to_string())))
-                            .filter_map(|l| {
+                        {
+                            if let Some(e) =
                                 port_overlap(&http[&owner.gateway], &owner.key, l, true)
-                            })
-                            .collect();
+                            {
+                                errs.push(e);
+                                out.attachment
+                                    .refused
+                                    .insert((owner.key.clone(), l.to_string()));
+                            }
+                        }
                         overlap = (!errs.is_empty()).then(|| errs.join("\n"));
                         if let Some(s) = overriding.get(&owner.key).filter(|s| !s.is_empty()) {
                             // A BTreeSet iterates sorted, as Envoy Gateway sorts the sections.
@@ -386,9 +415,11 @@ pub(crate) fn attach(
                     st.reject(&anc, "Invalid", msg);
                 }
                 st.accept_if_unset(&anc);
+                let mut deprecated = super::client::deprecated_fields(p.spec);
                 if p.targets.deprecated_target_ref {
-                    st.warn_deprecated(&anc, &[("spec.targetRef", "spec.targetRefs")]);
+                    deprecated.push(("spec.targetRef", "spec.targetRefs"));
                 }
+                st.warn_deprecated(&anc, &deprecated);
             }
         }
     }

@@ -15,21 +15,19 @@
 //! ([`btp::BtpAttachment::for_route_rule`]), most specific target first.
 
 pub(crate) mod btp;
+pub(crate) mod client;
 pub(crate) mod ctp;
 pub(crate) mod status;
 
 /// Which policies apply where in one cluster: what gateway translation asks while it builds
 /// listeners, routes and clusters. Computed once per cluster per recompute, with the
 /// policies' statuses.
-// Read by gateway translation as the policies' fields are translated (in progress).
 #[derive(Default)]
-#[allow(dead_code)]
 pub(crate) struct Policies {
     pub ctp: ctp::CtpAttachment,
     pub btp: btp::BtpAttachment,
 }
 
-#[allow(dead_code)]
 impl Policies {
     /// The ClientTrafficPolicy configuring listener `listener` of gateway `gw` (of its
     /// ListenerSet `set`, if the listener is one's).
@@ -46,6 +44,8 @@ impl Policies {
 
     /// The BackendTrafficPolicy configuring rule `rule` (its name) of `route` as served by
     /// listener `listener` of gateway `gw` (of its ListenerSet `set`).
+    // Read once BackendTrafficPolicy fields are translated.
+    #[allow(dead_code)]
     pub fn backend<'a>(
         &self,
         ix: &'a Index,
