@@ -4,6 +4,7 @@
 
 mod api_auth;
 mod bad_input;
+mod ctp;
 mod hardening;
 mod ingest;
 mod membership;
