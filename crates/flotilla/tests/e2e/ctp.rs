@@ -245,3 +245,186 @@ async fn client_address_from_trusted_hops_and_a_health_check_path() {
     let stats = s.stats().await.expect("stats");
     assert_eq!(stats["nacks"], 0, "{stats}");
 }
+
+/// A CA, a server certificate for `a.example.com` and a client certificate, both issued by it.
+struct Pki {
+    ca_pem: String,
+    ca_der: Vec<u8>,
+    server_pem: String,
+    server_key_pem: String,
+    client_der: Vec<u8>,
+    client_key_der: Vec<u8>,
+}
+
+fn pki() -> Pki {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    };
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "ctp test CA");
+    let ca = ca_params.self_signed(&ca_key).expect("CA certificate");
+    let issuer = Issuer::new(ca_params, ca_key);
+    let server_key = KeyPair::generate().expect("server key");
+    let server = CertificateParams::new(vec!["a.example.com".to_string()])
+        .expect("server params")
+        .signed_by(&server_key, &issuer)
+        .expect("server certificate");
+    let client_key = KeyPair::generate().expect("client key");
+    let mut client_params =
+        CertificateParams::new(vec!["client.example.com".to_string()]).expect("client params");
+    client_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let client = client_params
+        .signed_by(&client_key, &issuer)
+        .expect("client certificate");
+    Pki {
+        ca_pem: ca.pem(),
+        ca_der: ca.der().to_vec(),
+        server_pem: server.pem(),
+        server_key_pem: server_key.serialize_pem(),
+        client_der: client.der().to_vec(),
+        client_key_der: client_key.serialize_der(),
+    }
+}
+
+/// GET `/app` from `a.example.com` over TLS (trusting `pki`'s CA), with the client
+/// certificate if `with_cert`, offering only TLS 1.2 if `tls12`: the raw response, or why
+/// there was none.
+async fn https_app(port: u16, pki: &Pki, with_cert: bool, tls12: bool) -> Result<String, String> {
+    use std::sync::Arc;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(pki.ca_der.clone()))
+        .map_err(|e| e.to_string())?;
+    let versions: &[&rustls::SupportedProtocolVersion] = if tls12 {
+        &[&rustls::version::TLS12]
+    } else {
+        &[&rustls::version::TLS13, &rustls::version::TLS12]
+    };
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(versions)
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots);
+    let config = if with_cert {
+        builder
+            .with_client_auth_cert(
+                vec![rustls::pki_types::CertificateDer::from(
+                    pki.client_der.clone(),
+                )],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(pki.client_key_der.clone().into()),
+            )
+            .map_err(|e| e.to_string())?
+    } else {
+        builder.with_no_client_auth()
+    };
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let name =
+        rustls::pki_types::ServerName::try_from("a.example.com").map_err(|e| e.to_string())?;
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS handshake: {e}"))?;
+    tls.write_all(b"GET /app HTTP/1.1\r\nHost: a.example.com\r\nConnection: close\r\n\r\n")
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut out))
+        .await
+        .map_err(|_| "no answer in 5s".to_string())?
+        .map_err(|e| format!("read: {e}"))?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificates_are_required_and_tls_parameters_apply() {
+    let pki = pki();
+    let s = Standalone::start();
+    let backend = start_backend("web").await;
+    let port = free_port();
+    let b64 = |s: &str| crate::sds::base64(s.as_bytes());
+    write_file(
+        &s.yaml,
+        "all.yaml",
+        &format!(
+            "{CLASS_YAML}apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: default}}
+spec:
+  gatewayClassName: flotilla
+  addresses: [{{type: IPAddress, value: 127.0.0.1}}]
+  listeners:
+  - {{name: https, port: {port}, protocol: HTTPS, hostname: a.example.com, tls: {{certificateRefs: [{{name: server}}]}}, allowedRoutes: {{namespaces: {{from: All}}}}}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: server, namespace: default}}
+type: kubernetes.io/tls
+data: {{tls.crt: {}, tls.key: {}}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: client-ca, namespace: default}}
+data: {{ca.crt: {}}}
+---
+{}---
+{}---
+{}",
+            b64(&pki.server_pem),
+            b64(&pki.server_key_pem),
+            b64(&pki.ca_pem),
+            service_yaml("default", "web", backend),
+            route_yaml("default", "app", "gw", "/app", &[("web", 1)]),
+            policy_yaml(
+                "  tls: {minVersion: '1.3', clientValidation: {caCertificateRefs: [{name: client-ca}]}}\n"
+            )
+        ),
+    );
+    let (_envoy, admin) = start_envoy(
+        s.dir.path(),
+        "envoy",
+        "local/default/gw",
+        &[format!("127.0.0.1:{}", s.xds)],
+    );
+    // With the client certificate: served.
+    let ok = eventually("the route over mutual TLS", T, || async {
+        let r = https_app(port, &pki, true, false).await?;
+        if r.starts_with("HTTP/1.1 200") {
+            Ok(r)
+        } else {
+            Err(r)
+        }
+    })
+    .await;
+    assert!(ok.ends_with("backend=web path=/app"), "{ok}");
+    let l = active_listener(admin, &format!("tcp-{port}")).await;
+    let tls = &l["filter_chains"][0]["transport_socket"]["typed_config"];
+    assert_eq!(tls["require_client_certificate"], true, "{l}");
+    assert_eq!(
+        tls["common_tls_context"]["tls_params"]["tls_minimum_protocol_version"], "TLSv1_3",
+        "{l}"
+    );
+
+    // Without one: refused (during the handshake, or by an alert on the first read).
+    match https_app(port, &pki, false, false).await {
+        Ok(r) => assert!(
+            !r.contains("200"),
+            "served without a client certificate: {r}"
+        ),
+        Err(e) => assert!(e.contains("TLS handshake") || e.contains("read"), "{e}"),
+    }
+    // TLS 1.2 is below the policy's minimum: no handshake.
+    let e = https_app(port, &pki, true, true)
+        .await
+        .expect_err("served over TLS 1.2");
+    assert!(e.contains("TLS handshake"), "{e}");
+
+    let stats = s.stats().await.expect("stats");
+    assert_eq!(stats["nacks"], 0, "{stats}");
+}
