@@ -63,7 +63,7 @@ pub(crate) fn translate_gateway(
                     let mut s = crate::policy::client::parse(&o.spec).ok()?;
                     s.tls.client_ca =
                         crate::policy::client::resolve_client_ca(ix, &r.key, &o.spec).ok()?;
-                    Some(s)
+                    crate::policy::client::for_listener(s, l.spec.hostname.as_deref())
                 }
                 _ => None,
             })

@@ -85,8 +85,36 @@ pub(crate) struct Xfcc {
 pub(crate) struct Http1 {
     pub trailers: bool,
     pub preserve_case: bool,
-    /// HTTP/1.0 accepted (with no default host).
+    /// HTTP/1.0 accepted.
     pub http10: bool,
+    /// `http10.useDefaultHost`: requests without a Host get the listener's hostname.
+    pub use_default_host: bool,
+    /// That hostname, set per listener (see [`for_listener`]).
+    pub default_host: Option<String>,
+}
+
+/// Envoy Gateway's refusal of `http10.useDefaultHost` on a listener with no hostname to use.
+/// (Envoy Gateway then falls back to the one non-wildcard hostname of the listener's routes;
+/// this controller does not.)
+pub(crate) fn http10_default_host_error(spec: &Value) -> Option<String> {
+    (bool_at(spec, "/http1/http10/useDefaultHost") == Some(true)).then(|| {
+        "HTTP1: cannot set http10 default host on listener with only wildcard hostnames."
+            .to_string()
+    })
+}
+
+/// The settings for a listener with hostname `hostname`: with `http10.useDefaultHost`, that
+/// hostname becomes the default host, and a listener without one takes no settings (its
+/// policy's status says why).
+pub(crate) fn for_listener(
+    mut s: ClientSettings,
+    hostname: Option<&str>,
+) -> Option<ClientSettings> {
+    if let Some(h1) = s.http1.as_mut().filter(|h| h.use_default_host) {
+        let h = hostname.filter(|h| !h.contains('*'))?;
+        h1.default_host = Some(h.to_string());
+    }
+    Some(s)
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -196,7 +224,88 @@ pub(crate) struct ClientSettings {
     pub http1: Option<Http1>,
     pub http2: Http2,
     pub health_check_path: Option<String>,
+    /// `headers.earlyRequestHeaders`: applied before routing.
+    pub early_request_headers: Vec<HeaderOp>,
+    /// `headers.lateResponseHeaders`: applied to every response, last.
+    pub late_response_headers: Vec<HeaderOp>,
     pub tls: Tls,
+}
+
+/// One header mutation of a header filter (set, add, addIfAbsent, remove), in that order.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum HeaderOp {
+    Set(String, String),
+    Add(String, String),
+    AddIfAbsent(String, String),
+    Remove(String),
+}
+
+fn header_ops(spec: &Value, p: &str) -> Vec<HeaderOp> {
+    let Some(f) = spec.pointer(p) else {
+        return vec![];
+    };
+    let pairs = |op: &str| -> Vec<(String, String)> {
+        f.get(op)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|h| {
+                let s = |k: &str| {
+                    h.get(k)
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string()
+                };
+                (s("name"), s("value"))
+            })
+            .collect()
+    };
+    let mut out: Vec<HeaderOp> = Vec::new();
+    out.extend(pairs("set").into_iter().map(|(n, v)| HeaderOp::Set(n, v)));
+    out.extend(pairs("add").into_iter().map(|(n, v)| HeaderOp::Add(n, v)));
+    out.extend(
+        pairs("addIfAbsent")
+            .into_iter()
+            .map(|(n, v)| HeaderOp::AddIfAbsent(n, v)),
+    );
+    out.extend(
+        f.get("remove")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|n| n.as_str().map(|n| HeaderOp::Remove(n.to_string()))),
+    );
+    out
+}
+
+fn mutation(
+    op: &HeaderOp,
+) -> envoy_types::pb::envoy::config::common::mutation_rules::v3::HeaderMutation {
+    use envoy_types::pb::envoy::config::common::mutation_rules::v3::{
+        header_mutation, HeaderMutation,
+    };
+    use envoy_types::pb::envoy::config::core::v3::{
+        header_value_option::HeaderAppendAction as A, HeaderValue, HeaderValueOption,
+    };
+    let append = |n: &str, v: &str, a: A| {
+        header_mutation::Action::Append(HeaderValueOption {
+            header: Some(HeaderValue {
+                key: n.to_string(),
+                value: v.to_string(),
+                ..Default::default()
+            }),
+            append_action: a as i32,
+            ..Default::default()
+        })
+    };
+    HeaderMutation {
+        action: Some(match op {
+            HeaderOp::Set(n, v) => append(n, v, A::OverwriteIfExistsOrAdd),
+            HeaderOp::Add(n, v) => append(n, v, A::AppendIfExistsOrAdd),
+            HeaderOp::AddIfAbsent(n, v) => append(n, v, A::AddIfAbsent),
+            HeaderOp::Remove(n) => header_mutation::Action::Remove(n.clone()),
+        }),
+    }
 }
 
 fn str_at<'a>(spec: &'a Value, p: &str) -> Option<&'a str> {
@@ -759,6 +868,8 @@ pub(crate) fn parse(spec: &Value) -> Result<ClientSettings, String> {
         trailers: bool_at(spec, "/http1/enableTrailers").unwrap_or(false),
         preserve_case: bool_at(spec, "/http1/preserveHeaderCase").unwrap_or(false),
         http10: spec.pointer("/http1/http10").is_some(),
+        use_default_host: bool_at(spec, "/http1/http10/useDefaultHost") == Some(true),
+        default_host: None,
     });
     let window = |p: &str| quantity_at(spec, p).map(|q| q as u32);
     let http2 = Http2 {
@@ -809,6 +920,8 @@ pub(crate) fn parse(spec: &Value) -> Result<ClientSettings, String> {
         http1,
         http2,
         health_check_path: str_at(spec, "/healthCheck/path").map(str::to_string),
+        early_request_headers: header_ops(spec, "/headers/earlyRequestHeaders"),
+        late_response_headers: header_ops(spec, "/headers/lateResponseHeaders"),
         tls,
     })
 }
@@ -1096,6 +1209,7 @@ const HTTP2_INITIAL_CONNECTION_WINDOW: u32 = 1_048_576;
 
 const HEALTH_CHECK_FILTER: &str = "envoy.filters.http.health_check";
 const ROUTER_FILTER: &str = "envoy.filters.http.router";
+const LATE_HEADERS_FILTER: &str = "envoy.filters.http.header_mutation/late-response-headers";
 
 /// The HTTP connection manager, as Envoy Gateway configures it for a listener with this policy.
 pub(crate) fn apply_hcm(s: &ClientSettings, hcm: &mut HttpConnectionManager) {
@@ -1201,6 +1315,7 @@ pub(crate) fn apply_hcm(s: &ClientSettings, hcm: &mut HttpConnectionManager) {
         let mut o = Http1ProtocolOptions {
             enable_trailers: h1.trailers,
             accept_http_10: h1.http10,
+            default_host_for_http_10: h1.default_host.clone().unwrap_or_default(),
             ..Default::default()
         };
         if h1.preserve_case {
@@ -1257,6 +1372,18 @@ pub(crate) fn apply_hcm(s: &ClientSettings, hcm: &mut HttpConnectionManager) {
             )));
         }
     }
+    if !s.early_request_headers.is_empty() {
+        use envoy_types::pb::envoy::extensions::http::early_header_mutation::header_mutation::v3::HeaderMutation;
+        hcm.early_header_mutation_extensions = vec![TypedExtensionConfig {
+            name: "envoy.http.early_header_mutation.header_mutation".into(),
+            typed_config: Some(any(
+                "type.googleapis.com/envoy.extensions.http.early_header_mutation.header_mutation.v3.HeaderMutation",
+                &HeaderMutation {
+                    mutations: s.early_request_headers.iter().map(mutation).collect(),
+                },
+            )),
+        }];
+    }
     // Health checks are answered before any other filter sees the request.
     if let Some(path) = &s.health_check_path {
         use envoy_types::pb::envoy::config::route::v3::{header_matcher, HeaderMatcher};
@@ -1283,6 +1410,34 @@ pub(crate) fn apply_hcm(s: &ClientSettings, hcm: &mut HttpConnectionManager) {
                 config_type: Some(http_filter::ConfigType::TypedConfig(any(
                     "type.googleapis.com/envoy.extensions.filters.http.health_check.v3.HealthCheck",
                     &hc,
+                ))),
+                ..Default::default()
+            },
+        );
+    }
+    // Late response headers: the first filter, so the last to see each response (also the
+    // health check's and other filters' local replies).
+    if !s.late_response_headers.is_empty() {
+        use envoy_types::pb::envoy::extensions::filters::http::header_mutation::v3::{
+            HeaderMutation, Mutations,
+        };
+        hcm.http_filters.insert(
+            0,
+            HttpFilter {
+                name: LATE_HEADERS_FILTER.into(),
+                config_type: Some(http_filter::ConfigType::TypedConfig(any(
+                    "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+                    &HeaderMutation {
+                        mutations: Some(Mutations {
+                            response_mutations: s
+                                .late_response_headers
+                                .iter()
+                                .map(mutation)
+                                .collect(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    },
                 ))),
                 ..Default::default()
             },

@@ -449,6 +449,8 @@ fn envoy_accepts_every_client_traffic_setting() {
     withUnderscoresAction: Allow
     requestID: Preserve
     xForwardedClientCert: {mode: AppendForward, certDetailsToAdd: [Subject, Cert, Chain, DNS, URI]}
+    earlyRequestHeaders: {set: [{name: x-early, value: e}], add: [{name: x-more, value: m}], remove: [x-drop]}
+    lateResponseHeaders: {set: [{name: x-late, value: l}], addIfAbsent: [{name: x-once, value: o}], remove: [server]}
   path: {escapedSlashesAction: UnescapeAndForward}
   http1: {enableTrailers: true, preserveHeaderCase: true, http10: {}}
   http2: {initialStreamWindowSize: 1Mi, initialConnectionWindowSize: 2Mi, maxConcurrentStreams: 200, onInvalidMessage: TerminateConnection}
@@ -646,4 +648,105 @@ fn client_validation_trusts_the_referenced_cas() {
             "TLS: failed to get certificate from ref: secret infra/missing does not exist.".into()
         )
     );
+}
+
+#[test]
+fn early_request_and_late_response_headers() {
+    let t = translate(
+        HTTP,
+        GW,
+        "  headers:
+    earlyRequestHeaders: {set: [{name: x-early, value: e}], remove: [x-drop]}
+    lateResponseHeaders: {add: [{name: x-late, value: l}]}
+  healthCheck: {path: /healthz}
+",
+    );
+    assert_eq!(condition(&t).1, "Accepted", "{}", policy_status(&t));
+    let hcm = hcm_of(&listener(&t, "http-8080").filter_chains[0]);
+    let early = &hcm.early_header_mutation_extensions[0];
+    assert_eq!(
+        early.name,
+        "envoy.http.early_header_mutation.header_mutation"
+    );
+    let m = envoy_types::pb::envoy::extensions::http::early_header_mutation::header_mutation::v3::HeaderMutation::decode(
+        &early.typed_config.as_ref().unwrap().value[..],
+    )
+    .unwrap();
+    assert_eq!(m.mutations.len(), 2);
+    let names: Vec<&str> = hcm.http_filters.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(&names[..2], [LATE_HEADERS_FILTER, HEALTH_CHECK_FILTER]);
+    let Some(http_filter::ConfigType::TypedConfig(a)) = &hcm.http_filters[0].config_type else {
+        panic!("late headers config")
+    };
+    let late = envoy_types::pb::envoy::extensions::filters::http::header_mutation::v3::HeaderMutation::decode(&a.value[..]).unwrap();
+    assert_eq!(late.mutations.unwrap().response_mutations.len(), 1);
+}
+
+#[test]
+fn proxy_protocol_reads_the_header_first() {
+    use envoy_types::pb::envoy::extensions::filters::listener::proxy_protocol::v3::ProxyProtocol;
+    for (spec, allow_without) in [
+        ("  proxyProtocol: {optional: true}\n", true),
+        ("  enableProxyProtocol: true\n", false),
+        // The newer field wins.
+        (
+            "  enableProxyProtocol: true\n  proxyProtocol: {optional: true}\n",
+            true,
+        ),
+    ] {
+        let t = translate(
+            "  - {name: https, port: 8443, protocol: HTTPS, hostname: a.example.com, tls: {certificateRefs: [{name: cert}]}}\n",
+            GW,
+            spec,
+        );
+        let l = listener(&t, "tcp-8443");
+        let names: Vec<&str> = l.listener_filters.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "envoy.filters.listener.proxy_protocol",
+                "envoy.filters.listener.tls_inspector"
+            ],
+            "{spec}"
+        );
+        let Some(listener_filter::ConfigType::TypedConfig(a)) = &l.listener_filters[0].config_type
+        else {
+            panic!("proxy protocol config")
+        };
+        let pp = ProxyProtocol::decode(&a.value[..]).unwrap();
+        assert_eq!(
+            pp.allow_requests_without_proxy_protocol, allow_without,
+            "{spec}"
+        );
+    }
+}
+
+#[test]
+fn http10_default_host_is_the_listeners_hostname() {
+    let spec = "  http1: {http10: {useDefaultHost: true}}\n";
+    let t = translate(
+        "  - {name: http, port: 8080, protocol: HTTP, hostname: a.example.com}\n",
+        GW,
+        spec,
+    );
+    assert_eq!(condition(&t).1, "Accepted");
+    let h1 = hcm_of(&listener(&t, "http-8080").filter_chains[0])
+        .http_protocol_options
+        .unwrap();
+    assert!(h1.accept_http_10);
+    assert_eq!(h1.default_host_for_http_10, "a.example.com");
+    // No hostname to use: refused, and nothing applies.
+    let t = translate(HTTP, GW, spec);
+    assert_eq!(
+        condition(&t),
+        (
+            "False".into(),
+            "Invalid".into(),
+            "HTTP1: cannot set http10 default host on listener with only wildcard hostnames."
+                .into()
+        )
+    );
+    let hcm = hcm_of(&listener(&t, "http-8080").filter_chains[0]);
+    assert_eq!(hcm.http_protocol_options, None);
+    assert_eq!(hcm.use_remote_address, None);
 }

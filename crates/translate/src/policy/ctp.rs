@@ -71,6 +71,16 @@ struct Owner<'a> {
     /// The Gateway it belongs to.
     gateway: ResourceKey,
     listeners: Vec<&'a str>,
+    /// Its HTTP and HTTPS listeners without a hostname, or with a wildcard one.
+    hostless: BTreeSet<&'a str>,
+}
+
+fn hostless(ls: &[flotilla_model::gateway::Listener]) -> BTreeSet<&str> {
+    ls.iter()
+        .filter(|l| matches!(l.protocol.as_str(), "HTTP" | "HTTPS"))
+        .filter(|l| l.hostname.as_deref().is_none_or(|h| h.contains('*')))
+        .map(|l| l.name.as_str())
+        .collect()
 }
 
 /// A plain-HTTP listener of a gateway, named as Envoy Gateway names its IR listener
@@ -224,6 +234,7 @@ pub(crate) fn attach(
                 key: (*k).clone(),
                 gateway: (*k).clone(),
                 listeners: g.spec.listeners.iter().map(|l| l.name.as_str()).collect(),
+                hostless: hostless(&g.spec.listeners),
             },
         );
         for set in listener_sets(ix, k, g).into_iter().filter(|s| s.allowed) {
@@ -263,6 +274,7 @@ pub(crate) fn attach(
                         .iter()
                         .map(|l| l.name.as_str())
                         .collect(),
+                    hostless: hostless(&set.ls.spec.listeners),
                 },
             );
         }
@@ -346,7 +358,14 @@ pub(crate) fn attach(
                                 t.name));
                             continue;
                         }
-                        overlap = port_overlap(&http[&owner.gateway], &owner.key, section, false);
+                        overlap = port_overlap(&http[&owner.gateway], &owner.key, section, false)
+                            .or_else(|| {
+                                owner
+                                    .hostless
+                                    .contains(section.as_str())
+                                    .then(|| super::client::http10_default_host_error(p.spec))
+                                    .flatten()
+                            });
                         if overlap.is_some() {
                             out.attachment
                                 .refused
@@ -384,8 +403,16 @@ pub(crate) fn attach(
                             .iter()
                             .filter(|l| !taken.contains(&(owner.key.clone(), l.to_string())))
                         {
+                            let http10 = || {
+                                owner
+                                    .hostless
+                                    .contains(l)
+                                    .then(|| super::client::http10_default_host_error(p.spec))
+                                    .flatten()
+                            };
                             if let Some(e) =
                                 port_overlap(&http[&owner.gateway], &owner.key, l, true)
+                                    .or_else(http10)
                             {
                                 errs.push(e);
                                 out.attachment
