@@ -56,18 +56,21 @@ pub(crate) fn translate_gateway(
     // nothing (its status says why).
     for l in listeners.iter_mut() {
         let set = l.set.map(|si| &sets[si].key);
-        l.ctp = policies
-            .client(ix, gw_key, set, &l.spec.name)
-            .and_then(|r| match &r.object {
-                Object::Extension(_, o) => {
-                    let mut s = crate::policy::client::parse(&o.spec).ok()?;
+        let Some(r) = policies.client(ix, gw_key, set, &l.spec.name) else {
+            continue;
+        };
+        l.ctp = match &r.object {
+            Object::Extension(_, o) => crate::policy::client::parse(&o.spec)
+                .ok()
+                .and_then(|mut s| {
                     s.tls.client_ca =
                         crate::policy::client::resolve_client_ca(ix, &r.key, &o.spec).ok()?;
                     crate::policy::client::for_listener(s, l.spec.hostname.as_deref())
-                }
-                _ => None,
-            })
-            .map(std::sync::Arc::new);
+                })
+                .map(std::sync::Arc::new),
+            _ => None,
+        };
+        l.ctp_invalid = l.ctp.is_none();
     }
 
     let bind_ip = gw
@@ -185,6 +188,9 @@ pub(crate) fn translate_gateway(
                         let mut entries = Vec::new();
                         for e in &checked.entries {
                             let mut r = e.route.clone();
+                            if listeners[*li].ctp_invalid {
+                                crate::policy::client::fail_closed(&mut r);
+                            }
                             if let (Some(scheme), Some(route::Action::Redirect(ra))) =
                                 (&e.redirect_scheme, r.action.as_mut())
                             {

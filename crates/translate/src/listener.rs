@@ -57,6 +57,10 @@ pub(crate) struct ListenerState<'a> {
     pub client: Option<ClientValidation>,
     /// The settings of the ClientTrafficPolicy that configures the listener, if any.
     pub ctp: Option<Arc<ClientSettings>>,
+    /// The listener's ClientTrafficPolicy cannot be used (its status says why): as Envoy
+    /// Gateway, the listener serves nothing rather than serve without it (HTTP routes answer
+    /// 500, TCP and TLS routes are dropped).
+    pub ctp_invalid: bool,
     /// Generation of the owner, for the conditions' observedGeneration.
     pub gen: Option<i64>,
 }
@@ -367,6 +371,7 @@ fn validate<'a>(
         sds: vec![],
         client: None,
         ctp: None,
+        ctp_invalid: false,
         gen,
     };
     let c = &mut st.conditions;
@@ -1104,16 +1109,14 @@ pub(crate) fn envoy_listeners(
                     ctp: l.ctp.clone(),
                 });
             }
-            chains.extend(
-                l4.chains
-                    .remove(&i)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|mut c| {
-                        c.ctp = l.ctp.clone();
-                        c
-                    }),
-            );
+            let l4_chains = l4.chains.remove(&i).unwrap_or_default();
+            if l.ctp_invalid {
+                continue;
+            }
+            chains.extend(l4_chains.into_iter().map(|mut c| {
+                c.ctp = l.ctp.clone();
+                c
+            }));
         }
         // Envoy Gateway creates a port's Envoy listener from its first HTTPS listener (HTTP
         // listeners are translated before TCP ones), else its first listener.

@@ -374,18 +374,20 @@ metadata: {{name: client-ca, namespace: default}}
 data: {{ca.crt: {}}}
 ---
 {}---
-{}---
 {}",
             b64(&pki.server_pem),
             b64(&pki.server_key_pem),
             b64(&pki.ca_pem),
             service_yaml("default", "web", backend),
             route_yaml("default", "app", "gw", "/app", &[("web", 1)]),
-            policy_yaml(
-                "  tls: {minVersion: '1.3', clientValidation: {caCertificateRefs: [{name: client-ca}]}}\n"
-            )
         ),
     );
+    let policy = |ca: &str| {
+        policy_yaml(&format!(
+            "  tls: {{minVersion: '1.3', clientValidation: {{caCertificateRefs: [{{name: {ca}}}]}}}}\n"
+        ))
+    };
+    write_file(&s.yaml, "policy.yaml", &policy("client-ca"));
     let (_envoy, admin) = start_envoy(
         s.dir.path(),
         "envoy",
@@ -424,6 +426,26 @@ data: {{ca.crt: {}}}
         .await
         .expect_err("served over TLS 1.2");
     assert!(e.contains("TLS handshake"), "{e}");
+
+    // The policy names a CA that does not exist: it is Invalid, and the listener fails
+    // closed (its routes answer 500) rather than serve without client validation.
+    write_file(&s.yaml, "policy.yaml", &policy("missing-ca"));
+    eventually("routes answering 500 without the policy", T, || async {
+        let r = https_app(port, &pki, false, false).await?;
+        if r.starts_with("HTTP/1.1 500") {
+            Ok(())
+        } else {
+            Err(r)
+        }
+    })
+    .await;
+    let st = policy_status(&s).await;
+    assert!(
+        st.to_string().contains(
+            "failed to get certificate from ref: secret default/missing-ca does not exist"
+        ),
+        "{st}"
+    );
 
     let stats = s.stats().await.expect("stats");
     assert_eq!(stats["nacks"], 0, "{stats}");

@@ -1096,6 +1096,20 @@ pub(crate) fn gateways_trusting(
     }
 }
 
+/// A route of a listener whose ClientTrafficPolicy cannot be used: answered 500, as Envoy
+/// Gateway answers it (`translateClientTrafficPolicyForListener`), rather than served
+/// without the policy (which may be what makes serving it safe, e.g. client certificates).
+pub(crate) fn fail_closed(r: &mut envoy_types::pb::envoy::config::route::v3::Route) {
+    use envoy_types::pb::envoy::config::route::v3::{route, DirectResponseAction};
+    r.action = Some(route::Action::DirectResponse(DirectResponseAction {
+        status: 500,
+        ..Default::default()
+    }));
+    r.typed_per_filter_config.clear();
+    r.request_headers_to_add.clear();
+    r.request_headers_to_remove.clear();
+}
+
 // Linux socket option numbers (Envoy Gateway writes the same constants).
 const SOL_SOCKET: i64 = 1;
 const SO_KEEPALIVE: i64 = 9;

@@ -340,7 +340,55 @@ fn invalid_values_get_a_status_and_never_reach_envoy() {
         let hcm = hcm_of(&l.filter_chains[0]);
         assert_eq!(hcm.use_remote_address, None, "{spec}");
         assert_eq!(hcm.request_timeout, None, "{spec}");
+        // The listener serves nothing without its policy: its routes answer 500.
+        assert_eq!(route_statuses(&t, "http-8080"), [Some(500)], "{spec}");
     }
+    // A valid policy leaves the routes alone.
+    let t = translate(
+        HTTP,
+        GW,
+        "  timeout: {http: {requestReceivedTimeout: 5s}}\n",
+    );
+    assert_eq!(route_statuses(&t, "http-8080"), [None]);
+    // A TCP listener whose policy cannot be used takes no connections.
+    let t = translate(
+        "  - {name: tcp, port: 9000, protocol: TCP, allowedRoutes: {kinds: [{kind: TCPRoute}]}}\n",
+        GW,
+        "  timeout: {tcp: {idleTimeout: 30 seconds}}
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {name: raw, namespace: infra}
+spec:
+  parentRefs: [{name: gw, sectionName: tcp}]
+  rules: [{backendRefs: [{name: svc, port: 80}]}]
+",
+    );
+    assert_eq!(condition(&t).1, "Invalid");
+    assert!(!t.gateways()["c1/infra/gw"]
+        .resources
+        .iter()
+        .any(|r| r.type_url == type_url::LISTENER && r.name == "tcp-9000"));
+}
+
+/// The direct response status of each route of route configuration `name` (`None`: routed).
+fn route_statuses(t: &Translator, name: &str) -> Vec<Option<u32>> {
+    use envoy_types::pb::envoy::config::route::v3::{route, RouteConfiguration};
+    let r = t.gateways()["c1/infra/gw"]
+        .resources
+        .iter()
+        .find(|r| r.type_url == type_url::ROUTE && r.name == name)
+        .unwrap_or_else(|| panic!("route configuration {name}"))
+        .clone();
+    let rc = RouteConfiguration::decode(r.body.clone()).unwrap();
+    rc.virtual_hosts
+        .iter()
+        .flat_map(|vh| &vh.routes)
+        .map(|r| match &r.action {
+            Some(route::Action::DirectResponse(d)) => Some(d.status),
+            _ => None,
+        })
+        .collect()
 }
 
 #[test]

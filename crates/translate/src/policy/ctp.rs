@@ -337,7 +337,7 @@ pub(crate) fn attach(
                     name: t.name.clone(),
                     section: t.section.clone(),
                 };
-                let overlap;
+                let mut overlap;
                 match &t.section {
                     Some(section) => {
                         if !owner.listeners.contains(&section.as_str()) {
@@ -358,18 +358,16 @@ pub(crate) fn attach(
                                 t.name));
                             continue;
                         }
-                        overlap = port_overlap(&http[&owner.gateway], &owner.key, section, false)
-                            .or_else(|| {
-                                owner
-                                    .hostless
-                                    .contains(section.as_str())
-                                    .then(|| super::client::http10_default_host_error(p.spec))
-                                    .flatten()
-                            });
+                        overlap = port_overlap(&http[&owner.gateway], &owner.key, section, false);
                         if overlap.is_some() {
                             out.attachment
                                 .refused
                                 .insert((owner.key.clone(), section.clone()));
+                        }
+                        // A translation error: the policy still configures the listener (which
+                        // then serves nothing, see `gateway.rs`).
+                        if overlap.is_none() && owner.hostless.contains(section.as_str()) {
+                            overlap = super::client::http10_default_host_error(p.spec);
                         }
                         overriding
                             .entry(owner.gateway.clone())
@@ -403,21 +401,15 @@ pub(crate) fn attach(
                             .iter()
                             .filter(|l| !taken.contains(&(owner.key.clone(), l.to_string())))
                         {
-                            let http10 = || {
-                                owner
-                                    .hostless
-                                    .contains(l)
-                                    .then(|| super::client::http10_default_host_error(p.spec))
-                                    .flatten()
-                            };
                             if let Some(e) =
                                 port_overlap(&http[&owner.gateway], &owner.key, l, true)
-                                    .or_else(http10)
                             {
                                 errs.push(e);
                                 out.attachment
                                     .refused
                                     .insert((owner.key.clone(), l.to_string()));
+                            } else if owner.hostless.contains(l) {
+                                errs.extend(super::client::http10_default_host_error(p.spec));
                             }
                         }
                         overlap = (!errs.is_empty()).then(|| errs.join("\n"));
