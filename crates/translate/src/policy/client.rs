@@ -212,6 +212,12 @@ pub(crate) struct ClientSettings {
     pub proxy_protocol: Option<bool>,
     pub tcp_idle_timeout: Option<GoDuration>,
     pub request_timeout: Option<GoDuration>,
+    /// `timeout.http.requestHeadersReceivedTimeout`.
+    pub request_headers_timeout: Option<GoDuration>,
+    /// `headers.maxRequestHeaderLimit`, in KiB.
+    pub max_request_headers_kb: Option<u32>,
+    /// `connection.maxAcceptPerSocketEvent` (0: no limit, Envoy's default).
+    pub max_accept_per_socket_event: Option<u32>,
     pub http_idle_timeout: Option<GoDuration>,
     pub stream_idle_timeout: Option<GoDuration>,
     pub client_ip: Option<ClientIp>,
@@ -563,6 +569,22 @@ pub(crate) fn schema_errors(spec: &Value) -> Vec<(&'static str, String)> {
             ));
         }
     }
+    if let Some(v) = str_at(spec, "/timeout/http/requestHeadersReceivedTimeout") {
+        if parse_go_duration(v).is_err() {
+            out.push((
+                "Timeout",
+                format!("invalid HTTP RequestHeadersReceivedTimeout value {v}"),
+            ));
+        }
+    }
+    if let Some(v) = spec.pointer("/connection/maxAcceptPerSocketEvent") {
+        if v.as_u64().is_none_or(|n| u32::try_from(n).is_err()) {
+            out.push((
+                "Connection",
+                format!("invalid MaxAcceptPerSocketEvent value {}", text(v)),
+            ));
+        }
+    }
     if let Some(v) = spec.pointer("/tcpKeepalive/probes") {
         if v.as_u64().is_none_or(|n| u32::try_from(n).is_err()) {
             out.push(("TCP KeepAlive", format!("invalid Probes value {}", text(v))));
@@ -908,6 +930,11 @@ pub(crate) fn parse(spec: &Value) -> Result<ClientSettings, String> {
         proxy_protocol,
         tcp_idle_timeout: dur_at(spec, "/timeout/tcp/idleTimeout"),
         request_timeout: dur_at(spec, "/timeout/http/requestReceivedTimeout"),
+        request_headers_timeout: dur_at(spec, "/timeout/http/requestHeadersReceivedTimeout"),
+        max_request_headers_kb: quantity_at(spec, "/headers/maxRequestHeaderLimit")
+            .map(|q| (q / 1024.0) as u32),
+        max_accept_per_socket_event: u32_at(spec, "/connection/maxAcceptPerSocketEvent")
+            .filter(|n| *n > 0),
         http_idle_timeout: dur_at(spec, "/timeout/http/idleTimeout"),
         stream_idle_timeout: dur_at(spec, "/timeout/http/streamIdleTimeout"),
         client_ip,
@@ -1163,6 +1190,9 @@ pub(crate) fn apply_listener(s: &ClientSettings, l: &mut Listener) {
     if let Some(b) = s.buffer_limit {
         l.per_connection_buffer_limit_bytes = Some(UInt32Value { value: b });
     }
+    if let Some(n) = s.max_accept_per_socket_event {
+        l.max_connections_to_accept_per_socket_event = Some(UInt32Value { value: n });
+    }
     if let Some(allow_without) = s.proxy_protocol {
         use envoy_types::pb::envoy::extensions::filters::listener::proxy_protocol::v3::ProxyProtocol;
         l.listener_filters.insert(
@@ -1239,6 +1269,12 @@ pub(crate) fn apply_hcm(s: &ClientSettings, hcm: &mut HttpConnectionManager) {
     }
     if let Some(d) = s.stream_idle_timeout {
         hcm.stream_idle_timeout = Some(d.to_proto());
+    }
+    if let Some(d) = s.request_headers_timeout {
+        hcm.request_headers_timeout = Some(d.to_proto());
+    }
+    if let Some(kb) = s.max_request_headers_kb {
+        hcm.max_request_headers_kb = Some(UInt32Value { value: kb });
     }
 
     // Client address: Envoy Gateway trusts the connection's peer, and X-Forwarded-For hops or

@@ -129,11 +129,13 @@ fn timeouts_connection_and_keepalive_reach_the_http_listener() {
         HTTP,
         GW,
         "  timeout:
-    http: {requestReceivedTimeout: 5s, idleTimeout: 10s, streamIdleTimeout: 1m}
+    http: {requestReceivedTimeout: 5s, idleTimeout: 10s, streamIdleTimeout: 1m, requestHeadersReceivedTimeout: 2s}
   connection:
     connectionLimit: {value: 100, closeDelay: 1500ms}
     bufferLimit: 64Ki
+    maxAcceptPerSocketEvent: 3
   tcpKeepalive: {probes: 3, idleTime: 1m, interval: 10s}
+  headers: {maxRequestHeaderLimit: 128Ki}
 ",
     );
     assert_eq!(condition(&t).1, "Accepted");
@@ -141,6 +143,11 @@ fn timeouts_connection_and_keepalive_reach_the_http_listener() {
     assert_eq!(
         l.per_connection_buffer_limit_bytes.map(|v| v.value),
         Some(65_536)
+    );
+    assert_eq!(
+        l.max_connections_to_accept_per_socket_event
+            .map(|v| v.value),
+        Some(3)
     );
     let opts: Vec<(i64, i64, Option<socket_option::Value>)> = l
         .socket_options
@@ -174,6 +181,8 @@ fn timeouts_connection_and_keepalive_reach_the_http_listener() {
     let hcm = hcm_of(chain);
     assert_eq!(hcm.request_timeout, secs(5));
     assert_eq!(hcm.stream_idle_timeout, secs(60));
+    assert_eq!(hcm.request_headers_timeout, secs(2));
+    assert_eq!(hcm.max_request_headers_kb.map(|v| v.value), Some(128));
     assert_eq!(
         hcm.common_http_protocol_options
             .and_then(|o| o.idle_timeout),
@@ -488,8 +497,8 @@ fn envoy_accepts_every_client_traffic_setting() {
         GW,
         "  timeout:
     tcp: {idleTimeout: 30s}
-    http: {requestReceivedTimeout: 5s, idleTimeout: 10s, streamIdleTimeout: 1m}
-  connection: {connectionLimit: {value: 100, closeDelay: 1s}, bufferLimit: 64Ki}
+    http: {requestReceivedTimeout: 5s, idleTimeout: 10s, streamIdleTimeout: 1m, requestHeadersReceivedTimeout: 3s}
+  connection: {connectionLimit: {value: 100, closeDelay: 1s}, bufferLimit: 64Ki, maxAcceptPerSocketEvent: 2}
   tcpKeepalive: {probes: 3, idleTime: 1m, interval: 10s}
   proxyProtocol: {optional: true}
   clientIPDetection: {xForwardedFor: {trustedCIDRs: [10.0.0.0/8, '2001:db8::/32']}}
