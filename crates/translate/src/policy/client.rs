@@ -601,6 +601,20 @@ pub(crate) fn schema_errors(spec: &Value) -> Vec<(&'static str, String)> {
             ));
         }
     }
+    // One way to find the client address (Envoy Gateway's CRD refuses the others).
+    let xff = spec.pointer("/clientIPDetection/xForwardedFor");
+    if xff.is_some() && spec.pointer("/clientIPDetection/customHeader").is_some() {
+        out.push((
+            "ClientIPDetection",
+            "customHeader cannot be used in conjunction with xForwardedFor".into(),
+        ));
+    }
+    if xff.is_some_and(|x| x.get("numTrustedHops").is_some() && x.get("trustedCIDRs").is_some()) {
+        out.push((
+            "ClientIPDetection",
+            "only one of numTrustedHops or trustedCIDRs may be set".into(),
+        ));
+    }
     if let Some(cidrs) = spec.pointer("/clientIPDetection/xForwardedFor/trustedCIDRs") {
         for c in cidrs.as_array().into_iter().flatten() {
             if c.as_str().is_none_or(|s| parse_cidr(s).is_none()) {

@@ -337,6 +337,14 @@ fn invalid_values_get_a_status_and_never_reach_envoy() {
             "  connection: {connectionLimit: {value: 0}}\n",
             "Connection: invalid ConnectionLimit value 0, must be at least 1.",
         ),
+        (
+            "  clientIPDetection: {xForwardedFor: {numTrustedHops: 1}, customHeader: {name: x-ip}}\n",
+            "ClientIPDetection: customHeader cannot be used in conjunction with xForwardedFor.",
+        ),
+        (
+            "  headers: {earlyRequestHeaders: {set: [{name: 'a:b', value: x}]}}\n",
+            "Headers: EarlyRequestHeaders cannot set a header with a '/' or ':' character in them. Header: '\"a:b\"'\nEarlyRequestHeaders did not provide valid configuration to add/set/remove any headers.",
+        ),
     ] {
         let t = translate(HTTP, GW, spec);
         assert_eq!(

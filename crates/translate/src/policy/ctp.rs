@@ -121,9 +121,11 @@ fn port_overlap(
     })
 }
 
-/// Why a policy's fields cannot be translated, if that is cheap to tell: Envoy Gateway's
-/// checks of durations and numeric ranges while translating a listener, in its order (the
-/// other fields are checked when they are translated).
+/// Why a policy's fields cannot be translated: Envoy Gateway's checks of durations and numeric
+/// ranges while translating a listener, in its order, then the checks of
+/// [`super::client::schema_errors`] (values Envoy Gateway's CRD schema or Envoy would refuse).
+/// The CA references of client validation are checked by
+/// [`super::client::resolve_client_ca`], which needs the index.
 pub(crate) fn invalid(spec: &Value) -> Option<String> {
     const U32: (f64, f64) = (0.0, 4_294_967_295.0);
     const WINDOW: (f64, f64) = (65_535.0, 2_147_483_647.0);
