@@ -450,3 +450,37 @@ data: {{ca.crt: {}}}
     let stats = s.stats().await.expect("stats");
     assert_eq!(stats["nacks"], 0, "{stats}");
 }
+
+/// Trusted CIDRs go through Envoy's XFF original IP detection extension (a field the
+/// generated protobuf types predate): Envoy reads it back as `xff_trusted_cidrs`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trusted_cidrs_reach_envoys_xff_extension() {
+    let backend = echo_backend().await;
+    let (s, _envoy, port, admin) = setup(
+        "  clientIPDetection: {xForwardedFor: {trustedCIDRs: [10.0.0.0/8, '2001:db8::/32']}}\n",
+        backend,
+    )
+    .await;
+    let l = active_listener(admin, &format!("http-{port}")).await;
+    let m = hcm(&l);
+    assert_eq!(m["use_remote_address"], false, "{m}");
+    let ext = &m["original_ip_detection_extensions"][0]["typed_config"];
+    let cidrs: Vec<(String, i64)> = ext["xff_trusted_cidrs"]["cidrs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            (
+                c["address_prefix"].as_str().unwrap_or_default().to_string(),
+                int(&c["prefix_len"]).unwrap_or(-1),
+            )
+        })
+        .collect();
+    assert_eq!(
+        cidrs,
+        [("10.0.0.0".to_string(), 8), ("2001:db8::".to_string(), 32)],
+        "{m}"
+    );
+    let stats = s.stats().await.expect("stats");
+    assert_eq!(stats["nacks"], 0, "{stats}");
+}
