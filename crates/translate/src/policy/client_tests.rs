@@ -815,3 +815,59 @@ fn http10_default_host_is_the_listeners_hostname() {
     assert_eq!(hcm.http_protocol_options, None);
     assert_eq!(hcm.use_remote_address, None);
 }
+
+/// HTTPS listeners of one port: each filter chain (and its HCM, connection limit and TLS
+/// context) carries its own listener's policy; the Envoy listener's own settings are those of
+/// the port's first listener.
+#[test]
+fn https_listeners_sharing_a_port_keep_their_own_chain_settings() {
+    let t = crate::tests::translate_yaml(&format!(
+        "{BASE}---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: infra}}
+spec:
+  gatewayClassName: eg
+  listeners:
+  - {{name: a, port: 8443, protocol: HTTPS, hostname: a.example.com, tls: {{certificateRefs: [{{name: cert}}]}}}}
+  - {{name: b, port: 8443, protocol: HTTPS, hostname: x.b.example.com, tls: {{certificateRefs: [{{name: cert}}]}}}}
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: ClientTrafficPolicy
+metadata: {{name: for-a, namespace: infra}}
+spec:
+  targetRefs: [{{group: gateway.networking.k8s.io, kind: Gateway, name: gw, sectionName: a}}]
+  timeout: {{http: {{requestReceivedTimeout: 1s}}}}
+  tcpKeepalive: {{probes: 2}}
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: ClientTrafficPolicy
+metadata: {{name: for-b, namespace: infra}}
+spec:
+  targetRefs: [{{group: gateway.networking.k8s.io, kind: Gateway, name: gw, sectionName: b}}]
+  timeout: {{http: {{requestReceivedTimeout: 2s}}}}
+  connection: {{connectionLimit: {{value: 5}}, bufferLimit: 1Ki}}
+  tls: {{minVersion: '1.3'}}
+"
+    ));
+    let l = listener(&t, "tcp-8443");
+    let chain = |host: &str| {
+        l.filter_chains
+            .iter()
+            .find(|c| {
+                c.filter_chain_match
+                    .as_ref()
+                    .is_some_and(|m| m.server_names == [host])
+            })
+            .unwrap_or_else(|| panic!("chain for {host}"))
+    };
+    let (a, b) = (chain("a.example.com"), chain("x.b.example.com"));
+    assert_eq!(hcm_of(a).request_timeout, secs(1));
+    assert_eq!(hcm_of(b).request_timeout, secs(2));
+    assert_eq!(a.filters.len(), 1);
+    assert_eq!(b.filters[0].name, "envoy.filters.network.connection_limit");
+    // Listener-level: the first listener's policy (keepalive), not b's buffer limit.
+    assert_eq!(l.per_connection_buffer_limit_bytes, None);
+    assert_eq!(l.socket_options.len(), 2);
+    assert_eq!(validate_with_envoy(&t), 1);
+}
