@@ -52,8 +52,8 @@ pub(crate) fn translate_gateway(
     }
     let sets: Vec<SetInfo> = listener::listener_sets(ix, gw_key, gw);
     let mut listeners: Vec<ListenerState> = listener::check_listeners(ix, gw_key, gw, &sets);
-    // Each listener's ClientTrafficPolicy, read once; one with invalid fields configures
-    // nothing (its status says why).
+    // Each listener's ClientTrafficPolicy, read once. One that cannot be used (its status says
+    // why) configures nothing, and the listener fails closed (`ctp_invalid`).
     for l in listeners.iter_mut() {
         let set = l.set.map(|si| &sets[si].key);
         let Some(r) = policies.client(ix, gw_key, set, &l.spec.name) else {

@@ -13,6 +13,9 @@
 //! "which ClientTrafficPolicy applies to this listener" ([`ctp::CtpAttachment::for_listener`])
 //! and "which BackendTrafficPolicy applies to this route rule"
 //! ([`btp::BtpAttachment::for_route_rule`]), most specific target first.
+//!
+//! What ClientTrafficPolicy fields do to Envoy lives in [`client`]: the spec read once into
+//! checked settings, applied by the listener builders (`listener.rs`, `envoy.rs`).
 
 pub(crate) mod btp;
 pub(crate) mod client;
