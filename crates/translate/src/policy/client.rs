@@ -5,7 +5,15 @@
 //! `buildXdsDownstreamTLSSocket`).
 //!
 //! Which policy configures which listener is decided by [`super::ctp`]; a policy whose fields are
-//! invalid (its status says why, from [`super::ctp::invalid`]) configures nothing.
+//! invalid (its status says why, from [`super::ctp::invalid`]) configures nothing, and its
+//! listeners fail closed as in Envoy Gateway ([`fail_closed`]).
+//!
+//! A listener with a policy gets Envoy Gateway's HTTP connection manager defaults too, whatever
+//! fields the policy sets: the peer address is the client's (`use_remote_address`), headers
+//! with underscores are refused, paths are normalized with merged slashes and escaped slashes
+//! redirected, HTTP/2 takes Envoy Gateway's stream and window limits, the router adds no
+//! `x-envoy-*` headers, and TLS is 1.2 to 1.3. Listeners without a policy keep Flotilla's
+//! (Envoy's) defaults.
 //!
 //! Listeners that share an Envoy listener: Envoy Gateway builds one Envoy listener per address
 //! and port, created by the first Gateway listener (in listener order) on that port; the
@@ -32,6 +40,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
     http_connection_manager, http_filter, HttpConnectionManager, HttpFilter,
 };
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::subject_alt_name_matcher::SanType;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     tls_parameters, DownstreamTlsContext, TlsParameters,
 };
@@ -160,8 +169,6 @@ pub(crate) enum StrMatch {
     Suffix(String),
     Regex(String),
 }
-
-use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::subject_alt_name_matcher::SanType;
 
 fn str_match(m: &Value) -> Option<StrMatch> {
     let v = m.get("value").and_then(Value::as_str)?.to_string();
