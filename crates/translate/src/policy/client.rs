@@ -100,6 +100,8 @@ pub(crate) struct Http1 {
     pub use_default_host: bool,
     /// That hostname, set per listener (see [`for_listener`]).
     pub default_host: Option<String>,
+    /// `ignoredUpgradeTypes`: HTTP/1.1 upgrades Envoy ignores (passes on as plain requests).
+    pub ignored_upgrades: Vec<StrMatch>,
 }
 
 /// Envoy Gateway's refusal of `http10.useDefaultHost` on a listener with no hostname to use.
@@ -228,6 +230,10 @@ pub(crate) struct ClientSettings {
     pub http_idle_timeout: Option<GoDuration>,
     pub stream_idle_timeout: Option<GoDuration>,
     pub client_ip: Option<ClientIp>,
+    /// `xForwardedFor.disableXForwardedForAppend`: the peer is not appended to XFF.
+    pub skip_xff_append: bool,
+    /// `headers.host.stripTrailingHostDot`.
+    pub strip_trailing_host_dot: bool,
     pub enable_envoy_headers: bool,
     pub with_underscores: http_protocol_options::HeadersWithUnderscoresAction,
     pub request_id: Option<RequestId>,
@@ -251,6 +257,8 @@ pub(crate) enum HeaderOp {
     Add(String, String),
     AddIfAbsent(String, String),
     Remove(String),
+    /// Removes the headers whose name matches.
+    RemoveOnMatch(StrMatch),
 }
 
 fn header_ops(spec: &Value, p: &str) -> Vec<HeaderOp> {
@@ -288,6 +296,14 @@ fn header_ops(spec: &Value, p: &str) -> Vec<HeaderOp> {
             .flatten()
             .filter_map(|n| n.as_str().map(|n| HeaderOp::Remove(n.to_string()))),
     );
+    out.extend(
+        f.get("removeOnMatch")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(str_match)
+            .map(HeaderOp::RemoveOnMatch),
+    );
     out
 }
 
@@ -317,6 +333,11 @@ fn mutation(
             HeaderOp::Add(n, v) => append(n, v, A::AppendIfExistsOrAdd),
             HeaderOp::AddIfAbsent(n, v) => append(n, v, A::AddIfAbsent),
             HeaderOp::Remove(n) => header_mutation::Action::Remove(n.clone()),
+            HeaderOp::RemoveOnMatch(m) => {
+                header_mutation::Action::RemoveOnMatch(header_mutation::RemoveOnMatch {
+                    key_matcher: Some(string_matcher(m)),
+                })
+            }
         }),
     }
 }
@@ -786,6 +807,24 @@ fn header_filter_errors(filter: &Value, what: &str, out: &mut Vec<(&'static str,
             valid += 1;
         }
     }
+    for m in filter
+        .get("removeOnMatch")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        match str_match(m) {
+            Some(StrMatch::Regex(r)) if regex::Regex::new(&r).is_err() => out.push((
+                "Headers",
+                format!("{what} cannot removeOnMatch with an invalid regular expression {r:?}"),
+            )),
+            Some(_) => valid += 1,
+            None => out.push((
+                "Headers",
+                format!("{what} cannot removeOnMatch with an invalid match {m}"),
+            )),
+        }
+    }
     if valid == 0 {
         out.push((
             "Headers",
@@ -913,6 +952,13 @@ pub(crate) fn parse(spec: &Value) -> Result<ClientSettings, String> {
         http10: spec.pointer("/http1/http10").is_some(),
         use_default_host: bool_at(spec, "/http1/http10/useDefaultHost") == Some(true),
         default_host: None,
+        ignored_upgrades: spec
+            .pointer("/http1/ignoredUpgradeTypes")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(str_match)
+            .collect(),
     });
     let window = |p: &str| quantity_at(spec, p).map(|q| q as u32);
     let http2 = Http2 {
@@ -959,6 +1005,13 @@ pub(crate) fn parse(spec: &Value) -> Result<ClientSettings, String> {
         http_idle_timeout: dur_at(spec, "/timeout/http/idleTimeout"),
         stream_idle_timeout: dur_at(spec, "/timeout/http/streamIdleTimeout"),
         client_ip,
+        skip_xff_append: bool_at(
+            spec,
+            "/clientIPDetection/xForwardedFor/disableXForwardedForAppend",
+        )
+        .unwrap_or(false),
+        strip_trailing_host_dot: bool_at(spec, "/headers/host/stripTrailingHostDot")
+            .unwrap_or(false),
         enable_envoy_headers: bool_at(spec, "/headers/enableEnvoyHeaders").unwrap_or(false),
         with_underscores,
         request_id,
@@ -1345,6 +1398,8 @@ pub(crate) fn apply_hcm(s: &ClientSettings, hcm: &mut HttpConnectionManager) {
         None => {}
     }
 
+    hcm.skip_xff_append = s.skip_xff_append;
+    hcm.strip_trailing_host_dot = s.strip_trailing_host_dot;
     match s.request_id {
         Some(RequestId::PreserveOrGenerate) => {
             hcm.preserve_external_request_id = true;
@@ -1387,6 +1442,7 @@ pub(crate) fn apply_hcm(s: &ClientSettings, hcm: &mut HttpConnectionManager) {
             enable_trailers: h1.trailers,
             accept_http_10: h1.http10,
             default_host_for_http_10: h1.default_host.clone().unwrap_or_default(),
+            ignore_http_11_upgrade: h1.ignored_upgrades.iter().map(string_matcher).collect(),
             ..Default::default()
         };
         if h1.preserve_case {
@@ -1573,6 +1629,14 @@ fn san_matcher(
     m: &StrMatch,
     oid: &str,
 ) -> envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::SubjectAltNameMatcher {
+    envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::SubjectAltNameMatcher {
+        san_type: t as i32,
+        matcher: Some(string_matcher(m)),
+        oid: oid.to_string(),
+    }
+}
+
+fn string_matcher(m: &StrMatch) -> envoy_types::pb::envoy::r#type::matcher::v3::StringMatcher {
     use envoy_types::pb::envoy::r#type::matcher::v3::{
         string_matcher::MatchPattern, RegexMatcher, StringMatcher,
     };
@@ -1585,13 +1649,9 @@ fn san_matcher(
             ..Default::default()
         }),
     };
-    envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::SubjectAltNameMatcher {
-        san_type: t as i32,
-        matcher: Some(StringMatcher {
-            match_pattern: Some(pattern),
-            ..Default::default()
-        }),
-        oid: oid.to_string(),
+    StringMatcher {
+        match_pattern: Some(pattern),
+        ..Default::default()
     }
 }
 

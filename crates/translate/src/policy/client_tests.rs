@@ -514,10 +514,11 @@ fn envoy_accepts_every_client_traffic_setting() {
     withUnderscoresAction: Allow
     requestID: Preserve
     xForwardedClientCert: {mode: AppendForward, certDetailsToAdd: [Subject, Cert, Chain, DNS, URI]}
-    earlyRequestHeaders: {set: [{name: x-early, value: e}], add: [{name: x-more, value: m}], remove: [x-drop]}
+    earlyRequestHeaders: {set: [{name: x-early, value: e}], add: [{name: x-more, value: m}], remove: [x-drop], removeOnMatch: [{type: Prefix, value: x-internal-}]}
+    host: {stripTrailingHostDot: true}
     lateResponseHeaders: {set: [{name: x-late, value: l}], addIfAbsent: [{name: x-once, value: o}], remove: [server]}
   path: {escapedSlashesAction: UnescapeAndForward}
-  http1: {enableTrailers: true, preserveHeaderCase: true, http10: {}}
+  http1: {enableTrailers: true, preserveHeaderCase: true, http10: {}, ignoredUpgradeTypes: [{type: Prefix, value: TLS/}]}
   http2: {initialStreamWindowSize: 1Mi, initialConnectionWindowSize: 2Mi, maxConcurrentStreams: 200, onInvalidMessage: TerminateConnection}
   healthCheck: {path: /ready}
   tls:
@@ -870,4 +871,28 @@ spec:
     assert_eq!(l.per_connection_buffer_limit_bytes, None);
     assert_eq!(l.socket_options.len(), 2);
     assert_eq!(validate_with_envoy(&t), 1);
+}
+
+#[test]
+fn xff_append_host_dot_upgrades_and_header_matches() {
+    let t = translate(
+        HTTP,
+        GW,
+        "  clientIPDetection: {xForwardedFor: {numTrustedHops: 1, disableXForwardedForAppend: true}}
+  headers:
+    host: {stripTrailingHostDot: true}
+    lateResponseHeaders: {removeOnMatch: [{type: Suffix, value: -secret}]}
+  http1: {ignoredUpgradeTypes: [{type: Prefix, value: TLS/}]}
+",
+    );
+    assert_eq!(condition(&t).1, "Accepted", "{}", policy_status(&t));
+    let hcm = hcm_of(&listener(&t, "http-8080").filter_chains[0]);
+    assert!(hcm.skip_xff_append && hcm.strip_trailing_host_dot);
+    assert_eq!(
+        hcm.http_protocol_options
+            .as_ref()
+            .map(|o| o.ignore_http_11_upgrade.len()),
+        Some(1)
+    );
+    assert_eq!(hcm.http_filters[0].name, LATE_HEADERS_FILTER);
 }
