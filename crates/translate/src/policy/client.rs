@@ -243,6 +243,8 @@ pub(crate) struct ClientSettings {
     pub http1: Option<Http1>,
     pub http2: Http2,
     pub health_check_path: Option<String>,
+    /// `grpc.enableWeb`: gRPC-Web requests are translated to gRPC.
+    pub grpc_web: bool,
     /// `headers.earlyRequestHeaders`: applied before routing.
     pub early_request_headers: Vec<HeaderOp>,
     /// `headers.lateResponseHeaders`: applied to every response, last.
@@ -1021,6 +1023,7 @@ pub(crate) fn parse(spec: &Value) -> Result<ClientSettings, String> {
         http1,
         http2,
         health_check_path: str_at(spec, "/healthCheck/path").map(str::to_string),
+        grpc_web: bool_at(spec, "/grpc/enableWeb").unwrap_or(false),
         early_request_headers: header_ops(spec, "/headers/earlyRequestHeaders"),
         late_response_headers: header_ops(spec, "/headers/lateResponseHeaders"),
         tls,
@@ -1482,6 +1485,26 @@ pub(crate) fn apply_hcm(s: &ClientSettings, hcm: &mut HttpConnectionManager) {
         ..Default::default()
     });
 
+    // gRPC-Web is translated just before routing.
+    if s.grpc_web {
+        use envoy_types::pb::envoy::extensions::filters::http::grpc_web::v3::GrpcWeb;
+        let at = hcm
+            .http_filters
+            .iter()
+            .position(|f| f.name == ROUTER_FILTER)
+            .unwrap_or(hcm.http_filters.len());
+        hcm.http_filters.insert(
+            at,
+            HttpFilter {
+                name: "envoy.filters.http.grpc_web".into(),
+                config_type: Some(http_filter::ConfigType::TypedConfig(any(
+                    "type.googleapis.com/envoy.extensions.filters.http.grpc_web.v3.GrpcWeb",
+                    &GrpcWeb::default(),
+                ))),
+                ..Default::default()
+            },
+        );
+    }
     // The router adds x-envoy-* headers only when the policy enables them.
     if !s.enable_envoy_headers {
         use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;

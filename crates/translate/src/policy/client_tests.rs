@@ -521,6 +521,7 @@ fn envoy_accepts_every_client_traffic_setting() {
   http1: {enableTrailers: true, preserveHeaderCase: true, http10: {}, ignoredUpgradeTypes: [{type: Prefix, value: TLS/}]}
   http2: {initialStreamWindowSize: 1Mi, initialConnectionWindowSize: 2Mi, maxConcurrentStreams: 200, onInvalidMessage: TerminateConnection}
   healthCheck: {path: /ready}
+  grpc: {enableWeb: true}
   tls:
     minVersion: '1.2'
     maxVersion: '1.3'
@@ -895,4 +896,16 @@ fn xff_append_host_dot_upgrades_and_header_matches() {
         Some(1)
     );
     assert_eq!(hcm.http_filters[0].name, LATE_HEADERS_FILTER);
+    assert!(!hcm
+        .http_filters
+        .iter()
+        .any(|f| f.name == "envoy.filters.http.grpc_web"));
+    let t = translate(HTTP, GW, "  grpc: {enableWeb: true}\n");
+    let hcm = hcm_of(&listener(&t, "http-8080").filter_chains[0]);
+    let names: Vec<&str> = hcm.http_filters.iter().map(|f| f.name.as_str()).collect();
+    let n = names.len();
+    assert_eq!(
+        &names[n - 2..],
+        ["envoy.filters.http.grpc_web", ROUTER_FILTER]
+    );
 }
