@@ -161,6 +161,8 @@ pub(crate) struct ClientCa {
     pub cert_hashes: Vec<String>,
     /// `subjectAltNames`: (Envoy SAN type, match, OID for otherNames).
     pub sans: Vec<(SanType, StrMatch, String)>,
+    /// `allowExpiredCertificate`: an expired client certificate is still accepted.
+    pub allow_expired: bool,
 }
 
 /// A Gateway API style string match (`type`: Exact, Prefix, Suffix, RegularExpression).
@@ -1159,6 +1161,10 @@ pub(crate) fn resolve_client_ca(
         spki_hashes: strings_of(cv, "spkiHashes"),
         cert_hashes: strings_of(cv, "certificateHashes"),
         sans: san_matchers(cv),
+        allow_expired: cv
+            .get("allowExpiredCertificate")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
     }))
 }
 
@@ -1631,6 +1637,7 @@ pub(crate) fn apply_tls(s: &ClientSettings, ctx: &mut DownstreamTlsContext) {
                         .iter()
                         .map(|(t, m, oid)| san_matcher(*t, m, oid))
                         .collect(),
+                    allow_expired_certificate: ca.allow_expired,
                     ..Default::default()
                 },
             ),

@@ -653,6 +653,7 @@ fn client_validation_trusts_the_referenced_cas() {
     clientValidation:
       caCertificateRefs: [{name: ca}]
       optional: true
+      allowExpiredCertificate: true
       spkiHashes: [NvqYIYSbgK2vCJpQhObf77vv+bQWtc5ek5RIOwPiC9A=]
       certificateHashes: [df6ff72fe9116521268f6f2dd4966f51df479883fe7037b39f75916ac3049d1a]
       subjectAltNames:
@@ -680,6 +681,7 @@ fn client_validation_trusts_the_referenced_cas() {
         panic!("a validation context")
     };
     assert!(v.trusted_ca.is_some());
+    assert!(v.allow_expired_certificate);
     assert_eq!(v.verify_certificate_spki.len(), 1);
     assert_eq!(v.verify_certificate_hash.len(), 1);
     let sans: Vec<(i32, String)> = v
