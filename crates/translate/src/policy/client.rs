@@ -617,9 +617,51 @@ pub(crate) fn schema_errors(spec: &Value) -> Vec<(&'static str, String)> {
             ));
         }
     }
+    // Linux refuses keepalive values outside these ranges, and Envoy then fails to bind the
+    // listener.
     if let Some(v) = spec.pointer("/tcpKeepalive/probes") {
-        if v.as_u64().is_none_or(|n| u32::try_from(n).is_err()) {
-            out.push(("TCP KeepAlive", format!("invalid Probes value {}", text(v))));
+        if v.as_u64().is_none_or(|n| !(1..=127).contains(&n)) {
+            out.push((
+                "TCP KeepAlive",
+                format!(
+                    "Probes value {} is out of range, must be between 1 and 127",
+                    text(v)
+                ),
+            ));
+        }
+    }
+    for (p, name) in [
+        ("/tcpKeepalive/idleTime", "IdleTime"),
+        ("/tcpKeepalive/interval", "Interval"),
+    ] {
+        let secs = dur_at(spec, p).map(|d| d.to_proto().seconds);
+        if secs.is_some_and(|s| !(1..=32_767).contains(&s)) {
+            out.push((
+                "TCP KeepAlive",
+                format!(
+                    "{name} value {} is out of range, must be between 1s and 32767s",
+                    str_at(spec, p).unwrap_or_default()
+                ),
+            ));
+        }
+    }
+    for d in spec
+        .pointer("/headers/xForwardedClientCert/certDetailsToAdd")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if !d
+            .as_str()
+            .is_some_and(|d| ["Subject", "Cert", "Chain", "DNS", "URI"].contains(&d))
+        {
+            out.push((
+                "Headers",
+                format!(
+                    "invalid XForwardedClientCert CertDetailsToAdd value {}",
+                    text(d)
+                ),
+            ));
         }
     }
     if let Some(v) = spec.pointer("/http2/maxConcurrentStreams") {

@@ -334,6 +334,10 @@ fn invalid_values_get_a_status_and_never_reach_envoy() {
             "TLS: minVersion must be smaller or equal to maxVersion.",
         ),
         (
+            "  tcpKeepalive: {idleTime: 500ms, probes: 0}\n",
+            "TCP KeepAlive: Probes value 0 is out of range, must be between 1 and 127\nIdleTime value 500ms is out of range, must be between 1s and 32767s.",
+        ),
+        (
             "  connection: {connectionLimit: {value: 0}}\n",
             "Connection: invalid ConnectionLimit value 0, must be at least 1.",
         ),
