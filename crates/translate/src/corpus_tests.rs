@@ -23,7 +23,8 @@ fn corpus_dir() -> String {
     dir
 }
 
-/// Envoy accepts what every HTTPRoute/GRPCRoute/BackendTrafficPolicy case of Envoy Gateway's
+/// Envoy accepts what every HTTPRoute/GRPCRoute/BackendTrafficPolicy/ClientTrafficPolicy case of
+/// Envoy Gateway's
 /// corpus translates to.
 #[test]
 fn envoy_accepts_the_route_corpus() {
@@ -38,6 +39,7 @@ fn envoy_accepts_the_route_corpus() {
             n.starts_with("httproute-")
                 || n.starts_with("grpcroute-")
                 || n.starts_with("backendtrafficpolicy-")
+                || n.starts_with("clienttrafficpolicy-")
         })
         .collect();
     cases.sort();

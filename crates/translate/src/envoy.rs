@@ -3,6 +3,7 @@
 //! produce different bytes for the same input, so map-typed fields hold at most one entry,
 //! except a route's `typed_per_filter_config`, which [`route_configuration`] writes in key order.
 
+use crate::policy::client::ClientSettings;
 use crate::{type_url, XdsResource};
 use bytes::Bytes;
 use envoy_types::pb::envoy::config::cluster::v3::{cluster, Cluster};
@@ -79,32 +80,42 @@ pub const CORS_FILTER: &str = "envoy.filters.http.cors";
 pub const CORS_POLICY_TYPE: &str =
     "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy";
 
-/// An HTTP listener on `ip:port` whose routes come from RDS resource `route_name`.
-pub fn http_listener(
+/// An HTTP listener on `ip:port` whose routes come from RDS resource `route_name`, with the
+/// rate limit filters its routes need, configured by the ClientTrafficPolicy settings `client`
+/// if any.
+pub(crate) fn http_listener(
     name: &str,
     ip: &str,
     port: u32,
     route_name: &str,
     rate_limits: crate::ratelimit::HcmRateLimits,
+    client: Option<&ClientSettings>,
 ) -> Arc<XdsResource> {
-    let listener = Listener {
+    let mut filters = vec![hcm_filter(name, route_name, rate_limits, client)];
+    let mut listener = Listener {
         name: name.to_string(),
         address: Some(socket_address(ip, port)),
-        filter_chains: vec![FilterChain {
-            filters: vec![hcm_filter(name, route_name, rate_limits)],
-            ..Default::default()
-        }],
         ..Default::default()
     };
+    if let Some(s) = client {
+        crate::policy::client::apply_chain_filters(s, name, &mut filters);
+        crate::policy::client::apply_listener(s, &mut listener);
+    }
+    listener.filter_chains = vec![FilterChain {
+        filters,
+        ..Default::default()
+    }];
     encode(type_url::LISTENER, name, &listener)
 }
 
 /// The HTTP connection manager filter, routes from RDS resource `route_name`, with the rate
-/// limit filters the gateway's routes need.
-pub fn hcm_filter(
+/// limit filters the gateway's routes need, configured by the ClientTrafficPolicy settings
+/// `client` if any.
+pub(crate) fn hcm_filter(
     stat_prefix: &str,
     route_name: &str,
     rate_limits: crate::ratelimit::HcmRateLimits,
+    client: Option<&ClientSettings>,
 ) -> Filter {
     let mut http_filters = vec![
         // Routes carry their CORS policy as per-filter config; without one the filter
@@ -166,6 +177,9 @@ pub fn hcm_filter(
     };
     // BackendTrafficPolicy's filters, each in its place in Envoy Gateway's order.
     crate::traffic::insert_http_filters(&mut hcm.http_filters);
+    if let Some(s) = client {
+        crate::policy::client::apply_hcm(s, &mut hcm);
+    }
     Filter {
         name: "envoy.filters.network.http_connection_manager".to_string(),
         config_type: Some(filter::ConfigType::TypedConfig(any(

@@ -60,6 +60,26 @@ pub(crate) fn translate_gateway(
     }
     let sets: Vec<SetInfo> = listener::listener_sets(ix, gw_key, gw);
     let mut listeners: Vec<ListenerState> = listener::check_listeners(ix, gw_key, gw, &sets);
+    // Each listener's ClientTrafficPolicy, read once. One that cannot be used (its status says
+    // why) configures nothing, and the listener fails closed (`ctp_invalid`).
+    for l in listeners.iter_mut() {
+        let set = l.set.map(|si| &sets[si].key);
+        let Some(r) = policies.client(ix, gw_key, set, &l.spec.name) else {
+            continue;
+        };
+        l.ctp = match &r.object {
+            Object::Extension(_, o) => crate::policy::client::parse(&o.spec)
+                .ok()
+                .and_then(|mut s| {
+                    s.tls.client_ca =
+                        crate::policy::client::resolve_client_ca(ix, &r.key, &o.spec).ok()?;
+                    crate::policy::client::for_listener(s, l.spec.hostname.as_deref())
+                })
+                .map(std::sync::Arc::new),
+            _ => None,
+        };
+        l.ctp_invalid = l.ctp.is_none();
+    }
 
     let bind_ip = gw
         .spec
@@ -231,6 +251,11 @@ pub(crate) fn translate_gateway(
                                     r.action = Some(crate::httproute::direct(500, None))
                                 }
                                 None => {}
+                            }
+                            // A listener whose ClientTrafficPolicy cannot be used answers 500
+                            // whatever its routes' policies say.
+                            if listeners[*li].ctp_invalid {
+                                crate::policy::client::fail_closed(&mut r);
                             }
                             if let (Some(scheme), Some(route::Action::Redirect(ra))) =
                                 (&e.redirect_scheme, r.action.as_mut())

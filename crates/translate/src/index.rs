@@ -221,6 +221,7 @@ impl Index {
                 self.gateways_of_ca_holder(k, out);
                 self.gateways_validating_clients_with(k, out);
                 self.gateways_of_response_body(k, out);
+                crate::policy::client::gateways_trusting(self, k, out);
             }
             Object::EndpointSlice(_) => {
                 for (_, svc) in Self::edges(r) {

@@ -299,6 +299,9 @@ fn program(
             };
             let mut filters = Vec::new();
             let mut tp = tp;
+            if let Some(ctp) = &l.ctp {
+                crate::policy::client::apply_tcp_proxy(ctp, &mut tp);
+            }
             if let Some(d) = dynamic {
                 // The SNI name goes through the DNS cache the cluster shares.
                 use envoy_types::pb::envoy::extensions::filters::network::sni_dynamic_forward_proxy::v3::{
@@ -345,6 +348,7 @@ fn program(
                 tls,
                 alpn: &[],
                 client: None,
+                ctp: None,
                 filters,
             });
         }

@@ -4,9 +4,11 @@
 
 use crate::envoy::{self, any};
 use crate::index::Index;
+use crate::policy::client::{self, ClientSettings};
 use crate::tls::{
-    check_certificate_refs, downstream_tls_socket, frontend_validation, gateway_tls_conditions,
-    resolve_client_validation, CertPair, ClientValidation, SdsRef, ServingCerts,
+    check_certificate_refs, downstream_tls_context, frontend_validation, gateway_tls_conditions,
+    resolve_client_validation, tls_transport_socket, CertPair, ClientValidation, SdsRef,
+    ServingCerts,
 };
 use crate::values::Age;
 use crate::XdsResource;
@@ -53,6 +55,12 @@ pub(crate) struct ListenerState<'a> {
     pub sds: Vec<SdsRef>,
     /// Client certificate validation (Gateway `spec.tls.frontend`), HTTPS only.
     pub client: Option<ClientValidation>,
+    /// The settings of the ClientTrafficPolicy that configures the listener, if any.
+    pub ctp: Option<Arc<ClientSettings>>,
+    /// The listener's ClientTrafficPolicy cannot be used (its status says why): as Envoy
+    /// Gateway, the listener serves nothing rather than serve without it (HTTP routes answer
+    /// 500, TCP and TLS routes are dropped).
+    pub ctp_invalid: bool,
     /// Generation of the owner, for the conditions' observedGeneration.
     pub gen: Option<i64>,
 }
@@ -363,6 +371,8 @@ fn validate<'a>(
         sans: vec![],
         sds: vec![],
         client: None,
+        ctp: None,
+        ctp_invalid: false,
         gen,
     };
     let c = &mut st.conditions;
@@ -1011,6 +1021,8 @@ pub(crate) struct Chain {
     pub alpn: &'static [&'static str],
     pub client: Option<ClientValidation>,
     pub filters: Vec<Filter>,
+    /// The ClientTrafficPolicy settings of the listener the chain serves.
+    pub ctp: Option<Arc<ClientSettings>>,
 }
 
 /// What the routes produced for Envoy, per listener index.
@@ -1042,7 +1054,9 @@ fn socket(ip: &str, port: u32, udp: bool) -> envoy_types::pb::envoy::config::cor
 /// The Envoy listeners of every programmed listener: one per port and transport. A port
 /// whose listeners are HTTP is served by the plain HTTP listener `http-PORT` (built by the
 /// gateway); HTTPS, TLS and TCP listeners share `tcp-PORT` with one filter chain per SNI name;
-/// UDP listeners become `udp-PORT`.
+/// UDP listeners become `udp-PORT`. ClientTrafficPolicy settings: the first listener of a port
+/// configures the Envoy listener (and, for plain HTTP, its one HCM), each HTTPS or TLS
+/// listener its own filter chains (see [`crate::policy::client`]).
 pub(crate) fn envoy_listeners(
     ls: &[ListenerState],
     bind_ip: &str,
@@ -1055,12 +1069,15 @@ pub(crate) fn envoy_listeners(
     for (i, l) in ls.iter().enumerate().filter(|(_, l)| l.valid) {
         match l.protocol() {
             "HTTP" => {
+                // The first HTTP listener of the port is kept below (a stable sort, then
+                // dedup): its policy configures the port's one HCM.
                 out.push(envoy::http_listener(
                     &format!("http-{}", port_of(l.spec)),
                     bind_ip,
                     port_of(l.spec),
                     &format!("http-{}", port_of(l.spec)),
                     rate_limits,
+                    l.ctp.as_deref(),
                 ));
             }
             "UDP" => {
@@ -1091,11 +1108,27 @@ pub(crate) fn envoy_listeners(
                         &format!("https-{port}"),
                         &route_config_name(l),
                         rate_limits,
+                        l.ctp.as_deref(),
                     )],
+                    ctp: l.ctp.clone(),
                 });
             }
-            chains.extend(l4.chains.remove(&i).unwrap_or_default());
+            let l4_chains = l4.chains.remove(&i).unwrap_or_default();
+            if l.ctp_invalid {
+                continue;
+            }
+            chains.extend(l4_chains.into_iter().map(|mut c| {
+                c.ctp = l.ctp.clone();
+                c
+            }));
         }
+        // Envoy Gateway creates a port's Envoy listener from its first HTTPS listener (HTTP
+        // listeners are translated before TCP ones), else its first listener.
+        let first = idx
+            .iter()
+            .find(|&&i| ls[i].protocol() == "HTTPS")
+            .or(idx.first())
+            .and_then(|&i| ls[i].ctp.clone());
         // Envoy rejects two chains that match the same server name: the first keeps it.
         let mut taken: BTreeSet<String> = BTreeSet::new();
         let mut filter_chains = Vec::new();
@@ -1111,17 +1144,25 @@ pub(crate) fn envoy_listeners(
                     continue;
                 }
             }
+            let transport_socket = c.tls.as_ref().map(|certs| {
+                let mut ctx = downstream_tls_context(certs, c.alpn, c.client.as_ref());
+                if let Some(s) = &c.ctp {
+                    client::apply_tls(s, &mut ctx);
+                }
+                tls_transport_socket(&ctx)
+            });
+            let mut filters = c.filters;
+            if let Some(s) = &c.ctp {
+                client::apply_chain_filters(s, &format!("tcp-{port}"), &mut filters);
+            }
             filter_chains.push(FilterChain {
                 name: format!("tcp-{port}/{n}"),
                 filter_chain_match: (!c.server_names.is_empty()).then(|| FilterChainMatch {
                     server_names: c.server_names.clone(),
                     ..Default::default()
                 }),
-                transport_socket: c
-                    .tls
-                    .as_ref()
-                    .map(|certs| downstream_tls_socket(certs, c.alpn, c.client.as_ref())),
-                filters: c.filters,
+                transport_socket,
+                filters,
                 ..Default::default()
             });
         }
@@ -1132,7 +1173,7 @@ pub(crate) fn envoy_listeners(
             .iter()
             .any(|c| c.filter_chain_match.is_some() || c.transport_socket.is_some());
         let name = format!("tcp-{port}");
-        let listener = EnvoyListener {
+        let mut listener = EnvoyListener {
             name: name.clone(),
             address: Some(socket(bind_ip, port, false)),
             filter_chains,
@@ -1150,6 +1191,9 @@ pub(crate) fn envoy_listeners(
             },
             ..Default::default()
         };
+        if let Some(s) = &first {
+            client::apply_listener(s, &mut listener);
+        }
         out.push(envoy::encode(crate::type_url::LISTENER, &name, &listener));
     }
     for (port, i) in udp_ports {

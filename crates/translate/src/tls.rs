@@ -277,6 +277,11 @@ pub(crate) fn check_certificate_refs(
     out
 }
 
+/// Whether `pem` starts with a parseable PEM certificate (what Envoy takes as a trusted CA).
+pub(crate) fn is_pem_certificate(pem: &[u8]) -> bool {
+    pem_block(pem, &["CERTIFICATE"]).is_some_and(|(_, der)| parse_certificate(&der).is_some())
+}
+
 /// The first PEM block of `data` whose label is one of `labels`: (label, DER bytes).
 fn pem_block(data: &[u8], labels: &[&str]) -> Option<(String, Vec<u8>)> {
     let text = std::str::from_utf8(data).ok()?;
@@ -777,17 +782,18 @@ pub(crate) fn sds_cluster(url: &str) -> std::sync::Arc<crate::XdsResource> {
     crate::envoy::encode(crate::type_url::CLUSTER, &name, &c)
 }
 
-/// The `envoy.transport_sockets.tls` socket serving `certs`, with ALPN `alpn`.
-pub(crate) fn downstream_tls_socket(
+/// The downstream TLS context serving `certs`, with ALPN `alpn` (the
+/// `envoy.transport_sockets.tls` socket is [`tls_transport_socket`] of it).
+pub(crate) fn downstream_tls_context(
     certs: &ServingCerts,
     alpn: &[&str],
     client: Option<&ClientValidation>,
-) -> TransportSocket {
+) -> DownstreamTlsContext {
     let inline = |b: &[u8]| DataSource {
         specifier: Some(data_source::Specifier::InlineBytes(b.to_vec())),
         ..Default::default()
     };
-    let ctx = DownstreamTlsContext {
+    DownstreamTlsContext {
         common_tls_context: Some(CommonTlsContext {
             tls_certificate_sds_secret_configs: certs.sds.iter().map(sds_secret_config).collect(),
             tls_certificates: certs
@@ -812,14 +818,18 @@ pub(crate) fn downstream_tls_socket(
         }),
         require_client_certificate: client.map(|c| BoolValue { value: c.require }),
         ..Default::default()
-    };
+    }
+}
+
+/// A downstream TLS transport socket with context `ctx`.
+pub(crate) fn tls_transport_socket(ctx: &DownstreamTlsContext) -> TransportSocket {
     TransportSocket {
         name: "envoy.transport_sockets.tls".into(),
         config_type: Some(
             envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType::TypedConfig(
                 any(
                     "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
-                    &ctx,
+                    ctx,
                 ),
             ),
         ),

@@ -5,6 +5,7 @@
 mod api_auth;
 mod bad_input;
 mod btp;
+mod ctp;
 mod hardening;
 mod ingest;
 mod membership;

@@ -24,19 +24,28 @@ pub(crate) struct CtpAttachment {
     set_listeners: BTreeMap<(ResourceKey, String), ResourceKey>,
     /// ListenerSet -> the policy attached to the whole ListenerSet.
     sets: BTreeMap<ResourceKey, ResourceKey>,
+    /// (Gateway or ListenerSet, listener name) whose policy is refused there (it would
+    /// configure other plain HTTP listeners of the port too): nothing configures them.
+    refused: BTreeSet<(ResourceKey, String)>,
 }
 
 impl CtpAttachment {
     /// The policy that configures listener `listener` of gateway `gw`, or of its ListenerSet
     /// `set`: the one naming the listener, else the one naming its ListenerSet, else the one
     /// naming the Gateway.
-    #[allow(dead_code)]
     pub fn for_listener(
         &self,
         gw: &ResourceKey,
         set: Option<&ResourceKey>,
         listener: &str,
     ) -> Option<&ResourceKey> {
+        let owner = set.unwrap_or(gw);
+        if self
+            .refused
+            .contains(&(owner.clone(), listener.to_string()))
+        {
+            return None;
+        }
         let own = match set {
             Some(ls) => self
                 .set_listeners
@@ -62,6 +71,16 @@ struct Owner<'a> {
     /// The Gateway it belongs to.
     gateway: ResourceKey,
     listeners: Vec<&'a str>,
+    /// Its HTTP and HTTPS listeners without a hostname, or with a wildcard one.
+    hostless: BTreeSet<&'a str>,
+}
+
+fn hostless(ls: &[flotilla_model::gateway::Listener]) -> BTreeSet<&str> {
+    ls.iter()
+        .filter(|l| matches!(l.protocol.as_str(), "HTTP" | "HTTPS"))
+        .filter(|l| l.hostname.as_deref().is_none_or(|h| h.contains('*')))
+        .map(|l| l.name.as_str())
+        .collect()
 }
 
 /// A plain-HTTP listener of a gateway, named as Envoy Gateway names its IR listener
@@ -102,9 +121,11 @@ fn port_overlap(
     })
 }
 
-/// Why a policy's fields cannot be translated, if that is cheap to tell: Envoy Gateway's
-/// checks of durations and numeric ranges while translating a listener, in its order (the
-/// other fields are checked when they are translated).
+/// Why a policy's fields cannot be translated: Envoy Gateway's checks of durations and numeric
+/// ranges while translating a listener, in its order, then the checks of
+/// [`super::client::schema_errors`] (values Envoy Gateway's CRD schema or Envoy would refuse).
+/// The CA references of client validation are checked by
+/// [`super::client::resolve_client_ca`], which needs the index.
 pub(crate) fn invalid(spec: &Value) -> Option<String> {
     const U32: (f64, f64) = (0.0, 4_294_967_295.0);
     const WINDOW: (f64, f64) = (65_535.0, 2_147_483_647.0);
@@ -177,6 +198,9 @@ pub(crate) fn invalid(spec: &Value) -> Option<String> {
         "InitialConnectionWindowSize",
         WINDOW,
     );
+    for (section, msg) in super::client::schema_errors(spec) {
+        e.add(section, msg);
+    }
     e.message()
 }
 
@@ -212,6 +236,7 @@ pub(crate) fn attach(
                 key: (*k).clone(),
                 gateway: (*k).clone(),
                 listeners: g.spec.listeners.iter().map(|l| l.name.as_str()).collect(),
+                hostless: hostless(&g.spec.listeners),
             },
         );
         for set in listener_sets(ix, k, g).into_iter().filter(|s| s.allowed) {
@@ -251,6 +276,7 @@ pub(crate) fn attach(
                         .iter()
                         .map(|l| l.name.as_str())
                         .collect(),
+                    hostless: hostless(&set.ls.spec.listeners),
                 },
             );
         }
@@ -285,7 +311,12 @@ pub(crate) fn attach(
             })
             .collect::<Vec<_>>()
     };
-    let invalid: Vec<Option<String>> = policies.iter().map(|p| invalid(p.spec)).collect();
+    let invalid: Vec<Option<String>> = policies
+        .iter()
+        .map(|p| {
+            invalid(p.spec).or_else(|| super::client::resolve_client_ca(ix, p.key, p.spec).err())
+        })
+        .collect();
     // Pass 1: a listener; pass 2: a whole ListenerSet; pass 3: a whole Gateway.
     for pass in 0..3 {
         for ((p, st), bad) in policies.iter().zip(statuses.iter_mut()).zip(&invalid) {
@@ -308,7 +339,7 @@ pub(crate) fn attach(
                     name: t.name.clone(),
                     section: t.section.clone(),
                 };
-                let overlap;
+                let mut overlap;
                 match &t.section {
                     Some(section) => {
                         if !owner.listeners.contains(&section.as_str()) {
@@ -330,6 +361,16 @@ pub(crate) fn attach(
                             continue;
                         }
                         overlap = port_overlap(&http[&owner.gateway], &owner.key, section, false);
+                        if overlap.is_some() {
+                            out.attachment
+                                .refused
+                                .insert((owner.key.clone(), section.clone()));
+                        }
+                        // A translation error: the policy still configures the listener (which
+                        // then serves nothing, see `gateway.rs`).
+                        if overlap.is_none() && owner.hostless.contains(section.as_str()) {
+                            overlap = super::client::http10_default_host_error(p.spec);
+                        }
                         overriding
                             .entry(owner.gateway.clone())
                             .or_default()
@@ -356,14 +397,23 @@ pub(crate) fn attach(
                             continue;
                         }
                         whole.insert(owner.key.clone(), p.key.clone());
-                        let errs: Vec<String> = owner
+                        let mut errs: Vec<String> = Vec::new();
+                        for l in owner
                             .listeners
                             .iter()
                             .filter(|l| !taken.contains(&(owner.key.clone(), l.to_string())))
-                            .filter_map(|l| {
+                        {
+                            if let Some(e) =
                                 port_overlap(&http[&owner.gateway], &owner.key, l, true)
-                            })
-                            .collect();
+                            {
+                                errs.push(e);
+                                out.attachment
+                                    .refused
+                                    .insert((owner.key.clone(), l.to_string()));
+                            } else if owner.hostless.contains(l) {
+                                errs.extend(super::client::http10_default_host_error(p.spec));
+                            }
+                        }
                         overlap = (!errs.is_empty()).then(|| errs.join("\n"));
                         if let Some(s) = overriding.get(&owner.key).filter(|s| !s.is_empty()) {
                             // A BTreeSet iterates sorted, as Envoy Gateway sorts the sections.
@@ -386,9 +436,11 @@ pub(crate) fn attach(
                     st.reject(&anc, "Invalid", msg);
                 }
                 st.accept_if_unset(&anc);
+                let mut deprecated = super::client::deprecated_fields(p.spec);
                 if p.targets.deprecated_target_ref {
-                    st.warn_deprecated(&anc, &[("spec.targetRef", "spec.targetRefs")]);
+                    deprecated.push(("spec.targetRef", "spec.targetRefs"));
                 }
+                st.warn_deprecated(&anc, &deprecated);
             }
         }
     }

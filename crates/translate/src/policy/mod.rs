@@ -13,9 +13,13 @@
 //! "which ClientTrafficPolicy applies to this listener" ([`ctp::CtpAttachment::for_listener`])
 //! and "which BackendTrafficPolicy applies to this route rule"
 //! ([`btp::BtpAttachment::for_route_rule`]), most specific target first.
+//!
+//! What ClientTrafficPolicy fields do to Envoy lives in [`client`]: the spec read once into
+//! checked settings, applied by the listener builders (`listener.rs`, `envoy.rs`).
 
 pub(crate) mod backend;
 pub(crate) mod btp;
+pub(crate) mod client;
 pub(crate) mod ctp;
 pub(crate) mod ratelimit;
 pub(crate) mod status;
@@ -108,6 +112,8 @@ impl Policies {
 
     /// The BackendTrafficPolicy configuring rule `rule` (its name) of `route` as served by
     /// listener `listener` of gateway `gw` (of its ListenerSet `set`).
+    // Read once BackendTrafficPolicy fields are translated.
+    #[allow(dead_code)]
     pub fn backend<'a>(
         &self,
         ix: &'a Index,

@@ -1,0 +1,486 @@
+//! ClientTrafficPolicy through `flotilla standalone` and a real Envoy: the settings are in the
+//! listener Envoy runs (its admin config_dump), and they act on real connections.
+
+use crate::standalone::{Standalone, T};
+use crate::support::*;
+use serde_json::Value;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// An HTTP backend answering, once it has the whole request body, with the client address
+/// headers Envoy sent it.
+async fn echo_backend() -> u16 {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .expect("bind backend");
+    let port = listener.local_addr().expect("addr").port();
+    let app =
+        axum::Router::new().fallback(|headers: axum::http::HeaderMap, _body: String| async move {
+            let h = |n: &str| {
+                headers
+                    .get(n)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-")
+                    .to_string()
+            };
+            format!(
+                "external={} xff={}",
+                h("x-envoy-external-address"),
+                h("x-forwarded-for")
+            )
+        });
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    port
+}
+
+fn policy_yaml(spec: &str) -> String {
+    format!(
+        "apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: ClientTrafficPolicy
+metadata: {{name: client, namespace: default}}
+spec:
+  targetRefs: [{{group: gateway.networking.k8s.io, kind: Gateway, name: gw}}]
+{spec}"
+    )
+}
+
+/// Standalone with a gateway on a free port, a route `/app` to `backend`, the policy `spec`,
+/// and an Envoy; returns (standalone, envoy, gateway port, Envoy admin port) once `/app`
+/// answers through Envoy.
+async fn setup(spec: &str, backend: u16) -> (Standalone, Proc, u16, u16) {
+    let s = Standalone::start();
+    let port = free_port();
+    write_file(
+        &s.yaml,
+        "all.yaml",
+        &format!(
+            "{}---\n{}---\n{}---\n{}",
+            gateway_yaml("default", "gw", "127.0.0.1", port),
+            service_yaml("default", "web", backend),
+            route_yaml("default", "app", "gw", "/app", &[("web", 1)]),
+            policy_yaml(spec)
+        ),
+    );
+    let (envoy, admin) = start_envoy(
+        s.dir.path(),
+        "envoy",
+        "local/default/gw",
+        &[format!("127.0.0.1:{}", s.xds)],
+    );
+    s.expect(
+        &format!("http://127.0.0.1:{port}/app"),
+        "the route through Envoy",
+        |c, _| c == 200,
+    )
+    .await;
+    (s, envoy, port, admin)
+}
+
+/// The policy's status, once it has one.
+async fn policy_status(s: &Standalone) -> Value {
+    eventually("the policy status", T, || async {
+        let v = s
+            .api("/api/v1/resources/local/ClientTrafficPolicy/default/client")
+            .await?;
+        let st = &v["object"]["status"];
+        if st["ancestors"].is_array() {
+            Ok(st.clone())
+        } else {
+            Err(v.to_string())
+        }
+    })
+    .await
+}
+
+/// The active state of Envoy listener `name` from the admin config_dump, once Envoy runs it
+/// (a listener Envoy rejected is never active).
+async fn active_listener(admin: u16, name: &str) -> Value {
+    let c = client();
+    eventually(&format!("listener {name} active in Envoy"), T, || async {
+        let dump = get_json(
+            &c,
+            &format!("http://127.0.0.1:{admin}/config_dump?resource=dynamic_listeners"),
+        )
+        .await?;
+        dump["configs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|l| l["name"] == name)
+            .and_then(|l| l.get("active_state"))
+            .map(|a| a["listener"].clone())
+            .ok_or_else(|| dump.to_string())
+    })
+    .await
+}
+
+/// The HTTP connection manager of the listener's first filter chain, in config_dump JSON.
+fn hcm(listener: &Value) -> Value {
+    listener["filter_chains"][0]["filters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|f| f["name"] == "envoy.filters.network.http_connection_manager")
+        .map(|f| f["typed_config"].clone())
+        .unwrap_or(Value::Null)
+}
+
+/// A JSON integer Envoy may print as a number or (64-bit) as a string.
+fn int(v: &Value) -> Option<i64> {
+    v.as_i64()
+        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_keepalive_and_buffer_limit_reach_envoy() {
+    let backend = echo_backend().await;
+    let (s, _envoy, port, admin) = setup(
+        "  timeout: {http: {requestReceivedTimeout: 1s, idleTimeout: 30s, streamIdleTimeout: 45s}}
+  tcpKeepalive: {probes: 3, idleTime: 1m, interval: 10s}
+  connection: {bufferLimit: 64Ki, connectionLimit: {value: 50}}
+",
+        backend,
+    )
+    .await;
+    let l = active_listener(admin, &format!("http-{port}")).await;
+    let m = hcm(&l);
+    assert_eq!(m["request_timeout"], "1s", "{m}");
+    assert_eq!(m["stream_idle_timeout"], "45s", "{m}");
+    assert_eq!(
+        m["common_http_protocol_options"]["idle_timeout"], "30s",
+        "{m}"
+    );
+    assert_eq!(l["per_connection_buffer_limit_bytes"], 65536, "{l}");
+    let opts: Vec<(i64, i64, i64)> = l["socket_options"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|o| {
+            (
+                int(&o["level"]).unwrap_or(-1),
+                int(&o["name"]).unwrap_or(-1),
+                int(&o["int_value"]).unwrap_or(-1),
+            )
+        })
+        .collect();
+    // SO_KEEPALIVE on, then TCP_KEEPCNT, TCP_KEEPIDLE, TCP_KEEPINTVL.
+    assert_eq!(opts, [(1, 9, 1), (6, 6, 3), (6, 4, 60), (6, 5, 10)], "{l}");
+    assert_eq!(
+        l["filter_chains"][0]["filters"][0]["name"], "envoy.filters.network.connection_limit",
+        "{l}"
+    );
+
+    // The request timeout acts: a request whose body never comes (the backend waits for it)
+    // is answered 408 after ~1s.
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect to Envoy");
+    let started = Instant::now();
+    conn.write_all(b"POST /app HTTP/1.1\r\nHost: gw\r\nContent-Length: 10\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = vec![0u8; 256];
+    let n = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf))
+        .await
+        .expect("Envoy answered within 10s")
+        .expect("read");
+    let waited = started.elapsed();
+    let head = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(head.starts_with("HTTP/1.1 408"), "{head}");
+    assert!(
+        waited >= Duration::from_millis(900),
+        "answered after {waited:?}"
+    );
+
+    let st = policy_status(&s).await;
+    assert!(st.to_string().contains("\"Accepted\""), "{st}");
+    let stats = s.stats().await.expect("stats");
+    assert_eq!(stats["nacks"], 0, "{stats}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_address_from_trusted_hops_and_a_health_check_path() {
+    let backend = echo_backend().await;
+    let (s, _envoy, port, admin) = setup(
+        "  clientIPDetection: {xForwardedFor: {numTrustedHops: 2}}
+  healthCheck: {path: /healthz}
+",
+        backend,
+    )
+    .await;
+    let l = active_listener(admin, &format!("http-{port}")).await;
+    assert_eq!(hcm(&l)["xff_num_trusted_hops"], 2, "{l}");
+
+    // Two trusted hops: the client is the second address from the right of what the
+    // client sent (not the proxy that sent it, 198.51.100.9, nor Envoy's peer).
+    let c = client();
+    let r = c
+        .get(format!("http://127.0.0.1:{port}/app"))
+        .header("x-forwarded-for", "203.0.113.7, 198.51.100.9")
+        .send()
+        .await
+        .expect("request through Envoy");
+    assert_eq!(r.status(), 200);
+    let body = r.text().await.expect("body");
+    assert!(
+        body.starts_with("external=203.0.113.7 "),
+        "the backend saw {body}"
+    );
+    // Envoy appends the peer it saw (no space after its comma).
+    assert!(body.contains("xff=203.0.113.7, 198.51.100.9,"), "{body}");
+
+    // Envoy answers the health check path itself; no route serves it.
+    let (code, body) = get(&c, &format!("http://127.0.0.1:{port}/healthz"))
+        .await
+        .expect("health check");
+    assert_eq!(code, 200, "{body}");
+    assert!(!body.contains("external="), "{body}");
+    let (code, _) = get(&c, &format!("http://127.0.0.1:{port}/other"))
+        .await
+        .expect("other path");
+    assert_eq!(code, 404);
+
+    let stats = s.stats().await.expect("stats");
+    assert_eq!(stats["nacks"], 0, "{stats}");
+}
+
+/// A CA, a server certificate for `a.example.com` and a client certificate, both issued by it.
+struct Pki {
+    ca_pem: String,
+    ca_der: Vec<u8>,
+    server_pem: String,
+    server_key_pem: String,
+    client_der: Vec<u8>,
+    client_key_der: Vec<u8>,
+}
+
+fn pki() -> Pki {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    };
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "ctp test CA");
+    let ca = ca_params.self_signed(&ca_key).expect("CA certificate");
+    let issuer = Issuer::new(ca_params, ca_key);
+    let server_key = KeyPair::generate().expect("server key");
+    let server = CertificateParams::new(vec!["a.example.com".to_string()])
+        .expect("server params")
+        .signed_by(&server_key, &issuer)
+        .expect("server certificate");
+    let client_key = KeyPair::generate().expect("client key");
+    let mut client_params =
+        CertificateParams::new(vec!["client.example.com".to_string()]).expect("client params");
+    client_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let client = client_params
+        .signed_by(&client_key, &issuer)
+        .expect("client certificate");
+    Pki {
+        ca_pem: ca.pem(),
+        ca_der: ca.der().to_vec(),
+        server_pem: server.pem(),
+        server_key_pem: server_key.serialize_pem(),
+        client_der: client.der().to_vec(),
+        client_key_der: client_key.serialize_der(),
+    }
+}
+
+/// GET `/app` from `a.example.com` over TLS (trusting `pki`'s CA), with the client
+/// certificate if `with_cert`, offering only TLS 1.2 if `tls12`: the raw response, or why
+/// there was none.
+async fn https_app(port: u16, pki: &Pki, with_cert: bool, tls12: bool) -> Result<String, String> {
+    use std::sync::Arc;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(pki.ca_der.clone()))
+        .map_err(|e| e.to_string())?;
+    let versions: &[&rustls::SupportedProtocolVersion] = if tls12 {
+        &[&rustls::version::TLS12]
+    } else {
+        &[&rustls::version::TLS13, &rustls::version::TLS12]
+    };
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(versions)
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots);
+    let config = if with_cert {
+        builder
+            .with_client_auth_cert(
+                vec![rustls::pki_types::CertificateDer::from(
+                    pki.client_der.clone(),
+                )],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(pki.client_key_der.clone().into()),
+            )
+            .map_err(|e| e.to_string())?
+    } else {
+        builder.with_no_client_auth()
+    };
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let name =
+        rustls::pki_types::ServerName::try_from("a.example.com").map_err(|e| e.to_string())?;
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS handshake: {e}"))?;
+    tls.write_all(b"GET /app HTTP/1.1\r\nHost: a.example.com\r\nConnection: close\r\n\r\n")
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut out))
+        .await
+        .map_err(|_| "no answer in 5s".to_string())?
+        .map_err(|e| format!("read: {e}"))?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificates_are_required_and_tls_parameters_apply() {
+    let pki = pki();
+    let s = Standalone::start();
+    let backend = start_backend("web").await;
+    let port = free_port();
+    let b64 = |s: &str| crate::sds::base64(s.as_bytes());
+    write_file(
+        &s.yaml,
+        "all.yaml",
+        &format!(
+            "{CLASS_YAML}apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: default}}
+spec:
+  gatewayClassName: flotilla
+  addresses: [{{type: IPAddress, value: 127.0.0.1}}]
+  listeners:
+  - {{name: https, port: {port}, protocol: HTTPS, hostname: a.example.com, tls: {{certificateRefs: [{{name: server}}]}}, allowedRoutes: {{namespaces: {{from: All}}}}}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: server, namespace: default}}
+type: kubernetes.io/tls
+data: {{tls.crt: {}, tls.key: {}}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: client-ca, namespace: default}}
+data: {{ca.crt: {}}}
+---
+{}---
+{}",
+            b64(&pki.server_pem),
+            b64(&pki.server_key_pem),
+            b64(&pki.ca_pem),
+            service_yaml("default", "web", backend),
+            route_yaml("default", "app", "gw", "/app", &[("web", 1)]),
+        ),
+    );
+    let policy = |ca: &str| {
+        policy_yaml(&format!(
+            "  tls: {{minVersion: '1.3', clientValidation: {{caCertificateRefs: [{{name: {ca}}}]}}}}\n"
+        ))
+    };
+    write_file(&s.yaml, "policy.yaml", &policy("client-ca"));
+    let (_envoy, admin) = start_envoy(
+        s.dir.path(),
+        "envoy",
+        "local/default/gw",
+        &[format!("127.0.0.1:{}", s.xds)],
+    );
+    // With the client certificate: served.
+    let ok = eventually("the route over mutual TLS", T, || async {
+        let r = https_app(port, &pki, true, false).await?;
+        if r.starts_with("HTTP/1.1 200") {
+            Ok(r)
+        } else {
+            Err(r)
+        }
+    })
+    .await;
+    assert!(ok.ends_with("backend=web path=/app"), "{ok}");
+    let l = active_listener(admin, &format!("tcp-{port}")).await;
+    let tls = &l["filter_chains"][0]["transport_socket"]["typed_config"];
+    assert_eq!(tls["require_client_certificate"], true, "{l}");
+    assert_eq!(
+        tls["common_tls_context"]["tls_params"]["tls_minimum_protocol_version"], "TLSv1_3",
+        "{l}"
+    );
+
+    // Without one: refused (during the handshake, or by an alert on the first read).
+    match https_app(port, &pki, false, false).await {
+        Ok(r) => assert!(
+            !r.contains("200"),
+            "served without a client certificate: {r}"
+        ),
+        Err(e) => assert!(e.contains("TLS handshake") || e.contains("read"), "{e}"),
+    }
+    // TLS 1.2 is below the policy's minimum: no handshake.
+    let e = https_app(port, &pki, true, true)
+        .await
+        .expect_err("served over TLS 1.2");
+    assert!(e.contains("TLS handshake"), "{e}");
+
+    // The policy names a CA that does not exist: it is Invalid, and the listener fails
+    // closed (its routes answer 500) rather than serve without client validation.
+    write_file(&s.yaml, "policy.yaml", &policy("missing-ca"));
+    eventually("routes answering 500 without the policy", T, || async {
+        let r = https_app(port, &pki, false, false).await?;
+        if r.starts_with("HTTP/1.1 500") {
+            Ok(())
+        } else {
+            Err(r)
+        }
+    })
+    .await;
+    let st = policy_status(&s).await;
+    assert!(
+        st.to_string().contains(
+            "failed to get certificate from ref: secret default/missing-ca does not exist"
+        ),
+        "{st}"
+    );
+
+    let stats = s.stats().await.expect("stats");
+    assert_eq!(stats["nacks"], 0, "{stats}");
+}
+
+/// Trusted CIDRs go through Envoy's XFF original IP detection extension (a field the
+/// generated protobuf types predate): Envoy reads it back as `xff_trusted_cidrs`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trusted_cidrs_reach_envoys_xff_extension() {
+    let backend = echo_backend().await;
+    let (s, _envoy, port, admin) = setup(
+        "  clientIPDetection: {xForwardedFor: {trustedCIDRs: [10.0.0.0/8, '2001:db8::/32']}}\n",
+        backend,
+    )
+    .await;
+    let l = active_listener(admin, &format!("http-{port}")).await;
+    let m = hcm(&l);
+    assert_eq!(m["use_remote_address"], false, "{m}");
+    let ext = &m["original_ip_detection_extensions"][0]["typed_config"];
+    let cidrs: Vec<(String, i64)> = ext["xff_trusted_cidrs"]["cidrs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            (
+                c["address_prefix"].as_str().unwrap_or_default().to_string(),
+                int(&c["prefix_len"]).unwrap_or(-1),
+            )
+        })
+        .collect();
+    assert_eq!(
+        cidrs,
+        [("10.0.0.0".to_string(), 8), ("2001:db8::".to_string(), 32)],
+        "{m}"
+    );
+    let stats = s.stats().await.expect("stats");
+    assert_eq!(stats["nacks"], 0, "{stats}");
+}

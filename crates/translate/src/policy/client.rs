@@ -1,0 +1,1749 @@
+//! ClientTrafficPolicy fields → Envoy: the spec read once into typed, validated
+//! [`ClientSettings`], and their application to the Envoy Listener, its filter chains, the HTTP
+//! connection manager and the downstream TLS context, as Envoy Gateway's xDS translator writes
+//! them (`internal/xds/translator/listener.go`, `buildXdsTCPListener`, `addHCMToXDSListener`,
+//! `buildXdsDownstreamTLSSocket`).
+//!
+//! Which policy configures which listener is decided by [`super::ctp`]; a policy whose fields are
+//! invalid (its status says why, from [`super::ctp::invalid`]) configures nothing, and its
+//! listeners fail closed as in Envoy Gateway ([`fail_closed`]).
+//!
+//! A listener with a policy gets Envoy Gateway's HTTP connection manager defaults too, whatever
+//! fields the policy sets: the peer address is the client's (`use_remote_address`), headers
+//! with underscores are refused, paths are normalized with merged slashes and escaped slashes
+//! redirected, HTTP/2 takes Envoy Gateway's stream and window limits, the router adds no
+//! `x-envoy-*` headers, and TLS is 1.2 to 1.3. Listeners without a policy keep Flotilla's
+//! (Envoy's) defaults.
+//!
+//! Listeners that share an Envoy listener: Envoy Gateway builds one Envoy listener per address
+//! and port, created by the first Gateway listener (in listener order) on that port; the
+//! listener-level settings (TCP keepalive socket options, the per-connection buffer limit, the
+//! PROXY protocol listener filter) are that first listener's. Plain HTTP listeners of one port
+//! share its default filter chain and HTTP connection manager, which the first of them creates
+//! with its policy's settings: the later ones only add routes. (Envoy Gateway refuses a policy
+//! that would configure only some of the plain HTTP listeners of a port, see
+//! `validatePortOverlapForClientTrafficPolicy`, so the first listener's policy is normally the
+//! policy of all of them.) HTTPS listeners each have their own filter chain and HCM, which carry
+//! their own policy's settings.
+
+use crate::envoy::any;
+use crate::index::Index;
+use crate::values::{parse_go_duration, parse_quantity, GoDuration};
+use envoy_types::pb::envoy::config::core::v3::{
+    http1_protocol_options, http_protocol_options, socket_option, CidrRange, Http1ProtocolOptions,
+    Http2ProtocolOptions, HttpProtocolOptions, SocketOption, TypedExtensionConfig,
+};
+use envoy_types::pb::envoy::config::listener::v3::{
+    filter, listener_filter, Filter, Listener, ListenerFilter,
+};
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    http_connection_manager, http_filter, HttpConnectionManager, HttpFilter,
+};
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::subject_alt_name_matcher::SanType;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    tls_parameters, DownstreamTlsContext, TlsParameters,
+};
+use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value, UInt64Value};
+use flotilla_model::{Kind, Object, ResourceKey};
+use serde_json::Value;
+
+/// TCP keepalive probes (Envoy Gateway's `buildTCPSocketOptions`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct Keepalive {
+    pub probes: Option<u32>,
+    /// Seconds (Envoy Gateway truncates the duration to whole seconds).
+    pub idle_time: Option<u32>,
+    pub interval: Option<u32>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct ConnectionLimit {
+    pub max: u64,
+    pub close_delay: Option<GoDuration>,
+}
+
+/// How the client address is found (`clientIPDetection`).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum ClientIp {
+    /// The address `hops` entries from the right of X-Forwarded-For.
+    Xff { hops: u32 },
+    /// The rightmost X-Forwarded-For address not in a trusted range.
+    XffTrusted { cidrs: Vec<(String, u32)> },
+    /// A header holding the address; `fail_closed` refuses a request without a valid one.
+    Header { name: String, fail_closed: bool },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RequestId {
+    PreserveOrGenerate,
+    Preserve,
+    Generate,
+    Disable,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Xfcc {
+    /// Envoy's `ForwardClientCertDetails`.
+    pub mode: http_connection_manager::ForwardClientCertDetails,
+    /// `certDetailsToAdd` (AppendForward and SanitizeSet only).
+    pub details: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Http1 {
+    pub trailers: bool,
+    pub preserve_case: bool,
+    /// HTTP/1.0 accepted.
+    pub http10: bool,
+    /// `http10.useDefaultHost`: requests without a Host get the listener's hostname.
+    pub use_default_host: bool,
+    /// That hostname, set per listener (see [`for_listener`]).
+    pub default_host: Option<String>,
+    /// `ignoredUpgradeTypes`: HTTP/1.1 upgrades Envoy ignores (passes on as plain requests).
+    pub ignored_upgrades: Vec<StrMatch>,
+}
+
+/// Envoy Gateway's refusal of `http10.useDefaultHost` on a listener with no hostname to use.
+/// (Envoy Gateway then falls back to the one non-wildcard hostname of the listener's routes;
+/// this controller does not.)
+pub(crate) fn http10_default_host_error(spec: &Value) -> Option<String> {
+    (bool_at(spec, "/http1/http10/useDefaultHost") == Some(true)).then(|| {
+        "HTTP1: cannot set http10 default host on listener with only wildcard hostnames."
+            .to_string()
+    })
+}
+
+/// The settings for a listener with hostname `hostname`: with `http10.useDefaultHost`, that
+/// hostname becomes the default host, and a listener without one takes no settings (its
+/// policy's status says why).
+pub(crate) fn for_listener(
+    mut s: ClientSettings,
+    hostname: Option<&str>,
+) -> Option<ClientSettings> {
+    if let Some(h1) = s.http1.as_mut().filter(|h| h.use_default_host) {
+        let h = hostname.filter(|h| !h.contains('*'))?;
+        h1.default_host = Some(h.to_string());
+    }
+    Some(s)
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct Http2 {
+    pub stream_window: Option<u32>,
+    pub connection_window: Option<u32>,
+    pub max_streams: Option<u32>,
+    /// `onInvalidMessage: TerminateStream` (true) or `TerminateConnection` (false).
+    pub reset_stream_on_error: Option<bool>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct Tls {
+    /// Client certificates validated against these CAs (PEM); `optional` lets a client
+    /// without one in.
+    pub client_ca: Option<ClientCa>,
+    pub min: Option<tls_parameters::TlsProtocol>,
+    pub max: Option<tls_parameters::TlsProtocol>,
+    pub ciphers: Vec<String>,
+    pub ecdh_curves: Vec<String>,
+    pub signature_algorithms: Vec<String>,
+    pub alpn: Option<Vec<String>>,
+    pub stateless_resumption: bool,
+    pub stateful_resumption: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct ClientCa {
+    pub pem: Vec<u8>,
+    pub optional: bool,
+    /// `spkiHashes`, `certificateHashes`: a client certificate must match one of each list set.
+    pub spki_hashes: Vec<String>,
+    pub cert_hashes: Vec<String>,
+    /// `subjectAltNames`: (Envoy SAN type, match, OID for otherNames).
+    pub sans: Vec<(SanType, StrMatch, String)>,
+    /// `allowExpiredCertificate`: an expired client certificate is still accepted.
+    pub allow_expired: bool,
+}
+
+/// A Gateway API style string match (`type`: Exact, Prefix, Suffix, RegularExpression).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum StrMatch {
+    Exact(String),
+    Prefix(String),
+    Suffix(String),
+    Regex(String),
+}
+
+fn str_match(m: &Value) -> Option<StrMatch> {
+    let v = m.get("value").and_then(Value::as_str)?.to_string();
+    Some(
+        match m.get("type").and_then(Value::as_str).unwrap_or("Exact") {
+            "Exact" => StrMatch::Exact(v),
+            "Prefix" => StrMatch::Prefix(v),
+            "Suffix" => StrMatch::Suffix(v),
+            "RegularExpression" => StrMatch::Regex(v),
+            _ => return None,
+        },
+    )
+}
+
+/// The `subjectAltNames` matchers of a client validation, in Envoy Gateway's order.
+fn san_matchers(cv: &Value) -> Vec<(SanType, StrMatch, String)> {
+    let mut out = Vec::new();
+    for (field, t) in [
+        ("dnsNames", SanType::Dns),
+        ("emailAddresses", SanType::Email),
+        ("ipAddresses", SanType::IpAddress),
+        ("uris", SanType::Uri),
+        ("otherNames", SanType::OtherName),
+    ] {
+        for m in cv
+            .pointer(&format!("/subjectAltNames/{field}"))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(sm) = str_match(m) {
+                let oid = m.get("oid").and_then(Value::as_str).unwrap_or_default();
+                out.push((t, sm, oid.to_string()));
+            }
+        }
+    }
+    out
+}
+
+/// What a ClientTrafficPolicy sets, checked. `None` / empty is "not set": Envoy Gateway's
+/// defaults (or ours, where we have none) apply.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct ClientSettings {
+    pub keepalive: Option<Keepalive>,
+    pub buffer_limit: Option<u32>,
+    pub connection_limit: Option<ConnectionLimit>,
+    /// PROXY protocol required (`Some(false)`) or optional (`Some(true)`).
+    pub proxy_protocol: Option<bool>,
+    pub tcp_idle_timeout: Option<GoDuration>,
+    pub request_timeout: Option<GoDuration>,
+    /// `timeout.http.requestHeadersReceivedTimeout`.
+    pub request_headers_timeout: Option<GoDuration>,
+    /// `headers.maxRequestHeaderLimit`, in KiB.
+    pub max_request_headers_kb: Option<u32>,
+    /// `connection.maxAcceptPerSocketEvent` (0: no limit, Envoy's default).
+    pub max_accept_per_socket_event: Option<u32>,
+    pub http_idle_timeout: Option<GoDuration>,
+    pub stream_idle_timeout: Option<GoDuration>,
+    pub client_ip: Option<ClientIp>,
+    /// `xForwardedFor.disableXForwardedForAppend`: the peer is not appended to XFF.
+    pub skip_xff_append: bool,
+    /// `headers.host.stripTrailingHostDot`.
+    pub strip_trailing_host_dot: bool,
+    pub enable_envoy_headers: bool,
+    pub with_underscores: http_protocol_options::HeadersWithUnderscoresAction,
+    pub request_id: Option<RequestId>,
+    pub xfcc: Option<Xfcc>,
+    pub merge_slashes: bool,
+    pub escaped_slashes: http_connection_manager::PathWithEscapedSlashesAction,
+    pub http1: Option<Http1>,
+    pub http2: Http2,
+    pub health_check_path: Option<String>,
+    /// `grpc.enableWeb`: gRPC-Web requests are translated to gRPC.
+    pub grpc_web: bool,
+    /// `headers.earlyRequestHeaders`: applied before routing.
+    pub early_request_headers: Vec<HeaderOp>,
+    /// `headers.lateResponseHeaders`: applied to every response, last.
+    pub late_response_headers: Vec<HeaderOp>,
+    pub tls: Tls,
+}
+
+/// One header mutation of a header filter (set, add, addIfAbsent, remove), in that order.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum HeaderOp {
+    Set(String, String),
+    Add(String, String),
+    AddIfAbsent(String, String),
+    Remove(String),
+    /// Removes the headers whose name matches.
+    RemoveOnMatch(StrMatch),
+}
+
+fn header_ops(spec: &Value, p: &str) -> Vec<HeaderOp> {
+    let Some(f) = spec.pointer(p) else {
+        return vec![];
+    };
+    let pairs = |op: &str| -> Vec<(String, String)> {
+        f.get(op)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|h| {
+                let s = |k: &str| {
+                    h.get(k)
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string()
+                };
+                (s("name"), s("value"))
+            })
+            .collect()
+    };
+    let mut out: Vec<HeaderOp> = Vec::new();
+    out.extend(pairs("set").into_iter().map(|(n, v)| HeaderOp::Set(n, v)));
+    out.extend(pairs("add").into_iter().map(|(n, v)| HeaderOp::Add(n, v)));
+    out.extend(
+        pairs("addIfAbsent")
+            .into_iter()
+            .map(|(n, v)| HeaderOp::AddIfAbsent(n, v)),
+    );
+    out.extend(
+        f.get("remove")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|n| n.as_str().map(|n| HeaderOp::Remove(n.to_string()))),
+    );
+    out.extend(
+        f.get("removeOnMatch")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(str_match)
+            .map(HeaderOp::RemoveOnMatch),
+    );
+    out
+}
+
+fn mutation(
+    op: &HeaderOp,
+) -> envoy_types::pb::envoy::config::common::mutation_rules::v3::HeaderMutation {
+    use envoy_types::pb::envoy::config::common::mutation_rules::v3::{
+        header_mutation, HeaderMutation,
+    };
+    use envoy_types::pb::envoy::config::core::v3::{
+        header_value_option::HeaderAppendAction as A, HeaderValue, HeaderValueOption,
+    };
+    let append = |n: &str, v: &str, a: A| {
+        header_mutation::Action::Append(HeaderValueOption {
+            header: Some(HeaderValue {
+                key: n.to_string(),
+                value: v.to_string(),
+                ..Default::default()
+            }),
+            append_action: a as i32,
+            ..Default::default()
+        })
+    };
+    HeaderMutation {
+        action: Some(match op {
+            HeaderOp::Set(n, v) => append(n, v, A::OverwriteIfExistsOrAdd),
+            HeaderOp::Add(n, v) => append(n, v, A::AppendIfExistsOrAdd),
+            HeaderOp::AddIfAbsent(n, v) => append(n, v, A::AddIfAbsent),
+            HeaderOp::Remove(n) => header_mutation::Action::Remove(n.clone()),
+            HeaderOp::RemoveOnMatch(m) => {
+                header_mutation::Action::RemoveOnMatch(header_mutation::RemoveOnMatch {
+                    key_matcher: Some(string_matcher(m)),
+                })
+            }
+        }),
+    }
+}
+
+fn str_at<'a>(spec: &'a Value, p: &str) -> Option<&'a str> {
+    spec.pointer(p).and_then(Value::as_str)
+}
+
+fn bool_at(spec: &Value, p: &str) -> Option<bool> {
+    spec.pointer(p).and_then(Value::as_bool)
+}
+
+fn dur_at(spec: &Value, p: &str) -> Option<GoDuration> {
+    str_at(spec, p).and_then(|s| parse_go_duration(s).ok())
+}
+
+fn u32_at(spec: &Value, p: &str) -> Option<u32> {
+    spec.pointer(p)
+        .and_then(Value::as_u64)
+        .and_then(|n| u32::try_from(n).ok())
+}
+
+/// A Kubernetes quantity (a number or a string such as `32Ki`) as a whole number.
+fn quantity_at(spec: &Value, p: &str) -> Option<f64> {
+    let v = spec.pointer(p)?;
+    match v {
+        Value::String(s) => parse_quantity(s),
+        other => parse_quantity(&other.to_string()),
+    }
+}
+
+/// Whole seconds of a duration, as Envoy Gateway keeps them for keepalive (`d.Seconds()`
+/// truncated to a uint32).
+fn whole_seconds(d: GoDuration) -> u32 {
+    u32::try_from(d.to_proto().seconds.max(0)).unwrap_or(u32::MAX)
+}
+
+/// An address range `a.b.c.d/n` or `x::/n`, as Envoy's CidrRange takes it.
+pub(crate) fn parse_cidr(s: &str) -> Option<(String, u32)> {
+    let (ip, len) = s.split_once('/')?;
+    let addr: std::net::IpAddr = ip.parse().ok()?;
+    let len: u32 = len.parse().ok()?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    (len <= max).then(|| (ip.to_string(), len))
+}
+
+fn tls_version(s: &str) -> Option<tls_parameters::TlsProtocol> {
+    use tls_parameters::TlsProtocol as P;
+    Some(match s {
+        "Auto" => P::TlsAuto,
+        "1.0" => P::TlSv10,
+        "1.1" => P::TlSv11,
+        "1.2" => P::TlSv12,
+        "1.3" => P::TlSv13,
+        _ => return None,
+    })
+}
+
+/// The checks of the fields that [`super::ctp::invalid`] adds to Envoy Gateway's translation
+/// checks: values its CRD's schema refuses (so Envoy Gateway never sees them) and Envoy would
+/// reject. Each is (section, message).
+pub(crate) fn schema_errors(spec: &Value) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    let mut one_of = |section: &'static str, p: &str, name: &str, allowed: &[&str]| {
+        if let Some(v) = spec.pointer(p) {
+            if !v.as_str().is_some_and(|s| allowed.contains(&s)) {
+                out.push((section, format!("invalid {name} value {}", text(v))));
+            }
+        }
+    };
+    one_of(
+        "Headers",
+        "/headers/withUnderscoresAction",
+        "WithUnderscoresAction",
+        &["Allow", "RejectRequest", "DropHeader"],
+    );
+    one_of(
+        "Headers",
+        "/headers/requestID",
+        "RequestID",
+        &["PreserveOrGenerate", "Preserve", "Generate", "Disable"],
+    );
+    one_of(
+        "Headers",
+        "/headers/xForwardedClientCert/mode",
+        "XForwardedClientCert Mode",
+        &[
+            "Sanitize",
+            "ForwardOnly",
+            "AppendForward",
+            "SanitizeSet",
+            "AlwaysForwardOnly",
+        ],
+    );
+    one_of(
+        "Path",
+        "/path/escapedSlashesAction",
+        "EscapedSlashesAction",
+        &[
+            "KeepUnchanged",
+            "RejectRequest",
+            "UnescapeAndRedirect",
+            "UnescapeAndForward",
+        ],
+    );
+    one_of(
+        "HTTP2",
+        "/http2/onInvalidMessage",
+        "OnInvalidMessage",
+        &["TerminateConnection", "TerminateStream"],
+    );
+    one_of(
+        "TLS",
+        "/tls/minVersion",
+        "MinVersion",
+        &["Auto", "1.0", "1.1", "1.2", "1.3"],
+    );
+    one_of(
+        "TLS",
+        "/tls/maxVersion",
+        "MaxVersion",
+        &["Auto", "1.0", "1.1", "1.2", "1.3"],
+    );
+    let min = str_at(spec, "/tls/minVersion").and_then(tls_version);
+    let max = str_at(spec, "/tls/maxVersion").and_then(tls_version);
+    if let (Some(lo), Some(hi)) = (min, max) {
+        let auto = tls_parameters::TlsProtocol::TlsAuto;
+        if lo != auto && hi != auto && (lo as i32) > (hi as i32) {
+            out.push((
+                "TLS",
+                "minVersion must be smaller or equal to maxVersion".to_string(),
+            ));
+        }
+    }
+    if let Some(f) = spec.pointer("/headers/earlyRequestHeaders") {
+        header_filter_errors(f, "EarlyRequestHeaders", &mut out);
+    }
+    if let Some(f) = spec.pointer("/headers/lateResponseHeaders") {
+        header_filter_errors(f, "LateResponseHeaders", &mut out);
+    }
+    if let Some(cv) = spec.pointer("/tls/clientValidation") {
+        let refs = cv
+            .get("caCertificateRefs")
+            .and_then(Value::as_array)
+            .is_some_and(|a| !a.is_empty());
+        if cv.get("crl").is_some() {
+            // Not translated: refusing is safer than validating less than asked.
+            out.push((
+                "TLS",
+                "tls.clientValidation.crl is not supported by this controller".into(),
+            ));
+        }
+        for h in cv
+            .get("certificateHashes")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let hex: String = h.as_str().unwrap_or_default().replace(':', "");
+            if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                out.push((
+                    "TLS",
+                    format!("invalid CertificateHashes value {}", text(h)),
+                ));
+            }
+        }
+        for h in cv
+            .get("spkiHashes")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            // Base64 of a SHA-256 digest.
+            let b = h.as_str().unwrap_or_default();
+            let ok = b.len() == 44
+                && b.ends_with('=')
+                && b[..43]
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'+' || c == b'/');
+            if !ok {
+                out.push(("TLS", format!("invalid SPKIHashes value {}", text(h))));
+            }
+        }
+        for field in [
+            "dnsNames",
+            "emailAddresses",
+            "ipAddresses",
+            "uris",
+            "otherNames",
+        ] {
+            for m in cv
+                .pointer(&format!("/subjectAltNames/{field}"))
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let bad = match str_match(m) {
+                    None => true,
+                    Some(StrMatch::Regex(r)) => regex::Regex::new(&r).is_err(),
+                    Some(_) => false,
+                } || (field == "otherNames"
+                    && m.get("oid")
+                        .and_then(Value::as_str)
+                        .is_none_or(str::is_empty));
+                if bad {
+                    out.push(("TLS", format!("invalid SubjectAltNames {field} value {m}")));
+                }
+            }
+        }
+        if !refs && cv.get("mode").and_then(Value::as_str) == Some("VerifyIfGiven") {
+            out.push((
+                "TLS",
+                "tls.clientValidation.mode \"VerifyIfGiven\" requires caCertificateRefs".into(),
+            ));
+        } else if !refs && cv.get("optional").and_then(Value::as_bool) == Some(true) {
+            out.push((
+                "TLS",
+                "tls.clientValidation.optional=true requires caCertificateRefs (maps to mode \"VerifyIfGiven\")".into(),
+            ));
+        }
+    }
+    // Envoy (BoringSSL) refuses a listener whose TLS names it does not know; Envoy Gateway
+    // passes them through, and Envoy then rejects the whole listener.
+    for (p, name, known, groups) in [
+        ("/tls/ciphers", "Ciphers", CIPHERS, true),
+        ("/tls/ecdhCurves", "ECDHCurves", CURVES, false),
+        (
+            "/tls/signatureAlgorithms",
+            "SignatureAlgorithms",
+            SIGNATURE_ALGORITHMS,
+            false,
+        ),
+    ] {
+        let mut seen = std::collections::BTreeSet::new();
+        for v in spec
+            .pointer(p)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if v.as_str().is_none_or(|s| !known_tls_name(s, known, groups)) {
+                out.push(("TLS", format!("unsupported {name} value {}", text(v))));
+            } else if !groups && !seen.insert(text(v)) {
+                // BoringSSL refuses a group or signature algorithm list naming one twice.
+                out.push(("TLS", format!("duplicate {name} value {}", text(v))));
+            }
+        }
+    }
+    if let Some(v) = spec.pointer("/connection/connectionLimit/value") {
+        if v.as_u64().is_none_or(|n| n < 1) {
+            out.push((
+                "Connection",
+                format!(
+                    "invalid ConnectionLimit value {}, must be at least 1",
+                    text(v)
+                ),
+            ));
+        }
+    }
+    if let Some(v) = str_at(spec, "/timeout/http/requestHeadersReceivedTimeout") {
+        if parse_go_duration(v).is_err() {
+            out.push((
+                "Timeout",
+                format!("invalid HTTP RequestHeadersReceivedTimeout value {v}"),
+            ));
+        }
+    }
+    if let Some(v) = spec.pointer("/connection/maxAcceptPerSocketEvent") {
+        if v.as_u64().is_none_or(|n| u32::try_from(n).is_err()) {
+            out.push((
+                "Connection",
+                format!("invalid MaxAcceptPerSocketEvent value {}", text(v)),
+            ));
+        }
+    }
+    // Linux refuses keepalive values outside these ranges, and Envoy then fails to bind the
+    // listener.
+    if let Some(v) = spec.pointer("/tcpKeepalive/probes") {
+        if v.as_u64().is_none_or(|n| !(1..=127).contains(&n)) {
+            out.push((
+                "TCP KeepAlive",
+                format!(
+                    "Probes value {} is out of range, must be between 1 and 127",
+                    text(v)
+                ),
+            ));
+        }
+    }
+    for (p, name) in [
+        ("/tcpKeepalive/idleTime", "IdleTime"),
+        ("/tcpKeepalive/interval", "Interval"),
+    ] {
+        let secs = dur_at(spec, p).map(|d| d.to_proto().seconds);
+        if secs.is_some_and(|s| !(1..=32_767).contains(&s)) {
+            out.push((
+                "TCP KeepAlive",
+                format!(
+                    "{name} value {} is out of range, must be between 1s and 32767s",
+                    str_at(spec, p).unwrap_or_default()
+                ),
+            ));
+        }
+    }
+    for d in spec
+        .pointer("/headers/xForwardedClientCert/certDetailsToAdd")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if !d
+            .as_str()
+            .is_some_and(|d| ["Subject", "Cert", "Chain", "DNS", "URI"].contains(&d))
+        {
+            out.push((
+                "Headers",
+                format!(
+                    "invalid XForwardedClientCert CertDetailsToAdd value {}",
+                    text(d)
+                ),
+            ));
+        }
+    }
+    if let Some(v) = spec.pointer("/http2/maxConcurrentStreams") {
+        if !v.as_u64().is_some_and(|n| (1..=2_147_483_647).contains(&n)) {
+            out.push((
+                "HTTP2",
+                format!(
+                    "MaxConcurrentStreams value {} is out of range, must be between 1 and 2147483647",
+                    text(v)
+                ),
+            ));
+        }
+    }
+    // One way to find the client address (Envoy Gateway's CRD refuses the others).
+    let xff = spec.pointer("/clientIPDetection/xForwardedFor");
+    if xff.is_some() && spec.pointer("/clientIPDetection/customHeader").is_some() {
+        out.push((
+            "ClientIPDetection",
+            "customHeader cannot be used in conjunction with xForwardedFor".into(),
+        ));
+    }
+    if xff.is_some_and(|x| x.get("numTrustedHops").is_some() && x.get("trustedCIDRs").is_some()) {
+        out.push((
+            "ClientIPDetection",
+            "only one of numTrustedHops or trustedCIDRs may be set".into(),
+        ));
+    }
+    if let Some(cidrs) = spec.pointer("/clientIPDetection/xForwardedFor/trustedCIDRs") {
+        for c in cidrs.as_array().into_iter().flatten() {
+            if c.as_str().is_none_or(|s| parse_cidr(s).is_none()) {
+                out.push((
+                    "ClientIPDetection",
+                    format!("invalid TrustedCIDRs value {}", text(c)),
+                ));
+            }
+        }
+    }
+    if let Some(v) = spec.pointer("/clientIPDetection/customHeader/name") {
+        if !v.as_str().is_some_and(valid_header_name) {
+            out.push((
+                "ClientIPDetection",
+                format!("invalid CustomHeader name {}", text(v)),
+            ));
+        }
+    }
+    if let Some(v) = spec.pointer("/healthCheck/path") {
+        if !v.as_str().is_some_and(|p| p.starts_with('/')) {
+            out.push((
+                "HealthCheck",
+                format!("invalid Path value {}, must start with /", text(v)),
+            ));
+        }
+    }
+    out
+}
+
+/// The TLS 1.2 cipher suites BoringSSL (Envoy's TLS library) takes, by their OpenSSL and
+/// IANA names. (TLS 1.3 suites are not configurable.)
+const CIPHERS: &[&str] = &[
+    "ECDHE-ECDSA-AES128-GCM-SHA256",
+    "ECDHE-RSA-AES128-GCM-SHA256",
+    "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "ECDHE-RSA-AES256-GCM-SHA384",
+    "ECDHE-ECDSA-CHACHA20-POLY1305",
+    "ECDHE-RSA-CHACHA20-POLY1305",
+    "ECDHE-PSK-CHACHA20-POLY1305",
+    "ECDHE-ECDSA-AES128-SHA",
+    "ECDHE-RSA-AES128-SHA",
+    "ECDHE-PSK-AES128-CBC-SHA",
+    "ECDHE-ECDSA-AES256-SHA",
+    "ECDHE-RSA-AES256-SHA",
+    "ECDHE-PSK-AES256-CBC-SHA",
+    "AES128-GCM-SHA256",
+    "AES256-GCM-SHA384",
+    "AES128-SHA",
+    "AES256-SHA",
+    "PSK-AES128-CBC-SHA",
+    "PSK-AES256-CBC-SHA",
+    "DES-CBC3-SHA",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+    "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA",
+    "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA",
+    "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA",
+    "TLS_RSA_WITH_AES_128_GCM_SHA256",
+    "TLS_RSA_WITH_AES_256_GCM_SHA384",
+    "TLS_RSA_WITH_AES_128_CBC_SHA",
+    "TLS_RSA_WITH_AES_256_CBC_SHA",
+];
+
+/// The key exchange groups BoringSSL takes by name (it refuses a list naming one twice, so
+/// aliases such as `prime256v1` are left out).
+const CURVES: &[&str] = &["P-256", "P-384", "P-521", "X25519", "X25519MLKEM768"];
+
+/// The signature algorithms BoringSSL takes by name.
+const SIGNATURE_ALGORITHMS: &[&str] = &[
+    "rsa_pkcs1_sha1",
+    "rsa_pkcs1_sha256",
+    "rsa_pkcs1_sha384",
+    "rsa_pkcs1_sha512",
+    "ecdsa_sha1",
+    "ecdsa_secp256r1_sha256",
+    "ecdsa_secp384r1_sha384",
+    "ecdsa_secp521r1_sha512",
+    "rsa_pss_rsae_sha256",
+    "rsa_pss_rsae_sha384",
+    "rsa_pss_rsae_sha512",
+    "ed25519",
+];
+
+/// A name of `known`, or (with `groups`, for ciphers) a BoringSSL equal-preference group
+/// `[a|b]` of them.
+fn known_tls_name(s: &str, known: &[&str], groups: bool) -> bool {
+    let group = s.strip_prefix('[').and_then(|g| g.strip_suffix(']'));
+    match group {
+        Some(g) if groups => g.split('|').all(|c| known.contains(&c)),
+        _ => known.contains(&s),
+    }
+}
+
+/// The deprecated fields the policy sets, with what replaces them (Envoy Gateway's warning).
+pub(crate) fn deprecated_fields(spec: &Value) -> Vec<(&'static str, &'static str)> {
+    let mut out = Vec::new();
+    if spec.pointer("/headers/preserveXRequestID").is_some() {
+        out.push(("spec.headers.preserveXRequestID", "spec.headers.requestID"));
+    }
+    // A Go bool: `optional: false` is the same as unset there.
+    if bool_at(spec, "/tls/clientValidation/optional") == Some(true) {
+        out.push((
+            "spec.tls.clientValidation.optional",
+            "spec.tls.clientValidation.mode",
+        ));
+    }
+    out
+}
+
+/// Envoy Gateway's checks of `earlyRequestHeaders` / `lateResponseHeaders` (`set`, `add`,
+/// `addIfAbsent`, `remove`), in its words; `what` is the field's name in the messages.
+fn header_filter_errors(filter: &Value, what: &str, out: &mut Vec<(&'static str, String)>) {
+    let mut valid = 0;
+    for op in ["add", "set", "addIfAbsent"] {
+        for h in filter
+            .get(op)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let name = h.get("name").and_then(Value::as_str).unwrap_or_default();
+            let value = h.get("value").and_then(Value::as_str).unwrap_or_default();
+            if name.is_empty() {
+                out.push((
+                    "Headers",
+                    format!("{what} cannot {op} a header with an empty name"),
+                ));
+            } else if name.contains('/') || name.contains(':') {
+                out.push((
+                    "Headers",
+                    format!("{what} cannot {op} a header with a '/' or ':' character in them. Header: '{name:?}'"),
+                ));
+            } else if !valid_header_value(value) {
+                out.push((
+                    "Headers",
+                    format!(
+                        "{what} cannot {op} a header with an invalid value. Header: '{name:?}'"
+                    ),
+                ));
+            } else {
+                valid += 1;
+            }
+        }
+    }
+    for name in filter
+        .get("remove")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if name.as_str().is_none_or(str::is_empty) {
+            out.push((
+                "Headers",
+                format!("{what} cannot remove a header with an empty name"),
+            ));
+        } else {
+            valid += 1;
+        }
+    }
+    for m in filter
+        .get("removeOnMatch")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        match str_match(m) {
+            Some(StrMatch::Regex(r)) if regex::Regex::new(&r).is_err() => out.push((
+                "Headers",
+                format!("{what} cannot removeOnMatch with an invalid regular expression {r:?}"),
+            )),
+            Some(_) => valid += 1,
+            None => out.push((
+                "Headers",
+                format!("{what} cannot removeOnMatch with an invalid match {m}"),
+            )),
+        }
+    }
+    if valid == 0 {
+        out.push((
+            "Headers",
+            format!("{what} did not provide valid configuration to add/set/remove any headers"),
+        ));
+    }
+}
+
+/// A header value Envoy takes: no line breaks or NULs, no surrounding whitespace.
+fn valid_header_value(v: &str) -> bool {
+    !v.contains(['\r', '\n', '\0']) && !v.starts_with([' ', '\t']) && !v.ends_with([' ', '\t'])
+}
+
+fn text(v: &Value) -> String {
+    v.as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| v.to_string())
+}
+
+/// An HTTP header name (RFC 9110 token), lower or upper case.
+fn valid_header_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// The policy's settings, or why they cannot be used (the same message as its status).
+pub(crate) fn parse(spec: &Value) -> Result<ClientSettings, String> {
+    if let Some(msg) = super::ctp::invalid(spec) {
+        return Err(msg);
+    }
+    let keepalive = spec.pointer("/tcpKeepalive").map(|_| Keepalive {
+        probes: u32_at(spec, "/tcpKeepalive/probes"),
+        idle_time: dur_at(spec, "/tcpKeepalive/idleTime").map(whole_seconds),
+        interval: dur_at(spec, "/tcpKeepalive/interval").map(whole_seconds),
+    });
+    let connection_limit = spec
+        .pointer("/connection/connectionLimit/value")
+        .and_then(Value::as_u64)
+        .map(|max| ConnectionLimit {
+            max,
+            close_delay: dur_at(spec, "/connection/connectionLimit/closeDelay"),
+        });
+    let proxy_protocol = match spec.pointer("/proxyProtocol") {
+        // The newer field wins over the deprecated `enableProxyProtocol`.
+        Some(_) => Some(
+            bool_at(spec, "/proxyProtocol/optional")
+                .or(bool_at(
+                    spec,
+                    "/proxyProtocol/allowRequestsWithoutProxyProtocol",
+                ))
+                .unwrap_or(false),
+        ),
+        None => bool_at(spec, "/enableProxyProtocol")
+            .unwrap_or(false)
+            .then_some(false),
+    };
+    let client_ip = if let Some(name) = str_at(spec, "/clientIPDetection/customHeader/name") {
+        Some(ClientIp::Header {
+            name: name.to_string(),
+            fail_closed: bool_at(spec, "/clientIPDetection/customHeader/failClosed")
+                .unwrap_or(false),
+        })
+    } else if let Some(cidrs) = spec
+        .pointer("/clientIPDetection/xForwardedFor/trustedCIDRs")
+        .and_then(Value::as_array)
+        .filter(|a| !a.is_empty())
+    {
+        Some(ClientIp::XffTrusted {
+            cidrs: cidrs
+                .iter()
+                .filter_map(|c| c.as_str().and_then(parse_cidr))
+                .collect(),
+        })
+    } else {
+        u32_at(spec, "/clientIPDetection/xForwardedFor/numTrustedHops")
+            .map(|hops| ClientIp::Xff { hops })
+    };
+    use http_protocol_options::HeadersWithUnderscoresAction as U;
+    let with_underscores = match str_at(spec, "/headers/withUnderscoresAction") {
+        Some("Allow") => U::Allow,
+        Some("DropHeader") => U::DropHeader,
+        _ => U::RejectRequest,
+    };
+    let request_id = match str_at(spec, "/headers/requestID") {
+        Some("PreserveOrGenerate") => Some(RequestId::PreserveOrGenerate),
+        Some("Preserve") => Some(RequestId::Preserve),
+        Some("Generate") => Some(RequestId::Generate),
+        Some("Disable") => Some(RequestId::Disable),
+        _ => bool_at(spec, "/headers/preserveXRequestID")
+            .unwrap_or(false)
+            .then_some(RequestId::Preserve),
+    };
+    let xfcc = spec.pointer("/headers/xForwardedClientCert").map(|x| {
+        use http_connection_manager::ForwardClientCertDetails as F;
+        let mode = match x.get("mode").and_then(Value::as_str) {
+            Some("ForwardOnly") => F::ForwardOnly,
+            Some("AppendForward") => F::AppendForward,
+            Some("SanitizeSet") => F::SanitizeSet,
+            Some("AlwaysForwardOnly") => F::AlwaysForwardOnly,
+            _ => F::Sanitize,
+        };
+        let details = if matches!(mode, F::AppendForward | F::SanitizeSet) {
+            x.get("certDetailsToAdd")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|d| d.as_str().map(str::to_string))
+                .collect()
+        } else {
+            vec![]
+        };
+        Xfcc { mode, details }
+    });
+    use http_connection_manager::PathWithEscapedSlashesAction as E;
+    let escaped_slashes = match str_at(spec, "/path/escapedSlashesAction") {
+        Some("KeepUnchanged") => E::KeepUnchanged,
+        Some("RejectRequest") => E::RejectRequest,
+        Some("UnescapeAndForward") => E::UnescapeAndForward,
+        _ => E::UnescapeAndRedirect,
+    };
+    let http1 = spec.pointer("/http1").map(|_| Http1 {
+        trailers: bool_at(spec, "/http1/enableTrailers").unwrap_or(false),
+        preserve_case: bool_at(spec, "/http1/preserveHeaderCase").unwrap_or(false),
+        http10: spec.pointer("/http1/http10").is_some(),
+        use_default_host: bool_at(spec, "/http1/http10/useDefaultHost") == Some(true),
+        default_host: None,
+        ignored_upgrades: spec
+            .pointer("/http1/ignoredUpgradeTypes")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(str_match)
+            .collect(),
+    });
+    let window = |p: &str| quantity_at(spec, p).map(|q| q as u32);
+    let http2 = Http2 {
+        stream_window: window("/http2/initialStreamWindowSize"),
+        connection_window: window("/http2/initialConnectionWindowSize"),
+        max_streams: u32_at(spec, "/http2/maxConcurrentStreams"),
+        reset_stream_on_error: str_at(spec, "/http2/onInvalidMessage")
+            .map(|m| m == "TerminateStream"),
+    };
+    let strings = |p: &str| -> Vec<String> {
+        spec.pointer(p)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect()
+    };
+    let tls = Tls {
+        // Resolved against the index by [`resolve_client_ca`].
+        client_ca: None,
+        min: str_at(spec, "/tls/minVersion").and_then(tls_version),
+        max: str_at(spec, "/tls/maxVersion").and_then(tls_version),
+        ciphers: strings("/tls/ciphers"),
+        ecdh_curves: strings("/tls/ecdhCurves"),
+        signature_algorithms: strings("/tls/signatureAlgorithms"),
+        alpn: spec
+            .pointer("/tls/alpnProtocols")
+            .map(|_| strings("/tls/alpnProtocols")),
+        stateless_resumption: spec.pointer("/tls/session/resumption/stateless").is_some(),
+        stateful_resumption: spec.pointer("/tls/session/resumption/stateful").is_some(),
+    };
+    Ok(ClientSettings {
+        keepalive,
+        buffer_limit: quantity_at(spec, "/connection/bufferLimit").map(|q| q as u32),
+        connection_limit,
+        proxy_protocol,
+        tcp_idle_timeout: dur_at(spec, "/timeout/tcp/idleTimeout"),
+        request_timeout: dur_at(spec, "/timeout/http/requestReceivedTimeout"),
+        request_headers_timeout: dur_at(spec, "/timeout/http/requestHeadersReceivedTimeout"),
+        max_request_headers_kb: quantity_at(spec, "/headers/maxRequestHeaderLimit")
+            .map(|q| (q / 1024.0) as u32),
+        max_accept_per_socket_event: u32_at(spec, "/connection/maxAcceptPerSocketEvent")
+            .filter(|n| *n > 0),
+        http_idle_timeout: dur_at(spec, "/timeout/http/idleTimeout"),
+        stream_idle_timeout: dur_at(spec, "/timeout/http/streamIdleTimeout"),
+        client_ip,
+        skip_xff_append: bool_at(
+            spec,
+            "/clientIPDetection/xForwardedFor/disableXForwardedForAppend",
+        )
+        .unwrap_or(false),
+        strip_trailing_host_dot: bool_at(spec, "/headers/host/stripTrailingHostDot")
+            .unwrap_or(false),
+        enable_envoy_headers: bool_at(spec, "/headers/enableEnvoyHeaders").unwrap_or(false),
+        with_underscores,
+        request_id,
+        xfcc,
+        merge_slashes: !bool_at(spec, "/path/disableMergeSlashes").unwrap_or(false),
+        escaped_slashes,
+        http1,
+        http2,
+        health_check_path: str_at(spec, "/healthCheck/path").map(str::to_string),
+        grpc_web: bool_at(spec, "/grpc/enableWeb").unwrap_or(false),
+        early_request_headers: header_ops(spec, "/headers/earlyRequestHeaders"),
+        late_response_headers: header_ops(spec, "/headers/lateResponseHeaders"),
+        tls,
+    })
+}
+
+const EG_GROUP: &str = "gateway.envoyproxy.io";
+const CTB_GROUP: &str = "certificates.k8s.io";
+
+/// The CA bundle of `tls.clientValidation` (Envoy Gateway's `buildListenerTLSParameters`):
+/// `caCertificateRefs` to Secrets (the default kind) or ConfigMaps, key `ca.crt`, in the
+/// policy's namespace or granted by a ReferenceGrant. `None` without client validation (or
+/// with no CA, which Envoy Gateway also ignores); the error is the policy's status message.
+pub(crate) fn resolve_client_ca(
+    ix: &Index,
+    policy: &ResourceKey,
+    spec: &Value,
+) -> Result<Option<ClientCa>, String> {
+    let Some(cv) = spec.pointer("/tls/clientValidation") else {
+        return Ok(None);
+    };
+    let mut pem = Vec::new();
+    for r in cv
+        .get("caCertificateRefs")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let field = |f: &str| r.get(f).and_then(Value::as_str);
+        let name = field("name").unwrap_or_default();
+        let kind = field("kind").unwrap_or("Secret");
+        let group = field("group").unwrap_or_default();
+        let ns = field("namespace")
+            .filter(|n| !n.is_empty())
+            .unwrap_or(&policy.namespace);
+        let from_ref = |m: String| format!("TLS: failed to get certificate from ref: {m}.");
+        let kind_of = match (group, kind) {
+            ("", "Secret") => Kind::Secret,
+            ("", "ConfigMap") => Kind::ConfigMap,
+            (CTB_GROUP, "ClusterTrustBundle") | ("", "ClusterTrustBundle") => {
+                Kind::ClusterTrustBundle
+            }
+            _ => return Err(format!("TLS: unsupported caCertificateRef kind:{kind}.")),
+        };
+        if kind_of != Kind::ClusterTrustBundle
+            && !ix.reference_allowed(
+                &policy.cluster,
+                EG_GROUP,
+                "ClientTrafficPolicy",
+                &policy.namespace,
+                group,
+                kind,
+                ns,
+                name,
+            )
+        {
+            return Err(format!(
+                "TLS: {} {ns}/{name} is not permitted by any ReferenceGrant.",
+                kind.to_ascii_lowercase()
+            ));
+        }
+        let key = match kind_of {
+            Kind::ClusterTrustBundle => ResourceKey::new(&policy.cluster, kind_of, "", name),
+            _ => ResourceKey::new(&policy.cluster, kind_of, ns, name),
+        };
+        // `ca.crt`, else the only entry there is (Envoy Gateway's `getCaCertFromSecret`).
+        let pick = |mut entries: Vec<(String, Vec<u8>)>, what: &str| {
+            if let Some(i) = entries.iter().position(|(k, _)| k == "ca.crt") {
+                return Ok(entries.swap_remove(i).1);
+            }
+            if entries.len() == 1 {
+                return Ok(entries.swap_remove(0).1);
+            }
+            Err(from_ref(format!(
+                "ref {what} [{name}] has none of the expected keys [ca.crt] and more than one entry"
+            )))
+        };
+        let bytes: Vec<u8> = match (kind_of, ix.resources.get(&key).map(|r| &r.object)) {
+            (Kind::Secret, Some(Object::Secret(sec))) => pick(
+                sec.data
+                    .iter()
+                    .flatten()
+                    .map(|(k, v)| (k.clone(), v.0.clone()))
+                    .collect(),
+                "secret",
+            )?,
+            (Kind::ConfigMap, Some(Object::ConfigMap(cm))) => pick(
+                cm.data
+                    .iter()
+                    .flatten()
+                    .map(|(k, v)| (k.clone(), v.as_bytes().to_vec()))
+                    .collect(),
+                "configmap",
+            )?,
+            (Kind::ClusterTrustBundle, Some(Object::ClusterTrustBundle(b))) => b
+                .spec
+                .get("trustBundle")
+                .and_then(Value::as_str)
+                .map(|s| s.as_bytes().to_vec())
+                .unwrap_or_default(),
+            (Kind::ClusterTrustBundle, _) => {
+                return Err(from_ref(format!(
+                    "ref ClusterTrustBundle [{name}] not found"
+                )))
+            }
+            _ => {
+                return Err(from_ref(format!(
+                    "{} {ns}/{name} does not exist",
+                    kind.to_ascii_lowercase()
+                )))
+            }
+        };
+        let lower = kind.to_ascii_lowercase();
+        if bytes.is_empty() {
+            return Err(format!(
+                "TLS: caCertificateRef not found in {lower} {name}."
+            ));
+        }
+        if !crate::tls::is_pem_certificate(&bytes) {
+            return Err(format!(
+                "TLS: invalid certificate in {lower} {name}: no valid PEM certificate."
+            ));
+        }
+        pem.extend_from_slice(&bytes);
+        if !pem.ends_with(b"\n") {
+            pem.push(b'\n');
+        }
+    }
+    Ok((!pem.is_empty()).then(|| ClientCa {
+        pem,
+        optional: cv.get("optional").and_then(Value::as_bool).unwrap_or(false)
+            || cv.get("mode").and_then(Value::as_str) == Some("VerifyIfGiven"),
+        spki_hashes: strings_of(cv, "spkiHashes"),
+        cert_hashes: strings_of(cv, "certificateHashes"),
+        sans: san_matchers(cv),
+        allow_expired: cv
+            .get("allowExpiredCertificate")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+    }))
+}
+
+fn strings_of(v: &Value, field: &str) -> Vec<String> {
+    v.get(field)
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str().map(str::to_string))
+        .collect()
+}
+
+/// The gateways configured by a ClientTrafficPolicy whose client validation trusts the CAs of
+/// ConfigMap or Secret `holder`: they are translated again when it changes.
+pub(crate) fn gateways_trusting(
+    ix: &Index,
+    holder: &ResourceKey,
+    out: &mut std::collections::BTreeSet<ResourceKey>,
+) {
+    let kind = holder.kind.as_str();
+    for p in super::policies_in(ix, &holder.cluster, Kind::ClientTrafficPolicy) {
+        let names_it = p
+            .spec
+            .pointer("/tls/clientValidation/caCertificateRefs")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .any(|r| {
+                let f = |k: &str| r.get(k).and_then(Value::as_str);
+                f("kind").unwrap_or("Secret") == kind
+                    && f("name") == Some(holder.name.as_str())
+                    && f("namespace").unwrap_or(&p.key.namespace) == holder.namespace
+            });
+        if names_it {
+            if let Some(r) = ix.resources.get(p.key) {
+                super::affected_gateways(ix, r, out);
+            }
+        }
+    }
+}
+
+/// A route of a listener whose ClientTrafficPolicy cannot be used: answered 500, as Envoy
+/// Gateway answers it (`translateClientTrafficPolicyForListener`), rather than served
+/// without the policy (which may be what makes serving it safe, e.g. client certificates).
+pub(crate) fn fail_closed(r: &mut envoy_types::pb::envoy::config::route::v3::Route) {
+    use envoy_types::pb::envoy::config::route::v3::{route, DirectResponseAction};
+    r.action = Some(route::Action::DirectResponse(DirectResponseAction {
+        status: 500,
+        ..Default::default()
+    }));
+    r.typed_per_filter_config.clear();
+    r.request_headers_to_add.clear();
+    r.request_headers_to_remove.clear();
+}
+
+// Linux socket option numbers (Envoy Gateway writes the same constants).
+const SOL_SOCKET: i64 = 1;
+const SO_KEEPALIVE: i64 = 9;
+const IPPROTO_TCP: i64 = 6;
+const TCP_KEEPIDLE: i64 = 4;
+const TCP_KEEPINTVL: i64 = 5;
+const TCP_KEEPCNT: i64 = 6;
+
+fn socket_option(description: &str, level: i64, name: i64, value: i64) -> SocketOption {
+    SocketOption {
+        description: description.to_string(),
+        level,
+        name,
+        value: Some(socket_option::Value::IntValue(value)),
+        // STATE_PREBIND: set on the listening socket, inherited by accepted ones.
+        ..Default::default()
+    }
+}
+
+/// The listener-level settings: keepalive socket options, the per-connection buffer limit and
+/// the PROXY protocol listener filter (first: it reads the connection's first bytes).
+pub(crate) fn apply_listener(s: &ClientSettings, l: &mut Listener) {
+    if let Some(k) = &s.keepalive {
+        l.socket_options
+            .push(socket_option("tcp keepalive", SOL_SOCKET, SO_KEEPALIVE, 1));
+        if let Some(p) = k.probes {
+            l.socket_options.push(socket_option(
+                "tcp keepalive probes",
+                IPPROTO_TCP,
+                TCP_KEEPCNT,
+                p.into(),
+            ));
+        }
+        if let Some(t) = k.idle_time {
+            l.socket_options.push(socket_option(
+                "tcp keepalive idle time",
+                IPPROTO_TCP,
+                TCP_KEEPIDLE,
+                t.into(),
+            ));
+        }
+        if let Some(t) = k.interval {
+            l.socket_options.push(socket_option(
+                "tcp keepalive interval",
+                IPPROTO_TCP,
+                TCP_KEEPINTVL,
+                t.into(),
+            ));
+        }
+    }
+    if let Some(b) = s.buffer_limit {
+        l.per_connection_buffer_limit_bytes = Some(UInt32Value { value: b });
+    }
+    if let Some(n) = s.max_accept_per_socket_event {
+        l.max_connections_to_accept_per_socket_event = Some(UInt32Value { value: n });
+    }
+    if let Some(allow_without) = s.proxy_protocol {
+        use envoy_types::pb::envoy::extensions::filters::listener::proxy_protocol::v3::ProxyProtocol;
+        l.listener_filters.insert(
+            0,
+            ListenerFilter {
+                name: "envoy.filters.listener.proxy_protocol".into(),
+                config_type: Some(listener_filter::ConfigType::TypedConfig(any(
+                    "type.googleapis.com/envoy.extensions.filters.listener.proxy_protocol.v3.ProxyProtocol",
+                    &ProxyProtocol {
+                        allow_requests_without_proxy_protocol: allow_without,
+                        ..Default::default()
+                    },
+                ))),
+                ..Default::default()
+            },
+        );
+    }
+}
+
+/// The network filters of one filter chain: the connection limit goes before the others.
+pub(crate) fn apply_chain_filters(
+    s: &ClientSettings,
+    stat_prefix: &str,
+    filters: &mut Vec<Filter>,
+) {
+    use envoy_types::pb::envoy::extensions::filters::network::connection_limit::v3::ConnectionLimit as Cl;
+    if let Some(c) = &s.connection_limit {
+        let cl = Cl {
+            stat_prefix: stat_prefix.to_string(),
+            max_connections: Some(UInt64Value { value: c.max }),
+            delay: c.close_delay.map(GoDuration::to_proto),
+            ..Default::default()
+        };
+        filters.insert(
+            0,
+            Filter {
+                name: "envoy.filters.network.connection_limit".into(),
+                config_type: Some(filter::ConfigType::TypedConfig(any(
+                    "type.googleapis.com/envoy.extensions.filters.network.connection_limit.v3.ConnectionLimit",
+                    &cl,
+                ))),
+            },
+        );
+    }
+}
+
+/// A TCP proxy's idle timeout (`timeout.tcp.idleTimeout`).
+pub(crate) fn apply_tcp_proxy(s: &ClientSettings, tp: &mut TcpProxy) {
+    if let Some(d) = s.tcp_idle_timeout {
+        tp.idle_timeout = Some(d.to_proto());
+    }
+}
+
+/// Envoy Gateway's HTTP/2 defaults for downstream connections (`http2ProtocolOptions`).
+const HTTP2_MAX_CONCURRENT_STREAMS: u32 = 100;
+const HTTP2_INITIAL_STREAM_WINDOW: u32 = 65_536;
+const HTTP2_INITIAL_CONNECTION_WINDOW: u32 = 1_048_576;
+
+const HEALTH_CHECK_FILTER: &str = "envoy.filters.http.health_check";
+const ROUTER_FILTER: &str = "envoy.filters.http.router";
+const LATE_HEADERS_FILTER: &str = "envoy.filters.http.header_mutation/late-response-headers";
+
+/// The HTTP connection manager, as Envoy Gateway configures it for a listener with this policy.
+pub(crate) fn apply_hcm(s: &ClientSettings, hcm: &mut HttpConnectionManager) {
+    let common = hcm
+        .common_http_protocol_options
+        .get_or_insert_with(HttpProtocolOptions::default);
+    common.headers_with_underscores_action = s.with_underscores as i32;
+    if let Some(d) = s.http_idle_timeout {
+        common.idle_timeout = Some(d.to_proto());
+    }
+    if let Some(d) = s.request_timeout {
+        hcm.request_timeout = Some(d.to_proto());
+    }
+    if let Some(d) = s.stream_idle_timeout {
+        hcm.stream_idle_timeout = Some(d.to_proto());
+    }
+    if let Some(d) = s.request_headers_timeout {
+        hcm.request_headers_timeout = Some(d.to_proto());
+    }
+    if let Some(kb) = s.max_request_headers_kb {
+        hcm.max_request_headers_kb = Some(UInt32Value { value: kb });
+    }
+
+    // Client address: Envoy Gateway trusts the connection's peer, and X-Forwarded-For hops or
+    // an original IP detection extension when configured (which replace the peer address).
+    hcm.use_remote_address = Some(BoolValue { value: true });
+    match &s.client_ip {
+        Some(ClientIp::Xff { hops }) => hcm.xff_num_trusted_hops = *hops,
+        Some(ClientIp::XffTrusted { cidrs }) => {
+            hcm.use_remote_address = Some(BoolValue { value: false });
+            hcm.original_ip_detection_extensions = vec![TypedExtensionConfig {
+                name: "envoy.extensions.http.original_ip_detection.xff".into(),
+                typed_config: Some(any(
+                    "type.googleapis.com/envoy.extensions.http.original_ip_detection.xff.v3.XffConfig",
+                    &XffConfig {
+                        xff_trusted_cidrs: Some(XffTrustedCidrs {
+                            cidrs: cidrs
+                                .iter()
+                                .map(|(ip, len)| CidrRange {
+                                    address_prefix: ip.clone(),
+                                    prefix_len: Some(UInt32Value { value: *len }),
+                                })
+                                .collect(),
+                        }),
+                        ..Default::default()
+                    },
+                )),
+            }];
+        }
+        Some(ClientIp::Header { name, fail_closed }) => {
+            use envoy_types::pb::envoy::extensions::http::original_ip_detection::custom_header::v3::CustomHeaderConfig;
+            use envoy_types::pb::envoy::r#type::v3::{HttpStatus, StatusCode};
+            hcm.use_remote_address = Some(BoolValue { value: false });
+            hcm.original_ip_detection_extensions = vec![TypedExtensionConfig {
+                name: "envoy.extensions.http.original_ip_detection.custom_header".into(),
+                typed_config: Some(any(
+                    "type.googleapis.com/envoy.extensions.http.original_ip_detection.custom_header.v3.CustomHeaderConfig",
+                    &CustomHeaderConfig {
+                        header_name: name.clone(),
+                        allow_extension_to_set_address_as_trusted: true,
+                        reject_with_status: fail_closed.then_some(HttpStatus {
+                            code: StatusCode::Forbidden as i32,
+                        }),
+                    },
+                )),
+            }];
+        }
+        None => {}
+    }
+
+    hcm.skip_xff_append = s.skip_xff_append;
+    hcm.strip_trailing_host_dot = s.strip_trailing_host_dot;
+    match s.request_id {
+        Some(RequestId::PreserveOrGenerate) => {
+            hcm.preserve_external_request_id = true;
+            hcm.generate_request_id = Some(BoolValue { value: true });
+        }
+        Some(RequestId::Preserve) => {
+            hcm.preserve_external_request_id = true;
+            hcm.generate_request_id = Some(BoolValue { value: false });
+        }
+        Some(RequestId::Generate) => {
+            hcm.generate_request_id = Some(BoolValue { value: true });
+        }
+        Some(RequestId::Disable) => {
+            hcm.generate_request_id = Some(BoolValue { value: false });
+        }
+        None => {}
+    }
+    if let Some(x) = &s.xfcc {
+        hcm.forward_client_cert_details = x.mode as i32;
+        if !x.details.is_empty() {
+            let has = |d: &str| x.details.iter().any(|x| x == d);
+            hcm.set_current_client_cert_details =
+                Some(http_connection_manager::SetCurrentClientCertDetails {
+                    subject: has("Subject").then_some(BoolValue { value: true }),
+                    cert: has("Cert"),
+                    chain: has("Chain"),
+                    dns: has("DNS"),
+                    uri: has("URI"),
+                    ..Default::default()
+                });
+        }
+    }
+
+    hcm.normalize_path = Some(BoolValue { value: true });
+    hcm.merge_slashes = s.merge_slashes;
+    hcm.path_with_escaped_slashes_action = s.escaped_slashes as i32;
+
+    if let Some(h1) = &s.http1 {
+        let mut o = Http1ProtocolOptions {
+            enable_trailers: h1.trailers,
+            accept_http_10: h1.http10,
+            default_host_for_http_10: h1.default_host.clone().unwrap_or_default(),
+            ignore_http_11_upgrade: h1.ignored_upgrades.iter().map(string_matcher).collect(),
+            ..Default::default()
+        };
+        if h1.preserve_case {
+            use envoy_types::pb::envoy::extensions::http::header_formatters::preserve_case::v3::PreserveCaseFormatterConfig;
+            o.header_key_format = Some(http1_protocol_options::HeaderKeyFormat {
+                header_format: Some(
+                    http1_protocol_options::header_key_format::HeaderFormat::StatefulFormatter(
+                        TypedExtensionConfig {
+                            name: "preserve_case".into(),
+                            typed_config: Some(any(
+                                "type.googleapis.com/envoy.extensions.http.header_formatters.preserve_case.v3.PreserveCaseFormatterConfig",
+                                &PreserveCaseFormatterConfig::default(),
+                            )),
+                        },
+                    ),
+                ),
+            });
+        }
+        hcm.http_protocol_options = Some(o);
+    }
+    let h2 = &s.http2;
+    hcm.http2_protocol_options = Some(Http2ProtocolOptions {
+        max_concurrent_streams: Some(UInt32Value {
+            value: h2.max_streams.unwrap_or(HTTP2_MAX_CONCURRENT_STREAMS),
+        }),
+        initial_stream_window_size: Some(UInt32Value {
+            value: h2.stream_window.unwrap_or(HTTP2_INITIAL_STREAM_WINDOW),
+        }),
+        initial_connection_window_size: Some(UInt32Value {
+            value: h2
+                .connection_window
+                .unwrap_or(HTTP2_INITIAL_CONNECTION_WINDOW),
+        }),
+        override_stream_error_on_invalid_http_message: h2
+            .reset_stream_on_error
+            .map(|value| BoolValue { value }),
+        ..Default::default()
+    });
+
+    // gRPC-Web is translated just before routing.
+    if s.grpc_web {
+        use envoy_types::pb::envoy::extensions::filters::http::grpc_web::v3::GrpcWeb;
+        let at = hcm
+            .http_filters
+            .iter()
+            .position(|f| f.name == ROUTER_FILTER)
+            .unwrap_or(hcm.http_filters.len());
+        hcm.http_filters.insert(
+            at,
+            HttpFilter {
+                name: "envoy.filters.http.grpc_web".into(),
+                config_type: Some(http_filter::ConfigType::TypedConfig(any(
+                    "type.googleapis.com/envoy.extensions.filters.http.grpc_web.v3.GrpcWeb",
+                    &GrpcWeb::default(),
+                ))),
+                ..Default::default()
+            },
+        );
+    }
+    // The router adds x-envoy-* headers only when the policy enables them.
+    if !s.enable_envoy_headers {
+        use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+        if let Some(r) = hcm
+            .http_filters
+            .iter_mut()
+            .find(|f| f.name == ROUTER_FILTER)
+        {
+            r.config_type = Some(http_filter::ConfigType::TypedConfig(any(
+                "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
+                &Router {
+                    suppress_envoy_headers: true,
+                    ..Default::default()
+                },
+            )));
+        }
+    }
+    if !s.early_request_headers.is_empty() {
+        use envoy_types::pb::envoy::extensions::http::early_header_mutation::header_mutation::v3::HeaderMutation;
+        hcm.early_header_mutation_extensions = vec![TypedExtensionConfig {
+            name: "envoy.http.early_header_mutation.header_mutation".into(),
+            typed_config: Some(any(
+                "type.googleapis.com/envoy.extensions.http.early_header_mutation.header_mutation.v3.HeaderMutation",
+                &HeaderMutation {
+                    mutations: s.early_request_headers.iter().map(mutation).collect(),
+                },
+            )),
+        }];
+    }
+    // Health checks are answered before any other filter sees the request.
+    if let Some(path) = &s.health_check_path {
+        use envoy_types::pb::envoy::config::route::v3::{header_matcher, HeaderMatcher};
+        use envoy_types::pb::envoy::extensions::filters::http::health_check::v3::HealthCheck;
+        use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher, StringMatcher};
+        let hc = HealthCheck {
+            pass_through_mode: Some(BoolValue { value: false }),
+            headers: vec![HeaderMatcher {
+                name: ":path".into(),
+                header_match_specifier: Some(header_matcher::HeaderMatchSpecifier::StringMatch(
+                    StringMatcher {
+                        match_pattern: Some(string_matcher::MatchPattern::Exact(path.clone())),
+                        ..Default::default()
+                    },
+                )),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        hcm.http_filters.insert(
+            0,
+            HttpFilter {
+                name: HEALTH_CHECK_FILTER.into(),
+                config_type: Some(http_filter::ConfigType::TypedConfig(any(
+                    "type.googleapis.com/envoy.extensions.filters.http.health_check.v3.HealthCheck",
+                    &hc,
+                ))),
+                ..Default::default()
+            },
+        );
+    }
+    // Late response headers: the first filter, so the last to see each response (also the
+    // health check's and other filters' local replies).
+    if !s.late_response_headers.is_empty() {
+        use envoy_types::pb::envoy::extensions::filters::http::header_mutation::v3::{
+            HeaderMutation, Mutations,
+        };
+        hcm.http_filters.insert(
+            0,
+            HttpFilter {
+                name: LATE_HEADERS_FILTER.into(),
+                config_type: Some(http_filter::ConfigType::TypedConfig(any(
+                    "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+                    &HeaderMutation {
+                        mutations: Some(Mutations {
+                            response_mutations: s
+                                .late_response_headers
+                                .iter()
+                                .map(mutation)
+                                .collect(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    },
+                ))),
+                ..Default::default()
+            },
+        );
+    }
+}
+
+/// The downstream TLS context of a TLS-terminating filter chain. Envoy Gateway pins TLS 1.2 to
+/// 1.3 on every such listener unless the policy says otherwise.
+pub(crate) fn apply_tls(s: &ClientSettings, ctx: &mut DownstreamTlsContext) {
+    use tls_parameters::TlsProtocol as P;
+    let t = &s.tls;
+    let common = ctx.common_tls_context.get_or_insert_with(Default::default);
+    common.tls_params = Some(TlsParameters {
+        tls_minimum_protocol_version: t.min.unwrap_or(P::TlSv12) as i32,
+        tls_maximum_protocol_version: t.max.unwrap_or(P::TlSv13) as i32,
+        cipher_suites: t.ciphers.clone(),
+        ecdh_curves: t.ecdh_curves.clone(),
+        signature_algorithms: t.signature_algorithms.clone(),
+        ..Default::default()
+    });
+    if let Some(alpn) = &t.alpn {
+        common.alpn_protocols = alpn.clone();
+    }
+    if let Some(ca) = &t.client_ca {
+        use envoy_types::pb::envoy::config::core::v3::{data_source, DataSource};
+        use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+            common_tls_context, CertificateValidationContext,
+        };
+        common.validation_context_type = Some(
+            common_tls_context::ValidationContextType::ValidationContext(
+                CertificateValidationContext {
+                    trusted_ca: Some(DataSource {
+                        specifier: Some(data_source::Specifier::InlineBytes(ca.pem.clone())),
+                        ..Default::default()
+                    }),
+                    verify_certificate_spki: ca.spki_hashes.clone(),
+                    verify_certificate_hash: ca.cert_hashes.clone(),
+                    match_typed_subject_alt_names: ca
+                        .sans
+                        .iter()
+                        .map(|(t, m, oid)| san_matcher(*t, m, oid))
+                        .collect(),
+                    allow_expired_certificate: ca.allow_expired,
+                    ..Default::default()
+                },
+            ),
+        );
+        ctx.require_client_certificate = Some(BoolValue {
+            value: !ca.optional,
+        });
+    }
+    // Envoy Gateway turns both resumption kinds off unless the policy asks for them.
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::downstream_tls_context::SessionTicketKeysType;
+    ctx.session_ticket_keys_type = (!t.stateless_resumption).then_some(
+        SessionTicketKeysType::DisableStatelessSessionResumption(true),
+    );
+    ctx.disable_stateful_session_resumption = !t.stateful_resumption;
+}
+
+fn san_matcher(
+    t: SanType,
+    m: &StrMatch,
+    oid: &str,
+) -> envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::SubjectAltNameMatcher {
+    envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::SubjectAltNameMatcher {
+        san_type: t as i32,
+        matcher: Some(string_matcher(m)),
+        oid: oid.to_string(),
+    }
+}
+
+fn string_matcher(m: &StrMatch) -> envoy_types::pb::envoy::r#type::matcher::v3::StringMatcher {
+    use envoy_types::pb::envoy::r#type::matcher::v3::{
+        string_matcher::MatchPattern, RegexMatcher, StringMatcher,
+    };
+    let pattern = match m {
+        StrMatch::Exact(v) => MatchPattern::Exact(v.clone()),
+        StrMatch::Prefix(v) => MatchPattern::Prefix(v.clone()),
+        StrMatch::Suffix(v) => MatchPattern::Suffix(v.clone()),
+        StrMatch::Regex(v) => MatchPattern::SafeRegex(RegexMatcher {
+            regex: v.clone(),
+            ..Default::default()
+        }),
+    };
+    StringMatcher {
+        match_pattern: Some(pattern),
+        ..Default::default()
+    }
+}
+
+// `envoy.extensions.http.original_ip_detection.xff.v3.XffConfig` with its `xff_trusted_cidrs`
+// field (tag 2), which the generated types of envoy-types 0.7 predate; the tags are those of
+// Envoy's xff.proto.
+#[derive(Clone, PartialEq, prost::Message)]
+struct XffConfig {
+    #[prost(uint32, tag = "1")]
+    xff_num_trusted_hops: u32,
+    #[prost(message, optional, tag = "2")]
+    xff_trusted_cidrs: Option<XffTrustedCidrs>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct XffTrustedCidrs {
+    #[prost(message, repeated, tag = "1")]
+    cidrs: Vec<CidrRange>,
+}
+
+#[cfg(test)]
+#[path = "client_tests.rs"]
+mod tests;

@@ -1,0 +1,917 @@
+//! ClientTrafficPolicy settings through the translator: the xDS each field produces, refused
+//! values, listeners sharing a port, and the real Envoy accepting all of it.
+
+use super::*;
+use crate::{type_url, Translator};
+use envoy_types::pb::envoy::config::listener::v3::FilterChain;
+use envoy_types::pb::envoy::extensions::filters::network::connection_limit::v3::ConnectionLimit as ClProto;
+use envoy_types::pb::google::protobuf::Duration;
+use flotilla_model::{Kind, ResourceKey};
+use prost::Message;
+
+const BASE: &str = "apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: eg}
+spec: {controllerName: gateway.envoyproxy.io/gatewayclass-controller}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: svc, namespace: infra}
+spec: {ports: [{name: tcp, port: 80}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: svc-1, namespace: infra, labels: {kubernetes.io/service-name: svc}}
+addressType: IPv4
+ports: [{name: tcp, port: 9000}]
+endpoints: [{addresses: [127.0.0.1]}]
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: cert, namespace: infra}
+type: kubernetes.io/tls
+data:
+  # An EC P-256 self-signed certificate for a.example.com and *.b.example.com, and its key.
+  tls.crt: LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCk1JSUJzVENDQVZpZ0F3SUJBZ0lVSU5rcWU4eWNVejd5Zk1yNkJPRXdialZaU08wd0NnWUlLb1pJemowRUF3SXcKR0RFV01CUUdBMVVFQXd3TllTNWxlR0Z0Y0d4bExtTnZiVEFnRncweU5qRXlNREV5TWpNeE1EWmFHQTh5TVRJMgpNVEV3TnpJeU16RXdObG93R0RFV01CUUdBMVVFQXd3TllTNWxlR0Z0Y0d4bExtTnZiVEJaTUJNR0J5cUdTTTQ5CkFnRUdDQ3FHU000OUF3RUhBMElBQk5aSVFTem5mSW54eEJwLysyTm5jazBCRy9oNnhHYmVyYk9iaFZXVkZqSFAKRFEwM0tXOEVsc3k2WWx1UzVOdks0YWU5RDltdkRSb252RW0zMDZvQW9lNmpmakI4TUIwR0ExVWREZ1FXQkJTZwo1Mll0UlBhSk0ydmpsZitNaVRqQWtxV1haekFmQmdOVkhTTUVHREFXZ0JTZzUyWXRSUGFKTTJ2amxmK01pVGpBCmtxV1haekFQQmdOVkhSTUJBZjhFQlRBREFRSC9NQ2tHQTFVZEVRUWlNQ0NDRFdFdVpYaGhiWEJzWlM1amIyMkMKRHlvdVlpNWxlR0Z0Y0d4bExtTnZiVEFLQmdncWhrak9QUVFEQWdOSEFEQkVBaUFkMWVlKzIzVFBXQjE2am0yVQpuL1dYdkRkNkFtWEtWWFh6Y0hOcWU5R0d2UUlnYmJqTndTR0ZHMjlObDV0WVlYMG1KQTV1R3g4cDl1cnFSemRtCmptaGwyMjg9Ci0tLS0tRU5EIENFUlRJRklDQVRFLS0tLS0K
+  tls.key: LS0tLS1CRUdJTiBQUklWQVRFIEtFWS0tLS0tCk1JR0hBZ0VBTUJNR0J5cUdTTTQ5QWdFR0NDcUdTTTQ5QXdFSEJHMHdhd0lCQVFRZ0FYSjFZRVFDcXlITU9jc08KVFpJMzZ4Undjemp3Q3Q4T1BwNTF5bXRNNUlLaFJBTkNBQVRXU0VFczUzeUo4Y1FhZi90alozSk5BUnY0ZXNSbQozcTJ6bTRWVmxSWXh6dzBOTnlsdkJKYk11bUpia3VUYnl1R252US9acncwYUo3eEp0OU9xQUtIdQotLS0tLUVORCBQUklWQVRFIEtFWS0tLS0tCg==
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: ca, namespace: infra}
+data:
+  ca.crt: LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCk1JSUJzVENDQVZpZ0F3SUJBZ0lVSU5rcWU4eWNVejd5Zk1yNkJPRXdialZaU08wd0NnWUlLb1pJemowRUF3SXcKR0RFV01CUUdBMVVFQXd3TllTNWxlR0Z0Y0d4bExtTnZiVEFnRncweU5qRXlNREV5TWpNeE1EWmFHQTh5TVRJMgpNVEV3TnpJeU16RXdObG93R0RFV01CUUdBMVVFQXd3TllTNWxlR0Z0Y0d4bExtTnZiVEJaTUJNR0J5cUdTTTQ5CkFnRUdDQ3FHU000OUF3RUhBMElBQk5aSVFTem5mSW54eEJwLysyTm5jazBCRy9oNnhHYmVyYk9iaFZXVkZqSFAKRFEwM0tXOEVsc3k2WWx1UzVOdks0YWU5RDltdkRSb252RW0zMDZvQW9lNmpmakI4TUIwR0ExVWREZ1FXQkJTZwo1Mll0UlBhSk0ydmpsZitNaVRqQWtxV1haekFmQmdOVkhTTUVHREFXZ0JTZzUyWXRSUGFKTTJ2amxmK01pVGpBCmtxV1haekFQQmdOVkhSTUJBZjhFQlRBREFRSC9NQ2tHQTFVZEVRUWlNQ0NDRFdFdVpYaGhiWEJzWlM1amIyMkMKRHlvdVlpNWxlR0Z0Y0d4bExtTnZiVEFLQmdncWhrak9QUVFEQWdOSEFEQkVBaUFkMWVlKzIzVFBXQjE2am0yVQpuL1dYdkRkNkFtWEtWWFh6Y0hOcWU5R0d2UUlnYmJqTndTR0ZHMjlObDV0WVlYMG1KQTV1R3g4cDl1cnFSemRtCmptaGwyMjg9Ci0tLS0tRU5EIENFUlRJRklDQVRFLS0tLS0K
+";
+
+/// A gateway `gw` in `infra` with `listeners`, an HTTPRoute on it, and ClientTrafficPolicy `ctp`
+/// targeting `target` (a YAML flow mapping) with `spec` (YAML lines indented by two).
+fn translate(listeners: &str, target: &str, spec: &str) -> Translator {
+    crate::tests::translate_yaml(&format!(
+        "{BASE}---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: infra}}
+spec:
+  gatewayClassName: eg
+  listeners:
+{listeners}---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: web, namespace: infra}}
+spec:
+  parentRefs: [{{name: gw}}]
+  rules: [{{backendRefs: [{{name: svc, port: 80}}]}}]
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: ClientTrafficPolicy
+metadata: {{name: ctp, namespace: infra}}
+spec:
+  targetRefs: [{target}]
+{spec}"
+    ))
+}
+
+const HTTP: &str = "  - {name: http, port: 8080, protocol: HTTP}\n";
+const GW: &str = "{group: gateway.networking.k8s.io, kind: Gateway, name: gw}";
+
+fn listener(t: &Translator, name: &str) -> Listener {
+    let r = t.gateways()["c1/infra/gw"]
+        .resources
+        .iter()
+        .find(|r| r.type_url == type_url::LISTENER && r.name == name)
+        .unwrap_or_else(|| panic!("listener {name}"))
+        .clone();
+    Listener::decode(r.body.clone()).unwrap()
+}
+
+fn typed<M: Message + Default>(f: &Filter) -> M {
+    let Some(filter::ConfigType::TypedConfig(a)) = &f.config_type else {
+        panic!("{} has no typed config", f.name)
+    };
+    M::decode(&a.value[..]).unwrap()
+}
+
+fn hcm_of(chain: &FilterChain) -> HttpConnectionManager {
+    let f = chain
+        .filters
+        .iter()
+        .find(|f| f.name == "envoy.filters.network.http_connection_manager")
+        .expect("an HCM");
+    typed(f)
+}
+
+fn secs(seconds: i64) -> Option<Duration> {
+    Some(Duration { seconds, nanos: 0 })
+}
+
+fn policy_status(t: &Translator) -> serde_json::Value {
+    t.status(&ResourceKey::new(
+        "c1",
+        Kind::ClientTrafficPolicy,
+        "infra",
+        "ctp",
+    ))
+    .cloned()
+    .unwrap_or_default()
+}
+
+fn condition(t: &Translator) -> (String, String, String) {
+    let c = &policy_status(t)["ancestors"][0]["conditions"][0];
+    (
+        c["status"].as_str().unwrap_or_default().to_string(),
+        c["reason"].as_str().unwrap_or_default().to_string(),
+        c["message"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+#[test]
+fn timeouts_connection_and_keepalive_reach_the_http_listener() {
+    let t = translate(
+        HTTP,
+        GW,
+        "  timeout:
+    http: {requestReceivedTimeout: 5s, idleTimeout: 10s, streamIdleTimeout: 1m, requestHeadersReceivedTimeout: 2s}
+  connection:
+    connectionLimit: {value: 100, closeDelay: 1500ms}
+    bufferLimit: 64Ki
+    maxAcceptPerSocketEvent: 3
+  tcpKeepalive: {probes: 3, idleTime: 1m, interval: 10s}
+  headers: {maxRequestHeaderLimit: 128Ki}
+",
+    );
+    assert_eq!(condition(&t).1, "Accepted");
+    let l = listener(&t, "http-8080");
+    assert_eq!(
+        l.per_connection_buffer_limit_bytes.map(|v| v.value),
+        Some(65_536)
+    );
+    assert_eq!(
+        l.max_connections_to_accept_per_socket_event
+            .map(|v| v.value),
+        Some(3)
+    );
+    let opts: Vec<(i64, i64, Option<socket_option::Value>)> = l
+        .socket_options
+        .iter()
+        .map(|o| (o.level, o.name, o.value.clone()))
+        .collect();
+    use socket_option::Value::IntValue;
+    assert_eq!(
+        opts,
+        [
+            (1, 9, Some(IntValue(1))),
+            (6, 6, Some(IntValue(3))),
+            (6, 4, Some(IntValue(60))),
+            (6, 5, Some(IntValue(10))),
+        ]
+    );
+    let chain = &l.filter_chains[0];
+    assert_eq!(
+        chain.filters[0].name,
+        "envoy.filters.network.connection_limit"
+    );
+    let cl: ClProto = typed(&chain.filters[0]);
+    assert_eq!(cl.max_connections.map(|v| v.value), Some(100));
+    assert_eq!(
+        cl.delay,
+        Some(Duration {
+            seconds: 1,
+            nanos: 500_000_000
+        })
+    );
+    let hcm = hcm_of(chain);
+    assert_eq!(hcm.request_timeout, secs(5));
+    assert_eq!(hcm.stream_idle_timeout, secs(60));
+    assert_eq!(hcm.request_headers_timeout, secs(2));
+    assert_eq!(hcm.max_request_headers_kb.map(|v| v.value), Some(128));
+    assert_eq!(
+        hcm.common_http_protocol_options
+            .and_then(|o| o.idle_timeout),
+        secs(10)
+    );
+}
+
+#[test]
+fn a_listener_without_a_policy_keeps_envoys_defaults() {
+    let t = translate(
+        "  - {name: http, port: 8080, protocol: HTTP}\n  - {name: other, port: 8081, protocol: HTTP}\n",
+        "{group: gateway.networking.k8s.io, kind: Gateway, name: gw, sectionName: http}",
+        "  timeout: {http: {requestReceivedTimeout: 5s}}\n",
+    );
+    assert_eq!(
+        hcm_of(&listener(&t, "http-8080").filter_chains[0]).request_timeout,
+        secs(5)
+    );
+    let other = listener(&t, "http-8081");
+    assert!(other.socket_options.is_empty());
+    let hcm = hcm_of(&other.filter_chains[0]);
+    assert_eq!(hcm.request_timeout, None);
+    assert_eq!(hcm.use_remote_address, None);
+}
+
+#[test]
+fn client_ip_headers_path_http1_http2_and_health_check_reach_the_hcm() {
+    let t = translate(
+        HTTP,
+        GW,
+        "  clientIPDetection: {xForwardedFor: {numTrustedHops: 2}}
+  headers:
+    withUnderscoresAction: DropHeader
+    requestID: PreserveOrGenerate
+    enableEnvoyHeaders: false
+    xForwardedClientCert: {mode: SanitizeSet, certDetailsToAdd: [Subject, DNS]}
+  path: {escapedSlashesAction: RejectRequest, disableMergeSlashes: true}
+  http1: {enableTrailers: true, preserveHeaderCase: true, http10: {}}
+  http2: {initialStreamWindowSize: 128Ki, maxConcurrentStreams: 50, onInvalidMessage: TerminateStream}
+  healthCheck: {path: /healthz}
+",
+    );
+    assert_eq!(condition(&t).1, "Accepted");
+    let hcm = hcm_of(&listener(&t, "http-8080").filter_chains[0]);
+    assert_eq!(hcm.use_remote_address.map(|b| b.value), Some(true));
+    assert_eq!(hcm.xff_num_trusted_hops, 2);
+    use http_protocol_options::HeadersWithUnderscoresAction as U;
+    assert_eq!(
+        hcm.common_http_protocol_options
+            .as_ref()
+            .map(|o| o.headers_with_underscores_action),
+        Some(U::DropHeader as i32)
+    );
+    assert!(hcm.preserve_external_request_id);
+    assert_eq!(hcm.generate_request_id.map(|b| b.value), Some(true));
+    use http_connection_manager::{
+        ForwardClientCertDetails as F, PathWithEscapedSlashesAction as E,
+    };
+    assert_eq!(hcm.forward_client_cert_details, F::SanitizeSet as i32);
+    let details = hcm.set_current_client_cert_details.unwrap();
+    assert_eq!(details.subject.map(|b| b.value), Some(true));
+    assert!(details.dns && !details.uri && !details.cert);
+    assert_eq!(
+        hcm.path_with_escaped_slashes_action,
+        E::RejectRequest as i32
+    );
+    assert!(!hcm.merge_slashes);
+    let h1 = hcm.http_protocol_options.clone().unwrap();
+    assert!(h1.enable_trailers && h1.accept_http_10 && h1.header_key_format.is_some());
+    let h2 = hcm.http2_protocol_options.clone().unwrap();
+    assert_eq!(
+        h2.initial_stream_window_size.map(|v| v.value),
+        Some(131_072)
+    );
+    assert_eq!(
+        h2.initial_connection_window_size.map(|v| v.value),
+        Some(1_048_576)
+    );
+    assert_eq!(h2.max_concurrent_streams.map(|v| v.value), Some(50));
+    assert_eq!(
+        h2.override_stream_error_on_invalid_http_message
+            .map(|b| b.value),
+        Some(true)
+    );
+    // The health check filter answers first; the router hides x-envoy-* headers.
+    assert_eq!(hcm.http_filters[0].name, HEALTH_CHECK_FILTER);
+    let router = hcm
+        .http_filters
+        .iter()
+        .find(|f| f.name == ROUTER_FILTER)
+        .unwrap();
+    let Some(http_filter::ConfigType::TypedConfig(a)) = &router.config_type else {
+        panic!("router config")
+    };
+    let r =
+        envoy_types::pb::envoy::extensions::filters::http::router::v3::Router::decode(&a.value[..])
+            .unwrap();
+    assert!(r.suppress_envoy_headers);
+}
+
+#[test]
+fn custom_header_and_trusted_cidrs_replace_the_peer_address() {
+    let t = translate(
+        HTTP,
+        GW,
+        "  clientIPDetection: {customHeader: {name: x-client-ip, failClosed: true}}\n",
+    );
+    let hcm = hcm_of(&listener(&t, "http-8080").filter_chains[0]);
+    assert_eq!(hcm.use_remote_address.map(|b| b.value), Some(false));
+    assert_eq!(
+        hcm.original_ip_detection_extensions[0].name,
+        "envoy.extensions.http.original_ip_detection.custom_header"
+    );
+    let t = translate(
+        HTTP,
+        GW,
+        "  clientIPDetection: {xForwardedFor: {trustedCIDRs: [10.0.0.0/8, '2001:db8::/32']}}\n",
+    );
+    let hcm = hcm_of(&listener(&t, "http-8080").filter_chains[0]);
+    let ext = &hcm.original_ip_detection_extensions[0];
+    assert_eq!(ext.name, "envoy.extensions.http.original_ip_detection.xff");
+    let x = XffConfig::decode(&ext.typed_config.as_ref().unwrap().value[..]).unwrap();
+    let cidrs: Vec<(String, u32)> = x
+        .xff_trusted_cidrs
+        .unwrap()
+        .cidrs
+        .into_iter()
+        .map(|c| (c.address_prefix, c.prefix_len.map_or(0, |v| v.value)))
+        .collect();
+    assert_eq!(
+        cidrs,
+        [("10.0.0.0".to_string(), 8), ("2001:db8::".to_string(), 32)]
+    );
+}
+
+#[test]
+fn invalid_values_get_a_status_and_never_reach_envoy() {
+    for (spec, msg) in [
+        (
+            "  timeout: {http: {requestReceivedTimeout: 5 seconds}}\n",
+            "Timeout: invalid HTTP RequestReceivedTimeout value 5 seconds.",
+        ),
+        (
+            "  clientIPDetection: {xForwardedFor: {trustedCIDRs: [10.0.0.0/33]}}\n",
+            "ClientIPDetection: invalid TrustedCIDRs value 10.0.0.0/33.",
+        ),
+        (
+            "  tls: {minVersion: '1.3', maxVersion: '1.2'}\n",
+            "TLS: minVersion must be smaller or equal to maxVersion.",
+        ),
+        (
+            "  tcpKeepalive: {idleTime: 500ms, probes: 0}\n",
+            "TCP KeepAlive: Probes value 0 is out of range, must be between 1 and 127\nIdleTime value 500ms is out of range, must be between 1s and 32767s.",
+        ),
+        (
+            "  connection: {connectionLimit: {value: 0}}\n",
+            "Connection: invalid ConnectionLimit value 0, must be at least 1.",
+        ),
+        (
+            "  clientIPDetection: {xForwardedFor: {numTrustedHops: 1}, customHeader: {name: x-ip}}\n",
+            "ClientIPDetection: customHeader cannot be used in conjunction with xForwardedFor.",
+        ),
+        (
+            "  headers: {earlyRequestHeaders: {set: [{name: 'a:b', value: x}]}}\n",
+            "Headers: EarlyRequestHeaders cannot set a header with a '/' or ':' character in them. Header: '\"a:b\"'\nEarlyRequestHeaders did not provide valid configuration to add/set/remove any headers.",
+        ),
+    ] {
+        let t = translate(HTTP, GW, spec);
+        assert_eq!(
+            condition(&t),
+            ("False".to_string(), "Invalid".to_string(), msg.to_string()),
+            "{spec}"
+        );
+        let l = listener(&t, "http-8080");
+        assert_eq!(l.filter_chains[0].filters.len(), 1, "{spec}");
+        let hcm = hcm_of(&l.filter_chains[0]);
+        assert_eq!(hcm.use_remote_address, None, "{spec}");
+        assert_eq!(hcm.request_timeout, None, "{spec}");
+        // The listener serves nothing without its policy: its routes answer 500.
+        assert_eq!(route_statuses(&t, "http-8080"), [Some(500)], "{spec}");
+    }
+    // A valid policy leaves the routes alone.
+    let t = translate(
+        HTTP,
+        GW,
+        "  timeout: {http: {requestReceivedTimeout: 5s}}\n",
+    );
+    assert_eq!(route_statuses(&t, "http-8080"), [None]);
+    // A TCP listener whose policy cannot be used takes no connections.
+    let t = translate(
+        "  - {name: tcp, port: 9000, protocol: TCP, allowedRoutes: {kinds: [{kind: TCPRoute}]}}\n",
+        GW,
+        "  timeout: {tcp: {idleTimeout: 30 seconds}}
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {name: raw, namespace: infra}
+spec:
+  parentRefs: [{name: gw, sectionName: tcp}]
+  rules: [{backendRefs: [{name: svc, port: 80}]}]
+",
+    );
+    assert_eq!(condition(&t).1, "Invalid");
+    assert!(!t.gateways()["c1/infra/gw"]
+        .resources
+        .iter()
+        .any(|r| r.type_url == type_url::LISTENER && r.name == "tcp-9000"));
+}
+
+/// The direct response status of each route of route configuration `name` (`None`: routed).
+fn route_statuses(t: &Translator, name: &str) -> Vec<Option<u32>> {
+    use envoy_types::pb::envoy::config::route::v3::{route, RouteConfiguration};
+    let r = t.gateways()["c1/infra/gw"]
+        .resources
+        .iter()
+        .find(|r| r.type_url == type_url::ROUTE && r.name == name)
+        .unwrap_or_else(|| panic!("route configuration {name}"))
+        .clone();
+    let rc = RouteConfiguration::decode(r.body.clone()).unwrap();
+    rc.virtual_hosts
+        .iter()
+        .flat_map(|vh| &vh.routes)
+        .map(|r| match &r.action {
+            Some(route::Action::DirectResponse(d)) => Some(d.status),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn http_listeners_sharing_a_port_share_the_first_ones_settings() {
+    let two = "  - {name: a, port: 8080, protocol: HTTP, hostname: a.example.com}
+  - {name: b, port: 8080, protocol: HTTP, hostname: b.example.com}
+";
+    // A Gateway-wide policy configures both: the one HCM carries it.
+    let t = translate(two, GW, "  timeout: {http: {idleTimeout: 7s}}\n");
+    assert_eq!(condition(&t).1, "Accepted");
+    let hcm = hcm_of(&listener(&t, "http-8080").filter_chains[0]);
+    assert_eq!(
+        hcm.common_http_protocol_options
+            .and_then(|o| o.idle_timeout),
+        secs(7)
+    );
+    // A policy on one of them would configure the other too: refused, and nothing applies.
+    let t = translate(
+        two,
+        "{group: gateway.networking.k8s.io, kind: Gateway, name: gw, sectionName: b}",
+        "  timeout: {http: {idleTimeout: 7s}}\n",
+    );
+    assert_eq!(condition(&t).1, "Invalid");
+    let hcm = hcm_of(&listener(&t, "http-8080").filter_chains[0]);
+    assert_eq!(
+        hcm.common_http_protocol_options
+            .and_then(|o| o.idle_timeout),
+        None
+    );
+}
+
+#[test]
+fn tls_settings_and_tcp_idle_timeout_reach_tls_listeners() {
+    use envoy_types::pb::envoy::config::core::v3::transport_socket;
+    let t = translate(
+        "  - {name: https, port: 8443, protocol: HTTPS, hostname: a.example.com, tls: {certificateRefs: [{name: cert}]}}
+  - {name: tcp, port: 9000, protocol: TCP, allowedRoutes: {kinds: [{kind: TCPRoute}]}}
+",
+        GW,
+        "  tls:
+    minVersion: '1.3'
+    ciphers: [ECDHE-ECDSA-AES128-GCM-SHA256]
+    ecdhCurves: [X25519]
+    signatureAlgorithms: [ecdsa_secp256r1_sha256]
+    alpnProtocols: [http/1.1]
+    session: {resumption: {stateful: {}}}
+  timeout: {tcp: {idleTimeout: 30s}, http: {requestReceivedTimeout: 2s}}
+  connection: {connectionLimit: {value: 10}}
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {name: raw, namespace: infra}
+spec:
+  parentRefs: [{name: gw, sectionName: tcp}]
+  rules: [{backendRefs: [{name: svc, port: 80}]}]
+",
+    );
+    assert_eq!(condition(&t).1, "Accepted");
+    let l = listener(&t, "tcp-8443");
+    let chain = &l.filter_chains[0];
+    assert_eq!(hcm_of(chain).request_timeout, secs(2));
+    let Some(transport_socket::ConfigType::TypedConfig(a)) = chain
+        .transport_socket
+        .as_ref()
+        .and_then(|t| t.config_type.clone())
+    else {
+        panic!("tls socket")
+    };
+    let ctx = DownstreamTlsContext::decode(&a.value[..]).unwrap();
+    let common = ctx.common_tls_context.unwrap();
+    let p = common.tls_params.unwrap();
+    use tls_parameters::TlsProtocol as P;
+    assert_eq!(p.tls_minimum_protocol_version, P::TlSv13 as i32);
+    assert_eq!(p.tls_maximum_protocol_version, P::TlSv13 as i32);
+    assert_eq!(p.cipher_suites, ["ECDHE-ECDSA-AES128-GCM-SHA256"]);
+    assert_eq!(p.ecdh_curves, ["X25519"]);
+    assert_eq!(p.signature_algorithms, ["ecdsa_secp256r1_sha256"]);
+    assert_eq!(common.alpn_protocols, ["http/1.1"]);
+    assert!(!ctx.disable_stateful_session_resumption);
+    assert!(ctx.session_ticket_keys_type.is_some());
+
+    let tcp = listener(&t, "tcp-9000");
+    let filters = &tcp.filter_chains[0].filters;
+    assert_eq!(filters[0].name, "envoy.filters.network.connection_limit");
+    let tp: TcpProxy = typed(filters.last().unwrap());
+    assert_eq!(tp.idle_timeout, secs(30));
+}
+
+/// The real Envoy (validate mode) accepts listeners carrying every setting this module writes.
+#[test]
+fn envoy_accepts_every_client_traffic_setting() {
+    let t = translate(
+        "  - {name: http, port: 18080, protocol: HTTP}
+  - {name: https, port: 18443, protocol: HTTPS, hostname: a.example.com, tls: {certificateRefs: [{name: cert}]}}
+  - {name: tcp, port: 19000, protocol: TCP, allowedRoutes: {kinds: [{kind: TCPRoute}]}}
+",
+        GW,
+        "  timeout:
+    tcp: {idleTimeout: 30s}
+    http: {requestReceivedTimeout: 5s, idleTimeout: 10s, streamIdleTimeout: 1m, requestHeadersReceivedTimeout: 3s}
+  connection: {connectionLimit: {value: 100, closeDelay: 1s}, bufferLimit: 64Ki, maxAcceptPerSocketEvent: 2}
+  tcpKeepalive: {probes: 3, idleTime: 1m, interval: 10s}
+  proxyProtocol: {optional: true}
+  clientIPDetection: {xForwardedFor: {trustedCIDRs: [10.0.0.0/8, '2001:db8::/32']}}
+  headers:
+    withUnderscoresAction: Allow
+    requestID: Preserve
+    xForwardedClientCert: {mode: AppendForward, certDetailsToAdd: [Subject, Cert, Chain, DNS, URI]}
+    earlyRequestHeaders: {set: [{name: x-early, value: e}], add: [{name: x-more, value: m}], remove: [x-drop], removeOnMatch: [{type: Prefix, value: x-internal-}]}
+    host: {stripTrailingHostDot: true}
+    lateResponseHeaders: {set: [{name: x-late, value: l}], addIfAbsent: [{name: x-once, value: o}], remove: [server]}
+  path: {escapedSlashesAction: UnescapeAndForward}
+  http1: {enableTrailers: true, preserveHeaderCase: true, http10: {}, ignoredUpgradeTypes: [{type: Prefix, value: TLS/}]}
+  http2: {initialStreamWindowSize: 1Mi, initialConnectionWindowSize: 2Mi, maxConcurrentStreams: 200, onInvalidMessage: TerminateConnection}
+  healthCheck: {path: /ready}
+  grpc: {enableWeb: true}
+  tls:
+    minVersion: '1.2'
+    maxVersion: '1.3'
+    ciphers: [ECDHE-ECDSA-AES128-GCM-SHA256]
+    ecdhCurves: [X25519, P-256]
+    signatureAlgorithms: [ecdsa_secp256r1_sha256]
+    alpnProtocols: [h2, http/1.1]
+    session: {resumption: {stateless: {}, stateful: {}}}
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {name: raw, namespace: infra}
+spec:
+  parentRefs: [{name: gw, sectionName: tcp}]
+  rules: [{backendRefs: [{name: svc, port: 80}]}]
+",
+    );
+    assert_eq!(condition(&t).1, "Accepted", "{}", policy_status(&t));
+    assert_eq!(validate_with_envoy(&t), 3);
+}
+
+/// Runs the real Envoy in validate mode on the gateway's listeners and clusters; returns how
+/// many listeners it took.
+fn validate_with_envoy(t: &Translator) -> usize {
+    use envoy_types::pb::envoy::config::bootstrap::v3::{bootstrap, Bootstrap};
+    use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+    use envoy_types::pb::envoy::config::core::v3::{
+        api_config_source, grpc_service, ApiConfigSource, ApiVersion, GrpcService, Node,
+    };
+    let gw = &t.gateways()["c1/infra/gw"];
+    let listeners: Vec<Listener> = gw
+        .resources
+        .iter()
+        .filter(|r| r.type_url == type_url::LISTENER)
+        .map(|r| Listener::decode(r.body.clone()).unwrap())
+        .collect();
+    let n = listeners.len();
+    let mut clusters: Vec<Cluster> = gw
+        .resources
+        .iter()
+        .filter(|r| r.type_url == type_url::CLUSTER)
+        .map(|r| Cluster::decode(r.body.clone()).unwrap())
+        .collect();
+    #[allow(deprecated)]
+    clusters.push(Cluster {
+        name: "xds".into(),
+        http2_protocol_options: Some(Http2ProtocolOptions::default()),
+        ..Default::default()
+    });
+    let bootstrap = Bootstrap {
+        node: Some(Node {
+            id: "test".into(),
+            cluster: "c1/infra/gw".into(),
+            ..Default::default()
+        }),
+        static_resources: Some(bootstrap::StaticResources {
+            listeners,
+            clusters,
+            ..Default::default()
+        }),
+        dynamic_resources: Some(bootstrap::DynamicResources {
+            ads_config: Some(ApiConfigSource {
+                api_type: api_config_source::ApiType::Grpc as i32,
+                transport_api_version: ApiVersion::V3 as i32,
+                grpc_services: vec![GrpcService {
+                    target_specifier: Some(grpc_service::TargetSpecifier::EnvoyGrpc(
+                        grpc_service::EnvoyGrpc {
+                            cluster_name: "xds".into(),
+                            ..Default::default()
+                        },
+                    )),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    if let Err(e) = crate::tests::envoy_validate(&bootstrap.encode_to_vec(), "c1/infra/gw") {
+        panic!("envoy rejected the configuration:\n{e}");
+    }
+    n
+}
+
+/// Every TLS name the policy may use is one Envoy takes: a listener naming all of them (one
+/// listener per list, ciphers limited to TLS 1.2) passes Envoy's validation.
+#[test]
+fn envoy_takes_every_tls_name_a_policy_may_use() {
+    let list = |names: &[&str]| {
+        names
+            .iter()
+            .map(|n| format!("'{n}'"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let t = translate(
+        "  - {name: https, port: 18443, protocol: HTTPS, hostname: a.example.com, tls: {certificateRefs: [{name: cert}]}}\n",
+        GW,
+        &format!(
+            "  tls:\n    maxVersion: '1.2'\n    ciphers: [{}, '[ECDHE-ECDSA-AES128-GCM-SHA256|ECDHE-ECDSA-CHACHA20-POLY1305]']\n    ecdhCurves: [{}]\n    signatureAlgorithms: [{}]\n",
+            list(CIPHERS),
+            list(CURVES),
+            list(SIGNATURE_ALGORITHMS)
+        ),
+    );
+    assert_eq!(condition(&t).1, "Accepted", "{}", policy_status(&t));
+    validate_with_envoy(&t);
+    let t = translate(
+        HTTP,
+        GW,
+        "  tls: {ecdhCurves: [curve1], signatureAlgorithms: [sig1]}\n",
+    );
+    assert_eq!(
+        condition(&t).2,
+        "TLS: unsupported ECDHCurves value curve1\nunsupported SignatureAlgorithms value sig1."
+    );
+}
+
+#[test]
+fn client_validation_trusts_the_referenced_cas() {
+    use envoy_types::pb::envoy::config::core::v3::transport_socket;
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::common_tls_context::ValidationContextType;
+    let https = "  - {name: https, port: 8443, protocol: HTTPS, hostname: a.example.com, tls: {certificateRefs: [{name: cert}]}}\n";
+    let t = translate(
+        https,
+        GW,
+        "  tls:
+    clientValidation:
+      caCertificateRefs: [{name: ca}]
+      optional: true
+      allowExpiredCertificate: true
+      spkiHashes: [NvqYIYSbgK2vCJpQhObf77vv+bQWtc5ek5RIOwPiC9A=]
+      certificateHashes: [df6ff72fe9116521268f6f2dd4966f51df479883fe7037b39f75916ac3049d1a]
+      subjectAltNames:
+        dnsNames: [{type: Exact, value: client1.example.com}]
+        emailAddresses: [{type: Suffix, value: '@example.com'}]
+        ipAddresses: [{type: Prefix, value: 192.168.}]
+        uris: [{value: 'spiffe://example.com/client1'}]
+        otherNames: [{oid: 1.3.6.1.4.1.311.20.2.3, value: client1}]
+",
+    );
+    assert_eq!(condition(&t).1, "Accepted", "{}", policy_status(&t));
+    let l = listener(&t, "tcp-8443");
+    let Some(transport_socket::ConfigType::TypedConfig(a)) = l.filter_chains[0]
+        .transport_socket
+        .as_ref()
+        .and_then(|t| t.config_type.clone())
+    else {
+        panic!("tls socket")
+    };
+    let ctx = DownstreamTlsContext::decode(&a.value[..]).unwrap();
+    assert_eq!(ctx.require_client_certificate.map(|b| b.value), Some(false));
+    let Some(ValidationContextType::ValidationContext(v)) =
+        ctx.common_tls_context.unwrap().validation_context_type
+    else {
+        panic!("a validation context")
+    };
+    assert!(v.trusted_ca.is_some());
+    assert!(v.allow_expired_certificate);
+    assert_eq!(v.verify_certificate_spki.len(), 1);
+    assert_eq!(v.verify_certificate_hash.len(), 1);
+    let sans: Vec<(i32, String)> = v
+        .match_typed_subject_alt_names
+        .iter()
+        .map(|m| (m.san_type, m.oid.clone()))
+        .collect();
+    assert_eq!(
+        sans,
+        [
+            (SanType::Dns as i32, String::new()),
+            (SanType::Email as i32, String::new()),
+            (SanType::IpAddress as i32, String::new()),
+            (SanType::Uri as i32, String::new()),
+            (
+                SanType::OtherName as i32,
+                "1.3.6.1.4.1.311.20.2.3".to_string()
+            ),
+        ]
+    );
+    assert_eq!(validate_with_envoy(&t), 1);
+
+    let t = translate(
+        https,
+        GW,
+        "  tls: {clientValidation: {caCertificateRefs: [{name: missing}]}}\n",
+    );
+    assert_eq!(
+        condition(&t),
+        (
+            "False".into(),
+            "Invalid".into(),
+            "TLS: failed to get certificate from ref: secret infra/missing does not exist.".into()
+        )
+    );
+}
+
+#[test]
+fn early_request_and_late_response_headers() {
+    let t = translate(
+        HTTP,
+        GW,
+        "  headers:
+    earlyRequestHeaders: {set: [{name: x-early, value: e}], remove: [x-drop]}
+    lateResponseHeaders: {add: [{name: x-late, value: l}]}
+  healthCheck: {path: /healthz}
+",
+    );
+    assert_eq!(condition(&t).1, "Accepted", "{}", policy_status(&t));
+    let hcm = hcm_of(&listener(&t, "http-8080").filter_chains[0]);
+    let early = &hcm.early_header_mutation_extensions[0];
+    assert_eq!(
+        early.name,
+        "envoy.http.early_header_mutation.header_mutation"
+    );
+    let m = envoy_types::pb::envoy::extensions::http::early_header_mutation::header_mutation::v3::HeaderMutation::decode(
+        &early.typed_config.as_ref().unwrap().value[..],
+    )
+    .unwrap();
+    assert_eq!(m.mutations.len(), 2);
+    let names: Vec<&str> = hcm.http_filters.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(&names[..2], [LATE_HEADERS_FILTER, HEALTH_CHECK_FILTER]);
+    let Some(http_filter::ConfigType::TypedConfig(a)) = &hcm.http_filters[0].config_type else {
+        panic!("late headers config")
+    };
+    let late = envoy_types::pb::envoy::extensions::filters::http::header_mutation::v3::HeaderMutation::decode(&a.value[..]).unwrap();
+    assert_eq!(late.mutations.unwrap().response_mutations.len(), 1);
+}
+
+#[test]
+fn proxy_protocol_reads_the_header_first() {
+    use envoy_types::pb::envoy::extensions::filters::listener::proxy_protocol::v3::ProxyProtocol;
+    for (spec, allow_without) in [
+        ("  proxyProtocol: {optional: true}\n", true),
+        ("  enableProxyProtocol: true\n", false),
+        // The newer field wins.
+        (
+            "  enableProxyProtocol: true\n  proxyProtocol: {optional: true}\n",
+            true,
+        ),
+    ] {
+        let t = translate(
+            "  - {name: https, port: 8443, protocol: HTTPS, hostname: a.example.com, tls: {certificateRefs: [{name: cert}]}}\n",
+            GW,
+            spec,
+        );
+        let l = listener(&t, "tcp-8443");
+        let names: Vec<&str> = l.listener_filters.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "envoy.filters.listener.proxy_protocol",
+                "envoy.filters.listener.tls_inspector"
+            ],
+            "{spec}"
+        );
+        let Some(listener_filter::ConfigType::TypedConfig(a)) = &l.listener_filters[0].config_type
+        else {
+            panic!("proxy protocol config")
+        };
+        let pp = ProxyProtocol::decode(&a.value[..]).unwrap();
+        assert_eq!(
+            pp.allow_requests_without_proxy_protocol, allow_without,
+            "{spec}"
+        );
+    }
+}
+
+#[test]
+fn http10_default_host_is_the_listeners_hostname() {
+    let spec = "  http1: {http10: {useDefaultHost: true}}\n";
+    let t = translate(
+        "  - {name: http, port: 8080, protocol: HTTP, hostname: a.example.com}\n",
+        GW,
+        spec,
+    );
+    assert_eq!(condition(&t).1, "Accepted");
+    let h1 = hcm_of(&listener(&t, "http-8080").filter_chains[0])
+        .http_protocol_options
+        .unwrap();
+    assert!(h1.accept_http_10);
+    assert_eq!(h1.default_host_for_http_10, "a.example.com");
+    // No hostname to use: refused, and nothing applies.
+    let t = translate(HTTP, GW, spec);
+    assert_eq!(
+        condition(&t),
+        (
+            "False".into(),
+            "Invalid".into(),
+            "HTTP1: cannot set http10 default host on listener with only wildcard hostnames."
+                .into()
+        )
+    );
+    let hcm = hcm_of(&listener(&t, "http-8080").filter_chains[0]);
+    assert_eq!(hcm.http_protocol_options, None);
+    assert_eq!(hcm.use_remote_address, None);
+}
+
+/// HTTPS listeners of one port: each filter chain (and its HCM, connection limit and TLS
+/// context) carries its own listener's policy; the Envoy listener's own settings are those of
+/// the port's first listener.
+#[test]
+fn https_listeners_sharing_a_port_keep_their_own_chain_settings() {
+    let t = crate::tests::translate_yaml(&format!(
+        "{BASE}---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: infra}}
+spec:
+  gatewayClassName: eg
+  listeners:
+  - {{name: a, port: 8443, protocol: HTTPS, hostname: a.example.com, tls: {{certificateRefs: [{{name: cert}}]}}}}
+  - {{name: b, port: 8443, protocol: HTTPS, hostname: x.b.example.com, tls: {{certificateRefs: [{{name: cert}}]}}}}
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: ClientTrafficPolicy
+metadata: {{name: for-a, namespace: infra}}
+spec:
+  targetRefs: [{{group: gateway.networking.k8s.io, kind: Gateway, name: gw, sectionName: a}}]
+  timeout: {{http: {{requestReceivedTimeout: 1s}}}}
+  tcpKeepalive: {{probes: 2}}
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: ClientTrafficPolicy
+metadata: {{name: for-b, namespace: infra}}
+spec:
+  targetRefs: [{{group: gateway.networking.k8s.io, kind: Gateway, name: gw, sectionName: b}}]
+  timeout: {{http: {{requestReceivedTimeout: 2s}}}}
+  connection: {{connectionLimit: {{value: 5}}, bufferLimit: 1Ki}}
+  tls: {{minVersion: '1.3'}}
+"
+    ));
+    let l = listener(&t, "tcp-8443");
+    let chain = |host: &str| {
+        l.filter_chains
+            .iter()
+            .find(|c| {
+                c.filter_chain_match
+                    .as_ref()
+                    .is_some_and(|m| m.server_names == [host])
+            })
+            .unwrap_or_else(|| panic!("chain for {host}"))
+    };
+    let (a, b) = (chain("a.example.com"), chain("x.b.example.com"));
+    assert_eq!(hcm_of(a).request_timeout, secs(1));
+    assert_eq!(hcm_of(b).request_timeout, secs(2));
+    assert_eq!(a.filters.len(), 1);
+    assert_eq!(b.filters[0].name, "envoy.filters.network.connection_limit");
+    // Listener-level: the first listener's policy (keepalive), not b's buffer limit.
+    assert_eq!(l.per_connection_buffer_limit_bytes, None);
+    assert_eq!(l.socket_options.len(), 2);
+    assert_eq!(validate_with_envoy(&t), 1);
+}
+
+#[test]
+fn xff_append_host_dot_upgrades_and_header_matches() {
+    let t = translate(
+        HTTP,
+        GW,
+        "  clientIPDetection: {xForwardedFor: {numTrustedHops: 1, disableXForwardedForAppend: true}}
+  headers:
+    host: {stripTrailingHostDot: true}
+    lateResponseHeaders: {removeOnMatch: [{type: Suffix, value: -secret}]}
+  http1: {ignoredUpgradeTypes: [{type: Prefix, value: TLS/}]}
+",
+    );
+    assert_eq!(condition(&t).1, "Accepted", "{}", policy_status(&t));
+    let hcm = hcm_of(&listener(&t, "http-8080").filter_chains[0]);
+    assert!(hcm.skip_xff_append && hcm.strip_trailing_host_dot);
+    assert_eq!(
+        hcm.http_protocol_options
+            .as_ref()
+            .map(|o| o.ignore_http_11_upgrade.len()),
+        Some(1)
+    );
+    assert_eq!(hcm.http_filters[0].name, LATE_HEADERS_FILTER);
+    assert!(!hcm
+        .http_filters
+        .iter()
+        .any(|f| f.name == "envoy.filters.http.grpc_web"));
+    let t = translate(HTTP, GW, "  grpc: {enableWeb: true}\n");
+    let hcm = hcm_of(&listener(&t, "http-8080").filter_chains[0]);
+    let names: Vec<&str> = hcm.http_filters.iter().map(|f| f.name.as_str()).collect();
+    let n = names.len();
+    assert_eq!(
+        &names[n - 2..],
+        ["envoy.filters.http.grpc_web", ROUTER_FILTER]
+    );
+}
