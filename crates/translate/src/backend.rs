@@ -846,5 +846,55 @@ fn strict_dns_cluster(
     c
 }
 
+/// The endpoints a Service or ServiceImport backend of a gateway of `cluster` has now, as
+/// resolution computes them (the TCP port of that number, by its name); `None` for other
+/// backends, or when the port is gone (a change resolution must look at again).
+pub(crate) fn current_endpoints(
+    ix: &Index,
+    cluster: &str,
+    id: &BackendId,
+) -> Option<Vec<EndpointAddr>> {
+    let (kind, namespace, name, port) = match id {
+        BackendId::Service {
+            namespace,
+            name,
+            port,
+        } => (Kind::Service, namespace, name, *port),
+        BackendId::ServiceImport {
+            namespace,
+            name,
+            port,
+        } => (Kind::ServiceImport, namespace, name, *port),
+        _ => return None,
+    };
+    let key = ResourceKey::new(cluster, kind, namespace, name);
+    let ports: Vec<(i32, Option<&str>, Option<&str>)> =
+        match ix.resources.get(&key).map(|r| &r.object) {
+            Some(Object::Service(s)) => s
+                .spec
+                .as_ref()
+                .and_then(|s| s.ports.as_ref())
+                .into_iter()
+                .flatten()
+                .map(|p| (p.port, p.protocol.as_deref(), p.name.as_deref()))
+                .collect(),
+            Some(Object::ServiceImport(s)) => s
+                .spec
+                .ports
+                .iter()
+                .map(|p| (p.port, p.protocol.as_deref(), p.name.as_deref()))
+                .collect(),
+            _ => return None,
+        };
+    let (_, _, port_name) = ports
+        .into_iter()
+        .find(|(p, proto, _)| *p == port && proto.unwrap_or("TCP") == "TCP")?;
+    let port_name = port_name.unwrap_or("");
+    Some(match kind {
+        Kind::ServiceImport => ix.import_endpoints(&key, port_name, "TCP"),
+        _ => ix.endpoints_of(&key, port_name, "TCP"),
+    })
+}
+
 #[cfg(test)]
 pub(crate) mod tests;

@@ -36,6 +36,9 @@ pub(crate) struct GatewayResult {
     pub other_status: Vec<(ResourceKey, Value)>,
     /// BackendTLSPolicy ancestorRefs this gateway contributes, by policy.
     pub policy_ancestors: BTreeMap<ResourceKey, Vec<Value>>,
+    /// The backends its routes use, with the endpoints their ClusterLoadAssignments hold (an
+    /// endpoint change can then rewrite those alone, see `Translator::refresh_endpoints`).
+    pub backends: Backends,
 }
 
 pub(crate) fn translate_gateway(
@@ -56,6 +59,7 @@ pub(crate) fn translate_gateway(
             route_parents: BTreeMap::new(),
             other_status: vec![],
             policy_ancestors: BTreeMap::new(),
+            backends: Backends::new(),
         };
     }
     let sets: Vec<SetInfo> = listener::listener_sets(ix, gw_key, gw);
@@ -497,6 +501,7 @@ pub(crate) fn translate_gateway(
         route_parents,
         other_status,
         policy_ancestors: crate::backendtls::gateway_tls_ancestors(ix, gw_key, &sets),
+        backends: clusters,
     }
 }
 

@@ -78,6 +78,30 @@ spec:
     )
 }
 
+fn slice(name: &str, ip: &str, ready: bool) -> String {
+    format!(
+        "apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: {name}, namespace: app, labels: {{kubernetes.io/service-name: web}}}}
+addressType: IPv4
+ports: [{{name: http, port: 9000}}]
+endpoints: [{{addresses: [{ip}], conditions: {{ready: {ready}}}}}]
+"
+    )
+}
+
+fn fqdn_slice(name: &str, host: &str) -> String {
+    format!(
+        "apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: {name}, namespace: app, labels: {{kubernetes.io/service-name: web}}}}
+addressType: FQDN
+ports: [{{name: http, port: 9000}}]
+endpoints: [{{addresses: [{host}]}}]
+"
+    )
+}
+
 enum Step {
     Put(String),
     Delete(Kind, &'static str, &'static str),
@@ -142,6 +166,18 @@ fn every_step_equals_a_translation_from_scratch() {
         Step::Put(route("r1", "gw", "tier: silver", "main")),
         // The same input twice.
         Step::Put(route("r1", "gw", "tier: silver", "main")),
+        // Endpoints: the first ones (the backend had none), moved, a second slice, none
+        // ready, ready again, host names (a DNS cluster), addresses again, the slice gone.
+        Step::Put(slice("web-1", "10.0.0.1", true)),
+        Step::Put(slice("web-1", "10.0.0.2", true)),
+        Step::Put(slice("web-2", "10.0.0.3", true)),
+        Step::Put(slice("web-1", "10.0.0.2", false)),
+        Step::Put(slice("web-2", "10.0.0.3", false)),
+        Step::Put(slice("web-2", "10.0.0.4", true)),
+        Step::Put(fqdn_slice("web-1", "web.example.com")),
+        Step::Put(slice("web-1", "10.0.0.5", true)),
+        Step::Delete(Kind::EndpointSlice, "app", "web-2"),
+        Step::Delete(Kind::EndpointSlice, "app", "web-1"),
         Step::Delete(Kind::BackendTrafficPolicy, "app", "p1"),
         Step::Delete(Kind::HTTPRoute, "app", "r2"),
         Step::Delete(Kind::ClientTrafficPolicy, "infra", "c1"),
@@ -160,4 +196,53 @@ fn every_step_equals_a_translation_from_scratch() {
         t.recompute();
         assert_same_as_rebuilt(&t, i);
     }
+}
+
+/// An endpoint change that translation does not read besides the endpoints (an address moved,
+/// a ready endpoint added) rewrites the ClusterLoadAssignment alone: no gateway is
+/// retranslated, and no other resource changes.
+#[test]
+fn an_endpoint_move_rewrites_only_the_load_assignment() {
+    let mut t = Translator::new();
+    let text = format!(
+        "{CLASS_AND_GATEWAY}---\n{}---\n{}",
+        route("r1", "gw", "tier: silver", "main"),
+        slice("web-1", "10.0.0.1", true)
+    );
+    for e in events("c1", &text) {
+        t.apply(&e).expect("apply");
+    }
+    t.recompute();
+    let before = t.gateways().clone();
+    let translations = t.translations;
+    for step in [
+        slice("web-1", "10.0.0.2", true),
+        slice("web-2", "10.0.0.3", true),
+    ] {
+        for e in events("c1", &step) {
+            t.apply(&e).expect("apply");
+        }
+        let changes = t.recompute();
+        assert_eq!(changes.updated.len(), 1, "the gateway's output changed");
+        assert_eq!(t.translations, translations, "no gateway was retranslated");
+    }
+    let after = &t.gateways()["c1/infra/gw"];
+    let changed: Vec<(&str, &str)> = after
+        .resources
+        .iter()
+        .filter(|r| !before["c1/infra/gw"].resources.contains(r))
+        .map(|r| (r.type_url.as_str(), r.name.as_str()))
+        .collect();
+    assert_eq!(changed, [(type_url::ENDPOINT, "app/web/80")]);
+    assert_same_as_rebuilt(&t, 0);
+    // No ready endpoint left: translation reads that (the route's status), so it runs.
+    for e in events("c1", &slice("web-1", "10.0.0.2", false)) {
+        t.apply(&e).expect("apply");
+    }
+    for e in events("c1", &slice("web-2", "10.0.0.3", false)) {
+        t.apply(&e).expect("apply");
+    }
+    t.recompute();
+    assert!(t.translations > translations);
+    assert_same_as_rebuilt(&t, 1);
 }

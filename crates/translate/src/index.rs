@@ -177,6 +177,14 @@ impl Index {
         }
     }
 
+    /// The Services (and Multi-Cluster ServiceImports) an EndpointSlice serves, by label.
+    pub fn slice_services(r: &Resource) -> Vec<ResourceKey> {
+        match r.object {
+            Object::EndpointSlice(_) => Self::edges(r).into_iter().map(|(_, k)| k).collect(),
+            _ => vec![],
+        }
+    }
+
     /// Gateways an object (in its current or previous form) can affect.
     pub fn affected_gateways(&self, r: &Resource, out: &mut BTreeSet<ResourceKey>) {
         let k = &r.key;

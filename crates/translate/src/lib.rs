@@ -136,6 +136,17 @@ pub struct Translator {
     /// The last policy pass of each cluster: which policies apply where, and what the pass
     /// read (a change it did not read reuses it).
     policy_passes: BTreeMap<String, Arc<(policy::Policies, policy::PolicyDeps)>>,
+    /// The backends each gateway's routes use, with the endpoints of their
+    /// ClusterLoadAssignments (see [`Translator::refresh_endpoints`]).
+    backends: BTreeMap<ResourceKey, Arc<ir::cluster::Backends>>,
+    /// Gateways an EndpointSlice change touched since the last `recompute`, with the
+    /// (namespace, name) of the Services (or ServiceImports) those slices serve: their
+    /// ClusterLoadAssignments are rewritten without retranslating routes or listeners, when
+    /// that is all that changes.
+    endpoint_dirty: BTreeMap<ResourceKey, BTreeSet<(String, String)>>,
+    /// Gateway translations run (tests check which changes avoid them).
+    #[cfg(test)]
+    translations: usize,
     /// Gateways to retranslate at the next `recompute`.
     dirty: BTreeSet<ResourceKey>,
     /// Resources whose own status must be recomputed (classes, deleted objects).
@@ -283,8 +294,115 @@ impl Translator {
             Kind::ClientTrafficPolicy | Kind::BackendTrafficPolicy => {
                 policy::affected_gateways(&self.index, r, &mut self.dirty)
             }
+            Kind::EndpointSlice => {
+                let mut gateways = BTreeSet::new();
+                self.index.affected_gateways(r, &mut gateways);
+                let services: Vec<(String, String)> = index::Index::slice_services(r)
+                    .into_iter()
+                    .map(|k| (k.namespace, k.name))
+                    .collect();
+                for gw in gateways {
+                    self.endpoint_dirty
+                        .entry(gw)
+                        .or_default()
+                        .extend(services.iter().cloned());
+                }
+            }
             _ => self.index.affected_gateways(r, &mut self.dirty),
         }
+    }
+
+    /// Rewrites the ClusterLoadAssignments of gateway `gw` whose backends serve one of
+    /// `services` from the endpoints the index holds now, without retranslating anything
+    /// else. False when that would not give what a retranslation gives: a backend's endpoints
+    /// changed in a way translation reads (none ready, none at all, host names, which make a
+    /// DNS cluster), a service its routes name but that is not among its resolved backends
+    /// (its resolution failed: it must be tried again), a backend it cannot recompute alone
+    /// (UDP rules' merged endpoints), or a gateway it has not translated. The caller then
+    /// retranslates the gateway.
+    fn refresh_endpoints(
+        &mut self,
+        gw: &ResourceKey,
+        services: &BTreeSet<(String, String)>,
+        changes: &mut Changes,
+    ) -> bool {
+        use ir::cluster::BackendId;
+        let id = gw.gateway_id();
+        let (Some(backends), Some(xds)) = (self.backends.get(gw), self.gateways.get(&id)) else {
+            return false;
+        };
+        if backends
+            .values()
+            .any(|(b, _)| matches!(b, BackendId::Named(_)))
+        {
+            return false;
+        }
+        // What translation reads of a backend's endpoints besides the endpoints themselves.
+        let shape = |eps: &[envoy::EndpointAddr]| {
+            (
+                eps.is_empty(),
+                eps.iter().any(|e| e.ready),
+                eps.iter().all(|e| e.ip.parse::<std::net::IpAddr>().is_ok()),
+            )
+        };
+        let mut updated: Vec<(String, Vec<envoy::EndpointAddr>)> = Vec::new();
+        let mut seen: BTreeSet<&(String, String)> = BTreeSet::new();
+        for (name, (backend, old)) in backends.iter() {
+            let nn = match backend {
+                BackendId::Service {
+                    namespace, name, ..
+                }
+                | BackendId::ServiceImport {
+                    namespace, name, ..
+                } => (namespace.clone(), name.clone()),
+                _ => continue,
+            };
+            let Some(nn) = services.get(&nn) else {
+                continue;
+            };
+            seen.insert(nn);
+            let Some(now) = backend::current_endpoints(&self.index, &gw.cluster, backend) else {
+                return false;
+            };
+            if now == *old {
+                continue;
+            }
+            if shape(&now) != shape(old) || !shape(&now).2 {
+                return false;
+            }
+            updated.push((name.clone(), now));
+        }
+        if seen.len() < services.len() {
+            return false;
+        }
+        if updated.is_empty() {
+            return true;
+        }
+        let mut resources = xds.resources.clone();
+        for (name, endpoints) in &updated {
+            let Some(slot) = resources
+                .iter_mut()
+                .find(|r| r.type_url == type_url::ENDPOINT && r.name == *name)
+            else {
+                // Not an EDS backend after all (its cluster holds its endpoints).
+                return false;
+            };
+            *slot = envoy::load_assignment(name, endpoints);
+        }
+        let mut backends = (**backends).clone();
+        for (name, endpoints) in updated {
+            if let Some(entry) = backends.get_mut(&name) {
+                entry.1 = endpoints;
+            }
+        }
+        let xds = Arc::new(GatewayXds {
+            resources,
+            ..(**xds).clone()
+        });
+        self.backends.insert(gw.clone(), Arc::new(backends));
+        self.gateways.insert(id, xds.clone());
+        changes.updated.push(xds);
+        true
     }
 
     fn class_is_ours(&self, cluster: &str, class: &str) -> bool {
@@ -299,7 +417,14 @@ impl Translator {
         let mut routes_touched: BTreeSet<ResourceKey> = BTreeSet::new();
         // (cluster, namespace) of BackendTLSPolicies whose status may have changed.
         let mut tls_ns_touched: BTreeSet<(String, String)> = BTreeSet::new();
-        let dirty = std::mem::take(&mut self.dirty);
+        let mut dirty = std::mem::take(&mut self.dirty);
+        // Endpoint-only changes first: a gateway whose ClusterLoadAssignments alone change is
+        // not retranslated (the others join `dirty`).
+        for (gw, services) in std::mem::take(&mut self.endpoint_dirty) {
+            if !dirty.contains(&gw) && !self.refresh_endpoints(&gw, &services, &mut changes) {
+                dirty.insert(gw);
+            }
+        }
         // Clusters whose ClientTrafficPolicy/BackendTrafficPolicy statuses may have changed:
         // a gateway or route of theirs was retranslated, or a policy changed.
         let mut policy_clusters: BTreeSet<String> =
@@ -379,6 +504,12 @@ impl Translator {
                     let none = policy::Policies::default();
                     let attached = pass.as_ref().map_or(&none, |p| &p.0);
                     let result = translate_gateway(&self.index, &gw_key, gw, attached);
+                    #[cfg(test)]
+                    {
+                        self.translations += 1;
+                    }
+                    self.backends
+                        .insert(gw_key.clone(), Arc::new(result.backends));
                     let mut reported = (Vec::new(), Vec::new());
                     for (policy, ancestors) in result.policy_ancestors {
                         tls_ns_touched.insert((policy.cluster.clone(), policy.namespace.clone()));
@@ -420,6 +551,7 @@ impl Translator {
                     }
                 }
                 None => {
+                    self.backends.remove(&gw_key);
                     self.translator_statuses.remove(&gw_key);
                     self.set_status(&gw_key, None, &mut changes);
                     self.set_owned_status(&gw_key, vec![], &mut changes);

@@ -391,10 +391,14 @@ fn a_service_import_slice_change_recomputes_its_gateway() {
         },
     })
     .unwrap();
+    // A slice marks its gateways for an endpoint refresh (retranslated if need be).
     assert_eq!(
-        t.dirty.iter().cloned().collect::<Vec<_>>(),
+        t.endpoint_dirty.keys().cloned().collect::<Vec<_>>(),
         vec![key(Kind::Gateway, "infra", "gw")]
     );
+    let changes = t.recompute();
+    assert_eq!(changes.updated.len(), 1);
+    assert_eq!(changes.updated[0].gateway, "c1/infra/gw");
 }
 
 #[test]
