@@ -826,6 +826,11 @@ fn header_filter_errors(filter: &Value, what: &str, out: &mut Vec<(&'static str,
                     "Headers",
                     format!("{what} cannot {op} a header with a '/' or ':' character in them. Header: '{name:?}'"),
                 ));
+            } else if !valid_header_name(name) {
+                out.push((
+                    "Headers",
+                    format!("{what} cannot {op} a header with an invalid name. Header: '{name:?}'"),
+                ));
             } else if !valid_header_value(value) {
                 out.push((
                     "Headers",
@@ -848,6 +853,11 @@ fn header_filter_errors(filter: &Value, what: &str, out: &mut Vec<(&'static str,
             out.push((
                 "Headers",
                 format!("{what} cannot remove a header with an empty name"),
+            ));
+        } else if name.as_str().is_some_and(|n| !valid_header_name(n)) {
+            out.push((
+                "Headers",
+                format!("{what} cannot remove a header with an invalid name. Header: '{name}'"),
             ));
         } else {
             valid += 1;

@@ -334,6 +334,10 @@ fn invalid_values_get_a_status_and_never_reach_envoy() {
             "TLS: minVersion must be smaller or equal to maxVersion.",
         ),
         (
+            "  headers: {lateResponseHeaders: {add: [{name: 'a b', value: x}], remove: [ok]}}\n",
+            "Headers: LateResponseHeaders cannot add a header with an invalid name. Header: '\"a b\"'.",
+        ),
+        (
             "  tcpKeepalive: {idleTime: 500ms, probes: 0}\n",
             "TCP KeepAlive: Probes value 0 is out of range, must be between 1 and 127\nIdleTime value 500ms is out of range, must be between 1s and 32767s.",
         ),
