@@ -113,6 +113,15 @@ pub(crate) fn hcm_filter(
     route_name: &str,
     client: Option<&ClientSettings>,
 ) -> Filter {
+    hcm_network_filter(&hcm(stat_prefix, route_name, client))
+}
+
+/// The HTTP connection manager [`hcm_filter`] wraps, for callers that adjust it.
+pub(crate) fn hcm(
+    stat_prefix: &str,
+    route_name: &str,
+    client: Option<&ClientSettings>,
+) -> HttpConnectionManager {
     let mut hcm = HttpConnectionManager {
         stat_prefix: stat_prefix.to_string(),
         route_specifier: Some(http_connection_manager::RouteSpecifier::Rds(Rds {
@@ -169,11 +178,16 @@ pub(crate) fn hcm_filter(
     if let Some(s) = client {
         crate::policy::client::apply_hcm(s, &mut hcm);
     }
+    hcm
+}
+
+/// `hcm` as the `envoy.filters.network.http_connection_manager` network filter.
+pub(crate) fn hcm_network_filter(hcm: &HttpConnectionManager) -> Filter {
     Filter {
         name: "envoy.filters.network.http_connection_manager".to_string(),
         config_type: Some(filter::ConfigType::TypedConfig(any(
             "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-            &hcm,
+            hcm,
         ))),
     }
 }

@@ -121,6 +121,11 @@ pub(crate) fn for_listener(
     mut s: ClientSettings,
     hostname: Option<&str>,
 ) -> Option<ClientSettings> {
+    // Envoy does not validate client certificates over QUIC: Envoy Gateway leaves HTTP/3 off
+    // there (and warns, see [`http3_warning`]).
+    if s.tls.client_ca.is_some() {
+        s.http3 = false;
+    }
     if let Some(h1) = s.http1.as_mut().filter(|h| h.use_default_host) {
         let h = hostname.filter(|h| !h.contains('*'))?;
         h1.default_host = Some(h.to_string());
@@ -247,6 +252,9 @@ pub(crate) struct ClientSettings {
     pub health_check_path: Option<String>,
     /// `grpc.enableWeb`: gRPC-Web requests are translated to gRPC.
     pub grpc_web: bool,
+    /// `http3`: HTTPS listeners also serve HTTP/3 (QUIC) on their port, unless they validate
+    /// client certificates (see [`for_listener`]).
+    pub http3: bool,
     /// `headers.earlyRequestHeaders`: applied before routing.
     pub early_request_headers: Vec<HeaderOp>,
     /// `headers.lateResponseHeaders`: applied to every response, last.
@@ -1078,6 +1086,7 @@ pub(crate) fn parse(spec: &Value) -> Result<ClientSettings, String> {
         http2,
         health_check_path: str_at(spec, "/healthCheck/path").map(str::to_string),
         grpc_web: bool_at(spec, "/grpc/enableWeb").unwrap_or(false),
+        http3: spec.pointer("/http3").is_some_and(|v| !v.is_null()),
         early_request_headers: header_ops(spec, "/headers/earlyRequestHeaders"),
         late_response_headers: header_ops(spec, "/headers/lateResponseHeaders"),
         tls,
@@ -1270,6 +1279,69 @@ pub(crate) fn fail_closed(r: &mut envoy_types::pb::envoy::config::route::v3::Rou
     r.typed_per_filter_config.clear();
     r.request_headers_to_add.clear();
     r.request_headers_to_remove.clear();
+}
+
+/// Envoy Gateway's warning for a policy enabling HTTP/3 on HTTPS listener `listener` whose
+/// client certificates it validates.
+pub(crate) fn http3_warning(spec: &Value, listener: &str) -> Option<String> {
+    let h3 = spec.pointer("/http3").is_some_and(|v| !v.is_null());
+    let validates = spec
+        .pointer("/tls/clientValidation/caCertificateRefs")
+        .and_then(Value::as_array)
+        .is_some_and(|a| !a.is_empty());
+    (h3 && validates).then(|| {
+        format!("HTTP/3 was disabled for listener \"{listener}\" because Envoy does not support downstream client TLS validation over QUIC")
+    })
+}
+
+/// The HTTP/3 flavour of an HTTPS filter chain's connection manager (Envoy Gateway's
+/// `addHCMToXDSListener` for its QUIC listener).
+pub(crate) fn http3_hcm(hcm: &mut HttpConnectionManager) {
+    use envoy_types::pb::envoy::config::core::v3::Http3ProtocolOptions;
+    hcm.codec_type = http_connection_manager::CodecType::Http3 as i32;
+    hcm.http3_protocol_options = Some(Http3ProtocolOptions::default());
+    // HTTP/1.1 upgrades do not exist in HTTP/3.
+    hcm.upgrade_configs.clear();
+}
+
+/// The QUIC transport socket of an HTTP/3 filter chain: the chain's TLS context, ALPN `h3`.
+pub(crate) fn quic_transport_socket(
+    mut ctx: DownstreamTlsContext,
+) -> envoy_types::pb::envoy::config::core::v3::TransportSocket {
+    use envoy_types::pb::envoy::config::core::v3::{transport_socket, TransportSocket};
+    use envoy_types::pb::envoy::extensions::transport_sockets::quic::v3::QuicDownstreamTransport;
+    if let Some(c) = ctx.common_tls_context.as_mut() {
+        c.alpn_protocols = vec!["h3".into()];
+    }
+    TransportSocket {
+        name: "envoy.transport_sockets.quic".into(),
+        config_type: Some(transport_socket::ConfigType::TypedConfig(any(
+            "type.googleapis.com/envoy.extensions.transport_sockets.quic.v3.QuicDownstreamTransport",
+            &QuicDownstreamTransport {
+                downstream_tls_context: Some(ctx),
+                ..Default::default()
+            },
+        ))),
+    }
+}
+
+/// The `alt-svc` header that tells HTTP/1.1 and HTTP/2 clients of a listener that HTTP/3 is
+/// served on `port` (Envoy Gateway's `buildHTTP3AltSvcHeader`).
+pub(crate) fn alt_svc_header(
+    port: u32,
+) -> envoy_types::pb::envoy::config::core::v3::HeaderValueOption {
+    use envoy_types::pb::envoy::config::core::v3::{
+        header_value_option::HeaderAppendAction, HeaderValue, HeaderValueOption,
+    };
+    HeaderValueOption {
+        header: Some(HeaderValue {
+            key: "alt-svc".into(),
+            value: format!("h3=\":{port}\"; ma=86400"),
+            ..Default::default()
+        }),
+        append_action: HeaderAppendAction::AppendIfExistsOrAdd as i32,
+        ..Default::default()
+    }
 }
 
 // Linux socket option numbers (Envoy Gateway writes the same constants).

@@ -919,3 +919,84 @@ fn xff_append_host_dot_upgrades_and_header_matches() {
         ["envoy.filters.http.grpc_web", ROUTER_FILTER]
     );
 }
+
+#[test]
+fn http3_adds_a_quic_listener_and_announces_it() {
+    let https = "  - {name: https, port: 8443, protocol: HTTPS, hostname: a.example.com, tls: {certificateRefs: [{name: cert}]}}\n";
+    let t = translate(
+        https,
+        GW,
+        "  http3: {}\n  timeout: {http: {idleTimeout: 9s}}\n",
+    );
+    assert_eq!(condition(&t).1, "Accepted", "{}", policy_status(&t));
+    let q = listener(&t, "quic-8443");
+    assert!(q.udp_listener_config.and_then(|u| u.quic_options).is_some());
+    let chain = &q.filter_chains[0];
+    assert_eq!(
+        chain
+            .filter_chain_match
+            .as_ref()
+            .map(|m| m.server_names.clone()),
+        Some(vec!["a.example.com".to_string()])
+    );
+    assert_eq!(
+        chain.transport_socket.as_ref().map(|t| t.name.as_str()),
+        Some("envoy.transport_sockets.quic")
+    );
+    let hcm = hcm_of(chain);
+    assert_eq!(
+        hcm.codec_type,
+        http_connection_manager::CodecType::Http3 as i32
+    );
+    assert_eq!(
+        hcm.common_http_protocol_options
+            .and_then(|o| o.idle_timeout),
+        secs(9)
+    );
+    // HTTP/1.1 and HTTP/2 clients learn of it.
+    use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+    let rc = t.gateways()["c1/infra/gw"]
+        .resources
+        .iter()
+        .find(|r| r.type_url == type_url::ROUTE && r.name.starts_with("https-8443/"))
+        .map(|r| RouteConfiguration::decode(r.body.clone()).unwrap())
+        .expect("the HTTPS route configuration");
+    let alt: Vec<(String, String)> = rc
+        .response_headers_to_add
+        .iter()
+        .filter_map(|h| h.header.as_ref())
+        .map(|h| (h.key.clone(), h.value.clone()))
+        .collect();
+    assert_eq!(
+        alt,
+        [("alt-svc".to_string(), "h3=\":8443\"; ma=86400".to_string())]
+    );
+    assert_eq!(validate_with_envoy(&t), 2);
+
+    // Client certificates cannot be validated over QUIC: no HTTP/3, and a warning.
+    let t = translate(
+        https,
+        GW,
+        "  http3: {}\n  tls: {clientValidation: {caCertificateRefs: [{name: ca}]}}\n",
+    );
+    assert!(!t.gateways()["c1/infra/gw"]
+        .resources
+        .iter()
+        .any(|r| r.name == "quic-8443"));
+    let st = policy_status(&t);
+    let warning = st["ancestors"][0]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Warning")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        warning["reason"], "UnsupportedHTTP3ClientValidation",
+        "{st}"
+    );
+    assert_eq!(
+        warning["message"],
+        "HTTP/3 was disabled for listener \"https\" because Envoy does not support downstream client TLS validation over QUIC"
+    );
+}
