@@ -926,7 +926,7 @@ fn http3_adds_a_quic_listener_and_announces_it() {
     let t = translate(
         https,
         GW,
-        "  http3: {}\n  timeout: {http: {idleTimeout: 9s}}\n",
+        "  http3: {}\n  timeout: {http: {idleTimeout: 9s}}\n  connection: {connectionLimit: {value: 10}}\n",
     );
     assert_eq!(condition(&t).1, "Accepted", "{}", policy_status(&t));
     let q = listener(&t, "quic-8443");
