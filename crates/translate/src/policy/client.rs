@@ -252,6 +252,9 @@ pub(crate) struct ClientSettings {
     pub health_check_path: Option<String>,
     /// `grpc.enableWeb`: gRPC-Web requests are translated to gRPC.
     pub grpc_web: bool,
+    /// `scheme: MatchBackend`: the `:scheme` sent upstream is the backend connection's
+    /// (`MatchRequest`, the default, keeps the client's).
+    pub scheme_match_backend: bool,
     /// `http3`: HTTPS listeners also serve HTTP/3 (QUIC) on their port, unless they validate
     /// client certificates (see [`for_listener`]).
     pub http3: bool,
@@ -454,6 +457,12 @@ pub(crate) fn schema_errors(spec: &Value) -> Vec<(&'static str, String)> {
             "UnescapeAndRedirect",
             "UnescapeAndForward",
         ],
+    );
+    one_of(
+        "Scheme",
+        "/scheme",
+        "Scheme",
+        &["MatchBackend", "MatchRequest"],
     );
     one_of(
         "HTTP2",
@@ -1086,6 +1095,7 @@ pub(crate) fn parse(spec: &Value) -> Result<ClientSettings, String> {
         http2,
         health_check_path: str_at(spec, "/healthCheck/path").map(str::to_string),
         grpc_web: bool_at(spec, "/grpc/enableWeb").unwrap_or(false),
+        scheme_match_backend: str_at(spec, "/scheme") == Some("MatchBackend"),
         http3: spec.pointer("/http3").is_some_and(|v| !v.is_null()),
         early_request_headers: header_ops(spec, "/headers/earlyRequestHeaders"),
         late_response_headers: header_ops(spec, "/headers/lateResponseHeaders"),
@@ -1531,6 +1541,14 @@ pub(crate) fn apply_hcm(s: &ClientSettings, hcm: &mut HttpConnectionManager) {
         None => {}
     }
 
+    if s.scheme_match_backend {
+        hcm.scheme_header_transformation = Some(
+            envoy_types::pb::envoy::config::core::v3::SchemeHeaderTransformation {
+                match_upstream: true,
+                ..Default::default()
+            },
+        );
+    }
     hcm.skip_xff_append = s.skip_xff_append;
     hcm.strip_trailing_host_dot = s.strip_trailing_host_dot;
     match s.request_id {

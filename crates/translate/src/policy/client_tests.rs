@@ -530,6 +530,7 @@ fn envoy_accepts_every_client_traffic_setting() {
   http2: {initialStreamWindowSize: 1Mi, initialConnectionWindowSize: 2Mi, maxConcurrentStreams: 200, onInvalidMessage: TerminateConnection}
   healthCheck: {path: /ready}
   grpc: {enableWeb: true}
+  scheme: MatchBackend
   tls:
     minVersion: '1.2'
     maxVersion: '1.3'
@@ -899,6 +900,7 @@ fn xff_append_host_dot_upgrades_and_header_matches() {
     assert_eq!(condition(&t).1, "Accepted", "{}", policy_status(&t));
     let hcm = hcm_of(&listener(&t, "http-8080").filter_chains[0]);
     assert!(hcm.skip_xff_append && hcm.strip_trailing_host_dot);
+    assert_eq!(hcm.scheme_header_transformation, None);
     assert_eq!(
         hcm.http_protocol_options
             .as_ref()
@@ -910,8 +912,16 @@ fn xff_append_host_dot_upgrades_and_header_matches() {
         .http_filters
         .iter()
         .any(|f| f.name == "envoy.filters.http.grpc_web"));
-    let t = translate(HTTP, GW, "  grpc: {enableWeb: true}\n");
+    let t = translate(
+        HTTP,
+        GW,
+        "  grpc: {enableWeb: true}\n  scheme: MatchBackend\n",
+    );
     let hcm = hcm_of(&listener(&t, "http-8080").filter_chains[0]);
+    assert!(hcm
+        .scheme_header_transformation
+        .as_ref()
+        .is_some_and(|t| t.match_upstream));
     let names: Vec<&str> = hcm.http_filters.iter().map(|f| f.name.as_str()).collect();
     let n = names.len();
     assert_eq!(
