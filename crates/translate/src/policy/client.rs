@@ -155,6 +155,9 @@ pub(crate) struct Tls {
     pub alpn: Option<Vec<String>>,
     pub stateless_resumption: bool,
     pub stateful_resumption: bool,
+    /// `fingerprints`: the TLS inspector computes the client hello's JA3 / JA4 fingerprint.
+    pub ja3: bool,
+    pub ja4: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -482,6 +485,16 @@ pub(crate) fn schema_errors(spec: &Value) -> Vec<(&'static str, String)> {
         "MaxVersion",
         &["Auto", "1.0", "1.1", "1.2", "1.3"],
     );
+    for f in spec
+        .pointer("/tls/fingerprints")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if !f.as_str().is_some_and(|f| f == "JA3" || f == "JA4") {
+            out.push(("TLS", format!("invalid Fingerprints value {}", text(f))));
+        }
+    }
     let min = str_at(spec, "/tls/minVersion").and_then(tls_version);
     let max = str_at(spec, "/tls/maxVersion").and_then(tls_version);
     if let (Some(lo), Some(hi)) = (min, max) {
@@ -1062,6 +1075,8 @@ pub(crate) fn parse(spec: &Value) -> Result<ClientSettings, String> {
             .map(|_| strings("/tls/alpnProtocols")),
         stateless_resumption: spec.pointer("/tls/session/resumption/stateless").is_some(),
         stateful_resumption: spec.pointer("/tls/session/resumption/stateful").is_some(),
+        ja3: strings("/tls/fingerprints").iter().any(|f| f == "JA3"),
+        ja4: strings("/tls/fingerprints").iter().any(|f| f == "JA4"),
     };
     Ok(ClientSettings {
         keepalive,
@@ -1409,6 +1424,24 @@ pub(crate) fn apply_listener(s: &ClientSettings, l: &mut Listener) {
     }
     if let Some(n) = s.max_accept_per_socket_event {
         l.max_connections_to_accept_per_socket_event = Some(UInt32Value { value: n });
+    }
+    if s.tls.ja3 || s.tls.ja4 {
+        use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
+        let on = |b: bool| b.then_some(BoolValue { value: true });
+        for f in l
+            .listener_filters
+            .iter_mut()
+            .filter(|f| f.name == "envoy.filters.listener.tls_inspector")
+        {
+            f.config_type = Some(listener_filter::ConfigType::TypedConfig(any(
+                "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector",
+                &TlsInspector {
+                    enable_ja3_fingerprinting: on(s.tls.ja3),
+                    enable_ja4_fingerprinting: on(s.tls.ja4),
+                    ..Default::default()
+                },
+            )));
+        }
     }
     if let Some(allow_without) = s.proxy_protocol {
         use envoy_types::pb::envoy::extensions::filters::listener::proxy_protocol::v3::ProxyProtocol;

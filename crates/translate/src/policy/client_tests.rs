@@ -539,6 +539,7 @@ fn envoy_accepts_every_client_traffic_setting() {
     signatureAlgorithms: [ecdsa_secp256r1_sha256]
     alpnProtocols: [h2, http/1.1]
     session: {resumption: {stateless: {}, stateful: {}}}
+    fingerprints: [JA3, JA4]
 ---
 apiVersion: gateway.networking.k8s.io/v1alpha2
 kind: TCPRoute
@@ -1009,4 +1010,26 @@ fn http3_adds_a_quic_listener_and_announces_it() {
         warning["message"],
         "HTTP/3 was disabled for listener \"https\" because Envoy does not support downstream client TLS validation over QUIC"
     );
+}
+
+#[test]
+fn tls_fingerprints_turn_on_in_the_tls_inspector() {
+    use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
+    let t = translate(
+        "  - {name: https, port: 8443, protocol: HTTPS, hostname: a.example.com, tls: {certificateRefs: [{name: cert}]}}\n",
+        GW,
+        "  tls: {fingerprints: [JA4]}\n",
+    );
+    let l = listener(&t, "tcp-8443");
+    let f = l
+        .listener_filters
+        .iter()
+        .find(|f| f.name == "envoy.filters.listener.tls_inspector")
+        .expect("tls inspector");
+    let Some(listener_filter::ConfigType::TypedConfig(a)) = &f.config_type else {
+        panic!("tls inspector config")
+    };
+    let ti = TlsInspector::decode(&a.value[..]).unwrap();
+    assert_eq!(ti.enable_ja3_fingerprinting, None);
+    assert_eq!(ti.enable_ja4_fingerprinting.map(|b| b.value), Some(true));
 }
