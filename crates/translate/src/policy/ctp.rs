@@ -379,11 +379,11 @@ pub(crate) fn attach(
                                 .refused
                                 .insert((owner.key.clone(), section.clone()));
                         }
-                        // A translation error: the policy still configures the listener (which
-                        // then serves nothing, see `gateway.rs`).
                         if overlap.is_none() {
                             configured.push(section.as_str());
                         }
+                        // A translation error: the policy still configures the listener (which
+                        // then serves nothing, see `gateway.rs`).
                         if overlap.is_none() && owner.hostless.contains(section.as_str()) {
                             overlap = super::client::http10_default_host_error(p.spec);
                         }
