@@ -117,6 +117,16 @@ pub(crate) fn hcm_filter(
     rate_limits: crate::ratelimit::HcmRateLimits,
     client: Option<&ClientSettings>,
 ) -> Filter {
+    hcm_network_filter(&hcm(stat_prefix, route_name, rate_limits, client))
+}
+
+/// The HTTP connection manager [`hcm_filter`] wraps, for callers that adjust it.
+pub(crate) fn hcm(
+    stat_prefix: &str,
+    route_name: &str,
+    rate_limits: crate::ratelimit::HcmRateLimits,
+    client: Option<&ClientSettings>,
+) -> HttpConnectionManager {
     let mut http_filters = vec![
         // Routes carry their CORS policy as per-filter config; without one the filter
         // passes requests through.
@@ -180,11 +190,16 @@ pub(crate) fn hcm_filter(
     if let Some(s) = client {
         crate::policy::client::apply_hcm(s, &mut hcm);
     }
+    hcm
+}
+
+/// `hcm` as the `envoy.filters.network.http_connection_manager` network filter.
+pub(crate) fn hcm_network_filter(hcm: &HttpConnectionManager) -> Filter {
     Filter {
         name: "envoy.filters.network.http_connection_manager".to_string(),
         config_type: Some(filter::ConfigType::TypedConfig(any(
             "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-            &hcm,
+            hcm,
         ))),
     }
 }

@@ -401,6 +401,14 @@ pub(crate) fn translate_gateway(
         }
     }
 
+    // Route configurations of listeners that also serve HTTP/3 announce it (alt-svc).
+    let http3_ports: BTreeMap<String, u32> = (0..listeners.len())
+        .filter(|&i| listener::serves_http3(&listeners, i))
+        .map(|i| {
+            let l = &listeners[i];
+            (listener::route_config_name(l), port_of(l.spec))
+        })
+        .collect();
     let mut resources = Vec::new();
     for (name, domains) in vhosts {
         let vhost = |domain: &str, routes: Vec<Route>| {
@@ -431,6 +439,11 @@ pub(crate) fn translate_gateway(
         }
         let virtual_hosts: Vec<VirtualHost> = by_domain.into_values().collect();
         let rc = RouteConfiguration {
+            response_headers_to_add: http3_ports
+                .get(&name)
+                .map(|p| crate::policy::client::alt_svc_header(*p))
+                .into_iter()
+                .collect(),
             name: name.clone(),
             max_direct_response_body_size_bytes: crate::httproute::direct_body_limit(
                 &virtual_hosts,

@@ -1195,6 +1195,9 @@ pub(crate) fn envoy_listeners(
             client::apply_listener(s, &mut listener);
         }
         out.push(envoy::encode(crate::type_url::LISTENER, &name, &listener));
+        if let Some(quic) = quic_listener(ls, &idx, port, bind_ip, rate_limits) {
+            out.push(quic);
+        }
     }
     for (port, i) in udp_ports {
         let Some(filter) = l4.udp.remove(&i) else {
@@ -1211,6 +1214,93 @@ pub(crate) fn envoy_listeners(
         out.push(envoy::encode(crate::type_url::LISTENER, &name, &listener));
     }
     out
+}
+
+/// Whether listener `i` also serves HTTP/3: an HTTPS listener whose ClientTrafficPolicy enables
+/// it, that validates no client certificates (Envoy cannot over QUIC) and whose port no UDP
+/// listener takes.
+pub(crate) fn serves_http3(ls: &[ListenerState], i: usize) -> bool {
+    let l = &ls[i];
+    let port = port_of(l.spec);
+    l.valid
+        && l.protocol() == "HTTPS"
+        && !l.ctp_invalid
+        && l.client.is_none()
+        && l.ctp.as_ref().is_some_and(|s| s.http3)
+        && !l.serving_certs().is_empty()
+        && !ls
+            .iter()
+            .any(|o| o.valid && o.protocol() == "UDP" && port_of(o.spec) == port)
+}
+
+/// The QUIC listener `quic-PORT` serving HTTP/3 for the HTTPS listeners `idx` of `port` that
+/// enable it (Envoy Gateway's `buildXdsQuicListener`): one filter chain per listener, as on
+/// the TCP listener, with the HCM speaking HTTP/3 over the QUIC transport socket.
+fn quic_listener(
+    ls: &[ListenerState],
+    idx: &[usize],
+    port: u32,
+    bind_ip: &str,
+    rate_limits: crate::ratelimit::HcmRateLimits,
+) -> Option<Arc<XdsResource>> {
+    use envoy_types::pb::envoy::config::core::v3::UdpSocketConfig;
+    use envoy_types::pb::envoy::config::listener::v3::QuicProtocolOptions;
+    let name = format!("quic-{port}");
+    let mut taken: BTreeSet<String> = BTreeSet::new();
+    let mut chains = Vec::new();
+    for (n, &i) in idx.iter().enumerate().filter(|(_, &i)| serves_http3(ls, i)) {
+        let l = &ls[i];
+        let Some(s) = l.ctp.as_deref() else {
+            continue;
+        };
+        let mut names = sni_names(l.spec.hostname.as_deref());
+        if names.is_empty() {
+            if !taken.insert(String::new()) {
+                continue;
+            }
+        } else {
+            names.retain(|h| taken.insert(h.to_ascii_lowercase()));
+            if names.is_empty() {
+                continue;
+            }
+        }
+        let mut ctx = downstream_tls_context(&l.serving_certs(), &["h3"], None);
+        client::apply_tls(s, &mut ctx);
+        let mut hcm = envoy::hcm(
+            &format!("https-{port}"),
+            &route_config_name(l),
+            rate_limits,
+            Some(s),
+        );
+        client::http3_hcm(&mut hcm);
+        let mut filters = vec![envoy::hcm_network_filter(&hcm)];
+        client::apply_chain_filters(s, &name, &mut filters);
+        chains.push(FilterChain {
+            name: format!("{name}/{n}"),
+            filter_chain_match: (!names.is_empty()).then(|| FilterChainMatch {
+                server_names: names,
+                ..Default::default()
+            }),
+            transport_socket: Some(client::quic_transport_socket(ctx)),
+            filters,
+            ..Default::default()
+        });
+    }
+    if chains.is_empty() {
+        return None;
+    }
+    let listener = EnvoyListener {
+        name: name.clone(),
+        address: Some(socket(bind_ip, port, true)),
+        udp_listener_config: Some(UdpListenerConfig {
+            downstream_socket_config: Some(UdpSocketConfig::default()),
+            quic_options: Some(QuicProtocolOptions::default()),
+            ..Default::default()
+        }),
+        filter_chains: chains,
+        ..Default::default()
+    };
+    Some(envoy::encode(crate::type_url::LISTENER, &name, &listener))
 }
 
 /// The SNI names a listener hostname matches: none (any name) for no hostname or `*`, which

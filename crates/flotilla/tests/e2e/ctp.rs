@@ -342,18 +342,12 @@ async fn https_app(port: u16, pki: &Pki, with_cert: bool, tls12: bool) -> Result
     Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_certificates_are_required_and_tls_parameters_apply() {
-    let pki = pki();
-    let s = Standalone::start();
-    let backend = start_backend("web").await;
-    let port = free_port();
+/// A Gateway with an HTTPS listener for `a.example.com` on `port` serving `pki`'s server
+/// certificate, the Secret `client-ca` with `pki`'s CA, and a route `/app` to `backend`.
+fn https_gateway_yaml(port: u16, pki: &Pki, backend: u16) -> String {
     let b64 = |s: &str| crate::sds::base64(s.as_bytes());
-    write_file(
-        &s.yaml,
-        "all.yaml",
-        &format!(
-            "{CLASS_YAML}apiVersion: gateway.networking.k8s.io/v1
+    format!(
+        "{CLASS_YAML}apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
 metadata: {{name: gw, namespace: default}}
 spec:
@@ -375,12 +369,24 @@ data: {{ca.crt: {}}}
 ---
 {}---
 {}",
-            b64(&pki.server_pem),
-            b64(&pki.server_key_pem),
-            b64(&pki.ca_pem),
-            service_yaml("default", "web", backend),
-            route_yaml("default", "app", "gw", "/app", &[("web", 1)]),
-        ),
+        b64(&pki.server_pem),
+        b64(&pki.server_key_pem),
+        b64(&pki.ca_pem),
+        service_yaml("default", "web", backend),
+        route_yaml("default", "app", "gw", "/app", &[("web", 1)]),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificates_are_required_and_tls_parameters_apply() {
+    let pki = pki();
+    let s = Standalone::start();
+    let backend = start_backend("web").await;
+    let port = free_port();
+    write_file(
+        &s.yaml,
+        "all.yaml",
+        &https_gateway_yaml(port, &pki, backend),
     );
     let policy = |ca: &str| {
         policy_yaml(&format!(
@@ -481,6 +487,49 @@ async fn trusted_cidrs_reach_envoys_xff_extension() {
         [("10.0.0.0".to_string(), 8), ("2001:db8::".to_string(), 32)],
         "{m}"
     );
+    let stats = s.stats().await.expect("stats");
+    assert_eq!(stats["nacks"], 0, "{stats}");
+}
+
+/// HTTP/3: Envoy runs the QUIC listener next to the TCP one, and TCP clients are told of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http3_is_served_and_announced() {
+    let pki = pki();
+    let s = Standalone::start();
+    let backend = start_backend("web").await;
+    let port = free_port();
+    write_file(
+        &s.yaml,
+        "all.yaml",
+        &https_gateway_yaml(port, &pki, backend),
+    );
+    write_file(&s.yaml, "policy.yaml", &policy_yaml("  http3: {}\n"));
+    let (_envoy, admin) = start_envoy(
+        s.dir.path(),
+        "envoy",
+        "local/default/gw",
+        &[format!("127.0.0.1:{}", s.xds)],
+    );
+    let ok = eventually("the route over TLS", T, || async {
+        let r = https_app(port, &pki, false, false).await?;
+        if r.starts_with("HTTP/1.1 200") {
+            Ok(r)
+        } else {
+            Err(r)
+        }
+    })
+    .await;
+    assert!(
+        ok.to_ascii_lowercase()
+            .contains(&format!("alt-svc: h3=\":{port}\"; ma=86400")),
+        "{ok}"
+    );
+    let q = active_listener(admin, &format!("quic-{port}")).await;
+    assert_eq!(
+        q["filter_chains"][0]["transport_socket"]["name"], "envoy.transport_sockets.quic",
+        "{q}"
+    );
+    assert_eq!(hcm(&q)["codec_type"], "HTTP3", "{q}");
     let stats = s.stats().await.expect("stats");
     assert_eq!(stats["nacks"], 0, "{stats}");
 }

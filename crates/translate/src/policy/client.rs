@@ -121,6 +121,11 @@ pub(crate) fn for_listener(
     mut s: ClientSettings,
     hostname: Option<&str>,
 ) -> Option<ClientSettings> {
+    // Envoy does not validate client certificates over QUIC: Envoy Gateway leaves HTTP/3 off
+    // there (and warns, see [`http3_warning`]).
+    if s.tls.client_ca.is_some() {
+        s.http3 = false;
+    }
     if let Some(h1) = s.http1.as_mut().filter(|h| h.use_default_host) {
         let h = hostname.filter(|h| !h.contains('*'))?;
         h1.default_host = Some(h.to_string());
@@ -150,6 +155,9 @@ pub(crate) struct Tls {
     pub alpn: Option<Vec<String>>,
     pub stateless_resumption: bool,
     pub stateful_resumption: bool,
+    /// `fingerprints`: the TLS inspector computes the client hello's JA3 / JA4 fingerprint.
+    pub ja3: bool,
+    pub ja4: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -247,6 +255,12 @@ pub(crate) struct ClientSettings {
     pub health_check_path: Option<String>,
     /// `grpc.enableWeb`: gRPC-Web requests are translated to gRPC.
     pub grpc_web: bool,
+    /// `scheme: MatchBackend`: the `:scheme` sent upstream is the backend connection's
+    /// (`MatchRequest`, the default, keeps the client's).
+    pub scheme_match_backend: bool,
+    /// `http3`: HTTPS listeners also serve HTTP/3 (QUIC) on their port, unless they validate
+    /// client certificates (see [`for_listener`]).
+    pub http3: bool,
     /// `headers.earlyRequestHeaders`: applied before routing.
     pub early_request_headers: Vec<HeaderOp>,
     /// `headers.lateResponseHeaders`: applied to every response, last.
@@ -448,6 +462,12 @@ pub(crate) fn schema_errors(spec: &Value) -> Vec<(&'static str, String)> {
         ],
     );
     one_of(
+        "Scheme",
+        "/scheme",
+        "Scheme",
+        &["MatchBackend", "MatchRequest"],
+    );
+    one_of(
         "HTTP2",
         "/http2/onInvalidMessage",
         "OnInvalidMessage",
@@ -465,6 +485,16 @@ pub(crate) fn schema_errors(spec: &Value) -> Vec<(&'static str, String)> {
         "MaxVersion",
         &["Auto", "1.0", "1.1", "1.2", "1.3"],
     );
+    for f in spec
+        .pointer("/tls/fingerprints")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if !f.as_str().is_some_and(|f| f == "JA3" || f == "JA4") {
+            out.push(("TLS", format!("invalid Fingerprints value {}", text(f))));
+        }
+    }
     let min = str_at(spec, "/tls/minVersion").and_then(tls_version);
     let max = str_at(spec, "/tls/maxVersion").and_then(tls_version);
     if let (Some(lo), Some(hi)) = (min, max) {
@@ -826,6 +856,11 @@ fn header_filter_errors(filter: &Value, what: &str, out: &mut Vec<(&'static str,
                     "Headers",
                     format!("{what} cannot {op} a header with a '/' or ':' character in them. Header: '{name:?}'"),
                 ));
+            } else if !valid_header_name(name) {
+                out.push((
+                    "Headers",
+                    format!("{what} cannot {op} a header with an invalid name. Header: '{name:?}'"),
+                ));
             } else if !valid_header_value(value) {
                 out.push((
                     "Headers",
@@ -848,6 +883,11 @@ fn header_filter_errors(filter: &Value, what: &str, out: &mut Vec<(&'static str,
             out.push((
                 "Headers",
                 format!("{what} cannot remove a header with an empty name"),
+            ));
+        } else if name.as_str().is_some_and(|n| !valid_header_name(n)) {
+            out.push((
+                "Headers",
+                format!("{what} cannot remove a header with an invalid name. Header: '{name}'"),
             ));
         } else {
             valid += 1;
@@ -1035,6 +1075,8 @@ pub(crate) fn parse(spec: &Value) -> Result<ClientSettings, String> {
             .map(|_| strings("/tls/alpnProtocols")),
         stateless_resumption: spec.pointer("/tls/session/resumption/stateless").is_some(),
         stateful_resumption: spec.pointer("/tls/session/resumption/stateful").is_some(),
+        ja3: strings("/tls/fingerprints").iter().any(|f| f == "JA3"),
+        ja4: strings("/tls/fingerprints").iter().any(|f| f == "JA4"),
     };
     Ok(ClientSettings {
         keepalive,
@@ -1068,6 +1110,8 @@ pub(crate) fn parse(spec: &Value) -> Result<ClientSettings, String> {
         http2,
         health_check_path: str_at(spec, "/healthCheck/path").map(str::to_string),
         grpc_web: bool_at(spec, "/grpc/enableWeb").unwrap_or(false),
+        scheme_match_backend: str_at(spec, "/scheme") == Some("MatchBackend"),
+        http3: spec.pointer("/http3").is_some_and(|v| !v.is_null()),
         early_request_headers: header_ops(spec, "/headers/earlyRequestHeaders"),
         late_response_headers: header_ops(spec, "/headers/lateResponseHeaders"),
         tls,
@@ -1262,6 +1306,69 @@ pub(crate) fn fail_closed(r: &mut envoy_types::pb::envoy::config::route::v3::Rou
     r.request_headers_to_remove.clear();
 }
 
+/// Envoy Gateway's warning for a policy enabling HTTP/3 on HTTPS listener `listener` whose
+/// client certificates it validates.
+pub(crate) fn http3_warning(spec: &Value, listener: &str) -> Option<String> {
+    let h3 = spec.pointer("/http3").is_some_and(|v| !v.is_null());
+    let validates = spec
+        .pointer("/tls/clientValidation/caCertificateRefs")
+        .and_then(Value::as_array)
+        .is_some_and(|a| !a.is_empty());
+    (h3 && validates).then(|| {
+        format!("HTTP/3 was disabled for listener \"{listener}\" because Envoy does not support downstream client TLS validation over QUIC")
+    })
+}
+
+/// The HTTP/3 flavour of an HTTPS filter chain's connection manager (Envoy Gateway's
+/// `addHCMToXDSListener` for its QUIC listener).
+pub(crate) fn http3_hcm(hcm: &mut HttpConnectionManager) {
+    use envoy_types::pb::envoy::config::core::v3::Http3ProtocolOptions;
+    hcm.codec_type = http_connection_manager::CodecType::Http3 as i32;
+    hcm.http3_protocol_options = Some(Http3ProtocolOptions::default());
+    // HTTP/1.1 upgrades do not exist in HTTP/3.
+    hcm.upgrade_configs.clear();
+}
+
+/// The QUIC transport socket of an HTTP/3 filter chain: the chain's TLS context, ALPN `h3`.
+pub(crate) fn quic_transport_socket(
+    mut ctx: DownstreamTlsContext,
+) -> envoy_types::pb::envoy::config::core::v3::TransportSocket {
+    use envoy_types::pb::envoy::config::core::v3::{transport_socket, TransportSocket};
+    use envoy_types::pb::envoy::extensions::transport_sockets::quic::v3::QuicDownstreamTransport;
+    if let Some(c) = ctx.common_tls_context.as_mut() {
+        c.alpn_protocols = vec!["h3".into()];
+    }
+    TransportSocket {
+        name: "envoy.transport_sockets.quic".into(),
+        config_type: Some(transport_socket::ConfigType::TypedConfig(any(
+            "type.googleapis.com/envoy.extensions.transport_sockets.quic.v3.QuicDownstreamTransport",
+            &QuicDownstreamTransport {
+                downstream_tls_context: Some(ctx),
+                ..Default::default()
+            },
+        ))),
+    }
+}
+
+/// The `alt-svc` header that tells HTTP/1.1 and HTTP/2 clients of a listener that HTTP/3 is
+/// served on `port` (Envoy Gateway's `buildHTTP3AltSvcHeader`).
+pub(crate) fn alt_svc_header(
+    port: u32,
+) -> envoy_types::pb::envoy::config::core::v3::HeaderValueOption {
+    use envoy_types::pb::envoy::config::core::v3::{
+        header_value_option::HeaderAppendAction, HeaderValue, HeaderValueOption,
+    };
+    HeaderValueOption {
+        header: Some(HeaderValue {
+            key: "alt-svc".into(),
+            value: format!("h3=\":{port}\"; ma=86400"),
+            ..Default::default()
+        }),
+        append_action: HeaderAppendAction::AppendIfExistsOrAdd as i32,
+        ..Default::default()
+    }
+}
+
 // Linux socket option numbers (Envoy Gateway writes the same constants).
 const SOL_SOCKET: i64 = 1;
 const SO_KEEPALIVE: i64 = 9;
@@ -1317,6 +1424,24 @@ pub(crate) fn apply_listener(s: &ClientSettings, l: &mut Listener) {
     }
     if let Some(n) = s.max_accept_per_socket_event {
         l.max_connections_to_accept_per_socket_event = Some(UInt32Value { value: n });
+    }
+    if s.tls.ja3 || s.tls.ja4 {
+        use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
+        let on = |b: bool| b.then_some(BoolValue { value: true });
+        for f in l
+            .listener_filters
+            .iter_mut()
+            .filter(|f| f.name == "envoy.filters.listener.tls_inspector")
+        {
+            f.config_type = Some(listener_filter::ConfigType::TypedConfig(any(
+                "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector",
+                &TlsInspector {
+                    enable_ja3_fingerprinting: on(s.tls.ja3),
+                    enable_ja4_fingerprinting: on(s.tls.ja4),
+                    ..Default::default()
+                },
+            )));
+        }
     }
     if let Some(allow_without) = s.proxy_protocol {
         use envoy_types::pb::envoy::extensions::filters::listener::proxy_protocol::v3::ProxyProtocol;
@@ -1449,6 +1574,14 @@ pub(crate) fn apply_hcm(s: &ClientSettings, hcm: &mut HttpConnectionManager) {
         None => {}
     }
 
+    if s.scheme_match_backend {
+        hcm.scheme_header_transformation = Some(
+            envoy_types::pb::envoy::config::core::v3::SchemeHeaderTransformation {
+                match_upstream: true,
+                ..Default::default()
+            },
+        );
+    }
     hcm.skip_xff_append = s.skip_xff_append;
     hcm.strip_trailing_host_dot = s.strip_trailing_host_dot;
     match s.request_id {

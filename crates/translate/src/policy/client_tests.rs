@@ -334,6 +334,10 @@ fn invalid_values_get_a_status_and_never_reach_envoy() {
             "TLS: minVersion must be smaller or equal to maxVersion.",
         ),
         (
+            "  headers: {lateResponseHeaders: {add: [{name: 'a b', value: x}], remove: [ok]}}\n",
+            "Headers: LateResponseHeaders cannot add a header with an invalid name. Header: '\"a b\"'.",
+        ),
+        (
             "  tcpKeepalive: {idleTime: 500ms, probes: 0}\n",
             "TCP KeepAlive: Probes value 0 is out of range, must be between 1 and 127\nIdleTime value 500ms is out of range, must be between 1s and 32767s.",
         ),
@@ -526,6 +530,7 @@ fn envoy_accepts_every_client_traffic_setting() {
   http2: {initialStreamWindowSize: 1Mi, initialConnectionWindowSize: 2Mi, maxConcurrentStreams: 200, onInvalidMessage: TerminateConnection}
   healthCheck: {path: /ready}
   grpc: {enableWeb: true}
+  scheme: MatchBackend
   tls:
     minVersion: '1.2'
     maxVersion: '1.3'
@@ -534,6 +539,7 @@ fn envoy_accepts_every_client_traffic_setting() {
     signatureAlgorithms: [ecdsa_secp256r1_sha256]
     alpnProtocols: [h2, http/1.1]
     session: {resumption: {stateless: {}, stateful: {}}}
+    fingerprints: [JA3, JA4]
 ---
 apiVersion: gateway.networking.k8s.io/v1alpha2
 kind: TCPRoute
@@ -895,6 +901,7 @@ fn xff_append_host_dot_upgrades_and_header_matches() {
     assert_eq!(condition(&t).1, "Accepted", "{}", policy_status(&t));
     let hcm = hcm_of(&listener(&t, "http-8080").filter_chains[0]);
     assert!(hcm.skip_xff_append && hcm.strip_trailing_host_dot);
+    assert_eq!(hcm.scheme_header_transformation, None);
     assert_eq!(
         hcm.http_protocol_options
             .as_ref()
@@ -906,12 +913,123 @@ fn xff_append_host_dot_upgrades_and_header_matches() {
         .http_filters
         .iter()
         .any(|f| f.name == "envoy.filters.http.grpc_web"));
-    let t = translate(HTTP, GW, "  grpc: {enableWeb: true}\n");
+    let t = translate(
+        HTTP,
+        GW,
+        "  grpc: {enableWeb: true}\n  scheme: MatchBackend\n",
+    );
     let hcm = hcm_of(&listener(&t, "http-8080").filter_chains[0]);
+    assert!(hcm
+        .scheme_header_transformation
+        .as_ref()
+        .is_some_and(|t| t.match_upstream));
     let names: Vec<&str> = hcm.http_filters.iter().map(|f| f.name.as_str()).collect();
     let n = names.len();
     assert_eq!(
         &names[n - 2..],
         ["envoy.filters.http.grpc_web", ROUTER_FILTER]
     );
+}
+
+#[test]
+fn http3_adds_a_quic_listener_and_announces_it() {
+    let https = "  - {name: https, port: 8443, protocol: HTTPS, hostname: a.example.com, tls: {certificateRefs: [{name: cert}]}}\n";
+    let t = translate(
+        https,
+        GW,
+        "  http3: {}\n  timeout: {http: {idleTimeout: 9s}}\n  connection: {connectionLimit: {value: 10}}\n",
+    );
+    assert_eq!(condition(&t).1, "Accepted", "{}", policy_status(&t));
+    let q = listener(&t, "quic-8443");
+    assert!(q.udp_listener_config.and_then(|u| u.quic_options).is_some());
+    let chain = &q.filter_chains[0];
+    assert_eq!(
+        chain
+            .filter_chain_match
+            .as_ref()
+            .map(|m| m.server_names.clone()),
+        Some(vec!["a.example.com".to_string()])
+    );
+    assert_eq!(
+        chain.transport_socket.as_ref().map(|t| t.name.as_str()),
+        Some("envoy.transport_sockets.quic")
+    );
+    let hcm = hcm_of(chain);
+    assert_eq!(
+        hcm.codec_type,
+        http_connection_manager::CodecType::Http3 as i32
+    );
+    assert_eq!(
+        hcm.common_http_protocol_options
+            .and_then(|o| o.idle_timeout),
+        secs(9)
+    );
+    // HTTP/1.1 and HTTP/2 clients learn of it.
+    use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+    let rc = t.gateways()["c1/infra/gw"]
+        .resources
+        .iter()
+        .find(|r| r.type_url == type_url::ROUTE && r.name.starts_with("https-8443/"))
+        .map(|r| RouteConfiguration::decode(r.body.clone()).unwrap())
+        .expect("the HTTPS route configuration");
+    let alt: Vec<(String, String)> = rc
+        .response_headers_to_add
+        .iter()
+        .filter_map(|h| h.header.as_ref())
+        .map(|h| (h.key.clone(), h.value.clone()))
+        .collect();
+    assert_eq!(
+        alt,
+        [("alt-svc".to_string(), "h3=\":8443\"; ma=86400".to_string())]
+    );
+    assert_eq!(validate_with_envoy(&t), 2);
+
+    // Client certificates cannot be validated over QUIC: no HTTP/3, and a warning.
+    let t = translate(
+        https,
+        GW,
+        "  http3: {}\n  tls: {clientValidation: {caCertificateRefs: [{name: ca}]}}\n",
+    );
+    assert!(!t.gateways()["c1/infra/gw"]
+        .resources
+        .iter()
+        .any(|r| r.name == "quic-8443"));
+    let st = policy_status(&t);
+    let warning = st["ancestors"][0]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Warning")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        warning["reason"], "UnsupportedHTTP3ClientValidation",
+        "{st}"
+    );
+    assert_eq!(
+        warning["message"],
+        "HTTP/3 was disabled for listener \"https\" because Envoy does not support downstream client TLS validation over QUIC"
+    );
+}
+
+#[test]
+fn tls_fingerprints_turn_on_in_the_tls_inspector() {
+    use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
+    let t = translate(
+        "  - {name: https, port: 8443, protocol: HTTPS, hostname: a.example.com, tls: {certificateRefs: [{name: cert}]}}\n",
+        GW,
+        "  tls: {fingerprints: [JA4]}\n",
+    );
+    let l = listener(&t, "tcp-8443");
+    let f = l
+        .listener_filters
+        .iter()
+        .find(|f| f.name == "envoy.filters.listener.tls_inspector")
+        .expect("tls inspector");
+    let Some(listener_filter::ConfigType::TypedConfig(a)) = &f.config_type else {
+        panic!("tls inspector config")
+    };
+    let ti = TlsInspector::decode(&a.value[..]).unwrap();
+    assert_eq!(ti.enable_ja3_fingerprinting, None);
+    assert_eq!(ti.enable_ja4_fingerprinting.map(|b| b.value), Some(true));
 }

@@ -73,6 +73,15 @@ struct Owner<'a> {
     listeners: Vec<&'a str>,
     /// Its HTTP and HTTPS listeners without a hostname, or with a wildcard one.
     hostless: BTreeSet<&'a str>,
+    /// Its HTTPS listeners.
+    https: BTreeSet<&'a str>,
+}
+
+fn https(ls: &[flotilla_model::gateway::Listener]) -> BTreeSet<&str> {
+    ls.iter()
+        .filter(|l| l.protocol == "HTTPS")
+        .map(|l| l.name.as_str())
+        .collect()
 }
 
 fn hostless(ls: &[flotilla_model::gateway::Listener]) -> BTreeSet<&str> {
@@ -237,6 +246,7 @@ pub(crate) fn attach(
                 gateway: (*k).clone(),
                 listeners: g.spec.listeners.iter().map(|l| l.name.as_str()).collect(),
                 hostless: hostless(&g.spec.listeners),
+                https: https(&g.spec.listeners),
             },
         );
         for set in listener_sets(ix, k, g).into_iter().filter(|s| s.allowed) {
@@ -277,6 +287,7 @@ pub(crate) fn attach(
                         .map(|l| l.name.as_str())
                         .collect(),
                     hostless: hostless(&set.ls.spec.listeners),
+                    https: https(&set.ls.spec.listeners),
                 },
             );
         }
@@ -340,6 +351,8 @@ pub(crate) fn attach(
                     section: t.section.clone(),
                 };
                 let mut overlap;
+                // The HTTPS listeners the policy configures here, for its HTTP/3 warning.
+                let mut configured: Vec<&str> = Vec::new();
                 match &t.section {
                     Some(section) => {
                         if !owner.listeners.contains(&section.as_str()) {
@@ -365,6 +378,9 @@ pub(crate) fn attach(
                             out.attachment
                                 .refused
                                 .insert((owner.key.clone(), section.clone()));
+                        }
+                        if overlap.is_none() {
+                            configured.push(section.as_str());
                         }
                         // A translation error: the policy still configures the listener (which
                         // then serves nothing, see `gateway.rs`).
@@ -410,8 +426,11 @@ pub(crate) fn attach(
                                 out.attachment
                                     .refused
                                     .insert((owner.key.clone(), l.to_string()));
-                            } else if owner.hostless.contains(l) {
-                                errs.extend(super::client::http10_default_host_error(p.spec));
+                            } else {
+                                configured.push(l);
+                                if owner.hostless.contains(l) {
+                                    errs.extend(super::client::http10_default_host_error(p.spec));
+                                }
                             }
                         }
                         overlap = (!errs.is_empty()).then(|| errs.join("\n"));
@@ -440,7 +459,29 @@ pub(crate) fn attach(
                 if p.targets.deprecated_target_ref {
                     deprecated.push(("spec.targetRef", "spec.targetRefs"));
                 }
-                st.warn_deprecated(&anc, &deprecated);
+                let http3: Vec<String> = configured
+                    .iter()
+                    .filter(|l| owner.https.contains(*l))
+                    .filter_map(|l| super::client::http3_warning(p.spec, l))
+                    .collect();
+                if http3.is_empty() {
+                    st.warn_deprecated(&anc, &deprecated);
+                } else {
+                    // Several warnings are one `Warnings` condition, joined as Envoy Gateway
+                    // joins them.
+                    let mut msgs = http3;
+                    msgs.extend(
+                        deprecated
+                            .iter()
+                            .map(|(f, alt)| format!("{f} is deprecated, use {alt} instead")),
+                    );
+                    let reason = if msgs.len() == 1 {
+                        "UnsupportedHTTP3ClientValidation"
+                    } else {
+                        "Warnings"
+                    };
+                    st.set(&anc, "Warning", true, reason, &msgs.join("; "));
+                }
             }
         }
     }
