@@ -117,3 +117,34 @@ fn a_whole_service_policy_and_a_sectioned_one_do_not_conflict() {
         assert_eq!(conds(&a[0])[1].2, "Accepted", "{p}");
     }
 }
+
+/// An Envoy Gateway Backend's port is a section by its number; a policy of the whole Backend
+/// covers the other ports. Target group and kind must match the backendRef's.
+#[test]
+fn a_backend_port_is_targeted_by_its_number() {
+    let mk = |name: &str, section: &str, created: &str| {
+        format!(
+            "---\napiVersion: gateway.networking.k8s.io/v1\nkind: BackendTLSPolicy\nmetadata: {{name: {name}, namespace: app, creationTimestamp: \"{created}\"}}\nspec:\n  targetRefs: [{{group: gateway.envoyproxy.io, kind: Backend, name: be{section}}}]\n  validation: {{hostname: be.example.com, wellKnownCACertificates: System}}\n"
+        )
+    };
+    let t = translate(&base(&format!(
+        "{}{}",
+        mk("whole", "", "2025-01-01T00:00:00Z"),
+        mk("by-port", ", sectionName: \"3001\"", "2025-06-01T00:00:00Z")
+    )));
+    let attached = |group: &str, section: Option<&str>| {
+        let target = TlsTarget {
+            group: group.into(),
+            kind: "Backend".into(),
+            namespace: "app".into(),
+            name: "be".into(),
+            section: section.map(str::to_string),
+        };
+        policy_for(&t.index, "c1", &target).map(|p| p.key.name.clone())
+    };
+    let eg = flotilla_model::EG_GROUP;
+    assert_eq!(attached(eg, Some("3001")).as_deref(), Some("by-port"));
+    assert_eq!(attached(eg, Some("3002")).as_deref(), Some("whole"));
+    assert_eq!(attached(eg, None).as_deref(), Some("whole"));
+    assert_eq!(attached("", Some("3001")), None);
+}
