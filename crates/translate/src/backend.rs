@@ -6,10 +6,11 @@
 //!
 //! Messages and reasons are Envoy Gateway's, so that statuses read the same after a move.
 
-use crate::backendtls::{transport_socket, CaSource, TlsTarget, UpstreamTls};
+use crate::backendtls::{transport_socket, CaSource, UpstreamTls};
 use crate::envoy::{self, EndpointAddr};
 use crate::index::Index;
 use crate::ir::cluster::{BackendId, ClusterKey};
+use crate::policy::backendtls::{policy_for, TlsTarget};
 use crate::traffic::UpstreamHttp;
 use crate::XdsResource;
 use envoy_types::pb::envoy::config::cluster::v3::{cluster, Cluster};
@@ -346,7 +347,8 @@ pub(crate) fn is_dynamic_resolver(ix: &Index, route: &ResourceKey, b: &HttpBacke
 }
 
 /// Resolves the TLS settings of a backend; an invalid policy fails the backendRef with
-/// InvalidBackendTLS (Envoy Gateway's `applyBackendTLSSetting`).
+/// InvalidBackendTLS (Envoy Gateway's `applyBackendTLSSetting`). `tls_policy`: the policy
+/// attached to the backend, valid or not.
 fn check_tls(
     ix: &Index,
     cluster: &str,
@@ -354,65 +356,13 @@ fn check_tls(
     backend: Option<(&str, &Backend)>,
     tls_policy: &mut Option<ResourceKey>,
 ) -> Result<Option<UpstreamTls>, (&'static str, String)> {
-    if let Some((key, _)) = ix.tls_policy_for(cluster, target) {
-        *tls_policy = Some(key.clone());
+    let attached = policy_for(ix, cluster, target);
+    if let Some(p) = &attached {
+        *tls_policy = Some(p.key.clone());
     }
-    upstream_tls(ix, cluster, target, backend).map_err(|m| ("InvalidBackendTLS", m))
-}
-
-/// The merged upstream TLS of a backend: its Backend `spec.tls` (if an Envoy Gateway Backend)
-/// overridden by the BackendTLSPolicy that targets it. `None`: plaintext.
-fn upstream_tls(
-    ix: &Index,
-    cluster: &str,
-    target: &TlsTarget,
-    backend: Option<(&str, &Backend)>,
-) -> Result<Option<UpstreamTls>, String> {
-    let from_backend = match backend.and_then(|(ns, be)| be.spec.tls.as_ref().map(|t| (ns, t))) {
-        None => None,
-        Some((ns, t)) => {
-            let insecure = t.insecure_skip_verify.unwrap_or(false);
-            let ca = if insecure {
-                CaSource::Insecure
-            } else if t.well_known_ca_certificates.as_deref() == Some("System") {
-                CaSource::System
-            } else if !t.ca_certificate_refs.is_empty() {
-                ix.ca_source(cluster, ns, &t.ca_certificate_refs)
-                    .map_err(|e| e.message)?
-            } else {
-                return Err(
-                    "CACertificate must be specified when InsecureSkipVerify is false".into(),
-                );
-            };
-            Some(UpstreamTls {
-                sni: t.sni.clone(),
-                ca,
-                sans: vec![],
-            })
-        }
-    };
-    let from_policy = match ix.tls_policy_for(cluster, target) {
-        None => None,
-        Some((key, p)) => Some(
-            ix.tls_bundle(cluster, &key.namespace, p)
-                .map_err(|e| e.message)?,
-        ),
-    };
-    Ok(match (from_backend, from_policy) {
-        (b, None) => b,
-        (None, p) => p,
-        (Some(mut b), Some(p)) => {
-            // The policy wins for what it sets.
-            b.ca = p.ca;
-            if p.sni.is_some() {
-                b.sni = p.sni;
-            }
-            if !p.sans.is_empty() {
-                b.sans = p.sans;
-            }
-            Some(b)
-        }
-    })
+    let policy = attached.as_ref().map(|p| (p.key, p.policy));
+    crate::backendtls::upstream_tls(ix, cluster, backend, policy)
+        .map_err(|m| ("InvalidBackendTLS", m))
 }
 
 /// Envoy Gateway's `validateBackend`: loopback addresses and single-label hostnames are refused
@@ -647,7 +597,11 @@ pub(crate) fn cluster_resources(
             name: bname.to_string(),
             section: section.clone(),
         };
-        if let Ok(Some(t)) = upstream_tls(ix, cluster, &target, backend.map(|b| (ns, b))) {
+        let attached = policy_for(ix, cluster, &target);
+        let policy = attached.as_ref().map(|p| (p.key, p.policy));
+        if let Ok(Some(t)) =
+            crate::backendtls::upstream_tls(ix, cluster, backend.map(|b| (ns, b)), policy)
+        {
             tls = Some(t);
             break;
         }

@@ -1,10 +1,11 @@
-//! BackendTLSPolicy (and Envoy Gateway Backend `spec.tls`): which policy applies to a backend,
-//! whether its CA references resolve, the policy's ancestor status as Envoy Gateway writes it,
-//! and the Envoy `UpstreamTlsContext` a valid policy produces.
+//! Upstream TLS: what an attached BackendTLSPolicy (and an Envoy Gateway Backend's
+//! `spec.tls`) makes of a backend's TLS (CA sources, SNI, SANs), whether its CA references
+//! resolve, and the Envoy `UpstreamTlsContext` it produces. Which policy is attached to a
+//! backend, conflicts and the policy's status are policy attachment's
+//! (`crate::policy::backendtls`).
 
 use crate::envoy::any;
 use crate::index::Index;
-use crate::values::Age;
 use envoy_types::pb::envoy::config::core::v3::{
     data_source, transport_socket, DataSource, TransportSocket,
 };
@@ -13,30 +14,17 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     SubjectAltNameMatcher, UpstreamTlsContext,
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher, StringMatcher};
-use flotilla_model::gateway::Condition;
-use flotilla_model::refs::{BackendTlsPolicy, LocalObjectRef};
+use flotilla_model::refs::{Backend, BackendTlsPolicy, LocalObjectRef};
 use flotilla_model::{Kind, Object, ResourceKey};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::BTreeMap;
 
 /// The system trust store of the proxy host (Debian/Ubuntu/Alpine path, as Envoy Gateway's
 /// proxy image has it).
 const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
-/// Envoy Gateway caps `status.ancestors` at 16 entries (the Gateway API's MaxItems).
-const MAX_ANCESTORS: usize = 16;
-
-/// The backend a backendRef names, as a BackendTLSPolicy target: group and kind as the
-/// backendRef spells them, and the section (a Service/ServiceImport port's name, an Envoy
-/// Gateway Backend's port number).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct TlsTarget {
-    pub group: String,
-    pub kind: String,
-    pub namespace: String,
-    pub name: String,
-    pub section: Option<String>,
-}
+// Gateway translation (gateway.rs) records the policies' ancestors through this path.
+pub(crate) use crate::policy::backendtls::gateway_tls_ancestors;
 
 /// Where the CA bundle comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,57 +57,6 @@ pub(crate) struct TlsError {
 }
 
 impl Index {
-    /// The BackendTLSPolicies of one namespace in precedence order: oldest first, then name.
-    pub fn tls_policies_in<'a>(
-        &'a self,
-        cluster: &str,
-        ns: &str,
-    ) -> Vec<(&'a ResourceKey, &'a BackendTlsPolicy)> {
-        let start = ResourceKey::new(cluster, Kind::BackendTLSPolicy, ns, "");
-        let mut out: Vec<_> = self
-            .resources
-            .range(start..)
-            .take_while(|(k, _)| {
-                k.cluster == cluster && k.kind == Kind::BackendTLSPolicy && k.namespace == ns
-            })
-            .filter_map(|(k, r)| match &r.object {
-                Object::BackendTLSPolicy(p) => Some((k, p)),
-                _ => None,
-            })
-            .collect();
-        out.sort_by(|a, b| {
-            Age::of(&a.1.metadata, a.0)
-                .cmp(&Age::of(&b.1.metadata, b.0))
-                .then_with(|| a.0.cmp(b.0))
-        });
-        out
-    }
-
-    /// The policy that applies to `target`: among the policies of the target's namespace, the
-    /// first (in precedence order) whose targetRef names the target's exact section, else the
-    /// first whose targetRef names the whole backend.
-    pub fn tls_policy_for<'a>(
-        &'a self,
-        cluster: &str,
-        target: &TlsTarget,
-    ) -> Option<(&'a ResourceKey, &'a BackendTlsPolicy)> {
-        let policies = self.tls_policies_in(cluster, &target.namespace);
-        let names = |p: &BackendTlsPolicy, section: Option<&str>| {
-            p.spec.target_refs.iter().any(|t| {
-                t.group == target.group
-                    && t.kind == target.kind
-                    && t.name == target.name
-                    && t.section_name.as_deref() == section
-            })
-        };
-        if let Some(section) = target.section.as_deref() {
-            if let Some(hit) = policies.iter().find(|(_, p)| names(p, Some(section))) {
-                return Some(*hit);
-            }
-        }
-        policies.into_iter().find(|(_, p)| names(p, None))
-    }
-
     /// Resolves a policy's validation settings (Envoy Gateway's `getBackendTLSBundle`).
     pub fn tls_bundle(
         &self,
@@ -283,6 +220,63 @@ impl Index {
         }
         Ok(ca)
     }
+}
+
+/// The merged upstream TLS of a backend: its Backend `spec.tls` (if an Envoy Gateway Backend
+/// in namespace `ns`) overridden by the BackendTLSPolicy attached to it, for what the policy
+/// sets (Envoy Gateway's `applyBackendTLSSetting`). `None`: plaintext. An error is the reason
+/// the backendRef is refused (InvalidBackendTLS).
+pub(crate) fn upstream_tls(
+    ix: &Index,
+    cluster: &str,
+    backend: Option<(&str, &Backend)>,
+    policy: Option<(&ResourceKey, &BackendTlsPolicy)>,
+) -> Result<Option<UpstreamTls>, String> {
+    let from_backend = match backend.and_then(|(ns, be)| be.spec.tls.as_ref().map(|t| (ns, t))) {
+        None => None,
+        Some((ns, t)) => {
+            let insecure = t.insecure_skip_verify.unwrap_or(false);
+            let ca = if insecure {
+                CaSource::Insecure
+            } else if t.well_known_ca_certificates.as_deref() == Some("System") {
+                CaSource::System
+            } else if !t.ca_certificate_refs.is_empty() {
+                ix.ca_source(cluster, ns, &t.ca_certificate_refs)
+                    .map_err(|e| e.message)?
+            } else {
+                return Err(
+                    "CACertificate must be specified when InsecureSkipVerify is false".into(),
+                );
+            };
+            Some(UpstreamTls {
+                sni: t.sni.clone(),
+                ca,
+                sans: vec![],
+            })
+        }
+    };
+    let from_policy = match policy {
+        None => None,
+        Some((key, p)) => Some(
+            ix.tls_bundle(cluster, &key.namespace, p)
+                .map_err(|e| e.message)?,
+        ),
+    };
+    Ok(match (from_backend, from_policy) {
+        (b, None) => b,
+        (None, p) => p,
+        (Some(mut b), Some(p)) => {
+            // The policy wins for what it sets.
+            b.ca = p.ca;
+            if p.sni.is_some() {
+                b.sni = p.sni;
+            }
+            if !p.sans.is_empty() {
+                b.sans = p.sans;
+            }
+            Some(b)
+        }
+    })
 }
 
 /// `ca.crt` if present, else the first key's value (Envoy Gateway's `getOrFirstFromData`).
@@ -458,253 +452,5 @@ pub(crate) fn condition_message(msg: &str) -> String {
     out
 }
 
-/// The conditions a policy carries at each of its ancestors.
-fn policy_conditions(ix: &Index, key: &ResourceKey, p: &BackendTlsPolicy) -> Vec<Condition> {
-    let gen = p.metadata.generation;
-    match ix.tls_bundle(&key.cluster, &key.namespace, p) {
-        Ok(_) => vec![
-            Condition::new(
-                "ResolvedRefs",
-                true,
-                "ResolvedRefs",
-                "Resolved all the Object references.",
-                gen,
-            ),
-            Condition::new(
-                "Accepted",
-                true,
-                "Accepted",
-                "Policy has been accepted.",
-                gen,
-            ),
-        ],
-        Err(e) => {
-            let msg = condition_message(&e.message);
-            vec![
-                Condition::new("Accepted", false, "NoValidCACertificate", msg.clone(), gen),
-                Condition::new(
-                    "ResolvedRefs",
-                    false,
-                    if e.invalid_kind {
-                        "InvalidKind"
-                    } else {
-                        "InvalidCACertificateRef"
-                    },
-                    msg,
-                    gen,
-                ),
-            ]
-        }
-    }
-}
-
-/// The policies of one namespace that lose a target to an older policy, with the winner
-/// (Envoy Gateway's `ProcessBackendTLSPolicyStatus`: the first policy to claim a
-/// group/kind/name/section target owns it).
-fn conflicts(ix: &Index, cluster: &str, ns: &str) -> BTreeMap<ResourceKey, ResourceKey> {
-    let mut claimed: BTreeMap<(String, String, String, String), &ResourceKey> = BTreeMap::new();
-    let mut out = BTreeMap::new();
-    for (key, p) in ix.tls_policies_in(cluster, ns) {
-        for t in &p.spec.target_refs {
-            let target = (
-                t.group.clone(),
-                t.kind.clone(),
-                t.name.clone(),
-                t.section_name.clone().unwrap_or_default(),
-            );
-            if let Some(winner) = claimed.get(&target) {
-                out.insert(key.clone(), (*winner).clone());
-                break;
-            }
-            claimed.insert(target, key);
-        }
-    }
-    out
-}
-
-/// Computes the status of every BackendTLSPolicy of (cluster, namespace) from the ancestors
-/// recorded by gateway translation (`ancestors`: policy → ancestorRefs, in order).
-pub(crate) fn namespace_statuses(
-    ix: &Index,
-    cluster: &str,
-    ns: &str,
-    ancestors: &dyn Fn(&ResourceKey) -> Vec<Value>,
-    controller: &str,
-) -> Vec<(ResourceKey, Option<Value>)> {
-    let conflicted = conflicts(ix, cluster, ns);
-    let mut out = Vec::new();
-    for (key, p) in ix.tls_policies_in(cluster, ns) {
-        let gen = p.metadata.generation;
-        let conds = policy_conditions(ix, key, p);
-        let mut list: Vec<(Value, Vec<Condition>)> = Vec::new();
-        for a in ancestors(key) {
-            if !list.iter().any(|(r, _)| *r == a) {
-                list.push((a, conds.clone()));
-            }
-        }
-        if let Some(winner) = conflicted.get(key) {
-            let cond = Condition::new(
-                "Accepted",
-                false,
-                "Conflicted",
-                format!(
-                    "Policy conflicts with BackendTLSPolicy {}/{}.",
-                    winner.namespace, winner.name
-                ),
-                gen,
-            );
-            for a in ancestors(winner) {
-                match list.iter_mut().find(|(r, _)| *r == a) {
-                    Some((_, cs)) => set_condition(cs, cond.clone()),
-                    None => list.push((a, vec![cond.clone()])),
-                }
-            }
-        }
-        if list.is_empty() {
-            out.push((key.clone(), None));
-            continue;
-        }
-        if list.len() > MAX_ANCESTORS {
-            truncate(&mut list, gen);
-        }
-        let ancestors: Vec<Value> = list
-            .into_iter()
-            .map(|(r, conds)| {
-                json!({"ancestorRef": r, "controllerName": controller, "conditions": conds})
-            })
-            .collect();
-        out.push((key.clone(), Some(json!({ "ancestors": ancestors }))));
-    }
-    out
-}
-
-/// The BackendTLSPolicy ancestors one gateway contributes: for every route attached to it (or
-/// to one of its ListenerSets), in Envoy Gateway's route order, each parentRef naming this
-/// gateway becomes an ancestor of the policies its backends use.
-pub(crate) fn gateway_tls_ancestors(
-    ix: &Index,
-    gw_key: &ResourceKey,
-    sets: &[crate::listener::SetInfo],
-) -> BTreeMap<ResourceKey, Vec<Value>> {
-    let mut out: BTreeMap<ResourceKey, Vec<Value>> = BTreeMap::new();
-    // Most clusters have no BackendTLSPolicy at all: nothing to walk then.
-    let first = ResourceKey::new(&gw_key.cluster, Kind::BackendTLSPolicy, "", "");
-    if !ix
-        .resources
-        .range(first..)
-        .next()
-        .is_some_and(|(k, _)| k.cluster == gw_key.cluster && k.kind == Kind::BackendTLSPolicy)
-    {
-        return out;
-    }
-    let mut keys: Vec<&ResourceKey> = std::iter::once(gw_key)
-        .chain(sets.iter().map(|s| &s.key))
-        .flat_map(|k| ix.routes_of_gateway(k))
-        .collect();
-    keys.sort();
-    keys.dedup();
-    // Envoy Gateway meets the routes kind by kind (HTTPRoute, GRPCRoute, TLSRoute, TCPRoute,
-    // UDPRoute: the order of `Kind`), each kind oldest first, then namespace/name.
-    let mut routes: Vec<(Kind, Age, &ResourceKey, &Object)> = keys
-        .into_iter()
-        .filter_map(|k| {
-            let r = ix.resources.get(k)?;
-            Some((k.kind, Age::of(r.object.metadata(), k), k, &r.object))
-        })
-        .collect();
-    routes.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
-    for (_, _, k, obj) in routes {
-        let Some((parents, refs)) = route_refs(obj) else {
-            continue;
-        };
-        let policies = crate::backend::tls_policies_of(ix, k, refs);
-        if policies.is_empty() {
-            continue;
-        }
-        for pref in parents {
-            if !crate::listener::refers_to(sets, pref, &k.namespace, gw_key) {
-                continue;
-            }
-            let v = serde_json::to_value(pref).unwrap_or(Value::Null);
-            for p in &policies {
-                let list = out.entry(p.clone()).or_default();
-                if !list.contains(&v) {
-                    list.push(v.clone());
-                }
-            }
-        }
-    }
-    out
-}
-
-/// A route's parentRefs and the backendRefs of all its rules.
-fn route_refs(
-    obj: &Object,
-) -> Option<(
-    &[flotilla_model::gateway::ParentReference],
-    Vec<&flotilla_model::gateway::HttpBackendRef>,
-)> {
-    Some(match obj {
-        Object::HTTPRoute(h) => (
-            &h.spec.parent_refs,
-            h.spec.rules.iter().flat_map(|r| &r.backend_refs).collect(),
-        ),
-        Object::GRPCRoute(g) => (
-            &g.spec.parent_refs,
-            g.spec.rules.iter().flat_map(|r| &r.backend_refs).collect(),
-        ),
-        Object::TLSRoute(flotilla_model::routes::TlsRoute { spec, .. })
-        | Object::TCPRoute(flotilla_model::routes::TcpRoute { spec, .. })
-        | Object::UDPRoute(flotilla_model::routes::UdpRoute { spec, .. }) => (
-            &spec.parent_refs,
-            spec.rules.iter().flat_map(|r| &r.backend_refs).collect(),
-        ),
-        _ => return None,
-    })
-}
-
-fn set_condition(conds: &mut Vec<Condition>, c: Condition) {
-    match conds.iter_mut().find(|x| x.type_ == c.type_) {
-        Some(x) => *x = c,
-        None => conds.push(c),
-    }
-}
-
-/// Envoy Gateway's `TruncatePolicyAncestors`: not-accepted ancestors first, then by namespace
-/// and name; keep 16 and mark the last one Aggregated.
-fn truncate(list: &mut Vec<(Value, Vec<Condition>)>, gen: Option<i64>) {
-    let rank = |conds: &[Condition]| {
-        if conds
-            .iter()
-            .any(|c| c.type_ == "Accepted" && c.status == "False")
-        {
-            0
-        } else {
-            2
-        }
-    };
-    let field = |v: &Value, f: &str| v.get(f).and_then(Value::as_str).unwrap_or("").to_string();
-    list.sort_by(|a, b| {
-        (rank(&a.1), field(&a.0, "namespace"), field(&a.0, "name")).cmp(&(
-            rank(&b.1),
-            field(&b.0, "namespace"),
-            field(&b.0, "name"),
-        ))
-    });
-    list.truncate(MAX_ANCESTORS);
-    if let Some((_, conds)) = list.last_mut() {
-        set_condition(
-            conds,
-            Condition::new(
-                "Aggregated",
-                true,
-                "Aggregated",
-                "Ancestors have been truncated because the number of policy ancestors exceeds 16.",
-                gen,
-            ),
-        );
-    }
-}
-
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -300,7 +300,18 @@ impl Index {
             refs.iter()
                 .any(|r| r.kind == cm.kind.as_str() && r.name == cm.name)
         };
-        for (_, p) in self.tls_policies_in(&cm.cluster, &cm.namespace) {
+        // Every policy of the namespace that names it, attached or not (precedence does not
+        // matter here: a gateway too many is retranslated, never one too few).
+        let start = ResourceKey::new(&cm.cluster, Kind::BackendTLSPolicy, &cm.namespace, "");
+        let policies = self.resources.range(start..).take_while(|(k, _)| {
+            k.cluster == cm.cluster
+                && k.kind == Kind::BackendTLSPolicy
+                && k.namespace == cm.namespace
+        });
+        for (_, r) in policies {
+            let Object::BackendTLSPolicy(p) = &r.object else {
+                continue;
+            };
             if names_it(&p.spec.validation.ca_certificate_refs) {
                 for t in &p.spec.target_refs {
                     let target =

@@ -622,7 +622,7 @@ impl Translator {
                     .flat_map(|by_gw| by_gw.values().flatten().cloned())
                     .collect()
             };
-            let statuses = backendtls::namespace_statuses(
+            let statuses = policy::backendtls::namespace_statuses(
                 &self.index,
                 &cluster,
                 &ns,

@@ -1,13 +1,18 @@
+//! Upstream TLS from an attached BackendTLSPolicy; the fixtures are shared with the
+//! attachment tests (`policy/backendtls_tests.rs`).
+
 use super::*;
 use crate::backend::tests::{cluster_named, key, mk_route, route_conditions, translate};
 use crate::{EventBody, ResourceEvent};
 use envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::common_tls_context;
 use prost::Message;
+use serde_json::json;
 
 /// A syntactically valid PEM certificate block (a DER SEQUENCE).
-const CA: &str = "-----BEGIN CERTIFICATE-----\nMAMCAQA=\n-----END CERTIFICATE-----\n";
+pub(crate) const CA: &str = "-----BEGIN CERTIFICATE-----\nMAMCAQA=\n-----END CERTIFICATE-----\n";
 
-fn base(extra: &str) -> String {
+pub(crate) fn base(extra: &str) -> String {
     format!(
         r#"
 apiVersion: gateway.networking.k8s.io/v1
@@ -46,7 +51,7 @@ data: {{ca.crt: {ca:?}}}
     )
 }
 
-fn policy(name: &str, section: Option<&str>, ca: &str, created: &str) -> String {
+pub(crate) fn policy(name: &str, section: Option<&str>, ca: &str, created: &str) -> String {
     let section = section
         .map(|s| format!(", sectionName: {s}"))
         .unwrap_or_default();
@@ -55,13 +60,13 @@ fn policy(name: &str, section: Option<&str>, ca: &str, created: &str) -> String 
     )
 }
 
-fn ancestors(t: &crate::Translator, name: &str) -> Vec<Value> {
+pub(crate) fn ancestors(t: &crate::Translator, name: &str) -> Vec<Value> {
     t.status(&key(Kind::BackendTLSPolicy, "app", name))
         .map(|s| s["ancestors"].as_array().unwrap().clone())
         .unwrap_or_default()
 }
 
-fn conds(a: &Value) -> Vec<(String, String, String)> {
+pub(crate) fn conds(a: &Value) -> Vec<(String, String, String)> {
     a["conditions"]
         .as_array()
         .unwrap()
@@ -163,55 +168,6 @@ fn missing_ca_fails_policy_and_route() {
 }
 
 #[test]
-fn a_younger_policy_on_the_same_target_is_conflicted() {
-    let t = translate(&base(&format!(
-        "{}{}",
-        policy("young", Some("https"), "ca", "2025-06-01T00:00:00Z"),
-        policy("old", Some("https"), "ca", "2025-01-01T00:00:00Z")
-    )));
-    assert_eq!(conds(&ancestors(&t, "old")[0])[1].2, "Accepted");
-    let young = ancestors(&t, "young");
-    assert_eq!(
-        conds(&young[0]),
-        vec![("Accepted".into(), "False".into(), "Conflicted".into())]
-    );
-    assert_eq!(
-        young[0]["conditions"][0]["message"],
-        "Policy conflicts with BackendTLSPolicy app/old."
-    );
-}
-
-#[test]
-fn a_sectioned_policy_wins_over_a_whole_service_one() {
-    let t = translate(&base(&format!(
-        "{}{}",
-        policy("whole", None, "ca", "2025-01-01T00:00:00Z"),
-        policy("sectioned", Some("https"), "ca", "2025-06-01T00:00:00Z")
-    )));
-    assert_eq!(ancestors(&t, "sectioned").len(), 1);
-    assert!(ancestors(&t, "whole").is_empty());
-}
-
-#[test]
-fn more_than_16_ancestors_are_truncated_and_aggregated() {
-    let mut list: Vec<(Value, Vec<Condition>)> = (0..20)
-        .map(|i| {
-            (
-                json!({"name": format!("gw-{i:02}"), "namespace": "infra"}),
-                vec![Condition::new("Accepted", true, "Accepted", "", None)],
-            )
-        })
-        .collect();
-    list[19].1[0].status = "False".into();
-    truncate(&mut list, None);
-    assert_eq!(list.len(), 16);
-    // Not-accepted ancestors first, then by name.
-    assert_eq!(list[0].0["name"], "gw-19");
-    assert_eq!(list[1].0["name"], "gw-00");
-    assert!(list[15].1.iter().any(|c| c.type_ == "Aggregated"));
-}
-
-#[test]
 fn pem_check_refuses_what_envoy_would_reject() {
     assert!(pem_has_certificate(CA));
     assert!(!pem_has_certificate("fake-cert"));
@@ -247,20 +203,4 @@ fn a_ca_configmap_change_recomputes_the_gateway() {
     t.recompute();
     // `other` is not PEM: the policy now fails.
     assert_eq!(conds(&ancestors(&t, "p")[0])[0].2, "NoValidCACertificate");
-}
-
-/// Creation times are compared as instants: `…:45Z` is older than `…:45.5Z` (which sorts
-/// first as text), so the policy created at `…:45Z` wins whatever the names.
-#[test]
-fn policy_age_is_compared_as_time_not_text() {
-    let t = translate(&base(&format!(
-        "{}{}",
-        policy("aa-young", Some("https"), "ca", "2025-01-01T00:00:45.5Z"),
-        policy("zz-old", Some("https"), "ca", "2025-01-01T00:00:45Z")
-    )));
-    assert_eq!(conds(&ancestors(&t, "zz-old")[0])[1].2, "Accepted");
-    assert_eq!(
-        ancestors(&t, "aa-young")[0]["conditions"][0]["message"],
-        "Policy conflicts with BackendTLSPolicy app/zz-old."
-    );
 }

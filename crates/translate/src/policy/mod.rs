@@ -6,7 +6,9 @@
 //! against the index and orders policies by Envoy Gateway's precedence (oldest
 //! `creationTimestamp` first, compared as times, then `namespace/name`). The per-kind rules
 //! (which kinds a policy may target, conflicts, overrides) live in [`ctp`] and [`btp`]; the
-//! ancestor status they write is built with [`status`].
+//! ancestor status they write is built with [`status`]. BackendTLSPolicy (a Gateway API kind)
+//! attaches the same way: [`backendtls`] answers "which policy applies to this backend" and
+//! writes its ancestor status.
 //!
 //! What other translator modules call: [`ctp::attach`] and [`btp::attach`] give, for one
 //! cluster, the statuses of every policy of the kind and an attachment map that answers
@@ -18,6 +20,7 @@
 //! checked settings, applied by the listener builders (`listener.rs`, `envoy.rs`).
 
 pub(crate) mod backend;
+pub(crate) mod backendtls;
 pub(crate) mod btp;
 pub(crate) mod client;
 pub(crate) mod ctp;
@@ -240,6 +243,23 @@ impl PolicyTargets {
         }
     }
 
+    /// The targets of a policy kind with a model type (BackendTLSPolicy's `targetRefs`, checked
+    /// when the object was parsed).
+    pub fn of_local_refs(refs: &[flotilla_model::refs::LocalTargetRef]) -> Self {
+        PolicyTargets {
+            refs: refs
+                .iter()
+                .map(|r| Target {
+                    group: r.group.clone(),
+                    kind: r.kind.clone(),
+                    name: r.name.clone(),
+                    section: r.section_name.clone(),
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
     /// Every target: the references, then (deduplicated) the objects of the namespace `ns`
     /// whose labels a selector matches, of the selector's kind and among `kinds`, in name
     /// order. A selector never names a section.
@@ -285,34 +305,72 @@ pub(crate) fn objects_of<'a>(
         .map(|(k, r)| (k, &r.object))
 }
 
-/// One stored policy of an extension kind: its key, metadata and raw spec.
+/// One stored policy: its key, metadata, raw spec and checked targets.
 pub(crate) struct PolicyRef<'a> {
     pub key: &'a ResourceKey,
     pub generation: Option<i64>,
     pub spec: &'a Value,
+    /// The stored object (a policy kind with a model type is read through it).
+    pub object: &'a Object,
     pub targets: PolicyTargets,
     age: Age<'a>,
+}
+
+impl<'a> PolicyRef<'a> {
+    /// A stored policy of an Envoy Gateway extension kind, or a BackendTLSPolicy (whose targets
+    /// the model type has checked); `None` for any other object.
+    fn of(key: &'a ResourceKey, r: &'a Resource) -> Option<Self> {
+        let (meta, spec, targets) = match &r.object {
+            Object::Extension(_, o) => (&o.metadata, &o.spec, PolicyTargets::parse(&o.spec)),
+            Object::BackendTLSPolicy(p) => (
+                &p.metadata,
+                r.raw.get("spec").unwrap_or(&Value::Null),
+                PolicyTargets::of_local_refs(&p.spec.target_refs),
+            ),
+            _ => return None,
+        };
+        Some(PolicyRef {
+            key,
+            generation: meta.generation,
+            spec,
+            object: &r.object,
+            targets,
+            age: Age::of(meta, key),
+        })
+    }
 }
 
 /// Every policy of `kind` in `cluster`, in precedence order: oldest first (as instants), then
 /// `namespace/name` (Envoy Gateway sorts the provider's list this way before translating).
 pub(crate) fn policies_in<'a>(ix: &'a Index, cluster: &str, kind: Kind) -> Vec<PolicyRef<'a>> {
     let start = ResourceKey::new(cluster, kind, "", "");
-    let mut out: Vec<PolicyRef<'a>> = ix
-        .resources
-        .range(start..)
-        .take_while(|(k, _)| k.cluster == cluster && k.kind == kind)
-        .filter_map(|(k, r)| match &r.object {
-            Object::Extension(_, o) => Some(PolicyRef {
-                key: k,
-                generation: o.metadata.generation,
-                spec: &o.spec,
-                targets: PolicyTargets::parse(&o.spec),
-                age: Age::of(&o.metadata, k),
-            }),
-            _ => None,
-        })
-        .collect();
+    in_precedence_order(
+        ix.resources
+            .range(start..)
+            .take_while(|(k, _)| k.cluster == cluster && k.kind == kind),
+    )
+}
+
+/// [`policies_in`], of one namespace only (a policy kind whose targets are all local to it, as
+/// BackendTLSPolicy's, never needs the others).
+pub(crate) fn policies_in_namespace<'a>(
+    ix: &'a Index,
+    cluster: &str,
+    kind: Kind,
+    ns: &str,
+) -> Vec<PolicyRef<'a>> {
+    let start = ResourceKey::new(cluster, kind, ns, "");
+    in_precedence_order(
+        ix.resources
+            .range(start..)
+            .take_while(|(k, _)| k.cluster == cluster && k.kind == kind && k.namespace == ns),
+    )
+}
+
+fn in_precedence_order<'a>(
+    stored: impl Iterator<Item = (&'a ResourceKey, &'a std::sync::Arc<Resource>)>,
+) -> Vec<PolicyRef<'a>> {
+    let mut out: Vec<PolicyRef<'a>> = stored.filter_map(|(k, r)| PolicyRef::of(k, r)).collect();
     out.sort_by(|a, b| a.age.cmp(&b.age));
     out
 }

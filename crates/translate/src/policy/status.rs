@@ -2,6 +2,10 @@
 //! conditions are set per ancestor reference (one entry per distinct reference, a condition
 //! replaced by type), `Accepted` is added last only where nothing set it, and a list longer
 //! than 16 entries is truncated with an `Aggregated` condition on the 16th.
+//!
+//! The ancestor is generic ([`Ancestor`]): Envoy Gateway's own policies name a Gateway (or a
+//! listener of one) as [`AncestorRef`]; BackendTLSPolicy names the parentRef of the route that
+//! uses it, as the route writes it (`super::backendtls::RouteParent`).
 
 use flotilla_model::gateway::Condition;
 use flotilla_model::GATEWAY_GROUP;
@@ -9,6 +13,15 @@ use serde_json::{json, Value};
 
 /// Envoy Gateway caps `status.ancestors` at 16 entries (the Gateway API's MaxItems).
 pub(crate) const MAX_ANCESTORS: usize = 16;
+
+/// What a policy's status can name as an ancestor.
+pub(crate) trait Ancestor: Clone + PartialEq {
+    /// The namespace and name the truncation orders by (Envoy Gateway's sort keys).
+    fn namespace(&self) -> &str;
+    fn name(&self) -> &str;
+    /// The `ancestorRef` object.
+    fn to_json(&self) -> Value;
+}
 
 /// An ancestor a policy reports on: a Gateway, or one of its listeners.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -28,6 +41,16 @@ impl AncestorRef {
             section: section.map(str::to_string),
         }
     }
+}
+
+impl Ancestor for AncestorRef {
+    fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
 
     fn to_json(&self) -> Value {
         let mut v = json!({
@@ -45,19 +68,28 @@ impl AncestorRef {
 
 /// One entry of `status.ancestors`.
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) struct AncestorStatus {
-    pub ancestor: AncestorRef,
+pub(crate) struct AncestorStatus<A = AncestorRef> {
+    pub ancestor: A,
     pub conditions: Vec<Condition>,
 }
 
 /// A policy's ancestor status under construction.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub(crate) struct PolicyStatus {
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct PolicyStatus<A = AncestorRef> {
     pub generation: Option<i64>,
-    pub ancestors: Vec<AncestorStatus>,
+    pub ancestors: Vec<AncestorStatus<A>>,
 }
 
-impl PolicyStatus {
+impl<A> Default for PolicyStatus<A> {
+    fn default() -> Self {
+        PolicyStatus {
+            generation: None,
+            ancestors: Vec::new(),
+        }
+    }
+}
+
+impl<A: Ancestor> PolicyStatus<A> {
     pub fn new(generation: Option<i64>) -> Self {
         PolicyStatus {
             generation,
@@ -66,7 +98,7 @@ impl PolicyStatus {
     }
 
     /// Sets a condition on one ancestor (Envoy Gateway's `SetConditionForPolicyAncestor`).
-    pub fn set(&mut self, a: &AncestorRef, type_: &str, ok: bool, reason: &str, message: &str) {
+    pub fn set(&mut self, a: &A, type_: &str, ok: bool, reason: &str, message: &str) {
         let cond = Condition::new(type_, ok, reason, message, self.generation);
         match self.ancestors.iter_mut().find(|x| x.ancestor == *a) {
             Some(x) => match x.conditions.iter_mut().find(|c| c.type_ == type_) {
@@ -81,12 +113,12 @@ impl PolicyStatus {
     }
 
     /// `Accepted=False` with `reason` (a resolve error: Conflicted, TargetNotFound, Invalid).
-    pub fn reject(&mut self, a: &AncestorRef, reason: &str, message: &str) {
+    pub fn reject(&mut self, a: &A, reason: &str, message: &str) {
         self.set(a, "Accepted", false, reason, message);
     }
 
     /// `Accepted=True` unless something already set `Accepted`.
-    pub fn accept_if_unset(&mut self, a: &AncestorRef) {
+    pub fn accept_if_unset(&mut self, a: &A) {
         let set = self
             .ancestors
             .iter()
@@ -98,7 +130,7 @@ impl PolicyStatus {
 
     /// The `Warning`/`DeprecatedField` condition for deprecated fields, in Envoy Gateway's
     /// words (`field is deprecated, use alternative instead`, joined with `; `).
-    pub fn warn_deprecated(&mut self, a: &AncestorRef, fields: &[(&str, &str)]) {
+    pub fn warn_deprecated(&mut self, a: &A, fields: &[(&str, &str)]) {
         if fields.is_empty() {
             return;
         }
@@ -117,7 +149,7 @@ impl PolicyStatus {
         if self.ancestors.len() <= MAX_ANCESTORS {
             return;
         }
-        let rank = |x: &AncestorStatus| {
+        let rank = |x: &AncestorStatus<A>| {
             let is = |t: &str, s: &str| x.conditions.iter().any(|c| c.type_ == t && c.status == s);
             if is("Accepted", "False") {
                 0
@@ -130,8 +162,8 @@ impl PolicyStatus {
         self.ancestors.sort_by(|a, b| {
             rank(a)
                 .cmp(&rank(b))
-                .then_with(|| a.ancestor.namespace.cmp(&b.ancestor.namespace))
-                .then_with(|| a.ancestor.name.cmp(&b.ancestor.name))
+                .then_with(|| a.ancestor.namespace().cmp(b.ancestor.namespace()))
+                .then_with(|| a.ancestor.name().cmp(b.ancestor.name()))
         });
         self.ancestors.truncate(MAX_ANCESTORS);
         let last = self.ancestors[MAX_ANCESTORS - 1].ancestor.clone();
