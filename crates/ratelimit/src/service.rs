@@ -33,7 +33,7 @@ use crate::telemetry::Stats;
 /// a long header. What a client controls is bounded by the message size alone.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
-    /// The whole request. The default, 4 MiB, holds 64 descriptors each carrying a whole
+    /// The whole request. The default, 8 MiB, holds 128 descriptors each carrying a whole
     /// request header block at Envoy's default limit (60 KiB): every request Envoy can build
     /// under that limit is answered. A listener whose ClientTrafficPolicy raises
     /// `headers.maxRequestHeaderLimit` past it needs this raised too (or `failClosed`).
@@ -48,9 +48,10 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
-            max_message_bytes: 4 * 1024 * 1024,
-            max_descriptors: 64,
-            max_entries: 32,
+            max_message_bytes: 8 * 1024 * 1024,
+            // Envoy Gateway's bound: 128 global rules, one descriptor each.
+            max_descriptors: 128,
+            max_entries: crate::config::MAX_RULE_ENTRIES,
             max_domain_len: 256,
             max_key_len: 256,
             max_concurrent_streams: 1024,

@@ -145,8 +145,8 @@ async fn config_is_replaced_at_runtime() {
 async fn oversized_requests_are_invalid_argument() {
     let svc = start_service(&per_user_config(1), memory()).await;
     let mut c = client(svc.port).await;
-    let many: Vec<&[(&str, &str)]> = vec![USER_A; 65];
-    let deep: Vec<(&str, &str)> = vec![("k", "v"); 33];
+    let many: Vec<&[(&str, &str)]> = vec![USER_A; 129];
+    let deep: Vec<(&str, &str)> = vec![("k", "v"); 162];
     let cases = [
         request("", &[USER_A], 0),
         request(DOMAIN, &[], 0),
@@ -158,15 +158,17 @@ async fn oversized_requests_are_invalid_argument() {
         let e = ask(&mut c, req).await.expect_err("refused");
         assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
     }
-    // Beyond the message size limit (4 MiB): refused before it is decoded.
+    // Beyond the message size limit (8 MiB): refused before it is decoded.
     let mut huge = request(DOMAIN, &[USER_A], 0);
     huge.descriptors[0].entries = (0..20)
         .map(|i| Entry {
             key: format!("k{i}"),
-            value: "x".repeat(220 * 1024),
+            value: "x".repeat(420 * 1024),
         })
         .collect();
-    let e = ask(&mut c, huge).await.expect_err("refused");
+    let e = ask(&mut big_client(svc.port).await, huge)
+        .await
+        .expect_err("refused");
     assert_eq!(e.code(), tonic::Code::OutOfRange, "{e}");
     assert_eq!(Stats::get(&svc.stats.invalid_requests), 5);
     // The service still answers.
@@ -197,15 +199,30 @@ async fn long_values_are_counted_not_refused() {
     let r = ask(&mut c, user(&long_b)).await.expect("answer");
     assert_eq!(r.overall_code, Code::Ok as i32);
     assert_eq!(r.statuses[0].limit_remaining, 2);
-    // 64 descriptors of 60 KiB each: answered.
+    // 128 descriptors (Envoy Gateway's most rules) of 60 KiB each: answered.
     let block = "h".repeat(60 * 1024);
     let d: &[(&str, &str)] = &[("r1", "r1"), ("rule-0-match-0", block.as_str())];
-    let r = ask(&mut c, request(DOMAIN, &vec![d; 64], 0))
-        .await
-        .expect("answer");
-    assert_eq!(r.statuses.len(), 64);
-    assert_eq!(r.statuses[63].code, Code::OverLimit as i32);
+    let r = ask(
+        &mut big_client(svc.port).await,
+        request(DOMAIN, &vec![d; 128], 0),
+    )
+    .await
+    .expect("answer");
+    assert_eq!(r.statuses.len(), 128);
+    assert_eq!(r.statuses[127].code, Code::OverLimit as i32);
     assert_eq!(Stats::get(&svc.stats.invalid_requests), 0);
+}
+
+/// A client that sends what Envoy may send (tonic's client refuses 4 MiB by default).
+async fn big_client(
+    port: u16,
+) -> envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient<
+    tonic::transport::Channel,
+>{
+    client(port)
+        .await
+        .max_encoding_message_size(usize::MAX)
+        .max_decoding_message_size(usize::MAX)
 }
 
 /// At the memory bound the coldest counter goes: nothing fails, so neither failure mode

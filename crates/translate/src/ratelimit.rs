@@ -19,7 +19,7 @@
 //! route match and host, as there).
 
 use crate::envoy::{any_of, encode, EndpointAddr};
-use crate::policy::ratelimit::{CidrSelector, HeaderSelector, LocalRateLimit, Rule};
+use crate::policy::ratelimit::{CidrSelector, Cost, HeaderSelector, LocalRateLimit, Rule};
 use crate::XdsResource;
 use envoy_types::pb::envoy::config::cluster::v3::{cluster, Cluster};
 use envoy_types::pb::envoy::config::core::v3::{
@@ -379,22 +379,28 @@ pub fn apply_global(route: &mut Route, rules: &[Rule], key: &str) -> Vec<Service
         let key = if r.shared { shared_key.as_str() } else { key };
         let mut actions = vec![generic_key(key, key)];
         actions.extend(selectors);
-        let hits = |n: Option<u64>| {
-            n.map(|n| HitsAddend {
-                number: Some(UInt64Value { value: n }),
-                ..Default::default()
+        let hits = |c: &Option<Cost>| {
+            c.as_ref().map(|c| match c {
+                Cost::Number(n) => HitsAddend {
+                    number: Some(UInt64Value { value: *n }),
+                    ..Default::default()
+                },
+                Cost::Metadata { namespace, key } => HitsAddend {
+                    format: format!("%DYNAMIC_METADATA({namespace}:{key})%"),
+                    ..Default::default()
+                },
             })
         };
         rate_limits.push(RouteRateLimit {
             actions: actions.clone(),
-            hits_addend: hits(r.request_cost),
+            hits_addend: hits(&r.request_cost),
             ..Default::default()
         });
         // The response's cost is counted when the stream ends (Envoy Gateway's second entry).
         if r.response_cost.is_some() {
             rate_limits.push(RouteRateLimit {
                 actions,
-                hits_addend: hits(r.response_cost),
+                hits_addend: hits(&r.response_cost),
                 apply_on_stream_done: true,
                 ..Default::default()
             });

@@ -471,3 +471,77 @@ fn long_descriptor_keys_become_digests() {
         super::route_descriptor("ns/gw/http", &"r".repeat(301), "a.b")
     );
 }
+
+/// `clientSelectors[].methods` and `path` are conditions on `:method` and `:path`, after the
+/// headers; a cost from metadata is a `hits_addend` format. Local and global, Envoy accepts
+/// them.
+#[test]
+fn methods_paths_and_metadata_costs_reach_envoy() {
+    let t = translate(
+        with_service(),
+        r#"
+    global:
+      rules:
+      - clientSelectors:
+        - headers: [{name: x-user, type: Distinct}]
+          methods: [{value: GET}, {value: POST}]
+          path: {type: PathPrefix, value: /limited/a}
+        limit: {requests: 1, unit: Hour}
+        cost:
+          request: {from: Number, number: 1}
+          response: {from: Metadata, metadata: {namespace: io.example, key: tokens}}
+    local:
+      rules:
+      - clientSelectors: [{methods: [{value: DELETE, invert: true}], path: {type: Exact, value: /limited}}]
+        limit: {requests: 2, unit: Minute}
+"#,
+    );
+    assert_eq!(btp_condition(&t).1, "Accepted");
+    let rs = routes(&t);
+    let limited = route(&rs, "/rule/0/");
+    let per_route = RateLimitPerRoute::decode(
+        limited.typed_per_filter_config[super::GLOBAL_FILTER]
+            .value
+            .as_slice(),
+    )
+    .unwrap();
+    assert_eq!(per_route.rate_limits.len(), 2, "request and response cost");
+    let matched: Vec<(String, String)> = per_route.rate_limits[0]
+        .actions
+        .iter()
+        .filter_map(|a| match a.action_specifier.as_ref()? {
+            ActionSpecifier::HeaderValueMatch(h) => {
+                Some((h.descriptor_key.clone(), h.headers[0].name.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        matched,
+        [
+            ("rule-0-match-1".to_string(), ":method".to_string()),
+            ("rule-0-match-2".to_string(), ":path".to_string())
+        ]
+    );
+    let response = &per_route.rate_limits[1];
+    assert!(response.apply_on_stream_done);
+    assert_eq!(
+        response.hits_addend.as_ref().unwrap().format,
+        "%DYNAMIC_METADATA(io.example:tokens)%"
+    );
+    let rules = serde_json::to_value(t.view().rate_limit_rules()).unwrap();
+    let keys: Vec<&str> = rules["domains"][0]["rules"][0]["descriptor"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        keys[1..],
+        ["rule-0-match-0", "rule-0-match-1", "rule-0-match-2"]
+    );
+    assert!(limited
+        .typed_per_filter_config
+        .contains_key(super::LOCAL_FILTER));
+    envoy_validate(&bootstrap_of(&t.gateways()[GW]), GW).unwrap();
+}
