@@ -75,12 +75,19 @@ pub struct HcmRateLimits<'a> {
 }
 
 impl HcmRateLimits<'_> {
-    pub fn filters(&self) -> Vec<HttpFilter> {
+    /// The filters; `x_ratelimit_headers: false` is a ClientTrafficPolicy's
+    /// `headers.disableRateLimitHeaders` (Envoy Gateway: the global filter's
+    /// `enable_x_ratelimit_headers` off). The local filter's headers are set by each route's
+    /// config, which knows nothing of the listener: they stay on (see `apply_local`).
+    pub fn filters(&self, x_ratelimit_headers: bool) -> Vec<HttpFilter> {
         let mut out = Vec::new();
         if self.local {
             out.push(local_filter());
         }
-        out.extend(self.domain.map(|d| global_filter(d, self.fail_closed)));
+        out.extend(
+            self.domain
+                .map(|d| global_filter(d, self.fail_closed, x_ratelimit_headers)),
+        );
         out
     }
 }
@@ -104,8 +111,9 @@ fn local_filter() -> HttpFilter {
 
 /// The global rate limit filter of a gateway whose routes have global limits: requests go to
 /// [`SERVICE_CLUSTER`] with `domain`; a failing service lets requests through unless
-/// `fail_closed` (Envoy Gateway's `failClosed`, default off).
-fn global_filter(domain: &str, fail_closed: bool) -> HttpFilter {
+/// `fail_closed` (Envoy Gateway's `failClosed`, default off); the responses carry the
+/// `x-ratelimit-*` headers (draft 03) when `x_ratelimit_headers`.
+fn global_filter(domain: &str, fail_closed: bool, x_ratelimit_headers: bool) -> HttpFilter {
     let cfg = GlobalFilter {
         domain: domain.to_string(),
         failure_mode_deny: fail_closed,
@@ -113,7 +121,11 @@ fn global_filter(domain: &str, fail_closed: bool) -> HttpFilter {
             seconds: 0,
             nanos: SERVICE_TIMEOUT_MS * 1_000_000,
         }),
-        enable_x_ratelimit_headers: XRateLimitHeadersRfcVersion::DraftVersion03 as i32,
+        enable_x_ratelimit_headers: if x_ratelimit_headers {
+            XRateLimitHeadersRfcVersion::DraftVersion03 as i32
+        } else {
+            XRateLimitHeadersRfcVersion::Off as i32
+        },
         rate_limit_service: Some(RateLimitServiceConfig {
             grpc_service: Some(GrpcService {
                 target_specifier: Some(grpc_service::TargetSpecifier::EnvoyGrpc(
@@ -176,7 +188,10 @@ pub fn forwards(route: &Route) -> bool {
     matches!(route.action, Some(route::Action::Route(_)))
 }
 
-/// Enables the local rate limit on `route`.
+/// Enables the local rate limit on `route`. Its `x-ratelimit-*` headers are always on: a
+/// ClientTrafficPolicy's `headers.disableRateLimitHeaders` would need the listener here, and
+/// the routes are built without it (Envoy Gateway turns them off per route from its IR
+/// listener).
 pub fn apply_local(route: &mut Route, local: &LocalRateLimit) {
     let mut rate_limits = Vec::new();
     let mut descriptors = Vec::new();

@@ -8,6 +8,7 @@ use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::listener::v3::{filter, Listener};
 use envoy_types::pb::envoy::config::route::v3::rate_limit::action::ActionSpecifier;
 use envoy_types::pb::envoy::config::route::v3::{Route, RouteConfiguration};
+use envoy_types::pb::envoy::extensions::common::ratelimit::v3::XRateLimitHeadersRfcVersion;
 use envoy_types::pb::envoy::extensions::filters::http::local_ratelimit::v3::LocalRateLimit;
 use envoy_types::pb::envoy::extensions::filters::http::ratelimit::v3::{
     RateLimit as GlobalFilter, RateLimitPerRoute,
@@ -544,4 +545,43 @@ fn methods_paths_and_metadata_costs_reach_envoy() {
         .typed_per_filter_config
         .contains_key(super::LOCAL_FILTER));
     envoy_validate(&bootstrap_of(&t.gateways()[GW]), GW).unwrap();
+}
+
+/// The global filter's `x-ratelimit-*` headers, on unless a ClientTrafficPolicy of the
+/// listener sets `headers.disableRateLimitHeaders`.
+#[test]
+fn client_policy_turns_the_global_rate_limit_headers_off() {
+    let headers = |t: &Translator| {
+        let filters = http_filters(t);
+        let global = filters
+            .iter()
+            .find(|f| f.name == super::GLOBAL_FILTER)
+            .expect("the rate limit filter");
+        let Some(http_filter::ConfigType::TypedConfig(any)) = &global.config_type else {
+            panic!()
+        };
+        GlobalFilter::decode(any.value.as_slice())
+            .unwrap()
+            .enable_x_ratelimit_headers
+    };
+    let on = translate(with_service(), GLOBAL);
+    assert_eq!(
+        headers(&on),
+        XRateLimitHeadersRfcVersion::DraftVersion03 as i32
+    );
+    let mut off = Translator::with_options(with_service());
+    let ctp = r#"
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: ClientTrafficPolicy
+metadata: {name: ctp, namespace: infra}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: gw}]
+  headers: {disableRateLimitHeaders: true}
+"#;
+    apply_all(
+        &mut off,
+        &events("c1", &format!("{BASE}---\n{}---\n{ctp}", policy(GLOBAL))),
+    );
+    assert_eq!(headers(&off), XRateLimitHeadersRfcVersion::Off as i32);
+    envoy_validate(&bootstrap_of(&off.gateways()[GW]), GW).unwrap();
 }
