@@ -157,6 +157,8 @@ fn filter_names(t: &Translator) -> Vec<String> {
             crate::traffic::FAULT_FILTER,
             crate::traffic::CUSTOM_RESPONSE_FILTER,
             crate::traffic::BUFFER_FILTER,
+            crate::traffic::BANDWIDTH_REQUEST_FILTER,
+            crate::traffic::BANDWIDTH_RESPONSE_FILTER,
         ]
         .contains(&n)
             || n.starts_with("envoy.filters.http.compressor.")
