@@ -21,7 +21,7 @@ use tonic::{Request, Response, Status};
 use tracing::{debug, info, warn};
 
 use crate::backend::{counter_key, Backend, Error as BackendError, FailureMode, Hit};
-use crate::config::{CompiledRule, RateLimitConfig, Rules};
+use crate::config::{CompiledRule, Limit, RateLimitConfig, Rules, Unit};
 use crate::telemetry::Stats;
 
 /// Bounds on one request; beyond them it is refused (INVALID_ARGUMENT, or OUT_OF_RANGE for
@@ -196,10 +196,10 @@ impl RateLimiter {
         } else {
             u64::from(req.hits_addend)
         };
-        let matched: Vec<Option<&CompiledRule>> = req
+        let matched: Vec<Option<Applied>> = req
             .descriptors
             .iter()
-            .map(|d| rules.find(&req.domain, &entries(d)))
+            .map(|d| applied(rules.find(&req.domain, &entries(d)), d))
             .collect();
         let mut hits = Vec::new();
         for (d, rule) in req.descriptors.iter().zip(&matched) {
@@ -291,6 +291,46 @@ impl RateLimiter {
             statuses,
             ..Default::default()
         }
+    }
+}
+
+/// The limit that applies to one descriptor: its rule's, or the descriptor's own `limit`
+/// (Envoy's limit override, e.g. from dynamic metadata: BackendTrafficPolicy
+/// `limit.fromMetadata`), which wins as in the reference service. An override applies without
+/// a rule too (no shadow mode then); one in a unit the service does not count in (month,
+/// year, week) is ignored.
+struct Applied {
+    limit: Limit,
+    shadow_mode: bool,
+    name: String,
+}
+
+fn applied(rule: Option<&CompiledRule>, d: &RateLimitDescriptor) -> Option<Applied> {
+    let over = d.limit.as_ref().and_then(|o| {
+        let unit = match o.unit {
+            1 => Unit::Second,
+            2 => Unit::Minute,
+            3 => Unit::Hour,
+            4 => Unit::Day,
+            _ => return None,
+        };
+        Some(Limit {
+            requests_per_unit: o.requests_per_unit,
+            unit,
+        })
+    });
+    match (rule, over) {
+        (Some(r), over) => Some(Applied {
+            limit: over.unwrap_or(r.limit),
+            shadow_mode: r.shadow_mode,
+            name: r.name.clone(),
+        }),
+        (None, Some(limit)) => Some(Applied {
+            limit,
+            shadow_mode: false,
+            name: String::new(),
+        }),
+        (None, None) => None,
     }
 }
 

@@ -213,6 +213,52 @@ async fn long_values_are_counted_not_refused() {
     assert_eq!(Stats::get(&svc.stats.invalid_requests), 0);
 }
 
+/// A descriptor's own limit (Envoy's override, from dynamic metadata) wins over its rule's,
+/// and applies without a rule too; an override in a unit the service does not count in is
+/// ignored.
+#[tokio::test]
+async fn a_descriptor_limit_override_wins() {
+    use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::RateLimitOverride;
+    wait_for_fresh_minute(5).await;
+    let svc = start_service(&per_user_config(3), memory()).await;
+    let mut c = client(svc.port).await;
+    let with = |d: &[(&str, &str)], requests_per_unit: u32, unit: i32| {
+        let mut r = request(DOMAIN, &[d], 0);
+        r.descriptors[0].limit = Some(RateLimitOverride {
+            requests_per_unit,
+            unit,
+        });
+        r
+    };
+    const MINUTE: i32 = 2;
+    const MONTH: i32 = 5;
+    let r = ask(&mut c, with(USER_A, 1, MINUTE)).await.expect("answer");
+    assert_eq!(r.overall_code, Code::Ok as i32);
+    let lim = r.statuses[0].current_limit.as_ref().expect("current_limit");
+    assert_eq!((lim.requests_per_unit, lim.name.as_str()), (1, "per-user"));
+    let r = ask(&mut c, with(USER_A, 1, MINUTE)).await.expect("answer");
+    assert_eq!(r.overall_code, Code::OverLimit as i32);
+    // Month: the rule's own limit (3) applies to the same counter (now at 3).
+    let r = ask(&mut c, with(USER_A, 1, MONTH)).await.expect("answer");
+    assert_eq!(r.overall_code, Code::Ok as i32);
+    // No rule for this descriptor: the override alone limits it.
+    let other: &[(&str, &str)] = &[("x", "y")];
+    assert_eq!(
+        ask(&mut c, with(other, 1, MINUTE))
+            .await
+            .expect("answer")
+            .overall_code,
+        Code::Ok as i32
+    );
+    assert_eq!(
+        ask(&mut c, with(other, 1, MINUTE))
+            .await
+            .expect("answer")
+            .overall_code,
+        Code::OverLimit as i32
+    );
+}
+
 /// A client that sends what Envoy may send (tonic's client refuses 4 MiB by default).
 async fn big_client(
     port: u16,

@@ -30,7 +30,7 @@ use envoy_types::pb::envoy::config::route::v3::rate_limit::action::{
     ActionSpecifier, GenericKey, HeaderValueMatch, MaskedRemoteAddress, RemoteAddress,
     RequestHeaders,
 };
-use envoy_types::pb::envoy::config::route::v3::rate_limit::{Action, HitsAddend};
+use envoy_types::pb::envoy::config::route::v3::rate_limit::{self, Action, HitsAddend};
 use envoy_types::pb::envoy::config::route::v3::{
     header_matcher, route, HeaderMatcher, RateLimit as RouteRateLimit, Route,
 };
@@ -45,6 +45,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
     http_filter, HttpFilter,
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher, RegexMatcher, StringMatcher};
+use envoy_types::pb::envoy::r#type::metadata::v3::{metadata_key, MetadataKey};
 use envoy_types::pb::envoy::r#type::v3::{fractional_percent, FractionalPercent, TokenBucket};
 use envoy_types::pb::google::protobuf::{BoolValue, Duration, UInt32Value, UInt64Value};
 use serde::Serialize;
@@ -406,9 +407,31 @@ pub fn apply_global(route: &mut Route, rules: &[Rule], key: &str) -> Vec<Service
                 },
             })
         };
+        // `limit.fromMetadata`: Envoy sends the limit it finds there with the descriptor, and
+        // the service counts against it instead of the rule's.
+        let limit = r
+            .limit_from_metadata
+            .as_ref()
+            .map(|(namespace, key)| rate_limit::Override {
+                override_specifier: Some(
+                    rate_limit::r#override::OverrideSpecifier::DynamicMetadata(
+                        rate_limit::r#override::DynamicMetadata {
+                            metadata_key: Some(MetadataKey {
+                                key: namespace.clone(),
+                                path: vec![metadata_key::PathSegment {
+                                    segment: Some(metadata_key::path_segment::Segment::Key(
+                                        key.clone(),
+                                    )),
+                                }],
+                            }),
+                        },
+                    ),
+                ),
+            });
         rate_limits.push(RouteRateLimit {
             actions: actions.clone(),
             hits_addend: hits(&r.request_cost),
+            limit: limit.clone(),
             ..Default::default()
         });
         // The response's cost is counted when the stream ends (Envoy Gateway's second entry).
@@ -416,6 +439,7 @@ pub fn apply_global(route: &mut Route, rules: &[Rule], key: &str) -> Vec<Service
             rate_limits.push(RouteRateLimit {
                 actions,
                 hits_addend: hits(&r.response_cost),
+                limit,
                 apply_on_stream_done: true,
                 ..Default::default()
             });

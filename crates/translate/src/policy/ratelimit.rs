@@ -103,12 +103,16 @@ pub(crate) struct Rule {
     /// `cost.request` / `cost.response`: what one request counts for.
     pub request_cost: Option<Cost>,
     pub response_cost: Option<Cost>,
+    /// `limit.fromMetadata` (namespace, key): the limit another filter left in the request's
+    /// dynamic metadata overrides `limit` (global rules only; Envoy's local rate limit has no
+    /// such override, so a local rule with it is left out).
+    pub limit_from_metadata: Option<(String, String)>,
     /// `shared`: one counter for every route the policy applies to (global rules only).
     pub shared: bool,
     /// `<policy ns>/<policy name>`.
     pub policy: String,
-    /// The fields of the rule Flotilla does not translate (`limit.fromMetadata`,
-    /// `clientSelectors[].queryParams`). Envoy Gateway accepts them; such a rule is left out
+    /// The fields of the rule Flotilla does not translate (`limit.fromMetadata` of a local
+    /// rule, `clientSelectors[].queryParams`). Envoy Gateway accepts them; such a rule is left out
     /// of Envoy rather than applied to more requests than it names.
     pub unsupported: Vec<String>,
 }
@@ -249,7 +253,11 @@ fn local_rate_limit(v: &Value, namespace: &str, name: &str) -> Result<LocalRateL
             return Err("local rateLimit rule limit requests must be greater than 0".into());
         }
         if !selectors(r).is_empty() {
-            built.push(rule(r, &format!("{namespace}/{name}"), i)?);
+            let mut b = rule(r, &format!("{namespace}/{name}"), i)?;
+            if b.limit_from_metadata.is_some() {
+                b.unsupported.push("limit.fromMetadata".into());
+            }
+            built.push(b);
         }
     }
     distinct_selectors(&built)?;
@@ -287,13 +295,18 @@ fn rule(r: &Value, policy: &str, i: usize) -> Result<Rule, String> {
         request_cost: None,
         response_cost: None,
         shared: bool_at(r, "shared"),
+        limit_from_metadata: None,
         policy: policy.to_string(),
         unsupported: Vec::new(),
     };
-    if r.pointer("/limit/fromMetadata")
-        .is_some_and(|v| !v.is_null())
-    {
-        out.unsupported.push("limit.fromMetadata".into());
+    if let Some(md) = r.pointer("/limit/fromMetadata").filter(|v| !v.is_null()) {
+        let part = |f: &str| match md.get(f).and_then(Value::as_str) {
+            Some(v) if !v.is_empty() => Ok(v.to_string()),
+            _ => Err(format!(
+                "unable to translate rateLimit: limit.fromMetadata needs a {f}"
+            )),
+        };
+        out.limit_from_metadata = Some((part("namespace")?, part("key")?));
     }
     let mut methods = Vec::new();
     let mut path = None;
@@ -661,19 +674,21 @@ mod tests {
 
     #[test]
     fn rules_with_fields_flotilla_does_not_translate_are_left_out() {
-        let rl = p(json!({"type": "Global", "global": {"rules": [
+        let rl = p(json!({"global": {"rules": [
             {"clientSelectors": [{"queryParams": [{"name": "q", "value": "1"}]}],
              "limit": {"requests": 1, "unit": "Hour"}},
+            {"limit": {"requests": 3, "unit": "Hour"}, "shared": true},
+        ]}, "local": {"rules": [
             {"clientSelectors": [{"headers": [{"name": "x", "value": "1"}]}],
              "limit": {"requests": 2, "unit": "Hour", "fromMetadata": {"namespace": "n", "key": "k"}}},
-            {"limit": {"requests": 3, "unit": "Hour"}, "shared": true},
         ]}}))
         .unwrap()
         .unwrap();
         let rules = rl.global.unwrap();
         assert_eq!(rules.len(), 1, "{rules:?}");
-        assert_eq!(rules[0].name, "ns/pol/rule/2");
+        assert_eq!(rules[0].name, "ns/pol/rule/1");
         assert!(rules[0].shared);
+        assert!(rl.local.unwrap().rules.is_empty());
     }
 
     fn cond(name: &str, value: &str, regex: bool, invert: bool) -> HeaderSelector {

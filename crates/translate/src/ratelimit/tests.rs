@@ -476,7 +476,8 @@ fn long_descriptor_keys_become_digests() {
 }
 
 /// `clientSelectors[].methods` and `path` are conditions on `:method` and `:path`, after the
-/// headers; a cost from metadata is a `hits_addend` format. Local and global, Envoy accepts
+/// headers; a cost from metadata is a `hits_addend` format, a limit from metadata the rate
+/// limit's override. Local and global, Envoy accepts
 /// them.
 #[test]
 fn methods_paths_and_metadata_costs_reach_envoy() {
@@ -489,7 +490,7 @@ fn methods_paths_and_metadata_costs_reach_envoy() {
         - headers: [{name: x-user, type: Distinct}]
           methods: [{value: GET}, {value: POST}]
           path: {type: PathPrefix, value: /limited/a}
-        limit: {requests: 1, unit: Hour}
+        limit: {requests: 1, unit: Hour, fromMetadata: {namespace: io.example, key: limit}}
         cost:
           request: {from: Number, number: 1}
           response: {from: Metadata, metadata: {namespace: io.example, key: tokens}}
@@ -525,6 +526,11 @@ fn methods_paths_and_metadata_costs_reach_envoy() {
             ("rule-0-match-1".to_string(), ":method".to_string()),
             ("rule-0-match-2".to_string(), ":path".to_string())
         ]
+    );
+    let over = format!("{:?}", per_route.rate_limits[0].limit);
+    assert!(
+        over.contains("io.example") && over.contains("\"limit\""),
+        "{over}"
     );
     let response = &per_route.rate_limits[1];
     assert!(response.apply_on_stream_done);
