@@ -66,7 +66,8 @@ pub struct RatelimitArgs {
     /// `closed` limits them.
     #[arg(long, value_enum, default_value = "open")]
     pub on_failure: crate::ratelimit_cmd::OnFailure,
-    /// Counters held in memory at most (in-memory counting).
+    /// Counters held in memory at most (in-memory counting); at the bound, expired counters
+    /// are dropped, then the least recently used.
     #[arg(long, default_value_t = 1_000_000)]
     pub max_keys: usize,
     #[command(flatten)]

@@ -22,13 +22,15 @@
 //!    in the gateway);
 //! 2. per `clientSelectors[].headers[m]`: `distinct` → `request_headers` with key
 //!    `rule-<i>-match-<m>` (rule entry: that key, any value); otherwise `header_value_match`
-//!    with key and value `rule-<i>-match-<m>` (rule entry: exact value);
+//!    with key and value `rule-<i>-match-<m>` (rule entry: exact value); `methods` and `path`
+//!    follow the headers as `header_value_match` on `:method` and `:path`, numbered on;
 //! 3. per `sourceCIDR`: `masked_remote_address` (entry `masked_remote_address` = the CIDR,
 //!    exact) and, if `distinct`, `remote_address` (entry `remote_address`, any value);
 //! 4. no selector at all: `generic_key` with key and value `rule-<i>-match--1`.
 //!
 //! The rule's `limit {requests, unit}` becomes [`Limit`]; `shadowMode` → `shadow_mode`;
-//! `cost.request.number` is Envoy's `hits_addend` and needs nothing here. A store serves these
+//! `cost.request` (a number, or a `%DYNAMIC_METADATA(..)%` format) is Envoy's `hits_addend`
+//! and needs nothing here. A store serves these
 //! rules at `GET /api/v1/ratelimit`; `flotilla standalone` hands them to its embedded service.
 
 use std::collections::HashMap;
@@ -39,8 +41,9 @@ use serde::{Deserialize, Serialize};
 /// Longest domain, key or value a rule may name (bytes); requests are held to
 /// [`crate::service::Limits`].
 pub const MAX_RULE_STRING: usize = 1024;
-/// Most entries in one rule: Envoy Gateway emits 1 + headers + 2, and a deeper one is a mistake.
-pub const MAX_RULE_ENTRIES: usize = 32;
+/// Most entries in one rule or request descriptor: Envoy Gateway's bounds allow the route's
+/// entry and 8 client selectors of 16 headers, a method, a path and a source CIDR (2 entries).
+pub const MAX_RULE_ENTRIES: usize = 1 + 8 * (16 + 1 + 1 + 2);
 
 /// Every domain's rules. This is what the translator produces and what a file holds.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

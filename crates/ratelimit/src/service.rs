@@ -21,33 +21,39 @@ use tonic::{Request, Response, Status};
 use tracing::{debug, info, warn};
 
 use crate::backend::{counter_key, Backend, Error as BackendError, FailureMode, Hit};
-use crate::config::{CompiledRule, RateLimitConfig, Rules};
+use crate::config::{CompiledRule, Limit, RateLimitConfig, Rules, Unit};
 use crate::telemetry::Stats;
 
-/// Bounds on one request; beyond them it is refused with INVALID_ARGUMENT. Envoy sends one
-/// descriptor per matching `rate_limits` entry with a handful of entries each; these leave an
-/// order of magnitude of room while keeping one call's work (and its Redis pipeline) small.
+/// Bounds on one request; beyond them it is refused (INVALID_ARGUMENT, or OUT_OF_RANGE for
+/// the message size) and Envoy applies its failure mode, by default letting the request
+/// through. So only what Flotilla's configuration controls is bounded tightly (domain, keys,
+/// descriptors and entries: one descriptor per `rate_limits` entry of a route, one entry per
+/// action). Values carry client input and are not bounded one by one: a long value is counted
+/// under its digest ([`crate::backend::counter_key`]), so a client cannot escape its limit with
+/// a long header. What a client controls is bounded by the message size alone.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
+    /// The whole request. The default, 8 MiB, holds 128 descriptors each carrying a whole
+    /// request header block at Envoy's default limit (60 KiB): every request Envoy can build
+    /// under that limit is answered. A listener whose ClientTrafficPolicy raises
+    /// `headers.maxRequestHeaderLimit` past it needs this raised too (or `failClosed`).
     pub max_message_bytes: usize,
     pub max_descriptors: usize,
     pub max_entries: usize,
     pub max_domain_len: usize,
     pub max_key_len: usize,
-    /// Values carry client input (a header, an address), hence a larger bound than keys.
-    pub max_value_len: usize,
     pub max_concurrent_streams: u32,
 }
 
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
-            max_message_bytes: 64 * 1024,
-            max_descriptors: 64,
-            max_entries: 32,
+            max_message_bytes: 8 * 1024 * 1024,
+            // Envoy Gateway's bound: 128 global rules, one descriptor each.
+            max_descriptors: 128,
+            max_entries: crate::config::MAX_RULE_ENTRIES,
             max_domain_len: 256,
             max_key_len: 256,
-            max_value_len: 1024,
             max_concurrent_streams: 1024,
         }
     }
@@ -176,12 +182,6 @@ impl RateLimiter {
                         l.max_key_len
                     ));
                 }
-                if e.value.len() > l.max_value_len {
-                    return bad(format!(
-                        "descriptor {i}: values must be at most {} bytes",
-                        l.max_value_len
-                    ));
-                }
             }
         }
         Ok(())
@@ -196,10 +196,10 @@ impl RateLimiter {
         } else {
             u64::from(req.hits_addend)
         };
-        let matched: Vec<Option<&CompiledRule>> = req
+        let matched: Vec<Option<Applied>> = req
             .descriptors
             .iter()
-            .map(|d| rules.find(&req.domain, &entries(d)))
+            .map(|d| applied(rules.find(&req.domain, &entries(d)), d))
             .collect();
         let mut hits = Vec::new();
         for (d, rule) in req.descriptors.iter().zip(&matched) {
@@ -226,9 +226,6 @@ impl RateLimiter {
             }
             Err(e) => {
                 Stats::inc(&self.stats.backend_errors);
-                if matches!(e, BackendError::Full(_)) {
-                    Stats::inc(&self.stats.memory_full);
-                }
                 let mode = self.backend.on_failure;
                 match mode {
                     FailureMode::Open => Stats::inc(&self.stats.failed_open),
@@ -294,6 +291,46 @@ impl RateLimiter {
             statuses,
             ..Default::default()
         }
+    }
+}
+
+/// The limit that applies to one descriptor: its rule's, or the descriptor's own `limit`
+/// (Envoy's limit override, e.g. from dynamic metadata: BackendTrafficPolicy
+/// `limit.fromMetadata`), which wins as in the reference service. An override applies without
+/// a rule too (no shadow mode then); one in a unit the service does not count in (month,
+/// year, week) is ignored.
+struct Applied {
+    limit: Limit,
+    shadow_mode: bool,
+    name: String,
+}
+
+fn applied(rule: Option<&CompiledRule>, d: &RateLimitDescriptor) -> Option<Applied> {
+    let over = d.limit.as_ref().and_then(|o| {
+        let unit = match o.unit {
+            1 => Unit::Second,
+            2 => Unit::Minute,
+            3 => Unit::Hour,
+            4 => Unit::Day,
+            _ => return None,
+        };
+        Some(Limit {
+            requests_per_unit: o.requests_per_unit,
+            unit,
+        })
+    });
+    match (rule, over) {
+        (Some(r), over) => Some(Applied {
+            limit: over.unwrap_or(r.limit),
+            shadow_mode: r.shadow_mode,
+            name: r.name.clone(),
+        }),
+        (None, Some(limit)) => Some(Applied {
+            limit,
+            shadow_mode: false,
+            name: String::new(),
+        }),
+        (None, None) => None,
     }
 }
 

@@ -13,10 +13,9 @@ pub struct Stats {
     pub over_limit: AtomicU64,
     /// Descriptors over their limit under a shadow-mode rule (answered OK).
     pub shadow_over_limit: AtomicU64,
-    /// Calls whose counting failed (Redis down or slow, memory counter full).
+    /// Calls whose counting failed (Redis down or slow). The in-memory counter never fails: at
+    /// its bound it evicts (`MemoryCounter::evictions`).
     pub backend_errors: AtomicU64,
-    /// Of those, the ones where the in-memory counter refused new keys (its bound was hit).
-    pub memory_full: AtomicU64,
     /// Calls answered OK because the backend failed and the failure mode is open.
     pub failed_open: AtomicU64,
     /// Calls answered OVER_LIMIT because the backend failed and the failure mode is closed.

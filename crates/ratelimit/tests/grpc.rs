@@ -145,68 +145,161 @@ async fn config_is_replaced_at_runtime() {
 async fn oversized_requests_are_invalid_argument() {
     let svc = start_service(&per_user_config(1), memory()).await;
     let mut c = client(svc.port).await;
-    let big = "v".repeat(2000);
-    let many: Vec<&[(&str, &str)]> = vec![USER_A; 65];
-    let deep: Vec<(&str, &str)> = vec![("k", "v"); 33];
+    let many: Vec<&[(&str, &str)]> = vec![USER_A; 129];
+    let deep: Vec<(&str, &str)> = vec![("k", "v"); 162];
     let cases = [
         request("", &[USER_A], 0),
         request(DOMAIN, &[], 0),
         request(DOMAIN, &many, 0),
         request(DOMAIN, &[&deep], 0),
-        request(DOMAIN, &[&[("r1", big.as_str())]], 0),
         request(DOMAIN, &[&[("", "v")]], 0),
     ];
     for req in cases {
         let e = ask(&mut c, req).await.expect_err("refused");
         assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
     }
-    // Beyond the message size limit: refused before it is decoded.
+    // Beyond the message size limit (8 MiB): refused before it is decoded.
     let mut huge = request(DOMAIN, &[USER_A], 0);
     huge.descriptors[0].entries = (0..20)
         .map(|i| Entry {
             key: format!("k{i}"),
-            value: "x".repeat(5000),
+            value: "x".repeat(420 * 1024),
         })
         .collect();
-    let e = ask(&mut c, huge).await.expect_err("refused");
+    let e = ask(&mut big_client(svc.port).await, huge)
+        .await
+        .expect_err("refused");
     assert_eq!(e.code(), tonic::Code::OutOfRange, "{e}");
-    assert_eq!(Stats::get(&svc.stats.invalid_requests), 6);
+    assert_eq!(Stats::get(&svc.stats.invalid_requests), 5);
     // The service still answers.
     ask(&mut c, request(DOMAIN, &[USER_A], 0))
         .await
         .expect("answer");
 }
 
+/// A client under a `distinct` header selector cannot escape its limit with a long value: the
+/// value is counted under its digest instead of failing the call (which Envoy would answer by
+/// letting the request through). Envoy's whole header block at its default limit, in every
+/// descriptor a route can have, still fits the message bound.
 #[tokio::test]
-async fn memory_bound_refuses_new_keys_and_fails_per_mode() {
+async fn long_values_are_counted_not_refused() {
     wait_for_fresh_minute(5).await;
-    for (mode, code) in [
-        (FailureMode::Open, Code::Ok),
-        (FailureMode::Closed, Code::OverLimit),
-    ] {
+    let svc = start_service(&per_user_config(3), memory()).await;
+    let mut c = client(svc.port).await;
+    let long_a = "a".repeat(4096);
+    let long_b = format!("{}b", "a".repeat(4095));
+    let user = |v: &str| request(DOMAIN, &[&[("r1", "r1"), ("rule-0-match-0", v)]], 0);
+    for _ in 0..3 {
+        let r = ask(&mut c, user(&long_a)).await.expect("answer");
+        assert_eq!(r.overall_code, Code::Ok as i32);
+    }
+    let r = ask(&mut c, user(&long_a)).await.expect("answer");
+    assert_eq!(r.overall_code, Code::OverLimit as i32);
+    // A different long value is another client.
+    let r = ask(&mut c, user(&long_b)).await.expect("answer");
+    assert_eq!(r.overall_code, Code::Ok as i32);
+    assert_eq!(r.statuses[0].limit_remaining, 2);
+    // 128 descriptors (Envoy Gateway's most rules) of 60 KiB each: answered.
+    let block = "h".repeat(60 * 1024);
+    let d: &[(&str, &str)] = &[("r1", "r1"), ("rule-0-match-0", block.as_str())];
+    let r = ask(
+        &mut big_client(svc.port).await,
+        request(DOMAIN, &vec![d; 128], 0),
+    )
+    .await
+    .expect("answer");
+    assert_eq!(r.statuses.len(), 128);
+    assert_eq!(r.statuses[127].code, Code::OverLimit as i32);
+    assert_eq!(Stats::get(&svc.stats.invalid_requests), 0);
+}
+
+/// A descriptor's own limit (Envoy's override, from dynamic metadata) wins over its rule's,
+/// and applies without a rule too; an override in a unit the service does not count in is
+/// ignored.
+#[tokio::test]
+async fn a_descriptor_limit_override_wins() {
+    use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::RateLimitOverride;
+    wait_for_fresh_minute(5).await;
+    let svc = start_service(&per_user_config(3), memory()).await;
+    let mut c = client(svc.port).await;
+    let with = |d: &[(&str, &str)], requests_per_unit: u32, unit: i32| {
+        let mut r = request(DOMAIN, &[d], 0);
+        r.descriptors[0].limit = Some(RateLimitOverride {
+            requests_per_unit,
+            unit,
+        });
+        r
+    };
+    const MINUTE: i32 = 2;
+    const MONTH: i32 = 5;
+    let r = ask(&mut c, with(USER_A, 1, MINUTE)).await.expect("answer");
+    assert_eq!(r.overall_code, Code::Ok as i32);
+    let lim = r.statuses[0].current_limit.as_ref().expect("current_limit");
+    assert_eq!((lim.requests_per_unit, lim.name.as_str()), (1, "per-user"));
+    let r = ask(&mut c, with(USER_A, 1, MINUTE)).await.expect("answer");
+    assert_eq!(r.overall_code, Code::OverLimit as i32);
+    // Month: the rule's own limit (3) applies to the same counter (now at 3).
+    let r = ask(&mut c, with(USER_A, 1, MONTH)).await.expect("answer");
+    assert_eq!(r.overall_code, Code::Ok as i32);
+    // No rule for this descriptor: the override alone limits it.
+    let other: &[(&str, &str)] = &[("x", "y")];
+    assert_eq!(
+        ask(&mut c, with(other, 1, MINUTE))
+            .await
+            .expect("answer")
+            .overall_code,
+        Code::Ok as i32
+    );
+    assert_eq!(
+        ask(&mut c, with(other, 1, MINUTE))
+            .await
+            .expect("answer")
+            .overall_code,
+        Code::OverLimit as i32
+    );
+}
+
+/// A client that sends what Envoy may send (tonic's client refuses 4 MiB by default).
+async fn big_client(
+    port: u16,
+) -> envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient<
+    tonic::transport::Channel,
+>{
+    client(port)
+        .await
+        .max_encoding_message_size(usize::MAX)
+        .max_decoding_message_size(usize::MAX)
+}
+
+/// At the memory bound the coldest counter goes: nothing fails, so neither failure mode
+/// applies, and a flood of new values cannot switch limits off.
+#[tokio::test]
+async fn memory_bound_evicts_the_least_recently_used_counter() {
+    wait_for_fresh_minute(5).await;
+    for mode in [FailureMode::Open, FailureMode::Closed] {
         let svc = start_service(
-            &per_user_config(5),
+            &per_user_config(2),
             Backend::new(MemoryCounter::new(2), mode),
         )
         .await;
         let mut c = client(svc.port).await;
-        for u in ["a", "b"] {
+        let mut code_of = async |u: &str| {
             let r = ask(
                 &mut c,
                 request(DOMAIN, &[&[("r1", "r1"), ("rule-0-match-0", u)]], 0),
             )
             .await
             .expect("answer");
-            assert_eq!(r.statuses[0].limit_remaining, 4);
+            r.overall_code
+        };
+        for u in ["a", "a", "b"] {
+            assert_eq!(code_of(u).await, Code::Ok as i32);
         }
-        let r = ask(
-            &mut c,
-            request(DOMAIN, &[&[("r1", "r1"), ("rule-0-match-0", "c")]], 0),
-        )
-        .await
-        .expect("answer");
-        assert_eq!(r.overall_code, code as i32, "{mode:?}");
-        assert_eq!(Stats::get(&svc.stats.memory_full), 1);
+        assert_eq!(code_of("a").await, Code::OverLimit as i32, "{mode:?}");
+        // A third value evicts `b`, the coldest; `a` stays over its limit.
+        assert_eq!(code_of("c").await, Code::Ok as i32, "{mode:?}");
+        assert_eq!(code_of("a").await, Code::OverLimit as i32, "{mode:?}");
+        assert_eq!(Stats::get(&svc.stats.backend_errors), 0);
     }
 }
 

@@ -140,7 +140,7 @@ pub(crate) fn hcm(
         },
     ];
     // Envoy Gateway's order: after CORS, before the forward proxy.
-    http_filters.extend(rate_limits.filters());
+    http_filters.extend(rate_limits.filters(!client.is_some_and(|c| c.disable_rate_limit_headers)));
     http_filters.extend([
         // Resolves the request host for routes to a dynamic forward proxy cluster (an Envoy
         // Gateway DynamicResolver Backend); every other route passes through untouched.

@@ -19,7 +19,7 @@
 //! route match and host, as there).
 
 use crate::envoy::{any_of, encode, EndpointAddr};
-use crate::policy::ratelimit::{CidrSelector, HeaderSelector, LocalRateLimit, Rule};
+use crate::policy::ratelimit::{CidrSelector, Cost, HeaderSelector, LocalRateLimit, Rule};
 use crate::XdsResource;
 use envoy_types::pb::envoy::config::cluster::v3::{cluster, Cluster};
 use envoy_types::pb::envoy::config::core::v3::{
@@ -30,7 +30,7 @@ use envoy_types::pb::envoy::config::route::v3::rate_limit::action::{
     ActionSpecifier, GenericKey, HeaderValueMatch, MaskedRemoteAddress, RemoteAddress,
     RequestHeaders,
 };
-use envoy_types::pb::envoy::config::route::v3::rate_limit::{Action, HitsAddend};
+use envoy_types::pb::envoy::config::route::v3::rate_limit::{self, Action, HitsAddend};
 use envoy_types::pb::envoy::config::route::v3::{
     header_matcher, route, HeaderMatcher, RateLimit as RouteRateLimit, Route,
 };
@@ -45,6 +45,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
     http_filter, HttpFilter,
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher, RegexMatcher, StringMatcher};
+use envoy_types::pb::envoy::r#type::metadata::v3::{metadata_key, MetadataKey};
 use envoy_types::pb::envoy::r#type::v3::{fractional_percent, FractionalPercent, TokenBucket};
 use envoy_types::pb::google::protobuf::{BoolValue, Duration, UInt32Value, UInt64Value};
 use serde::Serialize;
@@ -75,12 +76,19 @@ pub struct HcmRateLimits<'a> {
 }
 
 impl HcmRateLimits<'_> {
-    pub fn filters(&self) -> Vec<HttpFilter> {
+    /// The filters; `x_ratelimit_headers: false` is a ClientTrafficPolicy's
+    /// `headers.disableRateLimitHeaders` (Envoy Gateway: the global filter's
+    /// `enable_x_ratelimit_headers` off). The local filter's headers are set by each route's
+    /// config, which knows nothing of the listener: they stay on (see `apply_local`).
+    pub fn filters(&self, x_ratelimit_headers: bool) -> Vec<HttpFilter> {
         let mut out = Vec::new();
         if self.local {
             out.push(local_filter());
         }
-        out.extend(self.domain.map(|d| global_filter(d, self.fail_closed)));
+        out.extend(
+            self.domain
+                .map(|d| global_filter(d, self.fail_closed, x_ratelimit_headers)),
+        );
         out
     }
 }
@@ -104,8 +112,9 @@ fn local_filter() -> HttpFilter {
 
 /// The global rate limit filter of a gateway whose routes have global limits: requests go to
 /// [`SERVICE_CLUSTER`] with `domain`; a failing service lets requests through unless
-/// `fail_closed` (Envoy Gateway's `failClosed`, default off).
-fn global_filter(domain: &str, fail_closed: bool) -> HttpFilter {
+/// `fail_closed` (Envoy Gateway's `failClosed`, default off); the responses carry the
+/// `x-ratelimit-*` headers (draft 03) when `x_ratelimit_headers`.
+fn global_filter(domain: &str, fail_closed: bool, x_ratelimit_headers: bool) -> HttpFilter {
     let cfg = GlobalFilter {
         domain: domain.to_string(),
         failure_mode_deny: fail_closed,
@@ -113,7 +122,11 @@ fn global_filter(domain: &str, fail_closed: bool) -> HttpFilter {
             seconds: 0,
             nanos: SERVICE_TIMEOUT_MS * 1_000_000,
         }),
-        enable_x_ratelimit_headers: XRateLimitHeadersRfcVersion::DraftVersion03 as i32,
+        enable_x_ratelimit_headers: if x_ratelimit_headers {
+            XRateLimitHeadersRfcVersion::DraftVersion03 as i32
+        } else {
+            XRateLimitHeadersRfcVersion::Off as i32
+        },
         rate_limit_service: Some(RateLimitServiceConfig {
             grpc_service: Some(GrpcService {
                 target_specifier: Some(grpc_service::TargetSpecifier::EnvoyGrpc(
@@ -176,7 +189,10 @@ pub fn forwards(route: &Route) -> bool {
     matches!(route.action, Some(route::Action::Route(_)))
 }
 
-/// Enables the local rate limit on `route`.
+/// Enables the local rate limit on `route`. Its `x-ratelimit-*` headers are always on: a
+/// ClientTrafficPolicy's `headers.disableRateLimitHeaders` would need the listener here, and
+/// the routes are built without it (Envoy Gateway turns them off per route from its IR
+/// listener).
 pub fn apply_local(route: &mut Route, local: &LocalRateLimit) {
     let mut rate_limits = Vec::new();
     let mut descriptors = Vec::new();
@@ -379,22 +395,51 @@ pub fn apply_global(route: &mut Route, rules: &[Rule], key: &str) -> Vec<Service
         let key = if r.shared { shared_key.as_str() } else { key };
         let mut actions = vec![generic_key(key, key)];
         actions.extend(selectors);
-        let hits = |n: Option<u64>| {
-            n.map(|n| HitsAddend {
-                number: Some(UInt64Value { value: n }),
-                ..Default::default()
+        let hits = |c: &Option<Cost>| {
+            c.as_ref().map(|c| match c {
+                Cost::Number(n) => HitsAddend {
+                    number: Some(UInt64Value { value: *n }),
+                    ..Default::default()
+                },
+                Cost::Metadata { namespace, key } => HitsAddend {
+                    format: format!("%DYNAMIC_METADATA({namespace}:{key})%"),
+                    ..Default::default()
+                },
             })
         };
+        // `limit.fromMetadata`: Envoy sends the limit it finds there with the descriptor, and
+        // the service counts against it instead of the rule's.
+        let limit = r
+            .limit_from_metadata
+            .as_ref()
+            .map(|(namespace, key)| rate_limit::Override {
+                override_specifier: Some(
+                    rate_limit::r#override::OverrideSpecifier::DynamicMetadata(
+                        rate_limit::r#override::DynamicMetadata {
+                            metadata_key: Some(MetadataKey {
+                                key: namespace.clone(),
+                                path: vec![metadata_key::PathSegment {
+                                    segment: Some(metadata_key::path_segment::Segment::Key(
+                                        key.clone(),
+                                    )),
+                                }],
+                            }),
+                        },
+                    ),
+                ),
+            });
         rate_limits.push(RouteRateLimit {
             actions: actions.clone(),
-            hits_addend: hits(r.request_cost),
+            hits_addend: hits(&r.request_cost),
+            limit: limit.clone(),
             ..Default::default()
         });
         // The response's cost is counted when the stream ends (Envoy Gateway's second entry).
         if r.response_cost.is_some() {
             rate_limits.push(RouteRateLimit {
                 actions,
-                hits_addend: hits(r.response_cost),
+                hits_addend: hits(&r.response_cost),
+                limit,
                 apply_on_stream_done: true,
                 ..Default::default()
             });

@@ -1,5 +1,6 @@
 //! Envoy encoding of BackendTrafficPolicy settings (Envoy Gateway's `internal/xds/translator`
-//! route.go, cluster.go, fault.go, custom_response.go, compressor.go, buffer.go): what a
+//! route.go, cluster.go, fault.go, custom_response.go, compressor.go, buffer.go,
+//! bandwidth_limit.go): what a
 //! rule's routes carry and how its clusters are built, from the typed settings of
 //! [`crate::ir`]. Also the HTTP filters the connection manager holds for them, disabled until a
 //! route's per-filter config enables them.
@@ -18,6 +19,9 @@ use envoy_types::pb::envoy::config::core::v3::{
 };
 use envoy_types::pb::envoy::config::route::v3::{
     retry_policy, route, route_action, FilterConfig, RetryPolicy, Route, RouteAction,
+};
+use envoy_types::pb::envoy::extensions::filters::http::bandwidth_limit::v3::{
+    bandwidth_limit, BandwidthLimit as BandwidthLimitFilter,
 };
 use envoy_types::pb::envoy::extensions::filters::http::buffer::v3::{
     buffer_per_route, Buffer, BufferPerRoute,
@@ -43,6 +47,11 @@ use envoy_types::pb::google::protobuf::{BoolValue, Duration, UInt32Value, UInt64
 pub const FAULT_FILTER: &str = "envoy.filters.http.fault";
 pub const CUSTOM_RESPONSE_FILTER: &str = "envoy.filters.http.custom_response";
 pub const BUFFER_FILTER: &str = "envoy.filters.http.buffer";
+/// Two instances of the bandwidth limit filter, one per direction (Envoy Gateway's names): a
+/// route's config of one instance sets one direction's limit.
+pub const BANDWIDTH_REQUEST_FILTER: &str = "envoy.filters.http.bandwidth_limit/request";
+pub const BANDWIDTH_RESPONSE_FILTER: &str = "envoy.filters.http.bandwidth_limit/response";
+const BANDWIDTH_STAT_PREFIX: &str = "http_bandwidth_limiter";
 /// The key of a cluster's upstream HTTP protocol options.
 const HTTP_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 
@@ -87,6 +96,19 @@ pub fn insert_http_filters(filters: &mut Vec<HttpFilter>) {
     let session =
         at(filters, crate::session::STATEFUL_SESSION_FILTER).map_or(filters.len(), |i| i + 1);
     filters.insert(session, buffer_filter());
+    // The bandwidth limits after the buffer: a buffered request is limited when it is sent on.
+    filters.splice(
+        session + 1..session + 1,
+        [BANDWIDTH_REQUEST_FILTER, BANDWIDTH_RESPONSE_FILTER].map(|name| {
+            disabled_filter(
+                name,
+                any_of(&BandwidthLimitFilter {
+                    stat_prefix: BANDWIDTH_STAT_PREFIX.to_string(),
+                    ..Default::default()
+                }),
+            )
+        }),
+    );
     let router = at(filters, "envoy.filters.http.router").unwrap_or(filters.len());
     filters.splice(router..router, compressor_filters());
 }
@@ -249,6 +271,28 @@ pub fn apply_route(r: &mut Route, s: &RouteSettings, cluster: Option<&ClusterSet
                 })),
             }),
         );
+    }
+    if let Some(b) = &s.bandwidth_limit {
+        let limit = |mode: bandwidth_limit::EnableMode, kibps: u64| BandwidthLimitFilter {
+            stat_prefix: BANDWIDTH_STAT_PREFIX.to_string(),
+            enable_mode: mode as i32,
+            limit_kbps: Some(UInt64Value { value: kibps }),
+            ..Default::default()
+        };
+        if let Some(kibps) = b.request_kibps {
+            put(
+                BANDWIDTH_REQUEST_FILTER,
+                any_of(&limit(bandwidth_limit::EnableMode::Request, kibps)),
+            );
+        }
+        if let Some(r) = &b.response {
+            let mut cfg = limit(bandwidth_limit::EnableMode::Response, r.kibps);
+            if let Some(prefix) = &r.trailers {
+                cfg.enable_response_trailers = true;
+                cfg.response_trailer_prefix = prefix.clone().unwrap_or_default();
+            }
+            put(BANDWIDTH_RESPONSE_FILTER, any_of(&cfg));
+        }
     }
     for c in &s.compressors {
         // Enables the filter without per-route config (an empty `config`, as Envoy Gateway).

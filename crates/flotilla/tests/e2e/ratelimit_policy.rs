@@ -239,6 +239,117 @@ async fn global_rate_limit_through_the_embedded_service_answers_429_after_n_requ
     assert_eq!(get(&c, &limited).await.expect("a response").0, 429);
 }
 
+/// A client under a `distinct` header selector cannot escape the global limit with a long
+/// header value: the service counts it under its digest (it used to refuse values over 1 KiB,
+/// and Envoy lets a request through when the service errors).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn global_rate_limit_holds_for_a_4kib_distinct_header_value() {
+    let (s, port, _envoy, admin) = serve(Vec::new()).await;
+    write_file(
+        &s.yaml,
+        "policy.yaml",
+        &policy_yaml(&format!(
+            "    type: Global
+    global:
+      rules:
+      - clientSelectors: [{{headers: [{{name: x-user, type: Distinct}}]}}]
+        limit: {{requests: {N}, unit: Hour}}
+"
+        )),
+    );
+    envoy_has(admin, GLOBAL_FILTER_CONFIG, GLOBAL_ROUTE_CONFIG).await;
+    let c = fresh_client();
+    let limited = format!("http://127.0.0.1:{port}/limited");
+    let long_a = "a".repeat(4096);
+    let long_b = format!("{}b", "a".repeat(4095));
+    for i in 1..=N {
+        assert_eq!(get_as_user(&c, &limited, &long_a).await, 200, "request {i}");
+    }
+    for _ in 0..3 {
+        assert_eq!(
+            get_as_user(&c, &limited, &long_a).await,
+            429,
+            "over the limit"
+        );
+    }
+    // Another long value is another client, with its own counter.
+    assert_eq!(get_as_user(&c, &limited, &long_b).await, 200);
+}
+
+/// `clientSelectors` with `methods` and `path`: only the requests they name are counted (the
+/// path may carry a query), the others pass; local and global.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_select_by_method_and_path() {
+    let (s, port, _envoy, admin) = serve(Vec::new()).await;
+    write_file(
+        &s.yaml,
+        "policy.yaml",
+        &policy_yaml(&format!(
+            "    global:
+      rules:
+      - clientSelectors:
+        - methods: [{{value: GET}}]
+          path: {{type: PathPrefix, value: /limited/a}}
+        limit: {{requests: {N}, unit: Hour}}
+    local:
+      rules:
+      - clientSelectors: [{{path: {{type: Exact, value: /limited/b}}}}]
+        limit: {{requests: 1, unit: Hour}}
+"
+        )),
+    );
+    envoy_has(admin, GLOBAL_FILTER_CONFIG, GLOBAL_ROUTE_CONFIG).await;
+    envoy_has(admin, LOCAL_CONFIG, LOCAL_CONFIG).await;
+    let c = fresh_client();
+    let url = |p: &str| format!("http://127.0.0.1:{port}{p}");
+    let post = |p: String| {
+        let c = c.clone();
+        async move {
+            c.post(p)
+                .send()
+                .await
+                .expect("a response")
+                .status()
+                .as_u16()
+        }
+    };
+    // GET under /limited/a (with or without a query) counts, N of them pass.
+    for (i, p) in ["/limited/a", "/limited/a/x", "/limited/a?q=1", "/limited/a"]
+        .iter()
+        .enumerate()
+        .take(N as usize)
+    {
+        assert_eq!(
+            get(&c, &url(p)).await.expect("a response").0,
+            200,
+            "{i}: {p}"
+        );
+    }
+    assert_eq!(
+        get(&c, &url("/limited/a?q=2")).await.expect("a response").0,
+        429
+    );
+    // Another method, or a path outside the prefix, is not selected.
+    assert_eq!(post(url("/limited/a")).await, 200);
+    assert_eq!(
+        get(&c, &url("/limited/ab")).await.expect("a response").0,
+        200
+    );
+    // Local: the exact path, one per hour; a query does not make it another path.
+    assert_eq!(
+        get(&c, &url("/limited/b")).await.expect("a response").0,
+        200
+    );
+    assert_eq!(
+        get(&c, &url("/limited/b?x")).await.expect("a response").0,
+        429
+    );
+    assert_eq!(
+        get(&c, &url("/limited/c")).await.expect("a response").0,
+        200
+    );
+}
+
 /// Global limits across a fleet: two Envoys serving the same gateway (sharing its port by
 /// reuse-port, so the kernel spreads connections over them), calling two `flotilla ratelimit`
 /// instances (Envoy balances over the cluster's two endpoints) that count in one redis-server,

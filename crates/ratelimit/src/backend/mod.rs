@@ -16,8 +16,6 @@ pub enum Error {
     Redis(String),
     #[error("redis: timed out after {0:?}")]
     Timeout(std::time::Duration),
-    #[error("in-memory counter full ({0} keys): refusing new keys")]
-    Full(usize),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -65,21 +63,36 @@ impl Backend {
     }
 }
 
+/// Longest descriptor value put in a counter key as it is; a longer one is put there as its
+/// SHA-256. Values carry client input (a header under a `distinct` selector): refusing long
+/// ones would fail the call, and Envoy lets a request through when the call fails, so a client
+/// could escape its limit with a long enough header; keeping them whole would let it choose how
+/// much memory (here or in Redis) each of its counters takes.
+pub const MAX_PLAIN_VALUE: usize = 128;
+
 /// The counter key of a descriptor in a window: `domain`, entries and window start, each
 /// length-prefixed so that no choice of keys and values can make two descriptors share a key
-/// (`a_b` + `c` vs `a` + `b_c`, the reference service's ambiguity).
+/// (`a_b` + `c` vs `a` + `b_c`, the reference service's ambiguity). A value longer than
+/// [`MAX_PLAIN_VALUE`] is written `#<sha256 hex>|`, which no length-prefixed part (it starts
+/// with a digit) can be mistaken for; two values share a counter only if they are equal (or
+/// collide in SHA-256).
 pub fn counter_key(domain: &str, entries: &[(&str, &str)], window_start: u64) -> String {
+    use sha2::{Digest, Sha256};
     use std::fmt::Write;
     let mut s = String::with_capacity(
         16 + domain.len()
             + entries
                 .iter()
-                .map(|(k, v)| k.len() + v.len() + 8)
+                .map(|(k, v)| k.len() + v.len().min(MAX_PLAIN_VALUE) + 16)
                 .sum::<usize>(),
     );
     s.push_str("frl:");
     let mut part = |p: &str| {
-        let _ = write!(s, "{}:{p}|", p.len());
+        if p.len() > MAX_PLAIN_VALUE {
+            let _ = write!(s, "#{}|", hex::encode(Sha256::digest(p.as_bytes())));
+        } else {
+            let _ = write!(s, "{}:{p}|", p.len());
+        }
     };
     part(domain);
     for (k, v) in entries {
@@ -88,4 +101,25 @@ pub fn counter_key(domain: &str, entries: &[(&str, &str)], window_start: u64) ->
     }
     let _ = write!(s, "{window_start}");
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_values_are_keyed_by_digest_short_ones_as_they_are() {
+        let k = counter_key("d", &[("h", "alice")], 60);
+        assert_eq!(k, "frl:1:d|1:h|5:alice|60");
+        let long_a = "a".repeat(4096);
+        let long_b = format!("{}b", "a".repeat(4095));
+        let ka = counter_key("d", &[("h", &long_a)], 60);
+        assert!(ka.len() < 100, "{ka}");
+        assert_eq!(ka, counter_key("d", &[("h", &long_a)], 60), "stable");
+        assert_ne!(ka, counter_key("d", &[("h", &long_b)], 60));
+        assert_ne!(ka, counter_key("d", &[("h", &long_a)], 120));
+        // A short value that spells a digest is not the digest.
+        let spelled = &ka["frl:1:d|1:h|".len()..ka.len() - "|60".len()];
+        assert_ne!(ka, counter_key("d", &[("h", spelled)], 60));
+    }
 }

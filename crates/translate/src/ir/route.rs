@@ -1,5 +1,6 @@
 //! Route-level settings of a BackendTrafficPolicy, validated: what a rule's Envoy routes carry
-//! (retries, timeout, fault injection, response overrides, compression, buffering, upgrades).
+//! (retries, timeout, fault injection, response overrides, compression, buffering, upgrades,
+//! bandwidth limits).
 
 use super::cluster::Nanos;
 
@@ -15,6 +16,22 @@ pub(crate) struct RouteSettings {
     pub request_buffer: Option<u32>,
     /// `httpUpgrade` types (Envoy upgrade types, e.g. `websocket`, `spdy/3.1`).
     pub upgrades: Vec<String>,
+    pub bandwidth_limit: Option<BandwidthLimit>,
+}
+
+/// `bandwidthLimit`: each direction's limit in KiB/s (Envoy's `limit_kbps`, at least 1).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct BandwidthLimit {
+    pub request_kibps: Option<u64>,
+    pub response: Option<ResponseBandwidth>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct ResponseBandwidth {
+    pub kibps: u64,
+    /// `responseTrailers`: the filter reports its delays in trailers, their names prefixed
+    /// with `Some(prefix)` when given.
+    pub trailers: Option<Option<String>>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -37,8 +37,8 @@ pub(crate) fn translate(
         compressors: p.compressors(),
         request_buffer: p.quantity_u32("/requestBuffer/limit", "RequestBuffer", "limit"),
         upgrades: p.upgrades(),
+        bandwidth_limit: p.bandwidth_limit(),
     };
-    p.bandwidth_limit();
     let cluster = ClusterSettings {
         load_balancer: p.load_balancer(),
         circuit_breaker: p.circuit_breaker(),
@@ -192,9 +192,10 @@ impl<'a> Parser<'a> {
         }
     }
 
-    /// `bandwidthLimit` is not translated yet; its limits are checked as Envoy Gateway
-    /// checks them (`bandwidthToKibps`: at least 1 KiB/s).
-    fn bandwidth_limit(&mut self) {
+    /// `bandwidthLimit`, per direction in KiB/s as Envoy Gateway's `bandwidthToKibps` computes
+    /// it (bytes per unit / (seconds per unit × 1024), rounded down, at least 1).
+    fn bandwidth_limit(&mut self) -> Option<BandwidthLimit> {
+        let mut out = BandwidthLimit::default();
         for dir in ["request", "response"] {
             let Some(v) = self.get(&format!("/bandwidthLimit/{dir}/limit/value")) else {
                 continue;
@@ -213,7 +214,17 @@ impl<'a> Parser<'a> {
                 _ => 1.0,
             };
             match parse_quantity(&text) {
-                Some(q) if q >= 0.0 && (q / (per_unit * 1024.0)).floor() >= 1.0 => {}
+                Some(q) if q >= 0.0 && (q / (per_unit * 1024.0)).floor() >= 1.0 => {
+                    let kibps = (q / (per_unit * 1024.0)).floor() as u64;
+                    if dir == "request" {
+                        out.request_kibps = Some(kibps);
+                    } else {
+                        let trailers = self.get("/bandwidthLimit/response/responseTrailers").map(
+                            |t| t.get("prefix").and_then(Value::as_str).map(str::to_string),
+                        );
+                        out.response = Some(ResponseBandwidth { kibps, trailers });
+                    }
+                }
                 Some(q) if q >= 0.0 => self.err(
                     "BandwidthLimit",
                     format!(
@@ -226,6 +237,7 @@ impl<'a> Parser<'a> {
                 ),
             }
         }
+        (out != BandwidthLimit::default()).then_some(out)
     }
 
     fn retry(&mut self) -> Option<Retry> {

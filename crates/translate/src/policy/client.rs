@@ -245,6 +245,9 @@ pub(crate) struct ClientSettings {
     /// `headers.host.stripTrailingHostDot`.
     pub strip_trailing_host_dot: bool,
     pub enable_envoy_headers: bool,
+    /// `headers.disableRateLimitHeaders`: the global rate limit filter adds no
+    /// `x-ratelimit-*` headers.
+    pub disable_rate_limit_headers: bool,
     pub with_underscores: http_protocol_options::HeadersWithUnderscoresAction,
     pub request_id: Option<RequestId>,
     pub xfcc: Option<Xfcc>,
@@ -1101,6 +1104,8 @@ pub(crate) fn parse(spec: &Value) -> Result<ClientSettings, String> {
         strip_trailing_host_dot: bool_at(spec, "/headers/host/stripTrailingHostDot")
             .unwrap_or(false),
         enable_envoy_headers: bool_at(spec, "/headers/enableEnvoyHeaders").unwrap_or(false),
+        disable_rate_limit_headers: bool_at(spec, "/headers/disableRateLimitHeaders")
+            .unwrap_or(false),
         with_underscores,
         request_id,
         xfcc,

@@ -79,6 +79,18 @@ pub(crate) struct CidrSelector {
     pub distinct: bool,
 }
 
+/// What a request counts for (Envoy's `hits_addend`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Cost {
+    Number(u64),
+    /// A number another filter left in the request's dynamic metadata (Envoy Gateway's
+    /// `%DYNAMIC_METADATA(namespace:key)%` format).
+    Metadata {
+        namespace: String,
+        key: String,
+    },
+}
+
 /// One rule: requests its selectors pick share `limit`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Rule {
@@ -88,16 +100,20 @@ pub(crate) struct Rule {
     pub cidr: Option<CidrSelector>,
     pub limit: Limit,
     pub shadow_mode: bool,
-    /// `cost.request.number` / `cost.response.number`: what one request counts for.
-    pub request_cost: Option<u64>,
-    pub response_cost: Option<u64>,
+    /// `cost.request` / `cost.response`: what one request counts for.
+    pub request_cost: Option<Cost>,
+    pub response_cost: Option<Cost>,
+    /// `limit.fromMetadata` (namespace, key): the limit another filter left in the request's
+    /// dynamic metadata overrides `limit` (global rules only; Envoy's local rate limit has no
+    /// such override, so a local rule with it is left out).
+    pub limit_from_metadata: Option<(String, String)>,
     /// `shared`: one counter for every route the policy applies to (global rules only).
     pub shared: bool,
     /// `<policy ns>/<policy name>`.
     pub policy: String,
-    /// The fields of the rule Flotilla does not translate (`clientSelectors[].path`,
-    /// `methods`, `limit.fromMetadata`, a cost from metadata). Envoy Gateway accepts them;
-    /// such a rule is left out of Envoy rather than applied to more requests than it names.
+    /// The fields of the rule Flotilla does not translate (`limit.fromMetadata` of a local
+    /// rule, `clientSelectors[].queryParams`). Envoy Gateway accepts them; such a rule is left out
+    /// of Envoy rather than applied to more requests than it names.
     pub unsupported: Vec<String>,
 }
 
@@ -237,7 +253,11 @@ fn local_rate_limit(v: &Value, namespace: &str, name: &str) -> Result<LocalRateL
             return Err("local rateLimit rule limit requests must be greater than 0".into());
         }
         if !selectors(r).is_empty() {
-            built.push(rule(r, &format!("{namespace}/{name}"), i)?);
+            let mut b = rule(r, &format!("{namespace}/{name}"), i)?;
+            if b.limit_from_metadata.is_some() {
+                b.unsupported.push("limit.fromMetadata".into());
+            }
+            built.push(b);
         }
     }
     distinct_selectors(&built)?;
@@ -275,14 +295,21 @@ fn rule(r: &Value, policy: &str, i: usize) -> Result<Rule, String> {
         request_cost: None,
         response_cost: None,
         shared: bool_at(r, "shared"),
+        limit_from_metadata: None,
         policy: policy.to_string(),
         unsupported: Vec::new(),
     };
-    if r.pointer("/limit/fromMetadata")
-        .is_some_and(|v| !v.is_null())
-    {
-        out.unsupported.push("limit.fromMetadata".into());
+    if let Some(md) = r.pointer("/limit/fromMetadata").filter(|v| !v.is_null()) {
+        let part = |f: &str| match md.get(f).and_then(Value::as_str) {
+            Some(v) if !v.is_empty() => Ok(v.to_string()),
+            _ => Err(format!(
+                "unable to translate rateLimit: limit.fromMetadata needs a {f}"
+            )),
+        };
+        out.limit_from_metadata = Some((part("namespace")?, part("key")?));
     }
+    let mut methods = Vec::new();
+    let mut path = None;
     for sel in selectors(r) {
         let headers = sel
             .get("headers")
@@ -290,18 +317,33 @@ fn rule(r: &Value, policy: &str, i: usize) -> Result<Rule, String> {
             .map(Vec::as_slice)
             .unwrap_or_default();
         let cidr = sel.get("sourceCIDR").filter(|v| !v.is_null());
-        let mut other = false;
-        for f in ["path", "methods", "queryParams"] {
-            if sel.get(f).is_some_and(|v| !v.is_null()) {
-                out.unsupported.push(format!("clientSelectors.{f}"));
-                other = true;
-            }
+        let sel_methods = sel
+            .get("methods")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let sel_path = sel.get("path").filter(|v| !v.is_null());
+        let query = sel.get("queryParams").is_some_and(|v| !v.is_null());
+        if query {
+            out.unsupported.push("clientSelectors.queryParams".into());
         }
-        if headers.is_empty() && cidr.is_none() && !other {
-            return Err("unable to translate rateLimit. At least one of the header or sourceCIDR must be specified".into());
+        if headers.is_empty()
+            && cidr.is_none()
+            && sel_methods.is_empty()
+            && sel_path.is_none()
+            && !query
+        {
+            return Err("unable to translate rateLimit. At least one of the header or method or path or sourceCIDR must be specified".into());
         }
         for h in headers {
             out.headers.push(header(h)?);
+        }
+        for m in sel_methods {
+            methods.push(method(m)?);
+        }
+        if let Some(p) = sel_path {
+            // Envoy Gateway keeps the last selector's path.
+            path = Some(path_selector(p)?);
         }
         if let Some(c) = cidr {
             let value = c.get("value").and_then(Value::as_str).unwrap_or("");
@@ -312,6 +354,9 @@ fn rule(r: &Value, policy: &str, i: usize) -> Result<Rule, String> {
             out.cidr = Some(m);
         }
     }
+    // After the headers, in Envoy Gateway's order: methods, then the path.
+    out.headers.extend(methods_selector(&methods));
+    out.headers.extend(path);
     for (field, slot) in [
         ("request", &mut out.request_cost),
         ("response", &mut out.response_cost),
@@ -322,12 +367,134 @@ fn rule(r: &Value, policy: &str, i: usize) -> Result<Rule, String> {
         else {
             continue;
         };
-        match c.get("number").and_then(Value::as_u64) {
-            Some(n) if c.get("from").and_then(Value::as_str) != Some("Metadata") => *slot = Some(n),
-            _ => out.unsupported.push(format!("cost.{field}.metadata")),
-        }
+        *slot = cost(c)?;
     }
     Ok(out)
+}
+
+/// `cost.request` or `cost.response`, as Envoy Gateway's `translateRateLimitCost`: the
+/// metadata when named, else the number; neither: Envoy's default (1).
+fn cost(c: &Value) -> Result<Option<Cost>, String> {
+    if let Some(md) = c.get("metadata").filter(|v| !v.is_null()) {
+        let part = |f: &str| {
+            let v = md.get(f).and_then(Value::as_str).unwrap_or("");
+            // The parts go into an Envoy format string: `:` separates keys there, `%` and
+            // parentheses end the command, and Envoy refuses the whole route on a bad one.
+            if v.is_empty()
+                || v.chars()
+                    .any(|ch| ch.is_control() || ch.is_whitespace() || "%():".contains(ch))
+            {
+                return Err(format!(
+                    "unable to translate rateLimit: cost metadata {f} {v:?} cannot be used"
+                ));
+            }
+            Ok(v.to_string())
+        };
+        return Ok(Some(Cost::Metadata {
+            namespace: part("namespace")?,
+            key: part("key")?,
+        }));
+    }
+    Ok(c.get("number").and_then(Value::as_u64).map(Cost::Number))
+}
+
+/// One `methods[]` entry: the method and whether it is inverted.
+fn method(m: &Value) -> Result<(String, bool), String> {
+    let v = m.get("value").and_then(Value::as_str).unwrap_or("");
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err(format!(
+            "unable to translate rateLimit: invalid method {v:?}"
+        ));
+    }
+    Ok((v.to_string(), bool_at(m, "invert")))
+}
+
+/// The rule's methods (ORed, as the API says, across every selector as Envoy Gateway gathers
+/// them) as one condition on `:method`, or none when it holds for every request. A descriptor
+/// entry's matchers are ANDed, so the OR is folded here: methods `P` and inverted methods
+/// `N` hold for "in `P`" when `N` is empty, "not `n`" when `N` is `{n}` and `n` is not in
+/// `P`, and always otherwise (two different "not"s, or "`n` or not `n`").
+fn methods_selector(methods: &[(String, bool)]) -> Option<HeaderSelector> {
+    if methods.is_empty() {
+        return None;
+    }
+    let mut pos: Vec<&str> = methods
+        .iter()
+        .filter(|(_, inv)| !inv)
+        .map(|(m, _)| m.as_str())
+        .collect();
+    let mut neg: Vec<&str> = methods
+        .iter()
+        .filter(|(_, inv)| *inv)
+        .map(|(m, _)| m.as_str())
+        .collect();
+    pos.sort_unstable();
+    pos.dedup();
+    neg.sort_unstable();
+    neg.dedup();
+    let name = ":method".to_string();
+    match neg.as_slice() {
+        [] if pos.len() == 1 => Some(HeaderSelector::Match {
+            name,
+            value: pos[0].to_string(),
+            regex: false,
+            invert: false,
+        }),
+        // Methods are upper-case letters only (checked): nothing to escape.
+        [] => Some(HeaderSelector::Match {
+            name,
+            value: pos.join("|"),
+            regex: true,
+            invert: false,
+        }),
+        [n] if !pos.contains(n) => Some(HeaderSelector::Match {
+            name,
+            value: n.to_string(),
+            regex: false,
+            invert: true,
+        }),
+        _ => None,
+    }
+}
+
+/// `clientSelectors[].path` as a condition on `:path`. Envoy's `:path` carries the query, so
+/// every form allows one after the path (Envoy Gateway's matchers would miss `/a?x=1` for an
+/// exact `/a`); a prefix is path-separated (`/a` holds for `/a`, `/a/b`, not `/ab`), as in a
+/// route match and in Envoy Gateway (a header matcher has no path-separated prefix, hence a
+/// regex).
+fn path_selector(p: &Value) -> Result<HeaderSelector, String> {
+    let value = p.get("value").and_then(Value::as_str).unwrap_or("/");
+    let invert = bool_at(p, "invert");
+    let query = r"(?:\?.*)?";
+    let regex = match p
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("PathPrefix")
+    {
+        "PathPrefix" if value == "/" => "/.*".to_string(),
+        "PathPrefix" => {
+            let trimmed = value.trim_end_matches('/');
+            format!(r"{}(?:[/?].*)?", regex::escape(trimmed))
+        }
+        "Exact" => format!("{}{query}", regex::escape(value)),
+        "RegularExpression" => {
+            crate::httproute::check_regex(value)?;
+            format!("(?:{value}){query}")
+        }
+        _ => return Err("unable to translate rateLimit: invalid path type.".into()),
+    };
+    if !value.starts_with('/') && p.get("type").and_then(Value::as_str) != Some("RegularExpression")
+    {
+        return Err(format!(
+            "unable to translate rateLimit: path {value:?} must start with /"
+        ));
+    }
+    Ok(HeaderSelector::Match {
+        name: ":path".into(),
+        value: regex,
+        regex: true,
+        invert,
+    })
 }
 
 fn header(h: &Value) -> Result<HeaderSelector, String> {
@@ -481,7 +648,7 @@ mod tests {
             ),
             (
                 json!({"type": "Global", "global": {"rules": [{"clientSelectors": [{}], "limit": {"requests": 1, "unit": "Hour"}}]}}),
-                "unable to translate rateLimit. At least one of the header or sourceCIDR must be specified",
+                "unable to translate rateLimit. At least one of the header or method or path or sourceCIDR must be specified",
             ),
             (
                 json!({"type": "Global", "global": {"rules": [{"clientSelectors": [{"sourceCIDR": {"value": "10.0.0.0/40"}}], "limit": {"requests": 1, "unit": "Hour"}}]}}),
@@ -507,20 +674,111 @@ mod tests {
 
     #[test]
     fn rules_with_fields_flotilla_does_not_translate_are_left_out() {
-        let rl = p(json!({"type": "Global", "global": {"rules": [
-            {"clientSelectors": [{"path": {"type": "Exact", "value": "/a"}}],
+        let rl = p(json!({"global": {"rules": [
+            {"clientSelectors": [{"queryParams": [{"name": "q", "value": "1"}]}],
              "limit": {"requests": 1, "unit": "Hour"}},
-            {"clientSelectors": [{"headers": [{"name": "x", "value": "1"}]}],
-             "limit": {"requests": 2, "unit": "Hour"},
-             "cost": {"response": {"from": "Metadata", "metadata": {"namespace": "n", "key": "k"}}}},
             {"limit": {"requests": 3, "unit": "Hour"}, "shared": true},
+        ]}, "local": {"rules": [
+            {"clientSelectors": [{"headers": [{"name": "x", "value": "1"}]}],
+             "limit": {"requests": 2, "unit": "Hour", "fromMetadata": {"namespace": "n", "key": "k"}}},
         ]}}))
         .unwrap()
         .unwrap();
         let rules = rl.global.unwrap();
         assert_eq!(rules.len(), 1, "{rules:?}");
-        assert_eq!(rules[0].name, "ns/pol/rule/2");
+        assert_eq!(rules[0].name, "ns/pol/rule/1");
         assert!(rules[0].shared);
+        assert!(rl.local.unwrap().rules.is_empty());
+    }
+
+    fn cond(name: &str, value: &str, regex: bool, invert: bool) -> HeaderSelector {
+        HeaderSelector::Match {
+            name: name.into(),
+            value: value.into(),
+            regex,
+            invert,
+        }
+    }
+
+    /// The conditions on `:method` and `:path` a rule's selectors become (after its headers).
+    fn conditions(selectors: Value) -> Vec<HeaderSelector> {
+        let rl = p(json!({"type": "Global", "global": {"rules": [
+            {"clientSelectors": selectors, "limit": {"requests": 1, "unit": "Hour"}}]}}))
+        .unwrap()
+        .unwrap();
+        rl.global.unwrap().remove(0).headers
+    }
+
+    #[test]
+    fn methods_are_one_condition_on_the_method() {
+        let m = |v: &str, invert: bool| json!({"value": v, "invert": invert});
+        assert_eq!(
+            conditions(json!([{"methods": [m("GET", false)]}])),
+            [cond(":method", "GET", false, false)]
+        );
+        // ORed, across selectors too.
+        assert_eq!(
+            conditions(json!([{"methods": [m("POST", false)]}, {"methods": [m("GET", false)]}])),
+            [cond(":method", "GET|POST", true, false)]
+        );
+        assert_eq!(
+            conditions(json!([{"methods": [m("GET", true), m("POST", false)]}])),
+            [cond(":method", "GET", false, true)]
+        );
+        // Always true: the rule selects every request.
+        let always = conditions(json!([{"methods": [m("GET", true), m("PUT", true)]}]));
+        assert!(always.is_empty(), "{always:?}");
+        assert_eq!(
+            p(json!({"type": "Global", "global": {"rules": [
+                {"clientSelectors": [{"methods": [m("get", false)]}], "limit": {"requests": 1, "unit": "Hour"}}]}}))
+            .unwrap_err(),
+            "unable to translate rateLimit: invalid method \"get\""
+        );
+    }
+
+    #[test]
+    fn paths_are_a_condition_on_the_path_that_allows_a_query() {
+        let path = |t: &str, v: &str| json!([{"path": {"type": t, "value": v}}]);
+        let one = |sel: Value| match conditions(sel).as_slice() {
+            [HeaderSelector::Match {
+                name,
+                value,
+                regex: true,
+                invert: false,
+            }] if name == ":path" => value.clone(),
+            other => panic!("{other:?}"),
+        };
+        let holds = |re: &str, p: &str| {
+            regex::Regex::new(&format!("^(?:{re})$"))
+                .unwrap()
+                .is_match(p)
+        };
+        let exact = one(path("Exact", "/a.b"));
+        assert!(holds(&exact, "/a.b") && holds(&exact, "/a.b?x=1"));
+        assert!(!holds(&exact, "/axb") && !holds(&exact, "/a.b/c"));
+        let prefix = one(path("PathPrefix", "/api/"));
+        for ok in ["/api", "/api/", "/api/v1", "/api?x"] {
+            assert!(holds(&prefix, ok), "{ok}");
+        }
+        assert!(!holds(&prefix, "/apix"));
+        assert!(holds(&one(path("PathPrefix", "/")), "/anything"));
+        let re = one(path("RegularExpression", "/v[0-9]+"));
+        assert!(holds(&re, "/v2?x=1") && !holds(&re, "/v2/x"));
+        // Headers first, then methods, then the path (the last selector's).
+        let all = conditions(json!([
+            {"path": {"type": "Exact", "value": "/x"}, "methods": [{"value": "GET"}]},
+            {"headers": [{"name": "x-a", "value": "1"}], "path": {"type": "Exact", "value": "/y"}}
+        ]));
+        assert_eq!(all.len(), 3);
+        assert_eq!(all[0], cond("x-a", "1", false, false));
+        assert_eq!(all[1], cond(":method", "GET", false, false));
+        assert!(matches!(&all[2], HeaderSelector::Match { value, .. } if value.starts_with("/y")));
+        let invert =
+            conditions(json!([{"path": {"type": "Exact", "value": "/x", "invert": true}}]));
+        assert!(matches!(
+            &invert[0],
+            HeaderSelector::Match { invert: true, .. }
+        ));
     }
 
     #[test]
@@ -539,6 +797,6 @@ mod tests {
         assert_eq!(r.cidr.as_ref().unwrap().network, "10.0.0.0/8");
         assert!(r.cidr.as_ref().unwrap().distinct);
         assert!(r.shadow_mode);
-        assert_eq!(r.request_cost, Some(2));
+        assert_eq!(r.request_cost, Some(Cost::Number(2)));
     }
 }

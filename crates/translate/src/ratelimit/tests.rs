@@ -8,6 +8,7 @@ use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::listener::v3::{filter, Listener};
 use envoy_types::pb::envoy::config::route::v3::rate_limit::action::ActionSpecifier;
 use envoy_types::pb::envoy::config::route::v3::{Route, RouteConfiguration};
+use envoy_types::pb::envoy::extensions::common::ratelimit::v3::XRateLimitHeadersRfcVersion;
 use envoy_types::pb::envoy::extensions::filters::http::local_ratelimit::v3::LocalRateLimit;
 use envoy_types::pb::envoy::extensions::filters::http::ratelimit::v3::{
     RateLimit as GlobalFilter, RateLimitPerRoute,
@@ -156,6 +157,8 @@ fn filter_names(t: &Translator) -> Vec<String> {
             crate::traffic::FAULT_FILTER,
             crate::traffic::CUSTOM_RESPONSE_FILTER,
             crate::traffic::BUFFER_FILTER,
+            crate::traffic::BANDWIDTH_REQUEST_FILTER,
+            crate::traffic::BANDWIDTH_RESPONSE_FILTER,
         ]
         .contains(&n)
             || n.starts_with("envoy.filters.http.compressor.")
@@ -470,4 +473,123 @@ fn long_descriptor_keys_become_digests() {
         long,
         super::route_descriptor("ns/gw/http", &"r".repeat(301), "a.b")
     );
+}
+
+/// `clientSelectors[].methods` and `path` are conditions on `:method` and `:path`, after the
+/// headers; a cost from metadata is a `hits_addend` format, a limit from metadata the rate
+/// limit's override. Local and global, Envoy accepts
+/// them.
+#[test]
+fn methods_paths_and_metadata_costs_reach_envoy() {
+    let t = translate(
+        with_service(),
+        r#"
+    global:
+      rules:
+      - clientSelectors:
+        - headers: [{name: x-user, type: Distinct}]
+          methods: [{value: GET}, {value: POST}]
+          path: {type: PathPrefix, value: /limited/a}
+        limit: {requests: 1, unit: Hour, fromMetadata: {namespace: io.example, key: limit}}
+        cost:
+          request: {from: Number, number: 1}
+          response: {from: Metadata, metadata: {namespace: io.example, key: tokens}}
+    local:
+      rules:
+      - clientSelectors: [{methods: [{value: DELETE, invert: true}], path: {type: Exact, value: /limited}}]
+        limit: {requests: 2, unit: Minute}
+"#,
+    );
+    assert_eq!(btp_condition(&t).1, "Accepted");
+    let rs = routes(&t);
+    let limited = route(&rs, "/rule/0/");
+    let per_route = RateLimitPerRoute::decode(
+        limited.typed_per_filter_config[super::GLOBAL_FILTER]
+            .value
+            .as_slice(),
+    )
+    .unwrap();
+    assert_eq!(per_route.rate_limits.len(), 2, "request and response cost");
+    let matched: Vec<(String, String)> = per_route.rate_limits[0]
+        .actions
+        .iter()
+        .filter_map(|a| match a.action_specifier.as_ref()? {
+            ActionSpecifier::HeaderValueMatch(h) => {
+                Some((h.descriptor_key.clone(), h.headers[0].name.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        matched,
+        [
+            ("rule-0-match-1".to_string(), ":method".to_string()),
+            ("rule-0-match-2".to_string(), ":path".to_string())
+        ]
+    );
+    let over = format!("{:?}", per_route.rate_limits[0].limit);
+    assert!(
+        over.contains("io.example") && over.contains("\"limit\""),
+        "{over}"
+    );
+    let response = &per_route.rate_limits[1];
+    assert!(response.apply_on_stream_done);
+    assert_eq!(
+        response.hits_addend.as_ref().unwrap().format,
+        "%DYNAMIC_METADATA(io.example:tokens)%"
+    );
+    let rules = serde_json::to_value(t.view().rate_limit_rules()).unwrap();
+    let keys: Vec<&str> = rules["domains"][0]["rules"][0]["descriptor"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        keys[1..],
+        ["rule-0-match-0", "rule-0-match-1", "rule-0-match-2"]
+    );
+    assert!(limited
+        .typed_per_filter_config
+        .contains_key(super::LOCAL_FILTER));
+    envoy_validate(&bootstrap_of(&t.gateways()[GW]), GW).unwrap();
+}
+
+/// The global filter's `x-ratelimit-*` headers, on unless a ClientTrafficPolicy of the
+/// listener sets `headers.disableRateLimitHeaders`.
+#[test]
+fn client_policy_turns_the_global_rate_limit_headers_off() {
+    let headers = |t: &Translator| {
+        let filters = http_filters(t);
+        let global = filters
+            .iter()
+            .find(|f| f.name == super::GLOBAL_FILTER)
+            .expect("the rate limit filter");
+        let Some(http_filter::ConfigType::TypedConfig(any)) = &global.config_type else {
+            panic!()
+        };
+        GlobalFilter::decode(any.value.as_slice())
+            .unwrap()
+            .enable_x_ratelimit_headers
+    };
+    let on = translate(with_service(), GLOBAL);
+    assert_eq!(
+        headers(&on),
+        XRateLimitHeadersRfcVersion::DraftVersion03 as i32
+    );
+    let mut off = Translator::with_options(with_service());
+    let ctp = r#"
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: ClientTrafficPolicy
+metadata: {name: ctp, namespace: infra}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: gw}]
+  headers: {disableRateLimitHeaders: true}
+"#;
+    apply_all(
+        &mut off,
+        &events("c1", &format!("{BASE}---\n{}---\n{ctp}", policy(GLOBAL))),
+    );
+    assert_eq!(headers(&off), XRateLimitHeadersRfcVersion::Off as i32);
+    envoy_validate(&bootstrap_of(&off.gateways()[GW]), GW).unwrap();
 }

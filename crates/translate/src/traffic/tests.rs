@@ -252,11 +252,19 @@ fn the_connection_manager_holds_the_policy_filters_in_envoy_gateways_order() {
     assert!(pos("envoy.filters.http.custom_response") < pos("envoy.filters.http.fault"));
     assert!(pos("envoy.filters.http.fault") < pos("envoy.filters.http.cors"));
     assert!(pos("envoy.filters.http.buffer") > pos("envoy.filters.http.stateful_session"));
+    assert!(pos(crate::traffic::BANDWIDTH_REQUEST_FILTER) > pos("envoy.filters.http.buffer"));
+    assert!(
+        pos(crate::traffic::BANDWIDTH_RESPONSE_FILTER)
+            < pos("envoy.filters.http.compressor.brotli")
+    );
     assert!(pos("envoy.filters.http.compressor.zstd") < pos("envoy.filters.http.router"));
     assert_eq!(*names.last().unwrap(), "envoy.filters.http.router");
     // Nothing runs unless a route enables it.
     for f in &hcm.http_filters {
-        if f.name.contains("compressor") || f.name.ends_with("fault") || f.name.ends_with("buffer")
+        if f.name.contains("compressor")
+            || f.name.ends_with("fault")
+            || f.name.ends_with("buffer")
+            || f.name.contains("bandwidth_limit")
         {
             assert!(f.disabled, "{} disabled", f.name);
         }
@@ -663,4 +671,69 @@ fn values_envoy_would_refuse_are_refused_in_status() {
         );
         assert_eq!(clusters(&t).len(), 1, "{spec}: no variant cluster");
     }
+}
+
+/// `bandwidthLimit`: a per-route config of each direction's filter instance, in KiB/s as
+/// Envoy Gateway computes it; below 1 KiB/s the policy is refused. Envoy accepts the result.
+#[test]
+fn bandwidth_limits_enable_the_filter_of_each_direction_on_the_routes() {
+    use envoy_types::pb::envoy::extensions::filters::http::bandwidth_limit::v3::{
+        bandwidth_limit::EnableMode, BandwidthLimit,
+    };
+    let t = translate(&[policy(
+        "p",
+        Some("a"),
+        "  bandwidthLimit:
+    request: {limit: {value: 2Mi, unit: Second}}
+    response:
+      limit: {value: 90Mi, unit: Minute}
+      responseTrailers: {prefix: x-bw}",
+    )]);
+    assert_eq!(accepted(&t, "p").0, "True");
+    let a = route_named(&t, "/a");
+    let cfg = |name: &str| {
+        BandwidthLimit::decode(a.typed_per_filter_config[name].value.as_slice()).unwrap()
+    };
+    let req = cfg(crate::traffic::BANDWIDTH_REQUEST_FILTER);
+    assert_eq!(req.enable_mode, EnableMode::Request as i32);
+    assert_eq!(req.limit_kbps.unwrap().value, 2048);
+    assert!(!req.enable_response_trailers);
+    let resp = cfg(crate::traffic::BANDWIDTH_RESPONSE_FILTER);
+    assert_eq!(resp.enable_mode, EnableMode::Response as i32);
+    // 90 MiB a minute: 1536 KiB/s.
+    assert_eq!(resp.limit_kbps.unwrap().value, 1536);
+    assert!(resp.enable_response_trailers);
+    assert_eq!(resp.response_trailer_prefix, "x-bw");
+    validate(&t);
+
+    // One direction only; the other route has neither.
+    let t = translate(&[policy(
+        "p",
+        Some("a"),
+        "  bandwidthLimit: {response: {limit: {value: 1Ki}}}",
+    )]);
+    let a = route_named(&t, "/a");
+    assert!(!a
+        .typed_per_filter_config
+        .contains_key(crate::traffic::BANDWIDTH_REQUEST_FILTER));
+    assert!(a
+        .typed_per_filter_config
+        .contains_key(crate::traffic::BANDWIDTH_RESPONSE_FILTER));
+    validate(&t);
+
+    let t = translate(&[policy(
+        "p",
+        Some("a"),
+        "  bandwidthLimit: {request: {limit: {value: 1000, unit: Second}}}",
+    )]);
+    let (status, _, message) = accepted(&t, "p");
+    assert_eq!(status, "False");
+    assert!(
+        message.contains("below the minimum of 1 KiB/s"),
+        "{message}"
+    );
+    assert!(!route_named(&t, "/a")
+        .typed_per_filter_config
+        .keys()
+        .any(|k| k.contains("bandwidth")));
 }
