@@ -6,6 +6,7 @@
 //! records (through the dependency index) which gateways they can affect; [`Translator::recompute`]
 //! retranslates only those and reports what changed.
 
+mod affects;
 mod backend;
 mod backendtls;
 mod envoy;
