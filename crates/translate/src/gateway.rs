@@ -2,6 +2,7 @@
 //! backends → Envoy resources, listener status and route parent status.
 
 use crate::envoy;
+use crate::hostnames::{covers, intersect_hostnames};
 use crate::httproute::{check_route, set_condition, OverlapTracker, PrecedenceKey};
 use crate::index::Index;
 use crate::ir::cluster::{Backends, ClusterKey, ClusterSettings, HealthCheckKind};
@@ -403,7 +404,7 @@ pub(crate) fn translate_gateway(
 
     // Route configurations of listeners that also serve HTTP/3 announce it (alt-svc).
     let http3_ports: BTreeMap<String, u32> = (0..listeners.len())
-        .filter(|&i| listener::serves_http3(&listeners, i))
+        .filter(|&i| listener::xds::serves_http3(&listeners, i))
         .map(|i| {
             let l = &listeners[i];
             (listener::route_config_name(l), port_of(l.spec))
@@ -463,7 +464,7 @@ pub(crate) fn translate_gateway(
     if rate_limits.is_some() {
         resources.push(ratelimit::service_cluster(&ix.options.rate_limit_service));
     }
-    resources.extend(listener::envoy_listeners(
+    resources.extend(listener::xds::envoy_listeners(
         &listeners,
         &bind_ip,
         &mut l4,
@@ -781,25 +782,6 @@ fn listener_hostname<'a>(l: &ListenerState<'a>) -> Option<&'a str> {
         .filter(|h| !h.is_empty() && *h != "*")
 }
 
-/// Does every host that `inner` (a hostname or `*.wildcard`) matches also match `outer`
-/// (`None` or `*` match every host)?
-fn covers(outer: Option<&str>, inner: &str) -> bool {
-    let Some(outer) = outer.filter(|o| *o != "*") else {
-        return true;
-    };
-    if outer.eq_ignore_ascii_case(inner) {
-        return true;
-    }
-    let Some(suffix) = outer.strip_prefix('*') else {
-        return false;
-    };
-    let host = inner.strip_prefix('*').unwrap_or(inner);
-    host.len() > suffix.len()
-        && host
-            .to_ascii_lowercase()
-            .ends_with(&suffix.to_ascii_lowercase())
-}
-
 /// Listener isolation (GatewayHTTPListenerIsolation): a request goes to the most specific
 /// listener its host matches, so a domain of listener `li` (hostname `own`) that a more
 /// specific listener on the same port covers whole is not served through `li`.
@@ -815,36 +797,4 @@ fn isolated_by_other_listener(
             && covers(own, h)
             && covers(Some(h), domain)
     })
-}
-
-/// Gateway API hostname intersection: a listener hostname (possibly `*.wildcard`) and the
-/// route's hostnames. Returns the domains to serve; `*` when neither restricts.
-pub(crate) fn intersect_hostnames(listener: Option<&str>, route: &[String]) -> Vec<String> {
-    let set: BTreeSet<String> = match (listener, route.is_empty()) {
-        (None, true) => ["*".to_string()].into(),
-        (Some(l), true) => [l.to_string()].into(),
-        (None, false) => route.iter().cloned().collect(),
-        (Some(l), false) => route
-            .iter()
-            .filter_map(|r| host_intersection(l, r))
-            .collect(),
-    };
-    set.into_iter().collect()
-}
-
-fn host_intersection(a: &str, b: &str) -> Option<String> {
-    if a == b {
-        return Some(a.to_string());
-    }
-    let wild_match = |wild: &str, host: &str| {
-        wild.strip_prefix('*')
-            .is_some_and(|suffix| host.ends_with(suffix) && host.len() > suffix.len())
-    };
-    if wild_match(a, b) {
-        return Some(b.to_string());
-    }
-    if wild_match(b, a) {
-        return Some(a.to_string());
-    }
-    None
 }

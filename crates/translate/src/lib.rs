@@ -13,6 +13,7 @@ mod envoy;
 mod filters;
 mod gateway;
 mod grpcroute;
+mod hostnames;
 mod httproute;
 mod index;
 mod ir;
