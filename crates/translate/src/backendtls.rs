@@ -439,18 +439,5 @@ pub(crate) fn transport_socket(tls: &UpstreamTls) -> TransportSocket {
     }
 }
 
-/// Envoy Gateway's `Error2ConditionMsg`: first letter upper-cased, a closing period.
-pub(crate) fn condition_message(msg: &str) -> String {
-    let mut c = msg.chars();
-    let mut out = match c.next() {
-        Some(f) => f.to_uppercase().collect::<String>() + c.as_str(),
-        None => String::new(),
-    };
-    if !out.ends_with('.') {
-        out.push('.');
-    }
-    out
-}
-
 #[cfg(test)]
 pub(crate) mod tests;

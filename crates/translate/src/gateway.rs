@@ -3,7 +3,7 @@
 
 use crate::envoy;
 use crate::hostnames::{covers, intersect_hostnames};
-use crate::httproute::{check_route, set_condition, OverlapTracker, PrecedenceKey};
+use crate::httproute::{check_route, OverlapTracker, PrecedenceKey};
 use crate::index::Index;
 use crate::ir::cluster::{Backends, ClusterKey, ClusterSettings, HealthCheckKind};
 use crate::listener::{self, port_of, ListenerState, SetInfo};
@@ -11,6 +11,7 @@ use crate::policy::backend::BackendPolicy;
 use crate::policy::ratelimit as policy_rl;
 use crate::policy::Policies;
 use crate::ratelimit;
+use crate::status::set_condition;
 use crate::values::Age;
 use crate::GatewayXds;
 use envoy_types::pb::envoy::config::route::v3::{

@@ -25,6 +25,7 @@ mod ratelimit;
 mod refgrant;
 mod runtime;
 mod session;
+mod status;
 mod tls;
 mod traffic;
 mod values;

@@ -180,7 +180,7 @@ pub(crate) fn namespace_statuses(
                     status.accept_if_unset(&a);
                 }
                 Err(e) => {
-                    let msg = crate::backendtls::condition_message(&e.message);
+                    let msg = crate::status::condition_message(&e.message);
                     status.reject(&a, "NoValidCACertificate", &msg);
                     let reason = if e.invalid_kind {
                         "InvalidKind"

@@ -347,7 +347,7 @@ fn header(h: &Value) -> Result<HeaderSelector, String> {
             invert,
         }),
         (Some("RegularExpression"), Some(v)) => {
-            crate::httproute::check_regex(v)?;
+            crate::values::check_regex(v)?;
             Ok(HeaderSelector::Match {
                 name: name.to_string(),
                 value: v.to_string(),
