@@ -23,9 +23,6 @@ use std::collections::BTreeMap;
 /// proxy image has it).
 const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
-// Gateway translation (gateway.rs) records the policies' ancestors through this path.
-pub(crate) use crate::policy::backendtls::gateway_tls_ancestors;
-
 /// Where the CA bundle comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum CaSource {
