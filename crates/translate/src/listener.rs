@@ -4,7 +4,7 @@
 
 use crate::hostnames::sans_overlap;
 use crate::index::Index;
-use crate::policy::client::ClientSettings;
+use crate::ir::client::ClientSettings;
 use crate::tls::{
     check_certificate_refs, frontend_validation, gateway_tls_conditions, resolve_client_validation,
     CertPair, ClientValidation, SdsRef, ServingCerts,

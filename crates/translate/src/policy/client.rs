@@ -5,7 +5,7 @@
 //! `buildXdsDownstreamTLSSocket`).
 //!
 //! Which policy configures which listener is decided by [`super::ctp`]; a policy whose fields are
-//! invalid (its status says why, from [`super::ctp::invalid`]) configures nothing, and its
+//! invalid (its status says why, from [`invalid`]) configures nothing, and its
 //! listeners fail closed as in Envoy Gateway ([`fail_closed`]).
 //!
 //! A listener with a policy gets Envoy Gateway's HTTP connection manager defaults too, whatever
@@ -26,8 +26,13 @@
 //! policy of all of them.) HTTPS listeners each have their own filter chain and HCM, which carry
 //! their own policy's settings.
 
+use super::FieldErrors;
 use crate::envoy::any;
 use crate::index::Index;
+pub(crate) use crate::ir::client::{
+    ClientCa, ClientIp, ClientSettings, ConnectionLimit, HeaderOp, Http1, Http2, Keepalive,
+    RequestId, StrMatch, Tls, Xfcc,
+};
 use crate::values::{parse_go_duration, parse_quantity, GoDuration};
 use envoy_types::pb::envoy::config::core::v3::{
     http1_protocol_options, http_protocol_options, socket_option, CidrRange, Http1ProtocolOptions,
@@ -47,62 +52,6 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
 use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value, UInt64Value};
 use flotilla_model::{Kind, Object, ResourceKey};
 use serde_json::Value;
-
-/// TCP keepalive probes (Envoy Gateway's `buildTCPSocketOptions`).
-#[derive(Clone, Debug, Default, PartialEq)]
-pub(crate) struct Keepalive {
-    pub probes: Option<u32>,
-    /// Seconds (Envoy Gateway truncates the duration to whole seconds).
-    pub idle_time: Option<u32>,
-    pub interval: Option<u32>,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub(crate) struct ConnectionLimit {
-    pub max: u64,
-    pub close_delay: Option<GoDuration>,
-}
-
-/// How the client address is found (`clientIPDetection`).
-#[derive(Clone, Debug, PartialEq)]
-pub(crate) enum ClientIp {
-    /// The address `hops` entries from the right of X-Forwarded-For.
-    Xff { hops: u32 },
-    /// The rightmost X-Forwarded-For address not in a trusted range.
-    XffTrusted { cidrs: Vec<(String, u32)> },
-    /// A header holding the address; `fail_closed` refuses a request without a valid one.
-    Header { name: String, fail_closed: bool },
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum RequestId {
-    PreserveOrGenerate,
-    Preserve,
-    Generate,
-    Disable,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub(crate) struct Xfcc {
-    /// Envoy's `ForwardClientCertDetails`.
-    pub mode: http_connection_manager::ForwardClientCertDetails,
-    /// `certDetailsToAdd` (AppendForward and SanitizeSet only).
-    pub details: Vec<String>,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub(crate) struct Http1 {
-    pub trailers: bool,
-    pub preserve_case: bool,
-    /// HTTP/1.0 accepted.
-    pub http10: bool,
-    /// `http10.useDefaultHost`: requests without a Host get the listener's hostname.
-    pub use_default_host: bool,
-    /// That hostname, set per listener (see [`for_listener`]).
-    pub default_host: Option<String>,
-    /// `ignoredUpgradeTypes`: HTTP/1.1 upgrades Envoy ignores (passes on as plain requests).
-    pub ignored_upgrades: Vec<StrMatch>,
-}
 
 /// Envoy Gateway's refusal of `http10.useDefaultHost` on a listener with no hostname to use.
 /// (Envoy Gateway then falls back to the one non-wildcard hostname of the listener's routes;
@@ -131,55 +80,6 @@ pub(crate) fn for_listener(
         h1.default_host = Some(h.to_string());
     }
     Some(s)
-}
-
-#[derive(Clone, Debug, Default, PartialEq)]
-pub(crate) struct Http2 {
-    pub stream_window: Option<u32>,
-    pub connection_window: Option<u32>,
-    pub max_streams: Option<u32>,
-    /// `onInvalidMessage: TerminateStream` (true) or `TerminateConnection` (false).
-    pub reset_stream_on_error: Option<bool>,
-}
-
-#[derive(Clone, Debug, Default, PartialEq)]
-pub(crate) struct Tls {
-    /// Client certificates validated against these CAs (PEM); `optional` lets a client
-    /// without one in.
-    pub client_ca: Option<ClientCa>,
-    pub min: Option<tls_parameters::TlsProtocol>,
-    pub max: Option<tls_parameters::TlsProtocol>,
-    pub ciphers: Vec<String>,
-    pub ecdh_curves: Vec<String>,
-    pub signature_algorithms: Vec<String>,
-    pub alpn: Option<Vec<String>>,
-    pub stateless_resumption: bool,
-    pub stateful_resumption: bool,
-    /// `fingerprints`: the TLS inspector computes the client hello's JA3 / JA4 fingerprint.
-    pub ja3: bool,
-    pub ja4: bool,
-}
-
-#[derive(Clone, Debug, Default, PartialEq)]
-pub(crate) struct ClientCa {
-    pub pem: Vec<u8>,
-    pub optional: bool,
-    /// `spkiHashes`, `certificateHashes`: a client certificate must match one of each list set.
-    pub spki_hashes: Vec<String>,
-    pub cert_hashes: Vec<String>,
-    /// `subjectAltNames`: (Envoy SAN type, match, OID for otherNames).
-    pub sans: Vec<(SanType, StrMatch, String)>,
-    /// `allowExpiredCertificate`: an expired client certificate is still accepted.
-    pub allow_expired: bool,
-}
-
-/// A Gateway API style string match (`type`: Exact, Prefix, Suffix, RegularExpression).
-#[derive(Clone, Debug, PartialEq)]
-pub(crate) enum StrMatch {
-    Exact(String),
-    Prefix(String),
-    Suffix(String),
-    Regex(String),
 }
 
 fn str_match(m: &Value) -> Option<StrMatch> {
@@ -218,65 +118,6 @@ fn san_matchers(cv: &Value) -> Vec<(SanType, StrMatch, String)> {
         }
     }
     out
-}
-
-/// What a ClientTrafficPolicy sets, checked. `None` / empty is "not set": Envoy Gateway's
-/// defaults (or ours, where we have none) apply.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub(crate) struct ClientSettings {
-    pub keepalive: Option<Keepalive>,
-    pub buffer_limit: Option<u32>,
-    pub connection_limit: Option<ConnectionLimit>,
-    /// PROXY protocol required (`Some(false)`) or optional (`Some(true)`).
-    pub proxy_protocol: Option<bool>,
-    pub tcp_idle_timeout: Option<GoDuration>,
-    pub request_timeout: Option<GoDuration>,
-    /// `timeout.http.requestHeadersReceivedTimeout`.
-    pub request_headers_timeout: Option<GoDuration>,
-    /// `headers.maxRequestHeaderLimit`, in KiB.
-    pub max_request_headers_kb: Option<u32>,
-    /// `connection.maxAcceptPerSocketEvent` (0: no limit, Envoy's default).
-    pub max_accept_per_socket_event: Option<u32>,
-    pub http_idle_timeout: Option<GoDuration>,
-    pub stream_idle_timeout: Option<GoDuration>,
-    pub client_ip: Option<ClientIp>,
-    /// `xForwardedFor.disableXForwardedForAppend`: the peer is not appended to XFF.
-    pub skip_xff_append: bool,
-    /// `headers.host.stripTrailingHostDot`.
-    pub strip_trailing_host_dot: bool,
-    pub enable_envoy_headers: bool,
-    pub with_underscores: http_protocol_options::HeadersWithUnderscoresAction,
-    pub request_id: Option<RequestId>,
-    pub xfcc: Option<Xfcc>,
-    pub merge_slashes: bool,
-    pub escaped_slashes: http_connection_manager::PathWithEscapedSlashesAction,
-    pub http1: Option<Http1>,
-    pub http2: Http2,
-    pub health_check_path: Option<String>,
-    /// `grpc.enableWeb`: gRPC-Web requests are translated to gRPC.
-    pub grpc_web: bool,
-    /// `scheme: MatchBackend`: the `:scheme` sent upstream is the backend connection's
-    /// (`MatchRequest`, the default, keeps the client's).
-    pub scheme_match_backend: bool,
-    /// `http3`: HTTPS listeners also serve HTTP/3 (QUIC) on their port, unless they validate
-    /// client certificates (see [`for_listener`]).
-    pub http3: bool,
-    /// `headers.earlyRequestHeaders`: applied before routing.
-    pub early_request_headers: Vec<HeaderOp>,
-    /// `headers.lateResponseHeaders`: applied to every response, last.
-    pub late_response_headers: Vec<HeaderOp>,
-    pub tls: Tls,
-}
-
-/// One header mutation of a header filter (set, add, addIfAbsent, remove), in that order.
-#[derive(Clone, Debug, PartialEq)]
-pub(crate) enum HeaderOp {
-    Set(String, String),
-    Add(String, String),
-    AddIfAbsent(String, String),
-    Remove(String),
-    /// Removes the headers whose name matches.
-    RemoveOnMatch(StrMatch),
 }
 
 fn header_ops(spec: &Value, p: &str) -> Vec<HeaderOp> {
@@ -414,7 +255,7 @@ fn tls_version(s: &str) -> Option<tls_parameters::TlsProtocol> {
     })
 }
 
-/// The checks of the fields that [`super::ctp::invalid`] adds to Envoy Gateway's translation
+/// The checks of the fields that [`invalid`] adds to Envoy Gateway's translation
 /// checks: values its CRD's schema refuses (so Envoy Gateway never sees them) and Envoy would
 /// reject. Each is (section, message).
 pub(crate) fn schema_errors(spec: &Value) -> Vec<(&'static str, String)> {
@@ -937,9 +778,92 @@ fn valid_header_name(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
+/// Why a policy's fields cannot be translated: Envoy Gateway's checks of durations and numeric
+/// ranges while translating a listener, in its order, then the checks of
+/// [`schema_errors`] (values Envoy Gateway's CRD schema or Envoy would refuse).
+/// The CA references of client validation are checked by
+/// [`resolve_client_ca`], which needs the index.
+pub(crate) fn invalid(spec: &Value) -> Option<String> {
+    const U32: (f64, f64) = (0.0, 4_294_967_295.0);
+    const WINDOW: (f64, f64) = (65_535.0, 2_147_483_647.0);
+    let mut e = FieldErrors::default();
+    e.durations(
+        spec,
+        "TCP KeepAlive",
+        &[
+            ("/tcpKeepalive/idleTime", "IdleTime"),
+            ("/tcpKeepalive/interval", "Interval"),
+        ],
+    );
+    e.quantity_range(
+        spec,
+        "Connection",
+        "/connection/bufferLimit",
+        "BufferLimit",
+        U32,
+    );
+    e.durations(
+        spec,
+        "Connection",
+        &[("/connection/connectionLimit/closeDelay", "CloseDelay")],
+    );
+    e.durations(
+        spec,
+        "Timeout",
+        &[
+            ("/timeout/tcp/idleTimeout", "TCP IdleTimeout"),
+            (
+                "/timeout/http/requestReceivedTimeout",
+                "HTTP RequestReceivedTimeout",
+            ),
+            ("/timeout/http/idleTimeout", "HTTP IdleTimeout"),
+            ("/timeout/http/streamIdleTimeout", "HTTP StreamIdleTimeout"),
+        ],
+    );
+    if let Some(v) = spec.pointer("/headers/maxRequestHeaderLimit") {
+        let text = v
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| v.to_string());
+        match crate::values::parse_quantity(&text) {
+            Some(q) if q < 1024.0 => e.add(
+                "Headers",
+                format!("MaxRequestHeaderLimit value {text} must be at least 1Ki"),
+            ),
+            Some(q) if q > 8192.0 * 1024.0 => e.add(
+                "Headers",
+                format!("MaxRequestHeaderLimit value {text} exceeds the maximum of 8192Ki"),
+            ),
+            Some(_) => {}
+            None => e.add(
+                "Headers",
+                format!("invalid MaxRequestHeaderLimit value {text}"),
+            ),
+        }
+    }
+    e.quantity_range(
+        spec,
+        "HTTP2",
+        "/http2/initialStreamWindowSize",
+        "InitialStreamWindowSize",
+        WINDOW,
+    );
+    e.quantity_range(
+        spec,
+        "HTTP2",
+        "/http2/initialConnectionWindowSize",
+        "InitialConnectionWindowSize",
+        WINDOW,
+    );
+    for (section, msg) in schema_errors(spec) {
+        e.add(section, msg);
+    }
+    e.message()
+}
+
 /// The policy's settings, or why they cannot be used (the same message as its status).
 pub(crate) fn parse(spec: &Value) -> Result<ClientSettings, String> {
-    if let Some(msg) = super::ctp::invalid(spec) {
+    if let Some(msg) = invalid(spec) {
         return Err(msg);
     }
     let keepalive = spec.pointer("/tcpKeepalive").map(|_| Keepalive {
