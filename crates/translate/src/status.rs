@@ -113,3 +113,43 @@ pub(crate) fn set_condition(conds: &mut Vec<Condition>, c: Condition) {
         None => conds.push(c),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn condition_messages_are_capitalized_with_a_period() {
+        assert_eq!(
+            condition_message("status code 1 is bad"),
+            "Status code 1 is bad."
+        );
+        assert_eq!(condition_message("Already."), "Already.");
+    }
+
+    #[test]
+    fn collector_joins_per_type() {
+        let mut c = ErrorCollector::default();
+        c.add(StatusError::new(
+            CondType::ResolvedRefs,
+            "BackendNotFound",
+            "a not found",
+        ));
+        c.add(StatusError::new(
+            CondType::ResolvedRefs,
+            "InvalidKind",
+            "b bad",
+        ));
+        c.add(StatusError::new(
+            CondType::Accepted,
+            "UnsupportedValue",
+            "x",
+        ));
+        let errs = c.into_errors();
+        assert_eq!(errs.len(), 2);
+        assert_eq!(errs[0].type_, CondType::Accepted);
+        assert_eq!(errs[0].message, "x");
+        assert_eq!(errs[1].reason, "BackendNotFound,InvalidKind");
+        assert_eq!(errs[1].message, "A not found.\nB bad.");
+    }
+}
