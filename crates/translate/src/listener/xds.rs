@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use crate::envoy::{ads, any_of, encode, hcm_network_filter, socket_address, CORS_FILTER};
 use crate::hostnames::sni_names;
-use crate::listener::{has, port_of, route_config_name, ListenerState};
+use crate::listener::state::{has, port_of, route_config_name, ListenerState};
 use crate::type_url;
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::http::stateful_session::v3::StatefulSession;
