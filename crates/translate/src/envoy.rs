@@ -2,8 +2,11 @@
 //! deterministic: prost encodes `HashMap`s in iteration order, which would make two replicas
 //! produce different bytes for the same input, so map-typed fields hold at most one entry,
 //! except a route's `typed_per_filter_config`, which [`route_configuration`] writes in key order.
+//!
+//! A leaf: it imports nothing of the crate (the crate root re-exports [`XdsResource`] and
+//! [`type_url`]). The connection manager and the listeners, which the policies configure, are
+//! built above it, in `crate::listener::xds`.
 
-use crate::{type_url, XdsResource};
 use bytes::Bytes;
 use envoy_types::pb::envoy::config::cluster::v3::{cluster, Cluster};
 use envoy_types::pb::envoy::config::core::v3::{
@@ -20,6 +23,26 @@ use envoy_types::pb::google::protobuf::{Any, Duration};
 use prost::Message;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
+
+/// Type URLs of the resources Flotilla serves.
+pub mod type_url {
+    pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+    pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+    pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+    pub const ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+}
+
+/// One encoded Envoy resource. Encoded once per version and shared (behind `Arc`) by every
+/// edge stream that sends it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct XdsResource {
+    pub type_url: String,
+    pub name: String,
+    /// Hex content hash of `body`: the same bytes always carry the same version.
+    pub version: String,
+    /// The encoded resource message (not wrapped in `Any`).
+    pub body: Bytes,
+}
 
 /// Encodes `msg` once and names its version by content hash.
 pub fn encode<M: Message>(type_url: &str, name: &str, msg: &M) -> Arc<XdsResource> {

@@ -30,37 +30,17 @@ mod tls;
 mod traffic;
 mod values;
 
+pub use envoy::{type_url, XdsResource};
 pub use gateway::CONTROLLER_NAME;
 pub use options::TranslateOptions;
 pub use ratelimit::{DescriptorEntry, RateLimitDomain, RateLimitRules, ServiceLimit, ServiceRule};
 
-use bytes::Bytes;
 use flotilla_model::gateway::Condition;
 use flotilla_model::{parse_object, EventBody, Kind, Object, Resource, ResourceEvent, ResourceKey};
 use gateway::translate_gateway;
 use index::Index;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-
-/// Type URLs of the resources Flotilla serves.
-pub mod type_url {
-    pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
-    pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
-    pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
-    pub const ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
-}
-
-/// One encoded Envoy resource. Encoded once per version and shared (behind `Arc`) by every
-/// edge stream that sends it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct XdsResource {
-    pub type_url: String,
-    pub name: String,
-    /// Hex content hash of `body`: the same bytes always carry the same version.
-    pub version: String,
-    /// The encoded resource message (not wrapped in `Any`).
-    pub body: Bytes,
-}
 
 /// Every xDS resource of one gateway, sorted by (type_url, name).
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
