@@ -118,7 +118,7 @@ pub struct Translator {
     reported: BTreeMap<ResourceKey, (Vec<ResourceKey>, Vec<ResourceKey>)>,
     /// The last policy pass of each cluster: which policies apply where, and what the pass
     /// read (a change it did not read reuses it).
-    policy_passes: BTreeMap<String, Arc<(policy::Policies, policy::PolicyDeps)>>,
+    policy_passes: BTreeMap<String, Arc<(policy::attachments::Policies, policy::PolicyDeps)>>,
     /// The backends each gateway's routes use, with the endpoints of their
     /// ClusterLoadAssignments (see [`Translator::refresh_endpoints`]).
     backends: BTreeMap<ResourceKey, Arc<ir::cluster::Backends>>,
@@ -484,7 +484,7 @@ impl Translator {
                         }
                     }
                     let pass = self.policy_passes.get(&gw_key.cluster).cloned();
-                    let none = policy::Policies::default();
+                    let none = policy::attachments::Policies::default();
                     let attached = pass.as_ref().map_or(&none, |p| &p.0);
                     let result = translate_gateway(&self.index, &gw_key, gw, attached);
                     #[cfg(test)]
@@ -635,7 +635,7 @@ impl Translator {
         &self,
         cluster: &str,
     ) -> (
-        (policy::Policies, policy::PolicyDeps),
+        (policy::attachments::Policies, policy::PolicyDeps),
         Vec<(ResourceKey, serde_json::Value)>,
     ) {
         let is_ours = |g: &flotilla_model::gateway::Gateway| {
@@ -645,7 +645,7 @@ impl Translator {
         let ctp = policy::ctp::attach(&self.index, cluster, &gateways, CONTROLLER_NAME);
         let btp = policy::btp::attach(&self.index, cluster, &gateways, CONTROLLER_NAME);
         let statuses = ctp.statuses.into_iter().chain(btp.statuses).collect();
-        let policies = policy::Policies {
+        let policies = policy::attachments::Policies {
             ctp: ctp.attachment,
             btp: btp.attachment,
         };
