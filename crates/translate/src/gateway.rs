@@ -262,7 +262,7 @@ pub(crate) fn translate_gateway(
                             // A listener whose ClientTrafficPolicy cannot be used answers 500
                             // whatever its routes' policies say.
                             if listeners[*li].ctp_invalid {
-                                crate::policy::client::fail_closed(&mut r);
+                                crate::policy::client::xds::fail_closed(&mut r);
                             }
                             if let (Some(scheme), Some(route::Action::Redirect(ra))) =
                                 (&e.redirect_scheme, r.action.as_mut())
@@ -444,7 +444,7 @@ pub(crate) fn translate_gateway(
         let rc = RouteConfiguration {
             response_headers_to_add: http3_ports
                 .get(&name)
-                .map(|p| crate::policy::client::alt_svc_header(*p))
+                .map(|p| crate::policy::client::xds::alt_svc_header(*p))
                 .into_iter()
                 .collect(),
             name: name.clone(),

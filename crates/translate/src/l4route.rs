@@ -300,7 +300,7 @@ fn program(
             let mut filters = Vec::new();
             let mut tp = tp;
             if let Some(ctp) = &l.ctp {
-                crate::policy::client::apply_tcp_proxy(ctp, &mut tp);
+                crate::policy::client::xds::apply_tcp_proxy(ctp, &mut tp);
             }
             if let Some(d) = dynamic {
                 // The SNI name goes through the DNS cache the cluster shares.

@@ -5,7 +5,8 @@
 //! validation and status below it know nothing of Envoy.
 
 use crate::envoy::{self, any};
-use crate::policy::client::{self, ClientSettings};
+use crate::ir::client::ClientSettings;
+use crate::policy::client;
 use crate::tls::{downstream_tls_context, tls_transport_socket, ClientValidation, ServingCerts};
 use crate::XdsResource;
 use envoy_types::pb::envoy::config::core::v3::{address, socket_address, SocketAddress};
@@ -162,13 +163,13 @@ pub(crate) fn envoy_listeners(
             let transport_socket = c.tls.as_ref().map(|certs| {
                 let mut ctx = downstream_tls_context(certs, c.alpn, c.client.as_ref());
                 if let Some(s) = &c.ctp {
-                    client::apply_tls(s, &mut ctx);
+                    client::xds::apply_tls(s, &mut ctx);
                 }
                 tls_transport_socket(&ctx)
             });
             let mut filters = c.filters;
             if let Some(s) = &c.ctp {
-                client::apply_chain_filters(s, &format!("tcp-{port}"), &mut filters);
+                client::xds::apply_chain_filters(s, &format!("tcp-{port}"), &mut filters);
             }
             filter_chains.push(FilterChain {
                 name: format!("tcp-{port}/{n}"),
@@ -207,7 +208,7 @@ pub(crate) fn envoy_listeners(
             ..Default::default()
         };
         if let Some(s) = &first {
-            client::apply_listener(s, &mut listener);
+            client::xds::apply_listener(s, &mut listener);
         }
         out.push(envoy::encode(crate::type_url::LISTENER, &name, &listener));
         if let Some(quic) = quic_listener(ls, &idx, port, bind_ip, rate_limits) {
@@ -280,23 +281,23 @@ fn quic_listener(
             }
         }
         let mut ctx = downstream_tls_context(&l.serving_certs(), &["h3"], None);
-        client::apply_tls(s, &mut ctx);
+        client::xds::apply_tls(s, &mut ctx);
         let mut hcm = hcm(
             &format!("https-{port}"),
             &route_config_name(l),
             rate_limits,
             Some(s),
         );
-        client::http3_hcm(&mut hcm);
+        client::xds::http3_hcm(&mut hcm);
         let mut filters = vec![envoy::hcm_network_filter(&hcm)];
-        client::apply_chain_filters(s, &name, &mut filters);
+        client::xds::apply_chain_filters(s, &name, &mut filters);
         chains.push(FilterChain {
             name: format!("{name}/{n}"),
             filter_chain_match: (!names.is_empty()).then(|| FilterChainMatch {
                 server_names: names,
                 ..Default::default()
             }),
-            transport_socket: Some(client::quic_transport_socket(ctx)),
+            transport_socket: Some(client::xds::quic_transport_socket(ctx)),
             filters,
             ..Default::default()
         });
@@ -336,8 +337,8 @@ pub(crate) fn http_listener(
         ..Default::default()
     };
     if let Some(s) = client {
-        crate::policy::client::apply_chain_filters(s, name, &mut filters);
-        crate::policy::client::apply_listener(s, &mut listener);
+        crate::policy::client::xds::apply_chain_filters(s, name, &mut filters);
+        crate::policy::client::xds::apply_listener(s, &mut listener);
     }
     listener.filter_chains = vec![FilterChain {
         filters,
@@ -426,7 +427,7 @@ pub(crate) fn hcm(
     // BackendTrafficPolicy's filters, each in its place in Envoy Gateway's order.
     crate::traffic::insert_http_filters(&mut hcm.http_filters);
     if let Some(s) = client {
-        crate::policy::client::apply_hcm(s, &mut hcm);
+        crate::policy::client::xds::apply_hcm(s, &mut hcm);
     }
     hcm
 }
