@@ -1,6 +1,7 @@
 //! ClientTrafficPolicy settings through the translator: the xDS each field produces, refused
 //! values, listeners sharing a port, and the real Envoy accepting all of it.
 
+use super::schema::{CIPHERS, CURVES, SIGNATURE_ALGORITHMS};
 use super::xds::*;
 use super::*;
 use crate::{type_url, Translator};
