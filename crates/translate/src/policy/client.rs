@@ -1,7 +1,8 @@
 //! ClientTrafficPolicy fields → Envoy: the spec read once into typed, validated
-//! [`ClientSettings`] (here, after the checks of [`schema`]), and their application ([`xds`]) to the Envoy Listener, its filter
-//! chains, the HTTP connection manager and the downstream TLS context, as Envoy Gateway's xDS
-//! translator writes them (`internal/xds/translator/listener.go`, `buildXdsTCPListener`, `addHCMToXDSListener`,
+//! [`ClientSettings`] (here, after the checks of [`schema`]), and their application ([`xds`])
+//! to the Envoy Listener, its filter chains, the HTTP connection manager and the downstream
+//! TLS context, as Envoy Gateway's xDS translator writes them
+//! (`internal/xds/translator/listener.go`, `buildXdsTCPListener`, `addHCMToXDSListener`,
 //! `buildXdsDownstreamTLSSocket`).
 //!
 //! Which policy configures which listener is decided by [`super::ctp`]; a policy whose fields are
