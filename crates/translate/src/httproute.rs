@@ -1,7 +1,8 @@
 //! HTTPRoute rules → Envoy routes with Envoy Gateway's semantics (`processHTTPRouteRules`):
-//! the checked route, the backends of a rule and the rule loop. Its parts: [`matches`] (route
-//! matches), [`actions`] (what a rule does, shared with GRPCRoute) and [`overlap`] (precedence
-//! and overlapping matches). The status vocabulary is `crate::status`'s.
+//! the checked route, the backends of a rule and the rule loop. Its parts:
+//! [`matches`](mod@matches) (route matches), [`actions`] (what a rule does, shared with
+//! GRPCRoute) and [`overlap`] (precedence and overlapping matches). The status vocabulary is
+//! `crate::status`'s.
 
 use crate::backend::resolve_backend;
 use crate::filters::{

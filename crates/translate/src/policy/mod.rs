@@ -18,7 +18,8 @@
 //! ([`btp::BtpAttachment::for_route_rule`]), most specific target first.
 //!
 //! What ClientTrafficPolicy fields do to Envoy lives in [`client`]: the spec read once into
-//! checked settings, applied by the listener builders (`crate::listener::xds`) through `client::xds`.
+//! checked settings, applied by the listener builders (`crate::listener::xds`) through
+//! `client::xds`.
 
 pub(crate) mod attachments;
 pub(crate) mod backend;

@@ -601,7 +601,7 @@ pub(crate) fn valid_header_name(s: &str) -> bool {
 /// ranges while translating a listener, in its order, then the checks of
 /// [`schema_errors`] (values Envoy Gateway's CRD schema or Envoy would refuse).
 /// The CA references of client validation are checked by
-/// [`resolve_client_ca`], which needs the index.
+/// [`resolve_client_ca`](crate::policy::client::resolve_client_ca), which needs the index.
 pub(crate) fn invalid(spec: &Value) -> Option<String> {
     const U32: (f64, f64) = (0.0, 4_294_967_295.0);
     const WINDOW: (f64, f64) = (65_535.0, 2_147_483_647.0);
