@@ -65,7 +65,7 @@ pub struct RatelimitArgs {
     /// When the counter fails (Redis down, memory full): `open` lets requests through,
     /// `closed` limits them.
     #[arg(long, value_enum, default_value = "open")]
-    pub on_failure: crate::ratelimit_cmd::OnFailure,
+    pub on_failure: OnFailure,
     /// Counters held in memory at most (in-memory counting); at the bound, expired counters
     /// are dropped, then the least recently used.
     #[arg(long, default_value_t = 1_000_000)]
@@ -473,4 +473,11 @@ pub struct TranslateArgs {
     /// `{"backend": false, "runningOnHost": true}` (unknown names are ignored).
     #[arg(long)]
     pub flags: Option<PathBuf>,
+}
+
+/// What the rate limit service answers when its counter store fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnFailure {
+    Open,
+    Closed,
 }

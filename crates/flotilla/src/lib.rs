@@ -10,6 +10,7 @@ pub mod ctl;
 pub mod natsconf;
 pub mod ratelimit_cmd;
 pub mod runtime;
+pub mod serve;
 pub mod telemetry;
 pub mod translate_cmd;
 

@@ -5,8 +5,8 @@
 //! - embedded in `flotilla standalone` ([`spawn_embedded`]): the rules are the translator's,
 //!   replaced in place whenever the store publishes a state whose rules changed.
 
-use crate::cli::RatelimitArgs;
-use crate::runtime::{bind, client_facing, limits, load_tls, supervise};
+use crate::cli::{OnFailure, RatelimitArgs};
+use crate::serve::{bind, client_facing, limits, load_tls, supervise};
 use anyhow::{Context, Result};
 use flotilla_net::Role;
 use flotilla_ratelimit::{
@@ -27,12 +27,6 @@ use tracing::{error, info, Instrument};
 const RELOAD_EVERY: Duration = Duration::from_secs(2);
 /// Connections of Envoys (a few per Envoy).
 const CONNECTIONS: usize = 4096;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum OnFailure {
-    Open,
-    Closed,
-}
 
 /// Reads and validates a rules file.
 fn read(path: &Path) -> Result<RateLimitConfig> {

@@ -25,8 +25,6 @@ use std::sync::Arc;
 
 /// API group of the Multi-Cluster Services API (ServiceImport).
 pub(crate) const MCS_GROUP: &str = "multicluster.x-k8s.io";
-/// The label that ties an EndpointSlice to the ServiceImport it serves.
-pub(crate) const MCS_SERVICE_NAME_LABEL: &str = "multicluster.kubernetes.io/service-name";
 /// The cluster the invalid share of a weighted rule goes to. It never exists: with
 /// `cluster_not_found_response_code: INTERNAL_SERVER_ERROR` Envoy answers that share with 500,
 /// as Envoy Gateway does.

@@ -23,9 +23,6 @@ use std::collections::BTreeMap;
 /// proxy image has it).
 const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
-// Gateway translation (gateway.rs) records the policies' ancestors through this path.
-pub(crate) use crate::policy::backendtls::gateway_tls_ancestors;
-
 /// Where the CA bundle comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum CaSource {
@@ -437,19 +434,6 @@ pub(crate) fn transport_socket(tls: &UpstreamTls) -> TransportSocket {
             &ctx,
         ))),
     }
-}
-
-/// Envoy Gateway's `Error2ConditionMsg`: first letter upper-cased, a closing period.
-pub(crate) fn condition_message(msg: &str) -> String {
-    let mut c = msg.chars();
-    let mut out = match c.next() {
-        Some(f) => f.to_uppercase().collect::<String>() + c.as_str(),
-        None => String::new(),
-    };
-    if !out.ends_with('.') {
-        out.push('.');
-    }
-    out
 }
 
 #[cfg(test)]

@@ -2,9 +2,11 @@
 //! deterministic: prost encodes `HashMap`s in iteration order, which would make two replicas
 //! produce different bytes for the same input, so map-typed fields hold at most one entry,
 //! except a route's `typed_per_filter_config`, which [`route_configuration`] writes in key order.
+//!
+//! A leaf: it imports nothing of the crate (the crate root re-exports [`XdsResource`] and
+//! [`type_url`]). The connection manager and the listeners, which the policies configure, are
+//! built above it, in `crate::listener::xds`.
 
-use crate::policy::client::ClientSettings;
-use crate::{type_url, XdsResource};
 use bytes::Bytes;
 use envoy_types::pb::envoy::config::cluster::v3::{cluster, Cluster};
 use envoy_types::pb::envoy::config::core::v3::{
@@ -14,17 +16,33 @@ use envoy_types::pb::envoy::config::core::v3::{
 use envoy_types::pb::envoy::config::endpoint::v3::{
     lb_endpoint, ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints,
 };
-use envoy_types::pb::envoy::config::listener::v3::{filter, Filter, FilterChain, Listener};
+use envoy_types::pb::envoy::config::listener::v3::{filter, Filter};
 use envoy_types::pb::envoy::config::route::v3::{Route, RouteConfiguration};
-use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
-use envoy_types::pb::envoy::extensions::filters::http::stateful_session::v3::StatefulSession;
-use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
-    http_connection_manager, http_filter, HttpConnectionManager, HttpFilter, Rds,
-};
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
 use envoy_types::pb::google::protobuf::{Any, Duration};
 use prost::Message;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
+
+/// Type URLs of the resources Flotilla serves.
+pub mod type_url {
+    pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+    pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+    pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+    pub const ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+}
+
+/// One encoded Envoy resource. Encoded once per version and shared (behind `Arc`) by every
+/// edge stream that sends it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct XdsResource {
+    pub type_url: String,
+    pub name: String,
+    /// Hex content hash of `body`: the same bytes always carry the same version.
+    pub version: String,
+    /// The encoded resource message (not wrapped in `Any`).
+    pub body: Bytes,
+}
 
 /// Encodes `msg` once and names its version by content hash.
 pub fn encode<M: Message>(type_url: &str, name: &str, msg: &M) -> Arc<XdsResource> {
@@ -80,119 +98,6 @@ pub const CORS_FILTER: &str = "envoy.filters.http.cors";
 pub const CORS_POLICY_TYPE: &str =
     "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy";
 
-/// An HTTP listener on `ip:port` whose routes come from RDS resource `route_name`, with the
-/// rate limit filters its routes need, configured by the ClientTrafficPolicy settings `client`
-/// if any.
-pub(crate) fn http_listener(
-    name: &str,
-    ip: &str,
-    port: u32,
-    route_name: &str,
-    rate_limits: crate::ratelimit::HcmRateLimits,
-    client: Option<&ClientSettings>,
-) -> Arc<XdsResource> {
-    let mut filters = vec![hcm_filter(name, route_name, rate_limits, client)];
-    let mut listener = Listener {
-        name: name.to_string(),
-        address: Some(socket_address(ip, port)),
-        ..Default::default()
-    };
-    if let Some(s) = client {
-        crate::policy::client::apply_chain_filters(s, name, &mut filters);
-        crate::policy::client::apply_listener(s, &mut listener);
-    }
-    listener.filter_chains = vec![FilterChain {
-        filters,
-        ..Default::default()
-    }];
-    encode(type_url::LISTENER, name, &listener)
-}
-
-/// The HTTP connection manager filter, routes from RDS resource `route_name`, with the rate
-/// limit filters the gateway's routes need, configured by the ClientTrafficPolicy settings
-/// `client` if any.
-pub(crate) fn hcm_filter(
-    stat_prefix: &str,
-    route_name: &str,
-    rate_limits: crate::ratelimit::HcmRateLimits,
-    client: Option<&ClientSettings>,
-) -> Filter {
-    hcm_network_filter(&hcm(stat_prefix, route_name, rate_limits, client))
-}
-
-/// The HTTP connection manager [`hcm_filter`] wraps, for callers that adjust it.
-pub(crate) fn hcm(
-    stat_prefix: &str,
-    route_name: &str,
-    rate_limits: crate::ratelimit::HcmRateLimits,
-    client: Option<&ClientSettings>,
-) -> HttpConnectionManager {
-    let mut http_filters = vec![
-        // Routes carry their CORS policy as per-filter config; without one the filter
-        // passes requests through.
-        HttpFilter {
-            name: CORS_FILTER.to_string(),
-            config_type: Some(http_filter::ConfigType::TypedConfig(any(
-                "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors",
-                &envoy_types::pb::envoy::extensions::filters::http::cors::v3::Cors::default(),
-            ))),
-            ..Default::default()
-        },
-    ];
-    // Envoy Gateway's order: after CORS, before the forward proxy.
-    http_filters.extend(rate_limits.filters(!client.is_some_and(|c| c.disable_rate_limit_headers)));
-    http_filters.extend([
-        // Resolves the request host for routes to a dynamic forward proxy cluster (an Envoy
-        // Gateway DynamicResolver Backend); every other route passes through untouched.
-        HttpFilter {
-            name: "envoy.filters.http.dynamic_forward_proxy".to_string(),
-            config_type: Some(http_filter::ConfigType::TypedConfig(any(
-                "type.googleapis.com/envoy.extensions.filters.http.dynamic_forward_proxy.v3.FilterConfig",
-                &dfp_filter_config(),
-            ))),
-            ..Default::default()
-        },
-        // Disabled unless a route enables it with its session persistence config.
-        HttpFilter {
-            name: crate::session::STATEFUL_SESSION_FILTER.to_string(),
-            config_type: Some(http_filter::ConfigType::TypedConfig(any_of(
-                &StatefulSession::default(),
-            ))),
-            disabled: true,
-            ..Default::default()
-        },
-        HttpFilter {
-            name: "envoy.filters.http.router".to_string(),
-            config_type: Some(http_filter::ConfigType::TypedConfig(any(
-                "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
-                &Router::default(),
-            ))),
-            ..Default::default()
-        },
-    ]);
-    let mut hcm = HttpConnectionManager {
-        stat_prefix: stat_prefix.to_string(),
-        route_specifier: Some(http_connection_manager::RouteSpecifier::Rds(Rds {
-            config_source: Some(ads()),
-            route_config_name: route_name.to_string(),
-        })),
-        http_filters,
-        // WebSocket upgrades are allowed on every route, as Envoy Gateway's HCM does
-        // (HTTPRouteBackendProtocolWebSocket).
-        upgrade_configs: vec![http_connection_manager::UpgradeConfig {
-            upgrade_type: "websocket".to_string(),
-            ..Default::default()
-        }],
-        ..Default::default()
-    };
-    // BackendTrafficPolicy's filters, each in its place in Envoy Gateway's order.
-    crate::traffic::insert_http_filters(&mut hcm.http_filters);
-    if let Some(s) = client {
-        crate::policy::client::apply_hcm(s, &mut hcm);
-    }
-    hcm
-}
-
 /// `hcm` as the `envoy.filters.network.http_connection_manager` network filter.
 pub(crate) fn hcm_network_filter(hcm: &HttpConnectionManager) -> Filter {
     Filter {
@@ -201,24 +106,6 @@ pub(crate) fn hcm_network_filter(hcm: &HttpConnectionManager) -> Filter {
             "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
             hcm,
         ))),
-    }
-}
-
-fn dfp_filter_config(
-) -> envoy_types::pb::envoy::extensions::filters::http::dynamic_forward_proxy::v3::FilterConfig {
-    use envoy_types::pb::envoy::extensions::filters::http::dynamic_forward_proxy::v3::{
-        filter_config, FilterConfig, SubClusterConfig,
-    };
-    FilterConfig {
-        implementation_specifier: Some(filter_config::ImplementationSpecifier::SubClusterConfig(
-            SubClusterConfig {
-                cluster_init_timeout: Some(Duration {
-                    seconds: 5,
-                    nanos: 0,
-                }),
-            },
-        )),
-        ..Default::default()
     }
 }
 
@@ -381,5 +268,13 @@ pub fn cluster_load_assignment(
         cluster_name: name.to_string(),
         endpoints: groups,
         ..Default::default()
+    }
+}
+
+/// A network filter with a typed config.
+pub(crate) fn network_filter<M: prost::Message>(name: &str, type_url: &str, msg: &M) -> Filter {
+    Filter {
+        name: name.to_string(),
+        config_type: Some(filter::ConfigType::TypedConfig(any(type_url, msg))),
     }
 }

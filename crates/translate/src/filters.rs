@@ -6,8 +6,9 @@
 //! ResolvedRefs → the rule answers 500, BackendsAvailable), with Envoy Gateway's wording.
 
 use crate::backend::resolve_backend;
-use crate::httproute::{CondType, ErrorCollector, StatusError};
 use crate::index::Index;
+pub(crate) use crate::ir::route::RouteKind;
+use crate::status::{CondType, ErrorCollector, StatusError};
 use envoy_types::pb::envoy::config::core::v3::{
     header_value_option::HeaderAppendAction, HeaderValue, HeaderValueOption,
     RuntimeFractionalPercent,
@@ -23,13 +24,6 @@ use flotilla_model::gateway::{
 };
 use flotilla_model::{Kind, Object, ResourceKey, EG_GROUP};
 use serde::Deserialize;
-
-/// Which route kind the filters belong to: GRPCRoute allows fewer filter types.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum RouteKind {
-    Http,
-    Grpc,
-}
 
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum HostRewrite {
@@ -757,7 +751,7 @@ fn extension_ref(
     if !matches.is_empty() {
         for m in matches.iter().flatten() {
             if m.type_.as_deref() == Some("RegularExpression") {
-                crate::httproute::check_regex(&m.value).map_err(unsupported)?;
+                crate::values::check_regex(&m.value).map_err(unsupported)?;
             }
         }
         f.cookie_matches = matches;
@@ -787,7 +781,7 @@ fn extension_ref(
                         "ReplaceRegexMatch Pattern must be set when rewrite path type is \"ReplaceRegexMatch\"",
                     ));
                 };
-                if crate::httproute::check_regex(&rm.pattern).is_err() {
+                if crate::values::check_regex(&rm.pattern).is_err() {
                     return Err(unsupported(
                         "ReplaceRegexMatch must be a valid RE2 regular expression",
                     ));
@@ -822,7 +816,7 @@ fn extension_ref(
                             "PathRegex Pattern and Substitution must be set when rewrite hostname type is \"PathRegex\"",
                         ));
                     };
-                    if crate::httproute::check_regex(&pr.pattern).is_err() {
+                    if crate::values::check_regex(&pr.pattern).is_err() {
                         return Err(unsupported(
                             "PathRegex must be a valid RE2 regular expression",
                         ));

@@ -2,22 +2,25 @@
 //! backends → Envoy resources, listener status and route parent status.
 
 use crate::envoy;
-use crate::httproute::{check_route, set_condition, OverlapTracker, PrecedenceKey};
+use crate::hostnames::{covers, intersect_hostnames};
+use crate::httproute::{check_route, OverlapTracker, PrecedenceKey};
 use crate::index::Index;
 use crate::ir::cluster::{Backends, ClusterKey, ClusterSettings, HealthCheckKind};
 use crate::listener::{self, port_of, ListenerState, SetInfo};
+use crate::policy::attachments::Policies;
 use crate::policy::backend::BackendPolicy;
 use crate::policy::ratelimit as policy_rl;
-use crate::policy::Policies;
 use crate::ratelimit;
+use crate::status::set_condition;
 use crate::values::Age;
 use crate::GatewayXds;
 use envoy_types::pb::envoy::config::route::v3::{
     route, route_action, Route, RouteConfiguration, VirtualHost,
 };
+use flotilla_model::gateway::HttpBackendRef;
 use flotilla_model::gateway::{Condition, Gateway, HttpRoute, ParentReference};
 use flotilla_model::routes::GrpcRoute;
-use flotilla_model::{Object, Resource, ResourceKey};
+use flotilla_model::{Kind, Object, Resource, ResourceKey};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -259,7 +262,7 @@ pub(crate) fn translate_gateway(
                             // A listener whose ClientTrafficPolicy cannot be used answers 500
                             // whatever its routes' policies say.
                             if listeners[*li].ctp_invalid {
-                                crate::policy::client::fail_closed(&mut r);
+                                crate::policy::client::xds::fail_closed(&mut r);
                             }
                             if let (Some(scheme), Some(route::Action::Redirect(ra))) =
                                 (&e.redirect_scheme, r.action.as_mut())
@@ -403,7 +406,7 @@ pub(crate) fn translate_gateway(
 
     // Route configurations of listeners that also serve HTTP/3 announce it (alt-svc).
     let http3_ports: BTreeMap<String, u32> = (0..listeners.len())
-        .filter(|&i| listener::serves_http3(&listeners, i))
+        .filter(|&i| listener::xds::serves_http3(&listeners, i))
         .map(|i| {
             let l = &listeners[i];
             (listener::route_config_name(l), port_of(l.spec))
@@ -441,7 +444,7 @@ pub(crate) fn translate_gateway(
         let rc = RouteConfiguration {
             response_headers_to_add: http3_ports
                 .get(&name)
-                .map(|p| crate::policy::client::alt_svc_header(*p))
+                .map(|p| crate::policy::client::xds::alt_svc_header(*p))
                 .into_iter()
                 .collect(),
             name: name.clone(),
@@ -463,7 +466,7 @@ pub(crate) fn translate_gateway(
     if rate_limits.is_some() {
         resources.push(ratelimit::service_cluster(&ix.options.rate_limit_service));
     }
-    resources.extend(listener::envoy_listeners(
+    resources.extend(listener::xds::envoy_listeners(
         &listeners,
         &bind_ip,
         &mut l4,
@@ -513,7 +516,7 @@ pub(crate) fn translate_gateway(
         status,
         route_parents,
         other_status,
-        policy_ancestors: crate::backendtls::gateway_tls_ancestors(ix, gw_key, &sets),
+        policy_ancestors: gateway_tls_ancestors(ix, gw_key, &sets),
         backends: clusters,
     }
 }
@@ -781,25 +784,6 @@ fn listener_hostname<'a>(l: &ListenerState<'a>) -> Option<&'a str> {
         .filter(|h| !h.is_empty() && *h != "*")
 }
 
-/// Does every host that `inner` (a hostname or `*.wildcard`) matches also match `outer`
-/// (`None` or `*` match every host)?
-fn covers(outer: Option<&str>, inner: &str) -> bool {
-    let Some(outer) = outer.filter(|o| *o != "*") else {
-        return true;
-    };
-    if outer.eq_ignore_ascii_case(inner) {
-        return true;
-    }
-    let Some(suffix) = outer.strip_prefix('*') else {
-        return false;
-    };
-    let host = inner.strip_prefix('*').unwrap_or(inner);
-    host.len() > suffix.len()
-        && host
-            .to_ascii_lowercase()
-            .ends_with(&suffix.to_ascii_lowercase())
-}
-
 /// Listener isolation (GatewayHTTPListenerIsolation): a request goes to the most specific
 /// listener its host matches, so a domain of listener `li` (hostname `own`) that a more
 /// specific listener on the same port covers whole is not served through `li`.
@@ -817,34 +801,82 @@ fn isolated_by_other_listener(
     })
 }
 
-/// Gateway API hostname intersection: a listener hostname (possibly `*.wildcard`) and the
-/// route's hostnames. Returns the domains to serve; `*` when neither restricts.
-pub(crate) fn intersect_hostnames(listener: Option<&str>, route: &[String]) -> Vec<String> {
-    let set: BTreeSet<String> = match (listener, route.is_empty()) {
-        (None, true) => ["*".to_string()].into(),
-        (Some(l), true) => [l.to_string()].into(),
-        (None, false) => route.iter().cloned().collect(),
-        (Some(l), false) => route
-            .iter()
-            .filter_map(|r| host_intersection(l, r))
-            .collect(),
-    };
-    set.into_iter().collect()
+/// The BackendTLSPolicy ancestors one gateway contributes: for every route attached to it (or
+/// to one of its ListenerSets), in Envoy Gateway's route order, each parentRef naming this
+/// gateway becomes an ancestor of the policies its backends use.
+pub(crate) fn gateway_tls_ancestors(
+    ix: &Index,
+    gw_key: &ResourceKey,
+    sets: &[SetInfo],
+) -> BTreeMap<ResourceKey, Vec<Value>> {
+    let mut out: BTreeMap<ResourceKey, Vec<Value>> = BTreeMap::new();
+    // Most clusters have no BackendTLSPolicy at all: nothing to walk then.
+    let first = ResourceKey::new(&gw_key.cluster, Kind::BackendTLSPolicy, "", "");
+    if !ix
+        .resources
+        .range(first..)
+        .next()
+        .is_some_and(|(k, _)| k.cluster == gw_key.cluster && k.kind == Kind::BackendTLSPolicy)
+    {
+        return out;
+    }
+    let mut keys: Vec<&ResourceKey> = std::iter::once(gw_key)
+        .chain(sets.iter().map(|s| &s.key))
+        .flat_map(|k| ix.routes_of_gateway(k))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    // Envoy Gateway meets the routes kind by kind (HTTPRoute, GRPCRoute, TLSRoute, TCPRoute,
+    // UDPRoute: the order of `Kind`), each kind oldest first, then namespace/name.
+    let mut routes: Vec<(Kind, Age, &ResourceKey, &Object)> = keys
+        .into_iter()
+        .filter_map(|k| {
+            let r = ix.resources.get(k)?;
+            Some((k.kind, Age::of(r.object.metadata(), k), k, &r.object))
+        })
+        .collect();
+    routes.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+    for (_, _, k, obj) in routes {
+        let Some((parents, refs)) = route_refs(obj) else {
+            continue;
+        };
+        let policies = crate::backend::tls_policies_of(ix, k, refs);
+        if policies.is_empty() {
+            continue;
+        }
+        for pref in parents {
+            if !listener::refers_to(sets, pref, &k.namespace, gw_key) {
+                continue;
+            }
+            let v = serde_json::to_value(pref).unwrap_or(Value::Null);
+            for p in &policies {
+                let list = out.entry(p.clone()).or_default();
+                if !list.contains(&v) {
+                    list.push(v.clone());
+                }
+            }
+        }
+    }
+    out
 }
 
-fn host_intersection(a: &str, b: &str) -> Option<String> {
-    if a == b {
-        return Some(a.to_string());
-    }
-    let wild_match = |wild: &str, host: &str| {
-        wild.strip_prefix('*')
-            .is_some_and(|suffix| host.ends_with(suffix) && host.len() > suffix.len())
-    };
-    if wild_match(a, b) {
-        return Some(b.to_string());
-    }
-    if wild_match(b, a) {
-        return Some(a.to_string());
-    }
-    None
+/// A route's parentRefs and the backendRefs of all its rules.
+fn route_refs(obj: &Object) -> Option<(&[ParentReference], Vec<&HttpBackendRef>)> {
+    Some(match obj {
+        Object::HTTPRoute(h) => (
+            &h.spec.parent_refs,
+            h.spec.rules.iter().flat_map(|r| &r.backend_refs).collect(),
+        ),
+        Object::GRPCRoute(g) => (
+            &g.spec.parent_refs,
+            g.spec.rules.iter().flat_map(|r| &r.backend_refs).collect(),
+        ),
+        Object::TLSRoute(flotilla_model::routes::TlsRoute { spec, .. })
+        | Object::TCPRoute(flotilla_model::routes::TcpRoute { spec, .. })
+        | Object::UDPRoute(flotilla_model::routes::UdpRoute { spec, .. }) => (
+            &spec.parent_refs,
+            spec.rules.iter().flat_map(|r| &r.backend_refs).collect(),
+        ),
+        _ => return None,
+    })
 }

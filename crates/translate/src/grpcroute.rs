@@ -4,11 +4,12 @@
 
 use crate::filters::{process_filters, FilterScope, RouteKind};
 use crate::httproute::{
-    check_regex, decorate, header_matcher, reject_path_regex_host_rewrite, resolve_rule_backends,
-    rule_action, ActionInput, CheckedRoute, CondType, ErrorCollector, MatchShape, PrecedenceKey,
-    RouteEntry, RuleScope, StatusError,
+    decorate, header_matcher, reject_path_regex_host_rewrite, resolve_rule_backends, rule_action,
+    ActionInput, CheckedRoute, MatchShape, PrecedenceKey, RouteEntry, RuleScope,
 };
 use crate::index::Index;
+use crate::status::{CondType, ErrorCollector, StatusError};
+use crate::values::check_regex;
 use envoy_types::pb::envoy::config::route::v3::{route_match, Route, RouteMatch};
 use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher, RegexMatcher, StringMatcher};
 use flotilla_model::routes::{GrpcRoute, GrpcRouteMatch};

@@ -9,6 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+/// The label a Multi-Cluster Services EndpointSlice names its ServiceImport with.
+pub(crate) const MCS_SERVICE_NAME_LABEL: &str = "multicluster.kubernetes.io/service-name";
 
 #[derive(Default)]
 pub(crate) struct Index {
@@ -46,7 +48,7 @@ impl Index {
         Some(old)
     }
 
-    fn edges(r: &Resource) -> Vec<(Edge, ResourceKey)> {
+    pub(crate) fn edges(r: &Resource) -> Vec<(Edge, ResourceKey)> {
         let k = &r.key;
         match &r.object {
             Object::GRPCRoute(route) => {
@@ -113,7 +115,7 @@ impl Index {
                 let labels = s.metadata.labels.as_ref();
                 [
                     (SERVICE_NAME_LABEL, Kind::Service),
-                    (crate::backend::MCS_SERVICE_NAME_LABEL, Kind::ServiceImport),
+                    (MCS_SERVICE_NAME_LABEL, Kind::ServiceImport),
                 ]
                 .into_iter()
                 .filter_map(|(label, kind)| {
@@ -185,69 +187,6 @@ impl Index {
         }
     }
 
-    /// Gateways an object (in its current or previous form) can affect.
-    pub fn affected_gateways(&self, r: &Resource, out: &mut BTreeSet<ResourceKey>) {
-        let k = &r.key;
-        match &r.object {
-            Object::Gateway(_) => {
-                out.insert(k.clone());
-            }
-            Object::HTTPRoute(_)
-            | Object::GRPCRoute(_)
-            | Object::TLSRoute(_)
-            | Object::TCPRoute(_)
-            | Object::UDPRoute(_) => {
-                for (e, target) in Self::edges(r) {
-                    if e == Edge::RouteGateway {
-                        out.extend(self.parent_gateway(target));
-                    }
-                }
-            }
-            Object::Service(_) => {
-                self.gateways_of_service(k, out);
-                self.gateways_importing(k, false, out);
-            }
-            Object::ServiceImport(_) => self.gateways_of_service(k, out),
-            Object::Extension(Kind::ServiceExport, _) => self.gateways_importing(k, true, out),
-            Object::Backend(b) => {
-                self.gateways_of_service(k, out);
-                // Its CA references are read through the Backend: nothing else to follow.
-                let _ = b;
-            }
-            Object::BackendTLSPolicy(p) => {
-                for t in &p.spec.target_refs {
-                    let kind = match t.kind.as_str() {
-                        "ServiceImport" => Kind::ServiceImport,
-                        "Backend" => Kind::Backend,
-                        _ => Kind::Service,
-                    };
-                    let target = ResourceKey::new(&k.cluster, kind, &k.namespace, &t.name);
-                    self.gateways_of_service(&target, out);
-                }
-            }
-            Object::ConfigMap(_) => {
-                self.gateways_of_ca_holder(k, out);
-                self.gateways_validating_clients_with(k, out);
-                self.gateways_of_response_body(k, out);
-                crate::policy::client::gateways_trusting(self, k, out);
-            }
-            Object::EndpointSlice(_) => {
-                for (_, svc) in Self::edges(r) {
-                    self.gateways_of_service(&svc, out);
-                    if svc.kind == Kind::Service {
-                        self.gateways_importing(&svc, false, out);
-                    }
-                }
-            }
-            // Classes, namespaces (label selectors), secrets and the kinds without a precise
-            // dependency edge yet are rare changes with wide reach (or none): recompute every
-            // gateway of the cluster. Correct, if not minimal.
-            _ => {
-                out.extend(self.gateways_in(&k.cluster).cloned());
-            }
-        }
-    }
-
     /// Gateways a route (by key) attaches to, directly or through a ListenerSet.
     pub fn gateways_of_route(&self, route: &ResourceKey, out: &mut BTreeSet<ResourceKey>) {
         if let Some(r) = self.resources.get(route) {
@@ -261,7 +200,7 @@ impl Index {
 
     /// Gateways whose routes refer to a backend (a Service, ServiceImport or Backend: route
     /// edges record every backendRef under the Service-kind key of its namespace/name).
-    fn gateways_of_service(&self, svc: &ResourceKey, out: &mut BTreeSet<ResourceKey>) {
+    pub(crate) fn gateways_of_service(&self, svc: &ResourceKey, out: &mut BTreeSet<ResourceKey>) {
         let svc = &ResourceKey::new(&svc.cluster, Kind::Service, &svc.namespace, &svc.name);
         for route in self.routes_by_service.get(svc).into_iter().flatten() {
             if let Some(r) = self.resources.get(route) {
@@ -277,7 +216,12 @@ impl Index {
     /// Gateways of every cluster whose routes may use the Service `svc` exports (through a
     /// ServiceImport of its namespace/name): when `svc`'s cluster exports it, or `always` (the
     /// ServiceExport itself changed).
-    fn gateways_importing(&self, svc: &ResourceKey, always: bool, out: &mut BTreeSet<ResourceKey>) {
+    pub(crate) fn gateways_importing(
+        &self,
+        svc: &ResourceKey,
+        always: bool,
+        out: &mut BTreeSet<ResourceKey>,
+    ) {
         let nn = (svc.namespace.clone(), svc.name.clone());
         if !always
             && !self
@@ -295,7 +239,7 @@ impl Index {
 
     /// Gateways affected by a ConfigMap that may hold a CA bundle: those of the backends whose
     /// BackendTLSPolicy or Backend `spec.tls` refers to it (same namespace).
-    fn gateways_of_ca_holder(&self, cm: &ResourceKey, out: &mut BTreeSet<ResourceKey>) {
+    pub(crate) fn gateways_of_ca_holder(&self, cm: &ResourceKey, out: &mut BTreeSet<ResourceKey>) {
         let names_it = |refs: &[flotilla_model::refs::LocalObjectRef]| {
             refs.iter()
                 .any(|r| r.kind == cm.kind.as_str() && r.name == cm.name)
@@ -332,31 +276,6 @@ impl Index {
                 {
                     self.gateways_of_service(k, out);
                 }
-            }
-        }
-    }
-
-    /// Gateways affected by a ConfigMap that may hold a response body: those the
-    /// BackendTrafficPolicies of its namespace whose `responseOverride` names it configure.
-    fn gateways_of_response_body(&self, cm: &ResourceKey, out: &mut BTreeSet<ResourceKey>) {
-        let start = ResourceKey::new(&cm.cluster, Kind::BackendTrafficPolicy, &cm.namespace, "");
-        for (_, r) in self.resources.range(start..).take_while(|(k, _)| {
-            k.cluster == cm.cluster
-                && k.kind == Kind::BackendTrafficPolicy
-                && k.namespace == cm.namespace
-        }) {
-            let Object::Extension(_, o) = &r.object else {
-                continue;
-            };
-            let names_it = o.spec["responseOverride"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|ro| {
-                    ro.pointer("/response/body/valueRef/name") == Some(&cm.name.as_str().into())
-                });
-            if names_it {
-                crate::policy::affected_gateways(self, r, out);
             }
         }
     }
@@ -548,7 +467,7 @@ fn parent_edges(
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Edge {
+pub(crate) enum Edge {
     RouteGateway,
     RouteService,
     SliceService,

@@ -2,13 +2,13 @@
 //! and the Envoy filter chains (tcp_proxy by SNI or as the default chain) and udp_proxy
 //! listener filters they become.
 
+use crate::envoy::network_filter;
 use crate::envoy::{any, EndpointAddr};
-use crate::gateway::intersect_hostnames;
+use crate::hostnames::intersect_hostnames;
 use crate::index::Index;
 use crate::ir::cluster::{BackendId, ClusterKey, ClusterSettings};
-use crate::listener::{
-    network_filter, parent_candidates, refers_to, Chain, L4Chains, ListenerState, SetInfo,
-};
+use crate::listener::xds::{Chain, L4Chains};
+use crate::listener::{parent_candidates, refers_to, ListenerState, SetInfo};
 use crate::values::Age;
 use crate::CONTROLLER_NAME;
 use envoy_types::pb::envoy::config::listener::v3::{listener_filter, ListenerFilter};
@@ -300,7 +300,7 @@ fn program(
             let mut filters = Vec::new();
             let mut tp = tp;
             if let Some(ctp) = &l.ctp {
-                crate::policy::client::apply_tcp_proxy(ctp, &mut tp);
+                crate::policy::client::xds::apply_tcp_proxy(ctp, &mut tp);
             }
             if let Some(d) = dynamic {
                 // The SNI name goes through the DNS cache the cluster shares.
@@ -333,7 +333,7 @@ fn program(
                     let names: Vec<String> = if r.kind == Kind::TLSRoute {
                         hosts.into_iter().filter(|h| h != "*").collect()
                     } else {
-                        crate::listener::sni_names(l.spec.hostname.as_deref())
+                        crate::hostnames::sni_names(l.spec.hostname.as_deref())
                     };
                     let tls = (l.tls_mode() != "Passthrough")
                         .then(|| std::sync::Arc::new(l.serving_certs()));

@@ -6,12 +6,14 @@
 //! records (through the dependency index) which gateways they can affect; [`Translator::recompute`]
 //! retranslates only those and reports what changed.
 
+mod affects;
 mod backend;
 mod backendtls;
 mod envoy;
 mod filters;
 mod gateway;
 mod grpcroute;
+mod hostnames;
 mod httproute;
 mod index;
 mod ir;
@@ -23,41 +25,22 @@ mod ratelimit;
 mod refgrant;
 mod runtime;
 mod session;
+mod status;
 mod tls;
 mod traffic;
 mod values;
 
+pub use envoy::{type_url, XdsResource};
 pub use gateway::CONTROLLER_NAME;
 pub use options::TranslateOptions;
 pub use ratelimit::{DescriptorEntry, RateLimitDomain, RateLimitRules, ServiceLimit, ServiceRule};
 
-use bytes::Bytes;
 use flotilla_model::gateway::Condition;
 use flotilla_model::{parse_object, EventBody, Kind, Object, Resource, ResourceEvent, ResourceKey};
 use gateway::translate_gateway;
 use index::Index;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-
-/// Type URLs of the resources Flotilla serves.
-pub mod type_url {
-    pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
-    pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
-    pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
-    pub const ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
-}
-
-/// One encoded Envoy resource. Encoded once per version and shared (behind `Arc`) by every
-/// edge stream that sends it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct XdsResource {
-    pub type_url: String,
-    pub name: String,
-    /// Hex content hash of `body`: the same bytes always carry the same version.
-    pub version: String,
-    /// The encoded resource message (not wrapped in `Any`).
-    pub body: Bytes,
-}
 
 /// Every xDS resource of one gateway, sorted by (type_url, name).
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
@@ -135,7 +118,7 @@ pub struct Translator {
     reported: BTreeMap<ResourceKey, (Vec<ResourceKey>, Vec<ResourceKey>)>,
     /// The last policy pass of each cluster: which policies apply where, and what the pass
     /// read (a change it did not read reuses it).
-    policy_passes: BTreeMap<String, Arc<(policy::Policies, policy::PolicyDeps)>>,
+    policy_passes: BTreeMap<String, Arc<(policy::attachments::Policies, policy::PolicyDeps)>>,
     /// The backends each gateway's routes use, with the endpoints of their
     /// ClusterLoadAssignments (see [`Translator::refresh_endpoints`]).
     backends: BTreeMap<ResourceKey, Arc<ir::cluster::Backends>>,
@@ -501,7 +484,7 @@ impl Translator {
                         }
                     }
                     let pass = self.policy_passes.get(&gw_key.cluster).cloned();
-                    let none = policy::Policies::default();
+                    let none = policy::attachments::Policies::default();
                     let attached = pass.as_ref().map_or(&none, |p| &p.0);
                     let result = translate_gateway(&self.index, &gw_key, gw, attached);
                     #[cfg(test)]
@@ -652,7 +635,7 @@ impl Translator {
         &self,
         cluster: &str,
     ) -> (
-        (policy::Policies, policy::PolicyDeps),
+        (policy::attachments::Policies, policy::PolicyDeps),
         Vec<(ResourceKey, serde_json::Value)>,
     ) {
         let is_ours = |g: &flotilla_model::gateway::Gateway| {
@@ -662,7 +645,7 @@ impl Translator {
         let ctp = policy::ctp::attach(&self.index, cluster, &gateways, CONTROLLER_NAME);
         let btp = policy::btp::attach(&self.index, cluster, &gateways, CONTROLLER_NAME);
         let statuses = ctp.statuses.into_iter().chain(btp.statuses).collect();
-        let policies = policy::Policies {
+        let policies = policy::attachments::Policies {
             ctp: ctp.attachment,
             btp: btp.attachment,
         };

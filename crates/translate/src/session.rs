@@ -7,7 +7,7 @@
 //! match; a TTL only for a Permanent cookie with an absoluteTimeout) or a header. Envoy encodes
 //! the chosen upstream host in that cookie/header and prefers it on the next request.
 
-use crate::filters::RouteKind;
+use crate::ir::route::RouteKind;
 use crate::values;
 use envoy_types::pb::envoy::config::core::v3::TypedExtensionConfig;
 use envoy_types::pb::envoy::config::route::v3::{route_match, Route, RouteMatch};

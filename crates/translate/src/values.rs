@@ -1,5 +1,5 @@
-//! Values: the scalar vocabulary of the input (durations, creation timestamps), parsed and
-//! ordered exactly once, with Envoy Gateway's (that is, Go's) rules.
+//! Values: the scalar vocabulary of the input (durations, creation timestamps, RE2 patterns),
+//! parsed, checked and ordered exactly once, with Envoy Gateway's (that is, Go's) rules.
 //!
 //! A leaf: it uses nothing else of this crate, and every module may use it.
 
@@ -348,6 +348,141 @@ impl PartialEq for Age<'_> {
 }
 
 impl Eq for Age<'_> {}
+
+/// Validates an RE2 pattern the way Envoy Gateway's `regex.Validate` reports it.
+pub(crate) fn check_regex(value: &str) -> Result<(), String> {
+    // Envoy evaluates RE2. The `regex` crate accepts the same syntax (both guarantee linear
+    // time and reject backreferences/lookaround), so a pattern it rejects would be NACKed.
+    if let Some(ops) = nested_repetition(value) {
+        return Err(format!(
+            "regex {value:?} is invalid: error parsing regexp: invalid nested repetition operator: `{ops}`"
+        ));
+    }
+    match regex::Regex::new(value) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!(
+            "regex {value:?} is invalid: error parsing regexp: {}",
+            go_regex_error(value, &e.to_string())
+        )),
+    }
+}
+
+/// RE2 (and Go) reject a repetition operator applied to a repetition (`a**`, `a*+`), which the
+/// `regex` crate accepts; a single `?` after one is the lazy form and is fine. Returns the
+/// offending operators.
+fn nested_repetition(p: &str) -> Option<String> {
+    let chars: Vec<char> = p.chars().collect();
+    let mut i = 0;
+    let mut in_class = false;
+    // The previous quantifier (its text) when the last token was one.
+    let mut prev: Option<String> = None;
+    let mut lazy_allowed = false;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '\\' {
+            i += 2;
+            prev = None;
+            continue;
+        }
+        if in_class {
+            if c == ']' {
+                in_class = false;
+            }
+            i += 1;
+            continue;
+        }
+        let op: Option<String> = match c {
+            '*' | '+' | '?' => Some(c.to_string()),
+            '{' => {
+                let close = chars[i..].iter().position(|&x| x == '}').map(|j| i + j);
+                close
+                    .map(|j| chars[i..=j].iter().collect::<String>())
+                    .filter(|s| {
+                        let inner = &s[1..s.len() - 1];
+                        !inner.is_empty()
+                            && inner.chars().all(|x| x.is_ascii_digit() || x == ',')
+                            && inner.chars().next().is_some_and(|x| x.is_ascii_digit())
+                            && inner.matches(',').count() <= 1
+                    })
+            }
+            _ => None,
+        };
+        match op {
+            Some(op) => {
+                if let Some(pv) = &prev {
+                    if op == "?" && lazy_allowed {
+                        lazy_allowed = false;
+                        i += 1;
+                        continue;
+                    }
+                    return Some(format!("{pv}{op}"));
+                }
+                i += op.chars().count();
+                prev = Some(op);
+                lazy_allowed = true;
+            }
+            None => {
+                if c == '[' {
+                    in_class = true;
+                    // A `]` right after `[` or `[^` is a literal.
+                    if chars.get(i + 1) == Some(&'^') {
+                        i += 1;
+                    }
+                    if chars.get(i + 1) == Some(&']') {
+                        i += 1;
+                    }
+                }
+                prev = None;
+                i += 1;
+            }
+        }
+    }
+    None
+}
+
+/// Words a `regex` crate syntax error as Go's `regexp/syntax` does (Envoy Gateway validates
+/// with Go's RE2 implementation), using the error's span to quote the offending part.
+fn go_regex_error(pattern: &str, rust: &str) -> String {
+    let lines: Vec<&str> = rust.lines().collect();
+    let what = lines
+        .iter()
+        .rev()
+        .find_map(|l| l.strip_prefix("error: "))
+        .unwrap_or(rust)
+        .trim();
+    let span = lines
+        .iter()
+        .find(|l| l.contains('^') && l.chars().all(|c| c == ' ' || c == '^'))
+        .and_then(|l| {
+            let start = l.find('^')?.checked_sub(4)?;
+            let len = l.matches('^').count();
+            pattern.get(start..start + len)
+        })
+        .unwrap_or(pattern);
+    let from_span = || {
+        let start = pattern.find(span).unwrap_or(0);
+        &pattern[start..]
+    };
+    match what {
+        "repetition operator missing expression" => {
+            format!("missing argument to repetition operator: `{span}`")
+        }
+        "unclosed group" => format!("missing closing ): `{pattern}`"),
+        "unopened group" => format!("unexpected ): `{pattern}`"),
+        "unclosed character class" => format!("missing closing ]: `{}`", from_span()),
+        w if w.starts_with("invalid character class range") => {
+            format!("invalid character class range: `{span}`")
+        }
+        w if w.starts_with("incomplete escape sequence") => {
+            "trailing backslash at end of expression: ``".to_string()
+        }
+        w if w.contains("escape") => format!("invalid escape sequence: `{span}`"),
+        w if w.starts_with("invalid repetition count range") => {
+            format!("invalid repeat count: `{span}`")
+        }
+        w => w.to_string(),
+    }
+}
 
 #[cfg(test)]
 mod tests;

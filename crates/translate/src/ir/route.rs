@@ -121,3 +121,10 @@ impl CompressorKind {
         }
     }
 }
+
+/// Which route kind the filters belong to: GRPCRoute allows fewer filter types.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RouteKind {
+    Http,
+    Grpc,
+}

@@ -411,7 +411,7 @@ impl<'a> Parser<'a> {
                     Some("Prefix") => ValueMatch::Prefix(value),
                     Some("Suffix") => ValueMatch::Suffix(value),
                     Some("RegularExpression") => {
-                        if let Err(e) = crate::httproute::check_regex(&value) {
+                        if let Err(e) = crate::values::check_regex(&value) {
                             self.err("ResponseOverride", e);
                             continue;
                         }

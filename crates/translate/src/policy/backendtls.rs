@@ -7,14 +7,12 @@
 //! `crate::backendtls`'s.
 //!
 //! Envoy Gateway reports a BackendTLSPolicy at the parents of the routes whose backends use
-//! it: gateway translation records them ([`gateway_tls_ancestors`]), and the statuses of a
-//! namespace's policies are built from those records ([`namespace_statuses`]).
+//! it: gateway translation records them (`crate::gateway::gateway_tls_ancestors`), and the
+//! statuses of a namespace's policies are built from those records ([`namespace_statuses`]).
 
 use super::status::{Ancestor, PolicyStatus};
 use super::{policies_in_namespace, PolicyRef, PolicyTargets, Target};
 use crate::index::Index;
-use crate::values::Age;
-use flotilla_model::gateway::{HttpBackendRef, ParentReference};
 use flotilla_model::refs::BackendTlsPolicy;
 use flotilla_model::{Kind, Object, ResourceKey};
 use serde_json::Value;
@@ -180,7 +178,7 @@ pub(crate) fn namespace_statuses(
                     status.accept_if_unset(&a);
                 }
                 Err(e) => {
-                    let msg = crate::backendtls::condition_message(&e.message);
+                    let msg = crate::status::condition_message(&e.message);
                     status.reject(&a, "NoValidCACertificate", &msg);
                     let reason = if e.invalid_kind {
                         "InvalidKind"
@@ -209,86 +207,6 @@ pub(crate) fn namespace_statuses(
         out.push((p.key.clone(), Some(status.to_json(controller))));
     }
     out
-}
-
-/// The BackendTLSPolicy ancestors one gateway contributes: for every route attached to it (or
-/// to one of its ListenerSets), in Envoy Gateway's route order, each parentRef naming this
-/// gateway becomes an ancestor of the policies its backends use.
-pub(crate) fn gateway_tls_ancestors(
-    ix: &Index,
-    gw_key: &ResourceKey,
-    sets: &[crate::listener::SetInfo],
-) -> BTreeMap<ResourceKey, Vec<Value>> {
-    let mut out: BTreeMap<ResourceKey, Vec<Value>> = BTreeMap::new();
-    // Most clusters have no BackendTLSPolicy at all: nothing to walk then.
-    let first = ResourceKey::new(&gw_key.cluster, Kind::BackendTLSPolicy, "", "");
-    if !ix
-        .resources
-        .range(first..)
-        .next()
-        .is_some_and(|(k, _)| k.cluster == gw_key.cluster && k.kind == Kind::BackendTLSPolicy)
-    {
-        return out;
-    }
-    let mut keys: Vec<&ResourceKey> = std::iter::once(gw_key)
-        .chain(sets.iter().map(|s| &s.key))
-        .flat_map(|k| ix.routes_of_gateway(k))
-        .collect();
-    keys.sort();
-    keys.dedup();
-    // Envoy Gateway meets the routes kind by kind (HTTPRoute, GRPCRoute, TLSRoute, TCPRoute,
-    // UDPRoute: the order of `Kind`), each kind oldest first, then namespace/name.
-    let mut routes: Vec<(Kind, Age, &ResourceKey, &Object)> = keys
-        .into_iter()
-        .filter_map(|k| {
-            let r = ix.resources.get(k)?;
-            Some((k.kind, Age::of(r.object.metadata(), k), k, &r.object))
-        })
-        .collect();
-    routes.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
-    for (_, _, k, obj) in routes {
-        let Some((parents, refs)) = route_refs(obj) else {
-            continue;
-        };
-        let policies = crate::backend::tls_policies_of(ix, k, refs);
-        if policies.is_empty() {
-            continue;
-        }
-        for pref in parents {
-            if !crate::listener::refers_to(sets, pref, &k.namespace, gw_key) {
-                continue;
-            }
-            let v = serde_json::to_value(pref).unwrap_or(Value::Null);
-            for p in &policies {
-                let list = out.entry(p.clone()).or_default();
-                if !list.contains(&v) {
-                    list.push(v.clone());
-                }
-            }
-        }
-    }
-    out
-}
-
-/// A route's parentRefs and the backendRefs of all its rules.
-fn route_refs(obj: &Object) -> Option<(&[ParentReference], Vec<&HttpBackendRef>)> {
-    Some(match obj {
-        Object::HTTPRoute(h) => (
-            &h.spec.parent_refs,
-            h.spec.rules.iter().flat_map(|r| &r.backend_refs).collect(),
-        ),
-        Object::GRPCRoute(g) => (
-            &g.spec.parent_refs,
-            g.spec.rules.iter().flat_map(|r| &r.backend_refs).collect(),
-        ),
-        Object::TLSRoute(flotilla_model::routes::TlsRoute { spec, .. })
-        | Object::TCPRoute(flotilla_model::routes::TcpRoute { spec, .. })
-        | Object::UDPRoute(flotilla_model::routes::UdpRoute { spec, .. }) => (
-            &spec.parent_refs,
-            spec.rules.iter().flat_map(|r| &r.backend_refs).collect(),
-        ),
-        _ => return None,
-    })
 }
 
 #[cfg(test)]

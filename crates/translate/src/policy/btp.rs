@@ -7,22 +7,13 @@
 //! closest parent policy, which then says so.
 
 use super::status::{AncestorRef, PolicyStatus};
-use super::{is_kind, policies_in, FieldErrors, Target};
+use super::{is_kind, policies_in, FieldErrors, Target, ROUTE_KINDS};
 use crate::index::Index;
 use crate::listener::listener_sets;
 use flotilla_model::gateway::{Gateway, ParentReference};
 use flotilla_model::{Kind, Object, ResourceKey, GATEWAY_GROUP};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
-
-/// The route kinds a BackendTrafficPolicy may target.
-pub(crate) const ROUTE_KINDS: [Kind; 5] = [
-    Kind::HTTPRoute,
-    Kind::GRPCRoute,
-    Kind::TCPRoute,
-    Kind::UDPRoute,
-    Kind::TLSRoute,
-];
 
 /// Which BackendTrafficPolicy applies where, for one cluster.
 #[derive(Clone, Debug, Default, PartialEq)]

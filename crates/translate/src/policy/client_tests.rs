@@ -1,10 +1,22 @@
 //! ClientTrafficPolicy settings through the translator: the xDS each field produces, refused
 //! values, listeners sharing a port, and the real Envoy accepting all of it.
 
+use super::schema::{CIPHERS, CURVES, SIGNATURE_ALGORITHMS};
+use super::xds::*;
 use super::*;
 use crate::{type_url, Translator};
+use envoy_types::pb::envoy::config::core::v3::{socket_option, Http2ProtocolOptions};
 use envoy_types::pb::envoy::config::listener::v3::FilterChain;
+use envoy_types::pb::envoy::config::listener::v3::{filter, listener_filter, Filter, Listener};
 use envoy_types::pb::envoy::extensions::filters::network::connection_limit::v3::ConnectionLimit as ClProto;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    http_connection_manager, http_filter, HttpConnectionManager,
+};
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::subject_alt_name_matcher::SanType;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    tls_parameters, DownstreamTlsContext,
+};
 use envoy_types::pb::google::protobuf::Duration;
 use flotilla_model::{Kind, ResourceKey};
 use prost::Message;

@@ -5,7 +5,7 @@
 //! listener policies displace on some listeners is `Overridden` there.
 
 use super::status::{AncestorRef, PolicyStatus};
-use super::{is_kind, policies_in, FieldErrors, PolicyRef};
+use super::{is_kind, policies_in, PolicyRef};
 use crate::index::Index;
 use crate::listener::listener_sets;
 use flotilla_model::gateway::Gateway;
@@ -130,89 +130,6 @@ fn port_overlap(
     })
 }
 
-/// Why a policy's fields cannot be translated: Envoy Gateway's checks of durations and numeric
-/// ranges while translating a listener, in its order, then the checks of
-/// [`super::client::schema_errors`] (values Envoy Gateway's CRD schema or Envoy would refuse).
-/// The CA references of client validation are checked by
-/// [`super::client::resolve_client_ca`], which needs the index.
-pub(crate) fn invalid(spec: &Value) -> Option<String> {
-    const U32: (f64, f64) = (0.0, 4_294_967_295.0);
-    const WINDOW: (f64, f64) = (65_535.0, 2_147_483_647.0);
-    let mut e = FieldErrors::default();
-    e.durations(
-        spec,
-        "TCP KeepAlive",
-        &[
-            ("/tcpKeepalive/idleTime", "IdleTime"),
-            ("/tcpKeepalive/interval", "Interval"),
-        ],
-    );
-    e.quantity_range(
-        spec,
-        "Connection",
-        "/connection/bufferLimit",
-        "BufferLimit",
-        U32,
-    );
-    e.durations(
-        spec,
-        "Connection",
-        &[("/connection/connectionLimit/closeDelay", "CloseDelay")],
-    );
-    e.durations(
-        spec,
-        "Timeout",
-        &[
-            ("/timeout/tcp/idleTimeout", "TCP IdleTimeout"),
-            (
-                "/timeout/http/requestReceivedTimeout",
-                "HTTP RequestReceivedTimeout",
-            ),
-            ("/timeout/http/idleTimeout", "HTTP IdleTimeout"),
-            ("/timeout/http/streamIdleTimeout", "HTTP StreamIdleTimeout"),
-        ],
-    );
-    if let Some(v) = spec.pointer("/headers/maxRequestHeaderLimit") {
-        let text = v
-            .as_str()
-            .map(str::to_string)
-            .unwrap_or_else(|| v.to_string());
-        match crate::values::parse_quantity(&text) {
-            Some(q) if q < 1024.0 => e.add(
-                "Headers",
-                format!("MaxRequestHeaderLimit value {text} must be at least 1Ki"),
-            ),
-            Some(q) if q > 8192.0 * 1024.0 => e.add(
-                "Headers",
-                format!("MaxRequestHeaderLimit value {text} exceeds the maximum of 8192Ki"),
-            ),
-            Some(_) => {}
-            None => e.add(
-                "Headers",
-                format!("invalid MaxRequestHeaderLimit value {text}"),
-            ),
-        }
-    }
-    e.quantity_range(
-        spec,
-        "HTTP2",
-        "/http2/initialStreamWindowSize",
-        "InitialStreamWindowSize",
-        WINDOW,
-    );
-    e.quantity_range(
-        spec,
-        "HTTP2",
-        "/http2/initialConnectionWindowSize",
-        "InitialConnectionWindowSize",
-        WINDOW,
-    );
-    for (section, msg) in super::client::schema_errors(spec) {
-        e.add(section, msg);
-    }
-    e.message()
-}
-
 /// Attaches every ClientTrafficPolicy of `cluster` to the gateways `gateways` (those this
 /// controller translates) and their ListenerSets, and computes their statuses.
 ///
@@ -325,7 +242,8 @@ pub(crate) fn attach(
     let invalid: Vec<Option<String>> = policies
         .iter()
         .map(|p| {
-            invalid(p.spec).or_else(|| super::client::resolve_client_ca(ix, p.key, p.spec).err())
+            super::client::invalid(p.spec)
+                .or_else(|| super::client::resolve_client_ca(ix, p.key, p.spec).err())
         })
         .collect();
     // Pass 1: a listener; pass 2: a whole ListenerSet; pass 3: a whole Gateway.

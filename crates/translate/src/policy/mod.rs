@@ -11,14 +11,17 @@
 //! writes its ancestor status.
 //!
 //! What other translator modules call: [`ctp::attach`] and [`btp::attach`] give, for one
-//! cluster, the statuses of every policy of the kind and an attachment map that answers
+//! cluster, the statuses of every policy of the kind and an attachment map (gathered in
+//! [`attachments::Policies`]) that answers
 //! "which ClientTrafficPolicy applies to this listener" ([`ctp::CtpAttachment::for_listener`])
 //! and "which BackendTrafficPolicy applies to this route rule"
 //! ([`btp::BtpAttachment::for_route_rule`]), most specific target first.
 //!
 //! What ClientTrafficPolicy fields do to Envoy lives in [`client`]: the spec read once into
-//! checked settings, applied by the listener builders (`listener.rs`, `envoy.rs`).
+//! checked settings, applied by the listener builders (`crate::listener::xds`) through
+//! `client::xds`.
 
+pub(crate) mod attachments;
 pub(crate) mod backend;
 pub(crate) mod backendtls;
 pub(crate) mod btp;
@@ -77,7 +80,7 @@ impl PolicyDeps {
             | Kind::Namespace
             | Kind::Secret
             | Kind::ConfigMap => true,
-            k if btp::ROUTE_KINDS.contains(&k) => {
+            k if ROUTE_KINDS.contains(&k) => {
                 self.selects
                     || self
                         .named
@@ -88,75 +91,6 @@ impl PolicyDeps {
     }
 }
 
-/// Which policies apply where in one cluster: what gateway translation asks while it builds
-/// listeners, routes and clusters. Computed once per cluster per recompute, with the
-/// policies' statuses.
-#[derive(Default)]
-pub(crate) struct Policies {
-    pub ctp: ctp::CtpAttachment,
-    pub btp: btp::BtpAttachment,
-}
-
-impl Policies {
-    /// The ClientTrafficPolicy configuring listener `listener` of gateway `gw` (of its
-    /// ListenerSet `set`, if the listener is one's).
-    // Read by ClientTrafficPolicy translation (in progress elsewhere).
-    #[allow(dead_code)]
-    pub fn client<'a>(
-        &self,
-        ix: &'a Index,
-        gw: &ResourceKey,
-        set: Option<&ResourceKey>,
-        listener: &str,
-    ) -> Option<&'a Resource> {
-        let key = self.ctp.for_listener(gw, set, listener)?;
-        ix.resources.get(key).map(|r| &**r)
-    }
-
-    /// The BackendTrafficPolicy configuring rule `rule` (its name) of `route` as served by
-    /// listener `listener` of gateway `gw` (of its ListenerSet `set`).
-    // Read once BackendTrafficPolicy fields are translated.
-    #[allow(dead_code)]
-    pub fn backend<'a>(
-        &self,
-        ix: &'a Index,
-        route: &ResourceKey,
-        rule: Option<&str>,
-        gw: &ResourceKey,
-        set: Option<&ResourceKey>,
-        listener: &str,
-    ) -> Option<&'a Resource> {
-        let key = self.btp.for_route_rule(route, rule, gw, set, listener)?;
-        ix.resources.get(key).map(|r| &**r)
-    }
-
-    /// The policy a route-level BackendTrafficPolicy `policy` (of rule `rule` of `route`)
-    /// merges into on that listener, when it asks to (`mergeType`). The arguments are
-    /// [`Policies::backend`]'s and the policy it returned.
-    #[allow(clippy::too_many_arguments)]
-    pub fn backend_merge_parent<'a>(
-        &self,
-        ix: &'a Index,
-        policy: &Resource,
-        route: &ResourceKey,
-        rule: Option<&str>,
-        gw: &ResourceKey,
-        set: Option<&ResourceKey>,
-        listener: &str,
-    ) -> Option<&'a Resource> {
-        let Object::Extension(_, o) = &policy.object else {
-            return None;
-        };
-        if o.spec.get("mergeType").is_none_or(Value::is_null)
-            || !self.btp.is_route_level(&policy.key, route, rule)
-        {
-            return None;
-        }
-        let key = self.btp.merge_parent(gw, set, listener)?;
-        ix.resources.get(key).map(|r| &**r)
-    }
-}
-
 use crate::index::{selector_matches, Index};
 use crate::values::Age;
 use flotilla_model::{Kind, Object, Resource, ResourceKey, GATEWAY_GROUP};
@@ -164,6 +98,15 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeSet;
+
+/// The route kinds a BackendTrafficPolicy may target.
+pub(crate) const ROUTE_KINDS: [Kind; 5] = [
+    Kind::HTTPRoute,
+    Kind::GRPCRoute,
+    Kind::TCPRoute,
+    Kind::UDPRoute,
+    Kind::TLSRoute,
+];
 
 /// One resolved target of a policy: the object it names (in the policy's namespace) and the
 /// section of it, if any.
@@ -420,7 +363,7 @@ pub(crate) fn affected_gateways(ix: &Index, r: &Resource, out: &mut BTreeSet<Res
                 let set = ResourceKey::new(&k.cluster, Kind::ListenerSet, &k.namespace, &t.name);
                 out.extend(ix.parent_gateway(set));
             }
-            Some(kind) if btp::ROUTE_KINDS.contains(&kind) => {
+            Some(kind) if ROUTE_KINDS.contains(&kind) => {
                 let route = ResourceKey::new(&k.cluster, kind, &k.namespace, &t.name);
                 ix.gateways_of_route(&route, out);
             }

@@ -478,7 +478,7 @@ fn path_selector(p: &Value) -> Result<HeaderSelector, String> {
         }
         "Exact" => format!("{}{query}", regex::escape(value)),
         "RegularExpression" => {
-            crate::httproute::check_regex(value)?;
+            crate::values::check_regex(value)?;
             format!("(?:{value}){query}")
         }
         _ => return Err("unable to translate rateLimit: invalid path type.".into()),
@@ -514,7 +514,7 @@ fn header(h: &Value) -> Result<HeaderSelector, String> {
             invert,
         }),
         (Some("RegularExpression"), Some(v)) => {
-            crate::httproute::check_regex(v)?;
+            crate::values::check_regex(v)?;
             Ok(HeaderSelector::Match {
                 name: name.to_string(),
                 value: v.to_string(),

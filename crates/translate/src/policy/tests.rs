@@ -622,7 +622,7 @@ fn field_errors_read_as_envoy_gateway_writes_them() {
         "headers": {"maxRequestHeaderLimit": "512"},
     });
     assert_eq!(
-        ctp::invalid(&spec).as_deref(),
+        client::invalid(&spec).as_deref(),
         Some("Headers: MaxRequestHeaderLimit value 512 must be at least 1Ki\nHTTP2: InitialStreamWindowSize value 1Ki is out of range, must be between 65535 and 2147483647.")
     );
     let spec: Value = serde_json::json!({

@@ -191,3 +191,20 @@ fn quantities_parse_with_kubernetes_suffixes() {
     assert_eq!(parse_quantity("10mib"), None);
     assert_eq!(parse_quantity(""), None);
 }
+
+#[test]
+fn regex_errors_read_like_go() {
+    let e = check_regex("*regex*").unwrap_err();
+    assert_eq!(
+        e,
+        "regex \"*regex*\" is invalid: error parsing regexp: missing argument to repetition operator: `*`"
+    );
+    assert!(check_regex("^/v[0-9]+/.*").is_ok());
+    assert!(check_regex("a+?b*?c{2}?").is_ok());
+    assert!(check_regex("[*+]+").is_ok());
+    assert!(check_regex(r"\*+").is_ok());
+    assert_eq!(
+        check_regex("\"([a-z]+)\"*+?").unwrap_err(),
+        "regex \"\\\"([a-z]+)\\\"*+?\" is invalid: error parsing regexp: invalid nested repetition operator: `*+`"
+    );
+}
