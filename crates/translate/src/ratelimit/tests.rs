@@ -1,7 +1,7 @@
 //! BackendTrafficPolicy rate limits: YAML in, Envoy resources, rate limit service rules and
 //! policy status out; what is emitted is validated by the real Envoy.
 
-use crate::route_tests::bootstrap_of;
+use crate::route_tests::{bootstrap_of, web_world};
 use crate::tests::{apply_all, envoy_validate, events};
 use crate::{type_url, TranslateOptions, Translator};
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
@@ -19,32 +19,9 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 use flotilla_model::{Kind, ResourceKey};
 use prost::Message;
 
-const BASE: &str = r#"
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: eg}
-spec: {controllerName: gateway.envoyproxy.io/gatewayclass-controller}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: infra}
-spec:
-  gatewayClassName: eg
-  listeners:
-  - {name: http, port: 8080, protocol: HTTP, allowedRoutes: {namespaces: {from: All}}}
----
-apiVersion: v1
-kind: Service
-metadata: {name: web, namespace: app}
-spec: {ports: [{name: http, port: 80}]}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: web-1, namespace: app, labels: {kubernetes.io/service-name: web}}
-addressType: IPv4
-ports: [{name: http, port: 9000}]
-endpoints: [{addresses: [127.0.0.1]}]
----
+const BASE: &str = concat!(
+    web_world!(),
+    r#"---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: r, namespace: app}
@@ -57,7 +34,8 @@ spec:
     backendRefs: [{name: web, port: 80}]
   - matches: [{path: {type: PathPrefix, value: /free}}]
     backendRefs: [{name: web, port: 80}]
-"#;
+"#
+);
 
 fn policy(rate_limit: &str) -> String {
     format!(
