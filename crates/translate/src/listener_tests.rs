@@ -458,12 +458,7 @@ fn overlapping_certificates_are_reported() {
 /// bootstrap holding every listener and cluster a gateway translates to.
 #[test]
 fn envoy_accepts_tls_tcp_and_udp_listeners() {
-    use envoy_types::pb::envoy::config::bootstrap::v3::{bootstrap, Bootstrap};
     use envoy_types::pb::envoy::config::cluster::v3::Cluster;
-    use envoy_types::pb::envoy::config::core::v3::{
-        api_config_source, grpc_service, ApiConfigSource, ApiVersion, GrpcService,
-        Http2ProtocolOptions, Node,
-    };
     let t = translate(&format!(
         "{}---
 apiVersion: gateway.networking.k8s.io/v1alpha2
@@ -528,47 +523,10 @@ spec:
             "udp-19053"
         ]
     );
-    let mut clusters: Vec<Cluster> = of(type_url::CLUSTER)
+    let clusters: Vec<Cluster> = of(type_url::CLUSTER)
         .map(|r| Cluster::decode(r.body.clone()).unwrap())
         .collect();
-    #[allow(deprecated)]
-    clusters.push(Cluster {
-        name: "xds".into(),
-        http2_protocol_options: Some(Http2ProtocolOptions::default()),
-        load_assignment: None,
-        ..Default::default()
-    });
-    let bootstrap = Bootstrap {
-        node: Some(Node {
-            id: "test".into(),
-            cluster: "c1/infra/gw".into(),
-            ..Default::default()
-        }),
-        static_resources: Some(bootstrap::StaticResources {
-            listeners,
-            clusters,
-            ..Default::default()
-        }),
-        dynamic_resources: Some(bootstrap::DynamicResources {
-            ads_config: Some(ApiConfigSource {
-                api_type: api_config_source::ApiType::Grpc as i32,
-                transport_api_version: ApiVersion::V3 as i32,
-                grpc_services: vec![GrpcService {
-                    target_specifier: Some(grpc_service::TargetSpecifier::EnvoyGrpc(
-                        grpc_service::EnvoyGrpc {
-                            cluster_name: "xds".into(),
-                            ..Default::default()
-                        },
-                    )),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    if let Err(e) = crate::tests::envoy_validate(&bootstrap.encode_to_vec(), "c1/infra/gw") {
+    if let Err(e) = crate::tests::envoy_validate_static(listeners, clusters, "c1/infra/gw") {
         panic!("envoy rejected the configuration:\n{e}");
     }
 }

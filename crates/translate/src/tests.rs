@@ -447,6 +447,59 @@ pub(crate) fn envoy_bin() -> String {
     envoy
 }
 
+/// Runs the real Envoy's `--mode validate` on a bootstrap holding `listeners` and `clusters`
+/// statically, with an ADS cluster `xds` for what they take over xDS (routes, secrets), as a
+/// node of gateway `gateway`.
+pub(crate) fn envoy_validate_static(
+    listeners: Vec<envoy_types::pb::envoy::config::listener::v3::Listener>,
+    mut clusters: Vec<envoy_types::pb::envoy::config::cluster::v3::Cluster>,
+    gateway: &str,
+) -> Result<(), String> {
+    use envoy_types::pb::envoy::config::bootstrap::v3::{bootstrap, Bootstrap};
+    use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+    use envoy_types::pb::envoy::config::core::v3::{
+        api_config_source, grpc_service, ApiConfigSource, ApiVersion, GrpcService,
+        Http2ProtocolOptions, Node,
+    };
+    #[allow(deprecated)]
+    clusters.push(Cluster {
+        name: "xds".into(),
+        http2_protocol_options: Some(Http2ProtocolOptions::default()),
+        ..Default::default()
+    });
+    let bootstrap = Bootstrap {
+        node: Some(Node {
+            id: "test".into(),
+            cluster: gateway.into(),
+            ..Default::default()
+        }),
+        static_resources: Some(bootstrap::StaticResources {
+            listeners,
+            clusters,
+            ..Default::default()
+        }),
+        dynamic_resources: Some(bootstrap::DynamicResources {
+            ads_config: Some(ApiConfigSource {
+                api_type: api_config_source::ApiType::Grpc as i32,
+                transport_api_version: ApiVersion::V3 as i32,
+                grpc_services: vec![GrpcService {
+                    target_specifier: Some(grpc_service::TargetSpecifier::EnvoyGrpc(
+                        grpc_service::EnvoyGrpc {
+                            cluster_name: "xds".into(),
+                            ..Default::default()
+                        },
+                    )),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    envoy_validate(&bootstrap.encode_to_vec(), gateway)
+}
+
 /// Runs the real Envoy's `--mode validate` on an encoded bootstrap; `Err` holds what Envoy said.
 /// The node names `gateway` (SDS subscriptions need a node, as every real bootstrap has).
 pub(crate) fn envoy_validate(bootstrap: &[u8], gateway: &str) -> Result<(), String> {

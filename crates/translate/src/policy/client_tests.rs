@@ -5,7 +5,7 @@ use super::schema::{CIPHERS, CURVES, SIGNATURE_ALGORITHMS};
 use super::xds::*;
 use super::*;
 use crate::{type_url, Translator};
-use envoy_types::pb::envoy::config::core::v3::{socket_option, Http2ProtocolOptions};
+use envoy_types::pb::envoy::config::core::v3::socket_option;
 use envoy_types::pb::envoy::config::listener::v3::FilterChain;
 use envoy_types::pb::envoy::config::listener::v3::{filter, listener_filter, Filter, Listener};
 use envoy_types::pb::envoy::extensions::filters::network::connection_limit::v3::ConnectionLimit as ClProto;
@@ -568,11 +568,7 @@ spec:
 /// Runs the real Envoy in validate mode on the gateway's listeners and clusters; returns how
 /// many listeners it took.
 fn validate_with_envoy(t: &Translator) -> usize {
-    use envoy_types::pb::envoy::config::bootstrap::v3::{bootstrap, Bootstrap};
     use envoy_types::pb::envoy::config::cluster::v3::Cluster;
-    use envoy_types::pb::envoy::config::core::v3::{
-        api_config_source, grpc_service, ApiConfigSource, ApiVersion, GrpcService, Node,
-    };
     let gw = &t.gateways()["c1/infra/gw"];
     let listeners: Vec<Listener> = gw
         .resources
@@ -581,49 +577,13 @@ fn validate_with_envoy(t: &Translator) -> usize {
         .map(|r| Listener::decode(r.body.clone()).unwrap())
         .collect();
     let n = listeners.len();
-    let mut clusters: Vec<Cluster> = gw
+    let clusters: Vec<Cluster> = gw
         .resources
         .iter()
         .filter(|r| r.type_url == type_url::CLUSTER)
         .map(|r| Cluster::decode(r.body.clone()).unwrap())
         .collect();
-    #[allow(deprecated)]
-    clusters.push(Cluster {
-        name: "xds".into(),
-        http2_protocol_options: Some(Http2ProtocolOptions::default()),
-        ..Default::default()
-    });
-    let bootstrap = Bootstrap {
-        node: Some(Node {
-            id: "test".into(),
-            cluster: "c1/infra/gw".into(),
-            ..Default::default()
-        }),
-        static_resources: Some(bootstrap::StaticResources {
-            listeners,
-            clusters,
-            ..Default::default()
-        }),
-        dynamic_resources: Some(bootstrap::DynamicResources {
-            ads_config: Some(ApiConfigSource {
-                api_type: api_config_source::ApiType::Grpc as i32,
-                transport_api_version: ApiVersion::V3 as i32,
-                grpc_services: vec![GrpcService {
-                    target_specifier: Some(grpc_service::TargetSpecifier::EnvoyGrpc(
-                        grpc_service::EnvoyGrpc {
-                            cluster_name: "xds".into(),
-                            ..Default::default()
-                        },
-                    )),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    if let Err(e) = crate::tests::envoy_validate(&bootstrap.encode_to_vec(), "c1/infra/gw") {
+    if let Err(e) = crate::tests::envoy_validate_static(listeners, clusters, "c1/infra/gw") {
         panic!("envoy rejected the configuration:\n{e}");
     }
     n
