@@ -1,7 +1,7 @@
 //! Builders for the Envoy resources Flotilla emits, and their encoding. Everything here is
 //! deterministic: prost encodes `HashMap`s in iteration order, which would make two replicas
 //! produce different bytes for the same input, so map-typed fields hold at most one entry,
-//! except a route's `typed_per_filter_config`, which [`route_configuration`] writes in key order.
+//! except a route's `typed_per_filter_config`, which [`encode_route`] writes in key order.
 //!
 //! A leaf: it imports nothing of the crate (the crate root re-exports [`XdsResource`] and
 //! [`type_url`]). The connection manager and the listeners, which the policies configure, are
@@ -110,52 +110,94 @@ pub(crate) fn hcm_network_filter(hcm: &HttpConnectionManager) -> Filter {
 }
 
 /// The route configuration, with each route's `typed_per_filter_config` entries in key order.
-pub fn route_configuration(rc: RouteConfiguration) -> Arc<XdsResource> {
-    let name = rc.name.clone();
-    resource(type_url::ROUTE, &name, encode_route_configuration(rc))
-}
-
 // Field numbers of envoy.config.route.v3 (route_components.proto, route.proto).
 const ROUTE_CONFIGURATION_VIRTUAL_HOSTS: u32 = 2;
 const VIRTUAL_HOST_ROUTES: u32 = 3;
 
 /// Protobuf parsers accept a message's fields in any order and append repeated fields in the
 /// order they come, so a message may be written as its other fields followed by the repeated
-/// field's elements (and a map as its entries, one at a time).
-fn encode_route_configuration(mut rc: RouteConfiguration) -> Vec<u8> {
-    let unordered = |r: &Route| r.typed_per_filter_config.len() > 1;
-    if !rc
-        .virtual_hosts
-        .iter()
-        .any(|vh| vh.routes.iter().any(unordered))
-    {
-        return rc.encode_to_vec();
-    }
-    let vhs = std::mem::take(&mut rc.virtual_hosts);
-    let mut out = rc.encode_to_vec();
-    for mut vh in vhs {
-        let routes = std::mem::take(&mut vh.routes);
-        let mut vbody = vh.encode_to_vec();
-        for mut r in routes {
-            let map = std::mem::take(&mut r.typed_per_filter_config);
-            let mut rbody = r.encode_to_vec();
-            let mut entries: Vec<_> = map.into_iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(&b.0));
-            for entry in entries {
-                // A route holding only this entry encodes as exactly that map entry.
-                rbody.extend(
-                    Route {
-                        typed_per_filter_config: [entry].into_iter().collect(),
-                        ..Default::default()
-                    }
-                    .encode_to_vec(),
-                );
+/// field's elements (and a map as its entries, one at a time): route configurations are
+/// assembled from virtual hosts encoded once, and those from routes encoded once.
+/// One route's encoding, its per-filter configs written in key order (see the module doc).
+pub fn encode_route(mut r: Route) -> Vec<u8> {
+    let map = std::mem::take(&mut r.typed_per_filter_config);
+    let mut body = r.encode_to_vec();
+    let mut entries: Vec<_> = map.into_iter().collect();
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    for entry in entries {
+        // A route holding only this entry encodes as exactly that map entry.
+        body.extend(
+            Route {
+                typed_per_filter_config: [entry].into_iter().collect(),
+                ..Default::default()
             }
-            put_message(VIRTUAL_HOST_ROUTES, &rbody, &mut vbody);
-        }
-        put_message(ROUTE_CONFIGURATION_VIRTUAL_HOSTS, &vbody, &mut out);
+            .encode_to_vec(),
+        );
+    }
+    body
+}
+
+/// A virtual host's encoding: `vh` (whose own routes are left out) followed by `routes`, each
+/// an [`encode_route`] output.
+pub fn encode_virtual_host<'a>(
+    vh: &envoy_types::pb::envoy::config::route::v3::VirtualHost,
+    routes: impl IntoIterator<Item = &'a [u8]>,
+) -> Vec<u8> {
+    let mut out = if vh.routes.is_empty() {
+        vh.encode_to_vec()
+    } else {
+        let mut bare = vh.clone();
+        bare.routes.clear();
+        bare.encode_to_vec()
+    };
+    for r in routes {
+        put_message(VIRTUAL_HOST_ROUTES, r, &mut out);
     }
     out
+}
+
+/// A virtual host encoded once, with its content hash: a RouteConfiguration is assembled from
+/// these without encoding (or hashing) its virtual hosts again.
+#[derive(Clone, Debug)]
+pub struct EncodedVirtualHost {
+    pub body: Bytes,
+    pub digest: [u8; 32],
+}
+
+impl EncodedVirtualHost {
+    pub fn new(body: Vec<u8>) -> Self {
+        let digest = Sha256::digest(&body).into();
+        EncodedVirtualHost {
+            body: Bytes::from(body),
+            digest,
+        }
+    }
+}
+
+/// A RouteConfiguration from `rc` (its own virtual hosts left out) and `vhosts`, already
+/// encoded. Its version hashes `rc`'s fields and the virtual hosts' hashes (a hash of the
+/// content all the same, without reading every byte again).
+pub fn route_configuration_from(
+    rc: &RouteConfiguration,
+    vhosts: &[&EncodedVirtualHost],
+) -> Arc<XdsResource> {
+    debug_assert!(rc.virtual_hosts.is_empty());
+    let mut body = rc.encode_to_vec();
+    let mut hash = Sha256::new();
+    hash.update(&body);
+    let len: usize = vhosts.iter().map(|v| v.body.len() + 16).sum();
+    body.reserve(len);
+    for v in vhosts {
+        put_message(ROUTE_CONFIGURATION_VIRTUAL_HOSTS, &v.body, &mut body);
+        hash.update(v.digest);
+    }
+    let digest = hash.finalize();
+    Arc::new(XdsResource {
+        type_url: type_url::ROUTE.to_string(),
+        name: rc.name.clone(),
+        version: hex::encode(&digest[..8]),
+        body: Bytes::from(body),
+    })
 }
 
 fn put_message(tag: u32, body: &[u8], out: &mut Vec<u8>) {

@@ -1,9 +1,8 @@
 //! Translation of one Gateway: its listeners, the HTTPRoutes attached to it and their
 //! backends → Envoy resources, listener status and route parent status.
 
-use crate::envoy;
 use crate::hostnames::{covers, intersect_hostnames};
-use crate::httproute::{check_route, OverlapTracker, PrecedenceKey};
+use crate::httproute::OverlapTracker;
 use crate::index::Index;
 use crate::ir::cluster::{Backends, ClusterKey, ClusterSettings, HealthCheckKind};
 use crate::listener::{self, port_of, ListenerState, SetInfo};
@@ -14,12 +13,9 @@ use crate::ratelimit;
 use crate::status::set_condition;
 use crate::values::Age;
 use crate::GatewayXds;
-use envoy_types::pb::envoy::config::route::v3::{
-    route, route_action, Route, RouteConfiguration, VirtualHost,
-};
+use envoy_types::pb::envoy::config::route::v3::{route, route_action, Route, RouteConfiguration};
 use flotilla_model::gateway::HttpBackendRef;
-use flotilla_model::gateway::{Condition, Gateway, HttpRoute, ParentReference};
-use flotilla_model::routes::GrpcRoute;
+use flotilla_model::gateway::{Condition, Gateway, Listener, ParentReference};
 use flotilla_model::{Kind, Object, Resource, ResourceKey};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -29,11 +25,19 @@ use std::sync::Arc;
 /// for Envoy Gateway move over unchanged.
 pub const CONTROLLER_NAME: &str = "gateway.envoyproxy.io/gatewayclass-controller";
 
+mod memo;
+mod place;
+
+pub(crate) use memo::GatewayMemo;
+use place::{place_route, AnyRoute, GatewayScope};
+
 /// Everything translating one gateway produces.
 pub(crate) struct GatewayResult {
     pub xds: GatewayXds,
     pub status: Value,
-    /// Route parent statuses this gateway is responsible for, by route.
+    /// Route parent statuses this gateway is responsible for, by route: every route's after a
+    /// full translation, the ones that may have changed after an incremental one (an empty
+    /// list: the gateway words nothing for that route any more).
     pub route_parents: BTreeMap<ResourceKey, Vec<(usize, Value)>>,
     /// Status of other resources this gateway decides (its ListenerSets).
     pub other_status: Vec<(ResourceKey, Value)>,
@@ -42,6 +46,37 @@ pub(crate) struct GatewayResult {
     /// The backends its routes use, with the endpoints their ClusterLoadAssignments hold (an
     /// endpoint change can then rewrite those alone, see `Translator::refresh_endpoints`).
     pub backends: Backends,
+    /// Routes placed anew (the rest were kept from the memo).
+    pub placed: usize,
+}
+
+/// What routes are placed on a gateway relative to each other: its listeners (with their
+/// ClientTrafficPolicies and the ListenerSets they come from) and whether global rate limits
+/// have a service. A memo made against another stamp is not reused.
+#[derive(PartialEq)]
+pub(crate) struct Stamp {
+    listeners: Vec<ListenerStamp>,
+    has_service: bool,
+}
+
+/// One listener as routes see it: its spec, ListenerSet, whether it is programmed, its
+/// ClientTrafficPolicy (and whether that is usable) and its full name.
+#[derive(PartialEq)]
+struct ListenerStamp {
+    spec: Listener,
+    set: Option<ResourceKey>,
+    valid: bool,
+    ctp_invalid: bool,
+    ctp: Option<crate::ir::client::ClientSettings>,
+    name: String,
+}
+
+/// Which routes of a gateway to place again: all of them, or those named (a route not named
+/// keeps its last placement; naming every route that changed, or whose inputs did, is the
+/// caller's part, see `Translator::mark_affected`).
+pub(crate) enum Replace<'a> {
+    All,
+    Routes(&'a BTreeSet<ResourceKey>),
 }
 
 pub(crate) fn translate_gateway(
@@ -49,9 +84,12 @@ pub(crate) fn translate_gateway(
     gw_key: &ResourceKey,
     gw: &Gateway,
     policies: &Policies,
+    memo: &mut GatewayMemo,
+    replace: Replace<'_>,
 ) -> GatewayResult {
     // A Gateway with an address of a type Envoy Gateway does not support is not translated.
     if let Some(status) = listener::unsupported_address_status(gw) {
+        let old = std::mem::take(memo);
         return GatewayResult {
             xds: GatewayXds {
                 gateway: gw_key.gateway_id(),
@@ -59,10 +97,16 @@ pub(crate) fn translate_gateway(
                 rate_limits: None,
             },
             status,
-            route_parents: BTreeMap::new(),
+            route_parents: old
+                .routes
+                .into_keys()
+                .chain(old.l4_routes)
+                .map(|k| (k, vec![]))
+                .collect(),
             other_status: vec![],
             policy_ancestors: BTreeMap::new(),
             backends: Backends::new(),
+            placed: 0,
         };
     }
     let sets: Vec<SetInfo> = listener::listener_sets(ix, gw_key, gw);
@@ -99,12 +143,6 @@ pub(crate) fn translate_gateway(
         .map(|a| a.value.clone())
         .unwrap_or_else(|| "0.0.0.0".to_string());
 
-    // route configuration name -> domain -> routes (with precedence keys)
-    let mut vhosts: BTreeMap<String, BTreeMap<String, Vec<(PrecedenceKey, Route)>>> =
-        BTreeMap::new();
-    for l in listeners.iter().filter(|l| l.valid && l.is_http()) {
-        vhosts.entry(listener::route_config_name(l)).or_default();
-    }
     // Listener isolation: the hostnames of the HTTP(S) listeners sharing each port.
     let mut port_hosts: BTreeMap<u32, Vec<(usize, String)>> = BTreeMap::new();
     for (i, l) in listeners
@@ -119,227 +157,159 @@ pub(crate) fn translate_gateway(
                 .push((i, h.to_ascii_lowercase()));
         }
     }
-    let mut clusters: crate::ir::cluster::Backends = BTreeMap::new();
-    let mut route_parents: BTreeMap<ResourceKey, Vec<(usize, Value)>> = BTreeMap::new();
-
-    let route_keys: BTreeSet<&ResourceKey> = std::iter::once(gw_key)
-        .chain(sets.iter().map(|s| &s.key))
-        .flat_map(|k| ix.routes_of_gateway(k))
-        .collect();
-    // Global rate limits reach Envoy only with a rate limit service to call.
     let has_service = !ix.options.rate_limit_service.is_empty();
-    // Envoy Gateway translates every HTTPRoute, then every GRPCRoute; within a kind, oldest
-    // first, then namespace/name (Gateway API precedence).
-    let mut routes: Vec<(u8, &ResourceKey, AnyRoute)> = route_keys
-        .into_iter()
-        .filter_map(|k| match ix.resources.get(k).map(|r| &r.object) {
-            Some(Object::HTTPRoute(r)) => Some((0, k, AnyRoute::Http(r))),
-            Some(Object::GRPCRoute(r)) => Some((1, k, AnyRoute::Grpc(r))),
-            _ => None,
-        })
+    let stamp = Stamp {
+        listeners: listeners
+            .iter()
+            .map(|l| ListenerStamp {
+                spec: l.spec.clone(),
+                set: l.set.map(|i| sets[i].key.clone()),
+                valid: l.valid,
+                ctp_invalid: l.ctp_invalid,
+                ctp: l.ctp.as_deref().cloned(),
+                name: l.full_name(),
+            })
+            .collect(),
+        has_service,
+    };
+
+    // The HTTP and gRPC routes attached to the gateway or its ListenerSets.
+    let parents: Vec<&ResourceKey> = std::iter::once(gw_key)
+        .chain(sets.iter().map(|s| &s.key))
         .collect();
-    routes.sort_by(|a, b| {
-        (a.0, Age::of(a.2.metadata(), a.1), a.1).cmp(&(b.0, Age::of(b.2.metadata(), b.1), b.1))
-    });
-
-    let mut overlaps = OverlapTracker::default();
-    // The rate limit service's rules of this gateway's routes (its domain).
-    let mut service_rules: Vec<ratelimit::ServiceRule> = Vec::new();
-    // Whether a route has a local rate limit (its listeners need the filter).
-    let mut has_local = false;
-    let mut http2_clusters: BTreeSet<String> = BTreeSet::new();
-    // BackendTrafficPolicies, translated once each; the clusters their settings ask for.
-    let mut btps = BtpCache::default();
-    let mut variants: BTreeSet<ClusterKey> = BTreeSet::new();
-    // Parent statuses wait for the overlap check, which needs every route in place.
-    let mut pending: Vec<PendingParent> = Vec::new();
-    for (rank, (_, route_key, route)) in routes.iter().enumerate() {
-        let checked = match route {
-            AnyRoute::Http(r) => check_route(ix, route_key, r, rank, &mut clusters),
-            AnyRoute::Grpc(r) => {
-                crate::grpcroute::check_route(ix, route_key, r, rank, &mut clusters)
+    let http_kind = |k: &ResourceKey| matches!(k.kind, Kind::HTTPRoute | Kind::GRPCRoute);
+    let attached = |k: &ResourceKey| parents.iter().any(|p| ix.route_attached(p, k));
+    let route_of = |k: &ResourceKey| match ix.resources.get(k).map(|r| &r.object) {
+        Some(Object::HTTPRoute(r)) => Some(AnyRoute::Http(r)),
+        Some(Object::GRPCRoute(r)) => Some(AnyRoute::Grpc(r)),
+        _ => None,
+    };
+    let mut route_parents: BTreeMap<ResourceKey, Vec<(usize, Value)>> = BTreeMap::new();
+    let mut words_due: BTreeSet<ResourceKey> = BTreeSet::new();
+    let mut changed_backends: BTreeSet<String> = BTreeSet::new();
+    // Every route is placed again after a full change, or when the context moved under the
+    // memo; otherwise the named ones (those that came, changed or went).
+    let mut to_place: Vec<&ResourceKey> = Vec::new();
+    let mut to_drop: Vec<&ResourceKey> = Vec::new();
+    let mut full = matches!(replace, Replace::All) || memo.stamp.as_ref() != Some(&stamp);
+    if let (false, Replace::Routes(named)) = (full, &replace) {
+        for k in named.iter().filter(|k| http_kind(k)) {
+            match (attached(k), memo.routes.contains_key(k)) {
+                (true, _) => to_place.push(k),
+                (false, true) => to_drop.push(k),
+                (false, false) => {}
             }
-        };
-        http2_clusters.extend(checked.http2_clusters.iter().cloned());
-        let rgen = route.metadata().generation;
-        let kind = route.kind();
-        for (pi, pref) in route.parent_refs().iter().enumerate() {
-            if !listener::refers_to(&sets, pref, &route_key.namespace, gw_key) {
-                continue;
-            }
-            let (accepted, attach_to) = attach(
-                ix,
-                &listeners,
-                &sets,
-                pref,
-                gw_key,
-                route_key,
-                kind,
-                route.hostnames(),
-                rgen,
-            );
-            let mut conds = vec![accepted.clone()];
-            // The rules' errors land on every parent (`processHTTPRouteParentRefs`).
-            checked.apply_to(&mut conds, rgen);
-            let rules_rejected = conds
+        }
+        // The memo then holds exactly the attached routes, unless a change was not named (a
+        // defect of the caller's marking): then every route is placed again.
+        let expected = memo.routes.len() - to_drop.len()
+            + to_place
                 .iter()
-                .any(|c| c.type_ == "Accepted" && c.status == "False");
-            if accepted.reason == "NoMatchingListenerHostname"
-                && !(kind == "GRPCRoute" && rules_rejected)
-            {
-                set_condition(&mut conds, accepted.clone());
-            }
-            // A GRPCRoute whose rules are all rejected does not attach; an HTTPRoute still
-            // counts on its listeners (with no routes left to serve).
-            let attaches = accepted.status == "True" && !(kind == "GRPCRoute" && rules_rejected);
-            if attaches {
-                for (li, hostnames) in &attach_to {
-                    listeners[*li].attached += 1;
-                    // Envoy Gateway counts a route on a listener that is not programmed, but
-                    // serves it only through programmed ones.
-                    if !listeners[*li].valid {
-                        continue;
-                    }
-                    let port = port_of(listeners[*li].spec);
-                    let listener_port = u32::try_from(listeners[*li].spec.port).unwrap_or(0);
-                    let domains = vhosts
-                        .entry(listener::route_config_name(&listeners[*li]))
-                        .or_default();
-                    let own = listener_hostname(&listeners[*li]);
-                    let others = port_hosts.get(&port).map(Vec::as_slice).unwrap_or_default();
-                    let set = listeners[*li].set.map(|i| &sets[i].key);
-                    let lname = listeners[*li].spec.name.as_str();
-                    // The BackendTrafficPolicy of each rule as served by this listener.
-                    let rule_policies: Vec<Option<Btp>> = checked
-                        .entries
-                        .iter()
-                        .map(|e| {
-                            let rule = e.rule_name.as_deref();
-                            let p = policies.backend(ix, route_key, rule, gw_key, set, lname)?;
-                            let parent = policies
-                                .backend_merge_parent(ix, p, route_key, rule, gw_key, set, lname);
-                            btps.get(ix, p, parent)
-                        })
-                        .collect();
-                    // The rate limit of each rule's BackendTrafficPolicy through this listener.
-                    let rule_names: BTreeMap<usize, Option<&str>> = checked
-                        .entries
-                        .iter()
-                        .map(|e| (e.rule, e.rule_name.as_deref()))
-                        .collect();
-                    let limits: BTreeMap<usize, policy_rl::RateLimit> = rule_names
-                        .into_iter()
-                        .filter_map(|(rule, name)| {
-                            let rl = rate_limit_of(
-                                ix,
-                                policies,
-                                route_key,
-                                name,
-                                gw_key,
-                                &sets,
-                                &listeners[*li],
-                            )?;
-                            Some((rule, rl))
-                        })
-                        .collect();
-                    for host in hostnames {
-                        let isolated = isolated_by_other_listener(*li, own, others, host);
-                        let mut entries = Vec::new();
-                        let mut rules = Vec::new();
-                        for (e, policy) in checked.entries.iter().zip(&rule_policies) {
-                            let mut r = e.route.clone();
-                            match policy {
-                                Some(Btp::Valid(p)) => {
-                                    apply_backend_policy(&mut r, p, host, &clusters, &mut variants)
-                                }
-                                // Envoy Gateway answers the routes of an invalid policy with
-                                // 500 (its status says why).
-                                Some(Btp::Invalid) => {
-                                    r.action = Some(crate::httproute::direct(500, None))
-                                }
-                                None => {}
-                            }
-                            // A listener whose ClientTrafficPolicy cannot be used answers 500
-                            // whatever its routes' policies say.
-                            if listeners[*li].ctp_invalid {
-                                crate::policy::client::xds::fail_closed(&mut r);
-                            }
-                            if let (Some(scheme), Some(route::Action::Redirect(ra))) =
-                                (&e.redirect_scheme, r.action.as_mut())
-                            {
-                                ra.port_redirect = match scheme.as_deref() {
-                                    Some("http") => 80,
-                                    Some("https") => 443,
-                                    _ => listener_port,
-                                };
-                            }
-                            if let Some(rl) =
-                                limits.get(&e.rule).filter(|_| ratelimit::forwards(&r))
-                            {
-                                if let Some(local) = &rl.local {
-                                    ratelimit::apply_local(&mut r, local);
-                                    has_local = true;
-                                }
-                                match &rl.global {
-                                    Some(g) if !g.is_empty() && has_service => {
-                                        let key = ratelimit::route_descriptor(
-                                            &listeners[*li].full_name(),
-                                            &r.name,
-                                            host,
-                                        );
-                                        rules.extend(ratelimit::apply_global(&mut r, g, &key));
-                                    }
-                                    _ => {}
-                                }
-                            }
-                            overlaps.record(*li, host, kind, route_key, &r);
-                            entries.push((e.key.clone(), r));
-                        }
-                        if !isolated {
-                            domains.entry(host.clone()).or_default().extend(entries);
-                            service_rules.extend(rules);
-                        }
-                    }
-                }
-            }
-            let attached_to = attach_to.iter().map(|(li, _)| *li).collect();
-            pending.push(PendingParent {
-                route: route_key,
-                index: pi,
-                pref,
-                conds,
-                kind,
-                listeners: attached_to,
-            });
+                .filter(|k| !memo.routes.contains_key(**k))
+                .count();
+        let now = if parents.len() == 1 {
+            ix.routes_of_gateway(gw_key)
+                .filter(|k| http_kind(k))
+                .count()
+        } else {
+            parents
+                .iter()
+                .flat_map(|p| ix.routes_of_gateway(p))
+                .filter(|k| http_kind(k))
+                .collect::<BTreeSet<_>>()
+                .len()
+        };
+        if expected != now {
+            tracing::error!(gateway = %gw_key, expected, now, "route changes were not all named; translating the gateway whole");
+            full = true;
         }
     }
-    for PendingParent {
-        route: route_key,
-        index: pi,
-        pref,
-        mut conds,
-        kind,
-        listeners: attached_to,
-    } in pending
-    {
-        if let Some(msg) = overlaps.conflicts(&attached_to, kind, route_key) {
-            let gen = conds.first().and_then(|c| c.observed_generation);
-            set_condition(
-                &mut conds,
-                Condition::new("RouteRulesOverlap", true, "RouteRulesOverlap", msg, gen),
-            );
+    if full {
+        let old = std::mem::take(memo);
+        // Every route this gateway worded before is worded again or loses its words.
+        for k in old.routes.into_keys().chain(old.l4_routes) {
+            route_parents.insert(k, vec![]);
         }
-        route_parents.entry(route_key.clone()).or_default().push((
-            pi,
-            json!({
-                "parentRef": pref,
-                "controllerName": CONTROLLER_NAME,
-                "conditions": conds,
-            }),
-        ));
+        let all: BTreeSet<&ResourceKey> = parents
+            .iter()
+            .flat_map(|p| ix.routes_of_gateway(p))
+            .filter(|k| http_kind(k))
+            .collect();
+        to_place = all.into_iter().collect();
+        to_drop.clear();
+    }
+    for k in to_drop {
+        if let Some(p) = memo.routes.remove(k) {
+            memo.account(k, &p, false);
+            memo.overlaps.members(&p.overlaps, &mut words_due);
+            changed_backends.extend(p.backends.keys().cloned());
+        }
+        route_parents.insert(k.clone(), vec![]);
+    }
+    memo.stamp = Some(stamp);
+    if full {
+        // Every valid HTTP listener has its route configuration, empty or not.
+        for l in listeners.iter().filter(|l| l.valid && l.is_http()) {
+            memo.configs
+                .entry(Arc::from(listener::route_config_name(l)))
+                .or_default();
+        }
     }
 
-    // TCP, UDP and TLS routes take the cluster settings of their BackendTrafficPolicy.
+    let scope = GatewayScope {
+        ix,
+        gw_key,
+        listeners: &listeners,
+        sets: &sets,
+        port_hosts: &port_hosts,
+        policies,
+        has_service,
+    };
+    // BackendTrafficPolicies, translated once each.
+    let mut btps = BtpCache::default();
+    let placed_count = to_place.len();
+    for key in to_place {
+        let Some(route) = route_of(key) else {
+            continue;
+        };
+        let p = place_route(&scope, &mut btps, key, route);
+        if let Some(old) = memo.routes.remove(key) {
+            memo.account(key, &old, false);
+            memo.overlaps.members(&old.overlaps, &mut words_due);
+            changed_backends.extend(old.backends.keys().cloned());
+        }
+        memo.account(key, &p, true);
+        changed_backends.extend(p.backends.keys().cloned());
+        words_due.insert(key.clone());
+        memo.routes.insert(key.clone(), p);
+    }
+    // Whose overlap buckets changed: a route sharing one with a changed route.
+    let mut due = BTreeSet::new();
+    for k in &words_due {
+        if let Some(p) = memo.routes.get(k) {
+            memo.overlaps.members(&p.overlaps, &mut due);
+        }
+    }
+    words_due.extend(due);
+    memo.forget_clusters(&changed_backends);
+    for k in words_due {
+        let words = match memo.routes.get(&k) {
+            Some(p) => route_words(&memo.overlaps, &k, p),
+            None => vec![],
+        };
+        route_parents.insert(k, words);
+    }
+    for (li, n) in &memo.attached {
+        if let Some(l) = listeners.get_mut(*li) {
+            l.attached += u32::try_from(*n).unwrap_or(u32::MAX);
+        }
+    }
+
+    // TCP, UDP and TLS routes (translated whole each time) take the cluster settings of
+    // their BackendTrafficPolicy.
+    let mut l4_parents: BTreeMap<ResourceKey, Vec<(usize, Value)>> = BTreeMap::new();
+    let mut l4_clusters: Backends = BTreeMap::new();
+    let mut l4_variants: BTreeSet<ClusterKey> = BTreeSet::new();
     let mut l4_policy =
         |route: &ResourceKey, rule: Option<&str>, set: Option<&ResourceKey>, listener: &str| {
             let p = policies.backend(ix, route, rule, gw_key, set, listener)?;
@@ -354,111 +324,20 @@ pub(crate) fn translate_gateway(
         gw_key,
         &mut listeners,
         &sets,
-        &mut clusters,
-        &mut route_parents,
+        &mut l4_clusters,
+        &mut l4_parents,
         &mut l4_policy,
-        &mut variants,
+        &mut l4_variants,
     );
-
-    // A listener hostname that a less specific domain (of another listener's routes) covers
-    // gets its own virtual host, empty when no route serves it: its requests never fall
-    // through to the other listener's routes. On an HTTPS listener's own route configuration,
-    // the hosts that belong to the port's other listeners are answered 421 (misdirected).
-    let mut misdirected: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for (i, l) in listeners
-        .iter()
-        .enumerate()
-        .filter(|(_, l)| l.valid && l.is_http())
-    {
-        let name = listener::route_config_name(l);
-        let Some(domains) = vhosts.get_mut(&name) else {
-            continue;
-        };
-        let hosts = port_hosts
-            .get(&port_of(l.spec))
-            .map(Vec::as_slice)
-            .unwrap_or_default();
-        if l.protocol() != "HTTPS" {
-            for (_, h) in hosts {
-                if !domains.contains_key(h)
-                    && domains
-                        .keys()
-                        .any(|d| d != h && covers(Some(d.as_str()), h))
-                {
-                    domains.insert(h.clone(), Vec::new());
-                }
-            }
-            continue;
-        }
-        let own = listener_hostname(l).map(str::to_ascii_lowercase);
-        let wrong = misdirected.entry(name).or_default();
-        if let Some(own) = &own {
-            // Its own hosts without a route: 404, not the 421 of the catch-all below.
-            domains.entry(own.clone()).or_default();
-            wrong.insert("*".into());
-        }
-        for (j, h) in hosts {
-            if *j != i && Some(h) != own.as_ref() && !domains.contains_key(h) {
-                wrong.insert(h.clone());
-            }
-        }
+    let l4_routes: BTreeSet<ResourceKey> = l4_parents.keys().cloned().collect();
+    for k in std::mem::replace(&mut memo.l4_routes, l4_routes) {
+        route_parents.entry(k).or_default();
     }
+    route_parents.extend(l4_parents);
 
-    // Route configurations of listeners that also serve HTTP/3 announce it (alt-svc).
-    let http3_ports: BTreeMap<String, u32> = (0..listeners.len())
-        .filter(|&i| listener::xds::serves_http3(&listeners, i))
-        .map(|i| {
-            let l = &listeners[i];
-            (listener::route_config_name(l), port_of(l.spec))
-        })
-        .collect();
-    let mut resources = Vec::new();
-    for (name, domains) in vhosts {
-        let vhost = |domain: &str, routes: Vec<Route>| {
-            let mut domains = vec![domain.to_string()];
-            if domain != "*" {
-                domains.push(format!("{domain}:*"));
-            }
-            VirtualHost {
-                name: format!("{name}/{domain}"),
-                domains,
-                routes,
-                ..Default::default()
-            }
-        };
-        let mut by_domain: BTreeMap<String, VirtualHost> = domains
-            .into_iter()
-            .map(|(domain, mut entries)| {
-                entries.sort_by(|a, b| a.0.cmp(&b.0));
-                let routes = entries.into_iter().map(|(_, r)| r).collect();
-                (domain.clone(), vhost(&domain, routes))
-            })
-            .collect();
-        for domain in misdirected.remove(&name).unwrap_or_default() {
-            if let std::collections::btree_map::Entry::Vacant(e) = by_domain.entry(domain) {
-                let v = vhost(e.key(), vec![misdirected_route()]);
-                e.insert(v);
-            }
-        }
-        let virtual_hosts: Vec<VirtualHost> = by_domain.into_values().collect();
-        let rc = RouteConfiguration {
-            response_headers_to_add: http3_ports
-                .get(&name)
-                .map(|p| crate::policy::client::xds::alt_svc_header(*p))
-                .into_iter()
-                .collect(),
-            name: name.clone(),
-            max_direct_response_body_size_bytes: crate::httproute::direct_body_limit(
-                &virtual_hosts,
-            ),
-            virtual_hosts,
-            ..Default::default()
-        };
-        resources.push(envoy::route_configuration(rc));
-    }
+    let mut resources = route_configurations(&listeners, &port_hosts, memo);
     // A route seen through two parent refs is placed twice: its rules once.
-    service_rules.sort();
-    service_rules.dedup();
+    let service_rules: Vec<ratelimit::ServiceRule> = memo.service_rules.keys().cloned().collect();
     let rate_limits = (!service_rules.is_empty()).then(|| ratelimit::RateLimitDomain {
         domain: gw_key.gateway_id(),
         rules: service_rules,
@@ -471,7 +350,7 @@ pub(crate) fn translate_gateway(
         &bind_ip,
         &mut l4,
         ratelimit::HcmRateLimits {
-            local: has_local,
+            local: memo.local > 0,
             domain: rate_limits.as_ref().map(|d| d.domain.as_str()),
             fail_closed: ix.options.rate_limit_fail_closed,
         },
@@ -484,19 +363,54 @@ pub(crate) fn translate_gateway(
         .flat_map(|l| l.sds.iter().map(|r| r.url.as_str()))
         .collect();
     resources.extend(sds_urls.into_iter().map(crate::tls::sds_cluster));
-    let base_keys = clusters
+
+    // Clusters: the placed routes' (kept encoded while their inputs hold) and the L4 routes'.
+    let mut backends: Backends = memo
+        .backends
+        .iter()
+        .map(|(n, s)| (n.clone(), (s.id.clone(), s.endpoints.clone())))
+        .collect();
+    for (n, b) in l4_clusters {
+        backends.entry(n).or_insert(b);
+    }
+    let http_keys: BTreeSet<ClusterKey> = memo
+        .backends
         .values()
-        .map(|(id, _)| ClusterKey::new(id.clone(), None));
-    for key in base_keys.chain(variants) {
+        .map(|s| ClusterKey::new(s.id.clone(), None))
+        .chain(memo.variants.keys().cloned())
+        .collect();
+    let l4_keys: BTreeSet<ClusterKey> = backends
+        .values()
+        .map(|(id, _)| ClusterKey::new(id.clone(), None))
+        .chain(l4_variants)
+        .filter(|k| !http_keys.contains(k))
+        .collect();
+    let mut kept = BTreeMap::new();
+    for key in &http_keys {
         let name = key.backend.name();
-        let Some((_, endpoints)) = clusters.get(&name) else {
+        let Some((_, endpoints)) = backends.get(&name) else {
             continue;
         };
-        let http2 = http2_clusters.contains(&name);
+        let http2 = memo.http2.contains_key(&name);
+        let slot = (key.clone(), http2);
+        let built = match memo.clusters.remove(&slot) {
+            Some((eps, built)) if eps == *endpoints => built,
+            _ => crate::backend::cluster_resources(ix, &gw_key.cluster, key, endpoints, http2),
+        };
+        resources.extend(built.iter().cloned());
+        kept.insert(slot, (endpoints.clone(), built));
+    }
+    memo.clusters = kept;
+    for key in &l4_keys {
+        let name = key.backend.name();
+        let Some((_, endpoints)) = backends.get(&name) else {
+            continue;
+        };
+        let http2 = memo.http2.contains_key(&name);
         resources.extend(crate::backend::cluster_resources(
             ix,
             &gw_key.cluster,
-            &key,
+            key,
             endpoints,
             http2,
         ));
@@ -517,8 +431,170 @@ pub(crate) fn translate_gateway(
         route_parents,
         other_status,
         policy_ancestors: gateway_tls_ancestors(ix, gw_key, &sets),
-        backends: clusters,
+        backends,
+        placed: placed_count,
     }
+}
+
+/// A placed route's parent statuses, with the overlap check's verdict.
+fn route_words(
+    overlaps: &OverlapTracker,
+    key: &ResourceKey,
+    p: &place::Placed,
+) -> Vec<(usize, Value)> {
+    p.parents
+        .iter()
+        .map(|parent| {
+            let mut conds = parent.conds.clone();
+            if let Some(msg) = overlaps.conflicts(&p.overlaps, &parent.listeners, p.kind, key) {
+                let gen = conds.first().and_then(|c| c.observed_generation);
+                set_condition(
+                    &mut conds,
+                    Condition::new("RouteRulesOverlap", true, "RouteRulesOverlap", msg, gen),
+                );
+            }
+            (
+                parent.index,
+                json!({
+                    "parentRef": parent.pref,
+                    "controllerName": CONTROLLER_NAME,
+                    "conditions": conds,
+                }),
+            )
+        })
+        .collect()
+}
+
+/// The route configurations of the gateway's listeners, from the memo's virtual hosts (each
+/// encoded once per change) plus the hosts the listeners add: a listener hostname that a less
+/// specific domain (of another listener's routes) covers gets its own virtual host, empty when
+/// no route serves it, so its requests never fall through to the other listener's routes; on an
+/// HTTPS listener's own route configuration, the hosts that belong to the port's other
+/// listeners are answered 421 (misdirected).
+fn route_configurations(
+    listeners: &[ListenerState],
+    port_hosts: &BTreeMap<u32, Vec<(usize, String)>>,
+    memo: &mut GatewayMemo,
+) -> Vec<Arc<crate::XdsResource>> {
+    // Per route configuration: the listeners' hosts, empty (`false`) or misdirected (`true`).
+    let mut extra: BTreeMap<Arc<str>, BTreeMap<String, bool>> = BTreeMap::new();
+    for (i, l) in listeners
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.valid && l.is_http())
+    {
+        let name: Arc<str> = Arc::from(listener::route_config_name(l));
+        let Some(config) = memo.configs.get(&name) else {
+            continue;
+        };
+        let added = extra.entry(name.clone()).or_default();
+        let has = |added: &BTreeMap<String, bool>, h: &str| {
+            config.vhosts.contains_key(h) || added.get(h) == Some(&false)
+        };
+        let hosts = port_hosts
+            .get(&port_of(l.spec))
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        if l.protocol() != "HTTPS" {
+            for (_, h) in hosts {
+                if !has(added, h)
+                    && config
+                        .vhosts
+                        .keys()
+                        .map(|d| &**d)
+                        .chain(added.iter().filter(|(_, m)| !**m).map(|(d, _)| d.as_str()))
+                        .any(|d| d != h && covers(Some(d), h))
+                {
+                    added.insert(h.clone(), false);
+                }
+            }
+            continue;
+        }
+        let own = listener_hostname(l).map(str::to_ascii_lowercase);
+        if let Some(own) = &own {
+            // Its own hosts without a route: 404, not the 421 of the catch-all below.
+            if !config.vhosts.contains_key(own.as_str()) {
+                added.insert(own.clone(), false);
+            }
+            if !has(added, "*") {
+                added.entry("*".into()).or_insert(true);
+            }
+        }
+        for (j, h) in hosts {
+            if *j != i && Some(h) != own.as_ref() && !has(added, h) {
+                added.entry(h.clone()).or_insert(true);
+            }
+        }
+    }
+    // Route configurations of listeners that also serve HTTP/3 announce it (alt-svc).
+    let http3_ports: BTreeMap<String, u32> = (0..listeners.len())
+        .filter(|&i| listener::xds::serves_http3(listeners, i))
+        .map(|i| {
+            let l = &listeners[i];
+            (listener::route_config_name(l), port_of(l.spec))
+        })
+        .collect();
+    let live: BTreeSet<Arc<str>> = listeners
+        .iter()
+        .filter(|l| l.valid && l.is_http())
+        .map(|l| Arc::from(listener::route_config_name(l)))
+        .collect();
+    memo.configs
+        .retain(|name, c| c.refs > 0 || !c.vhosts.is_empty() || live.contains(name));
+    let dirty = std::mem::take(&mut memo.dirty_configs);
+    let mut out = Vec::new();
+    let mut assembled = BTreeMap::new();
+    for (name, config) in memo.configs.iter_mut() {
+        let added = extra.remove(name).unwrap_or_default();
+        // Hosts the listeners add change with the listeners (a full translation) or with
+        // the hosts present: assembled again whenever its hosts changed.
+        if !dirty.contains(name) {
+            if let Some(r) = memo.assembled.get(name) {
+                out.push(r.clone());
+                assembled.insert(name.clone(), r.clone());
+                continue;
+            }
+        }
+        let mut vhosts: BTreeMap<&str, Arc<crate::envoy::EncodedVirtualHost>> = BTreeMap::new();
+        let mut largest = 0;
+        for (domain, vh) in config.vhosts.iter_mut() {
+            let (e, l) = vh.encoded(name, domain);
+            largest = largest.max(l);
+            vhosts.insert(domain, e);
+        }
+        for (domain, misdirected) in &added {
+            if vhosts.contains_key(domain.as_str()) {
+                continue;
+            }
+            let vh = memo::virtual_host(name, domain);
+            let routes: Vec<Vec<u8>> = if *misdirected {
+                vec![crate::envoy::encode_route(misdirected_route())]
+            } else {
+                vec![]
+            };
+            let body = crate::envoy::encode_virtual_host(&vh, routes.iter().map(Vec::as_slice));
+            vhosts.insert(
+                domain,
+                Arc::new(crate::envoy::EncodedVirtualHost::new(body)),
+            );
+        }
+        let rc = RouteConfiguration {
+            response_headers_to_add: http3_ports
+                .get(&**name)
+                .map(|p| crate::policy::client::xds::alt_svc_header(*p))
+                .into_iter()
+                .collect(),
+            name: name.to_string(),
+            max_direct_response_body_size_bytes: crate::httproute::body_size_limit(largest),
+            ..Default::default()
+        };
+        let parts: Vec<&crate::envoy::EncodedVirtualHost> = vhosts.values().map(|v| &**v).collect();
+        let r = crate::envoy::route_configuration_from(&rc, &parts);
+        out.push(r.clone());
+        assembled.insert(name.clone(), r);
+    }
+    memo.assembled = assembled;
+    out
 }
 
 /// A BackendTrafficPolicy as translated: valid, or invalid (its status says why; it configures
@@ -640,49 +716,6 @@ fn rate_limit_of(
     policy_rl::parse(&o.spec, &p.key.namespace, &p.key.name, enabled)
         .ok()
         .flatten()
-}
-
-/// A route parent's status, kept until every route is placed (for the overlap check).
-struct PendingParent<'a> {
-    route: &'a ResourceKey,
-    index: usize,
-    pref: &'a ParentReference,
-    conds: Vec<Condition>,
-    kind: &'static str,
-    listeners: Vec<usize>,
-}
-
-/// A route kind that attaches to HTTP listeners.
-enum AnyRoute<'a> {
-    Http(&'a HttpRoute),
-    Grpc(&'a GrpcRoute),
-}
-
-impl AnyRoute<'_> {
-    fn kind(&self) -> &'static str {
-        match self {
-            AnyRoute::Http(_) => "HTTPRoute",
-            AnyRoute::Grpc(_) => "GRPCRoute",
-        }
-    }
-    fn metadata(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
-        match self {
-            AnyRoute::Http(r) => &r.metadata,
-            AnyRoute::Grpc(r) => &r.metadata,
-        }
-    }
-    fn parent_refs(&self) -> &[ParentReference] {
-        match self {
-            AnyRoute::Http(r) => &r.spec.parent_refs,
-            AnyRoute::Grpc(r) => &r.spec.parent_refs,
-        }
-    }
-    fn hostnames(&self) -> &[String] {
-        match self {
-            AnyRoute::Http(r) => &r.spec.hostnames,
-            AnyRoute::Grpc(r) => &r.spec.hostnames,
-        }
-    }
 }
 
 /// Decides whether a route of `kind` with `hostnames` attaches through `pref` and to which

@@ -123,7 +123,7 @@ pub(crate) fn check_route(
     ix: &Index,
     key: &ResourceKey,
     route: &GrpcRoute,
-    rank: usize,
+    rank: &std::sync::Arc<crate::values::RouteOrder>,
     clusters: &mut crate::ir::cluster::Backends,
 ) -> CheckedRoute {
     let mut errs = ErrorCollector::default();

@@ -24,7 +24,8 @@ pub(crate) mod matches;
 pub(crate) mod overlap;
 
 pub(crate) use actions::{
-    cors_preflight, decorate, direct, direct_body_limit, rule_action, ActionInput, RuleTarget,
+    body_size_limit, cors_preflight, decorate, direct, direct_body_len, rule_action, ActionInput,
+    RuleTarget,
 };
 pub(crate) use matches::{header_matcher, http_match, MatchShape};
 pub(crate) use overlap::{OverlapTracker, PrecedenceKey};
@@ -272,7 +273,7 @@ pub(crate) fn check_route(
     ix: &Index,
     key: &ResourceKey,
     route: &HttpRoute,
-    rank: usize,
+    rank: &std::sync::Arc<crate::values::RouteOrder>,
     clusters: &mut crate::ir::cluster::Backends,
 ) -> CheckedRoute {
     let mut errs = ErrorCollector::default();

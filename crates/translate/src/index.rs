@@ -318,6 +318,23 @@ impl Index {
         self.routes_by_gateway.get(gw).into_iter().flatten()
     }
 
+    /// Whether `route`'s parentRefs name `gw` (a Gateway or a ListenerSet).
+    pub fn route_attached(&self, gw: &ResourceKey, route: &ResourceKey) -> bool {
+        self.routes_by_gateway
+            .get(gw)
+            .is_some_and(|routes| routes.contains(route))
+    }
+
+    /// The routes whose backendRefs (or mirrors) name a backend called `svc`'s namespace/name
+    /// (a Service, ServiceImport or Backend of that name).
+    pub fn routes_of_service<'a>(
+        &'a self,
+        svc: &ResourceKey,
+    ) -> impl Iterator<Item = &'a ResourceKey> {
+        let svc = ResourceKey::new(&svc.cluster, Kind::Service, &svc.namespace, &svc.name);
+        self.routes_by_service.get(&svc).into_iter().flatten()
+    }
+
     pub fn service(&self, k: &ResourceKey) -> Option<&Service> {
         match self.resources.get(k).map(|r| &r.object) {
             Some(Object::Service(s)) => Some(s),

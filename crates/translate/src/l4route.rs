@@ -56,9 +56,17 @@ pub(crate) fn translate_l4_routes(
     policy: &mut L4Policy<'_>,
     variants: &mut BTreeSet<ClusterKey>,
 ) -> L4Chains {
-    let mut keys: BTreeSet<&ResourceKey> = ix.routes_of_gateway(gw_key).collect();
+    let l4 = |k: &&ResourceKey| {
+        matches!(
+            k.kind,
+            flotilla_model::Kind::TLSRoute
+                | flotilla_model::Kind::TCPRoute
+                | flotilla_model::Kind::UDPRoute
+        )
+    };
+    let mut keys: BTreeSet<&ResourceKey> = ix.routes_of_gateway(gw_key).filter(l4).collect();
     for s in sets {
-        keys.extend(ix.routes_of_gateway(&s.key));
+        keys.extend(ix.routes_of_gateway(&s.key).filter(l4));
     }
     let mut routes: Vec<L4Route> = keys
         .into_iter()

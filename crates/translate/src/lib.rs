@@ -96,6 +96,35 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Route parent statuses by route, then by the gateway that computed them.
+type RouteParents = BTreeMap<ResourceKey, BTreeMap<ResourceKey, Vec<(usize, serde_json::Value)>>>;
+
+/// Records what gateway `gw` says of route `route`'s parents (nothing: `words` is empty);
+/// true when that changed.
+fn set_route_words(
+    route_parents: &mut RouteParents,
+    route: &ResourceKey,
+    gw: &ResourceKey,
+    words: Vec<(usize, serde_json::Value)>,
+) -> bool {
+    if words.is_empty() {
+        let Some(by_gw) = route_parents.get_mut(route) else {
+            return false;
+        };
+        let changed = by_gw.remove(gw).is_some();
+        if by_gw.is_empty() {
+            route_parents.remove(route);
+        }
+        return changed;
+    }
+    let by_gw = route_parents.entry(route.clone()).or_default();
+    if by_gw.get(gw) == Some(&words) {
+        return false;
+    }
+    by_gw.insert(gw.clone(), words);
+    true
+}
+
 /// The resource index plus the translated output of every gateway.
 #[derive(Default)]
 pub struct Translator {
@@ -107,15 +136,28 @@ pub struct Translator {
     /// conditions its status updater adds; see `runtime`).
     translator_statuses: imbl::OrdMap<ResourceKey, Arc<serde_json::Value>>,
     /// Route parent statuses by route, then by the gateway that computed them.
-    route_parents: BTreeMap<ResourceKey, BTreeMap<ResourceKey, Vec<(usize, serde_json::Value)>>>,
+    route_parents: RouteParents,
     /// Status of resources a gateway decides besides its routes (ListenerSets), by resource,
     /// with the gateway that decided it.
     owned_status: BTreeMap<ResourceKey, ResourceKey>,
     /// BackendTLSPolicy ancestorRefs by policy, then by the gateway that recorded them.
     policy_ancestors: BTreeMap<ResourceKey, BTreeMap<ResourceKey, Vec<serde_json::Value>>>,
-    /// The routes and policies each gateway recorded in `route_parents` / `policy_ancestors`,
-    /// so retranslating one gateway forgets its old words without scanning every route.
-    reported: BTreeMap<ResourceKey, (Vec<ResourceKey>, Vec<ResourceKey>)>,
+    /// The policies each gateway recorded in `policy_ancestors`, so retranslating one gateway
+    /// forgets its old words without scanning every policy. (The routes it words are its
+    /// memo's.)
+    reported: BTreeMap<ResourceKey, Vec<ResourceKey>>,
+    /// What each gateway's last translation placed, route by route (see
+    /// [`gateway::GatewayMemo`]): the next translation places only the routes named in
+    /// `dirty_routes`.
+    memos: BTreeMap<ResourceKey, gateway::GatewayMemo>,
+    /// Gateways to retranslate at the next `recompute` because of routes alone, with those
+    /// routes: the ones that changed, or read something that did (a Service, its endpoints, a
+    /// Backend, a BackendTLSPolicy). A change outside a route's own inputs marks the gateway
+    /// whole (`dirty`).
+    dirty_routes: BTreeMap<ResourceKey, BTreeSet<ResourceKey>>,
+    /// Routes placed by gateway translations (tests check which changes place few).
+    #[cfg(test)]
+    placements: usize,
     /// The last policy pass of each cluster: which policies apply where, and what the pass
     /// read (a change it did not read reuses it).
     policy_passes: BTreeMap<String, Arc<(policy::attachments::Policies, policy::PolicyDeps)>>,
@@ -291,7 +333,61 @@ impl Translator {
                         .extend(services.iter().cloned());
                 }
             }
+            // A route, and what its backends are made of, reach the gateways of the routes
+            // concerned, for those routes alone.
+            Kind::HTTPRoute
+            | Kind::GRPCRoute
+            | Kind::TLSRoute
+            | Kind::TCPRoute
+            | Kind::UDPRoute => self.mark_route(r),
+            Kind::Service | Kind::ServiceImport | Kind::Backend => {
+                self.mark_routes_of(&r.key);
+                if r.key.kind == Kind::Service {
+                    self.index
+                        .gateways_importing(&r.key, false, &mut self.dirty);
+                }
+            }
+            Kind::BackendTLSPolicy => {
+                let Object::BackendTLSPolicy(p) = &r.object else {
+                    return;
+                };
+                let targets: Vec<ResourceKey> = p
+                    .spec
+                    .target_refs
+                    .iter()
+                    .map(|t| {
+                        ResourceKey::new(&r.key.cluster, Kind::Service, &r.key.namespace, &t.name)
+                    })
+                    .collect();
+                for t in targets {
+                    self.mark_routes_of(&t);
+                }
+            }
             _ => self.index.affected_gateways(r, &mut self.dirty),
+        }
+    }
+
+    /// Marks route `r` (as it is, or as it was) for placement again on every gateway it names.
+    fn mark_route(&mut self, r: &Resource) {
+        let mut gateways = BTreeSet::new();
+        self.index.affected_gateways(r, &mut gateways);
+        for gw in gateways {
+            self.dirty_routes
+                .entry(gw)
+                .or_default()
+                .insert(r.key.clone());
+        }
+    }
+
+    /// Marks the routes using a backend named as `svc` (Service, ServiceImport or Backend).
+    fn mark_routes_of(&mut self, svc: &ResourceKey) {
+        let routes: Vec<Arc<Resource>> = self
+            .index
+            .routes_of_service(svc)
+            .filter_map(|k| self.index.resources.get(k).cloned())
+            .collect();
+        for route in routes {
+            self.mark_route(&route);
         }
     }
 
@@ -373,6 +469,9 @@ impl Translator {
             *slot = envoy::load_assignment(name, endpoints);
         }
         let mut backends = (**backends).clone();
+        if let Some(memo) = self.memos.get_mut(gw) {
+            memo.refresh_endpoints(&updated);
+        }
         for (name, endpoints) in updated {
             if let Some(entry) = backends.get_mut(&name) {
                 entry.1 = endpoints;
@@ -400,18 +499,33 @@ impl Translator {
         let mut routes_touched: BTreeSet<ResourceKey> = BTreeSet::new();
         // (cluster, namespace) of BackendTLSPolicies whose status may have changed.
         let mut tls_ns_touched: BTreeSet<(String, String)> = BTreeSet::new();
-        let mut dirty = std::mem::take(&mut self.dirty);
+        let dirty = std::mem::take(&mut self.dirty);
         // Endpoint-only changes first: a gateway whose ClusterLoadAssignments alone change is
-        // not retranslated (the others join `dirty`).
+        // not retranslated (the routes using the others' services are placed again).
         for (gw, services) in std::mem::take(&mut self.endpoint_dirty) {
             if !dirty.contains(&gw) && !self.refresh_endpoints(&gw, &services, &mut changes) {
-                dirty.insert(gw);
+                let routes: BTreeSet<ResourceKey> = services
+                    .iter()
+                    .flat_map(|(ns, name)| {
+                        let svc = ResourceKey::new(&gw.cluster, Kind::Service, ns, name);
+                        self.index
+                            .routes_of_service(&svc)
+                            .cloned()
+                            .collect::<Vec<_>>()
+                    })
+                    .collect();
+                self.dirty_routes.entry(gw).or_default().extend(routes);
             }
         }
+        let mut dirty_routes = std::mem::take(&mut self.dirty_routes);
+        dirty_routes.retain(|gw, _| !dirty.contains(gw));
         // Clusters whose ClientTrafficPolicy/BackendTrafficPolicy statuses may have changed:
         // a gateway or route of theirs was retranslated, or a policy changed.
-        let mut policy_clusters: BTreeSet<String> =
-            dirty.iter().map(|k| k.cluster.clone()).collect();
+        let mut policy_clusters: BTreeSet<String> = dirty
+            .iter()
+            .chain(dirty_routes.keys())
+            .map(|k| k.cluster.clone())
+            .collect();
         policy_clusters.extend(
             self.dirty_status
                 .iter()
@@ -440,7 +554,10 @@ impl Translator {
             self.policy_passes.insert(c.clone(), Arc::new(pass));
             policy_statuses.extend(statuses);
         }
-        for gw_key in dirty {
+        let mut gateways: BTreeMap<ResourceKey, Option<BTreeSet<ResourceKey>>> =
+            dirty.into_iter().map(|gw| (gw, None)).collect();
+        gateways.extend(dirty_routes.into_iter().map(|(gw, r)| (gw, Some(r))));
+        for (gw_key, only) in gateways {
             let id = gw_key.gateway_id();
             let gw = match self.index.resources.get(&gw_key).map(|r| &r.object) {
                 Some(Object::Gateway(g))
@@ -450,22 +567,8 @@ impl Translator {
                 }
                 _ => None,
             };
-            // Drop what this gateway said about routes before; it is said anew below.
-            // A route whose parents this gateway words exactly as before keeps its status: it
-            // is not touched (a gateway of 10,000 routes changes one route's words, not all).
-            let (old_routes, old_policies) = self.reported.remove(&gw_key).unwrap_or_default();
-            let mut old_words: BTreeMap<ResourceKey, Vec<(usize, serde_json::Value)>> =
-                BTreeMap::new();
-            for route in old_routes {
-                if let Some(by_gw) = self.route_parents.get_mut(&route) {
-                    if let Some(words) = by_gw.remove(&gw_key) {
-                        old_words.insert(route.clone(), words);
-                    }
-                    if by_gw.is_empty() {
-                        self.route_parents.remove(&route);
-                    }
-                }
-            }
+            // Drop what this gateway said about policies before; it is said anew below.
+            let old_policies = self.reported.remove(&gw_key).unwrap_or_default();
             for policy in old_policies {
                 if let Some(by_gw) = self.policy_ancestors.get_mut(&policy) {
                     by_gw.remove(&gw_key);
@@ -486,31 +589,34 @@ impl Translator {
                     let pass = self.policy_passes.get(&gw_key.cluster).cloned();
                     let none = policy::attachments::Policies::default();
                     let attached = pass.as_ref().map_or(&none, |p| &p.0);
-                    let result = translate_gateway(&self.index, &gw_key, gw, attached);
+                    let memo = self.memos.entry(gw_key.clone()).or_default();
+                    let replace = match &only {
+                        Some(routes) => gateway::Replace::Routes(routes),
+                        None => gateway::Replace::All,
+                    };
+                    let result =
+                        translate_gateway(&self.index, &gw_key, gw, attached, memo, replace);
+                    tracing::debug!(gateway = %gw_key, placed = result.placed, whole = only.is_none(), "gateway translated");
                     #[cfg(test)]
                     {
                         self.translations += 1;
+                        self.placements += result.placed;
                     }
                     self.backends
                         .insert(gw_key.clone(), Arc::new(result.backends));
-                    let mut reported = (Vec::new(), Vec::new());
+                    let mut reported = Vec::new();
                     for (policy, ancestors) in result.policy_ancestors {
                         tls_ns_touched.insert((policy.cluster.clone(), policy.namespace.clone()));
-                        reported.1.push(policy.clone());
+                        reported.push(policy.clone());
                         self.policy_ancestors
                             .entry(policy)
                             .or_default()
                             .insert(gw_key.clone(), ancestors);
                     }
                     for (route, parents) in result.route_parents {
-                        if old_words.remove(&route).as_ref() != Some(&parents) {
-                            routes_touched.insert(route.clone());
+                        if set_route_words(&mut self.route_parents, &route, &gw_key, parents) {
+                            routes_touched.insert(route);
                         }
-                        reported.0.push(route.clone());
-                        self.route_parents
-                            .entry(route)
-                            .or_default()
-                            .insert(gw_key.clone(), parents);
                     }
                     self.reported.insert(gw_key.clone(), reported);
                     let full = runtime::with_gateway_conditions(
@@ -534,6 +640,14 @@ impl Translator {
                     }
                 }
                 None => {
+                    // Routes this gateway no longer words at all.
+                    if let Some(memo) = self.memos.remove(&gw_key) {
+                        for route in memo.routes.into_keys().chain(memo.l4_routes) {
+                            if set_route_words(&mut self.route_parents, &route, &gw_key, vec![]) {
+                                routes_touched.insert(route);
+                            }
+                        }
+                    }
                     self.backends.remove(&gw_key);
                     self.translator_statuses.remove(&gw_key);
                     self.set_status(&gw_key, None, &mut changes);
@@ -543,8 +657,6 @@ impl Translator {
                     }
                 }
             }
-            // Routes this gateway no longer words at all.
-            routes_touched.extend(old_words.into_keys());
         }
         let dirty_status = std::mem::take(&mut self.dirty_status);
         for key in dirty_status {

@@ -349,6 +349,28 @@ impl PartialEq for Age<'_> {
 
 impl Eq for Age<'_> {}
 
+/// A route's place in Envoy Gateway's route order, owned: its kind's rank (HTTPRoute before
+/// GRPCRoute), then its [`Age`]. It orders the routes' rules among equal matches, and, unlike an
+/// index into the sorted list, stays the same when other routes come and go (so a route's
+/// translation can be kept while others change).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct RouteOrder {
+    kind: u8,
+    created: Timestamp,
+    /// `namespace/name`, compared bytewise as [`Age`] compares it.
+    name: String,
+}
+
+impl RouteOrder {
+    pub fn of(kind: u8, meta: &ObjectMeta, key: &ResourceKey) -> Self {
+        RouteOrder {
+            kind,
+            created: Age::of(meta, key).created,
+            name: format!("{}/{}", key.namespace, key.name),
+        }
+    }
+}
+
 /// Validates an RE2 pattern the way Envoy Gateway's `regex.Validate` reports it.
 pub(crate) fn check_regex(value: &str) -> Result<(), String> {
     // Envoy evaluates RE2. The `regex` crate accepts the same syntax (both guarantee linear

@@ -361,9 +361,17 @@ spec: {endpoints: [{ip: {address: 10.2.0.9, port: 3000}}]}
         },
     })
     .unwrap();
+    // The route using it is placed again, on its gateway alone.
+    assert!(t.dirty.is_empty());
     assert_eq!(
-        t.dirty.iter().cloned().collect::<Vec<_>>(),
-        vec![key(Kind::Gateway, "infra", "gw")]
+        t.dirty_routes
+            .iter()
+            .map(|(gw, routes)| (gw.clone(), routes.iter().cloned().collect::<Vec<_>>()))
+            .collect::<Vec<_>>(),
+        vec![(
+            key(Kind::Gateway, "infra", "gw"),
+            vec![key(Kind::HTTPRoute, "app", "a")]
+        )]
     );
     let changes = t.recompute();
     assert_eq!(changes.updated.len(), 1);

@@ -42,24 +42,21 @@ pub(crate) fn direct(status: u32, body: Option<&[u8]>) -> route::Action {
     })
 }
 
-/// Envoy refuses direct response bodies over 4 KiB unless the route configuration raises the
-/// limit; Envoy Gateway accepts larger bodies, so the limit follows the largest one.
-pub(crate) fn direct_body_limit(
-    vhosts: &[envoy_types::pb::envoy::config::route::v3::VirtualHost],
-) -> Option<UInt32Value> {
-    let largest = vhosts
-        .iter()
-        .flat_map(|v| &v.routes)
-        .filter_map(|r| match &r.action {
-            Some(route::Action::DirectResponse(d)) => d.body.as_ref(),
-            _ => None,
-        })
-        .map(|b| match &b.specifier {
-            Some(data_source::Specifier::InlineString(s)) => s.len(),
-            Some(data_source::Specifier::InlineBytes(b)) => b.len(),
+/// The length of a route's direct response body (0 without one).
+pub(crate) fn direct_body_len(r: &Route) -> usize {
+    match &r.action {
+        Some(route::Action::DirectResponse(d)) => match d.body.as_ref().map(|b| &b.specifier) {
+            Some(Some(data_source::Specifier::InlineString(s))) => s.len(),
+            Some(Some(data_source::Specifier::InlineBytes(b))) => b.len(),
             _ => 0,
-        })
-        .max()?;
+        },
+        _ => 0,
+    }
+}
+
+/// `max_direct_response_body_size_bytes` for a route configuration whose largest direct
+/// response body is `largest` bytes: unset up to Envoy's default (4 KiB).
+pub(crate) fn body_size_limit(largest: usize) -> Option<UInt32Value> {
     (largest > 4096).then(|| UInt32Value {
         value: u32::try_from(largest).unwrap_or(u32::MAX),
     })

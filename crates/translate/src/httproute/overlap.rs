@@ -2,20 +2,24 @@
 //! matches an earlier route already serves on a host.
 
 use crate::httproute::matches::MatchShape;
+use crate::values::RouteOrder;
 use envoy_types::pb::envoy::config::route::v3::Route;
 use flotilla_model::ResourceKey;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 /// Envoy Gateway's overlap check (`checkRouteOverlaps`): routes of different xRoutes on one
 /// listener whose matches are identical (same host, path, header, query and cookie matches)
 /// shadow each other; each gets a RouteRulesOverlap condition naming the others.
+///
+/// Kept from one translation of a gateway to the next: a route's match keys are taken out when
+/// it changes and put back as they are now, and the routes sharing a bucket with it are the
+/// ones whose condition may change.
 #[derive(Default)]
 pub(crate) struct OverlapTracker {
-    /// listener -> canonical match key -> "Kind namespace/name" of the routes with that key
-    by_listener: BTreeMap<usize, BTreeMap<String, BTreeSet<String>>>,
-    /// "Kind namespace/name" -> the (listener, match key) buckets it is in, so that finding a
-    /// route's conflicts reads only its own buckets (not every bucket of its listeners).
-    by_route: BTreeMap<String, BTreeSet<(usize, String)>>,
+    /// (listener, canonical match key) -> the routes with that key, by "Kind namespace/name"
+    /// (the order the condition names them in)
+    buckets: BTreeMap<(usize, String), BTreeSet<(String, ResourceKey)>>,
 }
 
 impl OverlapTracker {
@@ -23,15 +27,9 @@ impl OverlapTracker {
         format!("{kind} {}/{}", key.namespace, key.name)
     }
 
-    pub fn record(
-        &mut self,
-        listener: usize,
-        host: &str,
-        kind: &str,
-        key: &ResourceKey,
-        r: &Route,
-    ) {
-        let Some(m) = &r.r#match else { return };
+    /// The canonical match key of route `r` served for `host` (`None`: it has no match).
+    pub fn match_key(host: &str, r: &Route) -> Option<String> {
+        let m = r.r#match.as_ref()?;
         let mut headers: Vec<String> = m.headers.iter().map(|h| format!("{h:?}")).collect();
         headers.sort();
         let mut queries: Vec<String> = m
@@ -40,44 +38,78 @@ impl OverlapTracker {
             .map(|q| format!("{q:?}"))
             .collect();
         queries.sort();
-        let k = format!(
+        Some(format!(
             "{host}\0{:?}\0{}\0{}",
             m.path_specifier,
             headers.join("\x01"),
             queries.join("\x01")
-        );
-        let me = Self::display(kind, key);
-        self.by_route
-            .entry(me.clone())
-            .or_default()
-            .insert((listener, k.clone()));
-        self.by_listener
-            .entry(listener)
-            .or_default()
-            .entry(k)
-            .or_default()
-            .insert(me);
+        ))
     }
 
-    /// The overlap message for a route attached to `listeners`, if it overlaps another route.
-    pub fn conflicts(&self, listeners: &[usize], kind: &str, key: &ResourceKey) -> Option<String> {
+    /// Records the (listener, match key) buckets of a route of `kind`.
+    pub fn add(&mut self, kind: &str, key: &ResourceKey, buckets: &[(usize, String)]) {
+        let me = (Self::display(kind, key), key.clone());
+        for b in buckets {
+            self.buckets
+                .entry(b.clone())
+                .or_default()
+                .insert(me.clone());
+        }
+    }
+
+    /// Takes a route's buckets out again.
+    pub fn remove(&mut self, kind: &str, key: &ResourceKey, buckets: &[(usize, String)]) {
+        let me = (Self::display(kind, key), key.clone());
+        for b in buckets {
+            if let Some(set) = self.buckets.get_mut(b) {
+                set.remove(&me);
+                if set.is_empty() {
+                    self.buckets.remove(b);
+                }
+            }
+        }
+    }
+
+    /// The routes in `buckets` (other than none): those whose overlap condition a change of a
+    /// route with these buckets can change.
+    pub fn members(&self, buckets: &[(usize, String)], out: &mut BTreeSet<ResourceKey>) {
+        for b in buckets {
+            out.extend(
+                self.buckets
+                    .get(b)
+                    .into_iter()
+                    .flatten()
+                    .map(|(_, k)| k.clone()),
+            );
+        }
+    }
+
+    /// The overlap message for a route with `buckets` attached through `listeners`, if it
+    /// overlaps another route.
+    pub fn conflicts(
+        &self,
+        buckets: &[(usize, String)],
+        listeners: &[usize],
+        kind: &str,
+        key: &ResourceKey,
+    ) -> Option<String> {
         let me = Self::display(kind, key);
         let mut others = BTreeSet::new();
-        for (li, k) in self.by_route.get(&me).into_iter().flatten() {
-            if !listeners.contains(li) {
+        for b in buckets {
+            if !listeners.contains(&b.0) {
                 continue;
             }
-            let Some(bucket) = self.by_listener.get(li).and_then(|b| b.get(k)) else {
+            let Some(bucket) = self.buckets.get(b) else {
                 continue;
             };
             if bucket.len() > 1 {
-                others.extend(bucket.iter().filter(|n| **n != me).cloned());
+                others.extend(bucket.iter().filter(|(n, _)| *n != me).map(|(n, _)| n));
             }
         }
         (!others.is_empty()).then(|| {
             format!(
                 "Overlapping match conditions with route(s): {}",
-                others.into_iter().collect::<Vec<_>>().join(", ")
+                others.into_iter().cloned().collect::<Vec<_>>().join(", ")
             )
         })
     }
@@ -85,7 +117,7 @@ impl OverlapTracker {
 
 /// Gateway API route precedence, as a sort key (smaller sorts first = matched first):
 /// exact path over regex over prefix; longer paths first; then method, more header matches,
-/// more query matches; then route age/name (rank) and rule/match order.
+/// more query matches; then the route's order (kind, age, name) and rule/match order.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct PrecedenceKey {
     path_kind: u8,
@@ -93,20 +125,25 @@ pub(crate) struct PrecedenceKey {
     no_method: bool,
     neg_headers: i64,
     neg_queries: i64,
-    rank: usize,
+    rank: Arc<RouteOrder>,
     rule: usize,
     matched: usize,
 }
 
 impl PrecedenceKey {
-    pub(crate) fn from_shape(s: MatchShape, rank: usize, rule: usize, matched: usize) -> Self {
+    pub(crate) fn from_shape(
+        s: MatchShape,
+        rank: &Arc<RouteOrder>,
+        rule: usize,
+        matched: usize,
+    ) -> Self {
         Self {
             path_kind: s.path_kind,
             neg_path_len: -(s.path_len as i64),
             no_method: !s.method,
             neg_headers: -(s.headers as i64),
             neg_queries: -(s.queries as i64),
-            rank,
+            rank: rank.clone(),
             rule,
             matched,
         }
