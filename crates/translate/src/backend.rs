@@ -69,7 +69,20 @@ pub(crate) fn resolve_backend(
     route: &ResourceKey,
     b: &HttpBackendRef,
 ) -> Result<(BackendId, Vec<EndpointAddr>), (&'static str, String)> {
-    resolve_inner(ix, route, b, &mut None, true)
+    // What the resolution reads of the route and the ref: many routes name the same backend.
+    let key = crate::index::ResolveKey {
+        cluster: route.cluster.clone(),
+        route_kind: route.kind,
+        route_namespace: route.namespace.clone(),
+        group: b.group.clone(),
+        kind: b.kind.clone(),
+        namespace: b.namespace.clone(),
+        name: b.name.clone(),
+        port: b.port,
+        weighted: b.weight.unwrap_or(1) != 0,
+    };
+    ix.resolved
+        .get_or_insert(key, || resolve_inner(ix, route, b, &mut None, true))
 }
 
 fn resolve_inner(

@@ -268,30 +268,35 @@ pub(crate) fn translate_gateway(
     // BackendTrafficPolicies, translated once each.
     let mut btps = BtpCache::default();
     let placed_count = to_place.len();
-    for key in to_place {
-        let Some(route) = route_of(key) else {
+    let placed = place_all(&scope, &mut btps, &to_place, &route_of);
+    for (key, p) in to_place.into_iter().zip(placed) {
+        let Some(p) = p else {
             continue;
         };
-        let p = place_route(&scope, &mut btps, key, route);
         if let Some(old) = memo.routes.remove(key) {
             memo.account(key, &old, false);
             memo.overlaps.members(&old.overlaps, &mut words_due);
             changed_backends.extend(old.backends.keys().cloned());
         }
         memo.account(key, &p, true);
-        changed_backends.extend(p.backends.keys().cloned());
+        if !full {
+            changed_backends.extend(p.backends.keys().cloned());
+        }
         words_due.insert(key.clone());
         memo.routes.insert(key.clone(), p);
     }
-    // Whose overlap buckets changed: a route sharing one with a changed route.
-    let mut due = BTreeSet::new();
-    for k in &words_due {
-        if let Some(p) = memo.routes.get(k) {
-            memo.overlaps.members(&p.overlaps, &mut due);
+    // Whose overlap buckets changed: a route sharing one with a changed route (after a full
+    // translation, every route is due already).
+    if !full {
+        let mut due = BTreeSet::new();
+        for k in &words_due {
+            if let Some(p) = memo.routes.get(k) {
+                memo.overlaps.members(&p.overlaps, &mut due);
+            }
         }
+        words_due.extend(due);
+        memo.forget_clusters(&changed_backends);
     }
-    words_due.extend(due);
-    memo.forget_clusters(&changed_backends);
     for k in words_due {
         let words = match memo.routes.get(&k) {
             Some(p) => route_words(&memo.overlaps, &k, p),
@@ -434,6 +439,52 @@ pub(crate) fn translate_gateway(
         backends,
         placed: placed_count,
     }
+}
+
+/// Routes placed by one thread before a translation uses more (a thread's start costs more
+/// than placing a few routes).
+const ROUTES_PER_THREAD: usize = 512;
+
+/// Places `keys` (the ones `route_of` finds), in order. Placements are independent of each
+/// other, so many are spread over the machine's cores; the result is the same as one by one.
+fn place_all<'a>(
+    scope: &GatewayScope<'_, '_>,
+    btps: &mut BtpCache,
+    keys: &[&ResourceKey],
+    route_of: &(dyn Fn(&ResourceKey) -> Option<AnyRoute<'a>> + Sync),
+) -> Vec<Option<place::Placed>> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(keys.len() / ROUTES_PER_THREAD)
+        .max(1);
+    if threads == 1 {
+        return keys
+            .iter()
+            .map(|k| Some(place_route(scope, btps, k, route_of(k)?)))
+            .collect();
+    }
+    let chunk = keys.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = keys
+            .chunks(chunk)
+            .map(|part| {
+                s.spawn(move || {
+                    let mut btps = BtpCache::default();
+                    part.iter()
+                        .map(|k| Some(place_route(scope, &mut btps, k, route_of(k)?)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| match h.join() {
+                Ok(v) => v,
+                // A placement that panicked panics the translation, as it would have inline.
+                Err(e) => std::panic::resume_unwind(e),
+            })
+            .collect()
+    })
 }
 
 /// A placed route's parent statuses, with the overlap check's verdict.

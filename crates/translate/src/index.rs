@@ -2,6 +2,7 @@
 //! "which gateways can this object affect" without scanning everything.
 
 use crate::envoy::EndpointAddr;
+use crate::ir::cluster::BackendId;
 use flotilla_model::{Kind, Object, Resource, ResourceKey, GATEWAY_GROUP};
 use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -29,11 +30,63 @@ pub(crate) struct Index {
     imports: BTreeMap<(String, String), BTreeSet<String>>,
     /// The translator's feature switches.
     pub options: crate::TranslateOptions,
+    /// Backend resolutions since the index last changed.
+    pub(crate) resolved: ResolveCache,
+}
+
+/// What resolving a backendRef reads of the route and the ref (see
+/// `backend::resolve_backend`).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub(crate) struct ResolveKey {
+    pub cluster: String,
+    pub route_kind: Kind,
+    pub route_namespace: String,
+    pub group: Option<String>,
+    pub kind: Option<String>,
+    pub namespace: Option<String>,
+    pub name: String,
+    pub port: Option<i32>,
+    /// A backend of weight 0 is resolved without its endpoints' checks.
+    pub weighted: bool,
+}
+
+/// A resolution: the backend and its endpoints, or why it failed.
+pub(crate) type Resolution = Result<(BackendId, Vec<EndpointAddr>), (&'static str, String)>;
+
+/// Backend resolutions, kept while the index does not change (it is emptied by every insert and
+/// removal): a translation resolves each backend once, however many routes name it. Shared by
+/// the threads placing routes.
+#[derive(Default)]
+pub(crate) struct ResolveCache(std::sync::Mutex<std::collections::HashMap<ResolveKey, Resolution>>);
+
+impl ResolveCache {
+    pub fn get_or_insert(
+        &self,
+        key: ResolveKey,
+        resolve: impl FnOnce() -> Resolution,
+    ) -> Resolution {
+        if let Some(hit) = self.lock().get(&key) {
+            return hit.clone();
+        }
+        let r = resolve();
+        self.lock().insert(key, r.clone());
+        r
+    }
+
+    fn clear(&self) {
+        self.lock().clear();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<ResolveKey, Resolution>> {
+        // A panic while holding the lock leaves a map of whole entries: still usable.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl Index {
     /// Inserts or replaces an object; returns the previous one.
     pub fn insert(&mut self, r: Arc<Resource>) -> Option<Arc<Resource>> {
+        self.resolved.clear();
         let old = self.resources.insert(r.key.clone(), r.clone());
         if let Some(old) = &old {
             self.unlink(old);
@@ -43,6 +96,7 @@ impl Index {
     }
 
     pub fn remove(&mut self, key: &ResourceKey) -> Option<Arc<Resource>> {
+        self.resolved.clear();
         let old = self.resources.remove(key)?;
         self.unlink(&old);
         Some(old)
