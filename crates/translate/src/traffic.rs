@@ -46,6 +46,9 @@ use envoy_types::pb::google::protobuf::{BoolValue, Duration, UInt32Value, UInt64
 
 pub const FAULT_FILTER: &str = "envoy.filters.http.fault";
 pub const CUSTOM_RESPONSE_FILTER: &str = "envoy.filters.http.custom_response";
+/// The name of a custom response action that redirects (Envoy Gateway's).
+const REDIRECT_POLICY: &str =
+    "envoy.extensions.http.custom_response.redirect_policy.v3.RedirectPolicy";
 pub const BUFFER_FILTER: &str = "envoy.filters.http.buffer";
 /// Two instances of the bandwidth limit filter, one per direction (Envoy Gateway's names): a
 /// route's config of one instance sets one direction's limit.
@@ -80,7 +83,8 @@ fn disabled_filter(name: &str, config: envoy_types::pb::google::protobuf::Any) -
 }
 
 /// Inserts the filters BackendTrafficPolicy routes enable into a connection manager's list,
-/// each disabled until a route's per-filter config enables it, where Envoy Gateway's
+/// each (but the custom response filter, see there) disabled until a route's per-filter config
+/// enables it, where Envoy Gateway's
 /// `newOrderedHTTPFilter` puts it: custom response and fault before CORS, the request buffer
 /// after session persistence, the compressors just before the router.
 pub fn insert_http_filters(filters: &mut Vec<HttpFilter>) {
@@ -89,7 +93,17 @@ pub fn insert_http_filters(filters: &mut Vec<HttpFilter>) {
     filters.splice(
         cors..cors,
         [
-            disabled_filter(CUSTOM_RESPONSE_FILTER, any_of(&CustomResponse::default())),
+            // Enabled, with no matcher (it answers nothing itself): a response override that
+            // redirects sends the request again through whatever route matches the new URL,
+            // and it is this filter on that stream that applies the redirect's status, even
+            // where that route configures no override of its own.
+            HttpFilter {
+                name: CUSTOM_RESPONSE_FILTER.to_string(),
+                config_type: Some(http_filter::ConfigType::TypedConfig(any_of(
+                    &CustomResponse::default(),
+                ))),
+                ..Default::default()
+            },
             disabled_filter(FAULT_FILTER, any_of(&HttpFault::default())),
         ],
     );
@@ -347,10 +361,8 @@ fn http_fault(f: &Fault) -> HttpFault {
 }
 
 /// The custom response filter's per-route config: the first override whose status matches
-/// answers with its local response.
+/// answers with its local response, or redirects.
 fn custom_response(overrides: &[ResponseOverride]) -> CustomResponse {
-    use envoy_types::pb::envoy::config::core::v3::{data_source, DataSource};
-    use envoy_types::pb::envoy::extensions::http::custom_response::local_response_policy::v3::LocalResponsePolicy;
     use envoy_types::pb::xds::r#type::matcher::v3::{
         matcher::{
             self,
@@ -416,7 +428,65 @@ fn custom_response(overrides: &[ResponseOverride]) -> CustomResponse {
                         .collect(),
                 })
             };
-            let policy = LocalResponsePolicy {
+            let action = match &o.redirect {
+                Some(r) => redirect_action(r),
+                None => local_response_action(o),
+            };
+            matcher_list::FieldMatcher {
+                predicate: Some(matcher_list::Predicate {
+                    match_type: Some(match_type),
+                }),
+                on_match: Some(matcher::OnMatch {
+                    on_match: Some(matcher::on_match::OnMatch::Action(action)),
+                    keep_matching: false,
+                }),
+            }
+        })
+        .collect();
+    CustomResponse {
+        custom_response_matcher: Some(Matcher {
+            matcher_type: Some(matcher::MatcherType::MatcherList(matcher::MatcherList {
+                matchers,
+            })),
+            on_no_match: None,
+        }),
+    }
+}
+
+/// The action of an override that redirects: Envoy's custom response redirect policy, with the
+/// parts of the URL the override sets (Envoy Gateway's `buildRedirectAction`).
+fn redirect_action(r: &Redirect) -> envoy_types::pb::xds::core::v3::TypedExtensionConfig {
+    use envoy_types::pb::envoy::config::route::v3::redirect_action::{
+        PathRewriteSpecifier, SchemeRewriteSpecifier,
+    };
+    use envoy_types::pb::envoy::config::route::v3::RedirectAction;
+    use envoy_types::pb::envoy::extensions::http::custom_response::redirect_policy::v3::{
+        redirect_policy::RedirectActionSpecifier, RedirectPolicy,
+    };
+    let action = RedirectAction {
+        scheme_rewrite_specifier: r.scheme.clone().map(SchemeRewriteSpecifier::SchemeRedirect),
+        host_redirect: r.hostname.clone().unwrap_or_default(),
+        port_redirect: r.port.unwrap_or_default(),
+        path_rewrite_specifier: r.path.clone().map(PathRewriteSpecifier::PathRedirect),
+        ..Default::default()
+    };
+    envoy_types::pb::xds::core::v3::TypedExtensionConfig {
+        name: REDIRECT_POLICY.into(),
+        typed_config: Some(any_of(&RedirectPolicy {
+            redirect_action_specifier: Some(RedirectActionSpecifier::RedirectAction(action)),
+            status_code: Some(u32v(r.status)),
+            ..Default::default()
+        })),
+    }
+}
+
+/// The action of an override that answers itself: Envoy's local response policy.
+fn local_response_action(
+    o: &ResponseOverride,
+) -> envoy_types::pb::xds::core::v3::TypedExtensionConfig {
+    use envoy_types::pb::envoy::config::core::v3::{data_source, DataSource};
+    use envoy_types::pb::envoy::extensions::http::custom_response::local_response_policy::v3::LocalResponsePolicy;
+    let policy = LocalResponsePolicy {
                 body: o.body.as_ref().map(|b| DataSource {
                     specifier: Some(data_source::Specifier::InlineString(b.clone())),
                     ..Default::default()
@@ -437,29 +507,9 @@ fn custom_response(overrides: &[ResponseOverride]) -> CustomResponse {
                     .collect(),
                 ..Default::default()
             };
-            matcher_list::FieldMatcher {
-                predicate: Some(matcher_list::Predicate {
-                    match_type: Some(match_type),
-                }),
-                on_match: Some(matcher::OnMatch {
-                    on_match: Some(matcher::on_match::OnMatch::Action(
-                        envoy_types::pb::xds::core::v3::TypedExtensionConfig {
-                            name: "local_response".into(),
-                            typed_config: Some(any_of(&policy)),
-                        },
-                    )),
-                    keep_matching: false,
-                }),
-            }
-        })
-        .collect();
-    CustomResponse {
-        custom_response_matcher: Some(Matcher {
-            matcher_type: Some(matcher::MatcherType::MatcherList(matcher::MatcherList {
-                matchers,
-            })),
-            on_no_match: None,
-        }),
+    envoy_types::pb::xds::core::v3::TypedExtensionConfig {
+        name: "local_response".into(),
+        typed_config: Some(any_of(&policy)),
     }
 }
 

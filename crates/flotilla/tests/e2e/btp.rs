@@ -217,6 +217,61 @@ async fn response_override_rewrites_a_500() {
     expect_no_nacks(&s).await;
 }
 
+/// `responseOverride[].redirect` is Envoy's custom response redirect policy: Envoy sends the
+/// request again, internally, to the redirect's URL (here another route's path on the same
+/// gateway), and answers the client with that response under the redirect's status (which
+/// the custom response filter applies on the redirected stream: that route has no override).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_override_redirects_a_500() {
+    let app = axum::Router::new()
+        .fallback(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "stack trace").into_response() });
+    let broken = serve("127.0.0.1", 0, app).await.unwrap();
+    let good = start_backend("sorry").await;
+    let (s, _envoy, base) = start(&[
+        service_yaml("default", "broken", broken),
+        service_yaml("default", "sorry", good),
+        route_yaml("default", "r", "gw", "/broken", &[("broken", 1)]),
+        route_yaml("default", "sorry", "gw", "/sorry", &[("sorry", 1)]),
+        btp_yaml(
+            "r",
+            "  responseOverride:
+  - match: {statusCodes: [{type: Value, value: 500}]}
+    redirect: {path: {type: ReplaceFullPath, replaceFullPath: /sorry/page}}",
+        ),
+    ])
+    .await;
+    expect_accepted(&s, "r").await;
+    // The client never follows redirects itself: what it sees is Envoy's doing.
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let url = format!("{base}/broken/x");
+    let (code, location, body) = eventually("the redirected 500", T, || async {
+        let r = http.get(&url).send().await.map_err(|e| e.to_string())?;
+        let code = r.status().as_u16();
+        let location = r
+            .headers()
+            .get("location")
+            .map(|v| v.to_str().unwrap_or_default().to_string());
+        let body = r.text().await.map_err(|e| e.to_string())?;
+        if code == 500 {
+            return Err(format!("{code} {body}"));
+        }
+        Ok((code, location, body))
+    })
+    .await;
+    assert_eq!(
+        (code, body.as_str()),
+        (302, "backend=sorry path=/sorry/page")
+    );
+    // The redirect happened inside Envoy: the client is not sent anywhere.
+    assert_eq!(location, None);
+    expect_no_nacks(&s).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compression_gzips_a_large_body_for_a_gzip_client() {
     let body = "compress me please ".repeat(500);

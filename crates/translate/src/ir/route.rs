@@ -96,6 +96,24 @@ pub(crate) struct ResponseOverride {
     pub content_type: Option<String>,
     pub body: Option<String>,
     pub status: Option<u32>,
+    /// `redirect`: the request is redirected instead of answered with a local response.
+    pub redirect: Option<Redirect>,
+}
+
+/// A response override's `redirect` (Envoy Gateway v1.5+, `CustomRedirect`): Envoy's custom
+/// response redirect policy sends the request again, internally, to the URL these parts make
+/// (each unset part kept from the original request), and answers with that response under
+/// `status`.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Redirect {
+    /// `http` or `https`.
+    pub scheme: Option<String>,
+    pub hostname: Option<String>,
+    /// `path.replaceFullPath`.
+    pub path: Option<String>,
+    pub port: Option<u32>,
+    /// 301 or 302 (Envoy Gateway's default: 302).
+    pub status: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]

@@ -98,6 +98,19 @@ struct Parser<'a> {
     e: &'a mut FieldErrors,
 }
 
+/// Gateway API's `PreciseHostname`: a lowercase RFC 1123 subdomain, no wildcard.
+fn is_precise_hostname(h: &str) -> bool {
+    h.len() <= 253
+        && h.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
+}
+
 /// Envoy's `google.protobuf.Duration` must be positive where these durations go.
 fn positive(n: i64) -> bool {
     n > 0
@@ -431,11 +444,21 @@ impl<'a> Parser<'a> {
                 }
                 o.headers.push((name.to_ascii_lowercase(), m));
             }
-            if ro.get("redirect").is_some() {
-                // Redirects are not translated yet: such an override is left out whole.
+            if o.statuses.is_empty() && o.headers.is_empty() {
                 continue;
             }
-            if o.statuses.is_empty() && o.headers.is_empty() {
+            if let Some(r) = ro.get("redirect").filter(|r| !r.is_null()) {
+                if ro.get("response").is_some_and(|r| !r.is_null()) {
+                    self.err(
+                        "ResponseOverride",
+                        "exactly one of response or redirect must be specified".into(),
+                    );
+                    continue;
+                }
+                if let Some(r) = self.redirect(r) {
+                    o.redirect = Some(r);
+                    out.push(o);
+                }
                 continue;
             }
             o.content_type = ro
@@ -486,6 +509,85 @@ impl<'a> Parser<'a> {
             out.push(o);
         }
         out
+    }
+
+    /// A response override's `redirect`, checked as Envoy Gateway's CRD checks it (scheme
+    /// `http` or `https`, a precise hostname, `ReplaceFullPath` only, a port, 301 or 302).
+    fn redirect(&mut self, r: &Value) -> Option<Redirect> {
+        let mut errs: Vec<String> = Vec::new();
+        let text = |f: &str| r.pointer(f).filter(|v| !v.is_null());
+        let scheme = match text("/scheme") {
+            None => None,
+            Some(Value::String(s)) if s == "http" || s == "https" => Some(s.clone()),
+            Some(v) => {
+                errs.push(format!("unsupported scheme {v}, must be http or https"));
+                None
+            }
+        };
+        let hostname = match text("/hostname") {
+            None => None,
+            Some(Value::String(h)) if is_precise_hostname(h) => Some(h.clone()),
+            Some(v) => {
+                errs.push(format!("invalid hostname {v}"));
+                None
+            }
+        };
+        let path = match text("/path") {
+            None => None,
+            Some(p) => match (
+                p.get("type").and_then(Value::as_str),
+                p.get("replaceFullPath").and_then(Value::as_str),
+            ) {
+                // A path of visible ASCII that starts with `/`: anything else makes no URL.
+                (Some("ReplaceFullPath"), Some(f))
+                    if f.starts_with('/') && f.bytes().all(|b| b.is_ascii_graphic()) =>
+                {
+                    Some(f.to_string())
+                }
+                (Some("ReplaceFullPath"), f) => {
+                    errs.push(format!("invalid replaceFullPath {f:?}"));
+                    None
+                }
+                _ => {
+                    errs.push("only ReplaceFullPath is supported for path.type".into());
+                    None
+                }
+            },
+        };
+        let port = match text("/port") {
+            None => None,
+            Some(v) => match v.as_u64().filter(|p| (1..=65_535).contains(p)) {
+                Some(p) => Some(p as u32),
+                None => {
+                    errs.push(format!("invalid port {v}"));
+                    None
+                }
+            },
+        };
+        let status = match text("/statusCode") {
+            // Envoy Gateway's CRD default.
+            None => 302,
+            Some(v) => match v.as_u64().filter(|c| *c == 301 || *c == 302) {
+                Some(c) => c as u32,
+                None => {
+                    errs.push(format!("unsupported statusCode {v}, must be 301 or 302"));
+                    302
+                }
+            },
+        };
+        if !errs.is_empty() {
+            for e in errs {
+                self.err("ResponseOverride", format!("redirect: {e}"));
+            }
+            return None;
+        }
+        Some(Redirect {
+            scheme,
+            hostname,
+            path,
+            port,
+            status,
+        })
     }
 
     fn compressors(&mut self) -> Vec<CompressorKind> {
