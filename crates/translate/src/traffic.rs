@@ -57,6 +57,8 @@ pub const BANDWIDTH_RESPONSE_FILTER: &str = "envoy.filters.http.bandwidth_limit/
 const BANDWIDTH_STAT_PREFIX: &str = "http_bandwidth_limiter";
 /// The key of a cluster's upstream HTTP protocol options.
 const HTTP_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+/// The load balancing policy extension of `loadBalancer.type: BackendUtilization`.
+const CSWRR_POLICY: &str = "envoy.load_balancing_policies.client_side_weighted_round_robin";
 
 fn nanos(n: Nanos) -> Duration {
     crate::values::GoDuration::from_nanos(n).to_proto()
@@ -263,6 +265,21 @@ fn hash_policy(h: &HashOn) -> route_action::HashPolicy {
 pub fn apply_route(r: &mut Route, s: &RouteSettings, cluster: Option<&ClusterSettings>) {
     if let Some(route::Action::Route(ra)) = r.action.as_mut() {
         apply_route_action(ra, s, cluster);
+    }
+    // The endpoints' load reports are for this proxy: not passed on unless asked (Envoy
+    // Gateway's `keepResponseHeaders`).
+    if let Some(LoadBalancer {
+        policy: LbPolicy::BackendUtilization(bu),
+        ..
+    }) = cluster.and_then(|c| c.load_balancer.as_ref())
+    {
+        if !bu.keep_response_headers {
+            for h in ORCA_HEADERS {
+                if !r.response_headers_to_remove.iter().any(|x| x == h) {
+                    r.response_headers_to_remove.push(h.to_string());
+                }
+            }
+        }
     }
     let mut put = |name: &str, config| {
         r.typed_per_filter_config.insert(name.to_string(), config);
@@ -767,6 +784,21 @@ fn apply_lb(c: &mut Cluster, lb: &LoadBalancer) {
                 })
             });
         }
+        LbPolicy::BackendUtilization(bu) => {
+            c.lb_policy = cluster::LbPolicy::RoundRobin as i32;
+            c.lb_config = None;
+            c.load_balancing_policy = Some(envoy_types::pb::envoy::config::cluster::v3::LoadBalancingPolicy {
+                policies: vec![envoy_types::pb::envoy::config::cluster::v3::load_balancing_policy::Policy {
+                    typed_extension_config: Some(TypedExtensionConfig {
+                        name: CSWRR_POLICY.into(),
+                        typed_config: Some(any_of(&client_side_weighted_round_robin(
+                            bu,
+                            lb.slow_start_window,
+                        ))),
+                    }),
+                }],
+            });
+        }
     }
     if let Some(z) = &lb.zone_aware {
         let common = c.common_lb_config.get_or_insert_with(Default::default);
@@ -783,6 +815,56 @@ fn apply_lb(c: &mut Cluster, lb: &LoadBalancer) {
         );
     }
 }
+
+/// Envoy Gateway's defaults for `backendUtilization` (Envoy's own, written out).
+const DEFAULT_BLACKOUT_PERIOD: Nanos = 10_000_000_000;
+const DEFAULT_WEIGHT_EXPIRATION_PERIOD: Nanos = 180_000_000_000;
+const DEFAULT_WEIGHT_UPDATE_PERIOD: Nanos = 1_000_000_000;
+
+/// `loadBalancer.type: BackendUtilization` (Envoy Gateway's `buildClientSideWeightedRoundRobin`
+/// in cluster.go).
+fn client_side_weighted_round_robin(
+    bu: &BackendUtilization,
+    slow_start_window: Option<Nanos>,
+) -> envoy_types::pb::envoy::extensions::load_balancing_policies::client_side_weighted_round_robin::v3::ClientSideWeightedRoundRobin{
+    use envoy_types::pb::envoy::extensions::load_balancing_policies::client_side_weighted_round_robin::v3::ClientSideWeightedRoundRobin;
+    use envoy_types::pb::envoy::extensions::load_balancing_policies::common::v3::{
+        OrcaOobReportingConfig, SlowStartConfig,
+    };
+    use envoy_types::pb::google::protobuf::FloatValue;
+    let oob = bu.out_of_band.as_ref();
+    ClientSideWeightedRoundRobin {
+        enable_oob_load_report: oob.map(|_| BoolValue { value: true }),
+        oob_reporting_period: oob.and_then(|o| o.reporting_period).map(nanos),
+        oob_reporting_config: oob
+            .filter(|o| o.port.is_some() || o.authority.is_some())
+            .map(|o| OrcaOobReportingConfig {
+                port_value: o.port.unwrap_or_default(),
+                authority: o.authority.clone().unwrap_or_default(),
+                ..Default::default()
+            }),
+        blackout_period: Some(nanos(bu.blackout_period.unwrap_or(DEFAULT_BLACKOUT_PERIOD))),
+        weight_expiration_period: Some(nanos(
+            bu.weight_expiration_period
+                .unwrap_or(DEFAULT_WEIGHT_EXPIRATION_PERIOD),
+        )),
+        weight_update_period: Some(nanos(
+            bu.weight_update_period
+                .unwrap_or(DEFAULT_WEIGHT_UPDATE_PERIOD),
+        )),
+        error_utilization_penalty: bu.error_utilization_penalty_percent.map(|p| FloatValue {
+            value: p as f32 / 100.0,
+        }),
+        metric_names_for_computing_utilization: bu.metric_names.clone(),
+        slow_start_config: slow_start_window.map(|w| SlowStartConfig {
+            slow_start_window: Some(nanos(w)),
+            ..Default::default()
+        }),
+    }
+}
+
+/// The response headers an endpoint reports its load in (ORCA, text/JSON and binary forms).
+pub(crate) const ORCA_HEADERS: [&str; 2] = ["endpoint-load-metrics", "endpoint-load-metrics-bin"];
 
 fn payload(p: &Payload) -> health_check::Payload {
     health_check::Payload {

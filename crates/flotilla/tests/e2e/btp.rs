@@ -384,6 +384,72 @@ async fn consistent_hash_keeps_a_header_value_on_one_backend() {
     expect_no_nacks(&s).await;
 }
 
+/// `loadBalancer.type: BackendUtilization`: two endpoints report their load in ORCA response
+/// headers, one nine times busier than the other; Envoy's client-side weighted round robin
+/// sends most requests to the idle one, and the reports do not reach the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_utilization_prefers_the_endpoint_reporting_less_load() {
+    let reporting = |name: &'static str, cpu: &'static str| {
+        axum::Router::new().fallback(move || async move {
+            (
+                [(
+                    "endpoint-load-metrics",
+                    format!("TEXT cpu_utilization={cpu}, rps_fractional=100"),
+                )],
+                name,
+            )
+                .into_response()
+        })
+    };
+    let port = serve_pool(vec![reporting("busy", "0.9"), reporting("idle", "0.1")]).await;
+    let (s, _envoy, base) = start(&[
+        pool_yaml("pool", port, 2),
+        route_yaml("default", "r", "gw", "/orca", &[("pool", 1)]),
+        btp_yaml(
+            "r",
+            "  loadBalancer:
+    type: BackendUtilization
+    backendUtilization: {blackoutPeriod: 0s, weightUpdatePeriod: 100ms}",
+        ),
+    ])
+    .await;
+    expect_accepted(&s, "r").await;
+    let url = format!("{base}/orca");
+    // (the endpoint's name, whether its load report reached the client)
+    let send = || {
+        let (http, url) = (s.http.clone(), url.clone());
+        async move {
+            let r = http.get(&url).send().await.map_err(|e| e.to_string())?;
+            if r.status() != 200 {
+                return Err(format!("status {}", r.status()));
+            }
+            let leaked = r.headers().contains_key("endpoint-load-metrics");
+            Ok((r.text().await.map_err(|e| e.to_string())?, leaked))
+        }
+    };
+    // Round robin would split 50/50; the reported weights (100/0.9 against 100/0.1) give the
+    // idle endpoint about 90%.
+    eventually("most requests on the idle endpoint", T, || async {
+        let mut idle = 0;
+        for _ in 0..100 {
+            let (name, leaked) = send().await?;
+            if leaked {
+                return Err("a load report reached the client".to_string());
+            }
+            if name == "idle" {
+                idle += 1;
+            }
+        }
+        if idle >= 75 {
+            Ok(())
+        } else {
+            Err(format!("{idle} of 100 on the idle endpoint"))
+        }
+    })
+    .await;
+    expect_no_nacks(&s).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn circuit_breaker_overflow_answers_503_overloaded() {
     let app = axum::Router::new().fallback(|| async {

@@ -711,9 +711,14 @@ impl<'a> Parser<'a> {
                     table_size: self.get(&ch("tableSize")).and_then(Value::as_u64),
                 }
             }
-            // BackendUtilization (and any type added later) is not translated yet: left out,
-            // the cluster keeps round robin.
-            _ => return None,
+            "BackendUtilization" => LbPolicy::BackendUtilization(self.backend_utilization()),
+            other => {
+                self.err(
+                    "LoadBalancer",
+                    format!("unsupported load balancer type {other}"),
+                );
+                return None;
+            }
         };
         let slow_start_window = self.duration(
             "/loadBalancer/slowStart/window",
@@ -744,11 +749,84 @@ impl<'a> Parser<'a> {
                     .and_then(Value::as_u64)
                     .and_then(|n| u32::try_from(n).ok()),
             });
+        // Envoy takes no zone-aware routing with a load balancing policy extension.
+        if zone_aware.is_some() && matches!(policy, LbPolicy::BackendUtilization(_)) {
+            self.err(
+                "LoadBalancer",
+                "zoneAware.preferLocal is not supported with the BackendUtilization load balancer"
+                    .into(),
+            );
+        }
         Some(LoadBalancer {
             policy,
             slow_start_window,
             zone_aware,
         })
+    }
+
+    /// `loadBalancer.backendUtilization` (every field optional).
+    fn backend_utilization(&mut self) -> BackendUtilization {
+        let f = |field: &str| format!("/loadBalancer/backendUtilization/{field}");
+        let section = "LoadBalancer";
+        let metric_names = match self.get(&f("metricNamesForComputingUtilization")) {
+            None => vec![],
+            Some(Value::Array(names))
+                if names
+                    .iter()
+                    .all(|n| n.as_str().is_some_and(|n| !n.is_empty())) =>
+            {
+                names
+                    .iter()
+                    .filter_map(|n| n.as_str().map(str::to_string))
+                    .collect()
+            }
+            Some(v) => {
+                self.err(
+                    section,
+                    format!("invalid MetricNamesForComputingUtilization value {v}"),
+                );
+                vec![]
+            }
+        };
+        let out_of_band = self.get(&f("outOfBand")).map(|_| OutOfBandReports {
+            reporting_period: self.positive_duration(
+                &f("outOfBand/reportingPeriod"),
+                section,
+                "OutOfBand ReportingPeriod",
+            ),
+            port: self
+                .u32(&f("outOfBand/port"), section, "OutOfBand Port")
+                .and_then(|p| {
+                    if (1..=65_535).contains(&p) {
+                        Some(p)
+                    } else {
+                        self.err(section, format!("invalid OutOfBand Port value {p}"));
+                        None
+                    }
+                }),
+            authority: self.str(&f("outOfBand/authority")).map(str::to_string),
+        });
+        BackendUtilization {
+            blackout_period: self.duration(&f("blackoutPeriod"), section, "BlackoutPeriod"),
+            weight_expiration_period: self.positive_duration(
+                &f("weightExpirationPeriod"),
+                section,
+                "WeightExpirationPeriod",
+            ),
+            weight_update_period: self.positive_duration(
+                &f("weightUpdatePeriod"),
+                section,
+                "WeightUpdatePeriod",
+            ),
+            error_utilization_penalty_percent: self.u32(
+                &f("errorUtilizationPenaltyPercent"),
+                section,
+                "ErrorUtilizationPenaltyPercent",
+            ),
+            metric_names,
+            keep_response_headers: self.bool(&f("keepResponseHeaders")).unwrap_or(false),
+            out_of_band,
+        }
     }
 
     fn circuit_breaker(&mut self) -> Option<CircuitBreaker> {

@@ -655,6 +655,27 @@ fn values_envoy_would_refuse_are_refused_in_status() {
             "  loadBalancer: {type: ConsistentHash, consistentHash: {type: Header}}",
             "LoadBalancer",
         ),
+        ("  loadBalancer: {type: Fastest}", "LoadBalancer"),
+        (
+            "  loadBalancer: {type: BackendUtilization, backendUtilization: {weightUpdatePeriod: 0s}}",
+            "LoadBalancer",
+        ),
+        (
+            "  loadBalancer: {type: BackendUtilization, backendUtilization: {errorUtilizationPenaltyPercent: -5}}",
+            "LoadBalancer",
+        ),
+        (
+            "  loadBalancer: {type: BackendUtilization, backendUtilization: {metricNamesForComputingUtilization: ['']}}",
+            "LoadBalancer",
+        ),
+        (
+            "  loadBalancer: {type: BackendUtilization, backendUtilization: {outOfBand: {port: 70000}}}",
+            "LoadBalancer",
+        ),
+        (
+            "  loadBalancer: {type: BackendUtilization, zoneAware: {preferLocal: {minEndpointsThreshold: 2}}}",
+            "LoadBalancer",
+        ),
         (
             "  responseOverride:\n  - match: {statusCodes: [{type: Range, range: {start: 510, end: 500}}]}\n    response: {body: {inline: x}}",
             "ResponseOverride",
@@ -871,4 +892,98 @@ fn an_invalid_response_override_redirect_is_refused_in_status() {
         accepted(&both, "p").2,
         "ResponseOverride: exactly one of response or redirect must be specified."
     );
+}
+
+/// `loadBalancer.type: BackendUtilization`: the cluster takes Envoy's client-side weighted
+/// round robin with the policy's settings (Envoy Gateway's defaults where unset), the routes
+/// drop the ORCA load report headers unless `keepResponseHeaders`, and Envoy accepts it all.
+#[test]
+fn backend_utilization_is_client_side_weighted_round_robin() {
+    use envoy_types::pb::envoy::extensions::load_balancing_policies::client_side_weighted_round_robin::v3::ClientSideWeightedRoundRobin;
+    let t = translate(&[
+        policy(
+            "pa",
+            Some("a"),
+            "  loadBalancer:
+    type: BackendUtilization
+    slowStart: {window: 5s}
+    backendUtilization:
+      blackoutPeriod: 2s
+      weightExpirationPeriod: 60s
+      weightUpdatePeriod: 500ms
+      errorUtilizationPenaltyPercent: 150
+      metricNamesForComputingUtilization: [named_metrics.foo, cpu_utilization]",
+        ),
+        policy(
+            "pb",
+            Some("b"),
+            "  loadBalancer:
+    type: BackendUtilization
+    backendUtilization:
+      keepResponseHeaders: true
+      outOfBand: {reportingPeriod: 5s, port: 9001, authority: orca.example.com}",
+        ),
+    ]);
+    for p in ["pa", "pb"] {
+        assert_eq!(accepted(&t, p).0, "True", "{p}");
+    }
+    let cswrr = |path: &str| {
+        let c = cluster_named(&t, &cluster_of(&route_named(&t, path)));
+        assert_eq!(c.lb_policy, cluster::LbPolicy::RoundRobin as i32);
+        assert!(c.lb_config.is_none());
+        let policies = c
+            .load_balancing_policy
+            .expect("a load balancing policy")
+            .policies;
+        assert_eq!(policies.len(), 1);
+        let ext = policies[0].typed_extension_config.clone().unwrap();
+        assert_eq!(
+            ext.name,
+            "envoy.load_balancing_policies.client_side_weighted_round_robin"
+        );
+        let any = ext.typed_config.unwrap();
+        assert_eq!(
+            any.type_url,
+            "type.googleapis.com/envoy.extensions.load_balancing_policies.client_side_weighted_round_robin.v3.ClientSideWeightedRoundRobin"
+        );
+        ClientSideWeightedRoundRobin::decode(any.value.as_slice()).unwrap()
+    };
+    let a = cswrr("/a");
+    assert_eq!(a.blackout_period.unwrap().seconds, 2);
+    assert_eq!(a.weight_expiration_period.unwrap().seconds, 60);
+    assert_eq!(a.weight_update_period.unwrap().nanos, 500_000_000);
+    assert_eq!(a.error_utilization_penalty.unwrap().value, 1.5);
+    assert_eq!(
+        a.metric_names_for_computing_utilization,
+        vec!["named_metrics.foo", "cpu_utilization"]
+    );
+    assert_eq!(
+        a.slow_start_config
+            .unwrap()
+            .slow_start_window
+            .unwrap()
+            .seconds,
+        5
+    );
+    assert!(a.enable_oob_load_report.is_none());
+    // Unset: Envoy Gateway's defaults, written out.
+    let b = cswrr("/b");
+    assert_eq!(b.blackout_period.unwrap().seconds, 10);
+    assert_eq!(b.weight_expiration_period.unwrap().seconds, 180);
+    assert_eq!(b.weight_update_period.unwrap().seconds, 1);
+    assert!(b.error_utilization_penalty.is_none());
+    assert!(b.enable_oob_load_report.unwrap().value);
+    assert_eq!(b.oob_reporting_period.unwrap().seconds, 5);
+    let oob = b.oob_reporting_config.unwrap();
+    assert_eq!(
+        (oob.port_value, oob.authority.as_str()),
+        (9001, "orca.example.com")
+    );
+    // The load reports stay with the proxy unless the policy keeps them.
+    assert_eq!(
+        route_named(&t, "/a").response_headers_to_remove,
+        vec!["endpoint-load-metrics", "endpoint-load-metrics-bin"]
+    );
+    assert!(route_named(&t, "/b").response_headers_to_remove.is_empty());
+    validate(&t);
 }
