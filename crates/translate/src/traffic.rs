@@ -18,7 +18,7 @@ use envoy_types::pb::envoy::config::core::v3::{
     SocketOption, TcpKeepalive as EnvoyKeepalive, TransportSocket, TypedExtensionConfig,
 };
 use envoy_types::pb::envoy::config::route::v3::{
-    retry_policy, route, route_action, FilterConfig, RetryPolicy, Route, RouteAction,
+    retry_policy, route, route_action, route_match, FilterConfig, RetryPolicy, Route, RouteAction,
 };
 use envoy_types::pb::envoy::extensions::filters::http::bandwidth_limit::v3::{
     bandwidth_limit, BandwidthLimit as BandwidthLimitFilter,
@@ -265,6 +265,16 @@ fn hash_policy(h: &HashOn) -> route_action::HashPolicy {
 pub fn apply_route(r: &mut Route, s: &RouteSettings, cluster: Option<&ClusterSettings>) {
     if let Some(route::Action::Route(ra)) = r.action.as_mut() {
         apply_route_action(ra, s, cluster);
+        // A CONNECT request has no path (HTTP/1.1, HTTP/2): only a connect matcher matches
+        // it, so the route of a rule that takes CONNECT matches CONNECT requests only, its
+        // header matches kept (Envoy Gateway's `buildXdsRoute`).
+        if s.connect.is_some() {
+            if let Some(m) = r.r#match.as_mut() {
+                m.path_specifier = Some(route_match::PathSpecifier::ConnectMatcher(
+                    route_match::ConnectMatcher {},
+                ));
+            }
+        }
     }
     // The endpoints' load reports are for this proxy: not passed on unless asked (Envoy
     // Gateway's `keepResponseHeaders`).
@@ -347,6 +357,15 @@ fn apply_route_action(ra: &mut RouteAction, s: &RouteSettings, cluster: Option<&
             upgrade_type: u.clone(),
             enabled: Some(BoolValue { value: true }),
             ..Default::default()
+        });
+    }
+    // Enabled on the route: Envoy takes an upgrade the route enables even where the connection
+    // manager does not list it. A connect config makes Envoy terminate the CONNECT itself.
+    if let Some(c) = &s.connect {
+        ra.upgrade_configs.push(route_action::UpgradeConfig {
+            upgrade_type: "CONNECT".into(),
+            enabled: Some(BoolValue { value: true }),
+            connect_config: c.terminate.then(Default::default),
         });
     }
     if let Some(LoadBalancer {

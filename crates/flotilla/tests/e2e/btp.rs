@@ -272,6 +272,81 @@ async fn response_override_redirects_a_500() {
     expect_no_nacks(&s).await;
 }
 
+/// `httpUpgrade: [{type: CONNECT, connect: {terminate: true}}]`: Envoy answers an HTTP/1.1
+/// CONNECT itself and carries the tunnel's bytes to the backend as a TCP stream, while plain
+/// requests on the same path go to another route.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_terminate_tunnels_to_the_backend() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A TCP echo server (not HTTP: what reaches it is the tunnel's payload).
+    let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let echo_port = echo.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut c, _)) = echo.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = c.read(&mut buf).await {
+                    if n == 0 || c.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let web = start_backend("web").await;
+    let (s, _envoy, base) = start(&[
+        service_yaml("default", "echo", echo_port),
+        service_yaml("default", "web", web),
+        route_yaml("default", "r", "gw", "/", &[("echo", 1)]),
+        // The same path for plain requests: the CONNECT route does not take them.
+        route_yaml("default", "plain", "gw", "/", &[("web", 1)]),
+        btp_yaml(
+            "r",
+            "  httpUpgrade:\n  - type: CONNECT\n    connect: {terminate: true}",
+        ),
+    ])
+    .await;
+    expect_accepted(&s, "r").await;
+    let addr = base.trim_start_matches("http://").to_string();
+    let reply = eventually("a tunnel through Envoy", T, || async {
+        let mut c = tokio::net::TcpStream::connect(&addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        let req = format!(
+            "CONNECT 127.0.0.1:{echo_port} HTTP/1.1\r\nHost: 127.0.0.1:{echo_port}\r\n\r\n"
+        );
+        c.write_all(req.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut buf = vec![0u8; 1024];
+        let n = tokio::time::timeout(Duration::from_secs(2), c.read(&mut buf))
+            .await
+            .map_err(|_| "no answer to CONNECT".to_string())?
+            .map_err(|e| e.to_string())?;
+        let head = String::from_utf8_lossy(&buf[..n]).to_string();
+        if !head.starts_with("HTTP/1.1 200") {
+            return Err(head);
+        }
+        c.write_all(b"ping through the tunnel")
+            .await
+            .map_err(|e| e.to_string())?;
+        let n = tokio::time::timeout(Duration::from_secs(2), c.read(&mut buf))
+            .await
+            .map_err(|_| "no echo".to_string())?
+            .map_err(|e| e.to_string())?;
+        Ok(String::from_utf8_lossy(&buf[..n]).to_string())
+    })
+    .await;
+    assert_eq!(reply, "ping through the tunnel");
+    s.expect(
+        &format!("{base}/page"),
+        "a plain request on the plain route",
+        |c, b| c == 200 && b == "backend=web path=/page",
+    )
+    .await;
+    expect_no_nacks(&s).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compression_gzips_a_large_body_for_a_gzip_client() {
     let body = "compress me please ".repeat(500);

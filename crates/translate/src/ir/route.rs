@@ -14,9 +14,19 @@ pub(crate) struct RouteSettings {
     pub compressors: Vec<CompressorKind>,
     /// `requestBuffer.limit`, bytes.
     pub request_buffer: Option<u32>,
-    /// `httpUpgrade` types (Envoy upgrade types, e.g. `websocket`, `spdy/3.1`).
+    /// `httpUpgrade` types (Envoy upgrade types, e.g. `websocket`, `spdy/3.1`), CONNECT aside.
     pub upgrades: Vec<String>,
+    /// `httpUpgrade` of type CONNECT.
+    pub connect: Option<Connect>,
     pub bandwidth_limit: Option<BandwidthLimit>,
+}
+
+/// An `httpUpgrade` of type CONNECT: Envoy either terminates the tunnel itself (answers the
+/// CONNECT and sends the payload upstream as a TCP stream) or passes the CONNECT request on.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) struct Connect {
+    /// `connect.terminate`.
+    pub terminate: bool,
 }
 
 /// `bandwidthLimit`: each direction's limit in KiB/s (Envoy's `limit_kbps`, at least 1).

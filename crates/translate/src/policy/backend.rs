@@ -37,6 +37,7 @@ pub(crate) fn translate(
         compressors: p.compressors(),
         request_buffer: p.quantity_u32("/requestBuffer/limit", "RequestBuffer", "limit"),
         upgrades: p.upgrades(),
+        connect: p.connect(),
         bandwidth_limit: p.bandwidth_limit(),
     };
     let cluster = ClusterSettings {
@@ -621,12 +622,54 @@ impl<'a> Parser<'a> {
             .flatten()
         {
             match u.get("type").and_then(Value::as_str) {
-                // CONNECT needs a connect config (terminate or proxy): not translated yet,
-                // left out.
+                // See `connect`.
                 Some(t) if t.eq_ignore_ascii_case("connect") => {}
                 Some(t) if !t.is_empty() => out.push(t.to_string()),
                 _ => self.err("HTTPUpgrade", format!("unsupported upgrade {u}")),
             }
+        }
+        out
+    }
+
+    /// The `httpUpgrade` of type CONNECT, if any (Envoy Gateway's `connect.terminate`, false
+    /// when unset: the CONNECT request is passed on).
+    fn connect(&mut self) -> Option<Connect> {
+        let mut out = None;
+        for u in self
+            .get("/httpUpgrade")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let is_connect = u
+                .get("type")
+                .and_then(Value::as_str)
+                .is_some_and(|t| t.eq_ignore_ascii_case("connect"));
+            let settings = u.get("connect").filter(|c| !c.is_null());
+            if !is_connect {
+                if settings.is_some() {
+                    self.err(
+                        "HTTPUpgrade",
+                        "connect settings are only allowed with the CONNECT upgrade type".into(),
+                    );
+                }
+                continue;
+            }
+            let terminate = match settings.map(|c| c.get("terminate")) {
+                None | Some(None) | Some(Some(Value::Null)) => false,
+                Some(Some(Value::Bool(b))) => *b,
+                Some(Some(v)) => {
+                    self.err(
+                        "HTTPUpgrade",
+                        format!("invalid connect terminate value {v}"),
+                    );
+                    false
+                }
+            };
+            if out.is_some() {
+                self.err("HTTPUpgrade", "the CONNECT upgrade is listed twice".into());
+            }
+            out = Some(Connect { terminate });
         }
         out
     }

@@ -987,3 +987,78 @@ fn backend_utilization_is_client_side_weighted_round_robin() {
     assert!(route_named(&t, "/b").response_headers_to_remove.is_empty());
     validate(&t);
 }
+
+/// `httpUpgrade` CONNECT: the rule's route matches CONNECT requests (which carry no path) and
+/// enables the CONNECT upgrade, with a connect config (Envoy terminates the tunnel) when
+/// `connect.terminate`, without one (the CONNECT is passed upstream) otherwise; Envoy accepts
+/// both.
+#[test]
+fn a_connect_upgrade_makes_the_route_take_connect_requests() {
+    use envoy_types::pb::envoy::config::route::v3::route_match::PathSpecifier;
+    let t = translate(&[
+        policy(
+            "pa",
+            Some("a"),
+            "  httpUpgrade:\n  - type: CONNECT\n    connect: {terminate: true}\n  - type: websocket",
+        ),
+        policy("pb", Some("b"), "  httpUpgrade: [{type: CONNECT}]"),
+    ]);
+    for p in ["pa", "pb"] {
+        assert_eq!(accepted(&t, p).0, "True", "{p}");
+    }
+    let r = gateway(&t)
+        .resources
+        .iter()
+        .find(|r| r.type_url == type_url::ROUTE)
+        .unwrap();
+    let routes: Vec<Route> = RouteConfiguration::decode(r.body.clone())
+        .unwrap()
+        .virtual_hosts
+        .into_iter()
+        .flat_map(|v| v.routes)
+        .collect();
+    let connect: Vec<&Route> = routes
+        .iter()
+        .filter(|r| {
+            matches!(
+                r.r#match.as_ref().unwrap().path_specifier,
+                Some(PathSpecifier::ConnectMatcher(_))
+            )
+        })
+        .collect();
+    assert_eq!(connect.len(), 2, "rules a and b take CONNECT");
+    let upgrade = |r: &Route| {
+        action(r)
+            .upgrade_configs
+            .iter()
+            .find(|u| u.upgrade_type == "CONNECT")
+            .cloned()
+            .expect("a CONNECT upgrade")
+    };
+    let mut terminating = 0;
+    for r in &connect {
+        let u = upgrade(r);
+        assert!(u.enabled.unwrap().value);
+        if u.connect_config.is_some() {
+            terminating += 1;
+            // The other upgrades of the policy are kept.
+            assert!(action(r)
+                .upgrade_configs
+                .iter()
+                .any(|u| u.upgrade_type == "websocket"));
+        }
+    }
+    assert_eq!(terminating, 1, "only rule a terminates");
+    // Rule c keeps its path match and takes no CONNECT.
+    assert!(action(&route_named(&t, "/c")).upgrade_configs.is_empty());
+    validate(&t);
+    // Connect settings belong to CONNECT only.
+    let bad = translate(&[policy(
+        "p",
+        Some("a"),
+        "  httpUpgrade: [{type: websocket, connect: {terminate: true}}]",
+    )]);
+    let (status, _, message) = accepted(&bad, "p");
+    assert_eq!(status, "False");
+    assert!(message.starts_with("HTTPUpgrade: "), "{message}");
+}
