@@ -1169,3 +1169,21 @@ fn invalid_or_expired_crls_are_refused_in_status() {
         );
     }
 }
+
+/// A change to the ConfigMap holding a CRL reaches the policy: a CRL that no longer parses
+/// makes it Invalid on the next recomputation.
+#[test]
+fn a_changed_crl_configmap_is_translated_again() {
+    let (ca, crl) = ca_and_crl((2020, 1, 1), (2100, 1, 1));
+    let mut t = translate_with_crl(&ca, &crl, &crl, "{refs: [{kind: ConfigMap, name: crl-cm}]}");
+    assert_eq!(condition(&t).1, "Accepted", "{}", policy_status(&t));
+    let evs = crate::tests::events(
+        "c1",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: crl-cm, namespace: infra}\ndata: {ca.crl: not a CRL}\n",
+    );
+    crate::tests::apply_all(&mut t, &evs);
+    assert_eq!(
+        condition(&t).2,
+        "TLS: invalid crl in crl-cm: no valid CRL found."
+    );
+}
