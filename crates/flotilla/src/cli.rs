@@ -327,6 +327,16 @@ pub struct StoreArgs {
     /// ratelimit`.
     #[arg(long, env = "FLOTILLA_RATELIMIT_SERVICE", value_delimiter = ',')]
     pub ratelimit_service: Vec<String>,
+    /// CA bundle (PEM) of the rate limit services' certificates (`flotilla ratelimit
+    /// --tls-*`): Envoys then call them over TLS, accepting only a certificate this CA issued
+    /// for the host they call. Its contents are sent to the Envoys: give every store node the
+    /// same file.
+    #[arg(
+        long,
+        env = "FLOTILLA_RATELIMIT_SERVICE_CA",
+        requires = "ratelimit_service"
+    )]
+    pub ratelimit_service_ca: Option<PathBuf>,
     /// Envoys refuse requests (500) under a global rate limit when the rate limit service
     /// cannot answer, instead of letting them through.
     #[arg(long, env = "FLOTILLA_RATELIMIT_FAIL_CLOSED", default_value_t = false)]
@@ -409,6 +419,15 @@ pub struct StandaloneArgs {
     /// /api/v1/ratelimit, or `flotilla translate --to ratelimit`.
     #[arg(long, env = "FLOTILLA_RATELIMIT_SERVICE", value_delimiter = ',')]
     pub ratelimit_service: Vec<String>,
+    /// CA bundle (PEM) of those services' certificates (`flotilla ratelimit --tls-*`): Envoys
+    /// then call them over TLS, accepting only a certificate this CA issued for the host they
+    /// call.
+    #[arg(
+        long,
+        env = "FLOTILLA_RATELIMIT_SERVICE_CA",
+        requires = "ratelimit_service"
+    )]
+    pub ratelimit_service_ca: Option<PathBuf>,
     /// Count the embedded service's limits in this Redis (HOST:PORT, shared with other
     /// instances) instead of in memory.
     #[arg(long, env = "FLOTILLA_RATELIMIT_REDIS")]

@@ -175,6 +175,7 @@ async fn store(a: StoreArgs, shutdown: CancellationToken) -> Result<()> {
     );
     cfg.client = store_client(tls.as_ref());
     cfg.translate.rate_limit_service = a.ratelimit_service.clone();
+    cfg.translate.rate_limit_service_ca = read_service_ca(a.ratelimit_service_ca.as_deref())?;
     cfg.translate.rate_limit_fail_closed = a.ratelimit_fail_closed;
     let node = StoreNode::start_with_listener(cfg, grpc, source, shutdown.clone()).await?;
     info!(node = a.id, grpc = %a.grpc, api = %a.api, "store node started");
@@ -432,6 +433,7 @@ async fn standalone(a: StandaloneArgs, shutdown: CancellationToken) -> Result<()
         Some((l, told))
     } else {
         cfg.translate.rate_limit_service = a.ratelimit_service.clone();
+        cfg.translate.rate_limit_service_ca = read_service_ca(a.ratelimit_service_ca.as_deref())?;
         None
     };
     let node = StoreNode::start_with_listener(cfg, grpc, bus.clone(), shutdown.clone()).await?;
@@ -528,4 +530,22 @@ async fn standalone(a: StandaloneArgs, shutdown: CancellationToken) -> Result<()
         a.cluster, a.xds
     );
     supervise(tasks, shutdown).await
+}
+
+/// The rate limit services' CA bundle (`--ratelimit-service-ca`), checked before any
+/// translation uses it.
+fn read_service_ca(path: Option<&std::path::Path>) -> Result<Option<String>> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    let pem = std::fs::read_to_string(path)
+        .with_context(|| format!("--ratelimit-service-ca {}", path.display()))?;
+    let options = flotilla_translate::TranslateOptions {
+        rate_limit_service_ca: Some(pem.clone()),
+        ..Default::default()
+    };
+    options
+        .check()
+        .map_err(|e| anyhow!("--ratelimit-service-ca {}: {e}", path.display()))?;
+    Ok(Some(pem))
 }

@@ -348,7 +348,7 @@ pub(crate) fn translate_gateway(
         rules: service_rules,
     });
     if rate_limits.is_some() {
-        resources.push(ratelimit::service_cluster(&ix.options.rate_limit_service));
+        resources.push(ratelimit::service_cluster(&ix.options));
     }
     resources.extend(listener::xds::envoy_listeners(
         &listeners,

@@ -32,6 +32,12 @@ pub struct TranslateOptions {
     /// global rate limit. Every store replica must be given the same list: it is part of the
     /// translated output.
     pub rate_limit_service: Vec<String>,
+    /// The CA bundle (PEM) of the rate limit service's certificate: when set, Envoys reach
+    /// [`Self::rate_limit_service`] over TLS, and accept only a certificate this CA issued for
+    /// one of the configured hosts (Envoy Gateway's `rateLimit.backend.redis.tls` is the
+    /// service's own business; its Envoy → service TLS is a CA as well). Like the list, part
+    /// of the translated output: every store replica must be given the same bundle.
+    pub rate_limit_service_ca: Option<String>,
     /// Envoy Gateway's `globalRateLimit` switch (its corpus flags): global rate limits are
     /// accepted without a [`Self::rate_limit_service`] (statuses only: with no service, no
     /// gateway gets the rate limit filter). Global rate limits are accepted when either is set;
@@ -50,6 +56,7 @@ impl Default for TranslateOptions {
             running_on_host: false,
             sds: true,
             rate_limit_service: Vec::new(),
+            rate_limit_service_ca: None,
             global_rate_limit: false,
             rate_limit_fail_closed: false,
         }
@@ -60,6 +67,18 @@ impl TranslateOptions {
     /// Parses options from JSON (missing fields take their defaults, unknown fields are ignored).
     pub fn from_json(text: &str) -> Result<Self, serde_json::Error> {
         serde_json::from_str(text)
+    }
+
+    /// Checks what the translator cannot refuse per resource: a rate limit service CA bundle
+    /// with no certificate (Envoy would refuse the cluster of every gateway with a global
+    /// rate limit).
+    pub fn check(&self) -> Result<(), String> {
+        match &self.rate_limit_service_ca {
+            Some(ca) if !crate::tls::is_pem_certificate(ca.as_bytes()) => {
+                Err("no PEM certificate in the rate limit service CA bundle".into())
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Whether a BackendTrafficPolicy may have a global rate limit.

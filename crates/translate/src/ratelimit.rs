@@ -148,15 +148,22 @@ fn global_filter(domain: &str, fail_closed: bool, x_ratelimit_headers: bool) -> 
     }
 }
 
+/// The host of a `host:port` (an IPv6 address without its brackets) and the port.
+fn host_port(address: &str) -> Option<(&str, u32)> {
+    let (host, port) = address.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Some((host, port.parse().ok()?))
+}
+
 /// The rate limit service's cluster: every configured `host:port` (a name is resolved by DNS),
-/// over HTTP/2 (gRPC).
-pub fn service_cluster(addresses: &[String]) -> Arc<XdsResource> {
+/// over HTTP/2 (gRPC), over TLS when the options give the service's CA.
+pub fn service_cluster(options: &crate::TranslateOptions) -> Arc<XdsResource> {
+    let addresses = &options.rate_limit_service;
     let endpoints: Vec<EndpointAddr> = addresses
         .iter()
         .filter_map(|a| {
-            let (host, port) = a.rsplit_once(':')?;
-            let host = host.trim_start_matches('[').trim_end_matches(']');
-            Some(EndpointAddr::local(host, port.parse().ok()?, true))
+            let (host, port) = host_port(a)?;
+            Some(EndpointAddr::local(host, port, true))
         })
         .collect();
     let mut c = Cluster {
@@ -181,7 +188,73 @@ pub fn service_cluster(addresses: &[String]) -> Arc<XdsResource> {
         &mut c,
         crate::traffic::protocol_options(crate::traffic::UpstreamHttp::Http2, None),
     );
+    if let Some(ca) = options.rate_limit_service_ca.as_deref() {
+        let hosts: Vec<&str> = addresses
+            .iter()
+            .filter_map(|a| Some(host_port(a)?.0))
+            .collect();
+        c.transport_socket = Some(service_tls(ca, &hosts));
+    }
     encode(crate::type_url::CLUSTER, SERVICE_CLUSTER, &c)
+}
+
+/// TLS to the rate limit service: its certificate must chain to `ca` and name one of `hosts`
+/// (Envoy checks no name by itself); the first host named by DNS is the SNI; ALPN h2 (gRPC).
+fn service_tls(
+    ca: &str,
+    hosts: &[&str],
+) -> envoy_types::pb::envoy::config::core::v3::TransportSocket {
+    use envoy_types::pb::envoy::config::core::v3::{
+        data_source, transport_socket, DataSource, TransportSocket,
+    };
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+        common_tls_context::ValidationContextType, subject_alt_name_matcher::SanType,
+        CertificateValidationContext, CommonTlsContext, SubjectAltNameMatcher, UpstreamTlsContext,
+    };
+    use envoy_types::pb::envoy::r#type::matcher::v3::{
+        string_matcher::MatchPattern, StringMatcher,
+    };
+    let sans = hosts
+        .iter()
+        .map(|h| SubjectAltNameMatcher {
+            san_type: if h.parse::<std::net::IpAddr>().is_ok() {
+                SanType::IpAddress
+            } else {
+                SanType::Dns
+            } as i32,
+            matcher: Some(StringMatcher {
+                match_pattern: Some(MatchPattern::Exact(h.to_string())),
+                ignore_case: false,
+            }),
+            ..Default::default()
+        })
+        .collect();
+    let ctx = UpstreamTlsContext {
+        common_tls_context: Some(CommonTlsContext {
+            alpn_protocols: vec!["h2".into()],
+            validation_context_type: Some(ValidationContextType::ValidationContext(
+                CertificateValidationContext {
+                    trusted_ca: Some(DataSource {
+                        specifier: Some(data_source::Specifier::InlineString(ca.to_string())),
+                        ..Default::default()
+                    }),
+                    match_typed_subject_alt_names: sans,
+                    ..Default::default()
+                },
+            )),
+            ..Default::default()
+        }),
+        sni: hosts
+            .iter()
+            .find(|h| h.parse::<std::net::IpAddr>().is_err())
+            .map(|h| h.to_string())
+            .unwrap_or_default(),
+        ..Default::default()
+    };
+    TransportSocket {
+        name: "envoy.transport_sockets.tls".into(),
+        config_type: Some(transport_socket::ConfigType::TypedConfig(any_of(&ctx))),
+    }
 }
 
 /// Whether `route` forwards (only a forwarding route is limited, as in Envoy Gateway).

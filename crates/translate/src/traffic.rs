@@ -18,7 +18,7 @@ use envoy_types::pb::envoy::config::core::v3::{
     SocketOption, TcpKeepalive as EnvoyKeepalive, TransportSocket, TypedExtensionConfig,
 };
 use envoy_types::pb::envoy::config::route::v3::{
-    retry_policy, route, route_action, FilterConfig, RetryPolicy, Route, RouteAction,
+    retry_policy, route, route_action, route_match, FilterConfig, RetryPolicy, Route, RouteAction,
 };
 use envoy_types::pb::envoy::extensions::filters::http::bandwidth_limit::v3::{
     bandwidth_limit, BandwidthLimit as BandwidthLimitFilter,
@@ -46,6 +46,9 @@ use envoy_types::pb::google::protobuf::{BoolValue, Duration, UInt32Value, UInt64
 
 pub const FAULT_FILTER: &str = "envoy.filters.http.fault";
 pub const CUSTOM_RESPONSE_FILTER: &str = "envoy.filters.http.custom_response";
+/// The name of a custom response action that redirects (Envoy Gateway's).
+const REDIRECT_POLICY: &str =
+    "envoy.extensions.http.custom_response.redirect_policy.v3.RedirectPolicy";
 pub const BUFFER_FILTER: &str = "envoy.filters.http.buffer";
 /// Two instances of the bandwidth limit filter, one per direction (Envoy Gateway's names): a
 /// route's config of one instance sets one direction's limit.
@@ -54,6 +57,8 @@ pub const BANDWIDTH_RESPONSE_FILTER: &str = "envoy.filters.http.bandwidth_limit/
 const BANDWIDTH_STAT_PREFIX: &str = "http_bandwidth_limiter";
 /// The key of a cluster's upstream HTTP protocol options.
 const HTTP_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+/// The load balancing policy extension of `loadBalancer.type: BackendUtilization`.
+const CSWRR_POLICY: &str = "envoy.load_balancing_policies.client_side_weighted_round_robin";
 
 fn nanos(n: Nanos) -> Duration {
     crate::values::GoDuration::from_nanos(n).to_proto()
@@ -80,7 +85,8 @@ fn disabled_filter(name: &str, config: envoy_types::pb::google::protobuf::Any) -
 }
 
 /// Inserts the filters BackendTrafficPolicy routes enable into a connection manager's list,
-/// each disabled until a route's per-filter config enables it, where Envoy Gateway's
+/// each (but the custom response filter, see there) disabled until a route's per-filter config
+/// enables it, where Envoy Gateway's
 /// `newOrderedHTTPFilter` puts it: custom response and fault before CORS, the request buffer
 /// after session persistence, the compressors just before the router.
 pub fn insert_http_filters(filters: &mut Vec<HttpFilter>) {
@@ -89,7 +95,17 @@ pub fn insert_http_filters(filters: &mut Vec<HttpFilter>) {
     filters.splice(
         cors..cors,
         [
-            disabled_filter(CUSTOM_RESPONSE_FILTER, any_of(&CustomResponse::default())),
+            // Enabled, with no matcher (it answers nothing itself): a response override that
+            // redirects sends the request again through whatever route matches the new URL,
+            // and it is this filter on that stream that applies the redirect's status, even
+            // where that route configures no override of its own.
+            HttpFilter {
+                name: CUSTOM_RESPONSE_FILTER.to_string(),
+                config_type: Some(http_filter::ConfigType::TypedConfig(any_of(
+                    &CustomResponse::default(),
+                ))),
+                ..Default::default()
+            },
             disabled_filter(FAULT_FILTER, any_of(&HttpFault::default())),
         ],
     );
@@ -249,6 +265,31 @@ fn hash_policy(h: &HashOn) -> route_action::HashPolicy {
 pub fn apply_route(r: &mut Route, s: &RouteSettings, cluster: Option<&ClusterSettings>) {
     if let Some(route::Action::Route(ra)) = r.action.as_mut() {
         apply_route_action(ra, s, cluster);
+        // A CONNECT request has no path (HTTP/1.1, HTTP/2): only a connect matcher matches
+        // it, so the route of a rule that takes CONNECT matches CONNECT requests only, its
+        // header matches kept (Envoy Gateway's `buildXdsRoute`).
+        if s.connect.is_some() {
+            if let Some(m) = r.r#match.as_mut() {
+                m.path_specifier = Some(route_match::PathSpecifier::ConnectMatcher(
+                    route_match::ConnectMatcher {},
+                ));
+            }
+        }
+    }
+    // The endpoints' load reports are for this proxy: not passed on unless asked (Envoy
+    // Gateway's `keepResponseHeaders`).
+    if let Some(LoadBalancer {
+        policy: LbPolicy::BackendUtilization(bu),
+        ..
+    }) = cluster.and_then(|c| c.load_balancer.as_ref())
+    {
+        if !bu.keep_response_headers {
+            for h in ORCA_HEADERS {
+                if !r.response_headers_to_remove.iter().any(|x| x == h) {
+                    r.response_headers_to_remove.push(h.to_string());
+                }
+            }
+        }
     }
     let mut put = |name: &str, config| {
         r.typed_per_filter_config.insert(name.to_string(), config);
@@ -318,6 +359,15 @@ fn apply_route_action(ra: &mut RouteAction, s: &RouteSettings, cluster: Option<&
             ..Default::default()
         });
     }
+    // Enabled on the route: Envoy takes an upgrade the route enables even where the connection
+    // manager does not list it. A connect config makes Envoy terminate the CONNECT itself.
+    if let Some(c) = &s.connect {
+        ra.upgrade_configs.push(route_action::UpgradeConfig {
+            upgrade_type: "CONNECT".into(),
+            enabled: Some(BoolValue { value: true }),
+            connect_config: c.terminate.then(Default::default),
+        });
+    }
     if let Some(LoadBalancer {
         policy: LbPolicy::ConsistentHash { hash, .. },
         ..
@@ -347,10 +397,8 @@ fn http_fault(f: &Fault) -> HttpFault {
 }
 
 /// The custom response filter's per-route config: the first override whose status matches
-/// answers with its local response.
+/// answers with its local response, or redirects.
 fn custom_response(overrides: &[ResponseOverride]) -> CustomResponse {
-    use envoy_types::pb::envoy::config::core::v3::{data_source, DataSource};
-    use envoy_types::pb::envoy::extensions::http::custom_response::local_response_policy::v3::LocalResponsePolicy;
     use envoy_types::pb::xds::r#type::matcher::v3::{
         matcher::{
             self,
@@ -416,7 +464,65 @@ fn custom_response(overrides: &[ResponseOverride]) -> CustomResponse {
                         .collect(),
                 })
             };
-            let policy = LocalResponsePolicy {
+            let action = match &o.redirect {
+                Some(r) => redirect_action(r),
+                None => local_response_action(o),
+            };
+            matcher_list::FieldMatcher {
+                predicate: Some(matcher_list::Predicate {
+                    match_type: Some(match_type),
+                }),
+                on_match: Some(matcher::OnMatch {
+                    on_match: Some(matcher::on_match::OnMatch::Action(action)),
+                    keep_matching: false,
+                }),
+            }
+        })
+        .collect();
+    CustomResponse {
+        custom_response_matcher: Some(Matcher {
+            matcher_type: Some(matcher::MatcherType::MatcherList(matcher::MatcherList {
+                matchers,
+            })),
+            on_no_match: None,
+        }),
+    }
+}
+
+/// The action of an override that redirects: Envoy's custom response redirect policy, with the
+/// parts of the URL the override sets (Envoy Gateway's `buildRedirectAction`).
+fn redirect_action(r: &Redirect) -> envoy_types::pb::xds::core::v3::TypedExtensionConfig {
+    use envoy_types::pb::envoy::config::route::v3::redirect_action::{
+        PathRewriteSpecifier, SchemeRewriteSpecifier,
+    };
+    use envoy_types::pb::envoy::config::route::v3::RedirectAction;
+    use envoy_types::pb::envoy::extensions::http::custom_response::redirect_policy::v3::{
+        redirect_policy::RedirectActionSpecifier, RedirectPolicy,
+    };
+    let action = RedirectAction {
+        scheme_rewrite_specifier: r.scheme.clone().map(SchemeRewriteSpecifier::SchemeRedirect),
+        host_redirect: r.hostname.clone().unwrap_or_default(),
+        port_redirect: r.port.unwrap_or_default(),
+        path_rewrite_specifier: r.path.clone().map(PathRewriteSpecifier::PathRedirect),
+        ..Default::default()
+    };
+    envoy_types::pb::xds::core::v3::TypedExtensionConfig {
+        name: REDIRECT_POLICY.into(),
+        typed_config: Some(any_of(&RedirectPolicy {
+            redirect_action_specifier: Some(RedirectActionSpecifier::RedirectAction(action)),
+            status_code: Some(u32v(r.status)),
+            ..Default::default()
+        })),
+    }
+}
+
+/// The action of an override that answers itself: Envoy's local response policy.
+fn local_response_action(
+    o: &ResponseOverride,
+) -> envoy_types::pb::xds::core::v3::TypedExtensionConfig {
+    use envoy_types::pb::envoy::config::core::v3::{data_source, DataSource};
+    use envoy_types::pb::envoy::extensions::http::custom_response::local_response_policy::v3::LocalResponsePolicy;
+    let policy = LocalResponsePolicy {
                 body: o.body.as_ref().map(|b| DataSource {
                     specifier: Some(data_source::Specifier::InlineString(b.clone())),
                     ..Default::default()
@@ -437,29 +543,9 @@ fn custom_response(overrides: &[ResponseOverride]) -> CustomResponse {
                     .collect(),
                 ..Default::default()
             };
-            matcher_list::FieldMatcher {
-                predicate: Some(matcher_list::Predicate {
-                    match_type: Some(match_type),
-                }),
-                on_match: Some(matcher::OnMatch {
-                    on_match: Some(matcher::on_match::OnMatch::Action(
-                        envoy_types::pb::xds::core::v3::TypedExtensionConfig {
-                            name: "local_response".into(),
-                            typed_config: Some(any_of(&policy)),
-                        },
-                    )),
-                    keep_matching: false,
-                }),
-            }
-        })
-        .collect();
-    CustomResponse {
-        custom_response_matcher: Some(Matcher {
-            matcher_type: Some(matcher::MatcherType::MatcherList(matcher::MatcherList {
-                matchers,
-            })),
-            on_no_match: None,
-        }),
+    envoy_types::pb::xds::core::v3::TypedExtensionConfig {
+        name: "local_response".into(),
+        typed_config: Some(any_of(&policy)),
     }
 }
 
@@ -717,6 +803,21 @@ fn apply_lb(c: &mut Cluster, lb: &LoadBalancer) {
                 })
             });
         }
+        LbPolicy::BackendUtilization(bu) => {
+            c.lb_policy = cluster::LbPolicy::RoundRobin as i32;
+            c.lb_config = None;
+            c.load_balancing_policy = Some(envoy_types::pb::envoy::config::cluster::v3::LoadBalancingPolicy {
+                policies: vec![envoy_types::pb::envoy::config::cluster::v3::load_balancing_policy::Policy {
+                    typed_extension_config: Some(TypedExtensionConfig {
+                        name: CSWRR_POLICY.into(),
+                        typed_config: Some(any_of(&client_side_weighted_round_robin(
+                            bu,
+                            lb.slow_start_window,
+                        ))),
+                    }),
+                }],
+            });
+        }
     }
     if let Some(z) = &lb.zone_aware {
         let common = c.common_lb_config.get_or_insert_with(Default::default);
@@ -733,6 +834,56 @@ fn apply_lb(c: &mut Cluster, lb: &LoadBalancer) {
         );
     }
 }
+
+/// Envoy Gateway's defaults for `backendUtilization` (Envoy's own, written out).
+const DEFAULT_BLACKOUT_PERIOD: Nanos = 10_000_000_000;
+const DEFAULT_WEIGHT_EXPIRATION_PERIOD: Nanos = 180_000_000_000;
+const DEFAULT_WEIGHT_UPDATE_PERIOD: Nanos = 1_000_000_000;
+
+/// `loadBalancer.type: BackendUtilization` (Envoy Gateway's `buildClientSideWeightedRoundRobin`
+/// in cluster.go).
+fn client_side_weighted_round_robin(
+    bu: &BackendUtilization,
+    slow_start_window: Option<Nanos>,
+) -> envoy_types::pb::envoy::extensions::load_balancing_policies::client_side_weighted_round_robin::v3::ClientSideWeightedRoundRobin{
+    use envoy_types::pb::envoy::extensions::load_balancing_policies::client_side_weighted_round_robin::v3::ClientSideWeightedRoundRobin;
+    use envoy_types::pb::envoy::extensions::load_balancing_policies::common::v3::{
+        OrcaOobReportingConfig, SlowStartConfig,
+    };
+    use envoy_types::pb::google::protobuf::FloatValue;
+    let oob = bu.out_of_band.as_ref();
+    ClientSideWeightedRoundRobin {
+        enable_oob_load_report: oob.map(|_| BoolValue { value: true }),
+        oob_reporting_period: oob.and_then(|o| o.reporting_period).map(nanos),
+        oob_reporting_config: oob
+            .filter(|o| o.port.is_some() || o.authority.is_some())
+            .map(|o| OrcaOobReportingConfig {
+                port_value: o.port.unwrap_or_default(),
+                authority: o.authority.clone().unwrap_or_default(),
+                ..Default::default()
+            }),
+        blackout_period: Some(nanos(bu.blackout_period.unwrap_or(DEFAULT_BLACKOUT_PERIOD))),
+        weight_expiration_period: Some(nanos(
+            bu.weight_expiration_period
+                .unwrap_or(DEFAULT_WEIGHT_EXPIRATION_PERIOD),
+        )),
+        weight_update_period: Some(nanos(
+            bu.weight_update_period
+                .unwrap_or(DEFAULT_WEIGHT_UPDATE_PERIOD),
+        )),
+        error_utilization_penalty: bu.error_utilization_penalty_percent.map(|p| FloatValue {
+            value: p as f32 / 100.0,
+        }),
+        metric_names_for_computing_utilization: bu.metric_names.clone(),
+        slow_start_config: slow_start_window.map(|w| SlowStartConfig {
+            slow_start_window: Some(nanos(w)),
+            ..Default::default()
+        }),
+    }
+}
+
+/// The response headers an endpoint reports its load in (ORCA, text/JSON and binary forms).
+pub(crate) const ORCA_HEADERS: [&str; 2] = ["endpoint-load-metrics", "endpoint-load-metrics-bin"];
 
 fn payload(p: &Payload) -> health_check::Payload {
     health_check::Payload {

@@ -217,6 +217,136 @@ async fn response_override_rewrites_a_500() {
     expect_no_nacks(&s).await;
 }
 
+/// `responseOverride[].redirect` is Envoy's custom response redirect policy: Envoy sends the
+/// request again, internally, to the redirect's URL (here another route's path on the same
+/// gateway), and answers the client with that response under the redirect's status (which
+/// the custom response filter applies on the redirected stream: that route has no override).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_override_redirects_a_500() {
+    let app = axum::Router::new()
+        .fallback(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "stack trace").into_response() });
+    let broken = serve("127.0.0.1", 0, app).await.unwrap();
+    let good = start_backend("sorry").await;
+    let (s, _envoy, base) = start(&[
+        service_yaml("default", "broken", broken),
+        service_yaml("default", "sorry", good),
+        route_yaml("default", "r", "gw", "/broken", &[("broken", 1)]),
+        route_yaml("default", "sorry", "gw", "/sorry", &[("sorry", 1)]),
+        btp_yaml(
+            "r",
+            "  responseOverride:
+  - match: {statusCodes: [{type: Value, value: 500}]}
+    redirect: {path: {type: ReplaceFullPath, replaceFullPath: /sorry/page}}",
+        ),
+    ])
+    .await;
+    expect_accepted(&s, "r").await;
+    // The client never follows redirects itself: what it sees is Envoy's doing.
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let url = format!("{base}/broken/x");
+    let (code, location, body) = eventually("the redirected 500", T, || async {
+        let r = http.get(&url).send().await.map_err(|e| e.to_string())?;
+        let code = r.status().as_u16();
+        let location = r
+            .headers()
+            .get("location")
+            .map(|v| v.to_str().unwrap_or_default().to_string());
+        let body = r.text().await.map_err(|e| e.to_string())?;
+        if code == 500 {
+            return Err(format!("{code} {body}"));
+        }
+        Ok((code, location, body))
+    })
+    .await;
+    assert_eq!(
+        (code, body.as_str()),
+        (302, "backend=sorry path=/sorry/page")
+    );
+    // The redirect happened inside Envoy: the client is not sent anywhere.
+    assert_eq!(location, None);
+    expect_no_nacks(&s).await;
+}
+
+/// `httpUpgrade: [{type: CONNECT, connect: {terminate: true}}]`: Envoy answers an HTTP/1.1
+/// CONNECT itself and carries the tunnel's bytes to the backend as a TCP stream, while plain
+/// requests on the same path go to another route.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_terminate_tunnels_to_the_backend() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A TCP echo server (not HTTP: what reaches it is the tunnel's payload).
+    let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let echo_port = echo.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut c, _)) = echo.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = c.read(&mut buf).await {
+                    if n == 0 || c.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let web = start_backend("web").await;
+    let (s, _envoy, base) = start(&[
+        service_yaml("default", "echo", echo_port),
+        service_yaml("default", "web", web),
+        route_yaml("default", "r", "gw", "/", &[("echo", 1)]),
+        // The same path for plain requests: the CONNECT route does not take them.
+        route_yaml("default", "plain", "gw", "/", &[("web", 1)]),
+        btp_yaml(
+            "r",
+            "  httpUpgrade:\n  - type: CONNECT\n    connect: {terminate: true}",
+        ),
+    ])
+    .await;
+    expect_accepted(&s, "r").await;
+    let addr = base.trim_start_matches("http://").to_string();
+    let reply = eventually("a tunnel through Envoy", T, || async {
+        let mut c = tokio::net::TcpStream::connect(&addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        let req = format!(
+            "CONNECT 127.0.0.1:{echo_port} HTTP/1.1\r\nHost: 127.0.0.1:{echo_port}\r\n\r\n"
+        );
+        c.write_all(req.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut buf = vec![0u8; 1024];
+        let n = tokio::time::timeout(Duration::from_secs(2), c.read(&mut buf))
+            .await
+            .map_err(|_| "no answer to CONNECT".to_string())?
+            .map_err(|e| e.to_string())?;
+        let head = String::from_utf8_lossy(&buf[..n]).to_string();
+        if !head.starts_with("HTTP/1.1 200") {
+            return Err(head);
+        }
+        c.write_all(b"ping through the tunnel")
+            .await
+            .map_err(|e| e.to_string())?;
+        let n = tokio::time::timeout(Duration::from_secs(2), c.read(&mut buf))
+            .await
+            .map_err(|_| "no echo".to_string())?
+            .map_err(|e| e.to_string())?;
+        Ok(String::from_utf8_lossy(&buf[..n]).to_string())
+    })
+    .await;
+    assert_eq!(reply, "ping through the tunnel");
+    s.expect(
+        &format!("{base}/page"),
+        "a plain request on the plain route",
+        |c, b| c == 200 && b == "backend=web path=/page",
+    )
+    .await;
+    expect_no_nacks(&s).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compression_gzips_a_large_body_for_a_gzip_client() {
     let body = "compress me please ".repeat(500);
@@ -326,6 +456,72 @@ async fn consistent_hash_keeps_a_header_value_on_one_backend() {
         used.extend(seen);
     }
     assert!(used.len() > 1, "every user hashed to {used:?}");
+    expect_no_nacks(&s).await;
+}
+
+/// `loadBalancer.type: BackendUtilization`: two endpoints report their load in ORCA response
+/// headers, one nine times busier than the other; Envoy's client-side weighted round robin
+/// sends most requests to the idle one, and the reports do not reach the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_utilization_prefers_the_endpoint_reporting_less_load() {
+    let reporting = |name: &'static str, cpu: &'static str| {
+        axum::Router::new().fallback(move || async move {
+            (
+                [(
+                    "endpoint-load-metrics",
+                    format!("TEXT cpu_utilization={cpu}, rps_fractional=100"),
+                )],
+                name,
+            )
+                .into_response()
+        })
+    };
+    let port = serve_pool(vec![reporting("busy", "0.9"), reporting("idle", "0.1")]).await;
+    let (s, _envoy, base) = start(&[
+        pool_yaml("pool", port, 2),
+        route_yaml("default", "r", "gw", "/orca", &[("pool", 1)]),
+        btp_yaml(
+            "r",
+            "  loadBalancer:
+    type: BackendUtilization
+    backendUtilization: {blackoutPeriod: 0s, weightUpdatePeriod: 100ms}",
+        ),
+    ])
+    .await;
+    expect_accepted(&s, "r").await;
+    let url = format!("{base}/orca");
+    // (the endpoint's name, whether its load report reached the client)
+    let send = || {
+        let (http, url) = (s.http.clone(), url.clone());
+        async move {
+            let r = http.get(&url).send().await.map_err(|e| e.to_string())?;
+            if r.status() != 200 {
+                return Err(format!("status {}", r.status()));
+            }
+            let leaked = r.headers().contains_key("endpoint-load-metrics");
+            Ok((r.text().await.map_err(|e| e.to_string())?, leaked))
+        }
+    };
+    // Round robin would split 50/50; the reported weights (100/0.9 against 100/0.1) give the
+    // idle endpoint about 90%.
+    eventually("most requests on the idle endpoint", T, || async {
+        let mut idle = 0;
+        for _ in 0..100 {
+            let (name, leaked) = send().await?;
+            if leaked {
+                return Err("a load report reached the client".to_string());
+            }
+            if name == "idle" {
+                idle += 1;
+            }
+        }
+        if idle >= 75 {
+            Ok(())
+        } else {
+            Err(format!("{idle} of 100 on the idle endpoint"))
+        }
+    })
+    .await;
     expect_no_nacks(&s).await;
 }
 

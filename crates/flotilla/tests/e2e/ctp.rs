@@ -254,15 +254,22 @@ struct Pki {
     server_key_pem: String,
     client_der: Vec<u8>,
     client_key_der: Vec<u8>,
+    /// A second client certificate of the CA, revoked by `crl_pem`.
+    revoked_der: Vec<u8>,
+    revoked_key_der: Vec<u8>,
+    crl_pem: String,
 }
 
 fn pki() -> Pki {
     use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+        date_time_ymd, BasicConstraints, CertificateParams, CertificateRevocationListParams,
+        DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+        RevokedCertParams, SerialNumber,
     };
     let ca_key = KeyPair::generate().expect("CA key");
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     ca_params
         .distinguished_name
         .push(DnType::CommonName, "ctp test CA");
@@ -273,14 +280,36 @@ fn pki() -> Pki {
         .expect("server params")
         .signed_by(&server_key, &issuer)
         .expect("server certificate");
-    let client_key = KeyPair::generate().expect("client key");
-    let mut client_params =
-        CertificateParams::new(vec!["client.example.com".to_string()]).expect("client params");
-    client_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let client = client_params
-        .signed_by(&client_key, &issuer)
-        .expect("client certificate");
+    let client_cert = |serial: u64| {
+        let key = KeyPair::generate().expect("client key");
+        let mut params =
+            CertificateParams::new(vec!["client.example.com".to_string()]).expect("client params");
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.serial_number = Some(SerialNumber::from(serial));
+        let cert = params.signed_by(&key, &issuer).expect("client certificate");
+        (cert, key)
+    };
+    let (client, client_key) = client_cert(1);
+    let (revoked, revoked_key) = client_cert(2);
+    let crl = CertificateRevocationListParams {
+        this_update: date_time_ymd(2020, 1, 1),
+        next_update: date_time_ymd(2100, 1, 1),
+        crl_number: SerialNumber::from(1u64),
+        issuing_distribution_point: None,
+        revoked_certs: vec![RevokedCertParams {
+            serial_number: SerialNumber::from(2u64),
+            revocation_time: date_time_ymd(2020, 1, 1),
+            reason_code: None,
+            invalidity_date: None,
+        }],
+        key_identifier_method: KeyIdMethod::Sha256,
+    }
+    .signed_by(&issuer)
+    .expect("CRL");
     Pki {
+        revoked_der: revoked.der().to_vec(),
+        revoked_key_der: revoked_key.serialize_der(),
+        crl_pem: crl.pem().expect("CRL PEM"),
         ca_pem: ca.pem(),
         ca_der: ca.der().to_vec(),
         server_pem: server.pem(),
@@ -294,6 +323,17 @@ fn pki() -> Pki {
 /// certificate if `with_cert`, offering only TLS 1.2 if `tls12`: the raw response, or why
 /// there was none.
 async fn https_app(port: u16, pki: &Pki, with_cert: bool, tls12: bool) -> Result<String, String> {
+    let cert = with_cert.then(|| (pki.client_der.clone(), pki.client_key_der.clone()));
+    https_app_as(port, pki, cert, tls12).await
+}
+
+/// [`https_app`] with client certificate `cert` (DER certificate, PKCS#8 DER key), if any.
+async fn https_app_as(
+    port: u16,
+    pki: &Pki,
+    cert: Option<(Vec<u8>, Vec<u8>)>,
+    tls12: bool,
+) -> Result<String, String> {
     use std::sync::Arc;
     let mut roots = rustls::RootCertStore::empty();
     roots
@@ -310,17 +350,14 @@ async fn https_app(port: u16, pki: &Pki, with_cert: bool, tls12: bool) -> Result
     .with_protocol_versions(versions)
     .map_err(|e| e.to_string())?
     .with_root_certificates(roots);
-    let config = if with_cert {
-        builder
+    let config = match cert {
+        Some((der, key)) => builder
             .with_client_auth_cert(
-                vec![rustls::pki_types::CertificateDer::from(
-                    pki.client_der.clone(),
-                )],
-                rustls::pki_types::PrivateKeyDer::Pkcs8(pki.client_key_der.clone().into()),
+                vec![rustls::pki_types::CertificateDer::from(der)],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(key.into()),
             )
-            .map_err(|e| e.to_string())?
-    } else {
-        builder.with_no_client_auth()
+            .map_err(|e| e.to_string())?,
+        None => builder.with_no_client_auth(),
     };
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
@@ -343,7 +380,8 @@ async fn https_app(port: u16, pki: &Pki, with_cert: bool, tls12: bool) -> Result
 }
 
 /// A Gateway with an HTTPS listener for `a.example.com` on `port` serving `pki`'s server
-/// certificate, the Secret `client-ca` with `pki`'s CA, and a route `/app` to `backend`.
+/// certificate, the Secrets `client-ca` with `pki`'s CA and `client-crl` with its CRL, and a
+/// route `/app` to `backend`.
 fn https_gateway_yaml(port: u16, pki: &Pki, backend: u16) -> String {
     let b64 = |s: &str| crate::sds::base64(s.as_bytes());
     format!(
@@ -367,11 +405,17 @@ kind: Secret
 metadata: {{name: client-ca, namespace: default}}
 data: {{ca.crt: {}}}
 ---
+apiVersion: v1
+kind: Secret
+metadata: {{name: client-crl, namespace: default}}
+data: {{ca.crl: {}}}
+---
 {}---
 {}",
         b64(&pki.server_pem),
         b64(&pki.server_key_pem),
         b64(&pki.ca_pem),
+        b64(&pki.crl_pem),
         service_yaml("default", "web", backend),
         route_yaml("default", "app", "gw", "/app", &[("web", 1)]),
     )
@@ -453,6 +497,77 @@ async fn client_certificates_are_required_and_tls_parameters_apply() {
         "{st}"
     );
 
+    let stats = s.stats().await.expect("stats");
+    assert_eq!(stats["nacks"], 0, "{stats}");
+}
+
+/// `clientValidation.crl`: Envoy refuses a client certificate the CRL revokes and serves one
+/// it does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_client_certificate_is_refused() {
+    let pki = pki();
+    let s = Standalone::start();
+    let backend = start_backend("web").await;
+    let port = free_port();
+    write_file(
+        &s.yaml,
+        "all.yaml",
+        &https_gateway_yaml(port, &pki, backend),
+    );
+    write_file(
+        &s.yaml,
+        "policy.yaml",
+        &policy_yaml(
+            "  tls: {clientValidation: {caCertificateRefs: [{name: client-ca}], crl: {refs: [{name: client-crl}]}}}\n",
+        ),
+    );
+    let (_envoy, admin) = start_envoy(
+        s.dir.path(),
+        "envoy",
+        "local/default/gw",
+        &[format!("127.0.0.1:{}", s.xds)],
+    );
+    let good = || {
+        https_app_as(
+            port,
+            &pki,
+            Some((pki.client_der.clone(), pki.client_key_der.clone())),
+            false,
+        )
+    };
+    let ok = eventually(
+        "the route for a certificate the CRL does not revoke",
+        T,
+        || async {
+            let r = good().await?;
+            if r.starts_with("HTTP/1.1 200") {
+                Ok(r)
+            } else {
+                Err(r)
+            }
+        },
+    )
+    .await;
+    assert!(ok.ends_with("backend=web path=/app"), "{ok}");
+    // The CRL is in the listener's validation context.
+    let l = active_listener(admin, &format!("tcp-{port}")).await;
+    let v = &l["filter_chains"][0]["transport_socket"]["typed_config"]["common_tls_context"]
+        ["validation_context"];
+    assert!(v["crl"].is_object(), "{l}");
+    // The revoked certificate: refused (during the handshake, or by an alert on the first read).
+    let revoked = https_app_as(
+        port,
+        &pki,
+        Some((pki.revoked_der.clone(), pki.revoked_key_der.clone())),
+        false,
+    )
+    .await;
+    match revoked {
+        Ok(r) => assert!(!r.contains("200"), "served a revoked certificate: {r}"),
+        Err(e) => assert!(e.contains("TLS handshake") || e.contains("read"), "{e}"),
+    }
+    // And the good one still is served.
+    assert!(good().await.unwrap().starts_with("HTTP/1.1 200"));
     let stats = s.stats().await.expect("stats");
     assert_eq!(stats["nacks"], 0, "{stats}");
 }

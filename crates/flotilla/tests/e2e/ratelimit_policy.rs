@@ -487,6 +487,86 @@ async fn global_rate_limit_holds_across_two_envoys_and_two_services_sharing_redi
     );
 }
 
+/// `--ratelimit-service-ca`: a `flotilla ratelimit` serving TLS only (certificates from
+/// `flotilla certs`) counts the global limit, so Envoy reached it over TLS (a plaintext call
+/// would fail, and Envoy would let every request through); Envoy's handshake stats agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn global_rate_limit_through_a_tls_rate_limit_service() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = crate::spine::make_certs(dir.path(), "local");
+    let rl = free_port();
+    let s = Standalone::start_in(
+        dir,
+        vec![
+            "--ratelimit-service".into(),
+            format!("127.0.0.1:{rl}"),
+            "--ratelimit-service-ca".into(),
+            certs.join("ca.pem").display().to_string(),
+        ],
+    );
+    let backend = start_backend("v1").await;
+    let port = free_port();
+    write_file(
+        &s.yaml,
+        "all.yaml",
+        &format!(
+            "{}---\n{}",
+            base_yaml(port, backend),
+            policy_yaml(&global_limit(N))
+        ),
+    );
+    let rules = eventually("the rules", T, || async {
+        let r = s.api("/api/v1/ratelimit").await?;
+        if r["domains"].as_array().is_some_and(|d| !d.is_empty()) {
+            Ok(r)
+        } else {
+            Err(format!("{r}"))
+        }
+    })
+    .await;
+    let file = s.dir.path().join("rules.yaml");
+    std::fs::write(&file, rules.to_string()).expect("rules file");
+    // The service's certificate: an edge identity of the certificates' CA, for 127.0.0.1.
+    let mut args = vec![
+        "ratelimit".into(),
+        "--listen".into(),
+        format!("127.0.0.1:{rl}"),
+        "--config".into(),
+        file.display().to_string(),
+    ];
+    args.extend(crate::spine::tls_args(&certs, "edge-edge"));
+    let _service = Proc::spawn("ratelimit-tls", s.dir.path(), &flotilla_bin(), &args);
+    wait_tcp(&format!("127.0.0.1:{rl}"), Duration::from_secs(20));
+    let (_envoy, admin) = start_envoy(
+        s.dir.path(),
+        "envoy",
+        "local/default/gw",
+        &[format!("127.0.0.1:{}", s.xds)],
+    );
+    envoy_has(admin, GLOBAL_FILTER_CONFIG, GLOBAL_ROUTE_CONFIG).await;
+    let c = fresh_client();
+    let limited = format!("http://127.0.0.1:{port}/limited");
+    s.expect(&limited, "the route", |code, _| code == 200).await;
+    // One request was counted above; N in all fit.
+    assert_eq!(
+        codes(&c, &limited, N - 1).await,
+        vec![200; (N - 1) as usize]
+    );
+    assert_eq!(get(&c, &limited).await.expect("a response").0, 429);
+    let (_, stats) = get(
+        &client(),
+        &format!("http://127.0.0.1:{admin}/stats?filter=ratelimit_cluster.ssl.handshake"),
+    )
+    .await
+    .expect("stats");
+    let handshakes: u64 = stats
+        .lines()
+        .filter_map(|l| l.strip_prefix("cluster.ratelimit_cluster.ssl.handshake: "))
+        .filter_map(|n| n.trim().parse::<u64>().ok())
+        .sum();
+    assert!(handshakes > 0, "{stats}");
+}
+
 /// A real redis-server on `port` (`$REDIS_SERVER_BIN`, else /usr/bin/redis-server), no
 /// persistence, its files in `dir`.
 fn start_redis(dir: &std::path::Path, port: u16) -> Proc {

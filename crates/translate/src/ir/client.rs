@@ -102,6 +102,18 @@ pub(crate) struct ClientCa {
     pub sans: Vec<(SanType, StrMatch, String)>,
     /// `allowExpiredCertificate`: an expired client certificate is still accepted.
     pub allow_expired: bool,
+    /// `crl`: revoked client certificates are refused.
+    pub crl: Option<Crl>,
+}
+
+/// `clientValidation.crl`: the revocation lists (PEM, concatenated) Envoy checks client
+/// certificates against.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct Crl {
+    pub pem: Vec<u8>,
+    /// `onlyVerifyLeafCertificate`: only the client certificate itself is checked, not its
+    /// intermediates (which then need no CRL of their own).
+    pub only_leaf: bool,
 }
 
 /// A Gateway API style string match (`type`: Exact, Prefix, Suffix, RegularExpression).

@@ -162,6 +162,35 @@ pub(crate) enum LbPolicy {
         hash: Vec<HashOn>,
         table_size: Option<u64>,
     },
+    /// `BackendUtilization`: Envoy's client-side weighted round robin, weights from the
+    /// endpoints' ORCA load reports.
+    BackendUtilization(BackendUtilization),
+}
+
+/// `loadBalancer.backendUtilization` (Envoy Gateway's `BackendUtilization`); unset durations
+/// take Envoy Gateway's defaults when encoded.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct BackendUtilization {
+    pub blackout_period: Option<Nanos>,
+    pub weight_expiration_period: Option<Nanos>,
+    pub weight_update_period: Option<Nanos>,
+    /// Envoy's `error_utilization_penalty` × 100.
+    pub error_utilization_penalty_percent: Option<u32>,
+    pub metric_names: Vec<String>,
+    /// `keepResponseHeaders`: pass the ORCA load report headers on to the client (default:
+    /// they are removed).
+    pub keep_response_headers: bool,
+    pub out_of_band: Option<OutOfBandReports>,
+}
+
+/// `backendUtilization.outOfBand`: load reports over a separate ORCA stream to each endpoint.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct OutOfBandReports {
+    pub reporting_period: Option<Nanos>,
+    /// Another port of the endpoint serving the stream.
+    pub port: Option<u32>,
+    /// The stream's `:authority`.
+    pub authority: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

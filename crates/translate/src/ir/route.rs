@@ -14,9 +14,19 @@ pub(crate) struct RouteSettings {
     pub compressors: Vec<CompressorKind>,
     /// `requestBuffer.limit`, bytes.
     pub request_buffer: Option<u32>,
-    /// `httpUpgrade` types (Envoy upgrade types, e.g. `websocket`, `spdy/3.1`).
+    /// `httpUpgrade` types (Envoy upgrade types, e.g. `websocket`, `spdy/3.1`), CONNECT aside.
     pub upgrades: Vec<String>,
+    /// `httpUpgrade` of type CONNECT.
+    pub connect: Option<Connect>,
     pub bandwidth_limit: Option<BandwidthLimit>,
+}
+
+/// An `httpUpgrade` of type CONNECT: Envoy either terminates the tunnel itself (answers the
+/// CONNECT and sends the payload upstream as a TCP stream) or passes the CONNECT request on.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) struct Connect {
+    /// `connect.terminate`.
+    pub terminate: bool,
 }
 
 /// `bandwidthLimit`: each direction's limit in KiB/s (Envoy's `limit_kbps`, at least 1).
@@ -96,6 +106,24 @@ pub(crate) struct ResponseOverride {
     pub content_type: Option<String>,
     pub body: Option<String>,
     pub status: Option<u32>,
+    /// `redirect`: the request is redirected instead of answered with a local response.
+    pub redirect: Option<Redirect>,
+}
+
+/// A response override's `redirect` (Envoy Gateway v1.5+, `CustomRedirect`): Envoy's custom
+/// response redirect policy sends the request again, internally, to the URL these parts make
+/// (each unset part kept from the original request), and answers with that response under
+/// `status`.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Redirect {
+    /// `http` or `https`.
+    pub scheme: Option<String>,
+    pub hostname: Option<String>,
+    /// `path.replaceFullPath`.
+    pub path: Option<String>,
+    pub port: Option<u32>,
+    /// 301 or 302 (Envoy Gateway's default: 302).
+    pub status: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]

@@ -37,6 +37,7 @@ pub(crate) fn translate(
         compressors: p.compressors(),
         request_buffer: p.quantity_u32("/requestBuffer/limit", "RequestBuffer", "limit"),
         upgrades: p.upgrades(),
+        connect: p.connect(),
         bandwidth_limit: p.bandwidth_limit(),
     };
     let cluster = ClusterSettings {
@@ -96,6 +97,19 @@ pub(crate) fn translate(
 struct Parser<'a> {
     spec: &'a Value,
     e: &'a mut FieldErrors,
+}
+
+/// Gateway API's `PreciseHostname`: a lowercase RFC 1123 subdomain, no wildcard.
+fn is_precise_hostname(h: &str) -> bool {
+    h.len() <= 253
+        && h.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
 }
 
 /// Envoy's `google.protobuf.Duration` must be positive where these durations go.
@@ -431,11 +445,21 @@ impl<'a> Parser<'a> {
                 }
                 o.headers.push((name.to_ascii_lowercase(), m));
             }
-            if ro.get("redirect").is_some() {
-                // Redirects are not translated yet: such an override is left out whole.
+            if o.statuses.is_empty() && o.headers.is_empty() {
                 continue;
             }
-            if o.statuses.is_empty() && o.headers.is_empty() {
+            if let Some(r) = ro.get("redirect").filter(|r| !r.is_null()) {
+                if ro.get("response").is_some_and(|r| !r.is_null()) {
+                    self.err(
+                        "ResponseOverride",
+                        "exactly one of response or redirect must be specified".into(),
+                    );
+                    continue;
+                }
+                if let Some(r) = self.redirect(r) {
+                    o.redirect = Some(r);
+                    out.push(o);
+                }
                 continue;
             }
             o.content_type = ro
@@ -488,6 +512,85 @@ impl<'a> Parser<'a> {
         out
     }
 
+    /// A response override's `redirect`, checked as Envoy Gateway's CRD checks it (scheme
+    /// `http` or `https`, a precise hostname, `ReplaceFullPath` only, a port, 301 or 302).
+    fn redirect(&mut self, r: &Value) -> Option<Redirect> {
+        let mut errs: Vec<String> = Vec::new();
+        let text = |f: &str| r.pointer(f).filter(|v| !v.is_null());
+        let scheme = match text("/scheme") {
+            None => None,
+            Some(Value::String(s)) if s == "http" || s == "https" => Some(s.clone()),
+            Some(v) => {
+                errs.push(format!("unsupported scheme {v}, must be http or https"));
+                None
+            }
+        };
+        let hostname = match text("/hostname") {
+            None => None,
+            Some(Value::String(h)) if is_precise_hostname(h) => Some(h.clone()),
+            Some(v) => {
+                errs.push(format!("invalid hostname {v}"));
+                None
+            }
+        };
+        let path = match text("/path") {
+            None => None,
+            Some(p) => match (
+                p.get("type").and_then(Value::as_str),
+                p.get("replaceFullPath").and_then(Value::as_str),
+            ) {
+                // A path of visible ASCII that starts with `/`: anything else makes no URL.
+                (Some("ReplaceFullPath"), Some(f))
+                    if f.starts_with('/') && f.bytes().all(|b| b.is_ascii_graphic()) =>
+                {
+                    Some(f.to_string())
+                }
+                (Some("ReplaceFullPath"), f) => {
+                    errs.push(format!("invalid replaceFullPath {f:?}"));
+                    None
+                }
+                _ => {
+                    errs.push("only ReplaceFullPath is supported for path.type".into());
+                    None
+                }
+            },
+        };
+        let port = match text("/port") {
+            None => None,
+            Some(v) => match v.as_u64().filter(|p| (1..=65_535).contains(p)) {
+                Some(p) => Some(p as u32),
+                None => {
+                    errs.push(format!("invalid port {v}"));
+                    None
+                }
+            },
+        };
+        let status = match text("/statusCode") {
+            // Envoy Gateway's CRD default.
+            None => 302,
+            Some(v) => match v.as_u64().filter(|c| *c == 301 || *c == 302) {
+                Some(c) => c as u32,
+                None => {
+                    errs.push(format!("unsupported statusCode {v}, must be 301 or 302"));
+                    302
+                }
+            },
+        };
+        if !errs.is_empty() {
+            for e in errs {
+                self.err("ResponseOverride", format!("redirect: {e}"));
+            }
+            return None;
+        }
+        Some(Redirect {
+            scheme,
+            hostname,
+            path,
+            port,
+            status,
+        })
+    }
+
     fn compressors(&mut self) -> Vec<CompressorKind> {
         let mut out = Vec::new();
         for p in ["/compression", "/compressor"] {
@@ -519,12 +622,54 @@ impl<'a> Parser<'a> {
             .flatten()
         {
             match u.get("type").and_then(Value::as_str) {
-                // CONNECT needs a connect config (terminate or proxy): not translated yet,
-                // left out.
+                // See `connect`.
                 Some(t) if t.eq_ignore_ascii_case("connect") => {}
                 Some(t) if !t.is_empty() => out.push(t.to_string()),
                 _ => self.err("HTTPUpgrade", format!("unsupported upgrade {u}")),
             }
+        }
+        out
+    }
+
+    /// The `httpUpgrade` of type CONNECT, if any (Envoy Gateway's `connect.terminate`, false
+    /// when unset: the CONNECT request is passed on).
+    fn connect(&mut self) -> Option<Connect> {
+        let mut out = None;
+        for u in self
+            .get("/httpUpgrade")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let is_connect = u
+                .get("type")
+                .and_then(Value::as_str)
+                .is_some_and(|t| t.eq_ignore_ascii_case("connect"));
+            let settings = u.get("connect").filter(|c| !c.is_null());
+            if !is_connect {
+                if settings.is_some() {
+                    self.err(
+                        "HTTPUpgrade",
+                        "connect settings are only allowed with the CONNECT upgrade type".into(),
+                    );
+                }
+                continue;
+            }
+            let terminate = match settings.map(|c| c.get("terminate")) {
+                None | Some(None) | Some(Some(Value::Null)) => false,
+                Some(Some(Value::Bool(b))) => *b,
+                Some(Some(v)) => {
+                    self.err(
+                        "HTTPUpgrade",
+                        format!("invalid connect terminate value {v}"),
+                    );
+                    false
+                }
+            };
+            if out.is_some() {
+                self.err("HTTPUpgrade", "the CONNECT upgrade is listed twice".into());
+            }
+            out = Some(Connect { terminate });
         }
         out
     }
@@ -609,9 +754,14 @@ impl<'a> Parser<'a> {
                     table_size: self.get(&ch("tableSize")).and_then(Value::as_u64),
                 }
             }
-            // BackendUtilization (and any type added later) is not translated yet: left out,
-            // the cluster keeps round robin.
-            _ => return None,
+            "BackendUtilization" => LbPolicy::BackendUtilization(self.backend_utilization()),
+            other => {
+                self.err(
+                    "LoadBalancer",
+                    format!("unsupported load balancer type {other}"),
+                );
+                return None;
+            }
         };
         let slow_start_window = self.duration(
             "/loadBalancer/slowStart/window",
@@ -642,11 +792,84 @@ impl<'a> Parser<'a> {
                     .and_then(Value::as_u64)
                     .and_then(|n| u32::try_from(n).ok()),
             });
+        // Envoy takes no zone-aware routing with a load balancing policy extension.
+        if zone_aware.is_some() && matches!(policy, LbPolicy::BackendUtilization(_)) {
+            self.err(
+                "LoadBalancer",
+                "zoneAware.preferLocal is not supported with the BackendUtilization load balancer"
+                    .into(),
+            );
+        }
         Some(LoadBalancer {
             policy,
             slow_start_window,
             zone_aware,
         })
+    }
+
+    /// `loadBalancer.backendUtilization` (every field optional).
+    fn backend_utilization(&mut self) -> BackendUtilization {
+        let f = |field: &str| format!("/loadBalancer/backendUtilization/{field}");
+        let section = "LoadBalancer";
+        let metric_names = match self.get(&f("metricNamesForComputingUtilization")) {
+            None => vec![],
+            Some(Value::Array(names))
+                if names
+                    .iter()
+                    .all(|n| n.as_str().is_some_and(|n| !n.is_empty())) =>
+            {
+                names
+                    .iter()
+                    .filter_map(|n| n.as_str().map(str::to_string))
+                    .collect()
+            }
+            Some(v) => {
+                self.err(
+                    section,
+                    format!("invalid MetricNamesForComputingUtilization value {v}"),
+                );
+                vec![]
+            }
+        };
+        let out_of_band = self.get(&f("outOfBand")).map(|_| OutOfBandReports {
+            reporting_period: self.positive_duration(
+                &f("outOfBand/reportingPeriod"),
+                section,
+                "OutOfBand ReportingPeriod",
+            ),
+            port: self
+                .u32(&f("outOfBand/port"), section, "OutOfBand Port")
+                .and_then(|p| {
+                    if (1..=65_535).contains(&p) {
+                        Some(p)
+                    } else {
+                        self.err(section, format!("invalid OutOfBand Port value {p}"));
+                        None
+                    }
+                }),
+            authority: self.str(&f("outOfBand/authority")).map(str::to_string),
+        });
+        BackendUtilization {
+            blackout_period: self.duration(&f("blackoutPeriod"), section, "BlackoutPeriod"),
+            weight_expiration_period: self.positive_duration(
+                &f("weightExpirationPeriod"),
+                section,
+                "WeightExpirationPeriod",
+            ),
+            weight_update_period: self.positive_duration(
+                &f("weightUpdatePeriod"),
+                section,
+                "WeightUpdatePeriod",
+            ),
+            error_utilization_penalty_percent: self.u32(
+                &f("errorUtilizationPenaltyPercent"),
+                section,
+                "ErrorUtilizationPenaltyPercent",
+            ),
+            metric_names,
+            keep_response_headers: self.bool(&f("keepResponseHeaders")).unwrap_or(false),
+            out_of_band,
+        }
     }
 
     fn circuit_breaker(&mut self) -> Option<CircuitBreaker> {

@@ -452,7 +452,11 @@ pub(crate) fn resolve_client_ca(
             pem.push(b'\n');
         }
     }
-    Ok((!pem.is_empty()).then(|| ClientCa {
+    if pem.is_empty() {
+        return Ok(None);
+    }
+    let crl = resolve_crl(ix, policy, cv, &pem)?;
+    Ok(Some(ClientCa {
         pem,
         optional: cv.get("optional").and_then(Value::as_bool).unwrap_or(false)
             || cv.get("mode").and_then(Value::as_str) == Some("VerifyIfGiven"),
@@ -463,7 +467,175 @@ pub(crate) fn resolve_client_ca(
             .get("allowExpiredCertificate")
             .and_then(Value::as_bool)
             .unwrap_or(false),
+        crl,
     }))
+}
+
+/// The key of a CRL in its Secret or ConfigMap (Envoy Gateway's `ca.crl`).
+const CRL_KEY: &str = "ca.crl";
+
+/// `clientValidation.crl` (Envoy Gateway's `validateCRL` and its ref resolution): `refs` to
+/// Secrets (the default kind) or ConfigMaps, key `ca.crl` (else their only entry), each holding
+/// PEM `X509 CRL` blocks that parse, none expired.
+///
+/// Expiry without a clock (translation is deterministic): a CRL is expired when its
+/// `nextUpdate` is before an instant known to be past, the latest of the `notBefore` of the CAs
+/// it is used with and the `creationTimestamp` of the object holding it. Envoy would refuse
+/// every client certificate of that CA with such a CRL; one that expires later does the same
+/// from then on (as in Envoy Gateway, whose check runs only at translation).
+fn resolve_crl(
+    ix: &Index,
+    policy: &ResourceKey,
+    cv: &Value,
+    ca_pem: &[u8],
+) -> Result<Option<crate::ir::client::Crl>, String> {
+    let Some(crl) = cv.get("crl").filter(|c| !c.is_null()) else {
+        return Ok(None);
+    };
+    let mut past = ca_pem_not_before(ca_pem);
+    let mut pem = Vec::new();
+    for r in crl
+        .get("refs")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let field = |f: &str| r.get(f).and_then(Value::as_str);
+        let name = field("name").unwrap_or_default();
+        let kind = field("kind").unwrap_or("Secret");
+        let group = field("group").unwrap_or_default();
+        let ns = field("namespace")
+            .filter(|n| !n.is_empty())
+            .unwrap_or(&policy.namespace);
+        let kind_of = match (group, kind) {
+            ("", "Secret") => Kind::Secret,
+            ("", "ConfigMap") => Kind::ConfigMap,
+            _ => return Err(format!("TLS: unsupported crl ref kind:{kind}.")),
+        };
+        if !ix.reference_allowed(
+            &policy.cluster,
+            EG_GROUP,
+            "ClientTrafficPolicy",
+            &policy.namespace,
+            group,
+            kind,
+            ns,
+            name,
+        ) {
+            return Err(format!(
+                "TLS: {} {ns}/{name} is not permitted by any ReferenceGrant.",
+                kind.to_ascii_lowercase()
+            ));
+        }
+        let lower = kind.to_ascii_lowercase();
+        let key = ResourceKey::new(&policy.cluster, kind_of, ns, name);
+        let (entries, created): (Vec<(String, Vec<u8>)>, _) =
+            match ix.resources.get(&key).map(|r| &r.object) {
+                Some(Object::Secret(sec)) => (
+                    sec.data
+                        .iter()
+                        .flatten()
+                        .map(|(k, v)| (k.clone(), v.0.clone()))
+                        .collect(),
+                    sec.metadata.creation_timestamp.as_ref(),
+                ),
+                Some(Object::ConfigMap(cm)) => (
+                    cm.data
+                        .iter()
+                        .flatten()
+                        .map(|(k, v)| (k.clone(), v.as_bytes().to_vec()))
+                        .collect(),
+                    cm.metadata.creation_timestamp.as_ref(),
+                ),
+                _ => {
+                    return Err(format!(
+                        "TLS: failed to get crl from ref: {lower} {ns}/{name} does not exist."
+                    ))
+                }
+            };
+        let bytes = match entries.iter().position(|(k, _)| k == CRL_KEY) {
+            Some(i) => entries[i].1.clone(),
+            None if entries.len() == 1 => entries[0].1.clone(),
+            None => {
+                return Err(format!(
+                    "TLS: crl not found in {lower} {name}: it has none of the expected keys [{CRL_KEY}]."
+                ))
+            }
+        };
+        if let Some(t) = created {
+            past = past.max(Some(t.0.as_second()));
+        }
+        let next_updates =
+            crl_next_updates(&bytes).map_err(|e| format!("TLS: invalid crl in {name}: {e}."))?;
+        for next in next_updates.into_iter().flatten() {
+            if past.is_some_and(|p| next.timestamp() < p) {
+                return Err(format!(
+                    "TLS: invalid crl in {name}: CRL is expired (next update was due at {}).",
+                    go_time(&next)
+                ));
+            }
+        }
+        pem.extend_from_slice(&bytes);
+        if !pem.ends_with(b"\n") {
+            pem.push(b'\n');
+        }
+    }
+    if pem.is_empty() {
+        return Err("TLS: crl has no refs.".into());
+    }
+    Ok(Some(crate::ir::client::Crl {
+        pem,
+        only_leaf: crl
+            .get("onlyVerifyLeafCertificate")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+    }))
+}
+
+/// The `nextUpdate` of each CRL of a PEM bundle (`None`: it has none); an error when a block
+/// does not parse or there is no CRL at all.
+fn crl_next_updates(pem: &[u8]) -> Result<Vec<Option<x509_parser::time::ASN1Time>>, String> {
+    let mut out = Vec::new();
+    for block in x509_parser::pem::Pem::iter_from_buffer(pem) {
+        let block = block.map_err(|e| format!("failed to decode PEM: {e}"))?;
+        if block.label != "X509 CRL" {
+            continue;
+        }
+        let (_, crl) = x509_parser::parse_x509_crl(&block.contents)
+            .map_err(|e| format!("failed to parse CRL: {e}"))?;
+        out.push(crl.next_update());
+    }
+    if out.is_empty() {
+        return Err("no valid CRL found".into());
+    }
+    Ok(out)
+}
+
+/// The latest `notBefore` of the certificates of a PEM bundle, in Unix seconds.
+fn ca_pem_not_before(pem: &[u8]) -> Option<i64> {
+    x509_parser::pem::Pem::iter_from_buffer(pem)
+        .filter_map(Result::ok)
+        .filter(|b| b.label == "CERTIFICATE")
+        .filter_map(|b| {
+            x509_parser::parse_x509_certificate(&b.contents)
+                .ok()
+                .map(|(_, c)| c.validity().not_before.timestamp())
+        })
+        .max()
+}
+
+/// A time as Go's `time.Time` prints it in UTC (`2005-02-06 12:00:00 +0000 UTC`).
+fn go_time(t: &x509_parser::time::ASN1Time) -> String {
+    let d = t.to_datetime();
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02} +0000 UTC",
+        d.year(),
+        u8::from(d.month()),
+        d.day(),
+        d.hour(),
+        d.minute(),
+        d.second()
+    )
 }
 
 fn strings_of(v: &Value, field: &str) -> Vec<String> {
@@ -475,8 +647,8 @@ fn strings_of(v: &Value, field: &str) -> Vec<String> {
         .collect()
 }
 
-/// The gateways configured by a ClientTrafficPolicy whose client validation trusts the CAs of
-/// ConfigMap or Secret `holder`: they are translated again when it changes.
+/// The gateways configured by a ClientTrafficPolicy whose client validation trusts the CAs (or
+/// takes the CRLs) of ConfigMap or Secret `holder`: they are translated again when it changes.
 pub(crate) fn gateways_trusting(
     ix: &Index,
     holder: &ResourceKey,
@@ -484,12 +656,15 @@ pub(crate) fn gateways_trusting(
 ) {
     let kind = holder.kind.as_str();
     for p in super::policies_in(ix, &holder.cluster, Kind::ClientTrafficPolicy) {
-        let names_it = p
-            .spec
-            .pointer("/tls/clientValidation/caCertificateRefs")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
+        let refs = |pointer: &str| {
+            p.spec
+                .pointer(pointer)
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+        };
+        let names_it = refs("/tls/clientValidation/caCertificateRefs")
+            .chain(refs("/tls/clientValidation/crl/refs"))
             .any(|r| {
                 let f = |k: &str| r.get(k).and_then(Value::as_str);
                 f("kind").unwrap_or("Secret") == kind

@@ -1005,3 +1005,185 @@ fn tls_fingerprints_turn_on_in_the_tls_inspector() {
     assert_eq!(ti.enable_ja3_fingerprinting, None);
     assert_eq!(ti.enable_ja4_fingerprinting.map(|b| b.value), Some(true));
 }
+
+/// A CA whose certificate is valid from `not_before` (y, m, d), and a CRL it signs revoking
+/// serial 7, due for an update at `next_update`: (CA PEM, CRL PEM).
+fn ca_and_crl(not_before: (i32, u8, u8), next_update: (i32, u8, u8)) -> (String, String) {
+    use rcgen::{
+        date_time_ymd, BasicConstraints, CertificateParams, CertificateRevocationListParams, IsCa,
+        Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams, SerialNumber,
+    };
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params.not_before = date_time_ymd(not_before.0, not_before.1, not_before.2);
+    let ca = params.self_signed(&key).unwrap();
+    let issuer = Issuer::new(params, key);
+    let crl = CertificateRevocationListParams {
+        this_update: date_time_ymd(2000, 1, 1),
+        next_update: date_time_ymd(next_update.0, next_update.1, next_update.2),
+        crl_number: SerialNumber::from(1u64),
+        issuing_distribution_point: None,
+        revoked_certs: vec![RevokedCertParams {
+            serial_number: SerialNumber::from(7u64),
+            revocation_time: date_time_ymd(2000, 1, 1),
+            reason_code: None,
+            invalidity_date: None,
+        }],
+        key_identifier_method: KeyIdMethod::Sha256,
+    }
+    .signed_by(&issuer)
+    .unwrap();
+    (ca.pem(), crl.pem().unwrap())
+}
+
+/// A policy trusting Secret `crl-ca`'s CA and checking the CRLs `crl_refs` (a YAML flow list),
+/// with Secret `crl-ca` (`ca.crt`, and `ca.crl` = `secret_crl`) and ConfigMap `crl-cm`
+/// (`ca.crl` = `cm_crl`) beside it.
+fn translate_with_crl(ca: &str, secret_crl: &str, cm_crl: &str, crl: &str) -> Translator {
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let indent = |s: &str| s.replace('\n', "\n    ");
+    let https = format!(
+        "  - {{name: https, port: 8443, protocol: HTTPS, hostname: a.example.com, tls: {{certificateRefs: [{{name: cert}}]}}}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: crl-ca, namespace: infra}}
+data: {{ca.crt: {}, ca.crl: {}, other: eA==}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: crl-cm, namespace: infra}}
+data:
+  ca.crl: |
+    {}
+",
+        b64(ca),
+        b64(secret_crl),
+        indent(cm_crl)
+    );
+    // The listener list ends the Gateway; the extra objects follow it.
+    translate(
+        &https,
+        GW,
+        &format!("  tls:\n    clientValidation:\n      caCertificateRefs: [{{name: crl-ca}}]\n      crl: {crl}\n"),
+    )
+}
+
+/// `clientValidation.crl`: the referenced CRLs (a Secret's and a ConfigMap's, `ca.crl`) reach
+/// Envoy's validation context with `onlyVerifyLeafCertificate`, and Envoy takes them.
+#[test]
+fn client_validation_checks_the_referenced_crls() {
+    use envoy_types::pb::envoy::config::core::v3::{data_source, transport_socket};
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::common_tls_context::ValidationContextType;
+    let (ca, crl) = ca_and_crl((2020, 1, 1), (2100, 1, 1));
+    let (_, other_crl) = ca_and_crl((2020, 1, 1), (2100, 1, 1));
+    let t = translate_with_crl(
+        &ca,
+        &crl,
+        &other_crl,
+        "{refs: [{name: crl-ca}, {kind: ConfigMap, name: crl-cm}], onlyVerifyLeafCertificate: true}",
+    );
+    assert_eq!(condition(&t).1, "Accepted", "{}", policy_status(&t));
+    let l = listener(&t, "tcp-8443");
+    let Some(transport_socket::ConfigType::TypedConfig(a)) = l.filter_chains[0]
+        .transport_socket
+        .as_ref()
+        .and_then(|t| t.config_type.clone())
+    else {
+        panic!("tls socket")
+    };
+    let ctx = DownstreamTlsContext::decode(&a.value[..]).unwrap();
+    let Some(ValidationContextType::ValidationContext(v)) =
+        ctx.common_tls_context.unwrap().validation_context_type
+    else {
+        panic!("a validation context")
+    };
+    let Some(data_source::Specifier::InlineBytes(pem)) = v.crl.unwrap().specifier else {
+        panic!("an inline CRL")
+    };
+    let pem = String::from_utf8(pem).unwrap();
+    assert_eq!(pem.matches("-----BEGIN X509 CRL-----").count(), 2, "{pem}");
+    assert!(pem.starts_with(&crl), "the Secret's CRL first");
+    assert!(v.only_verify_leaf_cert_crl);
+    assert_eq!(validate_with_envoy(&t), 1);
+    // Without onlyVerifyLeafCertificate: Envoy's default, the whole chain.
+    let t = translate_with_crl(&ca, &crl, &other_crl, "{refs: [{name: crl-ca}]}");
+    assert_eq!(condition(&t).1, "Accepted", "{}", policy_status(&t));
+    assert_eq!(validate_with_envoy(&t), 1);
+}
+
+/// CRLs Envoy would refuse, or that are certainly expired, are refused in status with Envoy
+/// Gateway's words; nothing of the policy reaches Envoy.
+#[test]
+fn invalid_or_expired_crls_are_refused_in_status() {
+    let (ca, crl) = ca_and_crl((2020, 1, 1), (2100, 1, 1));
+    // Due for an update before the CA it is used with was valid: expired whenever checked.
+    let (recent_ca, stale_crl) = ca_and_crl((2024, 7, 16), (2005, 2, 6));
+    for (t, wanted) in [
+        (
+            translate_with_crl(&recent_ca, &stale_crl, &crl, "{refs: [{name: crl-ca}]}"),
+            "TLS: invalid crl in crl-ca: CRL is expired (next update was due at 2005-02-06 00:00:00 +0000 UTC).",
+        ),
+        (
+            translate_with_crl(&ca, "not a CRL", &crl, "{refs: [{name: crl-ca}]}"),
+            "TLS: invalid crl in crl-ca: no valid CRL found.",
+        ),
+        (
+            translate_with_crl(
+                &ca,
+                "-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n",
+                &crl,
+                "{refs: [{name: crl-ca}]}",
+            ),
+            "TLS: invalid crl in crl-ca: failed to parse CRL",
+        ),
+        (
+            translate_with_crl(&ca, &crl, &crl, "{refs: [{name: nowhere}]}"),
+            "TLS: failed to get crl from ref: secret infra/nowhere does not exist.",
+        ),
+        (
+            translate_with_crl(&ca, &crl, &crl, "{refs: []}"),
+            "TLS: crl must have at least one ref.",
+        ),
+        (
+            translate(
+                "  - {name: https, port: 8443, protocol: HTTPS, hostname: a.example.com, tls: {certificateRefs: [{name: cert}]}}\n",
+                GW,
+                "  tls: {clientValidation: {crl: {refs: [{name: ca}]}}}\n",
+            ),
+            "TLS: crl requires caCertificateRefs to be set.",
+        ),
+    ] {
+        let (status, reason, message) = condition(&t);
+        assert_eq!((status.as_str(), reason.as_str()), ("False", "Invalid"), "{message}");
+        assert!(message.starts_with(wanted), "{message}\nwanted: {wanted}");
+        // The listener fails closed rather than serve without the CRL: its route answers 500
+        // (beside the 421 for other hosts), nothing is routed.
+        let statuses = route_statuses(&t, "https-8443/infra/gw/https");
+        assert!(
+            statuses.contains(&Some(500)) && !statuses.contains(&None),
+            "{message}: {statuses:?}"
+        );
+    }
+}
+
+/// A change to the ConfigMap holding a CRL reaches the policy: a CRL that no longer parses
+/// makes it Invalid on the next recomputation.
+#[test]
+fn a_changed_crl_configmap_is_translated_again() {
+    let (ca, crl) = ca_and_crl((2020, 1, 1), (2100, 1, 1));
+    let mut t = translate_with_crl(&ca, &crl, &crl, "{refs: [{kind: ConfigMap, name: crl-cm}]}");
+    assert_eq!(condition(&t).1, "Accepted", "{}", policy_status(&t));
+    let evs = crate::tests::events(
+        "c1",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: crl-cm, namespace: infra}\ndata: {ca.crl: not a CRL}\n",
+    );
+    crate::tests::apply_all(&mut t, &evs);
+    assert_eq!(
+        condition(&t).2,
+        "TLS: invalid crl in crl-cm: no valid CRL found."
+    );
+}

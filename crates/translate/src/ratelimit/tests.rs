@@ -571,3 +571,83 @@ spec:
     assert_eq!(headers(&off), XRateLimitHeadersRfcVersion::Off as i32);
     envoy_validate(&bootstrap_of(&off.gateways()[GW]), GW).unwrap();
 }
+
+/// With the service's CA, Envoy reaches the rate limit service over TLS: its certificate must
+/// chain to that CA and name one of the configured hosts (by IP or DNS), the DNS name is the
+/// SNI, gRPC's h2 the ALPN; Envoy accepts the cluster. Without a CA, plaintext as before; a
+/// CA bundle with no certificate is refused before it reaches any translation.
+#[test]
+fn the_rate_limit_service_is_reached_over_tls_with_its_ca() {
+    use envoy_types::pb::envoy::config::core::v3::{data_source, transport_socket};
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+        common_tls_context::ValidationContextType, subject_alt_name_matcher::SanType,
+        UpstreamTlsContext,
+    };
+    let service_cluster = |t: &Translator| {
+        let r = t.gateways()[GW]
+            .resources
+            .iter()
+            .find(|r| r.type_url == type_url::CLUSTER && r.name == super::SERVICE_CLUSTER)
+            .expect("the rate limit service cluster")
+            .clone();
+        Cluster::decode(r.body.clone()).unwrap()
+    };
+    let plain = translate(with_service(), GLOBAL);
+    assert!(service_cluster(&plain).transport_socket.is_none());
+
+    let ca = {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.self_signed(&key).unwrap().pem()
+    };
+    let opts = TranslateOptions {
+        rate_limit_service_ca: Some(ca.clone()),
+        ..with_service()
+    };
+    assert_eq!(opts.check(), Ok(()));
+    let t = translate(opts, GLOBAL);
+    let ts = service_cluster(&t).transport_socket.expect("TLS");
+    assert_eq!(ts.name, "envoy.transport_sockets.tls");
+    let Some(transport_socket::ConfigType::TypedConfig(any)) = ts.config_type else {
+        panic!("typed config")
+    };
+    let ctx = UpstreamTlsContext::decode(any.value.as_slice()).unwrap();
+    assert_eq!(ctx.sni, "localhost");
+    let common = ctx.common_tls_context.unwrap();
+    assert_eq!(common.alpn_protocols, vec!["h2"]);
+    let Some(ValidationContextType::ValidationContext(v)) = common.validation_context_type else {
+        panic!("a validation context")
+    };
+    assert_eq!(
+        v.trusted_ca.unwrap().specifier,
+        Some(data_source::Specifier::InlineString(ca))
+    );
+    let sans: Vec<(i32, String)> = v
+        .match_typed_subject_alt_names
+        .iter()
+        .map(|m| {
+            (
+                m.san_type,
+                format!("{:?}", m.matcher.as_ref().unwrap().match_pattern),
+            )
+        })
+        .collect();
+    assert_eq!(
+        sans,
+        vec![
+            (
+                SanType::IpAddress as i32,
+                "Some(Exact(\"127.0.0.1\"))".into()
+            ),
+            (SanType::Dns as i32, "Some(Exact(\"localhost\"))".into()),
+        ]
+    );
+    envoy_validate(&bootstrap_of(&t.gateways()[GW]), GW).unwrap();
+
+    let bad = TranslateOptions {
+        rate_limit_service_ca: Some("not a certificate".into()),
+        ..with_service()
+    };
+    assert!(bad.check().is_err());
+}

@@ -655,6 +655,27 @@ fn values_envoy_would_refuse_are_refused_in_status() {
             "  loadBalancer: {type: ConsistentHash, consistentHash: {type: Header}}",
             "LoadBalancer",
         ),
+        ("  loadBalancer: {type: Fastest}", "LoadBalancer"),
+        (
+            "  loadBalancer: {type: BackendUtilization, backendUtilization: {weightUpdatePeriod: 0s}}",
+            "LoadBalancer",
+        ),
+        (
+            "  loadBalancer: {type: BackendUtilization, backendUtilization: {errorUtilizationPenaltyPercent: -5}}",
+            "LoadBalancer",
+        ),
+        (
+            "  loadBalancer: {type: BackendUtilization, backendUtilization: {metricNamesForComputingUtilization: ['']}}",
+            "LoadBalancer",
+        ),
+        (
+            "  loadBalancer: {type: BackendUtilization, backendUtilization: {outOfBand: {port: 70000}}}",
+            "LoadBalancer",
+        ),
+        (
+            "  loadBalancer: {type: BackendUtilization, zoneAware: {preferLocal: {minEndpointsThreshold: 2}}}",
+            "LoadBalancer",
+        ),
         (
             "  responseOverride:\n  - match: {statusCodes: [{type: Range, range: {start: 510, end: 500}}]}\n    response: {body: {inline: x}}",
             "ResponseOverride",
@@ -736,4 +757,308 @@ fn bandwidth_limits_enable_the_filter_of_each_direction_on_the_routes() {
         .typed_per_filter_config
         .keys()
         .any(|k| k.contains("bandwidth")));
+}
+
+/// `responseOverride[].redirect`: the custom response filter's matcher takes Envoy's redirect
+/// policy for that override (each part of the URL the policy sets, the status Envoy Gateway
+/// defaults to 302) next to a local response, and Envoy accepts the result.
+#[test]
+fn a_response_override_redirect_becomes_envoys_redirect_policy() {
+    use envoy_types::pb::envoy::config::route::v3::redirect_action::{
+        PathRewriteSpecifier, SchemeRewriteSpecifier,
+    };
+    use envoy_types::pb::envoy::extensions::filters::http::custom_response::v3::CustomResponse;
+    use envoy_types::pb::envoy::extensions::http::custom_response::redirect_policy::v3::{
+        redirect_policy::RedirectActionSpecifier, RedirectPolicy,
+    };
+    use envoy_types::pb::xds::r#type::matcher::v3::matcher::{on_match, MatcherType};
+    let t = translate(&[policy(
+        "p",
+        Some("a"),
+        "  responseOverride:
+  - match: {statusCodes: [{value: 500}]}
+    redirect:
+      scheme: https
+      hostname: www.example.com
+      port: 8443
+      statusCode: 301
+      path: {type: ReplaceFullPath, replaceFullPath: /sorry}
+  - match: {statusCodes: [{value: 503}]}
+    redirect: {path: {type: ReplaceFullPath, replaceFullPath: /later}}
+  - match: {statusCodes: [{value: 404}]}
+    response: {body: {inline: gone}}",
+    )]);
+    assert_eq!(accepted(&t, "p").0, "True");
+    let a = route_named(&t, "/a");
+    let cr = CustomResponse::decode(
+        a.typed_per_filter_config[crate::traffic::CUSTOM_RESPONSE_FILTER]
+            .value
+            .as_slice(),
+    )
+    .unwrap();
+    let Some(MatcherType::MatcherList(list)) = cr.custom_response_matcher.unwrap().matcher_type
+    else {
+        panic!("a matcher list");
+    };
+    let actions: Vec<_> = list
+        .matchers
+        .iter()
+        .map(|m| match &m.on_match.as_ref().unwrap().on_match {
+            Some(on_match::OnMatch::Action(a)) => a.clone(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(actions.len(), 3);
+    let redirect = |i: usize| {
+        let any = actions[i].typed_config.as_ref().unwrap();
+        assert_eq!(
+            any.type_url,
+            "type.googleapis.com/envoy.extensions.http.custom_response.redirect_policy.v3.RedirectPolicy"
+        );
+        RedirectPolicy::decode(any.value.as_slice()).unwrap()
+    };
+    let full = redirect(0);
+    assert_eq!(full.status_code.unwrap().value, 301);
+    let Some(RedirectActionSpecifier::RedirectAction(ra)) = full.redirect_action_specifier else {
+        panic!("a redirect action");
+    };
+    assert_eq!(
+        ra.scheme_rewrite_specifier,
+        Some(SchemeRewriteSpecifier::SchemeRedirect("https".into()))
+    );
+    assert_eq!(ra.host_redirect, "www.example.com");
+    assert_eq!(ra.port_redirect, 8443);
+    assert_eq!(
+        ra.path_rewrite_specifier,
+        Some(PathRewriteSpecifier::PathRedirect("/sorry".into()))
+    );
+    // Only the path: the rest of the URL is the request's, the status Envoy Gateway's default.
+    let path_only = redirect(1);
+    assert_eq!(path_only.status_code.unwrap().value, 302);
+    let Some(RedirectActionSpecifier::RedirectAction(ra)) = path_only.redirect_action_specifier
+    else {
+        panic!("a redirect action");
+    };
+    assert_eq!((ra.host_redirect.as_str(), ra.port_redirect), ("", 0));
+    assert!(ra.scheme_rewrite_specifier.is_none());
+    assert!(actions[2]
+        .typed_config
+        .as_ref()
+        .unwrap()
+        .type_url
+        .ends_with("LocalResponsePolicy"));
+    validate(&t);
+}
+
+/// A redirect Envoy Gateway's CRD would refuse is refused in status, naming what is wrong.
+#[test]
+fn an_invalid_response_override_redirect_is_refused_in_status() {
+    for (redirect, wanted) in [
+        ("{scheme: ftp}", "unsupported scheme \"ftp\""),
+        ("{hostname: '*.example.com'}", "invalid hostname"),
+        ("{hostname: Example.com}", "invalid hostname"),
+        (
+            "{path: {type: ReplacePrefixMatch, replacePrefixMatch: /x}}",
+            "only ReplaceFullPath is supported for path.type",
+        ),
+        (
+            "{path: {type: ReplaceFullPath, replaceFullPath: nope}}",
+            "invalid replaceFullPath",
+        ),
+        ("{port: 0}", "invalid port 0"),
+        ("{statusCode: 307}", "unsupported statusCode 307"),
+    ] {
+        let t = translate(&[policy(
+            "p",
+            Some("a"),
+            &format!(
+                "  responseOverride:\n  - match: {{statusCodes: [{{value: 500}}]}}\n    redirect: {redirect}"
+            ),
+        )]);
+        let (status, reason, message) = accepted(&t, "p");
+        assert_eq!((status.as_str(), reason.as_str()), ("False", "Invalid"));
+        assert!(
+            message.starts_with("ResponseOverride: redirect: ") && message.contains(wanted),
+            "{redirect}: {message}"
+        );
+        assert!(route_named(&t, "/a").typed_per_filter_config.is_empty());
+    }
+    let both = translate(&[policy(
+        "p",
+        Some("a"),
+        "  responseOverride:\n  - match: {statusCodes: [{value: 500}]}\n    redirect: {statusCode: 302}\n    response: {body: {inline: x}}",
+    )]);
+    assert_eq!(
+        accepted(&both, "p").2,
+        "ResponseOverride: exactly one of response or redirect must be specified."
+    );
+}
+
+/// `loadBalancer.type: BackendUtilization`: the cluster takes Envoy's client-side weighted
+/// round robin with the policy's settings (Envoy Gateway's defaults where unset), the routes
+/// drop the ORCA load report headers unless `keepResponseHeaders`, and Envoy accepts it all.
+#[test]
+fn backend_utilization_is_client_side_weighted_round_robin() {
+    use envoy_types::pb::envoy::extensions::load_balancing_policies::client_side_weighted_round_robin::v3::ClientSideWeightedRoundRobin;
+    let t = translate(&[
+        policy(
+            "pa",
+            Some("a"),
+            "  loadBalancer:
+    type: BackendUtilization
+    slowStart: {window: 5s}
+    backendUtilization:
+      blackoutPeriod: 2s
+      weightExpirationPeriod: 60s
+      weightUpdatePeriod: 500ms
+      errorUtilizationPenaltyPercent: 150
+      metricNamesForComputingUtilization: [named_metrics.foo, cpu_utilization]",
+        ),
+        policy(
+            "pb",
+            Some("b"),
+            "  loadBalancer:
+    type: BackendUtilization
+    backendUtilization:
+      keepResponseHeaders: true
+      outOfBand: {reportingPeriod: 5s, port: 9001, authority: orca.example.com}",
+        ),
+    ]);
+    for p in ["pa", "pb"] {
+        assert_eq!(accepted(&t, p).0, "True", "{p}");
+    }
+    let cswrr = |path: &str| {
+        let c = cluster_named(&t, &cluster_of(&route_named(&t, path)));
+        assert_eq!(c.lb_policy, cluster::LbPolicy::RoundRobin as i32);
+        assert!(c.lb_config.is_none());
+        let policies = c
+            .load_balancing_policy
+            .expect("a load balancing policy")
+            .policies;
+        assert_eq!(policies.len(), 1);
+        let ext = policies[0].typed_extension_config.clone().unwrap();
+        assert_eq!(
+            ext.name,
+            "envoy.load_balancing_policies.client_side_weighted_round_robin"
+        );
+        let any = ext.typed_config.unwrap();
+        assert_eq!(
+            any.type_url,
+            "type.googleapis.com/envoy.extensions.load_balancing_policies.client_side_weighted_round_robin.v3.ClientSideWeightedRoundRobin"
+        );
+        ClientSideWeightedRoundRobin::decode(any.value.as_slice()).unwrap()
+    };
+    let a = cswrr("/a");
+    assert_eq!(a.blackout_period.unwrap().seconds, 2);
+    assert_eq!(a.weight_expiration_period.unwrap().seconds, 60);
+    assert_eq!(a.weight_update_period.unwrap().nanos, 500_000_000);
+    assert_eq!(a.error_utilization_penalty.unwrap().value, 1.5);
+    assert_eq!(
+        a.metric_names_for_computing_utilization,
+        vec!["named_metrics.foo", "cpu_utilization"]
+    );
+    assert_eq!(
+        a.slow_start_config
+            .unwrap()
+            .slow_start_window
+            .unwrap()
+            .seconds,
+        5
+    );
+    assert!(a.enable_oob_load_report.is_none());
+    // Unset: Envoy Gateway's defaults, written out.
+    let b = cswrr("/b");
+    assert_eq!(b.blackout_period.unwrap().seconds, 10);
+    assert_eq!(b.weight_expiration_period.unwrap().seconds, 180);
+    assert_eq!(b.weight_update_period.unwrap().seconds, 1);
+    assert!(b.error_utilization_penalty.is_none());
+    assert!(b.enable_oob_load_report.unwrap().value);
+    assert_eq!(b.oob_reporting_period.unwrap().seconds, 5);
+    let oob = b.oob_reporting_config.unwrap();
+    assert_eq!(
+        (oob.port_value, oob.authority.as_str()),
+        (9001, "orca.example.com")
+    );
+    // The load reports stay with the proxy unless the policy keeps them.
+    assert_eq!(
+        route_named(&t, "/a").response_headers_to_remove,
+        vec!["endpoint-load-metrics", "endpoint-load-metrics-bin"]
+    );
+    assert!(route_named(&t, "/b").response_headers_to_remove.is_empty());
+    validate(&t);
+}
+
+/// `httpUpgrade` CONNECT: the rule's route matches CONNECT requests (which carry no path) and
+/// enables the CONNECT upgrade, with a connect config (Envoy terminates the tunnel) when
+/// `connect.terminate`, without one (the CONNECT is passed upstream) otherwise; Envoy accepts
+/// both.
+#[test]
+fn a_connect_upgrade_makes_the_route_take_connect_requests() {
+    use envoy_types::pb::envoy::config::route::v3::route_match::PathSpecifier;
+    let t = translate(&[
+        policy(
+            "pa",
+            Some("a"),
+            "  httpUpgrade:\n  - type: CONNECT\n    connect: {terminate: true}\n  - type: websocket",
+        ),
+        policy("pb", Some("b"), "  httpUpgrade: [{type: CONNECT}]"),
+    ]);
+    for p in ["pa", "pb"] {
+        assert_eq!(accepted(&t, p).0, "True", "{p}");
+    }
+    let r = gateway(&t)
+        .resources
+        .iter()
+        .find(|r| r.type_url == type_url::ROUTE)
+        .unwrap();
+    let routes: Vec<Route> = RouteConfiguration::decode(r.body.clone())
+        .unwrap()
+        .virtual_hosts
+        .into_iter()
+        .flat_map(|v| v.routes)
+        .collect();
+    let connect: Vec<&Route> = routes
+        .iter()
+        .filter(|r| {
+            matches!(
+                r.r#match.as_ref().unwrap().path_specifier,
+                Some(PathSpecifier::ConnectMatcher(_))
+            )
+        })
+        .collect();
+    assert_eq!(connect.len(), 2, "rules a and b take CONNECT");
+    let upgrade = |r: &Route| {
+        action(r)
+            .upgrade_configs
+            .iter()
+            .find(|u| u.upgrade_type == "CONNECT")
+            .cloned()
+            .expect("a CONNECT upgrade")
+    };
+    let mut terminating = 0;
+    for r in &connect {
+        let u = upgrade(r);
+        assert!(u.enabled.unwrap().value);
+        if u.connect_config.is_some() {
+            terminating += 1;
+            // The other upgrades of the policy are kept.
+            assert!(action(r)
+                .upgrade_configs
+                .iter()
+                .any(|u| u.upgrade_type == "websocket"));
+        }
+    }
+    assert_eq!(terminating, 1, "only rule a terminates");
+    // Rule c keeps its path match and takes no CONNECT.
+    assert!(action(&route_named(&t, "/c")).upgrade_configs.is_empty());
+    validate(&t);
+    // Connect settings belong to CONNECT only.
+    let bad = translate(&[policy(
+        "p",
+        Some("a"),
+        "  httpUpgrade: [{type: websocket, connect: {terminate: true}}]",
+    )]);
+    let (status, _, message) = accepted(&bad, "p");
+    assert_eq!(status, "False");
+    assert!(message.starts_with("HTTPUpgrade: "), "{message}");
 }

@@ -173,12 +173,31 @@ pub(crate) fn schema_errors(spec: &Value) -> Vec<(&'static str, String)> {
             .get("caCertificateRefs")
             .and_then(Value::as_array)
             .is_some_and(|a| !a.is_empty());
-        if cv.get("crl").is_some() {
-            // Not translated: refusing is safer than validating less than asked.
-            out.push((
-                "TLS",
-                "tls.clientValidation.crl is not supported by this controller".into(),
-            ));
+        if let Some(crl) = cv.get("crl").filter(|c| !c.is_null()) {
+            // The refs themselves are resolved with the CAs (`resolve_client_ca`).
+            if !refs {
+                // Envoy takes a CRL only with a trusted CA to check it against.
+                out.push((
+                    "TLS",
+                    "crl requires caCertificateRefs to be set".to_string(),
+                ));
+            }
+            if crl
+                .get("refs")
+                .and_then(Value::as_array)
+                .is_none_or(|a| a.is_empty())
+            {
+                out.push(("TLS", "crl must have at least one ref".to_string()));
+            }
+            if let Some(v) = crl
+                .get("onlyVerifyLeafCertificate")
+                .filter(|v| !v.is_null() && !v.is_boolean())
+            {
+                out.push((
+                    "TLS",
+                    format!("invalid OnlyVerifyLeafCertificate value {}", text(v)),
+                ));
+            }
         }
         for h in cv
             .get("certificateHashes")

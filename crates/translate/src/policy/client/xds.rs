@@ -577,6 +577,11 @@ pub(crate) fn apply_tls(s: &ClientSettings, ctx: &mut DownstreamTlsContext) {
                         .map(|(t, m, oid)| san_matcher(*t, m, oid))
                         .collect(),
                     allow_expired_certificate: ca.allow_expired,
+                    crl: ca.crl.as_ref().map(|c| DataSource {
+                        specifier: Some(data_source::Specifier::InlineBytes(c.pem.clone())),
+                        ..Default::default()
+                    }),
+                    only_verify_leaf_cert_crl: ca.crl.as_ref().is_some_and(|c| c.only_leaf),
                     ..Default::default()
                 },
             ),
