@@ -8,6 +8,8 @@
 use super::tests::events;
 use super::*;
 
+mod routes;
+
 const CLASS_AND_GATEWAY: &str = r#"
 apiVersion: gateway.networking.k8s.io/v1
 kind: GatewayClass
@@ -107,7 +109,7 @@ enum Step {
     Delete(Kind, &'static str, &'static str),
 }
 
-fn delete(cluster: &str, kind: Kind, ns: &str, name: &str) -> ResourceEvent {
+pub(super) fn delete(cluster: &str, kind: Kind, ns: &str, name: &str) -> ResourceEvent {
     ResourceEvent {
         cluster: cluster.into(),
         source: "test".into(),
@@ -119,7 +121,7 @@ fn delete(cluster: &str, kind: Kind, ns: &str, name: &str) -> ResourceEvent {
 
 /// Every status and every gateway's xDS of `t`, against a translator rebuilt from `t`'s
 /// resources.
-fn assert_same_as_rebuilt(t: &Translator, step: usize) {
+pub(super) fn assert_same_as_rebuilt(t: &Translator, step: usize) {
     let view = t.view();
     let (fresh, _) = Translator::rebuild(&view);
     let keys: BTreeSet<&ResourceKey> = t.statuses.keys().chain(fresh.statuses.keys()).collect();

@@ -316,6 +316,19 @@ impl Translator {
     /// kinds, their targets (see [`policy::affected_gateways`]).
     fn mark_affected(&mut self, r: &Resource) {
         match r.key.kind {
+            // A BackendTrafficPolicy that names routes alone concerns those routes (on every
+            // gateway they attach to); one naming a Gateway, a ListenerSet or selecting by
+            // label, and every ClientTrafficPolicy, its gateways whole.
+            Kind::BackendTrafficPolicy if policy::route_targets(r).is_some() => {
+                let routes: Vec<Arc<Resource>> = policy::route_targets(r)
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|k| self.index.resources.get(k).cloned())
+                    .collect();
+                for route in routes {
+                    self.mark_route(&route);
+                }
+            }
             Kind::ClientTrafficPolicy | Kind::BackendTrafficPolicy => {
                 policy::affected_gateways(&self.index, r, &mut self.dirty)
             }

@@ -159,7 +159,7 @@ impl GatewayMemo {
             } else {
                 vh.entries.remove(&e.key);
             }
-            self.dirty_configs.insert(e.config.clone());
+            // (Its configuration is marked through the entry's domain, above.)
         }
         // Empty hosts and configurations go once nothing holds them.
         if !add {

@@ -372,6 +372,30 @@ pub(crate) fn affected_gateways(ix: &Index, r: &Resource, out: &mut BTreeSet<Res
     }
 }
 
+/// The routes a policy names, when it names nothing but routes (no Gateway, ListenerSet or
+/// label selector): its change concerns those routes alone. `None` otherwise.
+pub(crate) fn route_targets(r: &Resource) -> Option<Vec<ResourceKey>> {
+    let Object::Extension(_, o) = &r.object else {
+        return None;
+    };
+    let targets = PolicyTargets::parse(&o.spec);
+    if !targets.selectors.is_empty() {
+        return None;
+    }
+    let k = &r.key;
+    targets
+        .refs
+        .iter()
+        .filter(|t| t.group == GATEWAY_GROUP)
+        .map(|t| match Kind::parse(&t.kind) {
+            Some(kind) if ROUTE_KINDS.contains(&kind) => {
+                Some(ResourceKey::new(&k.cluster, kind, &k.namespace, &t.name))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 /// Field errors of a policy, grouped by the section of the spec Envoy Gateway wraps them in,
 /// in the order it translates them; [`FieldErrors::message`] is its condition message.
 #[derive(Default)]

@@ -468,9 +468,22 @@ fn a_policy_change_marks_only_the_gateways_of_its_targets() {
     ) {
         t.apply(&e).unwrap();
     }
+    // The gateway policy marks its gateway whole; the route policy, its route on its gateway.
     let dirty: Vec<&str> = t.dirty.iter().map(|k| k.name.as_str()).collect();
-    assert_eq!(dirty, vec!["gw-a", "gw-b"]);
+    assert_eq!(dirty, vec!["gw-a"]);
+    let routes: Vec<(&str, Vec<&str>)> = t
+        .dirty_routes
+        .iter()
+        .map(|(gw, rs)| {
+            (
+                gw.name.as_str(),
+                rs.iter().map(|r| r.name.as_str()).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(routes, vec![("gw-b", vec!["r"])]);
     t.recompute();
+    assert!(t.dirty_routes.is_empty());
     assert!(t.dirty.is_empty());
     // A selector may match any gateway: every gateway of the cluster.
     let sel = "  targetSelectors: [{kind: Gateway, matchLabels: {x: y}}]";
