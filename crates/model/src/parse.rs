@@ -11,6 +11,7 @@ mod yaml;
 use crate::resource::{Object, Resource};
 use crate::{Kind, ResourceKey};
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use std::fmt;
 
 /// The largest object accepted, as serialized JSON. Kubernetes itself refuses objects over
@@ -309,9 +310,7 @@ pub fn parse_object(cluster: &str, value: serde_json::Value) -> Result<Resource,
             ));
         }
     }
-    let size = serde_json::to_vec(&value)
-        .map(|v| v.len())
-        .unwrap_or(usize::MAX);
+    let size = encoded_len(&value);
     if size > MAX_OBJECT_BYTES {
         return Err(err(
             None,
@@ -432,7 +431,31 @@ fn drop_iteratively(value: serde_json::Value) {
 }
 
 /// Deserializes into `T`, returning the path of the offending field on failure.
+/// The length of `value` encoded as JSON, counted without building the encoding.
+fn encoded_len(value: &serde_json::Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 = self.0.saturating_add(buf.len());
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    match serde_json::to_writer(&mut c, value) {
+        Ok(()) => c.0,
+        Err(_) => usize::MAX,
+    }
+}
+
+/// `value` as a `T`. Most objects are valid: they are read once, directly; the slower reading
+/// that tracks where it is runs only for an object that fails, to name the field.
 fn typed<T: DeserializeOwned>(value: &serde_json::Value) -> Result<T, (Option<String>, String)> {
+    if let Ok(t) = T::deserialize(value) {
+        return Ok(t);
+    }
     serde_path_to_error::deserialize::<_, T>(value).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner().to_string();
