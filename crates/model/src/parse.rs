@@ -11,7 +11,6 @@ mod yaml;
 use crate::resource::{Object, Resource};
 use crate::{Kind, ResourceKey};
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
 use std::fmt;
 
 /// The largest object accepted, as serialized JSON. Kubernetes itself refuses objects over
