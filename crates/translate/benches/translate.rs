@@ -165,9 +165,33 @@ fn step(t: &mut Translator, edit: &[ResourceEvent]) -> flotilla_translate::Chang
     t.recompute()
 }
 
+/// The process's resident memory (VmRSS), in KiB.
+fn resident_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 fn bench(c: &mut Criterion) {
     for gateways in [1, 100] {
         let w = world(gateways);
+        // What a translator holding this world (objects, memo, outputs) keeps resident, on
+        // the first world only (later ones reuse memory the allocator kept).
+        if gateways == 1 {
+            let before = resident_kib();
+            let held = full(&w);
+            eprintln!(
+                "a translator holding {} events keeps {} MiB resident",
+                w.len(),
+                resident_kib().saturating_sub(before) / 1024
+            );
+            drop(held);
+        }
         let mut g = c.benchmark_group(format!(
             "{ROUTES} routes over {HOSTS} hosts on {gateways} gateways"
         ));

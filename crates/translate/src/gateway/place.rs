@@ -112,7 +112,8 @@ pub(crate) struct Placed {
     pub service_rules: Vec<ratelimit::ServiceRule>,
     /// It has a local rate limit (its listeners need the filter).
     pub local: bool,
-    /// The backends it resolved, with their endpoints.
+    /// The backends it resolved, with their endpoints (until the memo has taken them: it keeps
+    /// each backend's once, and a kept placement only which backends it names).
     pub backends: Backends,
     /// Clusters that must speak HTTP/2 upstream.
     pub http2: BTreeSet<String>,
