@@ -1,20 +1,18 @@
 //! GRPCRoute rules → Envoy routes (Envoy Gateway's `processGRPCRouteRules`): a gRPC method
-//! match is a match on the HTTP/2 path `/<service>/<method>`; filters, backends and status
-//! errors are shared with HTTPRoute.
+//! match is a match on the HTTP/2 path `/<service>/<method>`; the rule loop (filters, backends,
+//! actions, status errors) is HTTPRoute's (`crate::httproute::rules`), this file says how a
+//! GRPCRoute rule's matches are built.
 
-use crate::filters::{process_filters, FilterScope, RouteKind};
+use crate::filters::{Filtered, RouteKind};
 use crate::httproute::{
-    decorate, header_matcher, reject_path_regex_host_rewrite, resolve_rule_backends, rule_action,
-    ActionInput, CheckedRoute, MatchShape, PrecedenceKey, RouteEntry, RuleScope,
+    check_rules, header_matcher, BuiltMatch, CheckedRoute, MatchShape, Rule, RuleParts,
 };
 use crate::index::Index;
-use crate::status::{CondType, ErrorCollector, StatusError};
 use crate::values::check_regex;
-use envoy_types::pb::envoy::config::route::v3::{route_match, Route, RouteMatch};
+use envoy_types::pb::envoy::config::route::v3::{route_match, RouteMatch};
 use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher, RegexMatcher, StringMatcher};
-use flotilla_model::routes::{GrpcRoute, GrpcRouteMatch};
+use flotilla_model::routes::{GrpcRoute, GrpcRouteMatch, GrpcRouteRule};
 use flotilla_model::ResourceKey;
-use std::collections::BTreeSet;
 
 /// Envoy Gateway's patterns for "any service" / "any method" in regex method matches.
 const VALID_SERVICE_NAME: &str = r"(?i)\.?[a-z_][a-z_0-9]*(\.[a-z_][a-z_0-9]*)*";
@@ -118,6 +116,40 @@ fn grpc_match(m: &GrpcRouteMatch) -> Result<(RouteMatch, MatchShape), String> {
     Ok((rm, shape))
 }
 
+impl Rule for GrpcRouteRule {
+    const KIND: RouteKind = RouteKind::Grpc;
+    const NAME_PREFIX: &'static str = "grpcroute";
+    // gRPC needs HTTP/2 to the backends (and to the mirrors).
+    const HTTP2_UPSTREAM: bool = true;
+
+    fn parts(&self) -> RuleParts<'_> {
+        RuleParts {
+            name: &self.name,
+            filters: &self.filters,
+            backend_refs: &self.backend_refs,
+            session_persistence: self.session_persistence.as_ref(),
+            timeouts: None,
+            retry: None,
+        }
+    }
+
+    /// Method and header matches only: the cookie matches of an HTTPRouteFilter do not apply.
+    fn matches(&self, _filtered: &Filtered) -> Result<Vec<BuiltMatch>, String> {
+        let built = |m: &GrpcRouteMatch| {
+            grpc_match(m).map(|(route_match, shape)| BuiltMatch {
+                route_match,
+                shape,
+                path_prefix: None,
+            })
+        };
+        if self.matches.is_empty() {
+            Ok(vec![built(&GrpcRouteMatch::default())?])
+        } else {
+            self.matches.iter().map(built).collect()
+        }
+    }
+}
+
 /// Validates the GRPCRoute's rules and resolves its backends (adding their clusters).
 pub(crate) fn check_route(
     ix: &Index,
@@ -126,115 +158,7 @@ pub(crate) fn check_route(
     rank: &std::sync::Arc<crate::values::RouteOrder>,
     clusters: &mut crate::ir::cluster::Backends,
 ) -> CheckedRoute {
-    let mut errs = ErrorCollector::default();
-    let mut unaccepted = BTreeSet::new();
-    let mut entries = Vec::new();
-    let mut http2_clusters = BTreeSet::new();
-    for (ri, rule) in route.spec.rules.iter().enumerate() {
-        let mut scope = FilterScope {
-            ix,
-            route: key,
-            kind: RouteKind::Grpc,
-            clusters,
-        };
-        let (filtered, ferrs) = process_filters(&mut scope, &rule.filters);
-        let filter_error = !ferrs.is_empty();
-        for e in ferrs {
-            if e.type_ == CondType::Accepted {
-                unaccepted.insert(ri);
-            }
-            errs.add(e);
-        }
-        let built = crate::session::session_persistence(
-            rule.session_persistence.as_ref(),
-            RouteKind::Grpc,
-            key,
-            ri,
-        )
-        .and_then(|session| {
-            let matches = if rule.matches.is_empty() {
-                vec![grpc_match(&GrpcRouteMatch::default())?]
-            } else {
-                rule.matches
-                    .iter()
-                    .map(grpc_match)
-                    .collect::<Result<Vec<_>, _>>()?
-            };
-            Ok((matches, session))
-        });
-        let (matches, session) = match built {
-            Ok(m) => m,
-            Err(e) => {
-                unaccepted.insert(ri);
-                errs.add(StatusError::new(
-                    CondType::Accepted,
-                    "UnsupportedValue",
-                    format!("failed to process route rule {ri}: {e}"),
-                ));
-                continue;
-            }
-        };
-        let mut target = resolve_rule_backends(
-            &RuleScope {
-                ix,
-                route: key,
-                kind: RouteKind::Grpc,
-                rule: ri,
-            },
-            &rule.backend_refs,
-            clusters,
-            &mut errs,
-        );
-        reject_path_regex_host_rewrite(
-            ix,
-            key,
-            ri,
-            &rule.backend_refs,
-            &filtered,
-            filter_error,
-            &mut target,
-            &mut errs,
-        );
-        http2_clusters.extend(target.clusters.iter().map(|(name, _, _)| name.clone()));
-        http2_clusters.extend(filtered.mirrors.iter().map(|m| m.cluster.clone()));
-        for (mi, (rm, shape)) in matches.into_iter().enumerate() {
-            let (action, redirect_scheme) = rule_action(&ActionInput {
-                filtered: &filtered,
-                filter_error,
-                target: &target,
-                path_prefix: None,
-                timeouts: None,
-                retry: None,
-            });
-            let mut r = Route {
-                name: format!(
-                    "grpcroute/{}/{}/rule/{ri}/match/{mi}",
-                    key.namespace, key.name
-                ),
-                r#match: Some(rm),
-                action: Some(action),
-                ..Default::default()
-            };
-            decorate(&mut r, &filtered);
-            if let Some(s) = &session {
-                crate::session::apply(&mut r, s);
-            }
-            entries.push(RouteEntry {
-                key: PrecedenceKey::from_shape(shape, rank, ri, mi),
-                route: r,
-                redirect_scheme,
-                rule: ri,
-                rule_name: rule.name.clone(),
-            });
-        }
-    }
-    CheckedRoute {
-        entries,
-        errors: errs.into_errors(),
-        unaccepted: unaccepted.into_iter().collect(),
-        rule_count: route.spec.rules.len(),
-        http2_clusters,
-    }
+    check_rules(ix, key, &route.spec.rules, rank, clusters)
 }
 
 #[cfg(test)]
