@@ -12,16 +12,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Serves `app` on `ip:port` (0: any free port); the port.
-async fn serve(ip: &str, port: u16, app: axum::Router) -> std::io::Result<u16> {
-    let listener = tokio::net::TcpListener::bind((ip, port)).await?;
-    let port = listener.local_addr()?.port();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    Ok(port)
-}
-
 /// One app per loopback address (127.0.0.2, .3, ...), all on one port (a Service's endpoints
 /// share its target port); the port.
 async fn serve_pool(apps: Vec<axum::Router>) -> u16 {
@@ -242,9 +232,7 @@ async fn response_override_redirects_a_500() {
     .await;
     expect_accepted(&s, "r").await;
     // The client never follows redirects itself: what it sees is Envoy's doing.
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(3))
-        .no_proxy()
+    let http = http_client_builder(Duration::from_secs(3))
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
@@ -545,11 +533,7 @@ async fn circuit_breaker_overflow_answers_503_overloaded() {
     ])
     .await;
     expect_accepted(&s, "r").await;
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .no_proxy()
-        .build()
-        .unwrap();
+    let http = flotilla_testing::http_client(Duration::from_secs(10));
     eventually("overflow under concurrent slow requests", T, || async {
         let reqs = (0..5).map(|_| {
             let (http, url) = (http.clone(), format!("{base}/slow"));

@@ -10,10 +10,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// An HTTP backend answering, once it has the whole request body, with the client address
 /// headers Envoy sent it.
 async fn echo_backend() -> u16 {
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-        .await
-        .expect("bind backend");
-    let port = listener.local_addr().expect("addr").port();
     let app =
         axum::Router::new().fallback(|headers: axum::http::HeaderMap, _body: String| async move {
             let h = |n: &str| {
@@ -29,10 +25,7 @@ async fn echo_backend() -> u16 {
                 h("x-forwarded-for")
             )
         });
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    port
+    serve("127.0.0.1", 0, app).await.expect("bind backend")
 }
 
 fn policy_yaml(spec: &str) -> String {
@@ -99,18 +92,11 @@ async fn policy_status(s: &Standalone) -> Value {
 async fn active_listener(admin: u16, name: &str) -> Value {
     let c = client();
     eventually(&format!("listener {name} active in Envoy"), T, || async {
-        let dump = get_json(
-            &c,
-            &format!("http://127.0.0.1:{admin}/config_dump?resource=dynamic_listeners"),
-        )
-        .await?;
-        dump["configs"]
-            .as_array()
+        let dump = config_dump(&c, admin, "dynamic_listeners").await?;
+        active_listeners(&dump)
             .into_iter()
-            .flatten()
-            .find(|l| l["name"] == name)
-            .and_then(|l| l.get("active_state"))
-            .map(|a| a["listener"].clone())
+            .find(|(n, _)| *n == name)
+            .map(|(_, a)| a["listener"].clone())
             .ok_or_else(|| dump.to_string())
     })
     .await

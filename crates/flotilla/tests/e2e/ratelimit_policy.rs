@@ -94,10 +94,8 @@ fn global_limit_per_user(n: u32) -> String {
 /// keeps the filter chain it was accepted with, and across two Envoys sharing a port (reuse
 /// port) a new connection is what lets the kernel pick either.
 fn fresh_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(3))
+    http_client_builder(Duration::from_secs(3))
         .pool_max_idle_per_host(0)
-        .no_proxy()
         .build()
         .expect("http client")
 }
@@ -110,14 +108,11 @@ async fn envoy_has(admin: u16, filter: &str, per_route: &str) {
     let filter = format!("{filter}\"");
     let per_route = format!("{per_route}\"");
     eventually("Envoy's configuration", T, || async {
-        let url = format!("http://127.0.0.1:{admin}/config_dump?resource=dynamic_listeners");
-        let dump: serde_json::Value = get_json(&c, &url).await?;
+        let dump = config_dump(&c, admin, "dynamic_listeners").await?;
         // What serves new connections: the active listeners, not the warming ones.
-        let active: Vec<String> = dump["configs"]
-            .as_array()
+        let active: Vec<String> = active_listeners(&dump)
             .into_iter()
-            .flatten()
-            .map(|l| l["active_state"].to_string())
+            .map(|(_, l)| l.to_string())
             .collect();
         if !active.iter().any(|l| l.contains(filter.as_str())) {
             return Err(format!("no {filter} in the active listeners yet"));
@@ -359,7 +354,7 @@ async fn global_rate_limit_holds_across_two_envoys_and_two_services_sharing_redi
     const FLEET_N: u32 = 24;
     let dir = tempfile::tempdir().expect("tempdir");
     let redis_port = free_port();
-    let _redis = start_redis(dir.path(), redis_port);
+    let _redis = start_redis(dir.path(), "redis", redis_port);
     let (a, b) = (free_port(), free_port());
     let s = Standalone::start_in(
         dir,
@@ -565,35 +560,6 @@ async fn global_rate_limit_through_a_tls_rate_limit_service() {
         .filter_map(|n| n.trim().parse::<u64>().ok())
         .sum();
     assert!(handshakes > 0, "{stats}");
-}
-
-/// A real redis-server on `port` (`$REDIS_SERVER_BIN`, else /usr/bin/redis-server), no
-/// persistence, its files in `dir`.
-fn start_redis(dir: &std::path::Path, port: u16) -> Proc {
-    let bin = std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "/usr/bin/redis-server".into());
-    assert!(
-        std::path::Path::new(&bin).exists(),
-        "redis-server not found at {bin} (apt-get install -y redis-server, or set REDIS_SERVER_BIN)"
-    );
-    let p = Proc::spawn(
-        "redis",
-        dir,
-        std::path::Path::new(&bin),
-        &[
-            "--port".into(),
-            port.to_string(),
-            "--bind".into(),
-            "127.0.0.1".into(),
-            "--save".into(),
-            String::new(),
-            "--appendonly".into(),
-            "no".into(),
-            "--dir".into(),
-            dir.display().to_string(),
-        ],
-    );
-    wait_tcp(&format!("127.0.0.1:{port}"), Duration::from_secs(10));
-    p
 }
 
 /// With `--ratelimit-fail-closed`, a request under a global limit is refused when the service
