@@ -1187,3 +1187,60 @@ fn a_changed_crl_configmap_is_translated_again() {
         "TLS: invalid crl in crl-cm: no valid CRL found."
     );
 }
+
+/// Certificate-like refs (`caCertificateRefs`, `crl.refs`) that cannot be used are refused with
+/// Envoy Gateway's words: a kind they cannot be, another namespace without a ReferenceGrant, an
+/// object that does not exist or lacks the expected key.
+#[test]
+fn unusable_certificate_refs_are_refused_in_status() {
+    let (ca, crl) = ca_and_crl((2020, 1, 1), (2100, 1, 1));
+    let https = "  - {name: https, port: 8443, protocol: HTTPS, hostname: a.example.com, tls: {certificateRefs: [{name: cert}]}}\n";
+    let ca_refs = |refs: &str| {
+        translate(
+            https,
+            GW,
+            &format!("  tls: {{clientValidation: {{caCertificateRefs: [{refs}]}}}}\n"),
+        )
+    };
+    let crl_refs = |refs: &str| translate_with_crl(&ca, &crl, &crl, &format!("{{refs: [{refs}]}}"));
+    for (t, wanted) in [
+        (
+            ca_refs("{kind: Service, name: ca}"),
+            "TLS: unsupported caCertificateRef kind:Service.",
+        ),
+        (
+            ca_refs("{name: ca, namespace: other}"),
+            "TLS: secret other/ca is not permitted by any ReferenceGrant.",
+        ),
+        (
+            ca_refs("{name: cert}"),
+            "TLS: failed to get certificate from ref: ref secret [cert] has none of the expected keys [ca.crt] and more than one entry.",
+        ),
+        (
+            ca_refs("{kind: ConfigMap, name: nope}"),
+            "TLS: failed to get certificate from ref: configmap infra/nope does not exist.",
+        ),
+        (
+            ca_refs("{kind: ClusterTrustBundle, name: nope}"),
+            "TLS: failed to get certificate from ref: ref ClusterTrustBundle [nope] not found.",
+        ),
+        (
+            crl_refs("{kind: ClusterTrustBundle, name: crl-ca}"),
+            "TLS: unsupported crl ref kind:ClusterTrustBundle.",
+        ),
+        (
+            crl_refs("{kind: ConfigMap, name: crl-cm, namespace: other}"),
+            "TLS: configmap other/crl-cm is not permitted by any ReferenceGrant.",
+        ),
+        (
+            crl_refs("{name: cert}"),
+            "TLS: crl not found in secret cert: it has none of the expected keys [ca.crl].",
+        ),
+    ] {
+        assert_eq!(
+            condition(&t),
+            ("False".into(), "Invalid".into(), wanted.into()),
+            "{wanted}"
+        );
+    }
+}
