@@ -1,8 +1,8 @@
 //! BackendTrafficPolicy rate limits: YAML in, Envoy resources, rate limit service rules and
 //! policy status out; what is emitted is validated by the real Envoy.
 
-use crate::route_tests::{bootstrap_of, web_world};
-use crate::tests::{apply_all, envoy_validate, events};
+use crate::route_tests::bootstrap_of;
+use crate::tests::{apply_all, envoy_validate, events, web_world};
 use crate::{type_url, TranslateOptions, Translator};
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::listener::v3::{filter, Listener};
