@@ -8,6 +8,7 @@ use std::time::Duration;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::Code;
 use flotilla_ratelimit::telemetry::Stats;
 use flotilla_ratelimit::{Backend, FailureMode, RedisConfig, RedisCounter};
+use flotilla_testing::start_redis;
 use support::*;
 
 fn redis_backend(port: u16, mode: FailureMode) -> Backend {

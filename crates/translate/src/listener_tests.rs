@@ -1,6 +1,7 @@
 //! Listener validation, conflicts, ListenerSets, and TLS/TCP/UDP routes, end to end through
 //! the translator.
 
+use crate::tests::{cert_secret, gateway_class};
 use crate::{type_url, Translator};
 use envoy_types::pb::envoy::config::listener::v3::Listener as EnvoyListener;
 use flotilla_model::{EventBody, Kind, ResourceEvent, ResourceKey};
@@ -9,12 +10,9 @@ use serde_json::Value;
 
 const CA_PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIBsTCCAVigAwIBAgIUINkqe8ycUz7yfMr6BOEwbjVZSO0wCgYIKoZIzj0EAwIw\nGDEWMBQGA1UEAwwNYS5leGFtcGxlLmNvbTAgFw0yNjEyMDEyMjMxMDZaGA8yMTI2\nMTEwNzIyMzEwNlowGDEWMBQGA1UEAwwNYS5leGFtcGxlLmNvbTBZMBMGByqGSM49\nAgEGCCqGSM49AwEHA0IABNZIQSznfInxxBp/+2Nnck0BG/h6xGberbObhVWVFjHP\nDQ03KW8Elsy6YluS5NvK4ae9D9mvDRonvEm306oAoe6jfjB8MB0GA1UdDgQWBBSg\n52YtRPaJM2vjlf+MiTjAkqWXZzAfBgNVHSMEGDAWgBSg52YtRPaJM2vjlf+MiTjA\nkqWXZzAPBgNVHRMBAf8EBTADAQH/MCkGA1UdEQQiMCCCDWEuZXhhbXBsZS5jb22C\nDyouYi5leGFtcGxlLmNvbTAKBggqhkjOPQQDAgNHADBEAiAd1ee+23TPWB16jm2U\nn/WXvDd6AmXKVXXzcHNqe9GGvQIgbbjNwSGFG29Nl5tYYX0mJA5uGx8p9urqRzdm\njmhl228=\n-----END CERTIFICATE-----\n";
 
-const CLASS: &str = r#"
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: eg}
-spec: {controllerName: gateway.envoyproxy.io/gatewayclass-controller}
----
+const CLASS: &str = concat!(
+    gateway_class!(),
+    r#"---
 apiVersion: v1
 kind: Service
 metadata: {name: svc, namespace: app}
@@ -27,15 +25,9 @@ addressType: IPv4
 ports: [{name: tcp, port: 9000}, {name: udp, port: 5353, protocol: UDP}]
 endpoints: [{addresses: [127.0.0.1]}]
 ---
-apiVersion: v1
-kind: Secret
-metadata: {name: cert, namespace: infra}
-type: kubernetes.io/tls
-data:
-  # An EC P-256 self-signed certificate for a.example.com and *.b.example.com, and its key.
-  tls.crt: LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCk1JSUJzVENDQVZpZ0F3SUJBZ0lVSU5rcWU4eWNVejd5Zk1yNkJPRXdialZaU08wd0NnWUlLb1pJemowRUF3SXcKR0RFV01CUUdBMVVFQXd3TllTNWxlR0Z0Y0d4bExtTnZiVEFnRncweU5qRXlNREV5TWpNeE1EWmFHQTh5TVRJMgpNVEV3TnpJeU16RXdObG93R0RFV01CUUdBMVVFQXd3TllTNWxlR0Z0Y0d4bExtTnZiVEJaTUJNR0J5cUdTTTQ5CkFnRUdDQ3FHU000OUF3RUhBMElBQk5aSVFTem5mSW54eEJwLysyTm5jazBCRy9oNnhHYmVyYk9iaFZXVkZqSFAKRFEwM0tXOEVsc3k2WWx1UzVOdks0YWU5RDltdkRSb252RW0zMDZvQW9lNmpmakI4TUIwR0ExVWREZ1FXQkJTZwo1Mll0UlBhSk0ydmpsZitNaVRqQWtxV1haekFmQmdOVkhTTUVHREFXZ0JTZzUyWXRSUGFKTTJ2amxmK01pVGpBCmtxV1haekFQQmdOVkhSTUJBZjhFQlRBREFRSC9NQ2tHQTFVZEVRUWlNQ0NDRFdFdVpYaGhiWEJzWlM1amIyMkMKRHlvdVlpNWxlR0Z0Y0d4bExtTnZiVEFLQmdncWhrak9QUVFEQWdOSEFEQkVBaUFkMWVlKzIzVFBXQjE2am0yVQpuL1dYdkRkNkFtWEtWWFh6Y0hOcWU5R0d2UUlnYmJqTndTR0ZHMjlObDV0WVlYMG1KQTV1R3g4cDl1cnFSemRtCmptaGwyMjg9Ci0tLS0tRU5EIENFUlRJRklDQVRFLS0tLS0K
-  tls.key: LS0tLS1CRUdJTiBQUklWQVRFIEtFWS0tLS0tCk1JR0hBZ0VBTUJNR0J5cUdTTTQ5QWdFR0NDcUdTTTQ5QXdFSEJHMHdhd0lCQVFRZ0FYSjFZRVFDcXlITU9jc08KVFpJMzZ4Undjemp3Q3Q4T1BwNTF5bXRNNUlLaFJBTkNBQVRXU0VFczUzeUo4Y1FhZi90alozSk5BUnY0ZXNSbQozcTJ6bTRWVmxSWXh6dzBOTnlsdkJKYk11bUpia3VUYnl1R252US9acncwYUo3eEp0OU9xQUtIdQotLS0tLUVORCBQUklWQVRFIEtFWS0tLS0tCg==
----
+"#,
+    cert_secret!(),
+    r#"---
 apiVersion: v1
 kind: ConfigMap
 metadata: {name: ca, namespace: infra}
@@ -61,7 +53,8 @@ type: kubernetes.io/tls
 data:
   tls.crt: LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCk1JSUJzVENDQVZpZ0F3SUJBZ0lVSU5rcWU4eWNVejd5Zk1yNkJPRXdialZaU08wd0NnWUlLb1pJemowRUF3SXcKR0RFV01CUUdBMVVFQXd3TllTNWxlR0Z0Y0d4bExtTnZiVEFnRncweU5qRXlNREV5TWpNeE1EWmFHQTh5TVRJMgpNVEV3TnpJeU16RXdObG93R0RFV01CUUdBMVVFQXd3TllTNWxlR0Z0Y0d4bExtTnZiVEJaTUJNR0J5cUdTTTQ5CkFnRUdDQ3FHU000OUF3RUhBMElBQk5aSVFTem5mSW54eEJwLysyTm5jazBCRy9oNnhHYmVyYk9iaFZXVkZqSFAKRFEwM0tXOEVsc3k2WWx1UzVOdks0YWU5RDltdkRSb252RW0zMDZvQW9lNmpmakI4TUIwR0ExVWREZ1FXQkJTZwo1Mll0UlBhSk0ydmpsZitNaVRqQWtxV1haekFmQmdOVkhTTUVHREFXZ0JTZzUyWXRSUGFKTTJ2amxmK01pVGpBCmtxV1haekFQQmdOVkhSTUJBZjhFQlRBREFRSC9NQ2tHQTFVZEVRUWlNQ0NDRFdFdVpYaGhiWEJzWlM1amIyMkMKRHlvdVlpNWxlR0Z0Y0d4bExtTnZiVEFLQmdncWhrak9QUVFEQWdOSEFEQkVBaUFkMWVlKzIzVFBXQjE2am0yVQpuL1dYdkRkNkFtWEtWWFh6Y0hOcWU5R0d2UUlnYmJqTndTR0ZHMjlObDV0WVlYMG1KQTV1R3g4cDl1cnFSemRtCmptaGwyMjg9Ci0tLS0tRU5EIENFUlRJRklDQVRFLS0tLS0K
   tls.key: LS0tLS1CRUdJTiBQUklWQVRFIEtFWS0tLS0tCk1JR0hBZ0VBTUJNR0J5cUdTTTQ5QWdFR0NDcUdTTTQ5QXdFSEJHMHdhd0lCQVFRZzBjLzgzZjVKQ0RpcDJNcDgKQWx0NkFjb3lzbGEydXhoY1NobHZySUd6eVVLaFJBTkNBQVFuRlBCRkFIcEdiMEYvZ3M2d2k0d09NZ1NaakduSgplZlFOSHZiRnp3WktVZi94RUk1Wk56ZWpac3BmeC8wOG5TYlptcDNZNGtYVlk2WlB6dzN6U08zYgotLS0tLUVORCBQUklWQVRFIEtFWS0tLS0tCg==
-"#;
+"#
+);
 
 fn translate(text: &str) -> Translator {
     crate::tests::translate_yaml(&format!(

@@ -7,40 +7,7 @@ use envoy_types::pb::envoy::config::route::v3::{
 };
 use prost::Message;
 
-/// A GatewayClass, the Gateway `infra/gw` (one HTTP listener on 8080, routes from every
-/// namespace) and the Service `app/web` (port 80, one endpoint 127.0.0.1:9000): the world most
-/// translate tests start from, as a literal so that `concat!` can extend it.
-macro_rules! web_world {
-    () => {
-        r#"
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: eg}
-spec: {controllerName: gateway.envoyproxy.io/gatewayclass-controller}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: infra}
-spec:
-  gatewayClassName: eg
-  listeners:
-  - {name: http, port: 8080, protocol: HTTP, allowedRoutes: {namespaces: {from: All}}}
----
-apiVersion: v1
-kind: Service
-metadata: {name: web, namespace: app}
-spec: {ports: [{name: http, port: 80}]}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: web-1, namespace: app, labels: {kubernetes.io/service-name: web}}
-addressType: IPv4
-ports: [{name: http, port: 9000}]
-endpoints: [{addresses: [127.0.0.1]}]
-"#
-    };
-}
-pub(crate) use web_world;
+use crate::tests::web_world;
 
 const BASE: &str = web_world!();
 

@@ -2,22 +2,45 @@ use super::*;
 use envoy_types::pb::envoy::config::route::v3::{route, route_action, RouteConfiguration};
 use prost::Message;
 
-const BASE: &str = r#"
+/// The GatewayClass `eg` of Envoy Gateway's controller. This and the fixtures below are YAML
+/// literals (macros, so that `concat!` can join them into a test's own `const`): the world most
+/// translate tests start from, written once.
+macro_rules! gateway_class {
+    () => {
+        r#"
 apiVersion: gateway.networking.k8s.io/v1
 kind: GatewayClass
 metadata: {name: eg}
 spec: {controllerName: gateway.envoyproxy.io/gatewayclass-controller}
----
-apiVersion: gateway.networking.k8s.io/v1
+"#
+    };
+}
+pub(crate) use gateway_class;
+
+/// The Gateway `infra/gw` of class `eg`: one HTTP listener on 8080, routes from every namespace.
+macro_rules! web_gateway {
+    () => {
+        r#"apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
 metadata: {name: gw, namespace: infra}
 spec:
   gatewayClassName: eg
-  addresses: [{type: IPAddress, value: 127.0.0.2}]
   listeners:
   - {name: http, port: 8080, protocol: HTTP, allowedRoutes: {namespaces: {from: All}}}
----
-apiVersion: v1
+"#
+    };
+}
+pub(crate) use web_gateway;
+
+/// The Service `app/web` (port 80) and its EndpointSlice: one endpoint, 127.0.0.1 or the given
+/// address, on port 9000.
+macro_rules! web_service {
+    () => {
+        $crate::tests::web_service!("127.0.0.1")
+    };
+    ($address:literal) => {
+        concat!(
+            r#"apiVersion: v1
 kind: Service
 metadata: {name: web, namespace: app}
 spec: {ports: [{name: http, port: 80}]}
@@ -27,8 +50,61 @@ kind: EndpointSlice
 metadata: {name: web-1, namespace: app, labels: {kubernetes.io/service-name: web}}
 addressType: IPv4
 ports: [{name: http, port: 9000}]
-endpoints: [{addresses: [127.0.0.1]}]
-"#;
+endpoints: [{addresses: ["#,
+            $address,
+            r#"]}]
+"#
+        )
+    };
+}
+pub(crate) use web_service;
+
+/// [`gateway_class`], [`web_gateway`] and [`web_service`].
+macro_rules! web_world {
+    () => {
+        concat!(
+            $crate::tests::gateway_class!(),
+            "---\n",
+            $crate::tests::web_gateway!(),
+            "---\n",
+            $crate::tests::web_service!()
+        )
+    };
+}
+pub(crate) use web_world;
+
+/// The TLS Secret `infra/cert`: an EC P-256 self-signed certificate for a.example.com and
+/// *.b.example.com (the CA of `CA_PEM` in the listener tests), and its key.
+macro_rules! cert_secret {
+    () => {
+        r#"apiVersion: v1
+kind: Secret
+metadata: {name: cert, namespace: infra}
+type: kubernetes.io/tls
+data:
+  # An EC P-256 self-signed certificate for a.example.com and *.b.example.com, and its key.
+  tls.crt: LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCk1JSUJzVENDQVZpZ0F3SUJBZ0lVSU5rcWU4eWNVejd5Zk1yNkJPRXdialZaU08wd0NnWUlLb1pJemowRUF3SXcKR0RFV01CUUdBMVVFQXd3TllTNWxlR0Z0Y0d4bExtTnZiVEFnRncweU5qRXlNREV5TWpNeE1EWmFHQTh5TVRJMgpNVEV3TnpJeU16RXdObG93R0RFV01CUUdBMVVFQXd3TllTNWxlR0Z0Y0d4bExtTnZiVEJaTUJNR0J5cUdTTTQ5CkFnRUdDQ3FHU000OUF3RUhBMElBQk5aSVFTem5mSW54eEJwLysyTm5jazBCRy9oNnhHYmVyYk9iaFZXVkZqSFAKRFEwM0tXOEVsc3k2WWx1UzVOdks0YWU5RDltdkRSb252RW0zMDZvQW9lNmpmakI4TUIwR0ExVWREZ1FXQkJTZwo1Mll0UlBhSk0ydmpsZitNaVRqQWtxV1haekFmQmdOVkhTTUVHREFXZ0JTZzUyWXRSUGFKTTJ2amxmK01pVGpBCmtxV1haekFQQmdOVkhSTUJBZjhFQlRBREFRSC9NQ2tHQTFVZEVRUWlNQ0NDRFdFdVpYaGhiWEJzWlM1amIyMkMKRHlvdVlpNWxlR0Z0Y0d4bExtTnZiVEFLQmdncWhrak9QUVFEQWdOSEFEQkVBaUFkMWVlKzIzVFBXQjE2am0yVQpuL1dYdkRkNkFtWEtWWFh6Y0hOcWU5R0d2UUlnYmJqTndTR0ZHMjlObDV0WVlYMG1KQTV1R3g4cDl1cnFSemRtCmptaGwyMjg9Ci0tLS0tRU5EIENFUlRJRklDQVRFLS0tLS0K
+  tls.key: LS0tLS1CRUdJTiBQUklWQVRFIEtFWS0tLS0tCk1JR0hBZ0VBTUJNR0J5cUdTTTQ5QWdFR0NDcUdTTTQ5QXdFSEJHMHdhd0lCQVFRZ0FYSjFZRVFDcXlITU9jc08KVFpJMzZ4Undjemp3Q3Q4T1BwNTF5bXRNNUlLaFJBTkNBQVRXU0VFczUzeUo4Y1FhZi90alozSk5BUnY0ZXNSbQozcTJ6bTRWVmxSWXh6dzBOTnlsdkJKYk11bUpia3VUYnl1R252US9acncwYUo3eEp0OU9xQUtIdQotLS0tLUVORCBQUklWQVRFIEtFWS0tLS0tCg==
+"#
+    };
+}
+pub(crate) use cert_secret;
+
+const BASE: &str = concat!(
+    gateway_class!(),
+    r#"---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: infra}
+spec:
+  gatewayClassName: eg
+  addresses: [{type: IPAddress, value: 127.0.0.2}]
+  listeners:
+  - {name: http, port: 8080, protocol: HTTP, allowedRoutes: {namespaces: {from: All}}}
+---
+"#,
+    web_service!()
+);
 
 fn mk_route(name: &str, path: &str, backends: &[(&str, i32)]) -> String {
     let refs: Vec<String> = backends
@@ -55,6 +131,14 @@ pub(crate) fn events(cluster: &str, text: &str) -> Vec<ResourceEvent> {
             },
         })
         .collect()
+}
+
+/// Applies the objects of `text` (cluster `c1`) as upserts, without recomputing: what a test
+/// of the bookkeeping between two recomputations starts with.
+pub(crate) fn apply_yaml(t: &mut Translator, text: &str) {
+    for e in events("c1", text) {
+        t.apply(&e).unwrap();
+    }
 }
 
 pub(crate) fn apply_all(t: &mut Translator, evs: &[ResourceEvent]) -> Changes {

@@ -12,16 +12,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Serves `app` on `ip:port` (0: any free port); the port.
-async fn serve(ip: &str, port: u16, app: axum::Router) -> std::io::Result<u16> {
-    let listener = tokio::net::TcpListener::bind((ip, port)).await?;
-    let port = listener.local_addr()?.port();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    Ok(port)
-}
-
 /// One app per loopback address (127.0.0.2, .3, ...), all on one port (a Service's endpoints
 /// share its target port); the port.
 async fn serve_pool(apps: Vec<axum::Router>) -> u16 {
@@ -117,6 +107,16 @@ async fn expect_accepted(s: &Standalone, route: &str) {
     .await
 }
 
+/// [`start`] with `docs` and a BackendTrafficPolicy `spec` on HTTPRoute `r`, once the policy
+/// is Accepted.
+async fn start_with_policy(docs: &[String], spec: &str) -> (Standalone, Proc, String) {
+    let mut all = docs.to_vec();
+    all.push(btp_yaml("r", spec));
+    let (s, envoy, base) = start(&all).await;
+    expect_accepted(&s, "r").await;
+    (s, envoy, base)
+}
+
 /// Envoy took every configuration it was sent.
 async fn expect_no_nacks(s: &Standalone) {
     let stats = s.stats().await.expect("stats");
@@ -139,19 +139,17 @@ async fn retry_survives_a_backend_that_fails_twice() {
         }
     });
     let port = serve("127.0.0.1", 0, app).await.unwrap();
-    let (s, _envoy, base) = start(&[
-        service_yaml("default", "flaky", port),
-        route_yaml("default", "r", "gw", "/retry", &[("flaky", 1)]),
-        btp_yaml(
-            "r",
-            "  retry:
+    let (s, _envoy, base) = start_with_policy(
+        &[
+            service_yaml("default", "flaky", port),
+            route_yaml("default", "r", "gw", "/retry", &[("flaky", 1)]),
+        ],
+        "  retry:
     numRetries: 3
     retryOn: {triggers: [retriable-status-codes], httpStatusCodes: [500]}
     perRetry: {backOff: {baseInterval: 10ms, maxInterval: 50ms}}",
-        ),
-    ])
+    )
     .await;
-    expect_accepted(&s, "r").await;
     // Wait for the route and the retry policy (a first answer may predate the policy).
     s.expect(&format!("{base}/retry"), "a retried 200", |c, b| {
         c == 200 && b == "ok"
@@ -170,17 +168,15 @@ async fn retry_survives_a_backend_that_fails_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_injection_aborts_with_its_status() {
     let port = start_backend("v1").await;
-    let (s, _envoy, base) = start(&[
-        service_yaml("default", "v1", port),
-        route_yaml("default", "r", "gw", "/fault", &[("v1", 1)]),
-        route_yaml("default", "plain", "gw", "/plain", &[("v1", 1)]),
-        btp_yaml(
-            "r",
-            "  faultInjection: {abort: {httpStatus: 418, percentage: 100}}",
-        ),
-    ])
+    let (s, _envoy, base) = start_with_policy(
+        &[
+            service_yaml("default", "v1", port),
+            route_yaml("default", "r", "gw", "/fault", &[("v1", 1)]),
+            route_yaml("default", "plain", "gw", "/plain", &[("v1", 1)]),
+        ],
+        "  faultInjection: {abort: {httpStatus: 418, percentage: 100}}",
+    )
     .await;
-    expect_accepted(&s, "r").await;
     s.expect(&format!("{base}/fault"), "the injected abort", |c, _| {
         c == 418
     })
@@ -198,18 +194,16 @@ async fn response_override_rewrites_a_500() {
     let app = axum::Router::new()
         .fallback(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "stack trace").into_response() });
     let port = serve("127.0.0.1", 0, app).await.unwrap();
-    let (s, _envoy, base) = start(&[
-        service_yaml("default", "broken", port),
-        route_yaml("default", "r", "gw", "/broken", &[("broken", 1)]),
-        btp_yaml(
-            "r",
-            "  responseOverride:
+    let (s, _envoy, base) = start_with_policy(
+        &[
+            service_yaml("default", "broken", port),
+            route_yaml("default", "r", "gw", "/broken", &[("broken", 1)]),
+        ],
+        "  responseOverride:
   - match: {statusCodes: [{type: Value, value: 500}]}
     response: {contentType: text/plain, statusCode: 503, body: {type: Inline, inline: please try again}}",
-        ),
-    ])
+    )
     .await;
-    expect_accepted(&s, "r").await;
     s.expect(&format!("{base}/broken"), "the overridden 500", |c, b| {
         c == 503 && b == "please try again"
     })
@@ -227,24 +221,20 @@ async fn response_override_redirects_a_500() {
         .fallback(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "stack trace").into_response() });
     let broken = serve("127.0.0.1", 0, app).await.unwrap();
     let good = start_backend("sorry").await;
-    let (s, _envoy, base) = start(&[
-        service_yaml("default", "broken", broken),
-        service_yaml("default", "sorry", good),
-        route_yaml("default", "r", "gw", "/broken", &[("broken", 1)]),
-        route_yaml("default", "sorry", "gw", "/sorry", &[("sorry", 1)]),
-        btp_yaml(
-            "r",
-            "  responseOverride:
+    let (s, _envoy, base) = start_with_policy(
+        &[
+            service_yaml("default", "broken", broken),
+            service_yaml("default", "sorry", good),
+            route_yaml("default", "r", "gw", "/broken", &[("broken", 1)]),
+            route_yaml("default", "sorry", "gw", "/sorry", &[("sorry", 1)]),
+        ],
+        "  responseOverride:
   - match: {statusCodes: [{type: Value, value: 500}]}
     redirect: {path: {type: ReplaceFullPath, replaceFullPath: /sorry/page}}",
-        ),
-    ])
+    )
     .await;
-    expect_accepted(&s, "r").await;
     // The client never follows redirects itself: what it sees is Envoy's doing.
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(3))
-        .no_proxy()
+    let http = http_client_builder(Duration::from_secs(3))
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
@@ -294,19 +284,17 @@ async fn connect_terminate_tunnels_to_the_backend() {
         }
     });
     let web = start_backend("web").await;
-    let (s, _envoy, base) = start(&[
-        service_yaml("default", "echo", echo_port),
-        service_yaml("default", "web", web),
-        route_yaml("default", "r", "gw", "/", &[("echo", 1)]),
-        // The same path for plain requests: the CONNECT route does not take them.
-        route_yaml("default", "plain", "gw", "/", &[("web", 1)]),
-        btp_yaml(
-            "r",
-            "  httpUpgrade:\n  - type: CONNECT\n    connect: {terminate: true}",
-        ),
-    ])
+    let (s, _envoy, base) = start_with_policy(
+        &[
+            service_yaml("default", "echo", echo_port),
+            service_yaml("default", "web", web),
+            route_yaml("default", "r", "gw", "/", &[("echo", 1)]),
+            // The same path for plain requests: the CONNECT route does not take them.
+            route_yaml("default", "plain", "gw", "/", &[("web", 1)]),
+        ],
+        "  httpUpgrade:\n  - type: CONNECT\n    connect: {terminate: true}",
+    )
     .await;
-    expect_accepted(&s, "r").await;
     let addr = base.trim_start_matches("http://").to_string();
     let reply = eventually("a tunnel through Envoy", T, || async {
         let mut c = tokio::net::TcpStream::connect(&addr)
@@ -356,14 +344,15 @@ async fn compression_gzips_a_large_body_for_a_gzip_client() {
         async move { ([("content-type", "text/plain")], b).into_response() }
     });
     let port = serve("127.0.0.1", 0, app).await.unwrap();
-    let (s, _envoy, base) = start(&[
-        service_yaml("default", "big", port),
-        route_yaml("default", "r", "gw", "/big", &[("big", 1)]),
-        route_yaml("default", "plain", "gw", "/plain", &[("big", 1)]),
-        btp_yaml("r", "  compression: [{type: Gzip}]"),
-    ])
+    let (s, _envoy, base) = start_with_policy(
+        &[
+            service_yaml("default", "big", port),
+            route_yaml("default", "r", "gw", "/big", &[("big", 1)]),
+            route_yaml("default", "plain", "gw", "/plain", &[("big", 1)]),
+        ],
+        "  compression: [{type: Gzip}]",
+    )
     .await;
-    expect_accepted(&s, "r").await;
     let fetch = |path: &'static str| {
         let (http, base) = (s.http.clone(), base.clone());
         async move {
@@ -405,17 +394,15 @@ fn named(name: &'static str) -> axum::Router {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consistent_hash_keeps_a_header_value_on_one_backend() {
     let port = serve_pool(vec![named("a"), named("b"), named("c")]).await;
-    let (s, _envoy, base) = start(&[
-        pool_yaml("pool", port, 3),
-        route_yaml("default", "r", "gw", "/hash", &[("pool", 1)]),
-        route_yaml("default", "plain", "gw", "/plain", &[("pool", 1)]),
-        btp_yaml(
-            "r",
-            "  loadBalancer: {type: ConsistentHash, consistentHash: {type: Header, header: {name: X-User}}}",
-        ),
-    ])
+    let (s, _envoy, base) = start_with_policy(
+        &[
+            pool_yaml("pool", port, 3),
+            route_yaml("default", "r", "gw", "/hash", &[("pool", 1)]),
+            route_yaml("default", "plain", "gw", "/plain", &[("pool", 1)]),
+        ],
+        "  loadBalancer: {type: ConsistentHash, consistentHash: {type: Header, header: {name: X-User}}}",
+    )
     .await;
-    expect_accepted(&s, "r").await;
     let send = |path: &'static str, user: String| {
         let (http, base) = (s.http.clone(), base.clone());
         async move {
@@ -477,18 +464,16 @@ async fn backend_utilization_prefers_the_endpoint_reporting_less_load() {
         })
     };
     let port = serve_pool(vec![reporting("busy", "0.9"), reporting("idle", "0.1")]).await;
-    let (s, _envoy, base) = start(&[
-        pool_yaml("pool", port, 2),
-        route_yaml("default", "r", "gw", "/orca", &[("pool", 1)]),
-        btp_yaml(
-            "r",
-            "  loadBalancer:
+    let (s, _envoy, base) = start_with_policy(
+        &[
+            pool_yaml("pool", port, 2),
+            route_yaml("default", "r", "gw", "/orca", &[("pool", 1)]),
+        ],
+        "  loadBalancer:
     type: BackendUtilization
     backendUtilization: {blackoutPeriod: 0s, weightUpdatePeriod: 100ms}",
-        ),
-    ])
+    )
     .await;
-    expect_accepted(&s, "r").await;
     let url = format!("{base}/orca");
     // (the endpoint's name, whether its load report reached the client)
     let send = || {
@@ -532,24 +517,18 @@ async fn circuit_breaker_overflow_answers_503_overloaded() {
         "slow"
     });
     let port = serve("127.0.0.1", 0, app).await.unwrap();
-    let (s, _envoy, base) = start(&[
-        service_yaml("default", "slow", port),
-        route_yaml("default", "r", "gw", "/slow", &[("slow", 1)]),
-        btp_yaml(
-            "r",
-            // One connection and one waiting request: of five concurrent slow requests, two
-            // are served and the rest overflow. (With maxPendingRequests 0 an HTTP/1 pool never
-            // opens a connection: every request overflows, as Envoy defines it.)
-            "  circuitBreaker: {maxConnections: 1, maxPendingRequests: 1}",
-        ),
-    ])
+    let (s, _envoy, base) = start_with_policy(
+        &[
+            service_yaml("default", "slow", port),
+            route_yaml("default", "r", "gw", "/slow", &[("slow", 1)]),
+        ],
+        // One connection and one waiting request: of five concurrent slow requests, two
+        // are served and the rest overflow. (With maxPendingRequests 0 an HTTP/1 pool never
+        // opens a connection: every request overflows, as Envoy defines it.)
+        "  circuitBreaker: {maxConnections: 1, maxPendingRequests: 1}",
+    )
     .await;
-    expect_accepted(&s, "r").await;
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .no_proxy()
-        .build()
-        .unwrap();
+    let http = flotilla_testing::http_client(Duration::from_secs(10));
     eventually("overflow under concurrent slow requests", T, || async {
         let reqs = (0..5).map(|_| {
             let (http, url) = (http.clone(), format!("{base}/slow"));
@@ -618,18 +597,16 @@ async fn active_health_check_ejects_a_dead_endpoint() {
             .fallback(move || async move { name })
     };
     let port = serve_pool(vec![healthy("good"), sick, healthy("good")]).await;
-    let (s, _envoy, base) = start(&[
-        pool_yaml("pool", port, 3),
-        route_yaml("default", "r", "gw", "/hc", &[("pool", 1)]),
-        route_yaml("default", "plain", "gw", "/plain", &[("pool", 1)]),
-        btp_yaml(
-            "r",
-            "  healthCheck:
+    let (s, _envoy, base) = start_with_policy(
+        &[
+            pool_yaml("pool", port, 3),
+            route_yaml("default", "r", "gw", "/hc", &[("pool", 1)]),
+            route_yaml("default", "plain", "gw", "/plain", &[("pool", 1)]),
+        ],
+        "  healthCheck:
     active: {type: HTTP, interval: 500ms, timeout: 250ms, healthyThreshold: 1, unhealthyThreshold: 1, http: {path: /healthz, expectedStatuses: [200]}}",
-        ),
-    ])
+    )
     .await;
-    expect_accepted(&s, "r").await;
     // The plain route (no health check) still reaches the sick endpoint.
     eventually("the sick endpoint on the plain route", T, || async {
         for _ in 0..9 {
@@ -649,17 +626,15 @@ async fn passive_outlier_detection_ejects_a_failing_endpoint() {
     let failing = axum::Router::new()
         .fallback(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "bad").into_response() });
     let port = serve_pool(vec![named("good"), failing, named("good")]).await;
-    let (s, _envoy, base) = start(&[
-        pool_yaml("pool", port, 3),
-        route_yaml("default", "r", "gw", "/od", &[("pool", 1)]),
-        btp_yaml(
-            "r",
-            "  healthCheck:
+    let (s, _envoy, base) = start_with_policy(
+        &[
+            pool_yaml("pool", port, 3),
+            route_yaml("default", "r", "gw", "/od", &[("pool", 1)]),
+        ],
+        "  healthCheck:
     passive: {consecutive5XxErrors: 1, interval: 1s, baseEjectionTime: 60s, maxEjectionPercent: 50}",
-        ),
-    ])
+    )
     .await;
-    expect_accepted(&s, "r").await;
     // The failing endpoint answers 500 until its errors eject it; then only good ones answer.
     expect_only(
         &s,

@@ -10,10 +10,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// An HTTP backend answering, once it has the whole request body, with the client address
 /// headers Envoy sent it.
 async fn echo_backend() -> u16 {
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-        .await
-        .expect("bind backend");
-    let port = listener.local_addr().expect("addr").port();
     let app =
         axum::Router::new().fallback(|headers: axum::http::HeaderMap, _body: String| async move {
             let h = |n: &str| {
@@ -29,10 +25,7 @@ async fn echo_backend() -> u16 {
                 h("x-forwarded-for")
             )
         });
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    port
+    serve("127.0.0.1", 0, app).await.expect("bind backend")
 }
 
 fn policy_yaml(spec: &str) -> String {
@@ -99,18 +92,11 @@ async fn policy_status(s: &Standalone) -> Value {
 async fn active_listener(admin: u16, name: &str) -> Value {
     let c = client();
     eventually(&format!("listener {name} active in Envoy"), T, || async {
-        let dump = get_json(
-            &c,
-            &format!("http://127.0.0.1:{admin}/config_dump?resource=dynamic_listeners"),
-        )
-        .await?;
-        dump["configs"]
-            .as_array()
+        let dump = config_dump(&c, admin, "dynamic_listeners").await?;
+        active_listeners(&dump)
             .into_iter()
-            .flatten()
-            .find(|l| l["name"] == name)
-            .and_then(|l| l.get("active_state"))
-            .map(|a| a["listener"].clone())
+            .find(|(n, _)| *n == name)
+            .map(|(_, a)| a["listener"].clone())
             .ok_or_else(|| dump.to_string())
     })
     .await
@@ -421,37 +407,56 @@ data: {{ca.crl: {}}}
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_certificates_are_required_and_tls_parameters_apply() {
-    let pki = pki();
+/// Standalone with [`https_gateway_yaml`] on a free port (to a new backend `web`) and `policy`
+/// (a YAML document), and an Envoy; (standalone, envoy, gateway port, Envoy admin port).
+async fn https_setup(pki: &Pki, policy: &str) -> (Standalone, Proc, u16, u16) {
     let s = Standalone::start();
     let backend = start_backend("web").await;
     let port = free_port();
-    write_file(
-        &s.yaml,
-        "all.yaml",
-        &https_gateway_yaml(port, &pki, backend),
-    );
-    let policy = |ca: &str| {
-        policy_yaml(&format!(
-            "  tls: {{minVersion: '1.3', clientValidation: {{caCertificateRefs: [{{name: {ca}}}]}}}}\n"
-        ))
-    };
-    write_file(&s.yaml, "policy.yaml", &policy("client-ca"));
-    let (_envoy, admin) = start_envoy(
+    write_file(&s.yaml, "all.yaml", &https_gateway_yaml(port, pki, backend));
+    write_file(&s.yaml, "policy.yaml", policy);
+    let (envoy, admin) = start_envoy(
         s.dir.path(),
         "envoy",
         "local/default/gw",
         &[format!("127.0.0.1:{}", s.xds)],
     );
-    // With the client certificate: served.
-    let ok = eventually("the route over mutual TLS", T, || async {
-        let r = https_app(port, &pki, true, false).await?;
-        if r.starts_with("HTTP/1.1 200") {
-            Ok(r)
-        } else {
-            Err(r)
+    (s, envoy, port, admin)
+}
+
+/// Polls the raw HTTPS exchange `f` until its response starts with `status` (a status line);
+/// the response.
+async fn answers<F, Fut>(what: &str, status: &str, mut f: F) -> String
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<String, String>>,
+{
+    eventually(what, T, || {
+        let r = f();
+        async move {
+            let r = r.await?;
+            if r.starts_with(status) {
+                Ok(r)
+            } else {
+                Err(r)
+            }
         }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificates_are_required_and_tls_parameters_apply() {
+    let pki = pki();
+    let policy = |ca: &str| {
+        policy_yaml(&format!(
+            "  tls: {{minVersion: '1.3', clientValidation: {{caCertificateRefs: [{{name: {ca}}}]}}}}\n"
+        ))
+    };
+    let (s, _envoy, port, admin) = https_setup(&pki, &policy("client-ca")).await;
+    // With the client certificate: served.
+    let ok = answers("the route over mutual TLS", "HTTP/1.1 200", || {
+        https_app(port, &pki, true, false)
     })
     .await;
     assert!(ok.ends_with("backend=web path=/app"), "{ok}");
@@ -480,14 +485,11 @@ async fn client_certificates_are_required_and_tls_parameters_apply() {
     // The policy names a CA that does not exist: it is Invalid, and the listener fails
     // closed (its routes answer 500) rather than serve without client validation.
     write_file(&s.yaml, "policy.yaml", &policy("missing-ca"));
-    eventually("routes answering 500 without the policy", T, || async {
-        let r = https_app(port, &pki, false, false).await?;
-        if r.starts_with("HTTP/1.1 500") {
-            Ok(())
-        } else {
-            Err(r)
-        }
-    })
+    answers(
+        "routes answering 500 without the policy",
+        "HTTP/1.1 500",
+        || https_app(port, &pki, false, false),
+    )
     .await;
     let st = policy_status(&s).await;
     assert!(
@@ -506,27 +508,13 @@ async fn client_certificates_are_required_and_tls_parameters_apply() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_client_certificate_is_refused() {
     let pki = pki();
-    let s = Standalone::start();
-    let backend = start_backend("web").await;
-    let port = free_port();
-    write_file(
-        &s.yaml,
-        "all.yaml",
-        &https_gateway_yaml(port, &pki, backend),
-    );
-    write_file(
-        &s.yaml,
-        "policy.yaml",
+    let (s, _envoy, port, admin) = https_setup(
+        &pki,
         &policy_yaml(
             "  tls: {clientValidation: {caCertificateRefs: [{name: client-ca}], crl: {refs: [{name: client-crl}]}}}\n",
         ),
-    );
-    let (_envoy, admin) = start_envoy(
-        s.dir.path(),
-        "envoy",
-        "local/default/gw",
-        &[format!("127.0.0.1:{}", s.xds)],
-    );
+    )
+    .await;
     let good = || {
         https_app_as(
             port,
@@ -535,17 +523,10 @@ async fn a_revoked_client_certificate_is_refused() {
             false,
         )
     };
-    let ok = eventually(
+    let ok = answers(
         "the route for a certificate the CRL does not revoke",
-        T,
-        || async {
-            let r = good().await?;
-            if r.starts_with("HTTP/1.1 200") {
-                Ok(r)
-            } else {
-                Err(r)
-            }
-        },
+        "HTTP/1.1 200",
+        good,
     )
     .await;
     assert!(ok.ends_with("backend=web path=/app"), "{ok}");
@@ -610,28 +591,9 @@ async fn trusted_cidrs_reach_envoys_xff_extension() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http3_is_served_and_announced() {
     let pki = pki();
-    let s = Standalone::start();
-    let backend = start_backend("web").await;
-    let port = free_port();
-    write_file(
-        &s.yaml,
-        "all.yaml",
-        &https_gateway_yaml(port, &pki, backend),
-    );
-    write_file(&s.yaml, "policy.yaml", &policy_yaml("  http3: {}\n"));
-    let (_envoy, admin) = start_envoy(
-        s.dir.path(),
-        "envoy",
-        "local/default/gw",
-        &[format!("127.0.0.1:{}", s.xds)],
-    );
-    let ok = eventually("the route over TLS", T, || async {
-        let r = https_app(port, &pki, false, false).await?;
-        if r.starts_with("HTTP/1.1 200") {
-            Ok(r)
-        } else {
-            Err(r)
-        }
+    let (s, _envoy, port, admin) = https_setup(&pki, &policy_yaml("  http3: {}\n")).await;
+    let ok = answers("the route over TLS", "HTTP/1.1 200", || {
+        https_app(port, &pki, false, false)
     })
     .await;
     assert!(

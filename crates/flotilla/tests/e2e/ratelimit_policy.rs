@@ -4,6 +4,7 @@
 
 use crate::standalone::{Standalone, T};
 use crate::support::*;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The limit of every test: per hour, so that a window boundary (hour-aligned for the global
@@ -94,10 +95,8 @@ fn global_limit_per_user(n: u32) -> String {
 /// keeps the filter chain it was accepted with, and across two Envoys sharing a port (reuse
 /// port) a new connection is what lets the kernel pick either.
 fn fresh_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(3))
+    http_client_builder(Duration::from_secs(3))
         .pool_max_idle_per_host(0)
-        .no_proxy()
         .build()
         .expect("http client")
 }
@@ -110,14 +109,11 @@ async fn envoy_has(admin: u16, filter: &str, per_route: &str) {
     let filter = format!("{filter}\"");
     let per_route = format!("{per_route}\"");
     eventually("Envoy's configuration", T, || async {
-        let url = format!("http://127.0.0.1:{admin}/config_dump?resource=dynamic_listeners");
-        let dump: serde_json::Value = get_json(&c, &url).await?;
+        let dump = config_dump(&c, admin, "dynamic_listeners").await?;
         // What serves new connections: the active listeners, not the warming ones.
-        let active: Vec<String> = dump["configs"]
-            .as_array()
+        let active: Vec<String> = active_listeners(&dump)
             .into_iter()
-            .flatten()
-            .map(|l| l["active_state"].to_string())
+            .map(|(_, l)| l.to_string())
             .collect();
         if !active.iter().any(|l| l.contains(filter.as_str())) {
             return Err(format!("no {filter} in the active listeners yet"));
@@ -162,6 +158,67 @@ async fn serve(extra: Vec<String>) -> (Standalone, u16, Proc, u16) {
     )
     .await;
     (s, port, envoy, admin)
+}
+
+/// Serves the base YAML (a new backend, the gateway on a free port) with a global limit of `n`
+/// per hour on `/limited`, and writes the rules the store's API then gives to a file, as a
+/// `flotilla ratelimit` fleet is configured; (gateway port, rules file).
+async fn serve_global_limit(s: &Standalone, n: u32) -> (u16, PathBuf) {
+    let backend = start_backend("v1").await;
+    let port = free_port();
+    write_file(
+        &s.yaml,
+        "all.yaml",
+        &format!(
+            "{}---\n{}",
+            base_yaml(port, backend),
+            policy_yaml(&global_limit(n))
+        ),
+    );
+    let rules = eventually("the rules", T, || async {
+        let r = s.api("/api/v1/ratelimit").await?;
+        if r["domains"].as_array().is_some_and(|d| !d.is_empty()) {
+            Ok(r)
+        } else {
+            Err(format!("{r}"))
+        }
+    })
+    .await;
+    let file = s.dir.path().join("rules.yaml");
+    std::fs::write(&file, rules.to_string()).expect("rules file");
+    (port, file)
+}
+
+/// `flotilla ratelimit` named `name` on 127.0.0.1:`port` with the rules file `rules` and
+/// `extra` flags, once it listens.
+fn start_ratelimit(
+    s: &Standalone,
+    name: &str,
+    port: u16,
+    rules: &Path,
+    extra: Vec<String>,
+) -> Proc {
+    let mut args = vec![
+        "ratelimit".into(),
+        "--listen".into(),
+        format!("127.0.0.1:{port}"),
+        "--config".into(),
+        rules.display().to_string(),
+    ];
+    args.extend(extra);
+    let proc = Proc::spawn(name, s.dir.path(), &flotilla_bin(), &args);
+    wait_tcp(&format!("127.0.0.1:{port}"), Duration::from_secs(20));
+    proc
+}
+
+/// The sum of the values of stat `name` of the Envoy with admin port `admin` (0 without it).
+async fn counter(admin: u16, name: &str) -> u64 {
+    let url = format!("http://127.0.0.1:{admin}/stats?filter={name}");
+    let (_, text) = get(&client(), &url).await.expect("stats");
+    text.lines()
+        .filter_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
+        .filter_map(|n| n.trim().parse::<u64>().ok())
+        .sum()
 }
 
 const LOCAL_CONFIG: &str = "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit";
@@ -359,7 +416,7 @@ async fn global_rate_limit_holds_across_two_envoys_and_two_services_sharing_redi
     const FLEET_N: u32 = 24;
     let dir = tempfile::tempdir().expect("tempdir");
     let redis_port = free_port();
-    let _redis = start_redis(dir.path(), redis_port);
+    let _redis = start_redis(dir.path(), "redis", redis_port);
     let (a, b) = (free_port(), free_port());
     let s = Standalone::start_in(
         dir,
@@ -368,48 +425,12 @@ async fn global_rate_limit_holds_across_two_envoys_and_two_services_sharing_redi
             format!("127.0.0.1:{a},127.0.0.1:{b}"),
         ],
     );
-    let backend = start_backend("v1").await;
-    let port = free_port();
-    write_file(
-        &s.yaml,
-        "all.yaml",
-        &format!(
-            "{}---\n{}",
-            base_yaml(port, backend),
-            policy_yaml(&global_limit(FLEET_N))
-        ),
-    );
-    // The rules file of the fleet, from the store's API.
-    let rules = eventually("the rules", T, || async {
-        let r = s.api("/api/v1/ratelimit").await?;
-        if r["domains"].as_array().is_some_and(|d| !d.is_empty()) {
-            Ok(r)
-        } else {
-            Err(format!("{r}"))
-        }
-    })
-    .await;
-    let file = s.dir.path().join("rules.yaml");
-    std::fs::write(&file, rules.to_string()).expect("rules file");
+    let (port, rules) = serve_global_limit(&s, FLEET_N).await;
     let _services: Vec<Proc> = [a, b]
         .iter()
         .map(|p| {
-            let proc = Proc::spawn(
-                &format!("ratelimit-{p}"),
-                s.dir.path(),
-                &flotilla_bin(),
-                &[
-                    "ratelimit".into(),
-                    "--listen".into(),
-                    format!("127.0.0.1:{p}"),
-                    "--config".into(),
-                    file.display().to_string(),
-                    "--redis".into(),
-                    format!("127.0.0.1:{redis_port}"),
-                ],
-            );
-            wait_tcp(&format!("127.0.0.1:{p}"), Duration::from_secs(20));
-            proc
+            let redis = vec!["--redis".into(), format!("127.0.0.1:{redis_port}")];
+            start_ratelimit(&s, &format!("ratelimit-{p}"), *p, &rules, redis)
         })
         .collect();
     let xds = [format!("127.0.0.1:{}", s.xds)];
@@ -449,20 +470,9 @@ async fn global_rate_limit_holds_across_two_envoys_and_two_services_sharing_redi
     }
     // Both Envoys served, and both services answered.
     // Requests each Envoy's gateway listener (stat prefix `http-PORT`) served.
-    let served = |admin: u16| async move {
-        let (_, text) = get(
-            &client(),
-            &format!("http://127.0.0.1:{admin}/stats?filter=downstream_rq_total"),
-        )
-        .await
-        .expect("stats");
-        text.lines()
-            .filter(|l| l.starts_with(&format!("http.http-{port}.downstream_rq_total:")))
-            .filter_map(|l| l.rsplit_once(": ")?.1.trim().parse::<u64>().ok())
-            .sum::<u64>()
-    };
-    let served1 = served(admin1).await;
-    let served2 = served(admin2).await;
+    let served = format!("http.http-{port}.downstream_rq_total");
+    let served1 = counter(admin1, &served).await;
+    let served2 = counter(admin2, &served).await;
     assert!(
         served1 > 0 && served2 > 0,
         "requests spread over both Envoys: {served1} and {served2}"
@@ -504,39 +514,10 @@ async fn global_rate_limit_through_a_tls_rate_limit_service() {
             certs.join("ca.pem").display().to_string(),
         ],
     );
-    let backend = start_backend("v1").await;
-    let port = free_port();
-    write_file(
-        &s.yaml,
-        "all.yaml",
-        &format!(
-            "{}---\n{}",
-            base_yaml(port, backend),
-            policy_yaml(&global_limit(N))
-        ),
-    );
-    let rules = eventually("the rules", T, || async {
-        let r = s.api("/api/v1/ratelimit").await?;
-        if r["domains"].as_array().is_some_and(|d| !d.is_empty()) {
-            Ok(r)
-        } else {
-            Err(format!("{r}"))
-        }
-    })
-    .await;
-    let file = s.dir.path().join("rules.yaml");
-    std::fs::write(&file, rules.to_string()).expect("rules file");
+    let (port, rules) = serve_global_limit(&s, N).await;
     // The service's certificate: an edge identity of the certificates' CA, for 127.0.0.1.
-    let mut args = vec![
-        "ratelimit".into(),
-        "--listen".into(),
-        format!("127.0.0.1:{rl}"),
-        "--config".into(),
-        file.display().to_string(),
-    ];
-    args.extend(crate::spine::tls_args(&certs, "edge-edge"));
-    let _service = Proc::spawn("ratelimit-tls", s.dir.path(), &flotilla_bin(), &args);
-    wait_tcp(&format!("127.0.0.1:{rl}"), Duration::from_secs(20));
+    let tls = crate::spine::tls_args(&certs, "edge-edge");
+    let _service = start_ratelimit(&s, "ratelimit-tls", rl, &rules, tls);
     let (_envoy, admin) = start_envoy(
         s.dir.path(),
         "envoy",
@@ -553,47 +534,8 @@ async fn global_rate_limit_through_a_tls_rate_limit_service() {
         vec![200; (N - 1) as usize]
     );
     assert_eq!(get(&c, &limited).await.expect("a response").0, 429);
-    let (_, stats) = get(
-        &client(),
-        &format!("http://127.0.0.1:{admin}/stats?filter=ratelimit_cluster.ssl.handshake"),
-    )
-    .await
-    .expect("stats");
-    let handshakes: u64 = stats
-        .lines()
-        .filter_map(|l| l.strip_prefix("cluster.ratelimit_cluster.ssl.handshake: "))
-        .filter_map(|n| n.trim().parse::<u64>().ok())
-        .sum();
-    assert!(handshakes > 0, "{stats}");
-}
-
-/// A real redis-server on `port` (`$REDIS_SERVER_BIN`, else /usr/bin/redis-server), no
-/// persistence, its files in `dir`.
-fn start_redis(dir: &std::path::Path, port: u16) -> Proc {
-    let bin = std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "/usr/bin/redis-server".into());
-    assert!(
-        std::path::Path::new(&bin).exists(),
-        "redis-server not found at {bin} (apt-get install -y redis-server, or set REDIS_SERVER_BIN)"
-    );
-    let p = Proc::spawn(
-        "redis",
-        dir,
-        std::path::Path::new(&bin),
-        &[
-            "--port".into(),
-            port.to_string(),
-            "--bind".into(),
-            "127.0.0.1".into(),
-            "--save".into(),
-            String::new(),
-            "--appendonly".into(),
-            "no".into(),
-            "--dir".into(),
-            dir.display().to_string(),
-        ],
-    );
-    wait_tcp(&format!("127.0.0.1:{port}"), Duration::from_secs(10));
-    p
+    let handshakes = counter(admin, "cluster.ratelimit_cluster.ssl.handshake").await;
+    assert!(handshakes > 0, "no TLS handshake to the rate limit service");
 }
 
 /// With `--ratelimit-fail-closed`, a request under a global limit is refused when the service

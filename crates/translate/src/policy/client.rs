@@ -352,72 +352,10 @@ pub(crate) fn resolve_client_ca(
         .into_iter()
         .flatten()
     {
-        let field = |f: &str| r.get(f).and_then(Value::as_str);
-        let name = field("name").unwrap_or_default();
-        let kind = field("kind").unwrap_or("Secret");
-        let group = field("group").unwrap_or_default();
-        let ns = field("namespace")
-            .filter(|n| !n.is_empty())
-            .unwrap_or(&policy.namespace);
+        let r = resolve_cert_ref(ix, policy, r, "caCertificateRef", true)?;
+        let (ns, name, lower) = (r.ns, r.name, r.kind.to_ascii_lowercase());
         let from_ref = |m: String| format!("TLS: failed to get certificate from ref: {m}.");
-        let kind_of = match (group, kind) {
-            ("", "Secret") => Kind::Secret,
-            ("", "ConfigMap") => Kind::ConfigMap,
-            (CTB_GROUP, "ClusterTrustBundle") | ("", "ClusterTrustBundle") => {
-                Kind::ClusterTrustBundle
-            }
-            _ => return Err(format!("TLS: unsupported caCertificateRef kind:{kind}.")),
-        };
-        if kind_of != Kind::ClusterTrustBundle
-            && !ix.reference_allowed(
-                &policy.cluster,
-                EG_GROUP,
-                "ClientTrafficPolicy",
-                &policy.namespace,
-                group,
-                kind,
-                ns,
-                name,
-            )
-        {
-            return Err(format!(
-                "TLS: {} {ns}/{name} is not permitted by any ReferenceGrant.",
-                kind.to_ascii_lowercase()
-            ));
-        }
-        let key = match kind_of {
-            Kind::ClusterTrustBundle => ResourceKey::new(&policy.cluster, kind_of, "", name),
-            _ => ResourceKey::new(&policy.cluster, kind_of, ns, name),
-        };
-        // `ca.crt`, else the only entry there is (Envoy Gateway's `getCaCertFromSecret`).
-        let pick = |mut entries: Vec<(String, Vec<u8>)>, what: &str| {
-            if let Some(i) = entries.iter().position(|(k, _)| k == "ca.crt") {
-                return Ok(entries.swap_remove(i).1);
-            }
-            if entries.len() == 1 {
-                return Ok(entries.swap_remove(0).1);
-            }
-            Err(from_ref(format!(
-                "ref {what} [{name}] has none of the expected keys [ca.crt] and more than one entry"
-            )))
-        };
-        let bytes: Vec<u8> = match (kind_of, ix.resources.get(&key).map(|r| &r.object)) {
-            (Kind::Secret, Some(Object::Secret(sec))) => pick(
-                sec.data
-                    .iter()
-                    .flatten()
-                    .map(|(k, v)| (k.clone(), v.0.clone()))
-                    .collect(),
-                "secret",
-            )?,
-            (Kind::ConfigMap, Some(Object::ConfigMap(cm))) => pick(
-                cm.data
-                    .iter()
-                    .flatten()
-                    .map(|(k, v)| (k.clone(), v.as_bytes().to_vec()))
-                    .collect(),
-                "configmap",
-            )?,
+        let bytes: Vec<u8> = match (r.kind_of, r.object) {
             (Kind::ClusterTrustBundle, Some(Object::ClusterTrustBundle(b))) => b
                 .spec
                 .get("trustBundle")
@@ -429,14 +367,16 @@ pub(crate) fn resolve_client_ca(
                     "ref ClusterTrustBundle [{name}] not found"
                 )))
             }
-            _ => {
-                return Err(from_ref(format!(
-                    "{} {ns}/{name} does not exist",
-                    kind.to_ascii_lowercase()
-                )))
-            }
+            // `ca.crt`, else the only entry there is (Envoy Gateway's `getCaCertFromSecret`).
+            _ => match r.entries() {
+                Some((entries, _)) => entry_or_only(entries, CA_KEY).ok_or_else(|| {
+                    from_ref(format!(
+                        "ref {lower} [{name}] has none of the expected keys [{CA_KEY}] and more than one entry"
+                    ))
+                })?,
+                None => return Err(from_ref(format!("{lower} {ns}/{name} does not exist"))),
+            },
         };
-        let lower = kind.to_ascii_lowercase();
         if bytes.is_empty() {
             return Err(format!(
                 "TLS: caCertificateRef not found in {lower} {name}."
@@ -447,10 +387,7 @@ pub(crate) fn resolve_client_ca(
                 "TLS: invalid certificate in {lower} {name}: no valid PEM certificate."
             ));
         }
-        pem.extend_from_slice(&bytes);
-        if !pem.ends_with(b"\n") {
-            pem.push(b'\n');
-        }
+        append_pem(&mut pem, &bytes);
     }
     if pem.is_empty() {
         return Ok(None);
@@ -471,8 +408,132 @@ pub(crate) fn resolve_client_ca(
     }))
 }
 
+/// The key of a CA bundle in its Secret or ConfigMap (Envoy Gateway's `ca.crt`).
+const CA_KEY: &str = "ca.crt";
+
 /// The key of a CRL in its Secret or ConfigMap (Envoy Gateway's `ca.crl`).
 const CRL_KEY: &str = "ca.crl";
+
+/// The entries of a Secret (decoded) or a ConfigMap: (key, bytes).
+type Entries = Vec<(String, Vec<u8>)>;
+
+/// A certificate-like ref of a ClientTrafficPolicy (`clientValidation.caCertificateRefs[]`,
+/// `clientValidation.crl.refs[]`) and the object it names.
+struct CertRef<'a> {
+    /// As written (`Secret` when unset): the policy's status messages name it.
+    kind: &'a str,
+    kind_of: Kind,
+    ns: &'a str,
+    name: &'a str,
+    /// `None`: it does not exist.
+    object: Option<&'a Object>,
+}
+
+impl CertRef<'_> {
+    /// The entries of the Secret (decoded) or ConfigMap it names, and that object's creation
+    /// time in Unix seconds; `None` when it names no Secret or ConfigMap that exists.
+    fn entries(&self) -> Option<(Entries, Option<i64>)> {
+        match self.object? {
+            Object::Secret(sec) => Some((
+                sec.data
+                    .iter()
+                    .flatten()
+                    .map(|(k, v)| (k.clone(), v.0.clone()))
+                    .collect(),
+                sec.metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .map(|t| t.0.as_second()),
+            )),
+            Object::ConfigMap(cm) => Some((
+                cm.data
+                    .iter()
+                    .flatten()
+                    .map(|(k, v)| (k.clone(), v.as_bytes().to_vec()))
+                    .collect(),
+                cm.metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .map(|t| t.0.as_second()),
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// Resolves a certificate-like ref `r` of ClientTrafficPolicy `policy` as Envoy Gateway does:
+/// a Secret (the default kind) or a ConfigMap, in the policy's namespace or in another one a
+/// ReferenceGrant allows; with `trust_bundles`, a ClusterTrustBundle too (cluster-scoped: no
+/// grant). `field` names the ref in the message for a kind it cannot be.
+fn resolve_cert_ref<'a>(
+    ix: &'a Index,
+    policy: &'a ResourceKey,
+    r: &'a Value,
+    field: &str,
+    trust_bundles: bool,
+) -> Result<CertRef<'a>, String> {
+    let get = |f: &str| r.get(f).and_then(Value::as_str);
+    let name = get("name").unwrap_or_default();
+    let kind = get("kind").unwrap_or("Secret");
+    let group = get("group").unwrap_or_default();
+    let ns = get("namespace")
+        .filter(|n| !n.is_empty())
+        .unwrap_or(&policy.namespace);
+    let kind_of = match (group, kind) {
+        ("", "Secret") => Kind::Secret,
+        ("", "ConfigMap") => Kind::ConfigMap,
+        (CTB_GROUP, "ClusterTrustBundle") | ("", "ClusterTrustBundle") if trust_bundles => {
+            Kind::ClusterTrustBundle
+        }
+        _ => return Err(format!("TLS: unsupported {field} kind:{kind}.")),
+    };
+    let key = if kind_of == Kind::ClusterTrustBundle {
+        ResourceKey::new(&policy.cluster, kind_of, "", name)
+    } else {
+        if !ix.reference_allowed(
+            &policy.cluster,
+            EG_GROUP,
+            "ClientTrafficPolicy",
+            &policy.namespace,
+            group,
+            kind,
+            ns,
+            name,
+        ) {
+            return Err(format!(
+                "TLS: {} {ns}/{name} is not permitted by any ReferenceGrant.",
+                kind.to_ascii_lowercase()
+            ));
+        }
+        ResourceKey::new(&policy.cluster, kind_of, ns, name)
+    };
+    Ok(CertRef {
+        kind,
+        kind_of,
+        ns,
+        name,
+        object: ix.resources.get(&key).map(|r| &r.object),
+    })
+}
+
+/// The entry `key`, else the only entry there is; `None` when neither.
+fn entry_or_only(mut entries: Entries, key: &str) -> Option<Vec<u8>> {
+    if let Some(i) = entries.iter().position(|(k, _)| k == key) {
+        return Some(entries.swap_remove(i).1);
+    }
+    if entries.len() == 1 {
+        return entries.pop().map(|(_, v)| v);
+    }
+    None
+}
+
+/// Appends a PEM document to a bundle, ending it with a newline.
+fn append_pem(pem: &mut Vec<u8>, bytes: &[u8]) {
+    pem.extend_from_slice(bytes);
+    if !pem.ends_with(b"\n") {
+        pem.push(b'\n');
+    }
+}
 
 /// `clientValidation.crl` (Envoy Gateway's `validateCRL` and its ref resolution): `refs` to
 /// Secrets (the default kind) or ConfigMaps, key `ca.crl` (else their only entry), each holding
@@ -500,70 +561,20 @@ fn resolve_crl(
         .into_iter()
         .flatten()
     {
-        let field = |f: &str| r.get(f).and_then(Value::as_str);
-        let name = field("name").unwrap_or_default();
-        let kind = field("kind").unwrap_or("Secret");
-        let group = field("group").unwrap_or_default();
-        let ns = field("namespace")
-            .filter(|n| !n.is_empty())
-            .unwrap_or(&policy.namespace);
-        let kind_of = match (group, kind) {
-            ("", "Secret") => Kind::Secret,
-            ("", "ConfigMap") => Kind::ConfigMap,
-            _ => return Err(format!("TLS: unsupported crl ref kind:{kind}.")),
-        };
-        if !ix.reference_allowed(
-            &policy.cluster,
-            EG_GROUP,
-            "ClientTrafficPolicy",
-            &policy.namespace,
-            group,
-            kind,
-            ns,
-            name,
-        ) {
+        let r = resolve_cert_ref(ix, policy, r, "crl ref", false)?;
+        let (ns, name, lower) = (r.ns, r.name, r.kind.to_ascii_lowercase());
+        let Some((entries, created)) = r.entries() else {
             return Err(format!(
-                "TLS: {} {ns}/{name} is not permitted by any ReferenceGrant.",
-                kind.to_ascii_lowercase()
+                "TLS: failed to get crl from ref: {lower} {ns}/{name} does not exist."
             ));
-        }
-        let lower = kind.to_ascii_lowercase();
-        let key = ResourceKey::new(&policy.cluster, kind_of, ns, name);
-        let (entries, created): (Vec<(String, Vec<u8>)>, _) =
-            match ix.resources.get(&key).map(|r| &r.object) {
-                Some(Object::Secret(sec)) => (
-                    sec.data
-                        .iter()
-                        .flatten()
-                        .map(|(k, v)| (k.clone(), v.0.clone()))
-                        .collect(),
-                    sec.metadata.creation_timestamp.as_ref(),
-                ),
-                Some(Object::ConfigMap(cm)) => (
-                    cm.data
-                        .iter()
-                        .flatten()
-                        .map(|(k, v)| (k.clone(), v.as_bytes().to_vec()))
-                        .collect(),
-                    cm.metadata.creation_timestamp.as_ref(),
-                ),
-                _ => {
-                    return Err(format!(
-                        "TLS: failed to get crl from ref: {lower} {ns}/{name} does not exist."
-                    ))
-                }
-            };
-        let bytes = match entries.iter().position(|(k, _)| k == CRL_KEY) {
-            Some(i) => entries[i].1.clone(),
-            None if entries.len() == 1 => entries[0].1.clone(),
-            None => {
-                return Err(format!(
-                    "TLS: crl not found in {lower} {name}: it has none of the expected keys [{CRL_KEY}]."
-                ))
-            }
         };
+        let bytes = entry_or_only(entries, CRL_KEY).ok_or_else(|| {
+            format!(
+                "TLS: crl not found in {lower} {name}: it has none of the expected keys [{CRL_KEY}]."
+            )
+        })?;
         if let Some(t) = created {
-            past = past.max(Some(t.0.as_second()));
+            past = past.max(Some(t));
         }
         let next_updates =
             crl_next_updates(&bytes).map_err(|e| format!("TLS: invalid crl in {name}: {e}."))?;
@@ -575,10 +586,7 @@ fn resolve_crl(
                 ));
             }
         }
-        pem.extend_from_slice(&bytes);
-        if !pem.ends_with(b"\n") {
-            pem.push(b'\n');
-        }
+        append_pem(&mut pem, &bytes);
     }
     if pem.is_empty() {
         return Err("TLS: crl has no refs.".into());

@@ -4,6 +4,7 @@
 use super::schema::{CIPHERS, CURVES, SIGNATURE_ALGORITHMS};
 use super::xds::*;
 use super::*;
+use crate::tests::{cert_secret, gateway_class};
 use crate::{type_url, Translator};
 use envoy_types::pb::envoy::config::core::v3::socket_option;
 use envoy_types::pb::envoy::config::listener::v3::FilterChain;
@@ -15,17 +16,15 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::subject_alt_name_matcher::SanType;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
-    tls_parameters, DownstreamTlsContext,
+    tls_parameters, CertificateValidationContext, DownstreamTlsContext,
 };
 use envoy_types::pb::google::protobuf::Duration;
 use flotilla_model::{Kind, ResourceKey};
 use prost::Message;
 
-const BASE: &str = "apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: eg}
-spec: {controllerName: gateway.envoyproxy.io/gatewayclass-controller}
----
+const BASE: &str = concat!(
+    gateway_class!(),
+    "---
 apiVersion: v1
 kind: Service
 metadata: {name: svc, namespace: infra}
@@ -38,34 +37,22 @@ addressType: IPv4
 ports: [{name: tcp, port: 9000}]
 endpoints: [{addresses: [127.0.0.1]}]
 ---
-apiVersion: v1
-kind: Secret
-metadata: {name: cert, namespace: infra}
-type: kubernetes.io/tls
-data:
-  # An EC P-256 self-signed certificate for a.example.com and *.b.example.com, and its key.
-  tls.crt: LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCk1JSUJzVENDQVZpZ0F3SUJBZ0lVSU5rcWU4eWNVejd5Zk1yNkJPRXdialZaU08wd0NnWUlLb1pJemowRUF3SXcKR0RFV01CUUdBMVVFQXd3TllTNWxlR0Z0Y0d4bExtTnZiVEFnRncweU5qRXlNREV5TWpNeE1EWmFHQTh5TVRJMgpNVEV3TnpJeU16RXdObG93R0RFV01CUUdBMVVFQXd3TllTNWxlR0Z0Y0d4bExtTnZiVEJaTUJNR0J5cUdTTTQ5CkFnRUdDQ3FHU000OUF3RUhBMElBQk5aSVFTem5mSW54eEJwLysyTm5jazBCRy9oNnhHYmVyYk9iaFZXVkZqSFAKRFEwM0tXOEVsc3k2WWx1UzVOdks0YWU5RDltdkRSb252RW0zMDZvQW9lNmpmakI4TUIwR0ExVWREZ1FXQkJTZwo1Mll0UlBhSk0ydmpsZitNaVRqQWtxV1haekFmQmdOVkhTTUVHREFXZ0JTZzUyWXRSUGFKTTJ2amxmK01pVGpBCmtxV1haekFQQmdOVkhSTUJBZjhFQlRBREFRSC9NQ2tHQTFVZEVRUWlNQ0NDRFdFdVpYaGhiWEJzWlM1amIyMkMKRHlvdVlpNWxlR0Z0Y0d4bExtTnZiVEFLQmdncWhrak9QUVFEQWdOSEFEQkVBaUFkMWVlKzIzVFBXQjE2am0yVQpuL1dYdkRkNkFtWEtWWFh6Y0hOcWU5R0d2UUlnYmJqTndTR0ZHMjlObDV0WVlYMG1KQTV1R3g4cDl1cnFSemRtCmptaGwyMjg9Ci0tLS0tRU5EIENFUlRJRklDQVRFLS0tLS0K
-  tls.key: LS0tLS1CRUdJTiBQUklWQVRFIEtFWS0tLS0tCk1JR0hBZ0VBTUJNR0J5cUdTTTQ5QWdFR0NDcUdTTTQ5QXdFSEJHMHdhd0lCQVFRZ0FYSjFZRVFDcXlITU9jc08KVFpJMzZ4Undjemp3Q3Q4T1BwNTF5bXRNNUlLaFJBTkNBQVRXU0VFczUzeUo4Y1FhZi90alozSk5BUnY0ZXNSbQozcTJ6bTRWVmxSWXh6dzBOTnlsdkJKYk11bUpia3VUYnl1R252US9acncwYUo3eEp0OU9xQUtIdQotLS0tLUVORCBQUklWQVRFIEtFWS0tLS0tCg==
----
+",
+    cert_secret!(),
+    "---
 apiVersion: v1
 kind: Secret
 metadata: {name: ca, namespace: infra}
 data:
   ca.crt: LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCk1JSUJzVENDQVZpZ0F3SUJBZ0lVSU5rcWU4eWNVejd5Zk1yNkJPRXdialZaU08wd0NnWUlLb1pJemowRUF3SXcKR0RFV01CUUdBMVVFQXd3TllTNWxlR0Z0Y0d4bExtTnZiVEFnRncweU5qRXlNREV5TWpNeE1EWmFHQTh5TVRJMgpNVEV3TnpJeU16RXdObG93R0RFV01CUUdBMVVFQXd3TllTNWxlR0Z0Y0d4bExtTnZiVEJaTUJNR0J5cUdTTTQ5CkFnRUdDQ3FHU000OUF3RUhBMElBQk5aSVFTem5mSW54eEJwLysyTm5jazBCRy9oNnhHYmVyYk9iaFZXVkZqSFAKRFEwM0tXOEVsc3k2WWx1UzVOdks0YWU5RDltdkRSb252RW0zMDZvQW9lNmpmakI4TUIwR0ExVWREZ1FXQkJTZwo1Mll0UlBhSk0ydmpsZitNaVRqQWtxV1haekFmQmdOVkhTTUVHREFXZ0JTZzUyWXRSUGFKTTJ2amxmK01pVGpBCmtxV1haekFQQmdOVkhSTUJBZjhFQlRBREFRSC9NQ2tHQTFVZEVRUWlNQ0NDRFdFdVpYaGhiWEJzWlM1amIyMkMKRHlvdVlpNWxlR0Z0Y0d4bExtTnZiVEFLQmdncWhrak9QUVFEQWdOSEFEQkVBaUFkMWVlKzIzVFBXQjE2am0yVQpuL1dYdkRkNkFtWEtWWFh6Y0hOcWU5R0d2UUlnYmJqTndTR0ZHMjlObDV0WVlYMG1KQTV1R3g4cDl1cnFSemRtCmptaGwyMjg9Ci0tLS0tRU5EIENFUlRJRklDQVRFLS0tLS0K
-";
+"
+);
 
 /// A gateway `gw` in `infra` with `listeners`, an HTTPRoute on it, and ClientTrafficPolicy `ctp`
 /// targeting `target` (a YAML flow mapping) with `spec` (YAML lines indented by two).
 fn translate(listeners: &str, target: &str, spec: &str) -> Translator {
     crate::tests::translate_yaml(&format!(
-        "{BASE}---
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {{name: gw, namespace: infra}}
-spec:
-  gatewayClassName: eg
-  listeners:
-{listeners}---
+        "{}---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {{name: web, namespace: infra}}
@@ -78,11 +65,28 @@ kind: ClientTrafficPolicy
 metadata: {{name: ctp, namespace: infra}}
 spec:
   targetRefs: [{target}]
-{spec}"
+{spec}",
+        base_and_gateway(listeners)
     ))
 }
 
+/// [`BASE`] and a gateway `gw` in `infra` with `listeners` (YAML lines indented by two).
+fn base_and_gateway(listeners: &str) -> String {
+    format!(
+        "{BASE}---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: infra}}
+spec:
+  gatewayClassName: eg
+  listeners:
+{listeners}"
+    )
+}
+
 const HTTP: &str = "  - {name: http, port: 8080, protocol: HTTP}\n";
+/// A TCPRoute `raw` on the listener `tcp` (after a policy spec).
+const TCP_ROUTE: &str = "---\napiVersion: gateway.networking.k8s.io/v1alpha2\nkind: TCPRoute\nmetadata: {name: raw, namespace: infra}\nspec:\n  parentRefs: [{name: gw, sectionName: tcp}]\n  rules: [{backendRefs: [{name: svc, port: 80}]}]\n";
 const GW: &str = "{group: gateway.networking.k8s.io, kind: Gateway, name: gw}";
 
 fn listener(t: &Translator, name: &str) -> Listener {
@@ -109,6 +113,32 @@ fn hcm_of(chain: &FilterChain) -> HttpConnectionManager {
         .find(|f| f.name == "envoy.filters.network.http_connection_manager")
         .expect("an HCM");
     typed(f)
+}
+
+/// The downstream TLS context of a filter chain.
+fn downstream_tls(chain: &FilterChain) -> DownstreamTlsContext {
+    use envoy_types::pb::envoy::config::core::v3::transport_socket;
+    let Some(transport_socket::ConfigType::TypedConfig(a)) = chain
+        .transport_socket
+        .as_ref()
+        .and_then(|t| t.config_type.clone())
+    else {
+        panic!("tls socket")
+    };
+    DownstreamTlsContext::decode(&a.value[..]).unwrap()
+}
+
+/// The client certificate validation context of a downstream TLS context.
+fn validation_context(ctx: &DownstreamTlsContext) -> CertificateValidationContext {
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::common_tls_context::ValidationContextType;
+    let Some(ValidationContextType::ValidationContext(v)) = ctx
+        .common_tls_context
+        .as_ref()
+        .and_then(|c| c.validation_context_type.clone())
+    else {
+        panic!("a validation context")
+    };
+    v
 }
 
 fn secs(seconds: i64) -> Option<Duration> {
@@ -391,15 +421,7 @@ fn invalid_values_get_a_status_and_never_reach_envoy() {
     let t = translate(
         "  - {name: tcp, port: 9000, protocol: TCP, allowedRoutes: {kinds: [{kind: TCPRoute}]}}\n",
         GW,
-        "  timeout: {tcp: {idleTimeout: 30 seconds}}
----
-apiVersion: gateway.networking.k8s.io/v1alpha2
-kind: TCPRoute
-metadata: {name: raw, namespace: infra}
-spec:
-  parentRefs: [{name: gw, sectionName: tcp}]
-  rules: [{backendRefs: [{name: svc, port: 80}]}]
-",
+        &["  timeout: {tcp: {idleTimeout: 30 seconds}}\n", TCP_ROUTE].concat(),
     );
     assert_eq!(condition(&t).1, "Invalid");
     assert!(!t.gateways()["c1/infra/gw"]
@@ -459,13 +481,13 @@ fn http_listeners_sharing_a_port_share_the_first_ones_settings() {
 
 #[test]
 fn tls_settings_and_tcp_idle_timeout_reach_tls_listeners() {
-    use envoy_types::pb::envoy::config::core::v3::transport_socket;
     let t = translate(
         "  - {name: https, port: 8443, protocol: HTTPS, hostname: a.example.com, tls: {certificateRefs: [{name: cert}]}}
   - {name: tcp, port: 9000, protocol: TCP, allowedRoutes: {kinds: [{kind: TCPRoute}]}}
 ",
         GW,
-        "  tls:
+        &[
+            "  tls:
     minVersion: '1.3'
     ciphers: [ECDHE-ECDSA-AES128-GCM-SHA256]
     ecdhCurves: [X25519]
@@ -474,27 +496,16 @@ fn tls_settings_and_tcp_idle_timeout_reach_tls_listeners() {
     session: {resumption: {stateful: {}}}
   timeout: {tcp: {idleTimeout: 30s}, http: {requestReceivedTimeout: 2s}}
   connection: {connectionLimit: {value: 10}}
----
-apiVersion: gateway.networking.k8s.io/v1alpha2
-kind: TCPRoute
-metadata: {name: raw, namespace: infra}
-spec:
-  parentRefs: [{name: gw, sectionName: tcp}]
-  rules: [{backendRefs: [{name: svc, port: 80}]}]
 ",
+            TCP_ROUTE,
+        ]
+        .concat(),
     );
     assert_eq!(condition(&t).1, "Accepted");
     let l = listener(&t, "tcp-8443");
     let chain = &l.filter_chains[0];
     assert_eq!(hcm_of(chain).request_timeout, secs(2));
-    let Some(transport_socket::ConfigType::TypedConfig(a)) = chain
-        .transport_socket
-        .as_ref()
-        .and_then(|t| t.config_type.clone())
-    else {
-        panic!("tls socket")
-    };
-    let ctx = DownstreamTlsContext::decode(&a.value[..]).unwrap();
+    let ctx = downstream_tls(chain);
     let common = ctx.common_tls_context.unwrap();
     let p = common.tls_params.unwrap();
     use tls_parameters::TlsProtocol as P;
@@ -523,7 +534,8 @@ fn envoy_accepts_every_client_traffic_setting() {
   - {name: tcp, port: 19000, protocol: TCP, allowedRoutes: {kinds: [{kind: TCPRoute}]}}
 ",
         GW,
-        "  timeout:
+        &[
+            "  timeout:
     tcp: {idleTimeout: 30s}
     http: {requestReceivedTimeout: 5s, idleTimeout: 10s, streamIdleTimeout: 1m, requestHeadersReceivedTimeout: 3s}
   connection: {connectionLimit: {value: 100, closeDelay: 1s}, bufferLimit: 64Ki, maxAcceptPerSocketEvent: 2}
@@ -552,14 +564,10 @@ fn envoy_accepts_every_client_traffic_setting() {
     alpnProtocols: [h2, http/1.1]
     session: {resumption: {stateless: {}, stateful: {}}}
     fingerprints: [JA3, JA4]
----
-apiVersion: gateway.networking.k8s.io/v1alpha2
-kind: TCPRoute
-metadata: {name: raw, namespace: infra}
-spec:
-  parentRefs: [{name: gw, sectionName: tcp}]
-  rules: [{backendRefs: [{name: svc, port: 80}]}]
 ",
+            TCP_ROUTE,
+        ]
+        .concat(),
     );
     assert_eq!(condition(&t).1, "Accepted", "{}", policy_status(&t));
     assert_eq!(validate_with_envoy(&t), 3);
@@ -625,8 +633,6 @@ fn envoy_takes_every_tls_name_a_policy_may_use() {
 
 #[test]
 fn client_validation_trusts_the_referenced_cas() {
-    use envoy_types::pb::envoy::config::core::v3::transport_socket;
-    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::common_tls_context::ValidationContextType;
     let https = "  - {name: https, port: 8443, protocol: HTTPS, hostname: a.example.com, tls: {certificateRefs: [{name: cert}]}}\n";
     let t = translate(
         https,
@@ -648,20 +654,9 @@ fn client_validation_trusts_the_referenced_cas() {
     );
     assert_eq!(condition(&t).1, "Accepted", "{}", policy_status(&t));
     let l = listener(&t, "tcp-8443");
-    let Some(transport_socket::ConfigType::TypedConfig(a)) = l.filter_chains[0]
-        .transport_socket
-        .as_ref()
-        .and_then(|t| t.config_type.clone())
-    else {
-        panic!("tls socket")
-    };
-    let ctx = DownstreamTlsContext::decode(&a.value[..]).unwrap();
+    let ctx = downstream_tls(&l.filter_chains[0]);
     assert_eq!(ctx.require_client_certificate.map(|b| b.value), Some(false));
-    let Some(ValidationContextType::ValidationContext(v)) =
-        ctx.common_tls_context.unwrap().validation_context_type
-    else {
-        panic!("a validation context")
-    };
+    let v = validation_context(&ctx);
     assert!(v.trusted_ca.is_some());
     assert!(v.allow_expired_certificate);
     assert_eq!(v.verify_certificate_spki.len(), 1);
@@ -807,17 +802,13 @@ fn http10_default_host_is_the_listeners_hostname() {
 /// the port's first listener.
 #[test]
 fn https_listeners_sharing_a_port_keep_their_own_chain_settings() {
+    let gateway = base_and_gateway(
+        "  - {name: a, port: 8443, protocol: HTTPS, hostname: a.example.com, tls: {certificateRefs: [{name: cert}]}}
+  - {name: b, port: 8443, protocol: HTTPS, hostname: x.b.example.com, tls: {certificateRefs: [{name: cert}]}}
+",
+    );
     let t = crate::tests::translate_yaml(&format!(
-        "{BASE}---
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {{name: gw, namespace: infra}}
-spec:
-  gatewayClassName: eg
-  listeners:
-  - {{name: a, port: 8443, protocol: HTTPS, hostname: a.example.com, tls: {{certificateRefs: [{{name: cert}}]}}}}
-  - {{name: b, port: 8443, protocol: HTTPS, hostname: x.b.example.com, tls: {{certificateRefs: [{{name: cert}}]}}}}
----
+        "{gateway}---
 apiVersion: gateway.envoyproxy.io/v1alpha1
 kind: ClientTrafficPolicy
 metadata: {{name: for-a, namespace: infra}}
@@ -1076,8 +1067,7 @@ data:
 /// Envoy's validation context with `onlyVerifyLeafCertificate`, and Envoy takes them.
 #[test]
 fn client_validation_checks_the_referenced_crls() {
-    use envoy_types::pb::envoy::config::core::v3::{data_source, transport_socket};
-    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::common_tls_context::ValidationContextType;
+    use envoy_types::pb::envoy::config::core::v3::data_source;
     let (ca, crl) = ca_and_crl((2020, 1, 1), (2100, 1, 1));
     let (_, other_crl) = ca_and_crl((2020, 1, 1), (2100, 1, 1));
     let t = translate_with_crl(
@@ -1088,19 +1078,8 @@ fn client_validation_checks_the_referenced_crls() {
     );
     assert_eq!(condition(&t).1, "Accepted", "{}", policy_status(&t));
     let l = listener(&t, "tcp-8443");
-    let Some(transport_socket::ConfigType::TypedConfig(a)) = l.filter_chains[0]
-        .transport_socket
-        .as_ref()
-        .and_then(|t| t.config_type.clone())
-    else {
-        panic!("tls socket")
-    };
-    let ctx = DownstreamTlsContext::decode(&a.value[..]).unwrap();
-    let Some(ValidationContextType::ValidationContext(v)) =
-        ctx.common_tls_context.unwrap().validation_context_type
-    else {
-        panic!("a validation context")
-    };
+    let ctx = downstream_tls(&l.filter_chains[0]);
+    let v = validation_context(&ctx);
     let Some(data_source::Specifier::InlineBytes(pem)) = v.crl.unwrap().specifier else {
         panic!("an inline CRL")
     };
@@ -1186,4 +1165,61 @@ fn a_changed_crl_configmap_is_translated_again() {
         condition(&t).2,
         "TLS: invalid crl in crl-cm: no valid CRL found."
     );
+}
+
+/// Certificate-like refs (`caCertificateRefs`, `crl.refs`) that cannot be used are refused with
+/// Envoy Gateway's words: a kind they cannot be, another namespace without a ReferenceGrant, an
+/// object that does not exist or lacks the expected key.
+#[test]
+fn unusable_certificate_refs_are_refused_in_status() {
+    let (ca, crl) = ca_and_crl((2020, 1, 1), (2100, 1, 1));
+    let https = "  - {name: https, port: 8443, protocol: HTTPS, hostname: a.example.com, tls: {certificateRefs: [{name: cert}]}}\n";
+    let ca_refs = |refs: &str| {
+        translate(
+            https,
+            GW,
+            &format!("  tls: {{clientValidation: {{caCertificateRefs: [{refs}]}}}}\n"),
+        )
+    };
+    let crl_refs = |refs: &str| translate_with_crl(&ca, &crl, &crl, &format!("{{refs: [{refs}]}}"));
+    for (t, wanted) in [
+        (
+            ca_refs("{kind: Service, name: ca}"),
+            "TLS: unsupported caCertificateRef kind:Service.",
+        ),
+        (
+            ca_refs("{name: ca, namespace: other}"),
+            "TLS: secret other/ca is not permitted by any ReferenceGrant.",
+        ),
+        (
+            ca_refs("{name: cert}"),
+            "TLS: failed to get certificate from ref: ref secret [cert] has none of the expected keys [ca.crt] and more than one entry.",
+        ),
+        (
+            ca_refs("{kind: ConfigMap, name: nope}"),
+            "TLS: failed to get certificate from ref: configmap infra/nope does not exist.",
+        ),
+        (
+            ca_refs("{kind: ClusterTrustBundle, name: nope}"),
+            "TLS: failed to get certificate from ref: ref ClusterTrustBundle [nope] not found.",
+        ),
+        (
+            crl_refs("{kind: ClusterTrustBundle, name: crl-ca}"),
+            "TLS: unsupported crl ref kind:ClusterTrustBundle.",
+        ),
+        (
+            crl_refs("{kind: ConfigMap, name: crl-cm, namespace: other}"),
+            "TLS: configmap other/crl-cm is not permitted by any ReferenceGrant.",
+        ),
+        (
+            crl_refs("{name: cert}"),
+            "TLS: crl not found in secret cert: it has none of the expected keys [ca.crl].",
+        ),
+    ] {
+        assert_eq!(
+            condition(&t),
+            ("False".into(), "Invalid".into(), wanted.into()),
+            "{wanted}"
+        );
+    }
 }

@@ -1,8 +1,8 @@
 //! BackendTrafficPolicy rate limits: YAML in, Envoy resources, rate limit service rules and
 //! policy status out; what is emitted is validated by the real Envoy.
 
-use crate::route_tests::{bootstrap_of, web_world};
-use crate::tests::{apply_all, envoy_validate, events};
+use crate::route_tests::bootstrap_of;
+use crate::tests::{apply_all, envoy_validate, events, web_world};
 use crate::{type_url, TranslateOptions, Translator};
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::listener::v3::{filter, Listener};
@@ -148,6 +148,24 @@ fn filter_names(t: &Translator) -> Vec<String> {
         .collect()
 }
 
+/// The global rate limit filter of the gateway's HTTP connection manager.
+fn global_filter(t: &Translator) -> GlobalFilter {
+    let filters = http_filters(t);
+    let global = filters
+        .iter()
+        .find(|f| f.name == super::GLOBAL_FILTER)
+        .expect("the rate limit filter");
+    let Some(http_filter::ConfigType::TypedConfig(any)) = &global.config_type else {
+        panic!()
+    };
+    GlobalFilter::decode(any.value.as_slice()).unwrap()
+}
+
+/// The per-route config of `filter` on route `r`.
+fn per_filter<M: Message + Default>(r: &Route, filter: &str) -> M {
+    M::decode(r.typed_per_filter_config[filter].value.as_slice()).unwrap()
+}
+
 fn btp_condition(t: &Translator) -> (String, String, String) {
     let st = t
         .status(&ResourceKey::new(
@@ -180,12 +198,7 @@ fn local_rate_limit_is_a_disabled_filter_enabled_by_the_rule_routes() {
     assert!(http_filters(&t)[1].disabled);
     let rs = routes(&t);
     let limited = route(&rs, "/rule/0/");
-    let cfg = LocalRateLimit::decode(
-        limited.typed_per_filter_config[super::LOCAL_FILTER]
-            .value
-            .as_slice(),
-    )
-    .unwrap();
+    let cfg: LocalRateLimit = per_filter(limited, super::LOCAL_FILTER);
     let bucket = cfg.token_bucket.unwrap();
     assert_eq!(bucket.max_tokens, 3);
     assert_eq!(bucket.fill_interval.unwrap().seconds, 60);
@@ -227,16 +240,8 @@ fn no_rate_limit_no_filters() {
 fn global_rate_limit_calls_the_service_with_envoy_gateway_descriptors() {
     let t = translate(with_service(), GLOBAL);
     assert_eq!(btp_condition(&t).1, "Accepted");
-    let filters = http_filters(&t);
     assert_eq!(filter_names(&t)[1], super::GLOBAL_FILTER);
-    let global = filters
-        .iter()
-        .find(|f| f.name == super::GLOBAL_FILTER)
-        .expect("the rate limit filter");
-    let Some(http_filter::ConfigType::TypedConfig(any)) = &global.config_type else {
-        panic!()
-    };
-    let f = GlobalFilter::decode(any.value.as_slice()).unwrap();
+    let f = global_filter(&t);
     assert_eq!(f.domain, GW);
     assert!(!f.failure_mode_deny);
     let closed = translate(
@@ -246,28 +251,11 @@ fn global_rate_limit_calls_the_service_with_envoy_gateway_descriptors() {
         },
         GLOBAL,
     );
-    let filters = http_filters(&closed);
-    let global = filters
-        .iter()
-        .find(|f| f.name == super::GLOBAL_FILTER)
-        .expect("the rate limit filter");
-    let Some(http_filter::ConfigType::TypedConfig(any)) = &global.config_type else {
-        panic!()
-    };
-    assert!(
-        GlobalFilter::decode(any.value.as_slice())
-            .unwrap()
-            .failure_mode_deny
-    );
+    assert!(global_filter(&closed).failure_mode_deny);
 
     let rs = routes(&t);
     let limited = route(&rs, "/rule/0/");
-    let per_route = RateLimitPerRoute::decode(
-        limited.typed_per_filter_config[super::GLOBAL_FILTER]
-            .value
-            .as_slice(),
-    )
-    .unwrap();
+    let per_route: RateLimitPerRoute = per_filter(limited, super::GLOBAL_FILTER);
     let key = "infra/gw/http/httproute/app/r/rule/0/match/0/www_example_com";
     let kinds: Vec<Vec<String>> = per_route
         .rate_limits
@@ -481,12 +469,7 @@ fn methods_paths_and_metadata_costs_reach_envoy() {
     assert_eq!(btp_condition(&t).1, "Accepted");
     let rs = routes(&t);
     let limited = route(&rs, "/rule/0/");
-    let per_route = RateLimitPerRoute::decode(
-        limited.typed_per_filter_config[super::GLOBAL_FILTER]
-            .value
-            .as_slice(),
-    )
-    .unwrap();
+    let per_route: RateLimitPerRoute = per_filter(limited, super::GLOBAL_FILTER);
     assert_eq!(per_route.rate_limits.len(), 2, "request and response cost");
     let matched: Vec<(String, String)> = per_route.rate_limits[0]
         .actions
@@ -537,19 +520,7 @@ fn methods_paths_and_metadata_costs_reach_envoy() {
 /// listener sets `headers.disableRateLimitHeaders`.
 #[test]
 fn client_policy_turns_the_global_rate_limit_headers_off() {
-    let headers = |t: &Translator| {
-        let filters = http_filters(t);
-        let global = filters
-            .iter()
-            .find(|f| f.name == super::GLOBAL_FILTER)
-            .expect("the rate limit filter");
-        let Some(http_filter::ConfigType::TypedConfig(any)) = &global.config_type else {
-            panic!()
-        };
-        GlobalFilter::decode(any.value.as_slice())
-            .unwrap()
-            .enable_x_ratelimit_headers
-    };
+    let headers = |t: &Translator| global_filter(t).enable_x_ratelimit_headers;
     let on = translate(with_service(), GLOBAL);
     assert_eq!(
         headers(&on),

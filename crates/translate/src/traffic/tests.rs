@@ -2,7 +2,7 @@
 //! real Envoy's `--mode validate` on the whole gateway.
 
 use crate::route_tests::bootstrap_of;
-use crate::tests::{envoy_validate, translate_yaml};
+use crate::tests::{envoy_validate, gateway_class, translate_yaml, web_service};
 use crate::{type_url, Translator};
 use envoy_types::pb::envoy::config::cluster::v3::{cluster, Cluster};
 use envoy_types::pb::envoy::config::listener::v3::{filter, Listener};
@@ -15,12 +15,9 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
 use flotilla_model::{Kind, ResourceKey};
 use prost::Message;
 
-const BASE: &str = r#"
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: eg}
-spec: {controllerName: gateway.envoyproxy.io/gatewayclass-controller}
----
+const BASE: &str = concat!(
+    gateway_class!(),
+    r#"---
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
 metadata: {name: gw, namespace: app}
@@ -29,18 +26,9 @@ spec:
   listeners:
   - {name: http, port: 8080, protocol: HTTP}
 ---
-apiVersion: v1
-kind: Service
-metadata: {name: web, namespace: app}
-spec: {ports: [{name: http, port: 80}]}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: web-1, namespace: app, labels: {kubernetes.io/service-name: web}}
-addressType: IPv4
-ports: [{name: http, port: 9000}]
-endpoints: [{addresses: [127.0.0.1]}]
----
+"#,
+    web_service!(),
+    r#"---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: r, namespace: app}
@@ -56,7 +44,8 @@ spec:
   - name: c
     matches: [{path: {type: PathPrefix, value: /c}}]
     backendRefs: [{name: web, port: 80}]
-"#;
+"#
+);
 
 /// A BackendTrafficPolicy `name` targeting rule `rule` of route `r` (the whole route: None).
 fn policy(name: &str, rule: Option<&str>, spec: &str) -> String {
