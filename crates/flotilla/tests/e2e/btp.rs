@@ -670,3 +670,55 @@ async fn passive_outlier_detection_ejects_a_failing_endpoint() {
     .await;
     expect_no_nacks(&s).await;
 }
+
+/// A Service `name` with cluster IP 127.0.0.1 and port `port`, whose one endpoint is
+/// 127.0.0.1:`endpoint_port`; an HTTPRoute `name` to it on `path` through that port.
+fn service_with_cluster_ip(name: &str, port: u16, endpoint_port: u16, path: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: default}}
+spec: {{clusterIP: 127.0.0.1, ports: [{{name: http, port: {port}}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: {name}-1, namespace: default, labels: {{kubernetes.io/service-name: {name}}}}}
+addressType: IPv4
+ports: [{{name: http, port: {endpoint_port}}}]
+endpoints: [{{addresses: [127.0.0.1]}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: {name}, namespace: default}}
+spec:
+  parentRefs: [{{name: gw}}]
+  rules:
+  - matches: [{{path: {{type: PathPrefix, value: {path}}}}}]
+    backendRefs: [{{name: {name}, port: {port}}}]
+"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routing_type_service_reaches_the_backend_through_the_cluster_ip() {
+    // The backend listens on the Service's port of its cluster IP (127.0.0.1); the endpoints
+    // say a port where nothing listens, so only Service routing reaches it.
+    let port = start_backend("v1").await;
+    let (s, _envoy, base) = start(&[
+        service_with_cluster_ip("svc", port, free_port(), "/svc"),
+        service_with_cluster_ip("ep", port, free_port(), "/ep"),
+        btp_yaml("svc", "  routingType: Service"),
+    ])
+    .await;
+    expect_accepted(&s, "svc").await;
+    s.expect(
+        &format!("{base}/svc"),
+        "the backend, by the cluster IP",
+        |c, b| c == 200 && b == "backend=v1 path=/svc",
+    )
+    .await;
+    // Endpoint routing (the default) goes to the endpoints, where nothing listens.
+    s.expect(&format!("{base}/ep"), "the dead endpoint", |c, _| c == 503)
+        .await;
+    expect_no_nacks(&s).await;
+}

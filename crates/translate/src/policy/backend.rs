@@ -84,6 +84,7 @@ pub(crate) fn translate(
             .and_then(Value::as_bool)
             == Some(true),
         preconnect: p.preconnect(),
+        service_routing: p.service_routing(),
     };
     if e.message().is_some() {
         return Err(e);
@@ -672,6 +673,19 @@ impl<'a> Parser<'a> {
             out = Some(Connect { terminate });
         }
         out
+    }
+
+    /// `routingType`: `Service` routes to the Service's cluster IP (Envoy Gateway's
+    /// `IsServiceRouting`); `Endpoint`, the default, to its endpoints.
+    fn service_routing(&mut self) -> bool {
+        match self.str("/routingType") {
+            None | Some("Endpoint") => false,
+            Some("Service") => true,
+            Some(o) => {
+                self.err("RoutingType", format!("unsupported routing type {o}"));
+                false
+            }
+        }
     }
 
     /// `connection.preconnect`: Envoy takes ratios from 1 to 3 (100% to 300%).
