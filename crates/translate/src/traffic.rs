@@ -129,6 +129,40 @@ pub fn insert_http_filters(filters: &mut Vec<HttpFilter>) {
     filters.splice(router..router, compressor_filters());
 }
 
+/// A route's tracing (Envoy Gateway's `buildRouteTracing`).
+fn route_tracing(t: &RouteTracing) -> envoy_types::pb::envoy::config::route::v3::Tracing {
+    use envoy_types::pb::envoy::r#type::tracing::v3::{custom_tag, CustomTag};
+    envoy_types::pb::envoy::config::route::v3::Tracing {
+        random_sampling: t.sampling_per_million.map(|n| per_million(Some(n))),
+        custom_tags: t
+            .tags
+            .iter()
+            .map(|(tag, v)| CustomTag {
+                tag: tag.clone(),
+                r#type: Some(match v {
+                    TracingTag::Literal(value) => custom_tag::Type::Literal(custom_tag::Literal {
+                        value: value.clone(),
+                    }),
+                    TracingTag::Environment { name, default } => {
+                        custom_tag::Type::Environment(custom_tag::Environment {
+                            name: name.clone(),
+                            default_value: default.clone(),
+                        })
+                    }
+                    TracingTag::RequestHeader { name, default } => {
+                        custom_tag::Type::RequestHeader(custom_tag::Header {
+                            name: name.clone(),
+                            default_value: default.clone(),
+                        })
+                    }
+                    TracingTag::Formatted(value) => custom_tag::Type::Value(value.clone()),
+                }),
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
 /// The request buffer filter.
 fn buffer_filter() -> HttpFilter {
     disabled_filter(
@@ -334,6 +368,9 @@ pub fn apply_route(r: &mut Route, s: &RouteSettings, cluster: Option<&ClusterSet
             }
             put(BANDWIDTH_RESPONSE_FILTER, any_of(&cfg));
         }
+    }
+    if let Some(t) = &s.tracing {
+        r.tracing = Some(route_tracing(t));
     }
     for c in &s.compressors {
         // Enables the filter without per-route config (an empty `config`, as Envoy Gateway).

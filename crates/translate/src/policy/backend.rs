@@ -39,6 +39,7 @@ pub(crate) fn translate(
         upgrades: p.upgrades(),
         connect: p.connect(),
         bandwidth_limit: p.bandwidth_limit(),
+        tracing: p.tracing(),
     };
     let cluster = ClusterSettings {
         load_balancer: p.load_balancer(),
@@ -673,6 +674,96 @@ impl<'a> Parser<'a> {
             out = Some(Connect { terminate });
         }
         out
+    }
+
+    /// `telemetry.tracing` (Envoy Gateway's `Tracing`: a sampling fraction, `customTags` of
+    /// type Literal, Environment or RequestHeader, and `tags` with command operators).
+    fn tracing(&mut self) -> Option<RouteTracing> {
+        self.get("/telemetry/tracing")?;
+        let section = "Telemetry";
+        let mut out = RouteTracing::default();
+        let fraction = self.get("/telemetry/tracing/samplingFraction");
+        let rate = self.get("/telemetry/tracing/samplingRate");
+        if fraction.is_some() && rate.is_some() {
+            self.err(
+                section,
+                "only one of samplingRate or samplingFraction can be specified".into(),
+            );
+        }
+        if let Some(f) = fraction {
+            let num = f.get("numerator").and_then(Value::as_u64);
+            // Gateway API's Fraction: the denominator defaults to 100.
+            let den = match f.get("denominator") {
+                None | Some(Value::Null) => Some(100),
+                Some(d) => d.as_u64(),
+            };
+            match (num, den) {
+                (Some(n), Some(d)) if d > 0 && n <= d => {
+                    out.sampling_per_million =
+                        Some(((n as f64) * 1_000_000.0 / (d as f64)).round() as u32);
+                }
+                _ => self.err(
+                    section,
+                    format!("invalid samplingFraction {f}: the numerator must be at most a denominator above zero"),
+                ),
+            }
+        }
+        if let Some(r) = rate {
+            match r.as_u64().filter(|r| *r <= 100) {
+                Some(r) => out.sampling_per_million = Some(r as u32 * 10_000),
+                None => self.err(section, format!("invalid samplingRate {r}")),
+            }
+        }
+        let custom = self
+            .get("/telemetry/tracing/customTags")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        for (tag, c) in custom {
+            let text = |p: &str| c.pointer(p).and_then(Value::as_str).map(str::to_string);
+            let t = c.get("type").and_then(Value::as_str).unwrap_or("Literal");
+            let value = match t {
+                "Literal" => text("/literal/value").map(TracingTag::Literal),
+                "Environment" => text("/environment/name").map(|name| TracingTag::Environment {
+                    name,
+                    default: text("/environment/defaultValue").unwrap_or_default(),
+                }),
+                "RequestHeader" => {
+                    text("/requestHeader/name").map(|name| TracingTag::RequestHeader {
+                        name,
+                        default: text("/requestHeader/defaultValue").unwrap_or_default(),
+                    })
+                }
+                other => {
+                    // Envoy Gateway's `buildTracingTags`; it takes no metadata tags.
+                    self.err(section, format!("unknown custom tag type: {other}"));
+                    continue;
+                }
+            };
+            match value {
+                Some(v) => {
+                    out.tags.insert(tag, v);
+                }
+                None => self.err(
+                    section,
+                    format!("custom tag {tag} of type {t} is missing its settings"),
+                ),
+            }
+        }
+        let tags = self
+            .get("/telemetry/tracing/tags")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        for (tag, v) in tags {
+            match v.as_str() {
+                Some(v) => {
+                    out.tags.insert(tag, TracingTag::Formatted(v.to_string()));
+                }
+                None => self.err(section, format!("invalid value of tag {tag}: {v}")),
+            }
+        }
+        Some(out)
     }
 
     /// `routingType`: `Service` routes to the Service's cluster IP (Envoy Gateway's

@@ -1207,3 +1207,107 @@ fn an_unknown_routing_type_is_refused_in_status() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn tracing_sets_the_route_sampling_and_tags() {
+    use envoy_types::pb::envoy::r#type::tracing::v3::custom_tag;
+    let t = translate(&[
+        policy(
+            "fraction",
+            Some("a"),
+            "  telemetry:
+    tracing:
+      samplingFraction: {numerator: 1, denominator: 1000}
+      customTags:
+        literal1: {type: Literal, literal: {value: value1}}
+        env1: {type: Environment, environment: {name: POD, defaultValue: '-'}}
+        req1: {type: RequestHeader, requestHeader: {name: X-Request-Id}}
+        both: {literal: {value: from-custom-tags}}
+      tags:
+        both: '%REQUEST_HEADER(x-tenant)%'",
+        ),
+        policy(
+            "rate",
+            Some("b"),
+            "  telemetry: {tracing: {samplingRate: 25}}",
+        ),
+    ]);
+    assert_eq!(accepted(&t, "fraction").0, "True");
+    let a = route_named(&t, "/a").tracing.expect("route tracing");
+    let sampling = a.random_sampling.unwrap();
+    assert_eq!(
+        (sampling.numerator, sampling.denominator),
+        (1_000, 2),
+        "1/1000 in millionths"
+    );
+    let tags: Vec<(String, custom_tag::Type)> = a
+        .custom_tags
+        .into_iter()
+        .map(|c| (c.tag, c.r#type.unwrap()))
+        .collect();
+    assert_eq!(
+        tags,
+        vec![
+            (
+                "both".into(),
+                custom_tag::Type::Value("%REQUEST_HEADER(x-tenant)%".into())
+            ),
+            (
+                "env1".into(),
+                custom_tag::Type::Environment(custom_tag::Environment {
+                    name: "POD".into(),
+                    default_value: "-".into()
+                })
+            ),
+            (
+                "literal1".into(),
+                custom_tag::Type::Literal(custom_tag::Literal {
+                    value: "value1".into()
+                })
+            ),
+            (
+                "req1".into(),
+                custom_tag::Type::RequestHeader(custom_tag::Header {
+                    name: "X-Request-Id".into(),
+                    default_value: String::new()
+                })
+            ),
+        ]
+    );
+    let b = route_named(&t, "/b").tracing.expect("route tracing");
+    assert_eq!(b.random_sampling.unwrap().numerator, 250_000);
+    assert!(b.custom_tags.is_empty());
+    assert!(route_named(&t, "/c").tracing.is_none());
+    validate(&t);
+}
+
+#[test]
+fn tracing_values_envoy_gateway_refuses_are_refused_in_status() {
+    for (spec, want) in [
+        (
+            "{customTags: {m: {type: Metadata, metadata: {kind: {route: {}}, metadataKey: {key: k, path: [{key: x}]}}}}}",
+            "Telemetry: unknown custom tag type: Metadata.",
+        ),
+        (
+            "{customTags: {l: {type: Literal}}}",
+            "Telemetry: custom tag l of type Literal is missing its settings.",
+        ),
+        (
+            "{samplingFraction: {numerator: 3, denominator: 2}}",
+            "Telemetry: invalid samplingFraction {\"denominator\":2,\"numerator\":3}: the numerator must be at most a denominator above zero.",
+        ),
+        (
+            "{samplingRate: 10, samplingFraction: {numerator: 1}}",
+            "Telemetry: only one of samplingRate or samplingFraction can be specified.",
+        ),
+    ] {
+        let t = translate(&[policy(
+            "p",
+            Some("a"),
+            &format!("  telemetry: {{tracing: {spec}}}"),
+        )]);
+        let (status, reason, message) = accepted(&t, "p");
+        assert_eq!((status.as_str(), reason.as_str()), ("False", "Invalid"), "{spec}");
+        assert_eq!(message, want, "{spec}");
+    }
+}
