@@ -40,6 +40,7 @@ pub(crate) fn translate(
         connect: p.connect(),
         bandwidth_limit: p.bandwidth_limit(),
         tracing: p.tracing(),
+        admission_control: p.admission_control(),
     };
     let cluster = ClusterSettings {
         load_balancer: p.load_balancer(),
@@ -112,6 +113,30 @@ fn is_precise_hostname(h: &str) -> bool {
                 && !l.starts_with('-')
                 && !l.ends_with('-')
         })
+}
+
+/// The number of a gRPC status code by its name in Envoy Gateway's API (`GRPCSuccessCode`).
+fn grpc_code(name: &str) -> Option<u32> {
+    const CODES: [&str; 17] = [
+        "Ok",
+        "Cancelled",
+        "Unknown",
+        "InvalidArgument",
+        "DeadlineExceeded",
+        "NotFound",
+        "AlreadyExists",
+        "PermissionDenied",
+        "ResourceExhausted",
+        "FailedPrecondition",
+        "Aborted",
+        "OutOfRange",
+        "Unimplemented",
+        "Internal",
+        "Unavailable",
+        "DataLoss",
+        "Unauthenticated",
+    ];
+    CODES.iter().position(|c| *c == name).map(|i| i as u32)
 }
 
 /// Envoy's `google.protobuf.Duration` must be positive where these durations go.
@@ -764,6 +789,77 @@ impl<'a> Parser<'a> {
             }
         }
         Some(out)
+    }
+
+    /// `admissionControl`, with the bounds of Envoy Gateway's CRD (which Envoy's own are).
+    fn admission_control(&mut self) -> Option<AdmissionControl> {
+        self.get("/admissionControl")?;
+        let section = "AdmissionControl";
+        let f = |field: &str| format!("/admissionControl/{field}");
+        let sampling_window = self.duration(&f("samplingWindow"), section, "SamplingWindow");
+        if sampling_window.is_some_and(|w| w < 1_000_000_000) {
+            self.err(section, "samplingWindow must be at least 1s".into());
+        }
+        let bounded =
+            |p: &mut Self, field: &str, name: &str, range: std::ops::RangeInclusive<u32>| {
+                let v = p.u32(&f(field), section, name)?;
+                if !range.contains(&v) {
+                    p.err(
+                        section,
+                        format!(
+                            "{field} must be between {} and {}",
+                            range.start(),
+                            range.end()
+                        ),
+                    );
+                    return None;
+                }
+                Some(v)
+            };
+        let min_success_rate = bounded(self, "minSuccessRate", "MinSuccessRate", 1..=100);
+        let rejection_aggression = bounded(
+            self,
+            "rejectionAggression",
+            "RejectionAggression",
+            1..=u32::MAX,
+        );
+        let max_rejection_percent =
+            bounded(self, "maxRejectionPercent", "MaxRejectionPercent", 0..=100);
+        let min_request_rate = self.u32(&f("minRequestRate"), section, "MinRequestRate");
+        let mut http_success = Vec::new();
+        for c in self
+            .get(&f("successCriteria/http/statusCodes"))
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+        {
+            // Envoy takes [100, 600).
+            match c.as_u64().filter(|c| (100..600).contains(c)) {
+                Some(c) => http_success.push(c as u32),
+                None => self.err(section, format!("invalid HTTP status code {c}")),
+            }
+        }
+        let mut grpc_success = Vec::new();
+        for c in self
+            .get(&f("successCriteria/grpc/statusCodes"))
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+        {
+            match c.as_str().and_then(grpc_code) {
+                Some(n) => grpc_success.push(n),
+                None => self.err(section, format!("unknown gRPC status code {c}")),
+            }
+        }
+        Some(AdmissionControl {
+            sampling_window,
+            min_success_rate,
+            rejection_aggression,
+            min_request_rate,
+            max_rejection_percent,
+            http_success,
+            grpc_success,
+        })
     }
 
     /// `routingType`: `Service` routes to the Service's cluster IP (Envoy Gateway's

@@ -258,6 +258,10 @@ fn the_connection_manager_holds_the_policy_filters_in_envoy_gateways_order() {
             < pos("envoy.filters.http.compressor.brotli")
     );
     assert!(pos("envoy.filters.http.compressor.zstd") < pos("envoy.filters.http.router"));
+    // Admission control rejects before the compressors (and the router) see the request.
+    assert!(
+        pos(crate::traffic::ADMISSION_CONTROL_FILTER) < pos("envoy.filters.http.compressor.brotli")
+    );
     assert_eq!(*names.last().unwrap(), "envoy.filters.http.router");
     // Nothing runs unless a route enables it.
     for f in &hcm.http_filters {
@@ -265,6 +269,7 @@ fn the_connection_manager_holds_the_policy_filters_in_envoy_gateways_order() {
             || f.name.ends_with("fault")
             || f.name.ends_with("buffer")
             || f.name.contains("bandwidth_limit")
+            || f.name.contains("admission_control")
         {
             assert!(f.disabled, "{} disabled", f.name);
         }
@@ -1308,6 +1313,124 @@ fn tracing_values_envoy_gateway_refuses_are_refused_in_status() {
         )]);
         let (status, reason, message) = accepted(&t, "p");
         assert_eq!((status.as_str(), reason.as_str()), ("False", "Invalid"), "{spec}");
+        assert_eq!(message, want, "{spec}");
+    }
+}
+
+/// The admission control settings a route's per-route matcher runs.
+fn admission_of(
+    r: &Route,
+) -> envoy_types::pb::envoy::extensions::filters::http::admission_control::v3::AdmissionControl {
+    use envoy_types::pb::envoy::extensions::common::matching::v3::ExtensionWithMatcherPerRoute;
+    use envoy_types::pb::envoy::extensions::filters::http::composite::v3::ExecuteFilterAction;
+    use envoy_types::pb::xds::r#type::matcher::v3::matcher::on_match::OnMatch;
+    let cfg = &r.typed_per_filter_config["envoy.filters.http.admission_control"];
+    let m = ExtensionWithMatcherPerRoute::decode(cfg.value.as_slice()).unwrap();
+    let on = m.xds_matcher.unwrap().on_no_match.unwrap();
+    let Some(OnMatch::Action(a)) = on.on_match else {
+        panic!("an action")
+    };
+    let exec = ExecuteFilterAction::decode(a.typed_config.unwrap().value.as_slice()).unwrap();
+    let tc = exec.typed_config.unwrap();
+    assert_eq!(tc.name, "envoy.filters.http.admission_control");
+    prost::Message::decode(tc.typed_config.unwrap().value.as_slice()).unwrap()
+}
+
+#[test]
+fn admission_control_runs_per_route_through_the_composite_filter() {
+    use envoy_types::pb::envoy::extensions::filters::http::admission_control::v3::admission_control::EvaluationCriteria;
+    let t = translate(&[
+        policy(
+            "grpc",
+            Some("a"),
+            "  admissionControl:
+    samplingWindow: 60s
+    minSuccessRate: 90
+    rejectionAggression: 2
+    minRequestRate: 10
+    maxRejectionPercent: 70
+    successCriteria: {grpc: {statusCodes: [Ok, Cancelled, DeadlineExceeded]}}",
+        ),
+        policy(
+            "http",
+            Some("b"),
+            "  admissionControl:
+    samplingWindow: 30s
+    successCriteria: {http: {statusCodes: [200, 201, 204]}}",
+        ),
+        policy("defaults", Some("c"), "  admissionControl: {}"),
+    ]);
+    for p in ["grpc", "http", "defaults"] {
+        assert_eq!(accepted(&t, p).0, "True", "{p}");
+    }
+    let a = admission_of(&route_named(&t, "/a"));
+    assert_eq!(a.sampling_window.unwrap().seconds, 60);
+    assert_eq!(a.sr_threshold.unwrap().default_value.unwrap().value, 90.0);
+    assert_eq!(a.aggression.unwrap().default_value, 2.0);
+    assert_eq!(a.rps_threshold.unwrap().default_value, 10);
+    assert_eq!(
+        a.max_rejection_probability
+            .unwrap()
+            .default_value
+            .unwrap()
+            .value,
+        70.0
+    );
+    let Some(EvaluationCriteria::SuccessCriteria(sc)) = a.evaluation_criteria else {
+        panic!("success criteria")
+    };
+    assert_eq!(sc.grpc_criteria.unwrap().grpc_success_status, vec![0, 1, 4]);
+    assert!(sc.http_criteria.is_none());
+    let b = admission_of(&route_named(&t, "/b"));
+    let Some(EvaluationCriteria::SuccessCriteria(sc)) = b.evaluation_criteria else {
+        panic!("success criteria")
+    };
+    let ranges: Vec<(i32, i32)> = sc
+        .http_criteria
+        .unwrap()
+        .http_success_status
+        .iter()
+        .map(|r| (r.start, r.end))
+        .collect();
+    assert_eq!(ranges, vec![(200, 201), (201, 202), (204, 205)]);
+    // Unset: Envoy's defaults, with the criteria Envoy requires.
+    let c = admission_of(&route_named(&t, "/c"));
+    assert!(c.sampling_window.is_none() && c.sr_threshold.is_none());
+    assert!(c.evaluation_criteria.is_some());
+    validate(&t);
+}
+
+#[test]
+fn admission_control_values_envoy_refuses_are_refused_in_status() {
+    for (spec, want) in [
+        (
+            "{samplingWindow: 500ms}",
+            "AdmissionControl: samplingWindow must be at least 1s.",
+        ),
+        (
+            "{minSuccessRate: 0}",
+            "AdmissionControl: minSuccessRate must be between 1 and 100.",
+        ),
+        (
+            "{maxRejectionPercent: 101}",
+            "AdmissionControl: maxRejectionPercent must be between 0 and 100.",
+        ),
+        (
+            "{successCriteria: {grpc: {statusCodes: [OK]}}}",
+            "AdmissionControl: unknown gRPC status code \"OK\".",
+        ),
+        (
+            "{successCriteria: {http: {statusCodes: [600]}}}",
+            "AdmissionControl: invalid HTTP status code 600.",
+        ),
+    ] {
+        let t = translate(&[policy(
+            "p",
+            Some("a"),
+            &format!("  admissionControl: {spec}"),
+        )]);
+        let (status, _, message) = accepted(&t, "p");
+        assert_eq!(status, "False", "{spec}");
         assert_eq!(message, want, "{spec}");
     }
 }
