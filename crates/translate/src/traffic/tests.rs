@@ -1434,3 +1434,38 @@ fn admission_control_values_envoy_refuses_are_refused_in_status() {
         assert_eq!(message, want, "{spec}");
     }
 }
+
+#[test]
+fn a_tcp_route_takes_routing_type_service_too() {
+    // Envoy Gateway resolves the routing type for every route kind's Service backends.
+    let text = with_cluster_ip("10.96.0.10", &[]).replace(
+        "  - {name: http, port: 8080, protocol: HTTP}",
+        "  - {name: http, port: 8080, protocol: HTTP}\n  - {name: tcp, port: 9000, protocol: TCP}",
+    ) + "---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {name: t, namespace: app}
+spec:
+  parentRefs: [{name: gw, sectionName: tcp}]
+  rules: [{backendRefs: [{name: web, port: 80}]}]
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: BackendTrafficPolicy
+metadata: {name: tcp-policy, namespace: app}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: TCPRoute, name: t}]
+  routingType: Service
+";
+    let t = translate_yaml(&text);
+    let variant = clusters(&t)
+        .into_iter()
+        .find(|c| c.name.starts_with("app/web/80/btp-"))
+        .expect("the TCP route's cluster variant");
+    assert_eq!(
+        static_addresses(&variant),
+        vec![("10.96.0.10".to_string(), 80)]
+    );
+    // The HTTP routes, without a policy, keep the endpoints.
+    assert_eq!(cluster_of(&route_named(&t, "/a")), "app/web/80");
+    validate(&t);
+}
