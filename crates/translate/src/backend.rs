@@ -621,8 +621,15 @@ pub(crate) fn cluster_resources(
         }
     }
     let socket = tls.as_ref().map(transport_socket);
+    let service_addresses = settings
+        .filter(|s| s.service_routing)
+        .and_then(|_| service_addresses(ix, cluster, &key.backend));
     let mut out = if backend.is_some_and(|be| be.spec.type_.as_deref() == Some("DynamicResolver")) {
         vec![finish(dynamic_forward_proxy_cluster(&name, socket))]
+    } else if let Some(addresses) = service_addresses {
+        // `routingType: Service`: the cluster IP is one address, its own, not the endpoints
+        // the backend's other clusters share.
+        vec![finish(static_cluster(&name, &addresses, socket))]
     } else if endpoints.iter().any(|e| !is_ip(&e.ip)) {
         // Host names (FQDN Backends, FQDN EndpointSlices) need DNS; EDS takes only addresses.
         vec![finish(strict_dns_cluster(&name, endpoints, socket))]
@@ -795,6 +802,64 @@ pub(crate) fn dfp_dns_cache(
 pub(crate) fn dns_cache_dfp_cluster(name: &str) -> Arc<XdsResource> {
     let c = dfp_cluster(name, None, DfpImpl::DnsCacheConfig(dfp_dns_cache(name)));
     envoy::encode(crate::type_url::CLUSTER, name, &c)
+}
+
+/// A cluster of fixed addresses (IPs), given inline.
+fn static_cluster(
+    name: &str,
+    endpoints: &[EndpointAddr],
+    socket: Option<TransportSocket>,
+) -> Cluster {
+    let mut c = base_cluster(name, socket);
+    c.cluster_discovery_type = Some(cluster::ClusterDiscoveryType::Type(
+        cluster::DiscoveryType::Static as i32,
+    ));
+    c.load_assignment = Some(envoy::cluster_load_assignment(name, endpoints, false));
+    c
+}
+
+/// The addresses `routingType: Service` reaches a backend through (Envoy Gateway's
+/// `processServiceDestinationSetting` and `processServiceImportDestinationSetting`): a
+/// Service's cluster IP, or a ServiceImport's IPs, each with the backendRef's port. `None` for
+/// a headless one (cluster IP `None`, or none at all), which Envoy Gateway reaches through its
+/// endpoints still, and for other backends. An address that is not an IP counts as none: Envoy
+/// would refuse it.
+pub(crate) fn service_addresses(
+    ix: &Index,
+    cluster: &str,
+    id: &BackendId,
+) -> Option<Vec<EndpointAddr>> {
+    let (kind, namespace, name, port) = match id {
+        BackendId::Service {
+            namespace,
+            name,
+            port,
+        } => (Kind::Service, namespace, name, *port),
+        BackendId::ServiceImport {
+            namespace,
+            name,
+            port,
+        } => (Kind::ServiceImport, namespace, name, *port),
+        _ => return None,
+    };
+    let port = u32::try_from(port).ok()?;
+    let key = ResourceKey::new(cluster, kind, namespace, name);
+    let ips: Vec<&str> = match ix.resources.get(&key).map(|r| &r.object) {
+        Some(Object::Service(s)) => s
+            .spec
+            .as_ref()
+            .and_then(|s| s.cluster_ip.as_deref())
+            .into_iter()
+            .collect(),
+        Some(Object::ServiceImport(s)) => s.spec.ips.iter().map(String::as_str).collect(),
+        _ => return None,
+    };
+    let addresses: Vec<EndpointAddr> = ips
+        .into_iter()
+        .filter(|ip| is_ip(ip))
+        .map(|ip| EndpointAddr::local(ip, port, true))
+        .collect();
+    (!addresses.is_empty()).then_some(addresses)
 }
 
 fn strict_dns_cluster(

@@ -1,6 +1,6 @@
 //! Envoy encoding of BackendTrafficPolicy settings (Envoy Gateway's `internal/xds/translator`
 //! route.go, cluster.go, fault.go, custom_response.go, compressor.go, buffer.go,
-//! bandwidth_limit.go): what a
+//! bandwidth_limit.go, admission_control.go): what a
 //! rule's routes carry and how its clusters are built, from the typed settings of
 //! [`crate::ir`]. Also the HTTP filters the connection manager holds for them, disabled until a
 //! route's per-filter config enables them.
@@ -55,6 +55,17 @@ pub const BUFFER_FILTER: &str = "envoy.filters.http.buffer";
 pub const BANDWIDTH_REQUEST_FILTER: &str = "envoy.filters.http.bandwidth_limit/request";
 pub const BANDWIDTH_RESPONSE_FILTER: &str = "envoy.filters.http.bandwidth_limit/response";
 const BANDWIDTH_STAT_PREFIX: &str = "http_bandwidth_limiter";
+/// The admission control filter. Envoy takes no per-route config of
+/// `envoy.filters.http.admission_control` (it refuses the route configuration: "doesn't
+/// support virtual host or route specific configurations"), so the connection manager holds a
+/// composite filter under a matcher instead, and a route that has admission control gives that
+/// filter a per-route matcher whose action runs an admission control filter with the route's
+/// settings. Each route's filter is its own (its own sampling window and success rate), as a
+/// per-route config would be.
+pub const ADMISSION_CONTROL_FILTER: &str = "envoy.filters.http.admission_control";
+/// Runtime keys of the admission control settings (Envoy requires one; no runtime layer sets
+/// them, so each value is the route's).
+const ADMISSION_RUNTIME_PREFIX: &str = "flotilla.admission_control";
 /// The key of a cluster's upstream HTTP protocol options.
 const HTTP_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 /// The load balancing policy extension of `loadBalancer.type: BackendUtilization`.
@@ -126,7 +137,141 @@ pub fn insert_http_filters(filters: &mut Vec<HttpFilter>) {
         }),
     );
     let router = at(filters, "envoy.filters.http.router").unwrap_or(filters.len());
-    filters.splice(router..router, compressor_filters());
+    filters.splice(
+        router..router,
+        std::iter::once(admission_control_filter()).chain(compressor_filters()),
+    );
+}
+
+/// The connection manager's admission control filter: a composite filter under a matcher that
+/// matches nothing, until a route's matcher (see [`ADMISSION_CONTROL_FILTER`]) says which
+/// filter to run.
+fn admission_control_filter() -> HttpFilter {
+    use envoy_types::pb::envoy::extensions::common::matching::v3::ExtensionWithMatcher;
+    use envoy_types::pb::envoy::extensions::filters::http::composite::v3::Composite;
+    disabled_filter(
+        ADMISSION_CONTROL_FILTER,
+        any_of(&ExtensionWithMatcher {
+            xds_matcher: Some(Default::default()),
+            extension_config: Some(TypedExtensionConfig {
+                name: "envoy.filters.http.composite".into(),
+                typed_config: Some(any_of(&Composite::default())),
+            }),
+            ..Default::default()
+        }),
+    )
+}
+
+/// A route's admission control: the composite filter's per-route matcher, which always runs an
+/// admission control filter with these settings (Envoy Gateway's `buildAdmissionControlConfig`
+/// values; its defaults are Envoy's).
+fn admission_control_per_route(
+    a: &AdmissionControl,
+) -> envoy_types::pb::envoy::extensions::common::matching::v3::ExtensionWithMatcherPerRoute {
+    use envoy_types::pb::envoy::config::core::v3::{RuntimeDouble, RuntimePercent, RuntimeUInt32};
+    use envoy_types::pb::envoy::extensions::common::matching::v3::ExtensionWithMatcherPerRoute;
+    use envoy_types::pb::envoy::extensions::filters::http::admission_control::v3::{
+        admission_control::{success_criteria, EvaluationCriteria, SuccessCriteria},
+        AdmissionControl as EnvoyAdmission,
+    };
+    use envoy_types::pb::envoy::extensions::filters::http::composite::v3::ExecuteFilterAction;
+    use envoy_types::pb::envoy::r#type::v3::Int32Range;
+    use envoy_types::pb::xds::r#type::matcher::v3::{matcher, Matcher};
+    let key = |k: &str| format!("{ADMISSION_RUNTIME_PREFIX}.{k}");
+    let percent = |k: &str, v: u32| RuntimePercent {
+        default_value: Some(Percent {
+            value: f64::from(v),
+        }),
+        runtime_key: key(k),
+    };
+    let config = EnvoyAdmission {
+        sampling_window: a.sampling_window.map(nanos),
+        aggression: a.rejection_aggression.map(|v| RuntimeDouble {
+            default_value: f64::from(v),
+            runtime_key: key("aggression"),
+        }),
+        sr_threshold: a.min_success_rate.map(|v| percent("sr_threshold", v)),
+        rps_threshold: a.min_request_rate.map(|v| RuntimeUInt32 {
+            default_value: v,
+            runtime_key: key("rps_threshold"),
+        }),
+        max_rejection_probability: a
+            .max_rejection_percent
+            .map(|v| percent("max_rejection_probability", v)),
+        // Envoy requires the criteria; empty lists are Envoy's defaults.
+        evaluation_criteria: Some(EvaluationCriteria::SuccessCriteria(SuccessCriteria {
+            http_criteria: (!a.http_success.is_empty()).then(|| success_criteria::HttpCriteria {
+                http_success_status: a
+                    .http_success
+                    .iter()
+                    .map(|c| Int32Range {
+                        start: *c as i32,
+                        end: *c as i32 + 1,
+                    })
+                    .collect(),
+            }),
+            grpc_criteria: (!a.grpc_success.is_empty()).then(|| success_criteria::GrpcCriteria {
+                grpc_success_status: a.grpc_success.clone(),
+            }),
+        })),
+        ..Default::default()
+    };
+    let action = ExecuteFilterAction {
+        typed_config: Some(TypedExtensionConfig {
+            name: ADMISSION_CONTROL_FILTER.into(),
+            typed_config: Some(any_of(&config)),
+        }),
+        ..Default::default()
+    };
+    ExtensionWithMatcherPerRoute {
+        // No matcher, only the action taken when nothing matches: always.
+        xds_matcher: Some(Matcher {
+            matcher_type: None,
+            on_no_match: Some(Box::new(matcher::OnMatch {
+                on_match: Some(matcher::on_match::OnMatch::Action(
+                    envoy_types::pb::xds::core::v3::TypedExtensionConfig {
+                        name: "admission-control".into(),
+                        typed_config: Some(any_of(&action)),
+                    },
+                )),
+                keep_matching: false,
+            })),
+        }),
+    }
+}
+
+/// A route's tracing (Envoy Gateway's `buildRouteTracing`).
+fn route_tracing(t: &RouteTracing) -> envoy_types::pb::envoy::config::route::v3::Tracing {
+    use envoy_types::pb::envoy::r#type::tracing::v3::{custom_tag, CustomTag};
+    envoy_types::pb::envoy::config::route::v3::Tracing {
+        random_sampling: t.sampling_per_million.map(|n| per_million(Some(n))),
+        custom_tags: t
+            .tags
+            .iter()
+            .map(|(tag, v)| CustomTag {
+                tag: tag.clone(),
+                r#type: Some(match v {
+                    TracingTag::Literal(value) => custom_tag::Type::Literal(custom_tag::Literal {
+                        value: value.clone(),
+                    }),
+                    TracingTag::Environment { name, default } => {
+                        custom_tag::Type::Environment(custom_tag::Environment {
+                            name: name.clone(),
+                            default_value: default.clone(),
+                        })
+                    }
+                    TracingTag::RequestHeader { name, default } => {
+                        custom_tag::Type::RequestHeader(custom_tag::Header {
+                            name: name.clone(),
+                            default_value: default.clone(),
+                        })
+                    }
+                    TracingTag::Formatted(value) => custom_tag::Type::Value(value.clone()),
+                }),
+            })
+            .collect(),
+        ..Default::default()
+    }
 }
 
 /// The request buffer filter.
@@ -334,6 +479,15 @@ pub fn apply_route(r: &mut Route, s: &RouteSettings, cluster: Option<&ClusterSet
             }
             put(BANDWIDTH_RESPONSE_FILTER, any_of(&cfg));
         }
+    }
+    if let Some(t) = &s.tracing {
+        r.tracing = Some(route_tracing(t));
+    }
+    if let Some(a) = &s.admission_control {
+        put(
+            ADMISSION_CONTROL_FILTER,
+            any_of(&admission_control_per_route(a)),
+        );
     }
     for c in &s.compressors {
         // Enables the filter without per-route config (an empty `config`, as Envoy Gateway).

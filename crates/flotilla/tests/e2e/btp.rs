@@ -645,3 +645,119 @@ async fn passive_outlier_detection_ejects_a_failing_endpoint() {
     .await;
     expect_no_nacks(&s).await;
 }
+
+/// A Service `name` with cluster IP 127.0.0.1 and port `port`, whose one endpoint is
+/// 127.0.0.1:`endpoint_port`; an HTTPRoute `name` to it on `path` through that port.
+fn service_with_cluster_ip(name: &str, port: u16, endpoint_port: u16, path: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: default}}
+spec: {{clusterIP: 127.0.0.1, ports: [{{name: http, port: {port}}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: {name}-1, namespace: default, labels: {{kubernetes.io/service-name: {name}}}}}
+addressType: IPv4
+ports: [{{name: http, port: {endpoint_port}}}]
+endpoints: [{{addresses: [127.0.0.1]}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: {name}, namespace: default}}
+spec:
+  parentRefs: [{{name: gw}}]
+  rules:
+  - matches: [{{path: {{type: PathPrefix, value: {path}}}}}]
+    backendRefs: [{{name: {name}, port: {port}}}]
+"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routing_type_service_reaches_the_backend_through_the_cluster_ip() {
+    // The backend listens on the Service's port of its cluster IP (127.0.0.1); the endpoints
+    // say a port where nothing listens, so only Service routing reaches it.
+    let port = start_backend("v1").await;
+    let (s, _envoy, base) = start(&[
+        service_with_cluster_ip("svc", port, free_port(), "/svc"),
+        service_with_cluster_ip("ep", port, free_port(), "/ep"),
+        btp_yaml("svc", "  routingType: Service"),
+    ])
+    .await;
+    expect_accepted(&s, "svc").await;
+    s.expect(
+        &format!("{base}/svc"),
+        "the backend, by the cluster IP",
+        |c, b| c == 200 && b == "backend=v1 path=/svc",
+    )
+    .await;
+    // Endpoint routing (the default) goes to the endpoints, where nothing listens.
+    s.expect(&format!("{base}/ep"), "the dead endpoint", |c, _| c == 503)
+        .await;
+    expect_no_nacks(&s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admission_control_rejects_locally_once_the_backend_fails() {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    let app = axum::Router::new().fallback(move || {
+        let h = h.clone();
+        async move {
+            h.fetch_add(1, Ordering::SeqCst);
+            (StatusCode::INTERNAL_SERVER_ERROR, "fail").into_response()
+        }
+    });
+    let port = serve("127.0.0.1", 0, app).await.unwrap();
+    let (s, _envoy, base) = start(&[
+        service_yaml("default", "failing", port),
+        route_yaml("default", "r", "gw", "/ac", &[("failing", 1)]),
+        route_yaml("default", "plain", "gw", "/plain", &[("failing", 1)]),
+        btp_yaml(
+            "r",
+            "  admissionControl:
+    samplingWindow: 10s
+    minSuccessRate: 95
+    minRequestRate: 0
+    maxRejectionPercent: 100
+    rejectionAggression: 1",
+        ),
+    ])
+    .await;
+    expect_accepted(&s, "r").await;
+    // The backend answers every request 500; with the success rate at 0, Envoy soon answers
+    // requests itself (503) without asking the backend.
+    eventually("requests rejected by admission control", T, || async {
+        let mut codes = Vec::new();
+        for _ in 0..20 {
+            codes.push(get(&s.http, &format!("{base}/ac")).await?.0);
+        }
+        if codes.contains(&503) {
+            Ok(())
+        } else {
+            Err(format!("{codes:?}"))
+        }
+    })
+    .await;
+    let before = hits.load(Ordering::SeqCst);
+    let mut rejected = 0;
+    for _ in 0..20 {
+        let (code, _) = get(&s.http, &format!("{base}/ac")).await.unwrap();
+        if code == 503 {
+            rejected += 1;
+        }
+    }
+    assert!(rejected > 0, "503s from the proxy");
+    assert_eq!(
+        hits.load(Ordering::SeqCst) - before,
+        20 - rejected,
+        "a rejected request never reaches the backend"
+    );
+    // A route without the policy is never rejected: the backend's own 500s.
+    for _ in 0..10 {
+        let (code, body) = get(&s.http, &format!("{base}/plain")).await.unwrap();
+        assert_eq!((code, body.as_str()), (500, "fail"));
+    }
+    expect_no_nacks(&s).await;
+}

@@ -451,3 +451,88 @@ fn a_dynamic_resolver_becomes_a_dynamic_forward_proxy_cluster() {
         )
     );
 }
+
+/// `routingType: Service` on a ServiceImport reaches its IPs (Envoy Gateway's
+/// `processServiceImportDestinationSetting`); one without IPs, and a Backend, keep their own
+/// clusters' endpoints.
+#[test]
+fn routing_type_service_takes_a_service_import_ips_and_leaves_backends() {
+    let si = |name: &str, ips: &str| {
+        format!(
+            "apiVersion: multicluster.x-k8s.io/v1alpha1
+kind: ServiceImport
+metadata: {{name: {name}, namespace: app}}
+spec: {{type: ClusterSetIP, ips: [{ips}], ports: [{{name: http, port: 80, protocol: TCP}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: {name}-east, namespace: app, labels: {{multicluster.kubernetes.io/service-name: {name}}}}}
+addressType: IPv4
+ports: [{{name: http, port: 8000}}]
+endpoints: [{{addresses: [10.1.0.1]}}]
+"
+        )
+    };
+    let policy = |route: &str| {
+        format!(
+            "apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: BackendTrafficPolicy
+metadata: {{name: {route}, namespace: app}}
+spec:
+  targetRefs: [{{group: gateway.networking.k8s.io, kind: HTTPRoute, name: {route}}}]
+  routingType: Service
+"
+        )
+    };
+    let text = [
+        BASE.to_string(),
+        BACKENDS.to_string(),
+        si("si", "242.1.0.1, 242.1.0.2"),
+        si("headless", ""),
+        mk_route(
+            "a",
+            "app",
+            "gw",
+            &["{group: multicluster.x-k8s.io, kind: ServiceImport, name: si, port: 80}"],
+        ),
+        mk_route(
+            "b",
+            "app",
+            "gw",
+            &["{group: multicluster.x-k8s.io, kind: ServiceImport, name: headless, port: 80}"],
+        ),
+        mk_route("c", "app", "gw", &[&backend_ref("ip")]),
+        policy("a"),
+        policy("b"),
+        policy("c"),
+    ]
+    .join("---\n");
+    let t = crate::tests::translate_yaml(&text);
+    let gw = &t.gateways()["c1/infra/gw"];
+    let clusters: Vec<Cluster> = gw
+        .resources
+        .iter()
+        .filter(|r| r.type_url == type_url::CLUSTER)
+        .map(|r| Cluster::decode(r.body.clone()).unwrap())
+        .collect();
+    let variant = |base: &str| {
+        clusters
+            .iter()
+            .find(|c| c.name.starts_with(&format!("{base}/btp-")))
+            .unwrap_or_else(|| panic!("a variant of {base}"))
+    };
+    let kind = |c: &Cluster| match c.cluster_discovery_type {
+        Some(cluster::ClusterDiscoveryType::Type(t)) => t,
+        _ => -1,
+    };
+    let si = variant("serviceimport/app/si/80");
+    assert_eq!(kind(si), cluster::DiscoveryType::Static as i32);
+    let la = si.load_assignment.as_ref().unwrap();
+    assert_eq!(la.endpoints[0].lb_endpoints.len(), 2, "both IPs");
+    let headless = variant("serviceimport/app/headless/80");
+    assert_eq!(kind(headless), cluster::DiscoveryType::Eds as i32);
+    let backend = variant("backend/app/ip/-");
+    assert_eq!(kind(backend), cluster::DiscoveryType::Eds as i32);
+    crate::tests::envoy_validate(&crate::route_tests::bootstrap_of(gw), "c1/infra/gw")
+        .expect("Envoy accepts the config");
+}

@@ -113,6 +113,10 @@ pub(crate) struct ClusterSettings {
     pub use_client_protocol: bool,
     /// `connection.preconnect`: per-endpoint and predictive ratios, in percent.
     pub preconnect: Option<(Option<u32>, Option<u32>)>,
+    /// `routingType: Service`: a Service backend is reached through its cluster IP (a
+    /// ServiceImport's, through its IPs) and the backendRef's port, not its endpoints; a
+    /// headless one (no cluster IP) through its endpoints still, as Envoy Gateway does.
+    pub service_routing: bool,
 }
 
 impl ClusterSettings {

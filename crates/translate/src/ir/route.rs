@@ -1,6 +1,6 @@
 //! Route-level settings of a BackendTrafficPolicy, validated: what a rule's Envoy routes carry
 //! (retries, timeout, fault injection, response overrides, compression, buffering, upgrades,
-//! bandwidth limits).
+//! bandwidth limits, tracing, admission control).
 
 use super::cluster::Nanos;
 
@@ -19,6 +19,58 @@ pub(crate) struct RouteSettings {
     /// `httpUpgrade` of type CONNECT.
     pub connect: Option<Connect>,
     pub bandwidth_limit: Option<BandwidthLimit>,
+    /// `telemetry.tracing`.
+    pub tracing: Option<RouteTracing>,
+    /// `admissionControl`.
+    pub admission_control: Option<AdmissionControl>,
+}
+
+/// `telemetry.tracing`: the route's share of sampled requests and the tags its spans carry
+/// (Envoy Gateway's `buildRouteTracing`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct RouteTracing {
+    /// `samplingFraction` (or `samplingRate`), in millionths; `None`: Envoy's default (all).
+    pub sampling_per_million: Option<u32>,
+    /// By tag name (a `tags` entry replaces a `customTags` one of the same name).
+    pub tags: std::collections::BTreeMap<String, TracingTag>,
+}
+
+/// Where a span tag's value comes from.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum TracingTag {
+    Literal(String),
+    /// An environment variable of the proxy, with a default.
+    Environment {
+        name: String,
+        default: String,
+    },
+    /// A request header, with a default.
+    RequestHeader {
+        name: String,
+        default: String,
+    },
+    /// `tags`: a value with access-log command operators (`%REQUEST_HEADER(x)%`).
+    Formatted(String),
+}
+
+/// `admissionControl` (Envoy Gateway's `AdmissionControl`): Envoy rejects a share of requests
+/// while the success rate of the sampling window is below `min_success_rate`. Unset fields take
+/// Envoy's defaults.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct AdmissionControl {
+    pub sampling_window: Option<Nanos>,
+    /// Percent, 1 to 100.
+    pub min_success_rate: Option<u32>,
+    /// At least 1.
+    pub rejection_aggression: Option<u32>,
+    /// Requests per second.
+    pub min_request_rate: Option<u32>,
+    /// Percent, 0 to 100.
+    pub max_rejection_percent: Option<u32>,
+    /// HTTP statuses that count as success (empty: Envoy's, below 500).
+    pub http_success: Vec<u32>,
+    /// gRPC status codes that count as success (empty: Envoy's).
+    pub grpc_success: Vec<u32>,
 }
 
 /// An `httpUpgrade` of type CONNECT: Envoy either terminates the tunnel itself (answers the

@@ -137,6 +137,7 @@ fn filter_names(t: &Translator) -> Vec<String> {
             crate::traffic::BUFFER_FILTER,
             crate::traffic::BANDWIDTH_REQUEST_FILTER,
             crate::traffic::BANDWIDTH_RESPONSE_FILTER,
+            crate::traffic::ADMISSION_CONTROL_FILTER,
         ]
         .contains(&n)
             || n.starts_with("envoy.filters.http.compressor.")

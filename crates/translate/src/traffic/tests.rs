@@ -247,6 +247,10 @@ fn the_connection_manager_holds_the_policy_filters_in_envoy_gateways_order() {
             < pos("envoy.filters.http.compressor.brotli")
     );
     assert!(pos("envoy.filters.http.compressor.zstd") < pos("envoy.filters.http.router"));
+    // Admission control rejects before the compressors (and the router) see the request.
+    assert!(
+        pos(crate::traffic::ADMISSION_CONTROL_FILTER) < pos("envoy.filters.http.compressor.brotli")
+    );
     assert_eq!(*names.last().unwrap(), "envoy.filters.http.router");
     // Nothing runs unless a route enables it.
     for f in &hcm.http_filters {
@@ -254,6 +258,7 @@ fn the_connection_manager_holds_the_policy_filters_in_envoy_gateways_order() {
             || f.name.ends_with("fault")
             || f.name.ends_with("buffer")
             || f.name.contains("bandwidth_limit")
+            || f.name.contains("admission_control")
         {
             assert!(f.disabled, "{} disabled", f.name);
         }
@@ -1050,4 +1055,406 @@ fn a_connect_upgrade_makes_the_route_take_connect_requests() {
     let (status, _, message) = accepted(&bad, "p");
     assert_eq!(status, "False");
     assert!(message.starts_with("HTTPUpgrade: "), "{message}");
+}
+
+/// BASE with Service `web`'s cluster IP set to `ip` (`None`: headless).
+fn with_cluster_ip(ip: &str, policies: &[String]) -> String {
+    let base = BASE.replace(
+        "spec: {ports: [{name: http, port: 80}]}",
+        &format!("spec: {{clusterIP: {ip}, ports: [{{name: http, port: 80}}]}}"),
+    );
+    assert_ne!(base, BASE);
+    format!("{base}{}", policies.concat())
+}
+
+fn applied(t: &mut Translator, yaml: &str) {
+    let (rs, _) = flotilla_model::parse_documents("x.yaml", yaml, "c1");
+    for r in rs {
+        t.apply(&crate::ResourceEvent {
+            cluster: "c1".into(),
+            source: "test".into(),
+            body: crate::EventBody::Upsert {
+                key: r.key,
+                object: r.raw,
+                origin: None,
+            },
+        })
+        .unwrap();
+    }
+    t.recompute();
+}
+
+fn static_addresses(c: &Cluster) -> Vec<(String, u32)> {
+    use envoy_types::pb::envoy::config::core::v3::{address, socket_address};
+    use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
+    assert_eq!(
+        c.cluster_discovery_type,
+        Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::Static as i32
+        )),
+        "{} is STATIC",
+        c.name
+    );
+    let la = c.load_assignment.as_ref().expect("inline endpoints");
+    la.endpoints
+        .iter()
+        .flat_map(|g| &g.lb_endpoints)
+        .filter_map(|e| match &e.host_identifier {
+            Some(HostIdentifier::Endpoint(ep)) => match ep.address.as_ref()?.address.as_ref()? {
+                address::Address::SocketAddress(sa) => Some((
+                    sa.address.clone(),
+                    match sa.port_specifier {
+                        Some(socket_address::PortSpecifier::PortValue(p)) => p,
+                        _ => 0,
+                    },
+                )),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn routing_type_service_reaches_the_cluster_ip_through_a_variant() {
+    let mut t = translate_yaml(&with_cluster_ip(
+        "10.96.0.10",
+        &[
+            policy("svc", Some("a"), "  routingType: Service"),
+            policy("ep", Some("b"), "  routingType: Endpoint"),
+        ],
+    ));
+    assert_eq!(accepted(&t, "svc").0, "True");
+    assert_eq!(accepted(&t, "ep").0, "True");
+    // Rule a: a variant of its own, the cluster IP and the backendRef's (Service) port.
+    let a = cluster_of(&route_named(&t, "/a"));
+    assert!(a.starts_with("app/web/80/btp-"), "{a}");
+    let c = cluster_named(&t, &a);
+    assert_eq!(static_addresses(&c), vec![("10.96.0.10".to_string(), 80)]);
+    // Rules b (Endpoint, the default, said) and c (no policy) share the EDS cluster.
+    assert_eq!(cluster_of(&route_named(&t, "/b")), "app/web/80");
+    assert_eq!(cluster_of(&route_named(&t, "/c")), "app/web/80");
+    let eds = cluster_named(&t, "app/web/80");
+    assert_eq!(
+        eds.cluster_discovery_type,
+        Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::Eds as i32
+        ))
+    );
+    validate(&t);
+    // The cluster IP changes (a Service recreated): the variant follows.
+    applied(
+        &mut t,
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: app}\nspec: {clusterIP: 10.96.0.11, ports: [{name: http, port: 80}]}\n",
+    );
+    let a = cluster_of(&route_named(&t, "/a"));
+    assert_eq!(
+        static_addresses(&cluster_named(&t, &a)),
+        vec![("10.96.0.11".to_string(), 80)]
+    );
+    validate(&t);
+}
+
+#[test]
+fn routing_type_service_on_a_headless_service_keeps_the_endpoints() {
+    // Envoy Gateway routes a headless Service (and one without a cluster IP) to its endpoints
+    // even when the policy says Service; the policy is accepted.
+    for ip in ["None", "''"] {
+        let t = translate_yaml(&with_cluster_ip(
+            ip,
+            &[policy(
+                "svc",
+                Some("a"),
+                "  routingType: Service\n  timeout: {tcp: {connectTimeout: 3s}}",
+            )],
+        ));
+        assert_eq!(accepted(&t, "svc").0, "True", "{ip}");
+        let a = cluster_of(&route_named(&t, "/a"));
+        let c = cluster_named(&t, &a);
+        assert_eq!(
+            c.cluster_discovery_type,
+            Some(cluster::ClusterDiscoveryType::Type(
+                cluster::DiscoveryType::Eds as i32
+            )),
+            "{ip}: {a} reads the endpoints"
+        );
+        assert_eq!(
+            c.eds_cluster_config.as_ref().unwrap().service_name,
+            "app/web/80"
+        );
+        validate(&t);
+    }
+}
+
+#[test]
+fn an_unknown_routing_type_is_refused_in_status() {
+    let t = translate_yaml(&with_cluster_ip(
+        "10.96.0.10",
+        &[policy("svc", Some("a"), "  routingType: Pod")],
+    ));
+    let (status, _, msg) = accepted(&t, "svc");
+    assert_eq!(status, "False");
+    assert_eq!(msg, "RoutingType: unsupported routing type Pod.");
+    // As any invalid policy: its rule answers 500.
+    match route_named(&t, "/a").action {
+        Some(route::Action::DirectResponse(d)) => assert_eq!(d.status, 500),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn tracing_sets_the_route_sampling_and_tags() {
+    use envoy_types::pb::envoy::r#type::tracing::v3::custom_tag;
+    let t = translate(&[
+        policy(
+            "fraction",
+            Some("a"),
+            "  telemetry:
+    tracing:
+      samplingFraction: {numerator: 1, denominator: 1000}
+      customTags:
+        literal1: {type: Literal, literal: {value: value1}}
+        env1: {type: Environment, environment: {name: POD, defaultValue: '-'}}
+        req1: {type: RequestHeader, requestHeader: {name: X-Request-Id}}
+        both: {literal: {value: from-custom-tags}}
+      tags:
+        both: '%REQUEST_HEADER(x-tenant)%'",
+        ),
+        policy(
+            "rate",
+            Some("b"),
+            "  telemetry: {tracing: {samplingRate: 25}}",
+        ),
+    ]);
+    assert_eq!(accepted(&t, "fraction").0, "True");
+    let a = route_named(&t, "/a").tracing.expect("route tracing");
+    let sampling = a.random_sampling.unwrap();
+    assert_eq!(
+        (sampling.numerator, sampling.denominator),
+        (1_000, 2),
+        "1/1000 in millionths"
+    );
+    let tags: Vec<(String, custom_tag::Type)> = a
+        .custom_tags
+        .into_iter()
+        .map(|c| (c.tag, c.r#type.unwrap()))
+        .collect();
+    assert_eq!(
+        tags,
+        vec![
+            (
+                "both".into(),
+                custom_tag::Type::Value("%REQUEST_HEADER(x-tenant)%".into())
+            ),
+            (
+                "env1".into(),
+                custom_tag::Type::Environment(custom_tag::Environment {
+                    name: "POD".into(),
+                    default_value: "-".into()
+                })
+            ),
+            (
+                "literal1".into(),
+                custom_tag::Type::Literal(custom_tag::Literal {
+                    value: "value1".into()
+                })
+            ),
+            (
+                "req1".into(),
+                custom_tag::Type::RequestHeader(custom_tag::Header {
+                    name: "X-Request-Id".into(),
+                    default_value: String::new()
+                })
+            ),
+        ]
+    );
+    let b = route_named(&t, "/b").tracing.expect("route tracing");
+    assert_eq!(b.random_sampling.unwrap().numerator, 250_000);
+    assert!(b.custom_tags.is_empty());
+    assert!(route_named(&t, "/c").tracing.is_none());
+    validate(&t);
+}
+
+#[test]
+fn tracing_values_envoy_gateway_refuses_are_refused_in_status() {
+    for (spec, want) in [
+        (
+            "{customTags: {m: {type: Metadata, metadata: {kind: {route: {}}, metadataKey: {key: k, path: [{key: x}]}}}}}",
+            "Telemetry: unknown custom tag type: Metadata.",
+        ),
+        (
+            "{customTags: {l: {type: Literal}}}",
+            "Telemetry: custom tag l of type Literal is missing its settings.",
+        ),
+        (
+            "{samplingFraction: {numerator: 3, denominator: 2}}",
+            "Telemetry: invalid samplingFraction {\"denominator\":2,\"numerator\":3}: the numerator must be at most a denominator above zero.",
+        ),
+        (
+            "{samplingRate: 10, samplingFraction: {numerator: 1}}",
+            "Telemetry: only one of samplingRate or samplingFraction can be specified.",
+        ),
+    ] {
+        let t = translate(&[policy(
+            "p",
+            Some("a"),
+            &format!("  telemetry: {{tracing: {spec}}}"),
+        )]);
+        let (status, reason, message) = accepted(&t, "p");
+        assert_eq!((status.as_str(), reason.as_str()), ("False", "Invalid"), "{spec}");
+        assert_eq!(message, want, "{spec}");
+    }
+}
+
+/// The admission control settings a route's per-route matcher runs.
+fn admission_of(
+    r: &Route,
+) -> envoy_types::pb::envoy::extensions::filters::http::admission_control::v3::AdmissionControl {
+    use envoy_types::pb::envoy::extensions::common::matching::v3::ExtensionWithMatcherPerRoute;
+    use envoy_types::pb::envoy::extensions::filters::http::composite::v3::ExecuteFilterAction;
+    use envoy_types::pb::xds::r#type::matcher::v3::matcher::on_match::OnMatch;
+    let cfg = &r.typed_per_filter_config["envoy.filters.http.admission_control"];
+    let m = ExtensionWithMatcherPerRoute::decode(cfg.value.as_slice()).unwrap();
+    let on = m.xds_matcher.unwrap().on_no_match.unwrap();
+    let Some(OnMatch::Action(a)) = on.on_match else {
+        panic!("an action")
+    };
+    let exec = ExecuteFilterAction::decode(a.typed_config.unwrap().value.as_slice()).unwrap();
+    let tc = exec.typed_config.unwrap();
+    assert_eq!(tc.name, "envoy.filters.http.admission_control");
+    prost::Message::decode(tc.typed_config.unwrap().value.as_slice()).unwrap()
+}
+
+#[test]
+fn admission_control_runs_per_route_through_the_composite_filter() {
+    use envoy_types::pb::envoy::extensions::filters::http::admission_control::v3::admission_control::EvaluationCriteria;
+    let t = translate(&[
+        policy(
+            "grpc",
+            Some("a"),
+            "  admissionControl:
+    samplingWindow: 60s
+    minSuccessRate: 90
+    rejectionAggression: 2
+    minRequestRate: 10
+    maxRejectionPercent: 70
+    successCriteria: {grpc: {statusCodes: [Ok, Cancelled, DeadlineExceeded]}}",
+        ),
+        policy(
+            "http",
+            Some("b"),
+            "  admissionControl:
+    samplingWindow: 30s
+    successCriteria: {http: {statusCodes: [200, 201, 204]}}",
+        ),
+        policy("defaults", Some("c"), "  admissionControl: {}"),
+    ]);
+    for p in ["grpc", "http", "defaults"] {
+        assert_eq!(accepted(&t, p).0, "True", "{p}");
+    }
+    let a = admission_of(&route_named(&t, "/a"));
+    assert_eq!(a.sampling_window.unwrap().seconds, 60);
+    assert_eq!(a.sr_threshold.unwrap().default_value.unwrap().value, 90.0);
+    assert_eq!(a.aggression.unwrap().default_value, 2.0);
+    assert_eq!(a.rps_threshold.unwrap().default_value, 10);
+    assert_eq!(
+        a.max_rejection_probability
+            .unwrap()
+            .default_value
+            .unwrap()
+            .value,
+        70.0
+    );
+    let Some(EvaluationCriteria::SuccessCriteria(sc)) = a.evaluation_criteria else {
+        panic!("success criteria")
+    };
+    assert_eq!(sc.grpc_criteria.unwrap().grpc_success_status, vec![0, 1, 4]);
+    assert!(sc.http_criteria.is_none());
+    let b = admission_of(&route_named(&t, "/b"));
+    let Some(EvaluationCriteria::SuccessCriteria(sc)) = b.evaluation_criteria else {
+        panic!("success criteria")
+    };
+    let ranges: Vec<(i32, i32)> = sc
+        .http_criteria
+        .unwrap()
+        .http_success_status
+        .iter()
+        .map(|r| (r.start, r.end))
+        .collect();
+    assert_eq!(ranges, vec![(200, 201), (201, 202), (204, 205)]);
+    // Unset: Envoy's defaults, with the criteria Envoy requires.
+    let c = admission_of(&route_named(&t, "/c"));
+    assert!(c.sampling_window.is_none() && c.sr_threshold.is_none());
+    assert!(c.evaluation_criteria.is_some());
+    validate(&t);
+}
+
+#[test]
+fn admission_control_values_envoy_refuses_are_refused_in_status() {
+    for (spec, want) in [
+        (
+            "{samplingWindow: 500ms}",
+            "AdmissionControl: samplingWindow must be at least 1s.",
+        ),
+        (
+            "{minSuccessRate: 0}",
+            "AdmissionControl: minSuccessRate must be between 1 and 100.",
+        ),
+        (
+            "{maxRejectionPercent: 101}",
+            "AdmissionControl: maxRejectionPercent must be between 0 and 100.",
+        ),
+        (
+            "{successCriteria: {grpc: {statusCodes: [OK]}}}",
+            "AdmissionControl: unknown gRPC status code \"OK\".",
+        ),
+        (
+            "{successCriteria: {http: {statusCodes: [600]}}}",
+            "AdmissionControl: invalid HTTP status code 600.",
+        ),
+    ] {
+        let t = translate(&[policy(
+            "p",
+            Some("a"),
+            &format!("  admissionControl: {spec}"),
+        )]);
+        let (status, _, message) = accepted(&t, "p");
+        assert_eq!(status, "False", "{spec}");
+        assert_eq!(message, want, "{spec}");
+    }
+}
+
+#[test]
+fn a_tcp_route_takes_routing_type_service_too() {
+    // Envoy Gateway resolves the routing type for every route kind's Service backends.
+    let text = with_cluster_ip("10.96.0.10", &[]).replace(
+        "  - {name: http, port: 8080, protocol: HTTP}",
+        "  - {name: http, port: 8080, protocol: HTTP}\n  - {name: tcp, port: 9000, protocol: TCP}",
+    ) + "---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {name: t, namespace: app}
+spec:
+  parentRefs: [{name: gw, sectionName: tcp}]
+  rules: [{backendRefs: [{name: web, port: 80}]}]
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: BackendTrafficPolicy
+metadata: {name: tcp-policy, namespace: app}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: TCPRoute, name: t}]
+  routingType: Service
+";
+    let t = translate_yaml(&text);
+    let variant = clusters(&t)
+        .into_iter()
+        .find(|c| c.name.starts_with("app/web/80/btp-"))
+        .expect("the TCP route's cluster variant");
+    assert_eq!(
+        static_addresses(&variant),
+        vec![("10.96.0.10".to_string(), 80)]
+    );
+    // The HTTP routes, without a policy, keep the endpoints.
+    assert_eq!(cluster_of(&route_named(&t, "/a")), "app/web/80");
+    validate(&t);
 }
