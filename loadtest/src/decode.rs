@@ -164,7 +164,7 @@ impl DecodeCache {
 
     /// SotW: (name, content version, decoded) of a body, decoding once per distinct content.
     pub fn get_sotw(&self, ty: ResType, body: &[u8]) -> (Sym, Sym, Arc<Decoded>) {
-        let version = self.interner.intern(&content_version(body));
+        let version = self.interner.intern(&content_version(ty, body));
         let known = self
             .sotw_names
             .read()
@@ -200,11 +200,11 @@ impl DecodeCache {
     }
 }
 
-/// The version Flotilla gives a resource: hex of the first 8 bytes of the SHA-256 of its
-/// encoded body (translate's `XdsResource::version`). Used for SotW, whose responses carry
-/// no per-resource version.
-pub fn content_version(body: &[u8]) -> String {
-    hex::encode(&Sha256::digest(body)[..8])
+/// The version Flotilla gives a resource of type `ty` (translate's `XdsResource::version`, see
+/// `flotilla_model::digest::xds_version`). Used for SotW, whose responses carry no
+/// per-resource version.
+pub fn content_version(ty: ResType, body: &[u8]) -> String {
+    flotilla_model::digest::xds_version(ty == ResType::Route, body)
 }
 
 pub fn decode(ty: ResType, body: &[u8], interner: &Interner) -> Decoded {
@@ -479,7 +479,13 @@ mod tests {
 
     #[test]
     fn content_version_matches_translate() {
-        // translate: hex of the first 8 bytes of SHA-256(body).
-        assert_eq!(content_version(b""), "e3b0c44298fc1c14");
+        // translate: hex of the first 8 bytes of SHA-256(body), a route configuration's by
+        // virtual host.
+        assert_eq!(content_version(ResType::Cluster, b""), "e3b0c44298fc1c14");
+        let rc = [0x0a, 0x01, b'r', 0x12, 0x02, 0x0a, b'a'];
+        assert_ne!(
+            content_version(ResType::Route, &rc),
+            content_version(ResType::Cluster, &rc)
+        );
     }
 }

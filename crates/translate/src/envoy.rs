@@ -38,7 +38,8 @@ pub mod type_url {
 pub struct XdsResource {
     pub type_url: String,
     pub name: String,
-    /// Hex content hash of `body`: the same bytes always carry the same version.
+    /// Content hash of `body` (`flotilla_model::digest::xds_version`): the same bytes always
+    /// carry the same version.
     pub version: String,
     /// The encoded resource message (not wrapped in `Any`).
     pub body: Bytes,
@@ -50,13 +51,12 @@ pub fn encode<M: Message>(type_url: &str, name: &str, msg: &M) -> Arc<XdsResourc
 }
 
 fn resource(type_url: &str, name: &str, body: Vec<u8>) -> Arc<XdsResource> {
-    let body = Bytes::from(body);
-    let digest = Sha256::digest(&body);
+    let version = flotilla_model::digest::xds_version(false, &body);
     Arc::new(XdsResource {
         type_url: type_url.to_string(),
         name: name.to_string(),
-        version: hex::encode(&digest[..8]),
-        body,
+        version,
+        body: Bytes::from(body),
     })
 }
 
@@ -175,8 +175,9 @@ impl EncodedVirtualHost {
 }
 
 /// A RouteConfiguration from `rc` (its own virtual hosts left out) and `vhosts`, already
-/// encoded. Its version hashes `rc`'s fields and the virtual hosts' hashes (a hash of the
-/// content all the same, without reading every byte again).
+/// encoded. Its version hashes `rc`'s fields and the virtual hosts' hashes: exactly
+/// `flotilla_model::digest::xds_version` of the body (a function of the bytes), computed
+/// without reading every byte again.
 pub fn route_configuration_from(
     rc: &RouteConfiguration,
     vhosts: &[&EncodedVirtualHost],
