@@ -53,9 +53,12 @@ pub fn xds_version(route_configuration: bool, body: &[u8]) -> String {
 /// `envoy.config.route.v3.RouteConfiguration.virtual_hosts`.
 const ROUTE_CONFIGURATION_VIRTUAL_HOSTS: u64 = 2;
 
-/// A message's fields: (field number, the field's bytes with its key, a length-delimited
-/// field's value), or `None` when the bytes are not a well-formed message.
-fn top_level_fields(mut b: &[u8]) -> Option<Vec<(u64, &[u8], &[u8])>> {
+/// One field of a message: its number, its bytes with its key, and a length-delimited field's
+/// value (empty for the other wire types).
+type Field<'a> = (u64, &'a [u8], &'a [u8]);
+
+/// A message's fields, or `None` when the bytes are not a well-formed message.
+fn top_level_fields(mut b: &[u8]) -> Option<Vec<Field<'_>>> {
     fn varint(b: &mut &[u8]) -> Option<u64> {
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
