@@ -11,7 +11,6 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
     http_connection_manager, HttpConnectionManager,
 };
 use prost::Message;
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 
