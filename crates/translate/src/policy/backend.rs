@@ -40,6 +40,7 @@ pub(crate) fn translate(
         connect: p.connect(),
         bandwidth_limit: p.bandwidth_limit(),
         tracing: p.tracing(),
+        stat_name: p.route_stat_name(),
         admission_control: p.admission_control(),
     };
     let cluster = ClusterSettings {
@@ -789,6 +790,34 @@ impl<'a> Parser<'a> {
             }
         }
         Some(out)
+    }
+
+    /// `telemetry.metrics.routeStatName`. Envoy Gateway's `validateTelemetry` refuses an
+    /// operator (`%...%`, as its regex `%[^%]*%` finds them) it does not replace; an empty
+    /// name is no name.
+    fn route_stat_name(&mut self) -> Option<RouteStatName> {
+        let name = self.str("/telemetry/metrics/routeStatName")?;
+        if name.is_empty() {
+            return None;
+        }
+        let mut valid = true;
+        let mut rest = name;
+        while let Some(start) = rest.find('%') {
+            let Some(len) = rest[start + 1..].find('%') else {
+                break;
+            };
+            let op = &rest[start..start + len + 2];
+            if !RouteStatName::OPERATORS.contains(&op) {
+                // Envoy Gateway's wording for a cluster stat name's (`validateClusterStatName`).
+                self.err(
+                    "Telemetry",
+                    format!("unable to configure Route Stat Name with unsupported operator: {op}"),
+                );
+                valid = false;
+            }
+            rest = &rest[start + len + 2..];
+        }
+        valid.then(|| RouteStatName(name.to_string()))
     }
 
     /// `admissionControl`, with the bounds of Envoy Gateway's CRD (which Envoy's own are).

@@ -1458,3 +1458,66 @@ spec:
     assert_eq!(cluster_of(&route_named(&t, "/a")), "app/web/80");
     validate(&t);
 }
+
+/// `telemetry.metrics.routeStatName`: each route of the policy takes the template, with the
+/// route's kind, namespace, name and rule name (`-` for an unnamed rule) in place of the
+/// operators, as its `stat_prefix`; a route without the policy keeps none. Envoy accepts it.
+#[test]
+fn route_stat_name_becomes_the_routes_stat_prefix() {
+    let template = "%ROUTE_KIND%/%ROUTE_NAMESPACE%/%ROUTE_NAME%/rule/%ROUTE_RULE_NAME%";
+    let metrics = format!("  telemetry: {{metrics: {{routeStatName: '{template}'}}}}");
+    let unnamed = format!(
+        "---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: u, namespace: app}}
+spec:
+  parentRefs: [{{name: gw}}]
+  rules:
+  - matches: [{{path: {{type: PathPrefix, value: /u}}}}]
+    backendRefs: [{{name: web, port: 80}}]
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: BackendTrafficPolicy
+metadata: {{name: pu, namespace: app}}
+spec:
+  targetRefs: [{{group: gateway.networking.k8s.io, kind: HTTPRoute, name: u}}]
+{metrics}
+"
+    );
+    let t = translate(&[policy("p", Some("a"), &metrics), unnamed]);
+    assert_eq!(accepted(&t, "p").0, "True");
+    assert_eq!(route_named(&t, "/a").stat_prefix, "HTTPRoute/app/r/rule/a");
+    assert_eq!(route_named(&t, "/u").stat_prefix, "HTTPRoute/app/u/rule/-");
+    assert_eq!(route_named(&t, "/b").stat_prefix, "");
+    validate(&t);
+}
+
+/// An operator Envoy Gateway does not replace is refused in status (and the rule answers 500).
+#[test]
+fn a_route_stat_name_with_an_unknown_operator_is_refused_in_status() {
+    let t = translate(&[policy(
+        "p",
+        Some("a"),
+        "  telemetry: {metrics: {routeStatName: '%ROUTE_NAME%.%ROUTE_RULE_NUMBER%/%FOO%'}}",
+    )]);
+    let (status, reason, message) = accepted(&t, "p");
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "Invalid"));
+    assert_eq!(
+        message,
+        "Telemetry: unable to configure Route Stat Name with unsupported operator: \
+         %ROUTE_RULE_NUMBER%\nunable to configure Route Stat Name with unsupported operator: \
+         %FOO%."
+    );
+    match route_named(&t, "/a").action {
+        Some(route::Action::DirectResponse(d)) => assert_eq!(d.status, 500),
+        other => panic!("{other:?}"),
+    }
+    // Without operators, the name is taken as it is.
+    let t = translate(&[policy(
+        "p",
+        Some("a"),
+        "  telemetry: {metrics: {routeStatName: checkout}}",
+    )]);
+    assert_eq!(route_named(&t, "/a").stat_prefix, "checkout");
+}
