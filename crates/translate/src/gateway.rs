@@ -695,17 +695,21 @@ impl BtpCache {
     }
 }
 
-/// Adds a rule's BackendTrafficPolicy to one of its routes: the route-level settings, and its
-/// clusters replaced by their variants with the policy's cluster settings (recorded in
+/// Adds a rule's BackendTrafficPolicy to one of its routes: the route-level settings (and its
+/// stat prefix, named after `origin`), and its clusters replaced by their variants with the policy's cluster settings (recorded in
 /// `variants`).
 fn apply_backend_policy(
     r: &mut Route,
     p: &BackendPolicy,
+    origin: &crate::ir::route::RouteOrigin<'_>,
     host: &str,
     backends: &Backends,
     variants: &mut BTreeSet<ClusterKey>,
 ) {
     crate::traffic::apply_route(r, &p.route, p.cluster.as_deref());
+    if let Some(s) = &p.route.stat_name {
+        r.stat_prefix = s.render(origin);
+    }
     let Some(settings) = &p.cluster else {
         return;
     };

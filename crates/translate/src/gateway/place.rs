@@ -266,6 +266,12 @@ fn place_on_listener(
                 Some(Btp::Valid(p)) => super::apply_backend_policy(
                     &mut r,
                     p,
+                    &crate::ir::route::RouteOrigin {
+                        kind: placed.kind,
+                        namespace: &route_key.namespace,
+                        name: &route_key.name,
+                        rule: e.rule_name.as_deref(),
+                    },
                     host,
                     &placed.backends,
                     &mut placed.variants,

@@ -21,6 +21,8 @@ pub(crate) struct RouteSettings {
     pub bandwidth_limit: Option<BandwidthLimit>,
     /// `telemetry.tracing`.
     pub tracing: Option<RouteTracing>,
+    /// `telemetry.metrics.routeStatName`.
+    pub stat_name: Option<RouteStatName>,
     /// `admissionControl`.
     pub admission_control: Option<AdmissionControl>,
 }
@@ -33,6 +35,40 @@ pub(crate) struct RouteTracing {
     pub sampling_per_million: Option<u32>,
     /// By tag name (a `tags` entry replaces a `customTags` one of the same name).
     pub tags: std::collections::BTreeMap<String, TracingTag>,
+}
+
+/// `telemetry.metrics.routeStatName`: the template of the `stat_prefix` of each Envoy route
+/// the policy applies to (Envoy Gateway's `buildRouteStatName`), its operators checked.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct RouteStatName(pub String);
+
+/// The route (and rule) an Envoy route was made from, as a route stat name names it.
+pub(crate) struct RouteOrigin<'a> {
+    /// `HTTPRoute` or `GRPCRoute` (Envoy Gateway's resource metadata kind, as written).
+    pub kind: &'a str,
+    pub namespace: &'a str,
+    pub name: &'a str,
+    pub rule: Option<&'a str>,
+}
+
+impl RouteStatName {
+    /// The operators a route stat name may use (Envoy Gateway's `StatFormatterRoute*`).
+    pub const OPERATORS: [&'static str; 4] = [
+        "%ROUTE_NAME%",
+        "%ROUTE_NAMESPACE%",
+        "%ROUTE_KIND%",
+        "%ROUTE_RULE_NAME%",
+    ];
+
+    /// The stat prefix of a route made from `o`: each operator replaced, in Envoy Gateway's
+    /// order; an unnamed rule is `-`.
+    pub fn render(&self, o: &RouteOrigin<'_>) -> String {
+        self.0
+            .replace("%ROUTE_NAME%", o.name)
+            .replace("%ROUTE_NAMESPACE%", o.namespace)
+            .replace("%ROUTE_KIND%", o.kind)
+            .replace("%ROUTE_RULE_NAME%", o.rule.unwrap_or("-"))
+    }
 }
 
 /// Where a span tag's value comes from.
