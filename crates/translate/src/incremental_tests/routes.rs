@@ -234,3 +234,33 @@ fn route_changes_equal_a_translation_from_scratch() {
         assert_same_as_rebuilt(&t, i);
     }
 }
+
+/// A route that reaches the index without being named for placement (a defect of the marking)
+/// is caught by the count of routes: the gateway is translated whole, and nothing goes stale.
+#[test]
+fn a_route_change_nobody_named_translates_the_gateway_whole() {
+    let mut t = Translator::new();
+    for e in events(
+        "c1",
+        &format!("{WORLD}---\n{}", route("a", 10, GW, "[]", "/a", "web")),
+    ) {
+        t.apply(&e).expect("apply");
+    }
+    t.recompute();
+    // Route b goes into the index behind the translator's back: nothing marks it.
+    let (docs, errs) =
+        flotilla_model::parse_documents("b.yaml", &route("b", 20, GW, "[]", "/b", "web"), "c1");
+    assert!(errs.is_empty(), "{errs:?}");
+    for d in docs {
+        let r = flotilla_model::parse_object("c1", d.raw).expect("parse");
+        t.index.insert(std::sync::Arc::new(r));
+    }
+    // An ordinary change of route a names a alone.
+    for e in events("c1", &route("a", 10, GW, "[]", "/a2", "web")) {
+        t.apply(&e).expect("apply");
+    }
+    let placed = t.placements;
+    t.recompute();
+    assert_eq!(t.placements - placed, 2, "both routes placed again");
+    assert_same_as_rebuilt(&t, 0);
+}
