@@ -818,6 +818,24 @@ fn static_cluster(
     c
 }
 
+/// A Service or ServiceImport backend's kind, namespace, name and port (`None` for the
+/// others).
+fn service_like(id: &BackendId) -> Option<(Kind, &str, &str, i32)> {
+    match id {
+        BackendId::Service {
+            namespace,
+            name,
+            port,
+        } => Some((Kind::Service, namespace, name, *port)),
+        BackendId::ServiceImport {
+            namespace,
+            name,
+            port,
+        } => Some((Kind::ServiceImport, namespace, name, *port)),
+        _ => None,
+    }
+}
+
 /// The addresses `routingType: Service` reaches a backend through (Envoy Gateway's
 /// `processServiceDestinationSetting` and `processServiceImportDestinationSetting`): a
 /// Service's cluster IP, or a ServiceImport's IPs, each with the backendRef's port. `None` for
@@ -829,19 +847,7 @@ pub(crate) fn service_addresses(
     cluster: &str,
     id: &BackendId,
 ) -> Option<Vec<EndpointAddr>> {
-    let (kind, namespace, name, port) = match id {
-        BackendId::Service {
-            namespace,
-            name,
-            port,
-        } => (Kind::Service, namespace, name, *port),
-        BackendId::ServiceImport {
-            namespace,
-            name,
-            port,
-        } => (Kind::ServiceImport, namespace, name, *port),
-        _ => return None,
-    };
+    let (kind, namespace, name, port) = service_like(id)?;
     let port = u32::try_from(port).ok()?;
     let key = ResourceKey::new(cluster, kind, namespace, name);
     let ips: Vec<&str> = match ix.resources.get(&key).map(|r| &r.object) {
@@ -884,19 +890,7 @@ pub(crate) fn current_endpoints(
     cluster: &str,
     id: &BackendId,
 ) -> Option<Vec<EndpointAddr>> {
-    let (kind, namespace, name, port) = match id {
-        BackendId::Service {
-            namespace,
-            name,
-            port,
-        } => (Kind::Service, namespace, name, *port),
-        BackendId::ServiceImport {
-            namespace,
-            name,
-            port,
-        } => (Kind::ServiceImport, namespace, name, *port),
-        _ => return None,
-    };
+    let (kind, namespace, name, port) = service_like(id)?;
     let key = ResourceKey::new(cluster, kind, namespace, name);
     let ports: Vec<(i32, Option<&str>, Option<&str>)> =
         match ix.resources.get(&key).map(|r| &r.object) {

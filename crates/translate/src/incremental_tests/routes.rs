@@ -12,12 +12,9 @@ use flotilla_model::Kind;
 
 /// Two HTTP listeners on one port (one with a hostname: listener isolation and the hosts it
 /// adds), one on another port, and the backends.
-const WORLD: &str = r#"
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: eg}
-spec: {controllerName: gateway.envoyproxy.io/gatewayclass-controller}
----
+const WORLD: &str = concat!(
+    crate::tests::gateway_class!(),
+    r#"---
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
 metadata: {name: gw, namespace: infra}
@@ -36,18 +33,9 @@ spec:
   listeners:
   - {name: any, port: 8080, protocol: HTTP, allowedRoutes: {namespaces: {from: All}}}
 ---
-apiVersion: v1
-kind: Service
-metadata: {name: web, namespace: app}
-spec: {ports: [{name: http, port: 80}]}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: web-1, namespace: app, labels: {kubernetes.io/service-name: web}}
-addressType: IPv4
-ports: [{name: http, port: 9000}]
-endpoints: [{addresses: [10.0.0.1]}]
-"#;
+"#,
+    crate::tests::web_service!("10.0.0.1")
+);
 
 /// An HTTPRoute `name` created at second `age` of the day, on `parents`, for `hosts`, with one
 /// rule matching `path` to `backend`.
