@@ -596,7 +596,7 @@ fn route_configurations(
         .map(|l| Arc::from(listener::route_config_name(l)))
         .collect();
     memo.configs
-        .retain(|name, c| c.refs > 0 || !c.vhosts.is_empty() || live.contains(name));
+        .retain(|name, c| !c.vhosts.is_empty() || live.contains(name));
     let dirty = std::mem::take(&mut memo.dirty_configs);
     let mut out = Vec::new();
     let mut assembled = BTreeMap::new();

@@ -60,12 +60,10 @@ pub(crate) fn virtual_host(config: &str, domain: &str) -> VirtualHost {
     }
 }
 
-/// One route configuration's virtual hosts.
+/// One route configuration's virtual hosts (it exists while a programmed HTTP listener of the
+/// gateway has it: the only listeners routes are served through).
 #[derive(Default)]
 pub(crate) struct Config {
-    /// Placements on listeners of this configuration (it exists while any, or a listener of
-    /// the gateway, has it).
-    pub refs: usize,
     pub vhosts: BTreeMap<Arc<str>, Vhost>,
 }
 
@@ -124,14 +122,6 @@ pub(crate) struct GatewayMemo {
 impl GatewayMemo {
     /// Adds (`add`) or takes out a route's contribution to the sums.
     pub fn account(&mut self, key: &ResourceKey, p: &Placed, add: bool) {
-        for c in &p.configs {
-            let e = self.configs.entry(c.clone()).or_default();
-            if add {
-                e.refs += 1;
-            } else {
-                e.refs = e.refs.saturating_sub(1);
-            }
-        }
         for (c, d) in &p.domains {
             let vh = self
                 .configs
@@ -178,17 +168,21 @@ impl GatewayMemo {
         }
         for (name, (id, endpoints)) in &p.backends {
             if add {
-                let slot = self
-                    .backends
-                    .entry(name.clone())
-                    .or_insert_with(|| BackendSlot {
-                        id: id.clone(),
-                        endpoints: endpoints.clone(),
-                        refs: 0,
-                    });
-                // The latest resolution is the current one.
-                slot.endpoints.clone_from(endpoints);
-                slot.refs += 1;
+                match self.backends.entry(name.clone()) {
+                    std::collections::btree_map::Entry::Vacant(e) => {
+                        e.insert(BackendSlot {
+                            id: id.clone(),
+                            endpoints: endpoints.clone(),
+                            refs: 1,
+                        });
+                    }
+                    std::collections::btree_map::Entry::Occupied(mut e) => {
+                        let slot = e.get_mut();
+                        // The latest resolution is the current one.
+                        slot.endpoints.clone_from(endpoints);
+                        slot.refs += 1;
+                    }
+                }
             } else if let Some(slot) = self.backends.get_mut(name) {
                 slot.refs -= 1;
                 if slot.refs == 0 {

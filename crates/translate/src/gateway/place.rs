@@ -101,8 +101,6 @@ pub(crate) struct Placed {
     pub parents: Vec<PlacedParent>,
     /// The listeners it counts on, once per attachment (programmed or not).
     pub attached: Vec<usize>,
-    /// The route configurations of the programmed listeners it attached to.
-    pub configs: Vec<Arc<str>>,
     /// The virtual hosts it is served in (one may hold none of its entries: a route whose
     /// rules were all dropped still makes its host's virtual host).
     pub domains: Vec<(Arc<str>, Arc<str>)>,
@@ -143,7 +141,6 @@ pub(crate) fn place_route(
         kind,
         parents: Vec::new(),
         attached: Vec::new(),
-        configs: Vec::new(),
         domains: Vec::new(),
         entries: Vec::new(),
         overlaps: Vec::new(),
@@ -219,7 +216,6 @@ fn place_on_listener(
     let port = port_of(l.spec);
     let listener_port = u32::try_from(l.spec.port).unwrap_or(0);
     let config: Arc<str> = Arc::from(listener::route_config_name(l));
-    placed.configs.push(config.clone());
     let own = listener_hostname(l);
     let others = g
         .port_hosts
