@@ -7,6 +7,8 @@
 //! suites keep what is theirs (a `flotilla` bootstrap, a static Envoy config, YAML) and build
 //! it from these parts.
 
+pub mod kube_api;
+
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
