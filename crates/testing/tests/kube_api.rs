@@ -708,3 +708,102 @@ async fn all_namespaces_list_and_delete_return_the_object() {
     let events: Vec<_> = stream.take(3).try_collect().await.expect("events");
     assert!(matches!(events[1], watcher::Event::InitApply(ref c) if c.name_any() == "y"));
 }
+
+#[tokio::test]
+async fn a_crd_created_through_the_api_is_served_until_deleted() {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::runtime::wait::{await_condition, conditions};
+    let (_server, client) = start().await;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd: CustomResourceDefinition = serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "serviceimports.multicluster.x-k8s.io"},
+        "spec": {
+            "group": "multicluster.x-k8s.io",
+            "names": {"kind": "ServiceImport", "plural": "serviceimports", "singular": "serviceimport", "listKind": "ServiceImportList"},
+            "scope": "Namespaced",
+            "versions": [{"name": "v1alpha1", "served": true, "storage": true, "subresources": {"status": {}},
+                          "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}],
+        },
+    }))
+    .expect("crd");
+    crds.create(&PostParams::default(), &crd)
+        .await
+        .expect("create CRD");
+    let established = await_condition(
+        crds.clone(),
+        "serviceimports.multicluster.x-k8s.io",
+        conditions::is_crd_established(),
+    );
+    tokio::time::timeout(WAIT, established)
+        .await
+        .expect("in time")
+        .expect("established");
+
+    let discovery = Discovery::new(client.clone())
+        .run()
+        .await
+        .expect("discovery");
+    let (ar, caps) = discovery
+        .get("multicluster.x-k8s.io")
+        .and_then(|g| g.recommended_kind("ServiceImport"))
+        .expect("served");
+    let imports: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &ar);
+    assert!(
+        !caps.subresources.is_empty(),
+        "status subresource from the CRD"
+    );
+    let si: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "multicluster.x-k8s.io/v1alpha1", "kind": "ServiceImport",
+        "metadata": {"name": "web"}, "spec": {"type": "ClusterSetIP"},
+    }))
+    .expect("si");
+    imports
+        .create(&PostParams::default(), &si)
+        .await
+        .expect("create CR");
+
+    let mut stream = watcher(imports.clone(), watcher::Config::default()).boxed();
+    let mut seen = Vec::new();
+    while !matches!(seen.last(), Some(watcher::Event::InitDone)) {
+        seen.push(next(&mut stream).await.expect("event"));
+    }
+    assert!(seen
+        .iter()
+        .any(|e| matches!(e, watcher::Event::InitApply(o) if o.name_any() == "web")));
+
+    // the watch is open once it sees a change
+    let mut later = si.clone();
+    later.metadata.name = Some("zz".into());
+    imports
+        .create(&PostParams::default(), &later)
+        .await
+        .expect("create CR");
+    assert!(
+        matches!(next(&mut stream).await, Ok(watcher::Event::Apply(o)) if o.name_any() == "zz")
+    );
+
+    // deleting the CRD deletes its objects and stops serving the resource
+    crds.delete(
+        "serviceimports.multicluster.x-k8s.io",
+        &DeleteParams::default(),
+    )
+    .await
+    .expect("delete CRD");
+    let mut deleted = Vec::new();
+    for _ in 0..2 {
+        match next(&mut stream).await {
+            Ok(watcher::Event::Delete(o)) => deleted.push(o.name_any()),
+            other => panic!("expected the CRs deleted, got {other:?}"),
+        }
+    }
+    assert_eq!(deleted, ["web", "zz"]);
+    let (code, _) = api_status(
+        imports
+            .list(&ListParams::default())
+            .await
+            .expect_err("gone"),
+    );
+    assert_eq!(code, 404);
+}

@@ -82,6 +82,56 @@ impl ResourceInfo {
         out
     }
 
+    /// The resource a CustomResourceDefinition object defines (its served versions, the
+    /// storage version first), if the object is well-formed.
+    pub fn from_crd(crd: &Value) -> Option<ResourceInfo> {
+        let spec = &crd["spec"];
+        let mut versions: Vec<&Value> = spec["versions"]
+            .as_array()?
+            .iter()
+            .filter(|v| v["served"].as_bool().unwrap_or(true))
+            .collect();
+        versions.sort_by_key(|v| !v["storage"].as_bool().unwrap_or(false));
+        let info = ResourceInfo {
+            group: spec["group"].as_str()?.to_string(),
+            versions: versions
+                .iter()
+                .filter_map(|v| v["name"].as_str().map(str::to_string))
+                .collect(),
+            kind: spec["names"]["kind"].as_str()?.to_string(),
+            plural: spec["names"]["plural"].as_str()?.to_string(),
+            namespaced: spec["scope"].as_str() != Some("Cluster"),
+            status_subresource: versions
+                .iter()
+                .any(|v| v["subresources"].get("status").is_some()),
+            custom: true,
+        };
+        (!info.versions.is_empty() && !info.group.is_empty()).then_some(info)
+    }
+
+    /// The status the apiextensions controller gives an accepted CRD (`Established`), which
+    /// clients such as kube-runtime's `conditions::is_crd_established` wait for.
+    pub fn crd_status(crd: &Value, now: &str) -> Value {
+        let condition = |type_: &str, reason: &str, message: &str| json!({"type": type_, "status": "True", "lastTransitionTime": now, "reason": reason, "message": message});
+        let storage: Vec<Value> = crd["spec"]["versions"]
+            .as_array()
+            .map(|vs| {
+                vs.iter()
+                    .filter(|v| v["storage"].as_bool().unwrap_or(false))
+                    .map(|v| v["name"].clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        json!({
+            "conditions": [
+                condition("NamesAccepted", "NoConflicts", "no conflicts found"),
+                condition("Established", "InitialNamesAccepted", "the initial names have been accepted"),
+            ],
+            "acceptedNames": crd["spec"]["names"],
+            "storedVersions": storage,
+        })
+    }
+
     /// The CustomResourceDefinition object that installs this resource.
     pub fn crd_object(&self) -> Value {
         let versions: Vec<Value> = self

@@ -185,11 +185,49 @@ impl Store {
 
     /// Registers a custom resource and creates its CustomResourceDefinition object.
     pub fn install(&mut self, info: ResourceInfo) -> Result<()> {
+        self.put(info.crd_object()).map(|_| ())
+    }
+
+    fn is_crd(key: &ObjKey) -> bool {
+        key.group == "apiextensions.k8s.io" && key.plural == "customresourcedefinitions"
+    }
+
+    /// A CRD written (by `install_crd` or through the API, as `kubectl apply -f crd.yaml`)
+    /// starts serving its resource; the apiextensions controller's `Established` status is
+    /// set in the same write (the apiserver does it a moment later).
+    fn register_crd(&mut self, crd: &mut Value) {
+        let Some(info) = ResourceInfo::from_crd(crd) else {
+            return;
+        };
+        if crd["status"]["conditions"]
+            .as_array()
+            .is_none_or(Vec::is_empty)
+        {
+            crd["status"] = ResourceInfo::crd_status(crd, &now());
+        }
         self.resources
             .retain(|r| !(r.group == info.group && r.plural == info.plural));
-        let crd = info.crd_object();
         self.resources.push(info);
-        self.put(crd).map(|_| ())
+    }
+
+    /// A deleted CRD stops serving its resource and its objects are deleted (watches see
+    /// them DELETED), as the apiextensions finalizer does.
+    fn unregister_crd(&mut self, crd: &Value) {
+        let Some(info) = ResourceInfo::from_crd(crd) else {
+            return;
+        };
+        let keys: Vec<ObjKey> = self
+            .objects
+            .keys()
+            .filter(|k| k.group == info.group && k.plural == info.plural)
+            .cloned()
+            .collect();
+        for key in keys {
+            let version = info.versions.first().cloned().unwrap_or_default();
+            let _ = self.delete(&info, &version, &key.namespace, &key.name, None);
+        }
+        self.resources
+            .retain(|r| !(r.group == info.group && r.plural == info.plural));
     }
 
     pub fn objects(&self, info: &ResourceInfo) -> Vec<Value> {
@@ -264,6 +302,9 @@ impl Store {
                 let generation = old["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
                 set_meta(&mut new, "generation", json!(generation));
             }
+        }
+        if Self::is_crd(&key) {
+            self.register_crd(&mut new);
         }
         self.rv += 1;
         set_meta(&mut new, "resourceVersion", json!(self.rv.to_string()));
@@ -661,6 +702,7 @@ impl Store {
         self.rv += 1;
         let mut gone = old.clone();
         set_meta(&mut gone, "resourceVersion", json!(self.rv.to_string()));
+        let crd = Self::is_crd(&key).then(|| old.clone());
         self.record(Change {
             rv: self.rv,
             key,
@@ -668,6 +710,9 @@ impl Store {
             object: gone.clone(),
             old: Some(old),
         });
+        if let Some(crd) = crd {
+            self.unregister_crd(&crd);
+        }
         Ok(Self::present(info, version, gone))
     }
 
