@@ -617,7 +617,7 @@ async fn apply_conflict_between_managers_needs_force() {
     assert_eq!(forced.data["spec"]["gatewayClassName"], "other");
     assert_eq!(forced.metadata.generation, Some(2));
 
-    // apply without a field manager is refused (kube would not send one; a merge patch may)
+    // a merge patch needs no field manager; labels are metadata, not counted by generation
     let merged = api
         .patch(
             "gw",
@@ -628,6 +628,26 @@ async fn apply_conflict_between_managers_needs_force() {
         .expect("merge patch");
     assert_eq!(merged.labels().get("x").map(String::as_str), Some("y"));
     assert_eq!(merged.metadata.generation, Some(2), "labels are metadata");
+    let owners: Vec<String> = merged
+        .metadata
+        .managed_fields
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|m| m.manager)
+        .collect();
+    assert!(
+        owners.contains(&"alice".to_string()),
+        "alice still owns the label team: {owners:?}"
+    );
+    assert!(owners.contains(&"bob".to_string()), "{owners:?}");
+
+    // a custom resource's delete answers the object
+    let gone = api
+        .delete("gw", &DeleteParams::default())
+        .await
+        .expect("delete");
+    assert_eq!(gone.left().map(|g| g.name_any()).as_deref(), Some("gw"));
 }
 
 #[tokio::test]
@@ -695,7 +715,12 @@ async fn all_namespaces_list_and_delete_return_the_object() {
         .delete("x", &DeleteParams::default())
         .await
         .expect("delete");
-    assert_eq!(deleted.left().map(|c| c.name_any()).as_deref(), Some("x"));
+    // a ConfigMap's delete answers a Status (the registry does not return the object)
+    let status = deleted.right().expect("a Status, not the object");
+    assert_eq!(
+        status.details.map(|d| (d.name, d.kind)),
+        Some(("x".into(), "configmaps".into()))
+    );
     assert_eq!(server.objects("configmaps").len(), 1);
     let _: Vec<ConfigMap> = all
         .list(&ListParams::default())

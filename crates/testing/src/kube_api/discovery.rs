@@ -53,6 +53,15 @@ impl ResourceInfo {
         }
     }
 
+    /// Whether a DELETE answers the deleted object (else a `Status` of `Success`).
+    pub fn delete_answers_object(&self) -> bool {
+        self.custom
+            || matches!(
+                self.plural.as_str(),
+                "services" | "namespaces" | "customresourcedefinitions"
+            )
+    }
+
     pub fn serves(&self, version: &str) -> bool {
         self.versions.iter().any(|v| v == version)
     }

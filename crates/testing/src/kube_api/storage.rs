@@ -675,7 +675,11 @@ impl Store {
         }
     }
 
-    /// DELETE: immediate (no finalizers, no graceful deletion); answers the object as deleted.
+    /// DELETE: immediate (no finalizers, no graceful deletion). Answers the object as deleted
+    /// where the apiserver's registry does (`ReturnDeletedObject`: custom resources, Services;
+    /// Namespaces and CRDs, which the apiserver answers with the object while its finalizers
+    /// run), else a `Status` of `Success` with the name, group, resource and uid, as the
+    /// generic registry's `finalizeDelete` does.
     pub fn delete(
         &mut self,
         info: &ResourceInfo,
@@ -713,7 +717,22 @@ impl Store {
         if let Some(crd) = crd {
             self.unregister_crd(&crd);
         }
-        Ok(Self::present(info, version, gone))
+        if info.delete_answers_object() {
+            Ok(Self::present(info, version, gone))
+        } else {
+            Ok(json!({
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Success",
+                "details": {
+                    "name": name,
+                    "group": info.group,
+                    "kind": info.plural,
+                    "uid": gone["metadata"]["uid"],
+                },
+            }))
+        }
     }
 
     /// LIST, in key order, paginated by `limit` with an opaque `continue` token that carries
