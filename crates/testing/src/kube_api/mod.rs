@@ -26,6 +26,9 @@ mod status;
 mod storage;
 mod watch;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -90,6 +93,18 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
+    fn new(addr: SocketAddr, config: &FakeApiConfig) -> Self {
+        let (events, _) = broadcast::channel(WATCH_LAG);
+        Shared {
+            addr,
+            store: Mutex::new(Store::new(HISTORY, events)),
+            closer: tokio::sync::watch::channel(0).0,
+            faults: Mutex::new(VecDeque::new()),
+            requests: Mutex::new(Vec::new()),
+            bookmark_interval: config.bookmark_interval,
+        }
+    }
+
     fn store(&self) -> MutexGuard<'_, Store> {
         lock(&self.store)
     }
@@ -120,15 +135,7 @@ impl FakeApiServer {
     pub async fn start_with(config: FakeApiConfig) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let (events, _) = broadcast::channel(WATCH_LAG);
-        let shared = Arc::new(Shared {
-            addr,
-            store: Mutex::new(Store::new(HISTORY, events)),
-            closer: tokio::sync::watch::channel(0).0,
-            faults: Mutex::new(VecDeque::new()),
-            requests: Mutex::new(Vec::new()),
-            bookmark_interval: config.bookmark_interval,
-        });
+        let shared = Arc::new(Shared::new(addr, &config));
         let state = shared.clone();
         let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
             let shared = state.clone();
