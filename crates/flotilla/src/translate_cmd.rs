@@ -59,7 +59,7 @@ pub fn run(
                 origin: None,
             },
         };
-        if let Err(e) = t.apply(&ev) {
+        if let Err(e) = t.apply_owned(ev) {
             eprintln!("error: {e}");
         }
     }

@@ -383,6 +383,14 @@ fn path_beyond_depth(value: &serde_json::Value, max: usize) -> Option<String> {
         List(std::iter::Enumerate<std::slice::Iter<'a, Value>>),
         Map(serde_json::map::Iter<'a>),
     }
+    /// Where a frame is in its parent: rendered into a path only when one is reported, so
+    /// that the walk over a valid object allocates nothing but its stack.
+    #[derive(Clone, Copy)]
+    enum Segment<'a> {
+        Root,
+        Index(usize),
+        Key(&'a str),
+    }
     fn frame(v: &Value) -> Option<Frame<'_>> {
         match v {
             Value::Array(a) => Some(Frame::List(a.iter().enumerate())),
@@ -390,13 +398,13 @@ fn path_beyond_depth(value: &serde_json::Value, max: usize) -> Option<String> {
             _ => None,
         }
     }
-    // Each frame with the path segment of the child it is visiting.
-    let mut stack: Vec<(Frame<'_>, String)> = Vec::new();
-    stack.push((frame(value)?, String::new()));
+    // Each frame with the segment of the child it is visiting.
+    let mut stack: Vec<(Frame<'_>, Segment<'_>)> = Vec::with_capacity(max.min(16));
+    stack.push((frame(value)?, Segment::Root));
     while let Some((top, segment)) = stack.last_mut() {
         let child = match top {
-            Frame::List(items) => items.next().map(|(i, v)| (format!("[{i}]"), v)),
-            Frame::Map(entries) => entries.next().map(|(k, v)| (format!(".{k}"), v)),
+            Frame::List(items) => items.next().map(|(i, v)| (Segment::Index(i), v)),
+            Frame::Map(entries) => entries.next().map(|(k, v)| (Segment::Key(k.as_str()), v)),
         };
         let Some((child_segment, child)) = child else {
             stack.pop();
@@ -405,10 +413,22 @@ fn path_beyond_depth(value: &serde_json::Value, max: usize) -> Option<String> {
         *segment = child_segment;
         if let Some(f) = frame(child) {
             if stack.len() >= max {
-                let path: String = stack.iter().map(|(_, s)| s.as_str()).collect();
-                return Some(path.trim_start_matches('.').to_string());
+                let mut path = String::new();
+                for (_, s) in &stack {
+                    match s {
+                        Segment::Root => {}
+                        Segment::Index(i) => path.push_str(&format!("[{i}]")),
+                        Segment::Key(k) => {
+                            if !path.is_empty() {
+                                path.push('.');
+                            }
+                            path.push_str(k);
+                        }
+                    }
+                }
+                return Some(path);
             }
-            stack.push((f, String::new()));
+            stack.push((f, Segment::Root));
         }
     }
     None
@@ -429,7 +449,6 @@ fn drop_iteratively(value: serde_json::Value) {
     }
 }
 
-/// Deserializes into `T`, returning the path of the offending field on failure.
 /// The length of `value` encoded as JSON, counted without building the encoding.
 fn encoded_len(value: &serde_json::Value) -> usize {
     struct Count(usize);

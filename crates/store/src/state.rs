@@ -201,8 +201,9 @@ impl State {
                     origin,
                 },
             };
-            if let Err(e) = translator.apply(&ev) {
-                tracing::error!(keys = %event_keys(&ev), error = %e, "snapshot resource rejected on restore");
+            let keys = event_keys(&ev);
+            if let Err(e) = translator.apply_owned(ev) {
+                tracing::error!(%keys, error = %e, "snapshot resource rejected on restore");
             }
         }
         if any {
@@ -312,8 +313,8 @@ impl State {
                     }
                     consumed = true;
                     self.counters.events_applied += 1;
-                    if let Some(ev) = self.fold(log_id.index, seq, subject, payload) {
-                        folded.push((seq, ev));
+                    if self.fold(log_id.index, seq, subject, payload) {
+                        folded.push((seq, payload.as_ref()));
                     }
                     self.position.last_seq = seq;
                 }
@@ -343,14 +344,10 @@ impl State {
     }
 
     /// Decodes and folds one event published on `subject`; what cannot be is recorded, never
-    /// fatal. Returns the event when it was folded.
-    fn fold(
-        &mut self,
-        revision: u64,
-        seq: u64,
-        subject: &str,
-        payload: &[u8],
-    ) -> Option<ResourceEvent> {
+    /// fatal. Returns whether the event was folded. The translator takes the decoded event
+    /// (no copy of its object); the rare paths that need it again (its rejection record, the
+    /// isolation of a translation panic) decode the payload again.
+    fn fold(&mut self, revision: u64, seq: u64, subject: &str, payload: &[u8]) -> bool {
         let ev: ResourceEvent = match serde_json::from_slice(payload) {
             Ok(ev) => ev,
             Err(e) => {
@@ -364,7 +361,7 @@ impl State {
                     what: format!("payload of {} bytes", payload.len()),
                     reason: format!("not a valid event: {e}"),
                 });
-                return None;
+                return false;
             }
         };
         if let Some(reason) = misattribution(subject, &ev) {
@@ -380,13 +377,14 @@ impl State {
                 what,
                 reason,
             });
-            return None;
+            return false;
         }
         let prior = self.translator.view();
-        let applied =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.translator.apply(&ev)));
+        let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.translator.apply_owned(ev)
+        }));
         let reason = match applied {
-            Ok(Ok(())) => return Some(ev),
+            Ok(Ok(())) => return true,
             Ok(Err(e)) => e.to_string(),
             Err(panic) => {
                 // The translator is half-way through the event: go back to before it.
@@ -398,17 +396,20 @@ impl State {
             }
         };
         self.counters.events_rejected += 1;
-        let what = event_keys(&ev);
-        tracing::warn!(seq, cluster = %ev.cluster, source = %ev.source, keys = %what, error = %reason, "event rejected");
+        // The event went into the translator: decode it again to name it (it decoded once).
+        let ev: Option<ResourceEvent> = serde_json::from_slice(payload).ok();
+        let what = ev.as_ref().map(event_keys).unwrap_or_default();
+        let (cluster, source) = ev.map(|e| (e.cluster, e.source)).unzip();
+        tracing::warn!(seq, cluster = cluster.as_deref().unwrap_or_default(), source = source.as_deref().unwrap_or_default(), keys = %what, error = %reason, "event rejected");
         self.reject(Rejection {
             seq,
             revision,
-            cluster: Some(ev.cluster),
-            source: Some(ev.source),
+            cluster,
+            source,
             what,
             reason,
         });
-        None
+        false
     }
 
     /// Translates what the batch changed. A translator bug that some input reaches (a panic)
@@ -421,7 +422,7 @@ impl State {
         &mut self,
         revision: u64,
         before: &TranslatorView,
-        folded: &[(u64, ResourceEvent)],
+        folded: &[(u64, &[u8])],
     ) -> (Vec<String>, Vec<String>) {
         let run =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.translator.recompute()));
@@ -436,24 +437,30 @@ impl State {
             "translation panicked; isolating the event that causes it"
         );
         self.translator = Translator::rebuild(before).0;
-        for (seq, ev) in folded {
+        for &(seq, payload) in folded {
+            // Folded once from these bytes, so they decode and apply again, identically.
+            let Ok(ev) = serde_json::from_slice::<ResourceEvent>(payload) else {
+                tracing::error!(seq, "a folded event no longer decodes; skipped in isolation");
+                continue;
+            };
+            let what = event_keys(&ev);
+            let (cluster, source) = (ev.cluster.clone(), ev.source.clone());
             let good = self.translator.view();
             let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 // Already validated and applied once: an error cannot happen the second time.
-                let _ = self.translator.apply(ev);
+                let _ = self.translator.apply_owned(ev);
                 self.translator.recompute();
             }));
             if let Err(panic) = step {
                 self.translator = Translator::rebuild(&good).0;
-                let what = event_keys(ev);
                 let reason = format!("translating this event failed: {}", panic_text(&panic));
                 tracing::error!(seq, keys = %what, error = %reason, "event rejected");
                 self.counters.events_rejected += 1;
                 self.reject(Rejection {
-                    seq: *seq,
+                    seq,
                     revision,
-                    cluster: Some(ev.cluster.clone()),
-                    source: Some(ev.source.clone()),
+                    cluster: Some(cluster),
+                    source: Some(source),
                     what,
                     reason,
                 });

@@ -10,14 +10,13 @@ use crate::policy::attachments::Policies;
 use crate::policy::backend::BackendPolicy;
 use crate::policy::ratelimit as policy_rl;
 use crate::ratelimit;
-use crate::status::set_condition;
 use crate::values::Age;
 use crate::GatewayXds;
 use envoy_types::pb::envoy::config::route::v3::{route, route_action, Route, RouteConfiguration};
 use flotilla_model::gateway::HttpBackendRef;
 use flotilla_model::gateway::{Condition, Gateway, Listener, ParentReference};
 use flotilla_model::{Kind, Object, Resource, ResourceKey};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -501,24 +500,34 @@ fn route_words(
     p.parents
         .iter()
         .map(|parent| {
-            let mut conds = parent.conds.clone();
+            let mut words = parent.words.clone();
             if let Some(msg) = overlaps.conflicts(&p.overlaps, &parent.listeners, p.kind, key) {
-                let gen = conds.first().and_then(|c| c.observed_generation);
-                set_condition(
-                    &mut conds,
-                    Condition::new("RouteRulesOverlap", true, "RouteRulesOverlap", msg, gen),
-                );
+                set_overlap_condition(&mut words, msg);
             }
-            (
-                parent.index,
-                json!({
-                    "parentRef": parent.pref,
-                    "controllerName": CONTROLLER_NAME,
-                    "conditions": conds,
-                }),
-            )
+            (parent.index, words)
         })
         .collect()
+}
+
+/// Sets the RouteRulesOverlap condition in a parent's status entry (replacing one of that type,
+/// as `set_condition` does), observed at the generation its first condition names.
+fn set_overlap_condition(words: &mut Value, msg: String) {
+    let Some(conds) = words.get_mut("conditions").and_then(Value::as_array_mut) else {
+        return;
+    };
+    let gen = conds
+        .first()
+        .and_then(|c| c.get("observedGeneration"))
+        .and_then(Value::as_i64);
+    let c = Condition::new("RouteRulesOverlap", true, "RouteRulesOverlap", msg, gen);
+    let c = serde_json::to_value(c).unwrap_or(Value::Null);
+    match conds
+        .iter_mut()
+        .find(|x| x.get("type") == Some(&Value::from("RouteRulesOverlap")))
+    {
+        Some(x) => *x = c,
+        None => conds.push(c),
+    }
 }
 
 /// The route configurations of the gateway's listeners, from the memo's virtual hosts (each

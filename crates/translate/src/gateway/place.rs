@@ -14,6 +14,8 @@ use crate::policy::ratelimit as policy_rl;
 use crate::ratelimit;
 use crate::status::set_condition;
 use crate::values::RouteOrder;
+use crate::CONTROLLER_NAME;
+use serde_json::Value;
 use envoy_types::pb::envoy::config::route::v3::route;
 use flotilla_model::gateway::{Condition, HttpRoute, ParentReference};
 use flotilla_model::routes::GrpcRoute;
@@ -86,12 +88,13 @@ pub(crate) struct PlacedEntry {
     pub direct_body: usize,
 }
 
-/// One parentRef of a placed route: its conditions before the overlap check (which needs every
-/// route) and the listeners it attached to.
+/// One parentRef of a placed route: its status entry (`parentRef`, `controllerName`,
+/// `conditions`) before the overlap check, which needs every route, and the listeners it
+/// attached to. Built here, where routes are placed in parallel; the overlap check edits a
+/// copy only for a route that overlaps another.
 pub(crate) struct PlacedParent {
     pub index: usize,
-    pub pref: ParentReference,
-    pub conds: Vec<Condition>,
+    pub words: Value,
     pub listeners: Vec<usize>,
 }
 
@@ -187,12 +190,26 @@ pub(crate) fn place_route(
         }
         placed.parents.push(PlacedParent {
             index: pi,
-            pref: pref.clone(),
-            conds,
+            words: parent_words(pref, conds),
             listeners: attach_to.iter().map(|(li, _)| *li).collect(),
         });
     }
     placed
+}
+
+/// A parent's status entry, as the route's `status.parents` lists it.
+pub(crate) fn parent_words(pref: &ParentReference, conds: Vec<Condition>) -> Value {
+    let mut m = serde_json::Map::new();
+    m.insert(
+        "parentRef".into(),
+        serde_json::to_value(pref).unwrap_or(Value::Null),
+    );
+    m.insert("controllerName".into(), Value::from(CONTROLLER_NAME));
+    m.insert(
+        "conditions".into(),
+        serde_json::to_value(conds).unwrap_or(Value::Null),
+    );
+    Value::Object(m)
 }
 
 /// The entries of `checked` served through listener `li` for `hostnames`.

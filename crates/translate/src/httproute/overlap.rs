@@ -5,7 +5,7 @@ use crate::httproute::matches::MatchShape;
 use crate::values::RouteOrder;
 use envoy_types::pb::envoy::config::route::v3::Route;
 use flotilla_model::ResourceKey;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 /// Envoy Gateway's overlap check (`checkRouteOverlaps`): routes of different xRoutes on one
@@ -18,9 +18,13 @@ use std::sync::Arc;
 #[derive(Default)]
 pub(crate) struct OverlapTracker {
     /// (listener, canonical match key) -> the routes with that key, by "Kind namespace/name"
-    /// (the order the condition names them in)
-    buckets: BTreeMap<(usize, String), BTreeSet<(String, ResourceKey)>>,
+    /// (the order the condition names them in). Hashed: the keys are long strings sharing
+    /// their host as a prefix, and the buckets are only ever looked up, never walked.
+    buckets: HashMap<(usize, String), BTreeSet<Member>>,
 }
+
+/// A route in a bucket: its display name (what the condition says) and its key.
+type Member = (Arc<str>, ResourceKey);
 
 impl OverlapTracker {
     fn display(kind: &str, key: &ResourceKey) -> String {
@@ -48,18 +52,30 @@ impl OverlapTracker {
 
     /// Records the (listener, match key) buckets of a route of `kind`.
     pub fn add(&mut self, kind: &str, key: &ResourceKey, buckets: &[(usize, String)]) {
-        let me = (Self::display(kind, key), key.clone());
-        for b in buckets {
-            self.buckets
-                .entry(b.clone())
-                .or_default()
-                .insert(me.clone());
+        let Some((first, rest)) = buckets.split_first() else {
+            return;
+        };
+        let me: Member = (Arc::from(Self::display(kind, key)), key.clone());
+        for b in rest {
+            self.insert(b, me.clone());
+        }
+        self.insert(first, me);
+    }
+
+    fn insert(&mut self, bucket: &(usize, String), me: Member) {
+        match self.buckets.get_mut(bucket) {
+            Some(set) => {
+                set.insert(me);
+            }
+            None => {
+                self.buckets.insert(bucket.clone(), BTreeSet::from([me]));
+            }
         }
     }
 
     /// Takes a route's buckets out again.
     pub fn remove(&mut self, kind: &str, key: &ResourceKey, buckets: &[(usize, String)]) {
-        let me = (Self::display(kind, key), key.clone());
+        let me: Member = (Arc::from(Self::display(kind, key)), key.clone());
         for b in buckets {
             if let Some(set) = self.buckets.get_mut(b) {
                 set.remove(&me);
@@ -93,23 +109,25 @@ impl OverlapTracker {
         kind: &str,
         key: &ResourceKey,
     ) -> Option<String> {
+        // The common case, a route alone in each of its buckets, names nobody.
+        let shared = || {
+            buckets
+                .iter()
+                .filter(|b| listeners.contains(&b.0))
+                .filter_map(|b| self.buckets.get(b))
+                .filter(|bucket| bucket.len() > 1)
+        };
+        shared().next()?;
         let me = Self::display(kind, key);
-        let mut others = BTreeSet::new();
-        for b in buckets {
-            if !listeners.contains(&b.0) {
-                continue;
-            }
-            let Some(bucket) = self.buckets.get(b) else {
-                continue;
-            };
-            if bucket.len() > 1 {
-                others.extend(bucket.iter().filter(|(n, _)| *n != me).map(|(n, _)| n));
-            }
-        }
+        let others: BTreeSet<&str> = shared()
+            .flatten()
+            .map(|(n, _)| &**n)
+            .filter(|n| *n != me)
+            .collect();
         (!others.is_empty()).then(|| {
             format!(
                 "Overlapping match conditions with route(s): {}",
-                others.into_iter().cloned().collect::<Vec<_>>().join(", ")
+                others.into_iter().collect::<Vec<_>>().join(", ")
             )
         })
     }
