@@ -201,28 +201,42 @@ fn poison_payloads_are_recorded_and_the_rest_applies() {
         "[".repeat(200),
         "]".repeat(200)
     );
+    // A well-formed event whose object the model refuses (an apiVersion outside its kind's
+    // group).
+    let mut refused = evs[1].clone();
+    let EventBody::Upsert { key, object, .. } = &mut refused.body else {
+        unreachable!("an upsert")
+    };
+    object["apiVersion"] = "example.com/v9".into();
+    let refused_key = key.clone();
     let items = vec![
         payload(&evs[0]),
         StreamItem::event(C1, Bytes::from_static(b"\xff\xfegarbage")),
         StreamItem::event(C1, Bytes::from(deep)),
+        payload(&refused),
         payload(&evs[1]),
     ];
     let batch = EventBatch::new(EPOCH, 1, items).expect("batch");
     assert_eq!(st.apply_batch(log_id(1), &batch), None);
-    assert_eq!(st.position().last_seq, 4);
+    assert_eq!(st.position().last_seq, 5);
     assert_eq!(
         st.counters().events_applied,
-        4,
+        5,
         "every sequence consumed once"
     );
-    assert_eq!(st.counters().events_rejected, 2);
+    assert_eq!(st.counters().events_rejected, 3);
     assert_eq!(st.translator().resources().count(), 2);
     let read = st.read_state();
     let rejected: Vec<_> = read.rejections().map(|r| (r.seq, r.what.clone())).collect();
-    assert_eq!(rejected.len(), 2, "{rejected:?}");
+    assert_eq!(rejected.len(), 3, "{rejected:?}");
     assert_eq!(rejected[0].0, 2);
     assert_eq!(rejected[1].0, 3);
     assert!(rejected[0].1.starts_with("payload of"), "{rejected:?}");
+    // The refused object went into the translator, which took it; its record still names it.
+    let r = read.rejections().nth(2).expect("third");
+    assert_eq!((r.seq, r.what.clone()), (4, format!("upsert {refused_key}")));
+    assert_eq!(r.cluster.as_deref(), Some(refused.cluster.as_str()));
+    assert!(r.reason.contains("apiVersion"), "{r:?}");
 }
 
 /// Found by the fuzz pass: sequence arithmetic on a batch from a damaged log or a broken peer
@@ -471,6 +485,13 @@ fn a_translator_panic_rejects_the_event_not_the_store() {
         let r = got.rejections().next().expect("recorded");
         assert_eq!(r.seq, 5, "{fault}");
         assert!(r.reason.contains("injected fault"), "{fault}: {r:?}");
+        // The event went into the translator; its record still names it.
+        let EventBody::Upsert { key, .. } = &evs[4].body else {
+            unreachable!("the poison is an upsert")
+        };
+        assert_eq!(r.what, format!("upsert {key}"), "{fault}");
+        assert_eq!(r.cluster.as_deref(), Some(evs[4].cluster.as_str()), "{fault}");
+        assert_eq!(r.source.as_deref(), Some(evs[4].source.as_str()), "{fault}");
         assert_eq!(
             got.view().gateways(),
             clean.read_state().view().gateways(),
