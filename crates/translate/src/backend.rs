@@ -68,7 +68,7 @@ pub(crate) fn resolve_backend(
     ix: &Index,
     route: &ResourceKey,
     b: &HttpBackendRef,
-) -> Result<(BackendId, Vec<EndpointAddr>), (&'static str, String)> {
+) -> crate::index::Resolution {
     // What the resolution reads of the route and the ref: many routes name the same backend.
     let key = crate::index::ResolveKey {
         cluster: route.cluster.clone(),
@@ -82,7 +82,9 @@ pub(crate) fn resolve_backend(
         weighted: b.weight.unwrap_or(1) != 0,
     };
     ix.resolved
-        .get_or_insert(key, || resolve_inner(ix, route, b, &mut None, true))
+        .get_or_insert(key, || {
+            resolve_inner(ix, route, b, &mut None, true).map(|(id, eps)| (id, eps.into()))
+        })
 }
 
 fn resolve_inner(

@@ -282,11 +282,6 @@ pub(crate) fn translate_gateway(
             changed_backends.extend(p.backends.keys().cloned());
         }
         words_due.insert(key.clone());
-        let mut p = p;
-        // The memo holds each backend's endpoints once; a route keeps only which it names.
-        for (_, endpoints) in p.backends.values_mut() {
-            *endpoints = Vec::new();
-        }
         memo.routes.insert(key.clone(), p);
     }
     // Whose overlap buckets changed: a route sharing one with a changed route (after a full

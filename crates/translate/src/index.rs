@@ -51,7 +51,9 @@ pub(crate) struct ResolveKey {
 }
 
 /// A resolution: the backend and its endpoints, or why it failed.
-pub(crate) type Resolution = Result<(BackendId, Vec<EndpointAddr>), (&'static str, String)>;
+use crate::ir::cluster::Endpoints;
+
+pub(crate) type Resolution = Result<(BackendId, Endpoints), (&'static str, String)>;
 
 /// Backend resolutions, kept while the index does not change (it is emptied by every insert and
 /// removal): a translation resolves each backend once, however many routes name it. Shared by

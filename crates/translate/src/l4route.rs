@@ -421,7 +421,7 @@ fn resolve_rules(
                         continue;
                     }
                     if udp {
-                        udp_eps.extend(eps);
+                        udp_eps.extend(eps.iter().cloned());
                     } else {
                         clusters.insert(name.clone(), (id, eps));
                         backends.push((name, w));
@@ -436,7 +436,7 @@ fn resolve_rules(
         udp_eps.dedup();
         clusters.insert(
             udp_cluster.clone(),
-            (BackendId::Named(udp_cluster.clone()), udp_eps),
+            (BackendId::Named(udp_cluster.clone()), udp_eps.into()),
         );
         backends.push((udp_cluster, 1));
     }
@@ -467,7 +467,7 @@ fn resolve_service(
     r: &L4Route,
     b: &HttpBackendRef,
     udp: bool,
-) -> Result<(BackendId, Vec<EndpointAddr>), (&'static str, String)> {
+) -> crate::index::Resolution {
     let group = b.group.as_deref().unwrap_or("");
     let kind = b.kind.as_deref().unwrap_or("Service");
     if !group.is_empty() || kind != "Service" {
@@ -530,5 +530,5 @@ fn resolve_service(
             port,
         }
     };
-    Ok((name, ix.endpoints(&svc_key, sp)))
+    Ok((name, ix.endpoints(&svc_key, sp).into()))
 }

@@ -443,7 +443,7 @@ impl Translator {
                 eps.iter().all(|e| e.ip.parse::<std::net::IpAddr>().is_ok()),
             )
         };
-        let mut updated: Vec<(String, Vec<envoy::EndpointAddr>)> = Vec::new();
+        let mut updated: Vec<(String, crate::ir::cluster::Endpoints)> = Vec::new();
         let mut seen: BTreeSet<&(String, String)> = BTreeSet::new();
         for (name, (backend, old)) in backends.iter() {
             let nn = match backend {
@@ -462,13 +462,13 @@ impl Translator {
             let Some(now) = backend::current_endpoints(&self.index, &gw.cluster, backend) else {
                 return false;
             };
-            if now == *old {
+            if *now == **old {
                 continue;
             }
             if shape(&now) != shape(old) || !shape(&now).2 {
                 return false;
             }
-            updated.push((name.clone(), now));
+            updated.push((name.clone(), crate::ir::cluster::Endpoints::from(now)));
         }
         if seen.len() < services.len() {
             return false;

@@ -4,7 +4,7 @@
 //! taking a route's old contribution out and putting its new one in.
 
 use super::place::Placed;
-use crate::envoy::{EncodedVirtualHost, EndpointAddr, XdsResource};
+use crate::envoy::{EncodedVirtualHost, XdsResource};
 use crate::httproute::{OverlapTracker, PrecedenceKey};
 use crate::ir::cluster::{BackendId, ClusterKey};
 use crate::ratelimit::ServiceRule;
@@ -68,7 +68,9 @@ pub(crate) struct Config {
 }
 
 /// A cluster's resources, with the endpoints they were built from.
-pub(crate) type BuiltCluster = (Vec<EndpointAddr>, Vec<Arc<XdsResource>>);
+use crate::ir::cluster::Endpoints;
+
+pub(crate) type BuiltCluster = (Endpoints, Vec<Arc<XdsResource>>);
 
 /// A count per item: the items of a sum over routes.
 type Counts<T> = BTreeMap<T, usize>;
@@ -88,7 +90,7 @@ fn count<T: Ord>(c: &mut Counts<T>, t: T, add: bool) {
 /// refreshed), and how many routes name it.
 pub(crate) struct BackendSlot {
     pub id: BackendId,
-    pub endpoints: Vec<EndpointAddr>,
+    pub endpoints: Endpoints,
     refs: usize,
 }
 
@@ -168,19 +170,21 @@ impl GatewayMemo {
         }
         for (name, (id, endpoints)) in &p.backends {
             if add {
-                match self.backends.entry(name.clone()) {
-                    std::collections::btree_map::Entry::Vacant(e) => {
-                        e.insert(BackendSlot {
-                            id: id.clone(),
-                            endpoints: endpoints.clone(),
-                            refs: 1,
-                        });
-                    }
-                    std::collections::btree_map::Entry::Occupied(mut e) => {
-                        let slot = e.get_mut();
+                match self.backends.get_mut(name) {
+                    Some(slot) => {
                         // The latest resolution is the current one.
                         slot.endpoints.clone_from(endpoints);
                         slot.refs += 1;
+                    }
+                    None => {
+                        self.backends.insert(
+                            name.clone(),
+                            BackendSlot {
+                                id: id.clone(),
+                                endpoints: endpoints.clone(),
+                                refs: 1,
+                            },
+                        );
                     }
                 }
             } else if let Some(slot) = self.backends.get_mut(name) {
@@ -213,7 +217,7 @@ impl GatewayMemo {
 
     /// Takes the endpoints an EndpointSlice change gave backends (their cluster resources are
     /// built again from them when next needed).
-    pub fn refresh_endpoints(&mut self, updated: &[(String, Vec<EndpointAddr>)]) {
+    pub fn refresh_endpoints(&mut self, updated: &[(String, Endpoints)]) {
         for (name, endpoints) in updated {
             if let Some(slot) = self.backends.get_mut(name) {
                 slot.endpoints.clone_from(endpoints);

@@ -61,7 +61,11 @@ impl BackendId {
 
 /// The backends a gateway's routes use, by their own cluster's name: what each is and its
 /// endpoints.
-pub(crate) type Backends = std::collections::BTreeMap<String, (BackendId, Vec<EndpointAddr>)>;
+pub(crate) type Backends = std::collections::BTreeMap<String, (BackendId, Endpoints)>;
+
+/// A backend's endpoints as one resolution found them, shared (never copied) by the resolution
+/// cache, the routes naming the backend, the gateway's memo and its cluster resources.
+pub(crate) type Endpoints = std::sync::Arc<[EndpointAddr]>;
 
 /// One Envoy cluster: a backend and the settings it is built with (`None`: Flotilla's
 /// defaults).
