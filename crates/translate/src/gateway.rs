@@ -30,6 +30,10 @@ mod place;
 pub(crate) use memo::GatewayMemo;
 use place::{place_route, AnyRoute, GatewayScope};
 
+/// What a gateway says of one route's parents: each parentRef's index and its status entry
+/// (shared with the route's placement while the entry is unchanged).
+pub(crate) type ParentWords = Vec<(usize, Arc<Value>)>;
+
 /// Everything translating one gateway produces.
 pub(crate) struct GatewayResult {
     pub xds: GatewayXds,
@@ -37,7 +41,7 @@ pub(crate) struct GatewayResult {
     /// Route parent statuses this gateway is responsible for, by route: every route's after a
     /// full translation, the ones that may have changed after an incremental one (an empty
     /// list: the gateway words nothing for that route any more).
-    pub route_parents: BTreeMap<ResourceKey, Vec<(usize, Value)>>,
+    pub route_parents: BTreeMap<ResourceKey, ParentWords>,
     /// Status of other resources this gateway decides (its ListenerSets).
     pub other_status: Vec<(ResourceKey, Value)>,
     /// BackendTLSPolicy ancestorRefs this gateway contributes, by policy.
@@ -183,7 +187,7 @@ pub(crate) fn translate_gateway(
         Some(Object::GRPCRoute(r)) => Some(AnyRoute::Grpc(r)),
         _ => None,
     };
-    let mut route_parents: BTreeMap<ResourceKey, Vec<(usize, Value)>> = BTreeMap::new();
+    let mut route_parents: BTreeMap<ResourceKey, ParentWords> = BTreeMap::new();
     let mut words_due: BTreeSet<ResourceKey> = BTreeSet::new();
     let mut changed_backends: BTreeSet<String> = BTreeSet::new();
     // Every route is placed again after a full change, or when the context moved under the
@@ -337,7 +341,10 @@ pub(crate) fn translate_gateway(
     for k in std::mem::replace(&mut memo.l4_routes, l4_routes) {
         route_parents.entry(k).or_default();
     }
-    route_parents.extend(l4_parents);
+    route_parents.extend(l4_parents.into_iter().map(|(k, words)| {
+        let words = words.into_iter().map(|(i, w)| (i, Arc::new(w))).collect();
+        (k, words)
+    }));
 
     let mut resources = route_configurations(&listeners, &port_hosts, memo);
     // A route seen through two parent refs is placed twice: its rules once.
@@ -491,13 +498,13 @@ fn route_words(
     overlaps: &OverlapTracker,
     key: &ResourceKey,
     p: &place::Placed,
-) -> Vec<(usize, Value)> {
+) -> ParentWords {
     p.parents
         .iter()
         .map(|parent| {
             let mut words = parent.words.clone();
             if let Some(msg) = overlaps.conflicts(&p.overlaps, &parent.listeners, p.kind, key) {
-                set_overlap_condition(&mut words, msg);
+                set_overlap_condition(Arc::make_mut(&mut words), msg);
             }
             (parent.index, words)
         })

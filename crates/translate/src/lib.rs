@@ -97,7 +97,7 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Route parent statuses by route, then by the gateway that computed them.
-type RouteParents = BTreeMap<ResourceKey, BTreeMap<ResourceKey, Vec<(usize, serde_json::Value)>>>;
+type RouteParents = BTreeMap<ResourceKey, BTreeMap<ResourceKey, gateway::ParentWords>>;
 
 /// Records what gateway `gw` says of route `route`'s parents (nothing: `words` is empty);
 /// true when that changed.
@@ -105,7 +105,7 @@ fn set_route_words(
     route_parents: &mut RouteParents,
     route: &ResourceKey,
     gw: &ResourceKey,
-    words: Vec<(usize, serde_json::Value)>,
+    words: gateway::ParentWords,
 ) -> bool {
     if words.is_empty() {
         let Some(by_gw) = route_parents.get_mut(route) else {
@@ -749,10 +749,11 @@ impl Translator {
         }
         for route in routes_touched {
             let status = self.route_parents.get(&route).map(|by_gw| {
-                let mut parents: Vec<&(usize, serde_json::Value)> = by_gw.values().flatten().collect();
+                let mut parents: Vec<&(usize, Arc<serde_json::Value>)> =
+                    by_gw.values().flatten().collect();
                 parents.sort_by_key(|(i, _)| *i);
                 // Built directly: `json!` would serialize every condition again.
-                let parents = parents.into_iter().map(|(_, v)| v.clone()).collect();
+                let parents = parents.into_iter().map(|(_, v)| (**v).clone()).collect();
                 let mut status = serde_json::Map::new();
                 status.insert("parents".into(), serde_json::Value::Array(parents));
                 serde_json::Value::Object(status)

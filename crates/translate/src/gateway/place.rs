@@ -94,7 +94,7 @@ pub(crate) struct PlacedEntry {
 /// copy only for a route that overlaps another.
 pub(crate) struct PlacedParent {
     pub index: usize,
-    pub words: Value,
+    pub words: Arc<Value>,
     pub listeners: Vec<usize>,
 }
 
@@ -190,7 +190,7 @@ pub(crate) fn place_route(
         }
         placed.parents.push(PlacedParent {
             index: pi,
-            words: parent_words(pref, conds),
+            words: Arc::new(parent_words(pref, conds)),
             listeners: attach_to.iter().map(|(li, _)| *li).collect(),
         });
     }
