@@ -191,8 +191,10 @@ impl State {
     ) -> Self {
         let mut translator = Translator::with_options(options);
         let any = !resources.is_empty();
-        for (key, raw, origin) in resources {
-            let ev = ResourceEvent {
+        let keys: Vec<String> = resources.iter().map(|(k, _, _)| k.to_string()).collect();
+        let events = resources
+            .into_iter()
+            .map(|(key, raw, origin)| ResourceEvent {
                 cluster: key.cluster.clone(),
                 source: "snapshot".to_string(),
                 body: EventBody::Upsert {
@@ -200,10 +202,12 @@ impl State {
                     object: raw,
                     origin,
                 },
-            };
-            let keys = event_keys(&ev);
-            if let Err(e) = translator.apply_owned(ev) {
-                tracing::error!(%keys, error = %e, "snapshot resource rejected on restore");
+            })
+            .collect();
+        // Folded at once: the objects are parsed on every core.
+        for (key, r) in keys.iter().zip(translator.apply_all(events)) {
+            if let Err(e) = r {
+                tracing::error!(%key, error = %e, "snapshot resource rejected on restore");
             }
         }
         if any {
@@ -440,7 +444,10 @@ impl State {
         for &(seq, payload) in folded {
             // Folded once from these bytes, so they decode and apply again, identically.
             let Ok(ev) = serde_json::from_slice::<ResourceEvent>(payload) else {
-                tracing::error!(seq, "a folded event no longer decodes; skipped in isolation");
+                tracing::error!(
+                    seq,
+                    "a folded event no longer decodes; skipped in isolation"
+                );
                 continue;
             };
             let what = event_keys(&ev);

@@ -234,7 +234,10 @@ fn poison_payloads_are_recorded_and_the_rest_applies() {
     assert!(rejected[0].1.starts_with("payload of"), "{rejected:?}");
     // The refused object went into the translator, which took it; its record still names it.
     let r = read.rejections().nth(2).expect("third");
-    assert_eq!((r.seq, r.what.clone()), (4, format!("upsert {refused_key}")));
+    assert_eq!(
+        (r.seq, r.what.clone()),
+        (4, format!("upsert {refused_key}"))
+    );
     assert_eq!(r.cluster.as_deref(), Some(refused.cluster.as_str()));
     assert!(r.reason.contains("apiVersion"), "{r:?}");
 }
@@ -490,7 +493,11 @@ fn a_translator_panic_rejects_the_event_not_the_store() {
             unreachable!("the poison is an upsert")
         };
         assert_eq!(r.what, format!("upsert {key}"), "{fault}");
-        assert_eq!(r.cluster.as_deref(), Some(evs[4].cluster.as_str()), "{fault}");
+        assert_eq!(
+            r.cluster.as_deref(),
+            Some(evs[4].cluster.as_str()),
+            "{fault}"
+        );
         assert_eq!(r.source.as_deref(), Some(evs[4].source.as_str()), "{fault}");
         assert_eq!(
             got.view().gateways(),

@@ -154,12 +154,12 @@ fn full(world: Vec<ResourceEvent>) -> Translator {
     t
 }
 
-/// A translator holding `world`, not yet translated. The events are taken as the store takes
-/// them: decoded from its log, owned.
+/// A translator holding `world`, not yet translated. The events are taken as a store restoring
+/// a snapshot takes them: decoded, owned, all at once (parsed on every core).
 fn fold(world: Vec<ResourceEvent>) -> Translator {
     let mut t = Translator::new();
-    for e in world {
-        t.apply_owned(e).expect("apply");
+    for r in t.apply_all(world) {
+        r.expect("apply");
     }
     t
 }

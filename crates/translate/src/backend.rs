@@ -81,10 +81,9 @@ pub(crate) fn resolve_backend(
         port: b.port,
         weighted: b.weight.unwrap_or(1) != 0,
     };
-    ix.resolved
-        .get_or_insert(key, || {
-            resolve_inner(ix, route, b, &mut None, true).map(|(id, eps)| (id, eps.into()))
-        })
+    ix.resolved.get_or_insert(key, || {
+        resolve_inner(ix, route, b, &mut None, true).map(|(id, eps)| (id, eps.into()))
+    })
 }
 
 fn resolve_inner(

@@ -494,11 +494,7 @@ fn place_all<'a>(
 }
 
 /// A placed route's parent statuses, with the overlap check's verdict.
-fn route_words(
-    overlaps: &OverlapTracker,
-    key: &ResourceKey,
-    p: &place::Placed,
-) -> ParentWords {
+fn route_words(overlaps: &OverlapTracker, key: &ResourceKey, p: &place::Placed) -> ParentWords {
     p.parents
         .iter()
         .map(|parent| {

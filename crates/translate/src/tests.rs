@@ -519,6 +519,97 @@ fn event_key_must_belong_to_its_cluster() {
     assert!(matches!(t.apply(&bad), Err(Error::InvalidEvent { .. })));
 }
 
+/// A world folded at once ([`Translator::apply_all`]: objects parsed on every core) is that
+/// world folded one event at a time: the same result for each event, in order (refused events
+/// among them), and the same objects, origins, statuses and output. Enough events that the
+/// parsing is split across threads.
+#[test]
+fn folding_a_batch_equals_folding_each_event() {
+    let mut evs = events_from("world.yaml", web_world!());
+    for i in 0..700 {
+        let text = mk_route(&format!("r{i}"), &format!("/p{}", i % 97), &[("web", 1)]);
+        evs.extend(events_from(&format!("routes/{}.yaml", i % 7), &text));
+    }
+    // Refused in the middle: an object its event's key does not name, an apiVersion outside
+    // its kind's group, a key of another cluster.
+    let mut wrong_key = events("c1", &mk_route("r1", "/x", &[("web", 1)])).remove(0);
+    if let EventBody::Upsert { key, .. } = &mut wrong_key.body {
+        key.name = "someone-else".into();
+    }
+    evs.insert(300, wrong_key);
+    let mut refused = events("c1", &mk_route("r2", "/y", &[("web", 1)])).remove(0);
+    if let EventBody::Upsert { object, .. } = &mut refused.body {
+        object["apiVersion"] = "example.com/v1".into();
+    }
+    evs.insert(301, refused);
+    evs.insert(
+        302,
+        ResourceEvent {
+            cluster: "c1".into(),
+            source: "test".into(),
+            body: EventBody::Delete {
+                key: ResourceKey::new("c2", Kind::HTTPRoute, "app", "r3"),
+            },
+        },
+    );
+    // Later events act on earlier ones: deletes, a route changed, and a resync that keeps the
+    // world's file and three of the seven route files.
+    evs.push(ResourceEvent {
+        cluster: "c1".into(),
+        source: "test".into(),
+        body: EventBody::Delete {
+            key: key(Kind::HTTPRoute, "app", "r5"),
+        },
+    });
+    evs.extend(events_from(
+        "routes/moved.yaml",
+        &mk_route("r8", "/moved", &[("web", 1)]),
+    ));
+    evs.push(resync(
+        "c1",
+        vec![key(Kind::HTTPRoute, "app", "r13")],
+        &[
+            "world.yaml",
+            "routes/0.yaml",
+            "routes/1.yaml",
+            "routes/2.yaml",
+        ],
+    ));
+
+    let mut one_by_one = Translator::new();
+    let want: Vec<Result<(), String>> = evs
+        .iter()
+        .map(|e| one_by_one.apply(e).map_err(|e| e.to_string()))
+        .collect();
+    let mut batch = Translator::new();
+    let got: Vec<Result<(), String>> = batch
+        .apply_all(evs.clone())
+        .into_iter()
+        .map(|r| r.map_err(|e| e.to_string()))
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(got.iter().filter(|r| r.is_err()).count(), 3, "{got:?}");
+
+    let keys = |t: &Translator| -> Vec<(ResourceKey, Option<String>)> {
+        t.resources()
+            .map(|r| (r.key.clone(), t.origin(&r.key).map(str::to_string)))
+            .collect()
+    };
+    assert_eq!(keys(&batch), keys(&one_by_one));
+    // The resync kept r13 by key, and routes 0-2 by file: some routes went, some stayed.
+    let routes = keys(&batch)
+        .iter()
+        .filter(|(k, _)| k.kind == Kind::HTTPRoute)
+        .count();
+    assert!((300..700).contains(&routes), "{routes} routes left");
+    batch.recompute();
+    one_by_one.recompute();
+    assert_eq!(batch.gateways(), one_by_one.gateways());
+    for r in one_by_one.resources() {
+        assert_eq!(batch.status(&r.key), one_by_one.status(&r.key), "{}", r.key);
+    }
+}
+
 /// The real Envoy for validation tests: `$ENVOY_BIN`, else where `scripts/setup.sh` installs it.
 /// Missing Envoy fails the test: these checks are what keeps rejected config away from proxies.
 pub(crate) fn envoy_bin() -> String {

@@ -15,11 +15,11 @@ use crate::ratelimit;
 use crate::status::set_condition;
 use crate::values::RouteOrder;
 use crate::CONTROLLER_NAME;
-use serde_json::Value;
 use envoy_types::pb::envoy::config::route::v3::route;
 use flotilla_model::gateway::{Condition, HttpRoute, ParentReference};
 use flotilla_model::routes::GrpcRoute;
 use flotilla_model::ResourceKey;
+use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
