@@ -343,6 +343,15 @@ metadata: {name: pool, namespace: default}
 ",
     );
     wait_in_store(&s, leader, "east/ServiceExport/default/pool", true).await;
+    // The CRD is deleted: its watcher stops and its objects are deleted from the store.
+    fake.delete_object(
+        "apiextensions.k8s.io/v1",
+        "CustomResourceDefinition",
+        "",
+        "serviceexports.multicluster.x-k8s.io",
+    )
+    .expect("CRD deleted");
+    wait_in_store(&s, leader, "east/ServiceExport/default/pool", false).await;
 
     // 5. Secrets: an unreferenced one is not published...
     let secret = json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
