@@ -139,7 +139,7 @@ impl KubeSource {
             missing: BTreeSet::new(),
             epoch: 0,
         };
-        let Some(discovery) = discover(&self.client, None, &shutdown).await else {
+        let Some(discovery) = discover(&self.client, &shutdown).await else {
             return Ok(());
         };
         let mut out = Vec::new();
@@ -259,9 +259,19 @@ impl Driver {
                 if self.watchers.contains_key(&kind) {
                     return;
                 }
-                let ar = discover(&self.client, Some(kind.group()), &self.shutdown)
+                // One attempt: a failure is retried below, without holding up the events
+                // of the other kinds for a retry loop.
+                let ar = match Discovery::new(self.client.clone())
+                    .filter(&[kind.group()])
+                    .run()
                     .await
-                    .and_then(|d| resolve(&d, kind));
+                {
+                    Ok(d) => resolve(&d, kind),
+                    Err(e) => {
+                        tracing::warn!(%kind, error = %e, "discovery of a new CRD's kind failed; retrying");
+                        None
+                    }
+                };
                 match ar {
                     Some(ar) => {
                         tracing::info!(%kind, "CRD installed: kind picked up");
@@ -297,20 +307,11 @@ impl Driver {
     }
 }
 
-/// Legacy discovery (of one group, or all), retried with backoff until it works or shutdown
-/// (`None`).
-async fn discover(
-    client: &kube::Client,
-    group: Option<&str>,
-    shutdown: &CancellationToken,
-) -> Option<Discovery> {
+/// Legacy discovery of every group, retried with backoff until it works or shutdown (`None`).
+async fn discover(client: &kube::Client, shutdown: &CancellationToken) -> Option<Discovery> {
     let mut backoff = DISCOVERY_BACKOFF_START;
     loop {
-        let mut d = Discovery::new(client.clone());
-        if let Some(g) = group {
-            d = d.filter(&[g]);
-        }
-        match d.run().await {
+        match Discovery::new(client.clone()).run().await {
             Ok(d) => return Some(d),
             Err(e) => {
                 tracing::warn!(error = %e, retry_in = ?backoff, "API discovery failed, retrying");
