@@ -215,3 +215,49 @@ fn strip_keeps_core_status_and_drops_gateway_status() {
     strip(Kind::Gateway, &mut gw);
     assert!(gw.get("status").is_none());
 }
+
+#[test]
+fn an_object_that_stops_parsing_stays_published_and_in_its_resync() {
+    let stats = IngestStats::default();
+    let mut ix = KubeIndex::new("c");
+    let mut out = Vec::new();
+    list(
+        &mut ix,
+        Kind::HTTPRoute,
+        vec![mk_route("r", "/a")],
+        &mut out,
+    );
+    out.clear();
+    let mut bad = mk_route("r", "/a");
+    bad["spec"]["rules"] = json!(7);
+    ix.apply(Kind::HTTPRoute, bad.clone(), &stats, &mut out);
+    assert!(out.is_empty(), "{:?}", summary(&out));
+    // A relist that still shows it broken keeps it (better stale than gone).
+    list(&mut ix, Kind::HTTPRoute, vec![bad], &mut out);
+    assert_eq!(summary(&out), ["resync [c/HTTPRoute/default/r]"]);
+}
+
+#[test]
+fn a_kind_that_goes_deletes_its_objects_and_releases_their_secrets() {
+    let stats = IngestStats::default();
+    let mut ix = KubeIndex::new("c");
+    let mut out = Vec::new();
+    list(&mut ix, Kind::Secret, vec![mk_secret("cert")], &mut out);
+    list(
+        &mut ix,
+        Kind::Gateway,
+        vec![mk_gateway(Some("cert"))],
+        &mut out,
+    );
+    out.clear();
+    ix.gone(Kind::Gateway, &stats, &mut out);
+    assert_eq!(
+        summary(&out),
+        [
+            "delete c/Gateway/default/gw",
+            "delete c/Secret/default/cert",
+            "resync []"
+        ]
+    );
+    assert_eq!(ix.object_count(), 0);
+}
