@@ -292,10 +292,52 @@ pub struct IngestArgs {
     #[arg(long, env = "FLOTILLA_CLUSTER", default_value = "local")]
     pub cluster: String,
     /// Directory of YAML files (watched recursively).
-    #[arg(long, env = "FLOTILLA_DIR", default_value = ".")]
+    #[arg(
+        long,
+        env = "FLOTILLA_DIR",
+        default_value = ".",
+        conflicts_with = "kubernetes"
+    )]
     pub dir: PathBuf,
+    /// Watch a Kubernetes API server instead of a directory (see the `--kubeconfig` group).
+    #[arg(long, env = "FLOTILLA_KUBERNETES", default_value_t = false)]
+    pub kubernetes: bool,
+    #[command(flatten)]
+    pub kube: KubeIngestArgs,
     #[command(flatten)]
     pub nats: NatsArgs,
+}
+
+/// How `ingest --kubernetes` reaches its cluster, and the Lease of status write-back.
+#[derive(Args, Debug)]
+pub struct KubeIngestArgs {
+    /// Kubeconfig file. Without it: in-cluster config in a pod (KUBERNETES_SERVICE_HOST
+    /// set), else the default kubeconfig ($KUBECONFIG, ~/.kube/config).
+    #[arg(long, env = "FLOTILLA_KUBECONFIG", requires = "kubernetes")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context (default: the current context).
+    #[arg(long, env = "FLOTILLA_KUBE_CONTEXT", requires = "kubernetes")]
+    pub context: Option<String>,
+    /// Namespace of the Lease that elects the agent replica writing status back (used by
+    /// status write-back only).
+    #[arg(long, env = "FLOTILLA_LEASE_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+    /// Name of that Lease (used by status write-back only).
+    #[arg(long, env = "FLOTILLA_LEASE_NAME", default_value = "flotilla-ingest")]
+    pub lease_name: String,
+}
+
+impl KubeIngestArgs {
+    pub fn source_config(&self) -> flotilla_ingest::KubeSourceConfig {
+        flotilla_ingest::KubeSourceConfig {
+            kubeconfig: self.kubeconfig.clone(),
+            context: self.context.clone(),
+            lease: Some(flotilla_ingest::LeaseSettings {
+                namespace: self.lease_namespace.clone(),
+                name: self.lease_name.clone(),
+            }),
+        }
+    }
 }
 
 #[derive(Args, Debug)]

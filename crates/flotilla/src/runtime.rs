@@ -110,11 +110,21 @@ async fn ingest(a: IngestArgs, shutdown: CancellationToken) -> Result<()> {
     // An agent's user may not use the JetStream API (see `flotilla nats-config`): then the
     // stores create the stream.
     flotilla_ingest::nats::ensure_stream_if_allowed(&js, &refusals).await?;
+    let publisher = NatsPublisher::new(js).with_refusals(refusals);
+    if a.kubernetes {
+        let config = a.kube.source_config();
+        let client = flotilla_ingest::kube::client(&config).await?;
+        info!(cluster = %a.cluster, "ingesting from the Kubernetes API");
+        let source = flotilla_ingest::KubeSource::new(a.cluster.clone(), client);
+        // Status write-back goes here: a task spawned beside the source with
+        // `source.client()`, the NATS client, `a.cluster` and `config.lease`, stopped by
+        // the same `shutdown` token.
+        source.run(publisher, shutdown).await?;
+        return Ok(());
+    }
     let source = FileSource::new(a.cluster.clone(), a.dir.clone());
     info!(cluster = %a.cluster, dir = %a.dir.display(), "ingesting files");
-    source
-        .run(NatsPublisher::new(js).with_refusals(refusals), shutdown)
-        .await?;
+    source.run(publisher, shutdown).await?;
     Ok(())
 }
 

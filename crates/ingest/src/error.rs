@@ -66,6 +66,14 @@ pub enum Error {
         source: notify::Error,
     },
 
+    /// The Kubernetes client could not be configured (kubeconfig, context, in-cluster).
+    #[error("Kubernetes client configuration: {0}")]
+    KubeConfig(String),
+
+    /// A Kubernetes API call failed.
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+
     /// The blocking task that reads and parses files died (a panic in parsing).
     #[error("file loader task failed: {0}")]
     Task(#[from] tokio::task::JoinError),

@@ -1,4 +1,4 @@
-//! Flotilla ingest: sources of resources (files now, Kubernetes later) turned into
+//! Flotilla ingest: sources of resources (files, Kubernetes) turned into
 //! [`ResourceEvent`]s and published, in order and exactly once, to the event stream.
 //!
 //! - [`Publisher`] is where events go: [`NatsPublisher`] (JetStream, the multi-process setup)
@@ -6,14 +6,18 @@
 //!   [`memory::RecordingPublisher`] records them for tests).
 //! - [`FileSource`] watches a directory of Kubernetes YAML/JSON and publishes upserts,
 //!   deletes and a resync.
+//! - [`KubeSource`] watches a Kubernetes API server (every kind the translator reads) and
+//!   publishes upserts, deletes and one resync per kind after each full listing.
 //! - [`DedupIds`] hands out the per-event dedup ids; [`IngestStats`] counts what happened.
 //! - [`client`]: how every part connects to NATS (credentials, TLS, refusals);
 //!   [`natsconf`]: the nats-server configuration with one user per part and its permissions.
 
 pub mod client;
 mod dedup;
+mod emit;
 mod error;
 pub mod file;
+pub mod kube;
 pub mod memory;
 pub mod nats;
 pub mod natsconf;
@@ -23,6 +27,7 @@ pub use client::{NatsClientConfig, Refusals};
 pub use dedup::DedupIds;
 pub use error::{BoxError, Error, Result};
 pub use file::FileSource;
+pub use kube::{KubeSource, KubeSourceConfig, LeaseSettings};
 pub use nats::NatsPublisher;
 pub use stats::{IngestStats, StatsSnapshot};
 

@@ -16,6 +16,8 @@ pub struct IngestStats {
     files: AtomicU64,
     objects: AtomicU64,
     conflicting_keys: AtomicU64,
+    kinds_watched: AtomicU64,
+    kinds_missing: AtomicU64,
 }
 
 /// A point-in-time copy of [`IngestStats`].
@@ -39,6 +41,11 @@ pub struct StatsSnapshot {
     pub objects: u64,
     /// Gauge: keys defined by more than one file (one of them wins; each is logged).
     pub conflicting_keys: u64,
+    /// Gauge (Kubernetes source): kinds being watched.
+    pub kinds_watched: u64,
+    /// Gauge (Kubernetes source): kinds the translator reads that the API server does not
+    /// serve (CRD not installed); each is logged, and watched once its CRD appears.
+    pub kinds_missing: u64,
 }
 
 impl IngestStats {
@@ -53,6 +60,8 @@ impl IngestStats {
             files: self.files.load(Relaxed),
             objects: self.objects.load(Relaxed),
             conflicting_keys: self.conflicting_keys.load(Relaxed),
+            kinds_watched: self.kinds_watched.load(Relaxed),
+            kinds_missing: self.kinds_missing.load(Relaxed),
         }
     }
 
@@ -84,5 +93,14 @@ impl IngestStats {
         self.objects.store(objects as u64, Relaxed);
         self.conflicting_keys
             .store(conflicting_keys as u64, Relaxed);
+    }
+
+    pub(crate) fn set_kinds(&self, watched: usize, missing: usize) {
+        self.kinds_watched.store(watched as u64, Relaxed);
+        self.kinds_missing.store(missing as u64, Relaxed);
+    }
+
+    pub(crate) fn set_objects(&self, objects: usize) {
+        self.objects.store(objects as u64, Relaxed);
     }
 }

@@ -8,6 +8,7 @@ mod btp;
 mod ctp;
 mod hardening;
 mod ingest;
+mod kube;
 mod membership;
 mod multicluster;
 mod poison;

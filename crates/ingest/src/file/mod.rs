@@ -24,8 +24,9 @@ mod tests;
 
 pub use scan::MAX_FILE_BYTES;
 
+use crate::emit::{Emitter, Stopped};
 use crate::{validate_cluster, DedupIds, Error, IngestStats, Publisher, Result};
-use flotilla_model::{EventBody, ResourceEvent};
+use flotilla_model::EventBody;
 use index::{FileIndex, FileRead};
 use notify::event::{AccessKind, AccessMode};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
@@ -51,9 +52,6 @@ pub const DEFAULT_RESCAN_INTERVAL: Duration = Duration::from_secs(30);
 /// Bound on distinct paths remembered between two processing rounds; past it the round
 /// becomes a full rescan, which covers every path anyway.
 pub const MAX_PENDING_PATHS: usize = 4096;
-
-const PUBLISH_BACKOFF_START: Duration = Duration::from_millis(100);
-const PUBLISH_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// First retry of a file that could not be read. Read errors such as EMFILE (too many open
 /// files) or EAGAIN pass in moments; the wait doubles per failure, up to the rescan interval
@@ -628,89 +626,5 @@ impl Loader {
             self.index.conflict_count(),
         );
         out
-    }
-}
-
-/// Publishes events one at a time, in order, retrying transient failures with backoff and
-/// the same dedup id until they succeed or the source shuts down.
-struct Emitter<P> {
-    publisher: P,
-    ids: Arc<DedupIds>,
-    cluster: String,
-    stats: Arc<IngestStats>,
-    shutdown: CancellationToken,
-}
-
-/// Why the emitter stopped.
-enum Stopped {
-    /// The source is shutting down; the event in flight may or may not have been stored.
-    Shutdown,
-    /// The publisher refuses everything (see [`Error::is_fatal`]); the source stops with it.
-    Fatal(Error),
-}
-
-impl<P: Publisher> Emitter<P> {
-    async fn emit_all(&self, events: Vec<EventBody>) -> Result<(), Stopped> {
-        for body in events {
-            self.emit(body).await?;
-        }
-        Ok(())
-    }
-
-    async fn emit(&self, body: EventBody) -> Result<(), Stopped> {
-        let resync = matches!(body, EventBody::Resync { .. });
-        let event = ResourceEvent {
-            cluster: self.cluster.clone(),
-            source: self.ids.agent_id().to_string(),
-            body,
-        };
-        let dedup_id = self.ids.next_id();
-        let mut backoff = PUBLISH_BACKOFF_START;
-        loop {
-            let result = tokio::select! {
-                _ = self.shutdown.cancelled() => return Err(Stopped::Shutdown),
-                r = self.publisher.publish(event.clone(), dedup_id.clone()) => r,
-            };
-            match result {
-                Ok(()) => {
-                    self.stats.published(resync);
-                    tracing::debug!(%dedup_id, event = describe(&event.body), "published");
-                    return Ok(());
-                }
-                Err(e) if e.is_transient() => {
-                    self.stats.publish_retry();
-                    tracing::warn!(%dedup_id, event = describe(&event.body), error = %e, retry_in = ?backoff, "publish failed, retrying");
-                    tokio::select! {
-                        _ = self.shutdown.cancelled() => return Err(Stopped::Shutdown),
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(PUBLISH_BACKOFF_MAX);
-                }
-                Err(e) if e.is_fatal() => {
-                    self.stats.publish_failure();
-                    tracing::error!(%dedup_id, event = describe(&event.body), error = %e, "publishing refused; the source stops");
-                    return Err(Stopped::Fatal(e));
-                }
-                Err(e) => {
-                    // Retrying cannot help (e.g. the object exceeds the server's max
-                    // payload); holding every later event back behind it would be worse.
-                    self.stats.publish_failure();
-                    tracing::error!(%dedup_id, event = describe(&event.body), error = %e, "publish failed permanently, event dropped");
-                    return Ok(());
-                }
-            }
-        }
-    }
-}
-
-fn describe(body: &EventBody) -> String {
-    match body {
-        EventBody::Upsert { key, .. } => format!("upsert {key}"),
-        EventBody::Delete { key } => format!("delete {key}"),
-        EventBody::Resync { keys, keep_origins } => format!(
-            "resync of {} keys keeping {} files",
-            keys.len(),
-            keep_origins.len()
-        ),
     }
 }

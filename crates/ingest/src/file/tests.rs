@@ -1,6 +1,6 @@
 use super::*;
 use crate::memory::RecordingPublisher;
-use flotilla_model::{Kind, ResourceKey};
+use flotilla_model::{Kind, ResourceEvent, ResourceKey};
 use std::fs;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
