@@ -484,6 +484,23 @@ impl Index {
         out
     }
 
+    /// Whether namespace `ns` of `cluster` exists, as Envoy Gateway decides it: a route in a
+    /// namespace with no Namespace object attaches nowhere. A cluster whose source sends no
+    /// Namespace objects at all (files that never declare their namespaces) has every
+    /// namespace its objects name; a Kubernetes agent sends every namespace of its cluster.
+    pub fn namespace_exists(&self, cluster: &str, ns: &str) -> bool {
+        let first = ResourceKey::new(cluster, Kind::Namespace, "", "");
+        let declares_namespaces = self
+            .resources
+            .range(first..)
+            .next()
+            .is_some_and(|(k, _)| k.cluster == cluster && k.kind == Kind::Namespace);
+        !declares_namespaces
+            || self
+                .resources
+                .contains_key(&ResourceKey::new(cluster, Kind::Namespace, "", ns))
+    }
+
     pub fn namespace_matches(&self, cluster: &str, ns: &str, sel: &LabelSelector) -> bool {
         let key = ResourceKey::new(cluster, Kind::Namespace, "", ns);
         let mut labels = match self.resources.get(&key).map(|r| &r.object) {

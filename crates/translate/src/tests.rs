@@ -610,6 +610,78 @@ fn folding_a_batch_equals_folding_each_event() {
     }
 }
 
+/// Namespace objects are honoured as Envoy Gateway honours them: in a cluster that declares its
+/// namespaces (a Kubernetes agent sends them all), a route in a namespace it does not declare
+/// attaches nowhere; declaring the namespace later attaches it; a cluster that declares none
+/// (files) has every namespace its objects name.
+#[test]
+fn a_route_in_an_undeclared_namespace_attaches_nowhere() {
+    const NAMESPACES: &str = "apiVersion: v1\nkind: Namespace\nmetadata: {name: infra}\n";
+    let route = mk_route("r", "/", &[("web", 1)]);
+    let accepted = |t: &Translator| -> String {
+        let st = t
+            .status(&key(Kind::HTTPRoute, "app", "r"))
+            .expect("route status");
+        let cond = st["parents"][0]["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == "Accepted"))
+            .expect("Accepted");
+        format!(
+            "{} {}",
+            cond["status"].as_str().unwrap_or(""),
+            cond["reason"].as_str().unwrap_or("")
+        )
+    };
+    let attached = |t: &Translator| -> i64 {
+        let gw = t
+            .status(&key(Kind::Gateway, "infra", "gw"))
+            .expect("gateway status");
+        gw["listeners"][0]["attachedRoutes"].as_i64().unwrap_or(-1)
+    };
+
+    // No Namespace objects: every namespace exists.
+    let mut t = Translator::new();
+    apply_all(
+        &mut t,
+        &events("c1", &format!("{}---\n{route}", web_world!())),
+    );
+    assert_eq!(accepted(&t), "True Accepted");
+    assert_eq!(attached(&t), 1);
+
+    // The cluster declares `infra` only: the route in `app` is not allowed.
+    apply_all(&mut t, &events("c1", NAMESPACES));
+    assert_eq!(accepted(&t), "False NotAllowedByListeners");
+    assert_eq!(attached(&t), 0);
+    assert!(
+        route_config(&t, "c1/infra/gw")
+            .virtual_hosts
+            .iter()
+            .all(|v| v.routes.is_empty()),
+        "no route served"
+    );
+
+    // Declared later: attached again.
+    apply_all(
+        &mut t,
+        &events(
+            "c1",
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: app}\n",
+        ),
+    );
+    assert_eq!(accepted(&t), "True Accepted");
+    assert_eq!(attached(&t), 1);
+    crate::incremental_tests::assert_same_as_rebuilt(&t, 3);
+
+    // Another cluster's Namespace objects say nothing of this one's.
+    let mut t = Translator::new();
+    apply_all(&mut t, &events("c2", NAMESPACES));
+    apply_all(
+        &mut t,
+        &events("c1", &format!("{}---\n{route}", web_world!())),
+    );
+    assert_eq!(accepted(&t), "True Accepted");
+}
+
 /// The real Envoy for validation tests: `$ENVOY_BIN`, else where `scripts/setup.sh` installs it.
 /// Missing Envoy fails the test: these checks are what keeps rejected config away from proxies.
 pub(crate) fn envoy_bin() -> String {

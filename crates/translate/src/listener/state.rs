@@ -86,6 +86,9 @@ impl ListenerState<'_> {
         if !self.supported.iter().any(|(_, k)| k == route_kind) {
             return false;
         }
+        if !ix.namespace_exists(&route_key.cluster, &route_key.namespace) {
+            return false;
+        }
         let ns = self
             .spec
             .allowed_routes
