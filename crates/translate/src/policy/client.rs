@@ -706,3 +706,6 @@ pub(crate) mod xds;
 #[cfg(test)]
 #[path = "client_tests.rs"]
 mod tests;
+#[cfg(test)]
+#[path = "client_tls_tests.rs"]
+mod tls_tests;
