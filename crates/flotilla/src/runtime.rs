@@ -152,7 +152,7 @@ async fn store(a: StoreArgs, shutdown: CancellationToken) -> Result<()> {
     let peers = parse_peers(&a.peers)?;
     let auth = ApiAuth::load(&a.api_auth, a.api)?;
     let (client, _refusals) = connect_nats(&a.nats, &shutdown).await?;
-    let source = NatsSource::new(client, flotilla_ingest::nats::STREAM)
+    let source = NatsSource::new(client.clone(), flotilla_ingest::nats::STREAM)
         .await
         .with_context(|| format!("using the event stream on NATS at {}", a.nats.nats))?;
     let tls = load_tls(&a.listen, &[Role::Store], &shutdown)?;
@@ -179,6 +179,9 @@ async fn store(a: StoreArgs, shutdown: CancellationToken) -> Result<()> {
     cfg.translate.rate_limit_fail_closed = a.ratelimit_fail_closed;
     let node = StoreNode::start_with_listener(cfg, grpc, source, shutdown.clone()).await?;
     info!(node = a.id, grpc = %a.grpc, api = %a.api, "store node started");
+    // While this node leads, the computed statuses go to the NATS KV bucket the agents
+    // write back from; the task ends with `shutdown`.
+    node.publish_statuses(client, shutdown.clone());
     let api_security = client_facing(tls.as_ref(), limits(&a.listen, API_CONNECTIONS));
     let mut tasks = JoinSet::new();
     if let Some(reload) = auth.reloader(shutdown.clone()) {
