@@ -9,11 +9,14 @@
 //! - [`DedupIds`] hands out the per-event dedup ids; [`IngestStats`] counts what happened.
 //! - [`client`]: how every part connects to NATS (credentials, TLS, refusals);
 //!   [`natsconf`]: the nats-server configuration with one user per part and its permissions.
+//! - [`kube`]: Kubernetes; [`kube::status`] writes the store's statuses back, while holding
+//!   the cluster's [`kube::lease`].
 
 pub mod client;
 mod dedup;
 mod error;
 pub mod file;
+pub mod kube;
 pub mod memory;
 pub mod nats;
 pub mod natsconf;

@@ -14,8 +14,8 @@
 //! coalesced (the watch channel keeps only the latest), and writes go out in batches of
 //! [`BATCH`] concurrent publishes.
 //!
-//! Key: `<cluster>.<kind>.<namespace>.<name>` (namespace `_` for cluster-scoped kinds); see
-//! [`key_of`]. Value: [`StatusValue`] as JSON.
+//! Key and value: [`flotilla_model::status_kv`] (`<cluster>.<kind>.<namespace>.<name>`, a
+//! JSON [`StatusValue`]).
 
 use crate::state::ReadState;
 use crate::types::{NodeId, Raft, RaftMetrics};
@@ -23,7 +23,6 @@ use async_nats::jetstream::{self, consumer, kv, stream};
 use bytes::Bytes;
 use flotilla_model::ResourceKey;
 use futures::StreamExt;
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,7 +30,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 /// The bucket (its stream is `KV_<bucket>`).
-pub const BUCKET: &str = "flotilla-status";
+pub const BUCKET: &str = flotilla_model::STATUS_BUCKET;
 /// Writes in flight at once: enough to fill a round trip with acks, few enough that a burst
 /// of thousands of statuses does not flood the server's pending limits.
 pub const BATCH: usize = 256;
@@ -40,15 +39,9 @@ const RETRY_BACKOFF: Duration = Duration::from_millis(500);
 /// How long reading the bucket's current content may take before the reconcile fails.
 const READ_WAIT: Duration = Duration::from_secs(10);
 
-/// The stream behind [`BUCKET`].
-pub fn stream_name() -> String {
-    format!("KV_{BUCKET}")
-}
-
-/// The subject prefix of the bucket's keys.
-pub fn subject_prefix() -> String {
-    format!("$KV.{BUCKET}.")
-}
+use flotilla_model::status_kv::{
+    status_stream as stream_name, status_subject_prefix as subject_prefix,
+};
 
 /// Why publishing failed. The task logs it and reconciles again after a backoff.
 #[derive(Debug, thiserror::Error)]
@@ -65,55 +58,9 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// One status as the agent reads it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct StatusValue {
-    #[serde(rename = "apiVersion")]
-    pub api_version: String,
-    pub kind: String,
-    /// Empty for cluster-scoped kinds.
-    pub namespace: String,
-    pub name: String,
-    /// `metadata.generation` of the object the status was computed from.
-    pub generation: Option<i64>,
-    pub status: serde_json::Value,
-    /// The store revision that published it (not compared: a value that differs only in its
-    /// revision is not rewritten).
-    pub revision: u64,
-}
-
-impl StatusValue {
-    /// Equal but for the revision.
-    pub fn same_as(&self, other: &StatusValue) -> bool {
-        StatusValue {
-            revision: other.revision,
-            ..self.clone()
-        } == *other
-    }
-}
-
-/// Whether every character of a key token is one NATS KV allows (`[-/_=a-zA-Z0-9]`; `.`
-/// separates tokens).
-fn token_ok(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'/' | b'_' | b'='))
-}
-
-/// The bucket key of a resource's status, or `None` when its names do not fit a key. The
-/// cluster, kind and namespace are single tokens; Kubernetes object names are DNS subdomains
-/// (lowercase alphanumerics, `-`, `.`), so the name may span several tokens, which is fine:
-/// the value carries the namespace and name, and agents filter on `<cluster>.>`.
-pub fn key_of(key: &ResourceKey) -> Option<String> {
-    let ns = if key.kind.cluster_scoped() {
-        "_"
-    } else {
-        key.namespace.as_str()
-    };
-    let name_ok = key.name.split('.').all(token_ok);
-    (token_ok(&key.cluster) && token_ok(ns) && name_ok)
-        .then(|| format!("{}.{}.{}.{}", key.cluster, key.kind, ns, key.name))
-}
+/// The bucket key of a resource's status (see [`flotilla_model::status_kv`]).
+pub use flotilla_model::status_key as key_of;
+pub use flotilla_model::StatusValue;
 
 /// The value published for `key`'s `status` in `state`.
 pub fn value_of(state: &ReadState, key: &ResourceKey, status: &serde_json::Value) -> StatusValue {
@@ -419,43 +366,5 @@ async fn lead(
             tracing::debug!(revision = next.revision(), writes = n, "statuses published");
         }
         published = next;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use flotilla_model::Kind;
-
-    #[test]
-    fn keys_fit_nats_kv_or_are_refused() {
-        let k = ResourceKey::new("east", Kind::HTTPRoute, "app", "web.v2");
-        assert_eq!(key_of(&k).as_deref(), Some("east.HTTPRoute.app.web.v2"));
-        let k = ResourceKey::new("east", Kind::GatewayClass, "", "eg");
-        assert_eq!(key_of(&k).as_deref(), Some("east.GatewayClass._.eg"));
-        for bad in ["a b", "a*", "a>", "", "x.", ".x", "a..b", "ä"] {
-            let k = ResourceKey::new("east", Kind::Gateway, "ns", bad);
-            assert_eq!(key_of(&k), None, "{bad:?}");
-        }
-        let k = ResourceKey::new("ea st", Kind::Gateway, "ns", "gw");
-        assert_eq!(key_of(&k), None);
-    }
-
-    #[test]
-    fn values_equal_but_for_the_revision_are_the_same() {
-        let v = StatusValue {
-            api_version: "gateway.networking.k8s.io/v1".into(),
-            kind: "Gateway".into(),
-            namespace: "infra".into(),
-            name: "gw".into(),
-            generation: Some(2),
-            status: serde_json::json!({"conditions": []}),
-            revision: 7,
-        };
-        let mut w = v.clone();
-        w.revision = 9;
-        assert!(v.same_as(&w));
-        w.generation = Some(3);
-        assert!(!v.same_as(&w));
     }
 }
