@@ -163,6 +163,18 @@ pub enum CtlCommand {
         #[arg(long, default_value_t = false)]
         purge: bool,
     },
+    /// Print the computed status conditions of objects, one line per condition (in file mode
+    /// this, and the API, is where statuses are seen).
+    Status {
+        /// Only this cluster's objects.
+        #[arg(long)]
+        cluster: Option<String>,
+        /// Only this kind (e.g. HTTPRoute; case-insensitive).
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only objects of this name.
+        name: Option<String>,
+    },
 }
 
 /// How a part's listeners are exposed and limited.
