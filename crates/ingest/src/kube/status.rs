@@ -10,7 +10,8 @@
 //!   `observedGeneration` is in the conditions as the store computed them; a status is
 //!   written even when the object's generation moved on since, as Kubernetes controllers do
 //!   (the conditions say which generation they describe).
-//! - An object that no longer exists (404) is skipped; 409/422 on one object is logged naming
+//! - An object that does not exist (404) is skipped, and tried again now and then (it may be
+//!   created with a status already published); 409/422 on one object is logged naming
 //!   it and does not hold up the others; other errors (5xx, the API unreachable) are retried
 //!   with a backoff. A deleted key writes nothing: the object is gone or no longer ours.
 
@@ -39,6 +40,9 @@ const MIN_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// Pause before watching the bucket again after the watch failed.
 const WATCH_RETRY: Duration = Duration::from_secs(1);
+/// How often the statuses of objects that did not exist are tried again: an object created
+/// (again) with a status equal to one already published gets no new value from the bucket.
+const GONE_RETRY: Duration = Duration::from_secs(30);
 
 /// Why the write-back stopped. Only setup errors end it; everything else is retried.
 #[derive(Debug, thiserror::Error)]
@@ -172,8 +176,10 @@ fn parse(m: &async_nats::Message) -> Option<(String, Update)> {
 /// What happened to one write.
 enum Outcome {
     Written,
-    /// Nothing to retry (the object is gone, or the API refused the value).
+    /// Nothing to retry (the API refused the value, the kind is not served).
     Dropped,
+    /// The object does not exist (now): tried again after [`GONE_RETRY`].
+    Gone,
     Retry(String),
 }
 
@@ -206,17 +212,17 @@ impl Writer {
             match watch_cluster(js, cluster).await {
                 Ok(mut messages) => {
                     let mut pending: BTreeMap<String, StatusValue> = BTreeMap::new();
+                    let mut gone: BTreeMap<String, StatusValue> = BTreeMap::new();
+                    let mut gone_at = tokio::time::Instant::now() + GONE_RETRY;
                     let mut backoff = MIN_BACKOFF;
                     loop {
-                        let retry_in = (!pending.is_empty()).then_some(backoff);
                         let first = tokio::select! {
                             m = messages.next() => Some(m),
-                            _ = async {
-                                match retry_in {
-                                    Some(d) => tokio::time::sleep(d).await,
-                                    None => std::future::pending().await,
-                                }
-                            } => None,
+                            _ = tokio::time::sleep(backoff), if !pending.is_empty() => None,
+                            _ = tokio::time::sleep_until(gone_at), if !gone.is_empty() => {
+                                pending.extend(std::mem::take(&mut gone));
+                                None
+                            }
                             _ = shutdown.cancelled() => return,
                         };
                         let mut batch = Vec::new();
@@ -239,9 +245,11 @@ impl Writer {
                             };
                             match update {
                                 Update::Put(v) => {
+                                    gone.remove(&key);
                                     pending.insert(key, v);
                                 }
                                 Update::Deleted => {
+                                    gone.remove(&key);
                                     pending.remove(&key);
                                     self.written.remove(&key);
                                 }
@@ -258,6 +266,13 @@ impl Writer {
                                 }
                                 Outcome::Dropped => {
                                     self.written.remove(&key);
+                                }
+                                Outcome::Gone => {
+                                    self.written.remove(&key);
+                                    if gone.is_empty() {
+                                        gone_at = tokio::time::Instant::now() + GONE_RETRY;
+                                    }
+                                    gone.insert(key, value);
                                 }
                                 Outcome::Retry(why) => {
                                     tracing::warn!(key, error = %why, "status write failed; retrying");
@@ -344,7 +359,7 @@ impl Writer {
             }
             Err(::kube::Error::Api(s)) if s.code == 404 => {
                 tracing::debug!(object = %what, "status not written: the object does not exist");
-                Outcome::Dropped
+                Outcome::Gone
             }
             Err(::kube::Error::Api(s)) if s.code == 409 || s.code == 422 => {
                 tracing::warn!(object = %what, code = s.code, reason = %s.reason, message = %s.message, "status refused");
