@@ -163,6 +163,18 @@ pub enum CtlCommand {
         #[arg(long, default_value_t = false)]
         purge: bool,
     },
+    /// Print the computed status conditions of objects, one line per condition (in file mode
+    /// this, and the API, is where statuses are seen).
+    Status {
+        /// Only this cluster's objects.
+        #[arg(long)]
+        cluster: Option<String>,
+        /// Only this kind (e.g. HTTPRoute; case-insensitive).
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only objects of this name.
+        name: Option<String>,
+    },
 }
 
 /// How a part's listeners are exposed and limited.
@@ -332,10 +344,16 @@ impl KubeIngestArgs {
         flotilla_ingest::KubeSourceConfig {
             kubeconfig: self.kubeconfig.clone(),
             context: self.context.clone(),
-            lease: Some(flotilla_ingest::LeaseSettings {
-                namespace: self.lease_namespace.clone(),
-                name: self.lease_name.clone(),
-            }),
+        }
+    }
+
+    /// The Lease of status write-back, held as this replica (`$POD_NAME`, else hostname
+    /// and pid).
+    pub fn lease(&self) -> flotilla_ingest::kube::lease::LeaseSettings {
+        flotilla_ingest::kube::lease::LeaseSettings {
+            namespace: self.lease_namespace.clone(),
+            name: self.lease_name.clone(),
+            identity: flotilla_ingest::kube::lease::default_identity(),
         }
     }
 }

@@ -106,6 +106,8 @@ fn proxy_auth(key: Option<&std::path::Path>, certs: bool) -> Result<ProxyAuth> {
 async fn ingest(a: IngestArgs, shutdown: CancellationToken) -> Result<()> {
     flotilla_ingest::validate_cluster(&a.cluster)?;
     let (client, refusals) = connect_nats(&a.nats, &shutdown).await?;
+    // Status write-back reads the store's statuses through the same connection.
+    let nats = client.clone();
     let js = async_nats::jetstream::new(client);
     // An agent's user may not use the JetStream API (see `flotilla nats-config`): then the
     // stores create the stream.
@@ -116,10 +118,28 @@ async fn ingest(a: IngestArgs, shutdown: CancellationToken) -> Result<()> {
         let client = flotilla_ingest::kube::client(&config).await?;
         info!(cluster = %a.cluster, "ingesting from the Kubernetes API");
         let source = flotilla_ingest::KubeSource::new(a.cluster.clone(), client);
-        // Status write-back goes here: a task spawned beside the source with
-        // `source.client()`, the NATS client, `a.cluster` and `config.lease`, stopped by
-        // the same `shutdown` token.
-        source.run(publisher, shutdown).await?;
+        // Status write-back beside the source, on the same client and shutdown: the
+        // replica holding the cluster's Lease writes the store's statuses to Kubernetes.
+        let status = tokio::spawn(
+            flotilla_ingest::kube::status::run(
+                source.client(),
+                nats,
+                a.cluster.clone(),
+                a.kube.lease(),
+                shutdown.clone(),
+            )
+            .instrument(tracing::info_span!("status_writeback")),
+        );
+        let ran = source.run(publisher, shutdown.clone()).await;
+        // The source ended (shutdown or failure): the writer steps down and releases the
+        // Lease before the agent exits.
+        shutdown.cancel();
+        match status.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "status write-back failed"),
+            Err(e) => tracing::error!(error = %e, "status write-back panicked"),
+        }
+        ran?;
         return Ok(());
     }
     let source = FileSource::new(a.cluster.clone(), a.dir.clone());
@@ -162,7 +182,7 @@ async fn store(a: StoreArgs, shutdown: CancellationToken) -> Result<()> {
     let peers = parse_peers(&a.peers)?;
     let auth = ApiAuth::load(&a.api_auth, a.api)?;
     let (client, _refusals) = connect_nats(&a.nats, &shutdown).await?;
-    let source = NatsSource::new(client, flotilla_ingest::nats::STREAM)
+    let source = NatsSource::new(client.clone(), flotilla_ingest::nats::STREAM)
         .await
         .with_context(|| format!("using the event stream on NATS at {}", a.nats.nats))?;
     let tls = load_tls(&a.listen, &[Role::Store], &shutdown)?;
@@ -189,6 +209,9 @@ async fn store(a: StoreArgs, shutdown: CancellationToken) -> Result<()> {
     cfg.translate.rate_limit_fail_closed = a.ratelimit_fail_closed;
     let node = StoreNode::start_with_listener(cfg, grpc, source, shutdown.clone()).await?;
     info!(node = a.id, grpc = %a.grpc, api = %a.api, "store node started");
+    // While this node leads, the computed statuses go to the NATS KV bucket the agents
+    // write back from; the task ends with `shutdown`.
+    node.publish_statuses(client, shutdown.clone());
     let api_security = client_facing(tls.as_ref(), limits(&a.listen, API_CONNECTIONS));
     let mut tasks = JoinSet::new();
     if let Some(reload) = auth.reloader(shutdown.clone()) {

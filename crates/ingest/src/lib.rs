@@ -11,6 +11,8 @@
 //! - [`DedupIds`] hands out the per-event dedup ids; [`IngestStats`] counts what happened.
 //! - [`client`]: how every part connects to NATS (credentials, TLS, refusals);
 //!   [`natsconf`]: the nats-server configuration with one user per part and its permissions.
+//! - [`kube`]: Kubernetes; [`kube::status`] writes the store's statuses back, while holding
+//!   the cluster's [`kube::lease`].
 
 pub mod client;
 mod dedup;
@@ -27,7 +29,7 @@ pub use client::{NatsClientConfig, Refusals};
 pub use dedup::DedupIds;
 pub use error::{BoxError, Error, Result};
 pub use file::FileSource;
-pub use kube::{KubeSource, KubeSourceConfig, LeaseSettings};
+pub use kube::{KubeSource, KubeSourceConfig};
 pub use nats::NatsPublisher;
 pub use stats::{IngestStats, StatsSnapshot};
 

@@ -4,11 +4,12 @@
 //! - `agent-<cluster>` (one per cluster): publish on `flotilla.events.<cluster>` and subscribe
 //!   to its own inbox `_INBOX.agent-<cluster>.>` (a JetStream publish is a request: the
 //!   acknowledgement comes back there). Nothing else: no other cluster's subject, no JetStream
-//!   API (the stores create the stream), no other client's inbox.
+//!   API (the stores create the stream), no other client's inbox. To write statuses back, it
+//!   reads its own cluster's keys of the status bucket, and no other's ([`status_reader`]).
 //! - `store`: the JetStream API of the event stream only (create and inspect it, read one
 //!   message, create, inspect, list and delete its consumers, pull, ack) and its own inbox
 //!   `_INBOX.store.>`, where its pull consumer delivers. It needs no subscription on
-//!   `flotilla.events.>`.
+//!   `flotilla.events.>`. And the status bucket, which the leader writes ([`status_writer`]).
 //!
 //! Inboxes are per user ([`crate::client::inbox_prefix`]) because the store's inbox carries
 //! every cluster's events: with the usual `_INBOX.>`, any agent could read them all.
@@ -84,14 +85,52 @@ pub struct User {
     pub subscribe: Vec<String>,
 }
 
-/// The agent of `cluster`: its cluster's subject, its inbox.
+/// The agent of `cluster`: its cluster's subject, its inbox, and a read of its cluster's keys
+/// of the status bucket.
 pub fn agent(cluster: &str) -> User {
     let name = agent_user(cluster);
+    let mut publish = vec![flotilla_model::events_subject(cluster)];
+    publish.extend(status_reader(cluster));
     User {
-        publish: vec![flotilla_model::events_subject(cluster)],
+        publish,
         subscribe: vec![format!("{}.>", inbox_prefix(&name))],
         name,
     }
+}
+
+/// What reading `cluster`'s keys of the status bucket takes (see
+/// `flotilla_ingest::kube::status`): the bucket's stream info, and creating an ordered
+/// consumer through the subject form that names the consumer and its filter
+/// (`CONSUMER.CREATE.<stream>.<name>.<filter>`, nats-server >= 2.9), with the filter fixed to
+/// `cluster`'s keys; the server refuses a request whose body filters on other subjects than
+/// the one its subject names. The filter-less form (`CONSUMER.CREATE.<stream>`), durable
+/// creates, direct gets and message gets stay closed: they would read any cluster's keys. The
+/// consumer delivers into the agent's own inbox; flow-control replies go to `$JS.FC`.
+pub fn status_reader(cluster: &str) -> Vec<String> {
+    let stream = flotilla_model::status_kv::status_stream();
+    vec![
+        format!("$JS.API.STREAM.INFO.{stream}"),
+        format!(
+            "$JS.API.CONSUMER.CREATE.{stream}.*.{}",
+            flotilla_model::status_kv::status_subjects_of(cluster)
+        ),
+        format!("$JS.FC.{stream}.>"),
+    ]
+}
+
+/// What the stores need of the status bucket (`flotilla_store::status`): create and inspect
+/// its stream, read it whole through a named ordered consumer (and remove that), put and
+/// delete keys.
+pub fn status_writer() -> Vec<String> {
+    let stream = flotilla_model::status_kv::status_stream();
+    vec![
+        format!("$JS.API.STREAM.INFO.{stream}"),
+        format!("$JS.API.STREAM.CREATE.{stream}"),
+        format!("$JS.API.CONSUMER.CREATE.{stream}.>"),
+        format!("$JS.API.CONSUMER.DELETE.{stream}.>"),
+        format!("$JS.FC.{stream}.>"),
+        format!("{}>", flotilla_model::status_kv::status_subject_prefix()),
+    ]
 }
 
 /// The stores: the JetStream API of `stream` (the calls `flotilla_store::NatsSource` makes),
@@ -110,7 +149,10 @@ pub fn store(stream: &str) -> User {
             api(&format!("CONSUMER.NAMES.{stream}")),
             api(&format!("CONSUMER.MSG.NEXT.{stream}.>")),
             format!("$JS.ACK.{stream}.>"),
-        ],
+        ]
+        .into_iter()
+        .chain(status_writer())
+        .collect(),
         subscribe: vec![format!("{}.>", inbox_prefix(STORE_USER))],
     }
 }
@@ -328,11 +370,21 @@ mod tests {
     fn agents_may_publish_their_cluster_only() {
         let a = agent("east");
         assert_eq!(a.name, "agent-east");
-        assert_eq!(a.publish, vec!["flotilla.events.east".to_string()]);
+        assert_eq!(
+            a.publish,
+            vec![
+                "flotilla.events.east",
+                "$JS.API.STREAM.INFO.KV_flotilla-status",
+                "$JS.API.CONSUMER.CREATE.KV_flotilla-status.*.$KV.flotilla-status.east.>",
+                "$JS.FC.KV_flotilla-status.>",
+            ]
+        );
         assert_eq!(a.subscribe, vec!["_INBOX.agent-east.>".to_string()]);
         let s = store("FLOTILLA_EVENTS");
         assert!(
-            s.publish.iter().all(|p| p.contains(".FLOTILLA_EVENTS")),
+            s.publish
+                .iter()
+                .all(|p| p.contains(".FLOTILLA_EVENTS") || p.contains("flotilla-status")),
             "{s:?}"
         );
         assert!(
@@ -377,7 +429,7 @@ mod tests {
         );
         assert_eq!(conf.matches("password: \"$2a$11$").count(), 3, "{conf}");
         assert!(
-            conf.contains("publish: { allow: [\"flotilla.events.west\"] }"),
+            conf.contains("publish: { allow: [\"flotilla.events.west\", \"$JS.API.STREAM.INFO.KV_flotilla-status\", \"$JS.API.CONSUMER.CREATE.KV_flotilla-status.*.$KV.flotilla-status.west.>\", \"$JS.FC.KV_flotilla-status.>\"] }"),
             "{conf}"
         );
         assert!(conf.contains(&format!(

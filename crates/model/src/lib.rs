@@ -10,6 +10,7 @@ pub mod parse;
 pub mod refs;
 pub mod resource;
 pub mod routes;
+pub mod status_kv;
 
 pub use digest::state_digest;
 pub use event::{
@@ -18,6 +19,7 @@ pub use event::{
 pub use key::{Kind, ResourceKey};
 pub use parse::{parse_documents, parse_object, ParseError};
 pub use resource::{Object, Resource};
+pub use status_kv::{status_key, StatusValue, STATUS_BUCKET};
 
 /// Group of the Kubernetes Gateway API.
 pub const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";

@@ -8,6 +8,7 @@
 //! - [`network`]: Raft over gRPC.
 //! - [`source`] / [`nats`]: where events come from (JetStream, or the in-process bus).
 //! - [`leader`]: the loop that moves events from the source into the log while leading.
+//! - [`status`]: the computed statuses, published by the leader into a NATS KV bucket.
 //! - [`watch`]: the "changes since revision R" service edges consume.
 //! - [`node`]: [`StoreNode`], which wires it all.
 
@@ -23,6 +24,7 @@ pub mod node;
 pub mod source;
 pub mod state;
 pub mod state_machine;
+pub mod status;
 pub mod types;
 pub mod watch;
 

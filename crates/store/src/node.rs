@@ -545,6 +545,28 @@ impl StoreNode {
         self.inner.listen_stats.snapshot()
     }
 
+    /// Publishes computed statuses into the NATS KV bucket while this node leads (see
+    /// [`crate::status`]), until `shutdown`. A task of its own: publishing never blocks apply.
+    pub fn publish_statuses(
+        &self,
+        client: async_nats::Client,
+        shutdown: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(
+            crate::status::run(
+                self.inner.raft.clone(),
+                self.subscribe(),
+                client,
+                self.inner.node_id,
+                shutdown,
+            )
+            .instrument(tracing::info_span!(
+                "status_publisher",
+                node = self.inner.node_id
+            )),
+        )
+    }
+
     /// The watch service, to host it on another server as well.
     pub fn watch_service(&self) -> WatchService {
         self.inner.watch_service.clone()

@@ -114,6 +114,32 @@ async fn each_agent_publishes_for_its_own_cluster_only() -> TestResult {
     }
     applied("east's events applied", &store, 3).await?;
 
+    // The store's user may publish statuses into the bucket (the leader creates it), and
+    // east's agent reads them back through the calls its write-back makes.
+    let (store_client, _) = s.user("store").connect_once().await?;
+    store
+        .node
+        .publish_statuses(store_client, store.shutdown.clone());
+    let deadline = Instant::now() + T;
+    let mut watch = loop {
+        match flotilla_ingest::kube::status::watch_cluster(&js, "east").await {
+            Ok(w) => break w,
+            // The bucket does not exist until the leader created it.
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let m = tokio::time::timeout(T, futures::StreamExt::next(&mut watch))
+        .await?
+        .ok_or("the status watch ended")??;
+    assert!(
+        m.subject.starts_with("$KV.flotilla-status.east."),
+        "{}",
+        m.subject
+    );
+
     // West's subject is not east's to publish on: the publish fails at once, saying why.
     let west = events_in("west", BASE)?.remove(0);
     let t = Instant::now();

@@ -1018,6 +1018,13 @@ impl TranslatorView {
         self.statuses.get(key).map(|s| &**s)
     }
 
+    /// Every computed status, by key. A persistent map: two views' maps diff cheaply
+    /// (`imbl::OrdMap::diff` skips the subtrees they share), which is how the store learns
+    /// which statuses changed between two revisions.
+    pub fn statuses(&self) -> &imbl::OrdMap<ResourceKey, Arc<serde_json::Value>> {
+        &self.statuses
+    }
+
     /// The translated output of every gateway, by gateway id.
     pub fn gateways(&self) -> &imbl::OrdMap<String, Arc<GatewayXds>> {
         &self.gateways

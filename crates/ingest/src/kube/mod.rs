@@ -10,11 +10,13 @@
 //! - `index`: the synchronous core that decides what to publish: per-kind resync through
 //!   origins, Secret filtering, stripping of churning fields (read its module doc).
 //!
-//! Status write-back (another module of this crate, not here) runs beside the source with
-//! the same client: see [`KubeSource::client`] and the `ingest` wiring in the binary.
+//! - [`status`] / [`lease`]: status write-back, run beside the source with the same client by
+//!   the agent replica holding the cluster's Lease.
 
 mod index;
+pub mod lease;
 mod source;
+pub mod status;
 #[cfg(test)]
 mod tests;
 
@@ -22,15 +24,6 @@ pub use source::KubeSource;
 
 use crate::{Error, Result};
 use std::path::PathBuf;
-
-/// Where the Lease that elects the agent writing status back lives. The source itself does
-/// not use it; it is carried here so the binary hands one config to the source and to the
-/// status writer.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LeaseSettings {
-    pub namespace: String,
-    pub name: String,
-}
 
 /// How to reach the API server of the watched cluster.
 #[derive(Clone, Debug, Default)]
@@ -40,8 +33,6 @@ pub struct KubeSourceConfig {
     pub kubeconfig: Option<PathBuf>,
     /// The kubeconfig context (default: its current context).
     pub context: Option<String>,
-    /// Used by status write-back only.
-    pub lease: Option<LeaseSettings>,
 }
 
 /// A kube-rs client built as [`KubeSourceConfig`] says.
