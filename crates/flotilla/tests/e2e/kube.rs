@@ -192,6 +192,66 @@ async fn kubectl_changes_reach_envoy() {
         "no log line names the malformed route:\n{log}"
     );
 
+    // The whole loop back: the store's statuses reach the objects in the API server, written
+    // by the agent holding the Lease (server-side apply, Envoy Gateway's field manager).
+    let accepted = |o: &Value| -> bool {
+        o["status"]["parents"][0]["conditions"]
+            .as_array()
+            .is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c["type"] == "Accepted" && c["status"] == "True")
+            })
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let route = loop {
+        let r = fake.get_object(
+            "gateway.networking.k8s.io/v1",
+            "HTTPRoute",
+            "default",
+            "three",
+        );
+        if let Some(r) = r.filter(|r| accepted(r)) {
+            break r;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no Accepted status written back to HTTPRoute default/three:\n{}",
+            agent.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        route["status"]["parents"][0]["controllerName"],
+        "gateway.envoyproxy.io/gatewayclass-controller"
+    );
+    let managers: Vec<&str> = route["metadata"]["managedFields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["subresource"] == "status")
+        .filter_map(|m| m["manager"].as_str())
+        .collect();
+    assert_eq!(managers, ["envoy-gateway"], "{route}");
+    let gw = fake
+        .get_object("gateway.networking.k8s.io/v1", "Gateway", "default", "gw")
+        .expect("gateway in the fake");
+    assert!(
+        gw["status"]["conditions"].as_array().is_some_and(|cs| cs
+            .iter()
+            .any(|c| c["type"] == "Programmed" && c["status"] == "True")),
+        "no Programmed status on the Gateway: {gw}"
+    );
+    // The malformed route never reached the store: nothing speaks for it.
+    let bad = fake
+        .get_object(
+            "gateway.networking.k8s.io/v1",
+            "HTTPRoute",
+            "default",
+            "bad",
+        )
+        .expect("bad route in the fake");
+    assert!(bad["status"].is_null(), "{bad}");
+
     // A status-only change (what Flotilla's own status write-back does) publishes nothing.
     let (before, _) = s.stream_state().await.expect("stream state");
     let mut route = fake
