@@ -132,7 +132,7 @@ const PARSE_PER_THREAD: usize = 256;
 /// An event checked and its object parsed: what folding it needs, and nothing it can refuse.
 enum Prepared {
     Upsert {
-        resource: Resource,
+        resource: Arc<Resource>,
         origin: Option<String>,
     },
     Delete(ResourceKey),
@@ -171,7 +171,10 @@ fn prepare(event: ResourceEvent) -> Result<Prepared> {
                     ),
                 });
             }
-            Prepared::Upsert { resource, origin }
+            Prepared::Upsert {
+                resource: Arc::new(resource),
+                origin,
+            }
         }
         EventBody::Delete { key } => Prepared::Delete(key),
         EventBody::Resync { keys, keep_origins } => Prepared::Resync {
@@ -263,7 +266,7 @@ impl Translator {
                 key: key.clone(),
                 source: Box::new(e),
             })?;
-            t.upsert(r);
+            t.upsert(Arc::new(r));
         }
         let changes = t.recompute();
         Ok((t, changes))
@@ -343,12 +346,12 @@ impl Translator {
         }
     }
 
-    fn upsert(&mut self, r: Resource) {
+    fn upsert(&mut self, r: Arc<Resource>) {
         #[cfg(feature = "fault-injection")]
         if fault(&r.object) == Some("panic-on-apply") {
             panic!("injected fault: panic on apply of {}", r.key);
         }
-        self.upsert_shared(Arc::new(r));
+        self.upsert_shared(r);
     }
 
     fn upsert_shared(&mut self, r: Arc<Resource>) {
