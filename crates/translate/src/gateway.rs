@@ -300,13 +300,16 @@ pub(crate) fn translate_gateway(
         words_due.extend(due);
         memo.forget_clusters(&changed_backends);
     }
-    for k in words_due {
-        let words = match memo.routes.get(&k) {
-            Some(p) => route_words(&memo.overlaps, &k, p),
+    // Each route's words read the memo only: written on every core.
+    let held: &GatewayMemo = memo;
+    let worded = crate::par::map_owned(words_due.into_iter().collect(), WORDS_PER_THREAD, |k| {
+        let words = match held.routes.get(&k) {
+            Some(p) => route_words(&held.overlaps, &k, p),
             None => vec![],
         };
-        route_parents.insert(k, words);
-    }
+        (k, words)
+    });
+    route_parents.extend(worded);
     for (li, n) in &memo.attached {
         if let Some(l) = listeners.get_mut(*li) {
             l.attached += u32::try_from(*n).unwrap_or(u32::MAX);
@@ -453,6 +456,9 @@ const ROUTES_PER_THREAD: usize = 512;
 
 /// Places `keys` (the ones `route_of` finds), in order. Placements are independent of each
 /// other, so many are spread over the machine's cores; the result is the same as one by one.
+/// Routes worded per thread at least (an overlapping route's words are rewritten).
+const WORDS_PER_THREAD: usize = 512;
+
 fn place_all<'a>(
     scope: &GatewayScope<'_, '_>,
     btps: &mut BtpCache,

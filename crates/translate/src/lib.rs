@@ -808,8 +808,10 @@ impl Translator {
                 self.set_status(&key, status, &mut changes);
             }
         }
-        for route in routes_touched {
-            let status = self.route_parents.get(&route).map(|by_gw| {
+        // Each route's status reads what its gateways said: built on every core.
+        let (route_parents, index) = (&self.route_parents, &self.index);
+        let statuses = par::map_owned(routes_touched.into_iter().collect(), 512, |route| {
+            let status = route_parents.get(&route).map(|by_gw| {
                 let mut parents: Vec<&(usize, Arc<serde_json::Value>)> =
                     by_gw.values().flatten().collect();
                 parents.sort_by_key(|(i, _)| *i);
@@ -819,7 +821,10 @@ impl Translator {
                 status.insert("parents".into(), serde_json::Value::Array(parents));
                 serde_json::Value::Object(status)
             });
-            let status = status.filter(|_| self.index.resources.contains_key(&route));
+            let status = status.filter(|_| index.resources.contains_key(&route));
+            (route, status)
+        });
+        for (route, status) in statuses {
             self.set_status(&route, status, &mut changes);
         }
         changes

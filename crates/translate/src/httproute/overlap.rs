@@ -20,10 +20,12 @@ pub(crate) struct OverlapTracker {
     /// (listener, canonical match key) -> the routes with that key, by "Kind namespace/name"
     /// (the order the condition names them in). Hashed: the keys are long strings sharing
     /// their host as a prefix, and the buckets are only ever looked up, never walked.
-    buckets: HashMap<(usize, String), BTreeSet<Member>>,
+    buckets: HashMap<(usize, String), Vec<Member>>,
 }
 
-/// A route in a bucket: its display name (what the condition says) and its key.
+/// A route in a bucket: its display name (what the condition says) and its key. A bucket's
+/// members are kept sorted (the order the condition names them in), in a vector: most buckets
+/// hold one route.
 type Member = (Arc<str>, ResourceKey);
 
 impl OverlapTracker {
@@ -64,11 +66,13 @@ impl OverlapTracker {
 
     fn insert(&mut self, bucket: &(usize, String), me: Member) {
         match self.buckets.get_mut(bucket) {
-            Some(set) => {
-                set.insert(me);
+            Some(members) => {
+                if let Err(at) = members.binary_search(&me) {
+                    members.insert(at, me);
+                }
             }
             None => {
-                self.buckets.insert(bucket.clone(), BTreeSet::from([me]));
+                self.buckets.insert(bucket.clone(), vec![me]);
             }
         }
     }
@@ -77,9 +81,11 @@ impl OverlapTracker {
     pub fn remove(&mut self, kind: &str, key: &ResourceKey, buckets: &[(usize, String)]) {
         let me: Member = (Arc::from(Self::display(kind, key)), key.clone());
         for b in buckets {
-            if let Some(set) = self.buckets.get_mut(b) {
-                set.remove(&me);
-                if set.is_empty() {
+            if let Some(members) = self.buckets.get_mut(b) {
+                if let Ok(at) = members.binary_search(&me) {
+                    members.remove(at);
+                }
+                if members.is_empty() {
                     self.buckets.remove(b);
                 }
             }
