@@ -109,7 +109,7 @@ pub(crate) struct Placed {
     pub domains: Vec<(Arc<str>, Arc<str>)>,
     pub entries: Vec<PlacedEntry>,
     /// Its (listener, match key) overlap buckets.
-    pub overlaps: Vec<(usize, String)>,
+    pub overlaps: Vec<crate::httproute::overlap::Bucket>,
     pub service_rules: Vec<ratelimit::ServiceRule>,
     /// It has a local rate limit (its listeners need the filter).
     pub local: bool,
