@@ -126,6 +126,15 @@ fn set_route_words(
     true
 }
 
+/// One gateway to translate: its routes to place again (`None`: all of it) and its memo,
+/// taken out of the translator while it is translated (`None`: the gateway is gone or not of
+/// our class).
+struct GatewayJob {
+    key: ResourceKey,
+    only: Option<BTreeSet<ResourceKey>>,
+    memo: Option<gateway::GatewayMemo>,
+}
+
 /// Events parsed per thread at least when a world is folded at once ([`Translator::apply_all`]).
 const PARSE_PER_THREAD: usize = 256;
 
@@ -637,15 +646,15 @@ impl Translator {
         let mut gateways: BTreeMap<ResourceKey, Option<BTreeSet<ResourceKey>>> =
             dirty.into_iter().map(|gw| (gw, None)).collect();
         gateways.extend(dirty_routes.into_iter().map(|(gw, r)| (gw, Some(r))));
+        // The gateways to translate (present and of our class), each with its memo taken out,
+        // in key order.
+        let mut jobs: Vec<GatewayJob> = Vec::with_capacity(gateways.len());
         for (gw_key, only) in gateways {
-            let id = gw_key.gateway_id();
-            let gw = match self.index.resources.get(&gw_key).map(|r| &r.object) {
-                Some(Object::Gateway(g))
-                    if self.class_is_ours(&gw_key.cluster, &g.spec.gateway_class_name) =>
-                {
-                    Some(g)
+            let ours = match self.index.resources.get(&gw_key).map(|r| &r.object) {
+                Some(Object::Gateway(g)) => {
+                    self.class_is_ours(&gw_key.cluster, &g.spec.gateway_class_name)
                 }
-                _ => None,
+                _ => false,
             };
             // Drop what this gateway said about policies before; it is said anew below.
             let old_policies = self.reported.remove(&gw_key).unwrap_or_default();
@@ -658,25 +667,50 @@ impl Translator {
                 }
                 tls_ns_touched.insert((policy.cluster.clone(), policy.namespace.clone()));
             }
-            match gw {
-                Some(gw) => {
-                    #[cfg(feature = "fault-injection")]
-                    if let Some(r) = self.index.resources.get(&gw_key) {
-                        if fault(&r.object) == Some("panic-on-translate") {
-                            panic!("injected fault: panic translating {gw_key}");
-                        }
-                    }
-                    let pass = self.policy_passes.get(&gw_key.cluster).cloned();
-                    let none = policy::attachments::Policies::default();
-                    let attached = pass.as_ref().map_or(&none, |p| &p.0);
-                    let memo = self.memos.entry(gw_key.clone()).or_default();
-                    let replace = match &only {
-                        Some(routes) => gateway::Replace::Routes(routes),
-                        None => gateway::Replace::All,
-                    };
-                    let result =
-                        translate_gateway(&self.index, &gw_key, gw, attached, memo, replace);
-                    tracing::debug!(gateway = %gw_key, placed = result.placed, whole = only.is_none(), "gateway translated");
+            #[cfg(feature = "fault-injection")]
+            if let (true, Some(r)) = (ours, self.index.resources.get(&gw_key)) {
+                if fault(&r.object) == Some("panic-on-translate") {
+                    panic!("injected fault: panic translating {gw_key}");
+                }
+            }
+            let memo = ours.then(|| self.memos.remove(&gw_key).unwrap_or_default());
+            jobs.push(GatewayJob {
+                key: gw_key,
+                only,
+                memo,
+            });
+        }
+        // Translated on every core: each gateway reads the index, its cluster's policies and
+        // its own memo, nothing another gateway writes.
+        let (index, passes) = (&self.index, &self.policy_passes);
+        let translated = par::map_owned(jobs, 1, |job| {
+            let GatewayJob { key, only, memo } = job;
+            let done = memo.and_then(|mut memo| {
+                let Some(Object::Gateway(gw)) = index.resources.get(&key).map(|r| &r.object) else {
+                    return None;
+                };
+                let none = policy::attachments::Policies::default();
+                let attached = passes.get(&key.cluster).map_or(&none, |p| &p.0);
+                let replace = match &only {
+                    Some(routes) => gateway::Replace::Routes(routes),
+                    None => gateway::Replace::All,
+                };
+                let result = translate_gateway(index, &key, gw, attached, &mut memo, replace);
+                Some((memo, result))
+            });
+            (key, only.is_none(), done)
+        });
+        // Recorded in key order, as translating one gateway after the other would.
+        for (gw_key, whole, done) in translated {
+            let id = gw_key.gateway_id();
+            let gw = match self.index.resources.get(&gw_key).map(|r| &r.object) {
+                Some(Object::Gateway(g)) => Some(g),
+                _ => None,
+            };
+            match (gw, done) {
+                (Some(gw), Some((memo, result))) => {
+                    self.memos.insert(gw_key.clone(), memo);
+                    tracing::debug!(gateway = %gw_key, placed = result.placed, whole, "gateway translated");
                     #[cfg(test)]
                     {
                         self.translations += 1;
@@ -719,7 +753,7 @@ impl Translator {
                         changes.updated.push(xds);
                     }
                 }
-                None => {
+                _ => {
                     // Routes this gateway no longer words at all.
                     if let Some(memo) = self.memos.remove(&gw_key) {
                         for route in memo.routes.into_keys().chain(memo.l4_routes) {
