@@ -465,8 +465,7 @@ fn place_all<'a>(
     keys: &[&ResourceKey],
     route_of: &(dyn Fn(&ResourceKey) -> Option<AnyRoute<'a>> + Sync),
 ) -> Vec<Option<place::Placed>> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
+    let threads = crate::par::cores()
         .min(keys.len() / ROUTES_PER_THREAD)
         .max(1);
     if threads == 1 {

@@ -1,5 +1,12 @@
 //! Work spread over the machine's cores, results in input order.
 
+/// The cores this process may use, asked once: `available_parallelism` reads the cgroup's
+/// CPU quota from files on every call, which cost more than a small translation step.
+pub(crate) fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 /// `f` applied to every item, on up to one thread per core, each thread taking a contiguous run
 /// of at least `min_per_thread` items (fewer items run inline: a thread costs more than a few
 /// small tasks). The results come back in the order of `items`. A panic in `f` panics the
@@ -9,10 +16,7 @@ pub(crate) fn map_owned<T: Send, R: Send>(
     min_per_thread: usize,
     f: impl Fn(T) -> R + Sync,
 ) -> Vec<R> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(items.len() / min_per_thread.max(1))
-        .max(1);
+    let threads = cores().min(items.len() / min_per_thread.max(1)).max(1);
     if threads == 1 {
         return items.into_iter().map(f).collect();
     }
