@@ -191,6 +191,32 @@ async fn kubectl_changes_reach_envoy() {
             && l.contains("HTTPRoute")),
         "no log line names the malformed route:\n{log}"
     );
+    // ... and a Warning Event on it, as `kubectl describe` shows.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let event = loop {
+        let found = fake
+            .objects("events")
+            .into_iter()
+            .find(|e| e["involvedObject"]["name"] == "bad");
+        if let Some(e) = found {
+            break e;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no Warning Event on HTTPRoute default/bad"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(event["type"], "Warning", "{event}");
+    assert_eq!(event["reason"], "Invalid", "{event}");
+    assert_eq!(event["involvedObject"]["kind"], "HTTPRoute", "{event}");
+    assert_eq!(event["metadata"]["namespace"], "default", "{event}");
+    assert!(
+        event["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("rules")),
+        "{event}"
+    );
 
     // The whole loop back: the store's statuses reach the objects in the API server, written
     // by the agent holding the Lease (server-side apply, Envoy Gateway's field manager).

@@ -172,9 +172,22 @@ struct Accepted {
     hash: Hash,
 }
 
+/// An object of the cluster that does not parse: what its Warning Event says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Rejection {
+    pub key: ResourceKey,
+    pub api_version: String,
+    pub uid: Option<String>,
+    pub message: String,
+}
+
 #[derive(Debug)]
 pub(crate) struct KubeIndex {
     cluster: String,
+    /// Objects that did not parse, to be reported as Warning Events (taken by the source).
+    rejections: Vec<Rejection>,
+    /// The message last reported for each object that does not parse.
+    told: BTreeMap<ResourceKey, String>,
     /// Every object the watchers report, by key: `Some` when it parsed, `None` when not
     /// (then the last accepted version, if any, stays published: better stale than gone).
     seen: BTreeMap<ResourceKey, Option<Accepted>>,
@@ -203,7 +216,14 @@ impl KubeIndex {
             listing: BTreeMap::new(),
             initial: BTreeSet::new(),
             secret_resync_due: false,
+            rejections: Vec::new(),
+            told: BTreeMap::new(),
         }
+    }
+
+    /// The objects found not to parse since the last call, each once per message.
+    pub(crate) fn take_rejections(&mut self) -> Vec<Rejection> {
+        std::mem::take(&mut self.rejections)
     }
 
     /// A watcher for `kind` starts: its first listing is awaited before the Secrets' resync.
@@ -225,6 +245,9 @@ impl KubeIndex {
             stats.add_parse_errors(1);
             return;
         };
+        // Named in a Warning Event if it does not parse (read before the parse takes it).
+        let api_version = obj["apiVersion"].as_str().unwrap_or_default().to_string();
+        let uid = obj["metadata"]["uid"].as_str().map(str::to_string);
         let accepted = match parse_object(&self.cluster, obj) {
             Ok(r) if r.key == key => Some(Accepted {
                 hash: hash(&r.raw),
@@ -244,9 +267,26 @@ impl KubeIndex {
                     "object skipped: it does not parse (the last accepted version, if any, stays)"
                 );
                 stats.add_parse_errors(1);
+                let message = match e.field.as_deref() {
+                    Some(f) => format!("not accepted by Flotilla: {f}: {}", e.message),
+                    None => format!("not accepted by Flotilla: {}", e.message),
+                };
+                // Told once per message: a relist of the same bad object says nothing new.
+                if self.told.get(&key) != Some(&message) {
+                    self.told.insert(key.clone(), message.clone());
+                    self.rejections.push(Rejection {
+                        key: key.clone(),
+                        api_version,
+                        uid,
+                        message,
+                    });
+                }
                 None
             }
         };
+        if accepted.is_some() {
+            self.told.remove(&key);
+        }
         let Some(acc) = accepted else {
             // Keep the last accepted version (it stays published); remember the object is
             // there either way (a resync keeps its key).
@@ -287,6 +327,7 @@ impl KubeIndex {
 
     fn delete_key(&mut self, key: &ResourceKey, out: &mut Vec<EventBody>) {
         self.seen.remove(key);
+        self.told.remove(key);
         if key.kind == Kind::Secret {
             self.settle_secret(key, out);
             return;

@@ -171,6 +171,7 @@ impl KubeSource {
             };
             let Some(msg) = msg else { break };
             d.handle(msg, &mut out).await;
+            d.report_rejections();
             d.update_stats();
             if let Err(stopped) = emitter.emit_all(std::mem::take(&mut out)).await {
                 return stopped.into_result();
@@ -228,6 +229,20 @@ impl Driver {
     fn stop_all(&mut self) {
         for (_, (_, token)) in std::mem::take(&mut self.watchers) {
             token.cancel();
+        }
+    }
+
+    /// Reports the objects found not to parse as Warning Events on them (what `kubectl
+    /// describe` shows beside the agent's log line), best effort: an Event that cannot be
+    /// written is logged, and nothing waits for it.
+    fn report_rejections(&mut self) {
+        for r in self.index.take_rejections() {
+            let client = self.client.clone();
+            tokio::spawn(async move {
+                if let Err(e) = warning_event(client, &r).await {
+                    tracing::warn!(object = %r.key, error = %e, "could not write the Warning Event of an object that does not parse");
+                }
+            });
         }
     }
 
@@ -464,4 +479,49 @@ async fn watch_crds(client: kube::Client, tx: mpsc::Sender<Msg>, token: Cancella
             }
         }
     }
+}
+
+/// Writes a Warning Event (core v1, reason `Invalid`) on an object that does not parse. Events
+/// of cluster-scoped objects go to `default`, as the API server's own do.
+async fn warning_event(client: kube::Client, r: &super::index::Rejection) -> kube::Result<()> {
+    use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+    let ns = if r.key.namespace.is_empty() {
+        "default"
+    } else {
+        r.key.namespace.as_str()
+    };
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let event = Event {
+        metadata: ObjectMeta {
+            // Unique per report, as the API server's generated names are.
+            name: Some(format!("{}.flotilla.{:x}", r.key.name, now.as_nanosecond())),
+            namespace: Some(ns.to_string()),
+            ..Default::default()
+        },
+        involved_object: ObjectReference {
+            api_version: Some(r.api_version.clone()),
+            kind: Some(r.key.kind.as_str().to_string()),
+            name: Some(r.key.name.clone()),
+            namespace: (!r.key.namespace.is_empty()).then(|| r.key.namespace.clone()),
+            uid: r.uid.clone(),
+            ..Default::default()
+        },
+        reason: Some("Invalid".into()),
+        message: Some(r.message.chars().take(1024).collect()),
+        type_: Some("Warning".into()),
+        source: Some(EventSource {
+            component: Some("flotilla-ingest".into()),
+            host: None,
+        }),
+        reporting_component: Some("flotilla-ingest".into()),
+        first_timestamp: Some(Time(now)),
+        last_timestamp: Some(Time(now)),
+        count: Some(1),
+        ..Default::default()
+    };
+    kube::Api::<Event>::namespaced(client, ns)
+        .create(&Default::default(), &event)
+        .await
+        .map(|_| ())
 }

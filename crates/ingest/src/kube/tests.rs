@@ -135,6 +135,37 @@ fn malformed_object_is_skipped_and_counted() {
     assert_eq!(stats.snapshot().parse_errors, 1);
 }
 
+/// An object that does not parse is reported for a Warning Event once per message: the same
+/// bad object listed again says nothing new; fixed, then broken again, it is reported again.
+#[test]
+fn a_malformed_object_is_reported_once_per_message() {
+    let stats = IngestStats::default();
+    let mut ix = KubeIndex::new("c");
+    let mut out = Vec::new();
+    let mut bad = mk_route("bad", "/x");
+    bad["metadata"]["uid"] = json!("u-1");
+    bad["spec"]["rules"] = json!("not a list");
+    ix.apply(Kind::HTTPRoute, bad.clone(), &stats, &mut out);
+    let told = ix.take_rejections();
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert_eq!(told[0].key.to_string(), "c/HTTPRoute/default/bad");
+    assert_eq!(told[0].api_version, "gateway.networking.k8s.io/v1");
+    assert_eq!(told[0].uid.as_deref(), Some("u-1"));
+    assert!(
+        told[0].message.contains("spec.rules"),
+        "{}",
+        told[0].message
+    );
+    // Relisted as it is: nothing new.
+    ix.apply(Kind::HTTPRoute, bad.clone(), &stats, &mut out);
+    assert!(ix.take_rejections().is_empty());
+    // Fixed, then broken again: told again.
+    ix.apply(Kind::HTTPRoute, mk_route("bad", "/x"), &stats, &mut out);
+    assert!(ix.take_rejections().is_empty());
+    ix.apply(Kind::HTTPRoute, bad, &stats, &mut out);
+    assert_eq!(ix.take_rejections().len(), 1);
+}
+
 #[test]
 fn secrets_follow_their_references() {
     let stats = IngestStats::default();

@@ -209,6 +209,7 @@ pub fn builtins() -> Vec<ResourceInfo> {
         builtin("", "v1", "Service", "services", true, true),
         builtin("", "v1", "Secret", "secrets", true, false),
         builtin("", "v1", "ConfigMap", "configmaps", true, false),
+        builtin("", "v1", "Event", "events", true, false),
         builtin(
             "discovery.k8s.io",
             "v1",
