@@ -54,7 +54,8 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-fn leading_term(m: &RaftMetrics, me: NodeId) -> Option<u64> {
+/// The term this node leads in, if it leads (and its Raft core runs).
+pub(crate) fn leading_term(m: &RaftMetrics, me: NodeId) -> Option<u64> {
     (m.state == ServerState::Leader && m.current_leader == Some(me) && m.running_state.is_ok())
         .then_some(m.current_term)
 }
@@ -101,7 +102,7 @@ pub(crate) async fn run<S: EventSource>(
 }
 
 /// Resolves when this node no longer leads in `term` (or Raft is gone).
-async fn lost(mut metrics: watch::Receiver<RaftMetrics>, me: NodeId, term: u64) {
+pub(crate) async fn lost(mut metrics: watch::Receiver<RaftMetrics>, me: NodeId, term: u64) {
     loop {
         if leading_term(&metrics.borrow_and_update(), me) != Some(term) {
             return;

@@ -17,8 +17,9 @@
 //! Key and value: [`flotilla_model::status_kv`] (`<cluster>.<kind>.<namespace>.<name>`, a
 //! JSON [`StatusValue`]).
 
+use crate::leader::{leading_term, lost};
 use crate::state::ReadState;
-use crate::types::{NodeId, Raft, RaftMetrics};
+use crate::types::{NodeId, Raft};
 use async_nats::jetstream::{self, consumer, kv, stream};
 use bytes::Bytes;
 use flotilla_model::ResourceKey;
@@ -275,13 +276,6 @@ pub async fn publish_changes(
     write_all(store, writes).await
 }
 
-fn leading_term(m: &RaftMetrics, me: NodeId) -> Option<u64> {
-    (m.state == openraft::ServerState::Leader
-        && m.current_leader == Some(me)
-        && m.running_state.is_ok())
-    .then_some(m.current_term)
-}
-
 /// Runs until `shutdown`: while this node leads, keeps the bucket equal to the statuses of
 /// the published state.
 pub async fn run(
@@ -314,18 +308,6 @@ pub async fn run(
                 _ = tokio::time::sleep(RETRY_BACKOFF) => {}
                 _ = shutdown.cancelled() => return,
             }
-        }
-    }
-}
-
-/// Resolves when this node no longer leads in `term` (or Raft is gone).
-async fn lost(mut metrics: watch::Receiver<RaftMetrics>, me: NodeId, term: u64) {
-    loop {
-        if leading_term(&metrics.borrow_and_update(), me) != Some(term) {
-            return;
-        }
-        if metrics.changed().await.is_err() {
-            return;
         }
     }
 }
