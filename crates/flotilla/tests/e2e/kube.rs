@@ -533,22 +533,7 @@ spec:
         agents: &["east", "west"],
     };
     let url = format!("http://127.0.0.1:{port}/x");
-    let only = |want: &'static str| {
-        let url = url.clone();
-        let s = &s;
-        async move {
-            eventually(&format!("only {want} answering"), T, || async {
-                for _ in 0..6 {
-                    let (code, body) = get(&s.http, &url).await?;
-                    if code != 200 || body != format!("backend={want} path=/x") {
-                        return Err(format!("{code} {body}"));
-                    }
-                }
-                Ok(())
-            })
-            .await
-        }
-    };
+    let only = |want: &'static str| only_answering(&s.http, &url, want, T);
     only("east").await;
     // East's endpoint goes unready (its EndpointSlice changes in east's API server).
     put_yaml(&east, &export(east_port, false));

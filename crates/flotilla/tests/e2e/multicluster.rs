@@ -81,23 +81,7 @@ spec:
         &[format!("127.0.0.1:{}", s.xds)],
     );
     let url = format!("http://127.0.0.1:{port}/x");
-    let only = |want: &'static str| {
-        let url = url.clone();
-        let s = &s;
-        async move {
-            eventually(&format!("only {want} answering"), T, || async {
-                // Several in a row: a mix means both priorities are still in use.
-                for _ in 0..6 {
-                    let (code, body) = get(&s.http, &url).await?;
-                    if code != 200 || body != format!("backend={want} path=/x") {
-                        return Err(format!("{code} {body}"));
-                    }
-                }
-                Ok(())
-            })
-            .await
-        }
-    };
+    let only = |want: &'static str| only_answering(&s.http, &url, want, T);
     // Both clusters' endpoints are known; the local ones take all the traffic.
     only("east").await;
     // The local endpoint goes unready: Envoy fails over to the west cluster's.

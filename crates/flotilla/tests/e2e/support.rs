@@ -117,6 +117,22 @@ pub async fn get(c: &reqwest::Client, url: &str) -> Result<(u16, String), String
     Ok((code, body))
 }
 
+/// Waits (up to `timeout`) until `url` answers from backend `want` alone: several requests in
+/// a row, every one `200` with body `backend=<want> path=/x` (a mix means both are still in
+/// use).
+pub async fn only_answering(c: &reqwest::Client, url: &str, want: &str, timeout: Duration) {
+    eventually(&format!("only {want} answering"), timeout, || async {
+        for _ in 0..6 {
+            let (code, body) = get(c, url).await?;
+            if code != 200 || body != format!("backend={want} path=/x") {
+                return Err(format!("{code} {body}"));
+            }
+        }
+        Ok(())
+    })
+    .await
+}
+
 pub async fn get_json(c: &reqwest::Client, url: &str) -> Result<serde_json::Value, String> {
     get_json_as(c, url, None).await
 }
